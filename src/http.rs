@@ -1,0 +1,194 @@
+//! Plain HTTP messages exchanged between the hosts and the core.
+//!
+//! The core never touches a socket; a host decodes an incoming HTTP/1.1 request
+//! into a [`Request`], hands it to [`crate::proxy::Proxy::handle`] and encodes the
+//! returned [`Response`]. The same types are used for requests the core sends to a
+//! backend through [`crate::transport::Transport`].
+
+/// An HTTP method, as far as the InfluxDB 1.x API uses them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    /// Any other method (answered 405 by the proxy).
+    Other,
+}
+
+impl Method {
+    /// Parses a method name (`"GET"`, ...); unknown names give [`Method::Other`].
+    pub fn parse(name: &str) -> Method {
+        match name {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            _ => Method::Other,
+        }
+    }
+
+    /// The method's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Other => "OTHER",
+        }
+    }
+}
+
+/// One HTTP request: method, path (without the query string), the decoded query
+/// parameters in order, headers (names lower-case) and the whole body in bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: Method,
+    /// Path only, e.g. `/write`.
+    pub path: String,
+    /// Percent-decoded query parameters, in the order they came.
+    pub query: Vec<(String, String)>,
+    /// Header names in lower case, values as sent.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// A request with no query, headers or body.
+    pub fn new(method: Method, path: &str) -> Request {
+        Request { method, path: path.to_string(), query: Vec::new(), headers: Vec::new(), body: Vec::new() }
+    }
+
+    /// The first value of query parameter `name`, if present.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(&self.headers, name)
+    }
+}
+
+/// One HTTP response: status code, headers (names lower-case) and body bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A response with this status and no headers or body.
+    pub fn empty(status: u16) -> Response {
+        Response { status, headers: Vec::new(), body: Vec::new() }
+    }
+
+    /// A JSON response (`content-type: application/json`).
+    pub fn json(status: u16, body: Vec<u8>) -> Response {
+        Response { status, headers: vec![("content-type".into(), "application/json".into())], body }
+    }
+
+    /// The first value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(&self.headers, name)
+    }
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+}
+
+/// Percent-encodes a query component (RFC 3986 unreserved characters kept).
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => {
+                out.push('%');
+                out.push(char::from(b"0123456789ABCDEF"[(b >> 4) as usize]));
+                out.push(char::from(b"0123456789ABCDEF"[(b & 15) as usize]));
+            }
+        }
+    }
+    out
+}
+
+/// Encodes parameters as `a=1&b=2` (percent-encoded), for a query string or an
+/// `application/x-www-form-urlencoded` body.
+pub fn encode_params(params: &[(String, String)]) -> String {
+    let mut out = String::new();
+    for (i, (k, v)) in params.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(&percent_encode(k));
+        out.push('=');
+        out.push_str(&percent_encode(v));
+    }
+    out
+}
+
+/// Decodes an `application/x-www-form-urlencoded` string (`+` is a space).
+/// Invalid percent escapes are kept literally, as Go's `net/url` does not but
+/// InfluxDB would reject; callers validate the values they need.
+pub fn decode_params(s: &str) -> Vec<(String, String)> {
+    s.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push(h * 16 + l);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_round_trip() {
+        let p = vec![("q".to_string(), "SELECT * FROM \"a b\" WHERE x='1&2'".to_string())];
+        assert_eq!(decode_params(&encode_params(&p)), p);
+    }
+
+    #[test]
+    fn decode_plus_and_bad_escape() {
+        assert_eq!(decode_params("a=b+c&d=%zz&e=%4"), vec![
+            ("a".into(), "b c".into()),
+            ("d".into(), "%zz".into()),
+            ("e".into(), "%4".into())
+        ]);
+    }
+}

@@ -1,0 +1,54 @@
+//! # influx-proxy core
+//!
+//! A high-availability proxy for InfluxDB 1.x. This library is the
+//! **runtime-agnostic core**: line protocol parsing, routing of measurements to
+//! replica sets, InfluxQL statement classification and filtering, query failover,
+//! merging of fanned-out `SHOW` results, health checks and the durable, ordered
+//! per-backend write queue with its replay.
+//!
+//! The core performs no IO and reads no clock. It reaches the world only through
+//! two traits, [`transport::Transport`] (send one HTTP request to one backend) and
+//! [`storage::Storage`] (the write queue's files), and every function that needs
+//! the time takes `now_ms` (milliseconds since the Unix epoch) as an argument.
+//! Hosts own sockets, files, timers and spawning: the native smol/async-h1 server
+//! lives in [`native`] (feature `native`, on by default); the WASI host lives in
+//! the separate `wasm/` crate.
+//!
+//! Module map (each concept lives in the file named after it):
+//! - [`config`]: the JSON configuration file.
+//! - [`line_protocol`]: splitting a write body into points and reading each
+//!   point's measurement.
+//! - [`route`]: measurement name -> replica set (keymaps).
+//! - [`statement`]: InfluxQL statements: splitting, classification, the
+//!   forbidden/allowed filter.
+//! - [`results`]: InfluxDB query result JSON: merging fanned-out `SHOW` answers.
+//! - [`write_queue`]: the durable per-backend write queue (record format, torn-tail
+//!   recovery, dead letters).
+//! - [`health_check`]: backend up/down after consecutive results.
+//! - [`metrics`]: Prometheus counters and gauges of the proxy.
+//! - [`proxy`]: the request life cycle: write fan-out, query routing and
+//!   failover, schema fan-out, replay.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod error;
+pub mod health_check;
+pub mod http;
+pub mod line_protocol;
+pub mod metrics;
+pub mod proxy;
+pub mod results;
+pub mod route;
+pub mod statement;
+pub mod storage;
+pub mod transport;
+pub mod write_queue;
+
+#[cfg(feature = "native")]
+pub mod native;
+
+/// The InfluxDB version this proxy reports in `X-Influxdb-Version` (the API it
+/// speaks is InfluxDB 1.x's HTTP API).
+pub const INFLUXDB_COMPAT_VERSION: &str = "1.8.10";
+/// This proxy's own version, reported in `X-Influxdb-Build` and `--version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,4 @@
+//! `influx-proxy`: the native server. See README.md.
+fn main() {
+    todo!()
+}

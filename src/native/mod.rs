@@ -1,0 +1,2 @@
+//! The native host: smol executor, async-h1 server and client, async-fs
+//! storage, timers and signals. Everything here performs IO; the core does not.

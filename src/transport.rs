@@ -1,0 +1,139 @@
+//! The core's only way to reach a backend: send one HTTP request, get the
+//! response.
+//!
+//! Hosts implement [`Transport`]: the native host with async-h1 over pooled,
+//! kept-alive TCP connections (`crate::native::transport`), the WASI host over
+//! wasi sockets, and tests with in-memory mock backends. A transport owns
+//! connection pooling and **timeouts** (the core reads no clock): a request that
+//! takes longer than the configured timeout ends with [`TransportError::Timeout`].
+
+use crate::http::{Request, Response};
+use std::fmt;
+
+/// Where a backend lives, parsed from its configured URL
+/// (`http://host:port[/base]`, InfluxDB 1.x default port 8086).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendAddr {
+    /// The backend's name in the configuration (`"a"`, `"b"`, ...).
+    pub name: String,
+    /// Host name or IP literal, without brackets.
+    pub host: String,
+    pub port: u16,
+    /// Path prefix put before `/write`, `/query`, `/ping`; empty or `/x` (no
+    /// trailing slash).
+    pub base_path: String,
+    /// The URL as configured, for messages.
+    pub url: String,
+}
+
+impl BackendAddr {
+    /// Parses `http://host[:port][/base]`. Errors name the problem; `https` is
+    /// refused (TLS to backends is not supported yet, and silently not verifying
+    /// certificates is what users complain about in other proxies).
+    pub fn parse(name: &str, url: &str) -> Result<BackendAddr, String> {
+        let rest = match url.strip_prefix("http://") {
+            Some(r) => r,
+            None if url.starts_with("https://") => {
+                return Err(format!("{url:?}: https backends are not supported yet (use http://)"))
+            }
+            None => return Err(format!("{url:?} is not an http:// URL")),
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        if authority.contains('@') || authority.contains('?') || path.contains('?') || path.contains('#') {
+            return Err(format!("{url:?}: credentials, query or fragment are not allowed in a backend URL"));
+        }
+        let (host, port) = if let Some(h) = authority.strip_prefix('[') {
+            // [::1]:8086
+            let (h, after) = h.split_once(']').ok_or_else(|| format!("{url:?}: unclosed '[' in host"))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p,
+                None if after.is_empty() => "8086",
+                None => return Err(format!("{url:?}: bad port")),
+            };
+            (h, port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h, p),
+                None => (authority, "8086"),
+            }
+        };
+        if host.is_empty() {
+            return Err(format!("{url:?} has no host"));
+        }
+        let port: u16 = port.parse().map_err(|_| format!("{url:?}: port {port:?} is not a number from 1 to 65535"))?;
+        if port == 0 {
+            return Err(format!("{url:?}: port 0 is not allowed"));
+        }
+        Ok(BackendAddr {
+            name: name.to_string(),
+            host: host.to_string(),
+            port,
+            base_path: path.to_string(),
+            url: url.to_string(),
+        })
+    }
+
+    /// `host:port` as used to connect (IPv6 literals bracketed).
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Why a request to a backend got no HTTP response. Every variant means "the
+/// backend may be down": reads fail over, writes go to the backend's write queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransportError {
+    /// Could not connect (refused, unreachable, name lookup failed).
+    Connect(String),
+    /// No complete response within the transport's timeout.
+    Timeout,
+    /// The connection broke or the response could not be decoded.
+    Io(String),
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransportError::Connect(e) => write!(f, "connect failed: {e}"),
+            TransportError::Timeout => write!(f, "timed out"),
+            TransportError::Io(e) => write!(f, "i/o error: {e}"),
+        }
+    }
+}
+
+/// Sends one HTTP request to one backend and returns its whole response.
+///
+/// `request.path` is relative to the backend (e.g. `/write`); the transport puts
+/// `backend.base_path` in front. A response of any status is `Ok`; only the
+/// absence of a response is an error. Implementations bound connection pools and
+/// apply timeouts.
+#[allow(async_fn_in_trait)]
+pub trait Transport {
+    async fn send(&self, backend: &BackendAddr, request: Request) -> Result<Response, TransportError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_backend_urls() {
+        let a = BackendAddr::parse("a", "http://127.0.0.1:8087").unwrap();
+        assert_eq!((a.host.as_str(), a.port, a.base_path.as_str()), ("127.0.0.1", 8087, ""));
+        let b = BackendAddr::parse("b", "http://influx.local/prefix/").unwrap();
+        assert_eq!((b.host.as_str(), b.port, b.base_path.as_str()), ("influx.local", 8086, "/prefix"));
+        let c = BackendAddr::parse("c", "http://[::1]:9000").unwrap();
+        assert_eq!((c.host.as_str(), c.port, c.authority()), ("::1", 9000, "[::1]:9000".to_string()));
+        assert!(BackendAddr::parse("d", "https://x").unwrap_err().contains("https"));
+        assert!(BackendAddr::parse("d", "127.0.0.1:8086").is_err());
+        assert!(BackendAddr::parse("d", "http://x:99999").unwrap_err().contains("port"));
+        assert!(BackendAddr::parse("d", "http://:80").is_err());
+    }
+}
