@@ -148,15 +148,13 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h * 16 + l);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -185,10 +183,9 @@ mod tests {
 
     #[test]
     fn decode_plus_and_bad_escape() {
-        assert_eq!(decode_params("a=b+c&d=%zz&e=%4"), vec![
-            ("a".into(), "b c".into()),
-            ("d".into(), "%zz".into()),
-            ("e".into(), "%4".into())
-        ]);
+        assert_eq!(
+            decode_params("a=b+c&d=%zz&e=%4"),
+            vec![("a".into(), "b c".into()), ("d".into(), "%zz".into()), ("e".into(), "%4".into())]
+        );
     }
 }

@@ -19,6 +19,8 @@ pub struct Point<'a> {
     pub line: &'a str,
     /// The measurement name with escapes removed (`cpu\,x` -> `cpu,x`).
     pub measurement: Cow<'a, str>,
+    /// Whether the line ends with a timestamp.
+    pub has_timestamp: bool,
 }
 
 /// A malformed line. Displays as InfluxDB does:

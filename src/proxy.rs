@@ -1,11 +1,32 @@
 //! The life of a proxied request: write fan-out to replicas with the durable
-//! write queue, query routing with failover, schema fan-out, merged `SHOW`
-//! answers; plus the background work hosts drive: health checks and replay.
+//! write queue ([`write`]), query routing with failover, schema fan-out and
+//! merged `SHOW` answers ([`query`]), and the background work hosts drive:
+//! health checks ([`Proxy::check_health`]) and replay ([`Proxy::replay_step`]).
+//!
+//! Delivery rule (the durability promise): a write or schema statement for a
+//! backend is sent directly only while that backend's write queue is empty and
+//! its health check says up; otherwise, or when the direct attempt gets no
+//! answer or a 5xx, it is appended to the queue (durable when the append
+//! returns). A client hears 204 only when every targeted backend acknowledged
+//! the write or has it in its queue on disk.
+
+mod query;
+mod write;
 
 use crate::config::Config;
-use crate::http::{Request, Response};
+use crate::error::ProxyError;
+use crate::health_check::Health;
+use crate::http::{Method, Request, Response};
+use crate::metrics::{BackendGauges, Metrics};
+use crate::route::Router;
+use crate::statement::StatementFilter;
 use crate::storage::Storage;
 use crate::transport::{BackendAddr, Transport};
+use crate::write_queue::{QueueError, Record, WriteQueue};
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 
 /// What [`Proxy::replay_step`] did, and when the host should call it again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,28 +44,86 @@ pub enum ReplayStep {
 /// The proxy: configuration, backends, their health and write queues.
 /// Single-threaded: hosts run it on one executor thread and share it by `Rc`.
 pub struct Proxy<T, S> {
-    _t: T,
-    _s: S,
+    config: Config,
+    backends: Vec<BackendAddr>,
+    router: Router,
+    filter: StatementFilter,
+    transport: T,
+    storage: S,
+    states: Vec<BackendState>,
+    metrics: Metrics,
+}
+
+/// Per-backend state.
+struct BackendState {
+    queue: WriteQueue,
+    health: RefCell<Health>,
+    /// Current replay backoff in ms; 0 when the last attempt succeeded.
+    backoff_ms: Cell<u64>,
+}
+
+/// The result of handing one record to one backend.
+#[derive(Debug)]
+enum Delivery {
+    /// The backend answered 2xx.
+    Delivered(Response),
+    /// The record is durably in the backend's write queue.
+    Queued,
+    /// The backend answered 4xx: the client's fault, passed on, not queued.
+    Rejected { status: u16, message: String },
+    /// Neither delivered nor kept (queue full, disk failure).
+    NotKept(QueueError),
 }
 
 impl<T: Transport, S: Storage> Proxy<T, S> {
     /// Builds the proxy from a validated config and opens every backend's write
-    /// queue under `<data_dir-relative> queue/<backend>/` in `storage` (recovering
-    /// from a crash: torn tail records dropped, replay resumes where it was).
-    /// Error: a queue that cannot be opened (message names the backend).
+    /// queue in directory `queue/<backend>` of `storage` (recovering from a
+    /// crash: torn tail records dropped, replay resumes where it was).
+    /// Errors: a bad backend URL, keymap or statement pattern (normally caught
+    /// by [`Config::parse`]), or a queue that cannot be opened; the message
+    /// names the backend.
     pub async fn open(config: Config, transport: T, storage: S) -> Result<Self, String> {
-        let _ = (config, transport, storage);
-        todo!()
+        let names: Vec<String> = config.backends.keys().cloned().collect();
+        let mut backends = Vec::with_capacity(names.len());
+        for (name, backend) in &config.backends {
+            backends.push(
+                BackendAddr::parse(name, &backend.url).map_err(|e| format!("$.backends.{name}.url: {e}"))?,
+            );
+        }
+        let router = Router::new(&config.keymaps, &names).map_err(|e| format!("$.keymaps: {e}"))?;
+        let filter = StatementFilter::new(&config.forbidden_statements, &config.allowed_statements)?;
+        let mut states = Vec::with_capacity(names.len());
+        for name in &names {
+            let queue = WriteQueue::open(&storage, &format!("queue/{name}"), config.queue_max_bytes)
+                .await
+                .map_err(|e| format!("write queue of backend {name}: {e}"))?;
+            states.push(BackendState {
+                queue,
+                health: RefCell::new(Health::new()),
+                backoff_ms: Cell::new(0),
+            });
+        }
+        Ok(Proxy { config, backends, router, filter, transport, storage, states, metrics: Metrics::new() })
     }
 
     /// The configuration in force.
     pub fn config(&self) -> &Config {
-        todo!()
+        &self.config
     }
 
     /// The backends, in index order.
     pub fn backends(&self) -> &[BackendAddr] {
-        todo!()
+        &self.backends
+    }
+
+    /// Whether backend `backend` (index) is up according to its health checks.
+    pub fn is_healthy(&self, backend: usize) -> bool {
+        self.states.get(backend).is_some_and(|s| s.health.borrow().is_healthy())
+    }
+
+    /// Records and bytes waiting in backend `backend`'s write queue.
+    pub fn queue_depth(&self, backend: usize) -> crate::write_queue::QueueDepth {
+        self.states.get(backend).map(|s| s.queue.depth()).unwrap_or_default()
     }
 
     /// Answers one client request (`/ping`, `/write`, `/api/v2/write`, `/query`,
@@ -53,19 +132,396 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// the Unix epoch). The host has already refused bodies over
     /// `config().max_body_bytes` with 413.
     pub async fn handle(&self, request: Request, now_ms: u64) -> Response {
-        let _ = (request, now_ms);
-        todo!()
+        let endpoint = match request.path.as_str() {
+            "/ping" => "ping",
+            "/write" => "write",
+            "/api/v2/write" => "api_v2_write",
+            "/query" => "query",
+            "/health" => "health",
+            "/metrics" => "metrics",
+            _ => "other",
+        };
+        let result = match endpoint {
+            "ping" => self.ping(&request),
+            "write" => self.write(&request, write::WriteApi::V1, now_ms).await,
+            "api_v2_write" => self.write(&request, write::WriteApi::V2, now_ms).await,
+            "query" => self.query(&request, now_ms).await,
+            "health" => self.health(&request),
+            "metrics" => self.metrics(&request),
+            _ => Err(ProxyError::NotFound(format!("404 page not found: {}", request.path))),
+        };
+        let mut response = result.unwrap_or_else(|e| e.to_response());
+        response.headers.push(("x-influxdb-version".into(), crate::INFLUXDB_COMPAT_VERSION.into()));
+        if request.method == Method::Head {
+            response.body.clear();
+        }
+        self.metrics.request(endpoint, response.status);
+        response
     }
 
-    /// One health check of backend `backend` (index): `GET /ping`.
+    /// One health check of backend `backend` (index): `GET /ping`, expecting
+    /// 2xx. Marks the backend down after `health_check_fall` failures in a row
+    /// and up after `health_check_rise` successes in a row.
     pub async fn check_health(&self, backend: usize, now_ms: u64) {
-        let _ = (backend, now_ms);
-        todo!()
+        let Some(addr) = self.backends.get(backend) else { return };
+        match self.transport.send(addr, Request::new(Method::Get, "/ping")).await {
+            Ok(r) if (200..300).contains(&r.status) => self.record_ok(backend),
+            Ok(r) => self.record_failure(backend, format!("ping answered HTTP {}", r.status), now_ms),
+            Err(e) => self.record_failure(backend, format!("ping: {e}"), now_ms),
+        }
     }
 
-    /// Tries to deliver the oldest queued record of backend `backend`.
+    /// Tries to deliver the oldest queued record of backend `backend` (index).
+    /// 2xx: acknowledged and removed. 4xx (or a schema statement the backend
+    /// reports as failed): moved to the dead-letter file so it never blocks the
+    /// queue. No answer or 5xx: kept, retried after a backoff that doubles from
+    /// `replay_backoff_min_ms` to `replay_backoff_max_ms`.
     pub async fn replay_step(&self, backend: usize, now_ms: u64) -> ReplayStep {
-        let _ = (backend, now_ms);
-        todo!()
+        let (Some(addr), Some(state)) = (self.backends.get(backend), self.states.get(backend)) else {
+            return ReplayStep::Idle;
+        };
+        let (id, record) = match state.queue.peek(&self.storage).await {
+            Ok(Some(head)) => head,
+            Ok(None) => {
+                state.backoff_ms.set(0);
+                return ReplayStep::Idle;
+            }
+            Err(e) => {
+                self.record_failure(backend, format!("write queue: {e}"), now_ms);
+                return ReplayStep::RetryAfter(self.config.replay_backoff_max_ms);
+            }
+        };
+        let outcome = self.transport.send(addr, record_request(&record)).await;
+        let rejection = match &outcome {
+            Ok(r) if (200..300).contains(&r.status) => statement_error(&record, r),
+            Ok(r) if (400..500).contains(&r.status) => {
+                Some(format!("HTTP {}: {}", r.status, error_message(r)))
+            }
+            Ok(r) => {
+                return self.replay_failed(
+                    backend,
+                    format!("replay answered HTTP {}: {}", r.status, error_message(r)),
+                    now_ms,
+                )
+            }
+            Err(e) => return self.replay_failed(backend, format!("replay: {e}"), now_ms),
+        };
+        let done = match &rejection {
+            None => state.queue.ack(&self.storage, id).await,
+            Some(reason) => {
+                self.metrics.backend_error(&addr.name);
+                state.queue.dead_letter(&self.storage, id, &record, reason, now_ms).await
+            }
+        };
+        if let Err(e) = done {
+            // The record was delivered but could not be removed: it will be
+            // delivered again (line protocol writes are idempotent).
+            self.record_failure(backend, format!("write queue: {e}"), now_ms);
+            return ReplayStep::RetryAfter(self.config.replay_backoff_max_ms);
+        }
+        if rejection.is_none() {
+            self.metrics.replayed(&addr.name);
+            if let Record::Write { body, .. } = &record {
+                self.metrics.written(&addr.name, count_lines(body), body.len() as u64);
+                state.health.borrow_mut().record_write(now_ms);
+            }
+        }
+        state.backoff_ms.set(0);
+        self.record_ok(backend);
+        ReplayStep::Progress
+    }
+
+    fn replay_failed(&self, backend: usize, error: String, now_ms: u64) -> ReplayStep {
+        self.record_failure(backend, error, now_ms);
+        let state = &self.states[backend];
+        let min = self.config.replay_backoff_min_ms.max(1);
+        let next = match state.backoff_ms.get() {
+            0 => min,
+            b => b.saturating_mul(2).min(self.config.replay_backoff_max_ms.max(min)),
+        };
+        state.backoff_ms.set(next);
+        ReplayStep::RetryAfter(next)
+    }
+
+    fn record_ok(&self, backend: usize) {
+        if let Some(s) = self.states.get(backend) {
+            s.health.borrow_mut().record_ok(self.config.health_check_rise);
+        }
+    }
+
+    fn record_failure(&self, backend: usize, error: String, now_ms: u64) {
+        if let (Some(s), Some(addr)) = (self.states.get(backend), self.backends.get(backend)) {
+            self.metrics.backend_error(&addr.name);
+            s.health.borrow_mut().record_failure(self.config.health_check_fall, error, now_ms);
+        }
+    }
+
+    /// Hands `record` to backend `backend`: directly while its queue is empty
+    /// and it is up, else (or on no answer / 5xx) through its write queue.
+    async fn deliver(&self, backend: usize, record: Record, now_ms: u64) -> Delivery {
+        let state = &self.states[backend];
+        let addr = &self.backends[backend];
+        if !state.queue.is_empty() || !state.health.borrow().is_healthy() {
+            return self.enqueue(backend, &record).await;
+        }
+        match self.transport.send(addr, record_request(&record)).await {
+            Ok(r) if (200..300).contains(&r.status) => {
+                if let Record::Write { body, .. } = &record {
+                    self.metrics.written(&addr.name, count_lines(body), body.len() as u64);
+                    state.health.borrow_mut().record_write(now_ms);
+                }
+                self.record_ok(backend);
+                Delivery::Delivered(r)
+            }
+            Ok(r) if (400..500).contains(&r.status) => {
+                self.metrics.backend_error(&addr.name);
+                Delivery::Rejected { status: r.status, message: error_message(&r) }
+            }
+            Ok(r) => {
+                self.record_failure(backend, format!("HTTP {}: {}", r.status, error_message(&r)), now_ms);
+                self.enqueue(backend, &record).await
+            }
+            Err(e) => {
+                self.record_failure(backend, e.to_string(), now_ms);
+                self.enqueue(backend, &record).await
+            }
+        }
+    }
+
+    async fn enqueue(&self, backend: usize, record: &Record) -> Delivery {
+        match self.states[backend].queue.push(&self.storage, record).await {
+            Ok(()) => Delivery::Queued,
+            Err(e) => Delivery::NotKept(e),
+        }
+    }
+
+    /// Turns the deliveries of one write or schema statement into the
+    /// client's answer: the first backend 4xx, else 503 if any backend could
+    /// not keep it, else the delivered responses.
+    fn settle(&self, deliveries: Vec<(usize, Delivery)>) -> Result<Vec<Response>, ProxyError> {
+        let mut delivered = Vec::new();
+        let mut not_kept = Vec::new();
+        for (backend, delivery) in deliveries {
+            match delivery {
+                Delivery::Rejected { status, message } => {
+                    return Err(ProxyError::Backend { status, message })
+                }
+                Delivery::NotKept(e) => {
+                    not_kept.push(format!("backend {}: {e}", self.backends[backend].name))
+                }
+                Delivery::Delivered(r) => delivered.push(r),
+                Delivery::Queued => {}
+            }
+        }
+        if !not_kept.is_empty() {
+            return Err(ProxyError::QueueFull(format!("write not kept: {}", not_kept.join("; "))));
+        }
+        Ok(delivered)
+    }
+
+    fn ping(&self, request: &Request) -> Result<Response, ProxyError> {
+        allow(request, &[Method::Get, Method::Head])?;
+        let mut response = if request.param("verbose").is_some_and(|v| v == "true") {
+            Response::json(
+                200,
+                format!("{{\"version\":\"{}\"}}\n", crate::INFLUXDB_COMPAT_VERSION).into_bytes(),
+            )
+        } else {
+            Response::empty(204)
+        };
+        response.headers.push(("x-influxdb-build".into(), "OSS".into()));
+        response.headers.push(("x-influx-proxy-version".into(), crate::VERSION.into()));
+        Ok(response)
+    }
+
+    /// `GET /health`: 200 with `"status":"pass"` when every backend is up,
+    /// `"warn"` when some are down, 503 `"fail"` when all are down.
+    fn health(&self, request: &Request) -> Result<Response, ProxyError> {
+        allow(request, &[Method::Get, Method::Head])?;
+        let mut backends = Vec::new();
+        let mut up = 0;
+        for (addr, state) in self.backends.iter().zip(&self.states) {
+            let health = state.health.borrow();
+            let depth = state.queue.depth();
+            up += usize::from(health.is_healthy());
+            backends.push(serde_json::json!({
+                "name": addr.name,
+                "url": addr.url,
+                "healthy": health.is_healthy(),
+                "last_error": health.last_error(),
+                "last_error_ms": health.last_error_ms(),
+                "last_write_ms": health.last_write_ms(),
+                "queue_records": depth.records,
+                "queue_bytes": depth.bytes,
+                "dead_letters": state.queue.dead_letters(),
+            }));
+        }
+        let (status, code) = match up {
+            n if n == self.backends.len() => ("pass", 200),
+            0 => ("fail", 503),
+            _ => ("warn", 200),
+        };
+        let body = serde_json::json!({
+            "name": "influx-proxy",
+            "version": crate::VERSION,
+            "status": status,
+            "backends": backends,
+        });
+        let mut bytes = serde_json::to_vec_pretty(&body).map_err(|e| ProxyError::Internal(e.to_string()))?;
+        bytes.push(b'\n');
+        Ok(Response::json(code, bytes))
+    }
+
+    fn metrics(&self, request: &Request) -> Result<Response, ProxyError> {
+        allow(request, &[Method::Get, Method::Head])?;
+        let gauges: Vec<(&str, BackendGauges)> = self
+            .backends
+            .iter()
+            .zip(&self.states)
+            .map(|(addr, s)| {
+                let depth = s.queue.depth();
+                (
+                    addr.name.as_str(),
+                    BackendGauges {
+                        queue_records: depth.records,
+                        queue_bytes: depth.bytes,
+                        dead_letters: s.queue.dead_letters(),
+                        healthy: s.health.borrow().is_healthy(),
+                    },
+                )
+            })
+            .collect();
+        let text = self.metrics.render(&gauges);
+        Ok(Response {
+            status: 200,
+            headers: vec![(
+                "content-type".into(),
+                "application/openmetrics-text; version=1.0.0; charset=utf-8".into(),
+            )],
+            body: text.into_bytes(),
+        })
     }
 }
+
+/// 405 unless the request's method is one of `methods`.
+fn allow(request: &Request, methods: &[Method]) -> Result<(), ProxyError> {
+    if methods.contains(&request.method) {
+        Ok(())
+    } else {
+        let names: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
+        Err(ProxyError::MethodNotAllowed(format!(
+            "method not allowed on {}: use {}",
+            request.path,
+            names.join(" or ")
+        )))
+    }
+}
+
+/// The HTTP request that delivers `record` to a backend: `POST /write` with
+/// the line protocol body, or `POST /query` with a form body for a statement.
+fn record_request(record: &Record) -> Request {
+    match record {
+        Record::Write { db, rp, precision, credentials, body } => {
+            let mut query = vec![("db".to_string(), db.clone())];
+            if let Some(rp) = rp {
+                query.push(("rp".into(), rp.clone()));
+            }
+            if let Some(p) = precision {
+                query.push(("precision".into(), p.clone()));
+            }
+            let mut request = Request::new(Method::Post, "/write");
+            request.query = query;
+            request.headers.push(("content-type".into(), "text/plain; charset=utf-8".into()));
+            add_credentials(&mut request, credentials);
+            request.body = body.clone();
+            request
+        }
+        Record::Statement { db, q, credentials } => {
+            let mut form = vec![("q".to_string(), q.clone())];
+            if let Some(db) = db {
+                form.push(("db".into(), db.clone()));
+            }
+            let mut request = Request::new(Method::Post, "/query");
+            request.headers.push(("content-type".into(), "application/x-www-form-urlencoded".into()));
+            add_credentials(&mut request, credentials);
+            request.body = crate::http::encode_params(&form).into_bytes();
+            request
+        }
+    }
+}
+
+/// Forwards the client's credentials unchanged (InfluxDB 1.x
+/// "Authentication and authorization": `u`/`p` parameters or the
+/// `Authorization` header).
+fn add_credentials(request: &mut Request, credentials: &crate::write_queue::Credentials) {
+    if let Some(u) = &credentials.username {
+        request.query.push(("u".into(), u.clone()));
+    }
+    if let Some(p) = &credentials.password {
+        request.query.push(("p".into(), p.clone()));
+    }
+    if let Some(a) = &credentials.authorization {
+        request.headers.push(("authorization".into(), a.clone()));
+    }
+}
+
+/// For a delivered schema statement: the error InfluxDB reported inside the
+/// 200 answer (`{"results":[{"error":...}]}`), if any. Writes have none.
+fn statement_error(record: &Record, response: &Response) -> Option<String> {
+    match record {
+        Record::Write { .. } => None,
+        Record::Statement { .. } => match crate::results::first_result(&response.body) {
+            Ok(result) => {
+                result.get("error").and_then(|e| e.as_str()).map(|e| format!("statement failed: {e}"))
+            }
+            Err(e) => Some(format!("statement failed: {e}")),
+        },
+    }
+}
+
+/// The error text of a backend's answer: `error` of an InfluxDB JSON body, or
+/// the body's first 1,000 bytes, or the status.
+fn error_message(response: &Response) -> String {
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&response.body) {
+        if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
+            return e.to_string();
+        }
+    }
+    let text = String::from_utf8_lossy(&response.body[..response.body.len().min(1000)]).trim().to_string();
+    if text.is_empty() {
+        format!("HTTP {}", response.status)
+    } else {
+        text
+    }
+}
+
+fn count_lines(body: &[u8]) -> u64 {
+    body.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+/// Runs the futures concurrently on the caller's task; outputs in input order.
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(v) => *output = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -63,7 +63,8 @@ impl BackendAddr {
         if host.is_empty() {
             return Err(format!("{url:?} has no host"));
         }
-        let port: u16 = port.parse().map_err(|_| format!("{url:?}: port {port:?} is not a number from 1 to 65535"))?;
+        let port: u16 =
+            port.parse().map_err(|_| format!("{url:?}: port {port:?} is not a number from 1 to 65535"))?;
         if port == 0 {
             return Err(format!("{url:?}: port 0 is not allowed"));
         }
