@@ -1027,4 +1027,56 @@ mod tests {
         let err = StatementFilter::new(&[], &["[z-a]".to_string()]).unwrap_err();
         assert!(err.contains("[z-a]"), "{err}");
     }
+
+    #[test]
+    fn arbitrary_text_gives_results_or_errors_never_panics() {
+        const PIECES: &[&str] = &[
+            "SELECT ",
+            "FROM ",
+            "SHOW ",
+            "DROP ",
+            "SERIES ",
+            "DELETE ",
+            "MEASUREMENT ",
+            "(",
+            ")",
+            "'",
+            "\"",
+            "\\",
+            "/",
+            "*",
+            "-",
+            ";",
+            ",",
+            ".",
+            "=~",
+            "a",
+            "µ",
+            "é",
+            "1",
+            "5m",
+            " ",
+            "\n",
+            "WHERE ",
+            "INTO ",
+        ];
+        let mut rng = fastrand::Rng::with_seed(7);
+        let filter = default_filter();
+        for _ in 0..5000 {
+            let text: String = (0..rng.usize(0..14))
+                .map(|_| PIECES[rng.usize(..PIECES.len())])
+                .collect();
+            if let Ok(statements) = split_statements(&text) {
+                for statement in statements {
+                    assert!(
+                        !statement.is_empty() && statement.trim() == statement,
+                        "{text:?}"
+                    );
+                    let _ = classify(statement);
+                }
+            }
+            let _ = classify(&text);
+            let _ = filter.check(&text);
+        }
+    }
 }
