@@ -2,7 +2,10 @@
 //! InfluxDB 1.x HTTP API "Query data"): merging the answers of several backends
 //! to one statement, and combining per-statement results into one response.
 
-use serde_json::Value;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::cmp::Ordering;
+use std::collections::HashMap;
 
 /// Merges the result objects (elements of `results`) that several backends gave
 /// for the same statement: series with the same name, tags and columns are
@@ -10,28 +13,561 @@ use serde_json::Value;
 /// lexicographically, SELECT rows by their first column, the time). A result
 /// with `"error"` is returned as is if every input has one; otherwise errored
 /// inputs are ignored. `statement_id` is not set (see [`combine`]).
+///
+/// Details: rows are compared column by column (null first, then booleans,
+/// numbers by value, strings lexicographically), which orders SHOW answers
+/// lexicographically and SELECT answers by time. When the first column is
+/// `time` and every joined input lists its rows by descending time
+/// (`ORDER BY time DESC`), the merged rows are descending too. Series keep
+/// the order in which they first appear.
+/// `messages` (InfluxDB's warnings) are united; `partial` is dropped. Inputs
+/// with neither series nor error give `{}` (InfluxDB prints
+/// `{"statement_id":0}` for an empty answer). A single usable input is returned
+/// as it is, without `statement_id` and `partial`. No input at all gives `{}`.
 pub fn merge_statement_results(results: Vec<Value>) -> Value {
-    let _ = results;
-    todo!()
+    let (ok, errored): (Vec<Value>, Vec<Value>) =
+        results.into_iter().partition(|r| r.get("error").is_none());
+    if ok.is_empty() {
+        return match errored.into_iter().next() {
+            Some(mut first) => {
+                if let Some(object) = first.as_object_mut() {
+                    object.remove("statement_id");
+                }
+                first
+            }
+            None => Value::Object(Map::new()),
+        };
+    }
+    if ok.len() == 1 {
+        let mut only = ok.into_iter().next().unwrap_or_default();
+        if let Some(object) = only.as_object_mut() {
+            object.remove("statement_id");
+            object.remove("partial");
+        }
+        return only;
+    }
+
+    let mut merged: Vec<MergedSeries> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut messages: Vec<Value> = Vec::new();
+    for result in ok {
+        if let Some(list) = result.get("messages").and_then(Value::as_array) {
+            for message in list {
+                if !messages.contains(message) {
+                    messages.push(message.clone());
+                }
+            }
+        }
+        let Some(series) = result.get("series").and_then(Value::as_array) else {
+            continue;
+        };
+        for one in series {
+            let Some(one) = one.as_object() else { continue };
+            let key = series_key(one);
+            let slot = *index.entry(key).or_insert_with(|| {
+                merged.push(MergedSeries::new(one));
+                merged.len() - 1
+            });
+            merged[slot].add_rows(one.get("values"));
+        }
+    }
+
+    let mut out = Map::new();
+    if !merged.is_empty() {
+        let series = merged.into_iter().map(MergedSeries::into_value).collect();
+        out.insert("series".to_string(), Value::Array(series));
+    }
+    if !messages.is_empty() {
+        out.insert("messages".to_string(), Value::Array(messages));
+    }
+    Value::Object(out)
+}
+
+/// One series being joined from several inputs.
+struct MergedSeries {
+    name: Option<Value>,
+    tags: Option<Value>,
+    columns: Option<Value>,
+    rows: Vec<Value>,
+    /// Some input listed its rows by ascending / descending `time` column.
+    seen_ascending: bool,
+    seen_descending: bool,
+}
+
+impl MergedSeries {
+    fn new(series: &Map<String, Value>) -> MergedSeries {
+        MergedSeries {
+            name: series.get("name").cloned(),
+            tags: series.get("tags").cloned(),
+            columns: series.get("columns").cloned(),
+            rows: Vec::new(),
+            seen_ascending: false,
+            seen_descending: false,
+        }
+    }
+
+    fn add_rows(&mut self, values: Option<&Value>) {
+        let Some(rows) = values.and_then(Value::as_array) else {
+            return;
+        };
+        let by_time = self
+            .columns
+            .as_ref()
+            .and_then(|c| c.get(0))
+            .is_some_and(|first| first == "time");
+        for pair in rows.windows(2).filter(|_| by_time) {
+            match compare_first_column(&pair[0], &pair[1]) {
+                Ordering::Less => self.seen_ascending = true,
+                Ordering::Greater => self.seen_descending = true,
+                Ordering::Equal => {}
+            }
+        }
+        self.rows.extend(rows.iter().cloned());
+    }
+
+    fn into_value(mut self) -> Value {
+        self.rows.sort_by(compare_values);
+        self.rows
+            .dedup_by(|a, b| compare_values(a, b) == Ordering::Equal);
+        if self.seen_descending && !self.seen_ascending {
+            self.rows.reverse();
+        }
+        let mut out = Map::new();
+        for (key, value) in [
+            ("name", self.name),
+            ("tags", self.tags),
+            ("columns", self.columns),
+        ] {
+            if let Some(value) = value {
+                out.insert(key.to_string(), value);
+            }
+        }
+        if !self.rows.is_empty() {
+            out.insert("values".to_string(), Value::Array(self.rows));
+        }
+        Value::Object(out)
+    }
+}
+
+/// The identity of a series: name, tag set (in key order) and columns.
+fn series_key(series: &Map<String, Value>) -> String {
+    let tags: Vec<(&String, &Value)> = match series.get("tags").and_then(Value::as_object) {
+        Some(tags) => {
+            let mut pairs: Vec<_> = tags.iter().collect();
+            pairs.sort_by(|a, b| a.0.cmp(b.0));
+            pairs
+        }
+        None => Vec::new(),
+    };
+    let key = (series.get("name"), tags, series.get("columns"));
+    serde_json::to_string(&key).unwrap_or_default()
+}
+
+fn compare_first_column(a: &Value, b: &Value) -> Ordering {
+    match (
+        a.as_array().and_then(|r| r.first()),
+        b.as_array().and_then(|r| r.first()),
+    ) {
+        (Some(a), Some(b)) => compare_values(a, b),
+        _ => Ordering::Equal,
+    }
+}
+
+/// A total order on JSON values: null < booleans < numbers (by value, ties
+/// broken by their text) < strings < arrays (element by element) < objects
+/// (by their text). Equal only for values that print the same.
+fn compare_values(a: &Value, b: &Value) -> Ordering {
+    fn rank(v: &Value) -> u8 {
+        match v {
+            Value::Null => 0,
+            Value::Bool(_) => 1,
+            Value::Number(_) => 2,
+            Value::String(_) => 3,
+            Value::Array(_) => 4,
+            Value::Object(_) => 5,
+        }
+    }
+    match (a, b) {
+        (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
+        (Value::Number(x), Value::Number(y)) => {
+            let by_value = match (x.as_i64(), y.as_i64()) {
+                (Some(x), Some(y)) => x.cmp(&y),
+                _ => x
+                    .as_f64()
+                    .partial_cmp(&y.as_f64())
+                    .unwrap_or(Ordering::Equal),
+            };
+            by_value.then_with(|| x.to_string().cmp(&y.to_string()))
+        }
+        (Value::String(x), Value::String(y)) => x.cmp(y),
+        (Value::Array(x), Value::Array(y)) => {
+            for (x, y) in x.iter().zip(y) {
+                let order = compare_values(x, y);
+                if order != Ordering::Equal {
+                    return order;
+                }
+            }
+            x.len().cmp(&y.len())
+        }
+        (Value::Object(_), Value::Object(_)) => a.to_string().cmp(&b.to_string()),
+        _ => rank(a).cmp(&rank(b)),
+    }
 }
 
 /// The first result object of a backend's response body for a single
 /// statement, or an error message if the body is not InfluxDB JSON (or is a
 /// top-level `{"error": ...}`).
 pub fn first_result(body: &[u8]) -> Result<Value, String> {
-    let _ = body;
-    todo!()
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+        format!("backend answer is not InfluxDB JSON ({e}): {}", text.trim())
+    })?;
+    if let Some(error) = value.get("error") {
+        return Err(match error {
+            Value::String(message) => message.clone(),
+            other => other.to_string(),
+        });
+    }
+    match value
+        .get("results")
+        .and_then(Value::as_array)
+        .and_then(|r| r.first())
+    {
+        Some(first) if first.is_object() => Ok(first.clone()),
+        Some(_) => {
+            Err("backend answer is not InfluxDB JSON: a result is not an object".to_string())
+        }
+        None => Err("backend answer has no results".to_string()),
+    }
 }
 
 /// `{"results":[...]}` with `statement_id` set to each result's index, as JSON
 /// bytes (pretty-printed with 4 spaces when `pretty`).
+///
+/// Keys are printed in InfluxDB's order (its `Result` and `Row` types):
+/// `statement_id`, `series` (each `name`, `tags`, `columns`, `values`,
+/// `partial`), `messages`, `partial`, `error`, then any other key. The body
+/// ends with a newline, as InfluxDB's does.
 pub fn combine(results: Vec<Value>, pretty: bool) -> Vec<u8> {
-    let _ = (results, pretty);
-    todo!()
+    let results: Vec<OutResult> = results
+        .into_iter()
+        .enumerate()
+        .map(|(id, result)| OutResult::new(id, result))
+        .collect();
+    let response = OutResponse { results };
+    let mut body = Vec::new();
+    let written = if pretty {
+        let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+        let mut serializer = serde_json::Serializer::with_formatter(&mut body, formatter);
+        response.serialize(&mut serializer)
+    } else {
+        serde_json::to_writer(&mut body, &response)
+    };
+    if let Err(e) = written {
+        // Only non-string map keys fail to serialize, and JSON has none.
+        return crate::error::error_body(&format!("cannot encode the query results: {e}"));
+    }
+    body.push(b'\n');
+    body
+}
+
+#[derive(Serialize)]
+struct OutResponse {
+    results: Vec<OutResult>,
+}
+
+/// A statement result with InfluxDB's key order.
+#[derive(Serialize)]
+struct OutResult {
+    statement_id: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    series: Option<Vec<OutSeries>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    messages: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partial: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Value>,
+    #[serde(flatten)]
+    other: Map<String, Value>,
+}
+
+impl OutResult {
+    fn new(statement_id: usize, result: Value) -> OutResult {
+        let mut other = match result {
+            Value::Object(object) => object,
+            Value::Null => Map::new(),
+            other => {
+                let mut map = Map::new();
+                map.insert(
+                    "error".to_string(),
+                    Value::String(format!("unexpected result: {other}")),
+                );
+                map
+            }
+        };
+        other.remove("statement_id");
+        let series = match other.remove("series") {
+            Some(Value::Array(list)) => Some(list.into_iter().map(OutSeries::new).collect()),
+            Some(not_a_list) => {
+                other.insert("series".to_string(), not_a_list);
+                None
+            }
+            None => None,
+        };
+        OutResult {
+            statement_id,
+            series,
+            messages: other.remove("messages"),
+            partial: other.remove("partial"),
+            error: other.remove("error"),
+            other,
+        }
+    }
+}
+
+/// A series (InfluxDB's `Row`) with InfluxDB's key order.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum OutSeries {
+    Row {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        name: Option<Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tags: Option<Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        columns: Option<Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        values: Option<Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        partial: Option<Value>,
+        #[serde(flatten)]
+        other: Map<String, Value>,
+    },
+    Other(Value),
+}
+
+impl OutSeries {
+    fn new(series: Value) -> OutSeries {
+        match series {
+            Value::Object(mut other) => OutSeries::Row {
+                name: other.remove("name"),
+                tags: other.remove("tags"),
+                columns: other.remove("columns"),
+                values: other.remove("values"),
+                partial: other.remove("partial"),
+                other,
+            },
+            not_an_object => OutSeries::Other(not_an_object),
+        }
+    }
 }
 
 /// A statement result carrying only an error (`{"error":"..."}`), as InfluxDB
 /// reports a failed statement inside `results`.
 pub fn error_result(message: &str) -> Value {
     serde_json::json!({ "error": message })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn show_databases_from_two_backends_is_their_sorted_union() {
+        let a = json!({"statement_id":0,"series":[{"name":"databases","columns":["name"],
+            "values":[["_internal"],["telegraf"],["app"]]}]});
+        let b = json!({"statement_id":0,"series":[{"name":"databases","columns":["name"],
+            "values":[["_internal"],["metrics"],["telegraf"]]}]});
+        assert_eq!(
+            merge_statement_results(vec![a, b]),
+            json!({"series":[{"name":"databases","columns":["name"],
+                "values":[["_internal"],["app"],["metrics"],["telegraf"]]}]})
+        );
+    }
+
+    #[test]
+    fn show_measurements_where_one_backend_has_none() {
+        let empty = json!({"statement_id":0});
+        let some = json!({"statement_id":0,"series":[{"name":"measurements","columns":["name"],
+            "values":[["mem"],["cpu"]]}]});
+        let merged = merge_statement_results(vec![empty.clone(), some.clone(), empty.clone()]);
+        assert_eq!(
+            merged,
+            json!({"series":[{"name":"measurements","columns":["name"],"values":[["cpu"],["mem"]]}]})
+        );
+        // Nobody has any: an empty result, which combine prints as InfluxDB does.
+        let merged = merge_statement_results(vec![empty.clone(), empty]);
+        assert_eq!(merged, json!({}));
+        assert_eq!(
+            combine(vec![merged], false),
+            b"{\"results\":[{\"statement_id\":0}]}\n"
+        );
+    }
+
+    #[test]
+    fn errored_backends_are_ignored_unless_all_errored() {
+        let ok = json!({"statement_id":0,"series":[{"name":"databases","columns":["name"],"values":[["b"]]}]});
+        let ok2 = json!({"statement_id":0,"series":[{"name":"databases","columns":["name"],"values":[["a"]]}]});
+        let err = error_result("backend down");
+        assert_eq!(
+            merge_statement_results(vec![err.clone(), ok, ok2]),
+            json!({"series":[{"name":"databases","columns":["name"],"values":[["a"],["b"]]}]})
+        );
+        let err2 = json!({"statement_id":0,"error":"database not found: x"});
+        assert_eq!(
+            merge_statement_results(vec![err2, err]),
+            json!({"error":"database not found: x"})
+        );
+        assert_eq!(merge_statement_results(vec![]), json!({}));
+    }
+
+    #[test]
+    fn select_series_from_two_backends_are_joined_by_name_tags_and_columns() {
+        let a = json!({"statement_id":0,"series":[
+            {"name":"cpu","tags":{"host":"a"},"columns":["time","v"],"values":[[3,1.5],[1,0.5]]},
+            {"name":"cpu","tags":{"host":"b"},"columns":["time","v"],"values":[[1,7]]}]});
+        let b = json!({"statement_id":0,"series":[
+            {"name":"cpu","tags":{"host":"a"},"columns":["time","v"],"values":[[2,1],[1,0.5],[10,null]]},
+            {"name":"cpu","tags":{"host":"c"},"columns":["time","v"],"values":[[4,2]]}]});
+        assert_eq!(
+            merge_statement_results(vec![a, b]),
+            json!({"series":[
+                {"name":"cpu","tags":{"host":"a"},"columns":["time","v"],"values":[[1,0.5],[2,1],[3,1.5],[10,null]]},
+                {"name":"cpu","tags":{"host":"b"},"columns":["time","v"],"values":[[1,7]]},
+                {"name":"cpu","tags":{"host":"c"},"columns":["time","v"],"values":[[4,2]]}]})
+        );
+    }
+
+    #[test]
+    fn descending_time_stays_descending() {
+        let a = json!({"series":[{"name":"cpu","columns":["time","v"],"values":[[30,1],[10,1]]}]});
+        let b = json!({"series":[{"name":"cpu","columns":["time","v"],"values":[[20,2]]}]});
+        assert_eq!(
+            merge_statement_results(vec![a, b]),
+            json!({"series":[{"name":"cpu","columns":["time","v"],"values":[[30,1],[20,2],[10,1]]}]})
+        );
+    }
+
+    #[test]
+    fn rows_sort_column_by_column_with_nulls_first_and_numbers_by_value() {
+        let a = json!({"series":[{"name":"t","columns":["key","value"],
+            "values":[["host","b"],["host",null],["dc",10]]}]});
+        let b = json!({"series":[{"name":"t","columns":["key","value"],
+            "values":[["host","a"],["dc",9],["dc",10],["host","b"]]}]});
+        assert_eq!(
+            merge_statement_results(vec![a, b]),
+            json!({"series":[{"name":"t","columns":["key","value"],
+                "values":[["dc",9],["dc",10],["host",null],["host","a"],["host","b"]]}]})
+        );
+    }
+
+    #[test]
+    fn messages_are_kept_and_partial_dropped() {
+        let warning = json!({"level":"warning","text":"deprecated"});
+        let a = json!({"series":[{"name":"m","columns":["name"],"values":[["x"]]}],
+            "messages":[warning.clone()],"partial":true});
+        let b = json!({"messages":[warning.clone()]});
+        assert_eq!(
+            merge_statement_results(vec![a.clone(), b]),
+            json!({"series":[{"name":"m","columns":["name"],"values":[["x"]]}],"messages":[warning.clone()]})
+        );
+        // A single usable answer is passed on as is, minus partial.
+        let single = merge_statement_results(vec![a, error_result("down")]);
+        assert_eq!(
+            single,
+            json!({"series":[{"name":"m","columns":["name"],"values":[["x"]]}],"messages":[warning]})
+        );
+    }
+
+    #[test]
+    fn first_result_reads_influxdb_bodies() {
+        let body = br#"{"results":[{"statement_id":0,"series":[{"name":"databases","columns":["name"],"values":[["a"]]}]}]}"#;
+        assert_eq!(
+            first_result(body),
+            Ok(
+                json!({"statement_id":0,"series":[{"name":"databases","columns":["name"],"values":[["a"]]}]})
+            )
+        );
+        assert_eq!(
+            first_result(br#"{"results":[{"statement_id":0,"error":"database not found: x"}]}"#),
+            Ok(json!({"statement_id":0,"error":"database not found: x"}))
+        );
+        assert_eq!(
+            first_result(br#"{"error":"error parsing query: found EOF"}"#).unwrap_err(),
+            "error parsing query: found EOF"
+        );
+        let err = first_result(b"<html>502 Bad Gateway</html>").unwrap_err();
+        assert!(
+            err.starts_with("backend answer is not InfluxDB JSON"),
+            "{err}"
+        );
+        assert!(err.contains("502 Bad Gateway"), "{err}");
+        assert_eq!(
+            first_result(br#"{"results":[]}"#).unwrap_err(),
+            "backend answer has no results"
+        );
+        assert!(first_result(br#"{"results":[1]}"#).is_err());
+        assert!(first_result(b"").is_err());
+    }
+
+    #[test]
+    fn combine_numbers_statements_with_influxdb_key_order() {
+        let results = vec![
+            json!({"series":[{"values":[["a"]],"columns":["name"],"name":"databases"}],"statement_id":7}),
+            error_result("database not found: x"),
+            json!({"messages":[{"level":"warning","text":"w"}],"series":[{"tags":{"h":"a"},"name":"cpu","columns":["time"]}]}),
+        ];
+        let body = combine(results, false);
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            concat!(
+                r#"{"results":[{"statement_id":0,"series":[{"name":"databases","columns":["name"],"values":[["a"]]}]},"#,
+                r#"{"statement_id":1,"error":"database not found: x"},"#,
+                r#"{"statement_id":2,"series":[{"name":"cpu","tags":{"h":"a"},"columns":["time"]}],"messages":[{"level":"warning","text":"w"}]}]}"#,
+                "\n"
+            )
+        );
+    }
+
+    #[test]
+    fn combine_pretty_indents_with_four_spaces() {
+        let body = combine(
+            vec![json!({"series":[{"name":"databases","columns":["name"],"values":[["a"]]}]})],
+            true,
+        );
+        let expected = r#"{
+    "results": [
+        {
+            "statement_id": 0,
+            "series": [
+                {
+                    "name": "databases",
+                    "columns": [
+                        "name"
+                    ],
+                    "values": [
+                        [
+                            "a"
+                        ]
+                    ]
+                }
+            ]
+        }
+    ]
+}
+"#;
+        assert_eq!(String::from_utf8(body).unwrap(), expected);
+    }
+
+    #[test]
+    fn combine_keeps_unknown_keys_and_odd_shapes() {
+        let body = combine(vec![json!({"zeta":1,"series":"odd"}), json!(null)], false);
+        let value: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            value,
+            json!({"results":[{"statement_id":0,"series":"odd","zeta":1},{"statement_id":1}]})
+        );
+    }
 }

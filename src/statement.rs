@@ -6,15 +6,23 @@
 //! regexes `/.../`; `db.rp.m`, `db..m` and `"quoted"."names"` are measurement
 //! references.
 
-/// Default forbidden statement patterns (regex-lite, matched case-insensitively
-/// anywhere in the statement): GRANT, REVOKE, CREATE/DROP USER, SET PASSWORD,
-/// SELECT ... INTO, CREATE/DROP CONTINUOUS QUERY, KILL QUERY.
+/// Default forbidden statement patterns (regex-lite, matched
+/// case-insensitively against the statement with comments removed and
+/// whitespace runs collapsed to one space, see [`StatementFilter::check`]):
+/// GRANT, REVOKE, CREATE/DROP USER, SET PASSWORD, SELECT ... INTO,
+/// CREATE/DROP CONTINUOUS QUERY, KILL QUERY.
+///
+/// The SELECT ... INTO pattern skips over single-quoted strings and
+/// double-quoted identifiers, so `SELECT "into" FROM m` or
+/// `WHERE host = 'into'` are not refused. Limit: a regex literal containing
+/// the word (`FROM /into/`) is still refused, since a regex cannot tell a
+/// `/regex/` from a division.
 pub const DEFAULT_FORBIDDEN: &[&str] = &[
     r"^\s*grant\b",
     r"^\s*revoke\b",
     r"^\s*(create|drop|alter)\s+user\b",
     r"^\s*set\s+password\b",
-    r"^\s*select\b.*\binto\b",
+    r#"^\s*select\b(?:[^'"]|'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")*?\binto\b"#,
     r"^\s*(create|drop)\s+continuous\s+query\b",
     r"^\s*kill\s+query\b",
 ];
@@ -58,37 +66,1017 @@ pub enum StatementKind {
 /// Splits a query on `;` outside single-quoted strings, double-quoted
 /// identifiers and regex literals. Empty statements are dropped; each returned
 /// statement is trimmed. Error: an unterminated string, identifier or regex.
+///
+/// Comments (`-- ...` to the end of the line and `/* ... */`, as the InfluxQL
+/// scanner skips them) are skipped too; a statement runs from its first token
+/// to its last, so comments before or after it are not part of it.
+///
+/// A `/` starts a regex literal only where no operand precedes it (after
+/// `=~`, `!~`, `FROM`, `,`, `.`, `(`, `SELECT`, `BY`, an operator, ...): after
+/// an identifier, number, string or `)` it is a division, so `SELECT a / b`
+/// is not a regex.
 pub fn split_statements(query: &str) -> Result<Vec<&str>, String> {
-    let _ = query;
-    todo!()
+    let tokens = tokenize(query)?;
+    let mut statements = Vec::new();
+    let mut first: Option<usize> = None;
+    let mut last = 0;
+    for token in &tokens {
+        if token.is_punct(";") {
+            if let Some(start) = first.take() {
+                statements.push(&query[start..last]);
+            }
+        } else {
+            first.get_or_insert(token.start);
+            last = token.end;
+        }
+    }
+    if let Some(start) = first {
+        statements.push(&query[start..last]);
+    }
+    Ok(statements)
 }
 
 /// Classifies one statement. Errors (answered 400): an empty or unsupported
 /// statement (e.g. `SELECT` without FROM, a DELETE or DROP SERIES without FROM),
 /// or a malformed measurement reference.
+///
+/// Keywords are case-insensitive; identifiers keep their case (InfluxQL
+/// identifiers are case-sensitive). Sources of `FROM (SELECT ...)` subqueries
+/// are those of the innermost FROM clauses.
 pub fn classify(statement: &str) -> Result<StatementKind, String> {
-    let _ = statement;
-    todo!()
+    let mut tokens = tokenize(statement)?;
+    if tokens.last().is_some_and(|t| t.is_punct(";")) {
+        tokens.pop();
+    }
+    if tokens.iter().any(|t| t.is_punct(";")) {
+        return Err("expected one InfluxQL statement, found several separated by ';'".to_string());
+    }
+    let mut parser = Parser { tokens, pos: 0 };
+    let keyword = match parser.next() {
+        Some(Token {
+            kind: TokenKind::Ident(word),
+            ..
+        }) => word.to_ascii_uppercase(),
+        Some(token) => {
+            return Err(format!(
+                "expected an InfluxQL statement, found {}",
+                token.describe()
+            ))
+        }
+        None => return Err("empty InfluxQL statement".to_string()),
+    };
+    match keyword.as_str() {
+        "SELECT" => {
+            let sources = parser.select_sources(false)?;
+            Ok(StatementKind::ReadFrom(sources))
+        }
+        "SHOW" => parser.show(),
+        "CREATE" => match parser.next_keyword().as_deref() {
+            Some("DATABASE") => Ok(StatementKind::SchemaAll),
+            Some("RETENTION") if parser.next_keyword().as_deref() == Some("POLICY") => {
+                Ok(StatementKind::SchemaAll)
+            }
+            other => Err(unsupported("CREATE", other)),
+        },
+        "ALTER" => match parser.next_keyword().as_deref() {
+            Some("RETENTION") if parser.next_keyword().as_deref() == Some("POLICY") => {
+                Ok(StatementKind::SchemaAll)
+            }
+            other => Err(unsupported("ALTER", other)),
+        },
+        "DROP" => match parser.next_keyword().as_deref() {
+            Some("DATABASE") => Ok(StatementKind::SchemaAll),
+            Some("RETENTION") if parser.next_keyword().as_deref() == Some("POLICY") => {
+                Ok(StatementKind::SchemaAll)
+            }
+            Some("MEASUREMENT") => {
+                let measurement = match parser.measurement_source()? {
+                    Source::Measurement(m) => m,
+                    Source::Regex(_) => {
+                        return Err(
+                            "DROP MEASUREMENT takes a measurement name, not a regex".to_string()
+                        )
+                    }
+                };
+                parser.expect_end_or(&[], "DROP MEASUREMENT")?;
+                Ok(StatementKind::SchemaMeasurement(measurement))
+            }
+            Some("SERIES") => parser.one_measurement_from("DROP SERIES"),
+            other => Err(unsupported("DROP", other)),
+        },
+        "DELETE" => parser.one_measurement_from("DELETE"),
+        _ => Err(format!(
+            "{keyword} statements are not supported by the proxy"
+        )),
+    }
 }
 
 /// The forbidden/allowed statement filter (regex-lite, case-insensitive).
 #[derive(Debug, Clone)]
 pub struct StatementFilter {
-    _private: (),
+    forbidden: Vec<regex_lite::Regex>,
+    allowed: Vec<regex_lite::Regex>,
 }
 
 impl StatementFilter {
     /// Compiles the patterns. Error: the first pattern that does not compile,
     /// with regex-lite's message.
     pub fn new(forbidden: &[String], allowed: &[String]) -> Result<StatementFilter, String> {
-        let _ = (forbidden, allowed);
-        todo!()
+        let compile = |patterns: &[String]| -> Result<Vec<regex_lite::Regex>, String> {
+            patterns
+                .iter()
+                .map(|pattern| {
+                    regex_lite::RegexBuilder::new(pattern)
+                        .case_insensitive(true)
+                        .build()
+                        .map_err(|e| format!("invalid statement pattern {pattern:?}: {e}"))
+                })
+                .collect()
+        };
+        Ok(StatementFilter {
+            forbidden: compile(forbidden)?,
+            allowed: compile(allowed)?,
+        })
     }
 
     /// `Err(message)` if the statement matches a forbidden pattern and no
-    /// allowed pattern; the message names the statement.
+    /// allowed pattern; the message names the statement
+    /// (`statement forbidden by the proxy: <statement>`).
+    ///
+    /// Patterns are matched against the statement with its comments removed
+    /// and each whitespace run collapsed to one space, trimmed, so
+    /// `GRANT /* x */ ALL` and `grant\n all` look like `GRANT ALL`.
     pub fn check(&self, statement: &str) -> Result<(), String> {
-        let _ = statement;
-        todo!()
+        let normalised = normalise(statement);
+        let forbidden = self.forbidden.iter().any(|re| re.is_match(&normalised));
+        if forbidden && !self.allowed.iter().any(|re| re.is_match(&normalised)) {
+            return Err(format!("statement forbidden by the proxy: {normalised}"));
+        }
+        Ok(())
+    }
+}
+
+/// The statement with comments replaced by a space and whitespace runs
+/// collapsed to one space, trimmed. A statement that does not tokenize (an
+/// unterminated string...) only has its whitespace collapsed.
+fn normalise(statement: &str) -> String {
+    let text = match tokenize(statement) {
+        Ok(tokens) => {
+            let mut text = String::with_capacity(statement.len());
+            let mut previous_end = None;
+            for token in &tokens {
+                if let Some(end) = previous_end {
+                    // Whatever lies between two tokens is whitespace or a comment.
+                    if end < token.start {
+                        text.push(' ');
+                    }
+                }
+                text.push_str(&statement[token.start..token.end]);
+                previous_end = Some(token.end);
+            }
+            text
+        }
+        Err(_) => statement.to_string(),
+    };
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn unsupported(verb: &str, what: Option<&str>) -> String {
+    match what {
+        Some(what) => format!("{verb} {what} statements are not supported by the proxy"),
+        None => format!("incomplete {verb} statement"),
+    }
+}
+
+/// Keywords that end a FROM clause's source list.
+const SOURCE_LIST_END: &[&str] = &[
+    "WHERE", "GROUP", "ORDER", "LIMIT", "OFFSET", "SLIMIT", "SOFFSET", "FILL", "TZ", "INTO", "WITH",
+];
+
+/// Keywords after which a `/` starts a regex literal (the InfluxQL parser
+/// expects an expression or a source there, never a division).
+const REGEX_AFTER_KEYWORD: &[&str] = &["SELECT", "FROM", "WHERE", "AND", "OR", "BY"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TokenKind {
+    /// An unquoted identifier or keyword, as written.
+    Ident(String),
+    /// A double-quoted identifier, unquoted and unescaped.
+    QuotedIdent(String),
+    /// A single-quoted string, unquoted and unescaped.
+    Str(String),
+    /// The pattern of a `/regex/` (`\/` unescaped to `/`).
+    Regex(String),
+    /// A number or duration literal (`10`, `1.5`, `5m`).
+    Number,
+    /// Punctuation or an operator (`;`, `,`, `.`, `(`, `=~`, ...).
+    Punct(String),
+}
+
+/// One InfluxQL token and its byte span in the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Token {
+    kind: TokenKind,
+    start: usize,
+    end: usize,
+}
+
+impl Token {
+    fn is_punct(&self, p: &str) -> bool {
+        matches!(&self.kind, TokenKind::Punct(q) if q == p)
+    }
+
+    fn is_keyword(&self, keyword: &str) -> bool {
+        matches!(&self.kind, TokenKind::Ident(word) if word.eq_ignore_ascii_case(keyword))
+    }
+
+    fn is_any_keyword(&self, keywords: &[&str]) -> bool {
+        keywords.iter().any(|k| self.is_keyword(k))
+    }
+
+    /// Whether this token can end an operand, so that a following `/` is a
+    /// division rather than the start of a regex.
+    fn ends_operand(&self) -> bool {
+        match &self.kind {
+            TokenKind::Ident(_) => !self.is_any_keyword(REGEX_AFTER_KEYWORD),
+            TokenKind::QuotedIdent(_)
+            | TokenKind::Str(_)
+            | TokenKind::Regex(_)
+            | TokenKind::Number => true,
+            TokenKind::Punct(p) => p == ")",
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.kind {
+            TokenKind::Ident(s) => format!("`{s}`"),
+            TokenKind::QuotedIdent(s) => format!("identifier \"{s}\""),
+            TokenKind::Str(_) => "a string".to_string(),
+            TokenKind::Regex(r) => format!("regex /{r}/"),
+            TokenKind::Number => "a number".to_string(),
+            TokenKind::Punct(p) => format!("`{p}`"),
+        }
+    }
+}
+
+/// Splits InfluxQL text into tokens, skipping whitespace and comments.
+/// Errors: an unterminated string, quoted identifier, regex or comment.
+fn tokenize(text: &str) -> Result<Vec<Token>, String> {
+    let bytes = text.as_bytes();
+    let mut tokens: Vec<Token> = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let start = i;
+        let b = bytes[i];
+        let kind = match b {
+            _ if b.is_ascii_whitespace() => {
+                i += 1;
+                continue;
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                i = text[i..].find('\n').map_or(bytes.len(), |n| i + n + 1);
+                continue;
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                let close = text[i + 2..].find("*/").ok_or("unterminated /* comment")?;
+                i = i + 2 + close + 2;
+                continue;
+            }
+            b'/' if !tokens.last().is_some_and(Token::ends_operand) => {
+                let (pattern, end) = scan_regex(text, i)?;
+                i = end;
+                TokenKind::Regex(pattern)
+            }
+            b'\'' => {
+                let (value, end) = scan_quoted(text, i, b'\'', "string")?;
+                i = end;
+                TokenKind::Str(value)
+            }
+            b'"' => {
+                let (value, end) = scan_quoted(text, i, b'"', "identifier")?;
+                i = end;
+                TokenKind::QuotedIdent(value)
+            }
+            _ if b.is_ascii_alphabetic() || b == b'_' => {
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                    i += 1;
+                }
+                TokenKind::Ident(text[start..i].to_string())
+            }
+            _ if b.is_ascii_digit() => {
+                while i < bytes.len() && bytes[i].is_ascii_digit() {
+                    i += 1;
+                }
+                if bytes.get(i) == Some(&b'.') && bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
+                    i += 1;
+                    while i < bytes.len() && bytes[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                }
+                // Duration units (`5m`, `10ms`, `1µs`) and exponents stay in the literal.
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                    i += 1;
+                }
+                if text[i..].starts_with('µ') {
+                    i += 'µ'.len_utf8();
+                    while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
+                        i += 1;
+                    }
+                }
+                TokenKind::Number
+            }
+            _ => {
+                const TWO: &[&str] = &["=~", "!~", "!=", "<>", "<=", ">=", "::"];
+                let len = if TWO.iter().any(|op| text[i..].starts_with(op)) {
+                    2
+                } else {
+                    text[i..].chars().next().map_or(1, char::len_utf8)
+                };
+                i += len;
+                TokenKind::Punct(text[start..i].to_string())
+            }
+        };
+        tokens.push(Token {
+            kind,
+            start,
+            end: i,
+        });
+    }
+    Ok(tokens)
+}
+
+/// Scans a `'string'` or `"identifier"` starting at `start` (the opening
+/// quote); returns the unescaped value and the index after the closing quote.
+/// Escapes: `\n`, `\\`, `\'`, `\"`; other backslash pairs are kept as written
+/// (InfluxDB itself refuses them).
+fn scan_quoted(text: &str, start: usize, quote: u8, what: &str) -> Result<(String, usize), String> {
+    let mut value = String::new();
+    let mut chars = text[start + 1..].char_indices();
+    while let Some((offset, c)) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some((_, 'n')) => value.push('\n'),
+                Some((_, e @ ('\\' | '\'' | '"'))) => value.push(e),
+                Some((_, other)) => {
+                    value.push('\\');
+                    value.push(other);
+                }
+                None => break,
+            },
+            c if c as u32 == u32::from(quote) => return Ok((value, start + 1 + offset + 1)),
+            c => value.push(c),
+        }
+    }
+    Err(format!(
+        "unterminated {what} starting at byte {start}: {}",
+        excerpt(&text[start..])
+    ))
+}
+
+/// Scans a `/regex/` starting at `start` (the opening slash); returns the
+/// pattern (with `\/` unescaped, other escapes kept for the regex) and the
+/// index after the closing slash.
+fn scan_regex(text: &str, start: usize) -> Result<(String, usize), String> {
+    let mut pattern = String::new();
+    let mut chars = text[start + 1..].char_indices();
+    while let Some((offset, c)) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some((_, '/')) => pattern.push('/'),
+                Some((_, other)) => {
+                    pattern.push('\\');
+                    pattern.push(other);
+                }
+                None => break,
+            },
+            '/' => return Ok((pattern, start + 1 + offset + 1)),
+            c => pattern.push(c),
+        }
+    }
+    Err(format!(
+        "unterminated regex starting at byte {start}: {}",
+        excerpt(&text[start..])
+    ))
+}
+
+/// The first 40 characters of `text`, for error messages.
+fn excerpt(text: &str) -> String {
+    let mut out: String = text.chars().take(40).collect();
+    if out.len() < text.len() {
+        out.push_str("...");
+    }
+    out
+}
+
+/// A cursor over a statement's tokens, for [`classify`].
+struct Parser {
+    tokens: Vec<Token>,
+    pos: usize,
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.pos)
+    }
+
+    fn next(&mut self) -> Option<Token> {
+        let token = self.tokens.get(self.pos).cloned();
+        if token.is_some() {
+            self.pos += 1;
+        }
+        token
+    }
+
+    /// The next token as an upper-case keyword, if it is an unquoted word.
+    fn next_keyword(&mut self) -> Option<String> {
+        match self.peek() {
+            Some(Token {
+                kind: TokenKind::Ident(word),
+                ..
+            }) => {
+                let word = word.to_ascii_uppercase();
+                self.pos += 1;
+                Some(word)
+            }
+            _ => None,
+        }
+    }
+
+    fn found(&self) -> String {
+        self.peek()
+            .map_or_else(|| "the end of the statement".to_string(), Token::describe)
+    }
+
+    /// After SELECT: skips the field list (and INTO) to the FROM at this
+    /// nesting level and returns its sources. `nested`: inside `( ... )`, the
+    /// statement ends at the closing parenthesis (left for the caller).
+    fn select_sources(&mut self, nested: bool) -> Result<Vec<Source>, String> {
+        let mut depth = 0usize;
+        loop {
+            match self.peek() {
+                None => return Err("SELECT without FROM is not supported by the proxy".to_string()),
+                Some(t) if t.is_punct("(") => depth += 1,
+                Some(t) if t.is_punct(")") => {
+                    if depth == 0 {
+                        return Err("SELECT without FROM is not supported by the proxy".to_string());
+                    }
+                    depth -= 1;
+                }
+                Some(t) if depth == 0 && t.is_keyword("FROM") => break,
+                Some(_) => {}
+            }
+            self.pos += 1;
+        }
+        self.pos += 1; // FROM
+        let sources = self.sources()?;
+        // The rest of the statement (WHERE, GROUP BY, ...) does not affect routing.
+        match self.peek() {
+            None if !nested => {}
+            Some(t) if t.is_any_keyword(SOURCE_LIST_END) => {}
+            Some(t) if nested && t.is_punct(")") => {}
+            _ => {
+                return Err(format!(
+                    "unexpected {} after the FROM sources",
+                    self.found()
+                ))
+            }
+        }
+        if nested {
+            let mut depth = 0usize;
+            while let Some(t) = self.peek() {
+                if t.is_punct("(") {
+                    depth += 1;
+                } else if t.is_punct(")") {
+                    if depth == 0 {
+                        break;
+                    }
+                    depth -= 1;
+                }
+                self.pos += 1;
+            }
+        }
+        Ok(sources)
+    }
+
+    /// A comma-separated source list: measurement references, regexes and
+    /// `(SELECT ...)` subqueries (whose innermost sources are returned).
+    fn sources(&mut self) -> Result<Vec<Source>, String> {
+        let mut sources = Vec::new();
+        loop {
+            if self.peek().is_some_and(|t| t.is_punct("(")) {
+                self.pos += 1;
+                if self.next_keyword().as_deref() != Some("SELECT") {
+                    return Err(format!(
+                        "expected SELECT in a FROM subquery, found {}",
+                        self.found()
+                    ));
+                }
+                sources.extend(self.select_sources(true)?);
+                if self.next().is_none_or(|t| !t.is_punct(")")) {
+                    return Err("unterminated FROM subquery: expected `)`".to_string());
+                }
+            } else {
+                sources.push(self.measurement_source()?);
+            }
+            if self.peek().is_some_and(|t| t.is_punct(",")) {
+                self.pos += 1;
+            } else {
+                return Ok(sources);
+            }
+        }
+    }
+
+    /// One measurement reference (`m`, `"m"`, `rp.m`, `db.rp.m`, `db..m`) or
+    /// regex (`/re/`, `db.rp./re/`).
+    fn measurement_source(&mut self) -> Result<Source, String> {
+        let mut parts: Vec<String> = Vec::new();
+        let mut regex = None;
+        loop {
+            match self.peek().map(|t| &t.kind) {
+                Some(TokenKind::Ident(name) | TokenKind::QuotedIdent(name)) => {
+                    parts.push(name.clone());
+                    self.pos += 1;
+                }
+                Some(TokenKind::Regex(pattern)) => {
+                    regex = Some(pattern.clone());
+                    self.pos += 1;
+                    break;
+                }
+                // `db..m`: an empty retention policy.
+                Some(TokenKind::Punct(p)) if p == "." && !parts.is_empty() => {
+                    parts.push(String::new())
+                }
+                _ => {
+                    return Err(format!(
+                        "expected a measurement name or /regex/, found {}",
+                        self.found()
+                    ))
+                }
+            }
+            if self.peek().is_some_and(|t| t.is_punct(".")) {
+                self.pos += 1;
+            } else {
+                break;
+            }
+        }
+        let count = parts.len() + usize::from(regex.is_some());
+        if count > 3 {
+            return Err(format!(
+                "malformed measurement reference: {count} dot-separated parts, at most 3 (db.rp.measurement)"
+            ));
+        }
+        if let Some(pattern) = regex {
+            return Ok(Source::Regex(pattern));
+        }
+        let non_empty = |s: String| if s.is_empty() { None } else { Some(s) };
+        let name = parts.pop().unwrap_or_default();
+        if name.is_empty() {
+            return Err("malformed measurement reference: empty measurement name".to_string());
+        }
+        let retention_policy = parts.pop().and_then(non_empty);
+        let database = parts.pop().and_then(non_empty);
+        Ok(Source::Measurement(MeasurementRef {
+            database,
+            retention_policy,
+            name,
+        }))
+    }
+
+    /// After SHOW: `ReadFrom` if the statement has a FROM clause, else `ShowAll`.
+    fn show(&mut self) -> Result<StatementKind, String> {
+        if self.peek().is_none() {
+            return Err("incomplete SHOW statement".to_string());
+        }
+        let mut depth = 0usize;
+        while let Some(t) = self.peek() {
+            if t.is_punct("(") {
+                depth += 1;
+            } else if t.is_punct(")") {
+                depth = depth.saturating_sub(1);
+            } else if depth == 0 && t.is_keyword("FROM") {
+                self.pos += 1;
+                let sources = self.sources()?;
+                self.expect_end_or(SOURCE_LIST_END, "SHOW ... FROM")?;
+                return Ok(StatementKind::ReadFrom(sources));
+            }
+            self.pos += 1;
+        }
+        Ok(StatementKind::ShowAll)
+    }
+
+    /// After `DROP SERIES` / `DELETE`: `FROM <one measurement> [WHERE ...]`.
+    fn one_measurement_from(&mut self, what: &str) -> Result<StatementKind, String> {
+        if !self.peek().is_some_and(|t| t.is_keyword("FROM")) {
+            return Err(format!(
+                "{what} without FROM is not supported by the proxy: name one measurement"
+            ));
+        }
+        self.pos += 1;
+        let mut sources = self.sources()?;
+        match (sources.pop(), sources.is_empty()) {
+            (Some(Source::Measurement(measurement)), true) => {
+                self.expect_end_or(&["WHERE"], what)?;
+                Ok(StatementKind::SchemaMeasurement(measurement))
+            }
+            _ => Err(format!(
+                "{what} FROM a regex or several measurements is not supported by the proxy: name one measurement"
+            )),
+        }
+    }
+
+    fn expect_end_or(&self, keywords: &[&str], what: &str) -> Result<(), String> {
+        match self.peek() {
+            None => Ok(()),
+            Some(t) if t.is_any_keyword(keywords) => Ok(()),
+            Some(_) => Err(format!("unexpected {} in {what}", self.found())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(name: &str) -> Source {
+        Source::Measurement(MeasurementRef {
+            database: None,
+            retention_policy: None,
+            name: name.into(),
+        })
+    }
+
+    fn full(db: Option<&str>, rp: Option<&str>, name: &str) -> MeasurementRef {
+        MeasurementRef {
+            database: db.map(str::to_string),
+            retention_policy: rp.map(str::to_string),
+            name: name.into(),
+        }
+    }
+
+    fn re(pattern: &str) -> Source {
+        Source::Regex(pattern.into())
+    }
+
+    fn read(sources: Vec<Source>) -> StatementKind {
+        StatementKind::ReadFrom(sources)
+    }
+
+    #[test]
+    fn split_on_semicolons_outside_strings_identifiers_and_regexes() {
+        let cases: &[(&str, &[&str])] = &[
+            ("SHOW DATABASES", &["SHOW DATABASES"]),
+            (
+                "  SHOW DATABASES ;  SELECT * FROM m ; ",
+                &["SHOW DATABASES", "SELECT * FROM m"],
+            ),
+            (";;; ;", &[]),
+            ("", &[]),
+            (
+                "SELECT * FROM m WHERE t = 'a;b'; SHOW USERS",
+                &["SELECT * FROM m WHERE t = 'a;b'", "SHOW USERS"],
+            ),
+            (
+                r"SELECT * FROM m WHERE t = 'it\'s;x'",
+                &[r"SELECT * FROM m WHERE t = 'it\'s;x'"],
+            ),
+            (
+                r#"SELECT "a;b" FROM "m\";x""#,
+                &[r#"SELECT "a;b" FROM "m\";x""#],
+            ),
+            ("SELECT * FROM /cpu;.*/", &["SELECT * FROM /cpu;.*/"]),
+            (
+                r"SELECT * FROM /a\/;b/; SHOW USERS",
+                &[r"SELECT * FROM /a\/;b/", "SHOW USERS"],
+            ),
+            (
+                "SHOW MEASUREMENTS WITH MEASUREMENT =~ /x;y/",
+                &["SHOW MEASUREMENTS WITH MEASUREMENT =~ /x;y/"],
+            ),
+            (
+                "SELECT * FROM m WHERE h !~ /;/;SHOW USERS",
+                &["SELECT * FROM m WHERE h !~ /;/", "SHOW USERS"],
+            ),
+            ("SELECT * FROM a, /b;c/", &["SELECT * FROM a, /b;c/"]),
+            ("SELECT * FROM db.rp./b;c/", &["SELECT * FROM db.rp./b;c/"]),
+            // A division is not a regex: the `;` between the slashes splits.
+            (
+                "SELECT a / b FROM m; SELECT c / 2 FROM n",
+                &["SELECT a / b FROM m", "SELECT c / 2 FROM n"],
+            ),
+            (
+                "SELECT mean(a) / 2 FROM m;SELECT \"b\"/3 FROM n",
+                &["SELECT mean(a) / 2 FROM m", "SELECT \"b\"/3 FROM n"],
+            ),
+            // Comments.
+            (
+                "SHOW USERS -- list; them\n; SHOW DATABASES",
+                &["SHOW USERS", "SHOW DATABASES"],
+            ),
+            ("/* a; b */ SHOW USERS; /* c */", &["SHOW USERS"]),
+            ("SELECT * /* ; */ FROM m", &["SELECT * /* ; */ FROM m"]),
+        ];
+        for (query, expected) in cases {
+            assert_eq!(
+                split_statements(query).as_deref(),
+                Ok(*expected),
+                "query: {query}"
+            );
+        }
+    }
+
+    #[test]
+    fn split_refuses_unterminated_literals() {
+        for query in [
+            "SELECT * FROM m WHERE t = 'abc; SHOW USERS",
+            "SELECT * FROM \"m; SHOW USERS",
+            "SELECT * FROM /cpu; SHOW USERS",
+            r"SELECT * FROM m WHERE t = 'ab\'",
+            "SHOW USERS /* never closed",
+        ] {
+            let err = split_statements(query).unwrap_err();
+            assert!(err.contains("unterminated"), "{query}: {err}");
+        }
+    }
+
+    #[test]
+    fn classify_table() {
+        use StatementKind::*;
+        let cases: Vec<(&str, StatementKind)> = vec![
+            ("SELECT * FROM cpu", read(vec![m("cpu")])),
+            ("select * from cpu", read(vec![m("cpu")])),
+            ("SeLeCt value FrOm Cpu WHERE time > now() - 1h", read(vec![m("Cpu")])),
+            ("SELECT * FROM \"cpu load\"", read(vec![m("cpu load")])),
+            (r#"SELECT * FROM "say \"hi\"""#, read(vec![m("say \"hi\"")])),
+            ("SELECT * FROM \"select\"", read(vec![m("select")])),
+            (
+                "SELECT * FROM telegraf.autogen.cpu",
+                read(vec![Source::Measurement(full(Some("telegraf"), Some("autogen"), "cpu"))]),
+            ),
+            (
+                "SELECT * FROM telegraf..cpu",
+                read(vec![Source::Measurement(full(Some("telegraf"), None, "cpu"))]),
+            ),
+            ("SELECT * FROM autogen.cpu", read(vec![Source::Measurement(full(None, Some("autogen"), "cpu"))])),
+            (
+                r#"SELECT * FROM "my db"."my rp"."my.m""#,
+                read(vec![Source::Measurement(full(Some("my db"), Some("my rp"), "my.m"))]),
+            ),
+            ("SELECT * FROM cpu, mem, \"disk\"", read(vec![m("cpu"), m("mem"), m("disk")])),
+            ("SELECT * FROM /cpu.*/", read(vec![re("cpu.*")])),
+            (r"SELECT * FROM /a\/b/", read(vec![re("a/b")])),
+            ("SELECT * FROM db.rp./^c/", read(vec![re("^c")])),
+            ("SELECT * FROM cpu, /^mem/", read(vec![m("cpu"), re("^mem")])),
+            (
+                "SELECT mean(usage) AS u, max(\"x\") / 2 FROM cpu WHERE host =~ /a;b/ GROUP BY time(1m), host fill(null) LIMIT 10",
+                read(vec![m("cpu")]),
+            ),
+            ("SELECT a / b FROM cpu", read(vec![m("cpu")])),
+            ("SELECT /usage/ FROM cpu", read(vec![m("cpu")])),
+            ("SELECT * FROM cpu ORDER BY time DESC LIMIT 1", read(vec![m("cpu")])),
+            ("SELECT * FROM cpu tz('Europe/Paris')", read(vec![m("cpu")])),
+            ("SELECT * FROM cpu SLIMIT 1 SOFFSET 2", read(vec![m("cpu")])),
+            ("SELECT * INTO other FROM cpu", read(vec![m("cpu")])),
+            ("SELECT mean(m) FROM (SELECT max(v) AS m FROM cpu GROUP BY host)", read(vec![m("cpu")])),
+            (
+                "SELECT a FROM (SELECT b FROM (SELECT c FROM db..inner WHERE x = 1)) WHERE time > 0",
+                read(vec![Source::Measurement(full(Some("db"), None, "inner"))]),
+            ),
+            ("SELECT * FROM (SELECT * FROM a), b", read(vec![m("a"), m("b")])),
+            ("SELECT * FROM cpu;", read(vec![m("cpu")])),
+            ("SELECT * FROM cpu -- trailing comment", read(vec![m("cpu")])),
+            ("SHOW SERIES FROM cpu", read(vec![m("cpu")])),
+            ("SHOW SERIES FROM cpu WHERE host = 'a'", read(vec![m("cpu")])),
+            ("SHOW TAG KEYS ON telegraf FROM cpu", read(vec![m("cpu")])),
+            ("show field keys from \"cpu\"", read(vec![m("cpu")])),
+            ("SHOW TAG VALUES FROM cpu WITH KEY = host", read(vec![m("cpu")])),
+            ("SHOW TAG VALUES FROM cpu WITH KEY IN (\"a\", \"b\")", read(vec![m("cpu")])),
+            ("SHOW SERIES FROM /c.*/ LIMIT 5", read(vec![re("c.*")])),
+            ("SHOW DATABASES", ShowAll),
+            ("show measurements", ShowAll),
+            ("SHOW MEASUREMENTS WITH MEASUREMENT =~ /x;y/", ShowAll),
+            ("SHOW MEASUREMENTS ON telegraf WITH MEASUREMENT = cpu", ShowAll),
+            ("SHOW RETENTION POLICIES ON telegraf", ShowAll),
+            ("SHOW SERIES", ShowAll),
+            ("SHOW TAG KEYS", ShowAll),
+            ("SHOW FIELD KEYS ON db", ShowAll),
+            ("SHOW TAG VALUES WITH KEY = \"from\"", ShowAll),
+            ("SHOW USERS", ShowAll),
+            ("SHOW STATS", ShowAll),
+            ("SHOW DIAGNOSTICS", ShowAll),
+            ("CREATE DATABASE telegraf", SchemaAll),
+            ("create database \"my db\" WITH DURATION 1d", SchemaAll),
+            ("DROP DATABASE telegraf", SchemaAll),
+            ("CREATE RETENTION POLICY one_day ON telegraf DURATION 1d REPLICATION 1 DEFAULT", SchemaAll),
+            ("ALTER RETENTION POLICY one_day ON telegraf DURATION 2d", SchemaAll),
+            ("drop retention policy one_day on telegraf", SchemaAll),
+            ("DROP MEASUREMENT cpu", SchemaMeasurement(full(None, None, "cpu"))),
+            ("DROP MEASUREMENT \"cpu load\"", SchemaMeasurement(full(None, None, "cpu load"))),
+            ("DROP SERIES FROM cpu WHERE host = 'a'", SchemaMeasurement(full(None, None, "cpu"))),
+            ("DROP SERIES FROM cpu", SchemaMeasurement(full(None, None, "cpu"))),
+            ("DELETE FROM cpu WHERE time < '2020-01-01'", SchemaMeasurement(full(None, None, "cpu"))),
+            ("delete from db.rp.cpu", SchemaMeasurement(full(Some("db"), Some("rp"), "cpu"))),
+        ];
+        assert!(cases.len() >= 40);
+        for (statement, expected) in cases {
+            assert_eq!(classify(statement), Ok(expected), "statement: {statement}");
+        }
+    }
+
+    #[test]
+    fn classify_refuses_unsupported_statements_clearly() {
+        let cases: &[(&str, &str)] = &[
+            ("", "empty"),
+            ("SELECT 1", "SELECT without FROM is not supported"),
+            ("SELECT now()", "SELECT without FROM is not supported"),
+            (
+                "SELECT * FROM (SELECT 1)",
+                "SELECT without FROM is not supported",
+            ),
+            (
+                "EXPLAIN SELECT * FROM cpu",
+                "EXPLAIN statements are not supported",
+            ),
+            ("FROBNICATE cpu", "FROBNICATE statements are not supported"),
+            (
+                "DELETE WHERE time < 0",
+                "DELETE without FROM is not supported by the proxy: name one measurement",
+            ),
+            (
+                "DELETE FROM /c.*/",
+                "DELETE FROM a regex or several measurements",
+            ),
+            (
+                "DROP SERIES WHERE host = 'a'",
+                "DROP SERIES without FROM is not supported",
+            ),
+            (
+                "DROP SERIES FROM a, b",
+                "DROP SERIES FROM a regex or several measurements",
+            ),
+            ("DROP MEASUREMENT /c/", "expected a measurement name"),
+            (
+                "DROP MEASUREMENT db.rp./c/",
+                "takes a measurement name, not a regex",
+            ),
+            (
+                "DROP MEASUREMENT cpu WHERE x = 1",
+                "unexpected `WHERE` in DROP MEASUREMENT",
+            ),
+            (
+                "DROP CONTINUOUS QUERY cq ON db",
+                "DROP CONTINUOUS statements are not supported",
+            ),
+            (
+                "CREATE USER x WITH PASSWORD 'y'",
+                "CREATE USER statements are not supported",
+            ),
+            ("SELECT * FROM a.b.c.d", "at most 3"),
+            ("SELECT * FROM db.rp.", "expected a measurement name"),
+            ("SELECT * FROM \"\"", "empty measurement name"),
+            (
+                "SELECT * FROM cpu nonsense",
+                "unexpected `nonsense` after the FROM sources",
+            ),
+            (
+                "SELECT * FROM 'cpu'",
+                "expected a measurement name or /regex/, found a string",
+            ),
+            ("SELECT * FROM a; SELECT * FROM b", "several"),
+            ("SHOW", "incomplete SHOW"),
+            ("'cpu'", "expected an InfluxQL statement"),
+            ("SELECT * FROM 'unterminated", "unterminated"),
+        ];
+        for (statement, expected) in cases {
+            let err = classify(statement).unwrap_err();
+            assert!(
+                err.contains(expected),
+                "statement {statement:?}: got {err:?}, want {expected:?}"
+            );
+        }
+    }
+
+    fn default_filter() -> StatementFilter {
+        let forbidden: Vec<String> = DEFAULT_FORBIDDEN.iter().map(|s| s.to_string()).collect();
+        StatementFilter::new(&forbidden, &[]).unwrap()
+    }
+
+    #[test]
+    fn default_filter_refuses_administration_and_into() {
+        let filter = default_filter();
+        for statement in [
+            "GRANT ALL TO u",
+            "grant read ON db TO u",
+            "REVOKE ALL FROM u",
+            "CREATE USER x WITH PASSWORD 'y'",
+            "DROP USER x",
+            "SET PASSWORD FOR x = 'y'",
+            "SELECT * INTO b FROM a",
+            "SELECT mean(v) INTO \"db\".\"rp\".\"m\" FROM m GROUP BY time(1m)",
+            "select\n  mean(v)\n  into b\n  from a",
+            "SELECT \"into\" INTO b FROM a",
+            "CREATE CONTINUOUS QUERY cq ON db BEGIN SELECT mean(v) INTO b FROM a GROUP BY time(1h) END",
+            "DROP CONTINUOUS QUERY cq ON db",
+            "KILL QUERY 36",
+            "  kill   query 36 ON \"h1\"",
+            "/* hidden */ GRANT ALL TO u",
+            "CREATE /* hidden */ USER x WITH PASSWORD 'y' WITH ALL PRIVILEGES",
+            "SELECT * -- comment\nINTO b FROM a",
+        ] {
+            let err = filter.check(statement).unwrap_err();
+            assert!(err.starts_with("statement forbidden by the proxy: "), "{statement}: {err}");
+        }
+        let err = filter.check("drop   user\n x").unwrap_err();
+        assert_eq!(err, "statement forbidden by the proxy: drop user x");
+    }
+
+    #[test]
+    fn default_filter_lets_ordinary_statements_through() {
+        let filter = default_filter();
+        for statement in [
+            "SELECT \"into\" FROM m",
+            "SELECT * FROM m WHERE host = 'into'",
+            "SELECT * FROM \"into\"",
+            r#"SELECT "a\"into" FROM m"#,
+            "SELECT intox FROM m",
+            "SHOW USERS",
+            "SHOW GRANTS FOR u",
+            "SHOW CONTINUOUS QUERIES",
+            "SHOW QUERIES",
+            "SELECT * FROM cpu",
+            "CREATE DATABASE db",
+            "DROP MEASUREMENT users",
+        ] {
+            assert_eq!(filter.check(statement), Ok(()), "{statement}");
+        }
+    }
+
+    #[test]
+    fn allowed_patterns_override_forbidden_ones() {
+        let forbidden: Vec<String> = DEFAULT_FORBIDDEN.iter().map(|s| s.to_string()).collect();
+        let allowed = vec![r"^select \* into archive\.\.".to_string()];
+        let filter = StatementFilter::new(&forbidden, &allowed).unwrap();
+        assert_eq!(filter.check("SELECT * INTO archive..cpu FROM cpu"), Ok(()));
+        assert!(filter.check("SELECT * INTO other..cpu FROM cpu").is_err());
+        assert!(filter.check("GRANT ALL TO u").is_err());
+    }
+
+    #[test]
+    fn filter_reports_bad_patterns() {
+        let err = StatementFilter::new(&["(unclosed".to_string()], &[]).unwrap_err();
+        assert!(err.contains("(unclosed"), "{err}");
+        let err = StatementFilter::new(&[], &["[z-a]".to_string()]).unwrap_err();
+        assert!(err.contains("[z-a]"), "{err}");
+    }
+
+    #[test]
+    fn arbitrary_text_gives_results_or_errors_never_panics() {
+        const PIECES: &[&str] = &[
+            "SELECT ",
+            "FROM ",
+            "SHOW ",
+            "DROP ",
+            "SERIES ",
+            "DELETE ",
+            "MEASUREMENT ",
+            "(",
+            ")",
+            "'",
+            "\"",
+            "\\",
+            "/",
+            "*",
+            "-",
+            ";",
+            ",",
+            ".",
+            "=~",
+            "a",
+            "µ",
+            "é",
+            "1",
+            "5m",
+            " ",
+            "\n",
+            "WHERE ",
+            "INTO ",
+        ];
+        let mut rng = fastrand::Rng::with_seed(7);
+        let filter = default_filter();
+        for _ in 0..5000 {
+            let text: String = (0..rng.usize(0..14))
+                .map(|_| PIECES[rng.usize(..PIECES.len())])
+                .collect();
+            if let Ok(statements) = split_statements(&text) {
+                for statement in statements {
+                    assert!(
+                        !statement.is_empty() && statement.trim() == statement,
+                        "{text:?}"
+                    );
+                    let _ = classify(statement);
+                }
+            }
+            let _ = classify(&text);
+            let _ = filter.check(&text);
+        }
     }
 }
