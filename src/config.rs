@@ -4,10 +4,17 @@
 //! Unknown keys are an error naming the key. Errors name the file, the JSON path
 //! and the problem on one line, e.g.
 //! `config/proxy.json: $.keymaps.cpu[1]: unknown backend "c"`.
+//!
+//! Paths: `$` is the whole document, `.key` a member (`["key"]` when the key
+//! holds anything but letters, digits and `_`), `[n]` an array element
+//! (0-based). JSON syntax errors have path `$` and give line and column.
 
+use crate::route::Router;
+use crate::transport::BackendAddr;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 
 /// The whole configuration. Field docs give units and defaults.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -20,7 +27,10 @@ pub struct Config {
     /// working directory). Default `data`.
     #[serde(default = "defaults::data_dir")]
     pub data_dir: String,
-    /// Backends by name. At least one.
+    /// Backends by name. At least one. Names are made of `A-Z a-z 0-9 _ . -`
+    /// (each names its write queue's directory). Their order (the map's,
+    /// sorted by name) gives the backend indices used everywhere
+    /// ([`Config::backend_names`]).
     pub backends: BTreeMap<String, BackendConfig>,
     /// Measurement key -> names of the backends that each hold a full copy
     /// (the replica set). Key `_default_` matches any measurement no other key
@@ -87,7 +97,10 @@ mod defaults {
         "data".into()
     }
     pub fn forbidden_statements() -> Vec<String> {
-        crate::statement::DEFAULT_FORBIDDEN.iter().map(|s| s.to_string()).collect()
+        crate::statement::DEFAULT_FORBIDDEN
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     }
     pub fn max_body_bytes() -> u64 {
         25_000_000
@@ -121,16 +134,22 @@ mod defaults {
 /// A configuration error: `file: path: problem`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
-    /// The file name as given on the command line.
+    /// The file name as given on the command line (empty when the error is
+    /// about a [`Config`] built in memory; Display then leaves it out).
     pub file: String,
     /// JSON path of the offending value (`$`, `$.backends.a.url`, `$.keymaps.cpu[1]`).
     pub path: String,
+    /// What is wrong, on one line.
     pub problem: String,
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}: {}", self.file, self.path, self.problem)
+        if self.file.is_empty() {
+            write!(f, "{}: {}", self.path, self.problem)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.path, self.problem)
+        }
     }
 }
 
@@ -141,8 +160,500 @@ impl Config {
     /// keys, types, at least one backend, every backend URL
     /// ([`crate::transport::BackendAddr::parse`]), every keymap naming known
     /// backends and non-empty, every statement regex compiling, non-zero limits.
+    ///
+    /// The first problem found is returned; see [`ConfigError`] for its shape.
     pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
-        let _ = (file, text);
-        todo!("config parsing")
+        let error = |path: String, problem: String| ConfigError {
+            file: file.to_string(),
+            path,
+            problem: one_line(&problem),
+        };
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let config: Config = match serde_path_to_error::deserialize(&mut deserializer) {
+            Ok(config) => config,
+            Err(e) => {
+                let path = match e.inner().classify() {
+                    serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                        "$".to_string()
+                    }
+                    _ => json_path(e.path()),
+                };
+                return Err(error(path, e.inner().to_string()));
+            }
+        };
+        // Trailing characters after the document.
+        if let Err(e) = deserializer.end() {
+            return Err(error("$".to_string(), e.to_string()));
+        }
+        config
+            .validate()
+            .map_err(|(path, problem)| error(path, problem))?;
+        Ok(config)
+    }
+
+    /// The backend names in index order (sorted by name, the order of
+    /// `backends`): index `i` in a [`crate::route::ReplicaSet`] is
+    /// `backend_names()[i]`.
+    pub fn backend_names(&self) -> Vec<String> {
+        self.backends.keys().cloned().collect()
+    }
+
+    /// The backends' addresses in index order. Error (only for a config not
+    /// checked by [`Config::parse`]): a bad URL, with its path.
+    pub fn backend_addrs(&self) -> Result<Vec<BackendAddr>, ConfigError> {
+        self.backends
+            .iter()
+            .map(|(name, backend)| {
+                BackendAddr::parse(name, &backend.url).map_err(|problem| ConfigError {
+                    file: String::new(),
+                    path: format!("$.backends{}.url", key_segment(name)),
+                    problem,
+                })
+            })
+            .collect()
+    }
+
+    /// The router built from `keymaps` over [`Config::backend_names`]. Error
+    /// (only for a config not checked by [`Config::parse`]): a keymap naming an
+    /// unknown backend or none.
+    pub fn router(&self) -> Result<Router, ConfigError> {
+        Router::new(&self.keymaps, &self.backend_names()).map_err(|problem| ConfigError {
+            file: String::new(),
+            path: "$.keymaps".to_string(),
+            problem,
+        })
+    }
+
+    /// Checks what serde cannot: `Err((path, problem))` for the first problem.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let fail = |path: &str, problem: String| Err((path.to_string(), problem));
+
+        if self.listen.parse::<SocketAddr>().is_err() {
+            return fail(
+                "$.listen",
+                format!(
+                    "{:?} is not a socket address host:port with an IP address (e.g. 127.0.0.1:7076 or [::]:7076)",
+                    self.listen
+                ),
+            );
+        }
+        if self.data_dir.is_empty() {
+            return fail("$.data_dir", "must not be empty".to_string());
+        }
+
+        if self.backends.is_empty() {
+            return fail("$.backends", "at least one backend is required".to_string());
+        }
+        for (name, backend) in &self.backends {
+            let path = format!("$.backends{}", key_segment(name));
+            if let Some(problem) = bad_backend_name(name) {
+                return fail(&path, problem);
+            }
+            if let Err(problem) = BackendAddr::parse(name, &backend.url) {
+                return fail(&format!("{path}.url"), problem);
+            }
+        }
+
+        if self.keymaps.is_empty() {
+            return fail(
+                "$.keymaps",
+                format!(
+                    "at least one keymap is required (e.g. {{\"{}\": [...]}})",
+                    crate::route::DEFAULT_KEY
+                ),
+            );
+        }
+        for (key, names) in &self.keymaps {
+            let path = format!("$.keymaps{}", key_segment(key));
+            if key.is_empty() {
+                return fail(
+                    &path,
+                    format!(
+                        "empty key (use {:?} to match every measurement)",
+                        crate::route::DEFAULT_KEY
+                    ),
+                );
+            }
+            if names.is_empty() {
+                return fail(
+                    &path,
+                    "names no backend (a keymap needs at least one)".to_string(),
+                );
+            }
+            for (i, name) in names.iter().enumerate() {
+                if !self.backends.contains_key(name) {
+                    return fail(&format!("{path}[{i}]"), format!("unknown backend {name:?}"));
+                }
+            }
+        }
+
+        for (list, patterns) in [
+            ("forbidden_statements", &self.forbidden_statements),
+            ("allowed_statements", &self.allowed_statements),
+        ] {
+            for (i, pattern) in patterns.iter().enumerate() {
+                if let Err(e) = regex_lite::RegexBuilder::new(pattern)
+                    .case_insensitive(true)
+                    .build()
+                {
+                    return fail(
+                        &format!("$.{list}[{i}]"),
+                        format!("bad regex {pattern:?}: {e}"),
+                    );
+                }
+            }
+        }
+
+        let positive = [
+            ("max_body_bytes", self.max_body_bytes),
+            ("queue_max_bytes", self.queue_max_bytes),
+            ("health_check_interval_ms", self.health_check_interval_ms),
+            ("health_check_fall", u64::from(self.health_check_fall)),
+            ("health_check_rise", u64::from(self.health_check_rise)),
+            ("request_timeout_ms", self.request_timeout_ms),
+            ("replay_backoff_min_ms", self.replay_backoff_min_ms),
+            ("replay_backoff_max_ms", self.replay_backoff_max_ms),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return fail(&format!("$.{key}"), "must be at least 1".to_string());
+            }
+        }
+        if self.replay_backoff_min_ms > self.replay_backoff_max_ms {
+            return fail(
+                "$.replay_backoff_min_ms",
+                format!(
+                    "{} is more than replay_backoff_max_ms ({})",
+                    self.replay_backoff_min_ms, self.replay_backoff_max_ms
+                ),
+            );
+        }
+        if self.queue_max_bytes < self.max_body_bytes {
+            return fail(
+                "$.queue_max_bytes",
+                format!(
+                    "{} is less than max_body_bytes ({}): a write that large could never be queued",
+                    self.queue_max_bytes, self.max_body_bytes
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Why `name` cannot name a backend (it becomes a directory name), if it can't.
+fn bad_backend_name(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("a backend name must not be empty".to_string());
+    }
+    if name == "." || name == ".." {
+        return Some(format!(
+            "backend name {name:?} is not allowed (it names a directory)"
+        ));
+    }
+    if !name
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+    {
+        return Some(format!(
+            "backend name {name:?} may hold only letters, digits, '_', '.' and '-' (it names a directory)"
+        ));
+    }
+    None
+}
+
+/// `.key` for plain keys, `["key"]` (JSON string syntax) for any other.
+fn key_segment(key: &str) -> String {
+    let plain = !key.is_empty()
+        && !key.starts_with(|c: char| c.is_ascii_digit())
+        && key.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_');
+    if plain {
+        format!(".{key}")
+    } else {
+        format!("[{}]", serde_json::Value::from(key))
+    }
+}
+
+/// serde_path_to_error's path in this module's notation (`$.a.b[1]`).
+fn json_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::from("$");
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                out.push_str(&key_segment(key))
+            }
+            Segment::Unknown => out.push_str(".?"),
+        }
+    }
+    out
+}
+
+/// Joins a possibly multi-line message into one line.
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str =
+        r#"{"backends": {"a": {"url": "http://127.0.0.1:8086"}}, "keymaps": {"_default_": ["a"]}}"#;
+
+    /// The error for `text` as displayed, e.g. `proxy.json: $.listen: ...`.
+    fn error(text: &str) -> String {
+        Config::parse("proxy.json", text).unwrap_err().to_string()
+    }
+
+    /// `MINIMAL` with `"key": value` added at the top level.
+    fn with(key: &str, value: &str) -> String {
+        format!(r#"{{"{key}": {value}, {}"#, &MINIMAL[1..])
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let text = include_str!("../config/proxy.json");
+        let config = Config::parse("config/proxy.json", text).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:7076");
+        assert_eq!(config.data_dir, "data");
+        assert_eq!(config.backend_names(), ["a", "b"]);
+        let addrs = config.backend_addrs().unwrap();
+        assert_eq!(addrs[1].authority(), "127.0.0.1:8087");
+        let router = config.router().unwrap();
+        assert_eq!(router.route("cpu"), Some(&vec![0, 1]));
+        assert_eq!(router.route("cpu.load.1"), Some(&vec![1]));
+        assert_eq!(router.route("mem"), Some(&vec![0, 1]));
+    }
+
+    #[test]
+    fn defaults_fill_what_is_left_out() {
+        let c = Config::parse("proxy.json", MINIMAL).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:7076");
+        assert_eq!(c.data_dir, "data");
+        assert_eq!(
+            c.forbidden_statements.len(),
+            crate::statement::DEFAULT_FORBIDDEN.len()
+        );
+        assert!(c.allowed_statements.is_empty());
+        assert_eq!(
+            (
+                c.max_body_bytes,
+                c.queue_max_bytes,
+                c.health_check_interval_ms
+            ),
+            (25_000_000, 1 << 30, 1000)
+        );
+        assert_eq!(
+            (
+                c.health_check_fall,
+                c.health_check_rise,
+                c.request_timeout_ms
+            ),
+            (3, 2, 10_000)
+        );
+        assert_eq!(
+            (
+                c.replay_backoff_min_ms,
+                c.replay_backoff_max_ms,
+                c.pool_max_idle
+            ),
+            (500, 10_000, 8)
+        );
+    }
+
+    #[test]
+    fn json_syntax_errors_have_path_dollar_and_a_position() {
+        assert_eq!(
+            error("{\n  \"backends\": {,\n}"),
+            "proxy.json: $: key must be a string at line 2 column 16"
+        );
+        assert!(
+            error("").starts_with("proxy.json: $: EOF while parsing"),
+            "{}",
+            error("")
+        );
+        assert!(error(&format!("{MINIMAL} x")).starts_with("proxy.json: $: trailing characters"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_path() {
+        let e = error(&with("bakends", "{}"));
+        assert!(
+            e.starts_with("proxy.json: $.bakends: unknown field `bakends`, expected one of"),
+            "{e}"
+        );
+        let e = error(
+            r#"{"backends": {"a": {"url": "http://x", "uri": "y"}}, "keymaps": {"_default_": ["a"]}}"#,
+        );
+        assert!(
+            e.starts_with("proxy.json: $.backends.a.uri: unknown field `uri`, expected `url`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn wrong_types_are_named_with_their_path() {
+        let e = error(&with("max_body_bytes", r#""25MB""#));
+        assert!(
+            e.starts_with(
+                r#"proxy.json: $.max_body_bytes: invalid type: string "25MB", expected u64"#
+            ),
+            "{e}"
+        );
+        let e =
+            error(r#"{"backends": {"a": {"url": "http://x"}}, "keymaps": {"cpu.load": ["a", 2]}}"#);
+        assert!(
+            e.starts_with(r#"proxy.json: $.keymaps["cpu.load"][1]: invalid type: integer `2`"#),
+            "{e}"
+        );
+        let e = error(r#"{"backends": {"a": {"url": 8086}}, "keymaps": {}}"#);
+        assert!(
+            e.starts_with("proxy.json: $.backends.a.url: invalid type: integer `8086`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_keys_are_named() {
+        assert!(error(r#"{"backends": {}}"#).starts_with("proxy.json: $: missing field `keymaps`"));
+        let e = error(r#"{"backends": {"a": {}}, "keymaps": {}}"#);
+        assert!(
+            e.starts_with("proxy.json: $.backends.a: missing field `url`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn backends_are_checked() {
+        assert_eq!(
+            error(r#"{"backends": {}, "keymaps": {"_default_": ["a"]}}"#),
+            "proxy.json: $.backends: at least one backend is required"
+        );
+        let e = error(
+            r#"{"backends": {"a/b": {"url": "http://x"}}, "keymaps": {"_default_": ["a/b"]}}"#,
+        );
+        assert!(
+            e.starts_with(r#"proxy.json: $.backends["a/b"]: backend name "a/b" may hold only"#),
+            "{e}"
+        );
+        let e =
+            error(r#"{"backends": {"..": {"url": "http://x"}}, "keymaps": {"_default_": [".."]}}"#);
+        assert!(
+            e.starts_with(r#"proxy.json: $.backends[".."]: backend name ".." is not allowed"#),
+            "{e}"
+        );
+        let e = error(r#"{"backends": {"": {"url": "http://x"}}, "keymaps": {"_default_": [""]}}"#);
+        assert_eq!(
+            e,
+            r#"proxy.json: $.backends[""]: a backend name must not be empty"#
+        );
+        assert_eq!(
+            error(
+                r#"{"backends": {"a-1.x": {"url": "https://x"}}, "keymaps": {"_default_": ["a-1.x"]}}"#
+            ),
+            r#"proxy.json: $.backends["a-1.x"].url: "https://x": https backends are not supported yet (use http://)"#
+        );
+    }
+
+    #[test]
+    fn keymaps_are_checked() {
+        let backends = r#""backends": {"a": {"url": "http://x"}, "b": {"url": "http://y"}}"#;
+        assert_eq!(
+            error(&format!(r#"{{{backends}, "keymaps": {{}}}}"#)),
+            r#"proxy.json: $.keymaps: at least one keymap is required (e.g. {"_default_": [...]})"#
+        );
+        assert_eq!(
+            error(&format!(
+                r#"{{{backends}, "keymaps": {{"cpu": ["a", "c"]}}}}"#
+            )),
+            r#"proxy.json: $.keymaps.cpu[1]: unknown backend "c""#
+        );
+        assert_eq!(
+            error(&format!(r#"{{{backends}, "keymaps": {{"cpu": []}}}}"#)),
+            "proxy.json: $.keymaps.cpu: names no backend (a keymap needs at least one)"
+        );
+        assert_eq!(
+            error(&format!(r#"{{{backends}, "keymaps": {{"": ["a"]}}}}"#)),
+            r#"proxy.json: $.keymaps[""]: empty key (use "_default_" to match every measurement)"#
+        );
+    }
+
+    #[test]
+    fn statement_regexes_must_compile() {
+        let e = error(&with(
+            "forbidden_statements",
+            r#"["^grant", "drop", "(unclosed"]"#,
+        ));
+        assert!(
+            e.starts_with(r#"proxy.json: $.forbidden_statements[2]: bad regex "(unclosed": "#),
+            "{e}"
+        );
+        assert!(!e.contains('\n'));
+        let e = error(&with("allowed_statements", r#"["[z-a]"]"#));
+        assert!(
+            e.starts_with("proxy.json: $.allowed_statements[0]: bad regex"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn listen_must_be_a_socket_address() {
+        for bad in [
+            r#""localhost:7076""#,
+            r#""127.0.0.1""#,
+            r#""127.0.0.1:99999""#,
+        ] {
+            let e = error(&with("listen", bad));
+            assert!(
+                e.starts_with(&format!(
+                    "proxy.json: $.listen: {bad} is not a socket address"
+                )),
+                "{e}"
+            );
+        }
+        assert!(Config::parse("p", &with("listen", r#""[::]:7076""#)).is_ok());
+    }
+
+    #[test]
+    fn limits_must_be_positive_and_consistent() {
+        for key in [
+            "max_body_bytes",
+            "queue_max_bytes",
+            "health_check_interval_ms",
+            "health_check_fall",
+            "health_check_rise",
+            "request_timeout_ms",
+            "replay_backoff_min_ms",
+            "replay_backoff_max_ms",
+        ] {
+            assert_eq!(
+                error(&with(key, "0")),
+                format!("proxy.json: $.{key}: must be at least 1")
+            );
+        }
+        assert_eq!(
+            error(&with("replay_backoff_min_ms", "20000")),
+            "proxy.json: $.replay_backoff_min_ms: 20000 is more than replay_backoff_max_ms (10000)"
+        );
+        assert!(error(&with("queue_max_bytes", "1000")).starts_with(
+            "proxy.json: $.queue_max_bytes: 1000 is less than max_body_bytes (25000000)"
+        ));
+        assert_eq!(
+            error(&with("data_dir", r#""""#)),
+            "proxy.json: $.data_dir: must not be empty"
+        );
+        assert!(Config::parse("p", &with("pool_max_idle", "0")).is_ok());
+    }
+
+    #[test]
+    fn errors_about_in_memory_configs_leave_the_file_out() {
+        let mut c = Config::parse("p", MINIMAL).unwrap();
+        c.keymaps.insert("cpu".into(), vec!["zz".into()]);
+        assert_eq!(
+            c.router().unwrap_err().to_string(),
+            r#"$.keymaps: keymap "cpu" names unknown backend "zz""#
+        );
     }
 }

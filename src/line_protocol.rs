@@ -6,16 +6,57 @@
 //! spaces in tag keys, tag values and field keys; `"` and `\` in string field
 //! values). Blank lines and lines starting with `#` are skipped. The whole body
 //! is validated before anything is sent, so a bad line writes nothing.
+//!
+//! # What is checked
+//!
+//! Everything InfluxDB 1.x's own parser (`models.ParsePoints`) rejects while
+//! reading the text, with its reason words: `missing measurement`,
+//! `missing tag key`, `missing tag value`, `invalid tag format`,
+//! `duplicate tags`, `max key length exceeded`, `missing fields`,
+//! `missing field key`, `missing field value`, `invalid field format`,
+//! `invalid number`, `invalid float`, `unable to parse integer ...`,
+//! `invalid boolean`, `unbalanced quotes`, `bad timestamp`, `point is invalid`.
+//! Field values: float (`1`, `1.5`, `-1e3`, `.5`), integer (`1i`), unsigned
+//! (`1u`), boolean (`t`, `T`, `true`, `True`, `TRUE`, `f`, `F`, `false`,
+//! `False`, `FALSE`), string (`"..."`). Timestamps are integers (may be
+//! negative); their range for the request's precision is left to the backend.
+//!
+//! # How escapes are read (as InfluxDB 1.x reads them)
+//!
+//! - In the measurement and the tag set a byte is escaped when the byte before
+//!   it is a backslash. The measurement name is unescaped by turning `\,` into
+//!   `,` and `\ ` into a space; every other backslash stays (so does the route
+//!   key: `cpu\x` is routed as `cpu\x`).
+//! - In the field set a backslash escapes the byte after it (`\\` is one unit).
+//! - A string field value may span lines: a line ending inside `"..."` belongs
+//!   to the value, as in InfluxDB 1.x. Such a point's [`Point::line`] holds the
+//!   line ending(s) inside the string.
+//!
+//! Deliberate differences, all stricter on text InfluxDB would store oddly:
+//! a backslash never escapes a line ending outside a string; a tag value may
+//! not start with an unescaped `=`; a string field value must be followed by
+//! `,`, a space or the end of the line. Kinder: `\r\n` line endings and
+//! trailing spaces or tabs are accepted (and left out of [`Point::line`]).
+//!
+//! One pass over the body; the only allocations are the returned vector, one
+//! scratch vector for tag keys per body, and an owned measurement name when the
+//! name holds escapes.
 
 use std::borrow::Cow;
 use std::fmt;
 
+/// Longest series key (measurement and tag set as sent), in bytes: InfluxDB
+/// 1.x's `MaxKeyLength`. Longer keys are refused with
+/// `max key length exceeded: N > 65535`.
+pub const MAX_KEY_BYTES: usize = 65535;
+
 /// One point of a write body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Point<'a> {
-    /// 1-based line number in the body.
+    /// 1-based line number in the body (of the point's first line).
     pub line_number: usize,
-    /// The line as sent, without its line ending (`\n` or `\r\n`).
+    /// The line as sent, without its line ending (`\n` or `\r\n`) and without
+    /// leading or trailing spaces and tabs. Ready to be sent on as one line.
     pub line: &'a str,
     /// The measurement name with escapes removed (`cpu\,x` -> `cpu,x`).
     pub measurement: Cow<'a, str>,
@@ -27,28 +68,801 @@ pub struct Point<'a> {
 /// `unable to parse '<line>': <reason>` (and the line number).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineProtocolError {
+    /// 1-based line number (of the point's first line).
     pub line_number: usize,
+    /// The offending line as sent, without its line ending.
     pub line: String,
+    /// InfluxDB's reason, e.g. `missing fields`, `invalid number`.
     pub reason: String,
 }
 
 impl fmt::Display for LineProtocolError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "unable to parse '{}': {} (line {})", self.line, self.reason, self.line_number)
+        write!(
+            f,
+            "unable to parse '{}': {} (line {})",
+            self.line, self.reason, self.line_number
+        )
     }
 }
 
 impl std::error::Error for LineProtocolError {}
 
 /// Splits and validates a whole write body. Errors on the first malformed line.
+///
+/// Returns the points in body order. An empty body (or one of only blank and
+/// comment lines) gives no points; whether that is an error is the caller's
+/// choice (InfluxDB 1.x answers 204).
 pub fn parse_points(body: &str) -> Result<Vec<Point<'_>>, LineProtocolError> {
-    let _ = body;
-    todo!()
+    let b = body.as_bytes();
+    // Grows by doubling past this; a guess, not a bound.
+    let mut points = Vec::with_capacity((b.len() / 64).min(1 << 16));
+    let mut tag_keys: Vec<(usize, usize)> = Vec::new();
+    let mut pos = 0;
+    let mut line_number = 1;
+    while pos < b.len() {
+        let start = skip_blanks(b, pos);
+        if let Some(next) = end_of_line(b, start) {
+            // Blank line.
+            pos = next;
+            line_number += 1;
+            continue;
+        }
+        if b[start] == b'#' {
+            // Comment.
+            pos = match b[start..].iter().position(|&c| c == b'\n') {
+                Some(p) => start + p + 1,
+                None => b.len(),
+            };
+            line_number += 1;
+            continue;
+        }
+        let mut scan = Scan {
+            b,
+            i: start,
+            newlines: 0,
+        };
+        match scan.point(&mut tag_keys) {
+            Ok(parsed) => {
+                let measurement = &body[start..parsed.measurement_end];
+                let measurement = if parsed.measurement_escaped {
+                    Cow::Owned(unescape_measurement(measurement))
+                } else {
+                    Cow::Borrowed(measurement)
+                };
+                points.push(Point {
+                    line_number,
+                    line: &body[start..parsed.content_end],
+                    measurement,
+                });
+                line_number += 1 + scan.newlines;
+                pos = parsed.next;
+            }
+            Err(reason) => return Err(error_at(body, start, scan.i, line_number, reason)),
+        }
+    }
+    Ok(points)
 }
 
 /// Checks a `precision` parameter: `ns`, `n`, `u`, `µ`, `us`, `ms`, `s`, `m`, `h`
 /// (InfluxDB 1.x `/write` accepts these). Error: the message InfluxDB would give.
 pub fn check_precision(precision: &str) -> Result<(), String> {
-    let _ = precision;
-    todo!()
+    normalize_precision(precision).map(|_| ())
+}
+
+/// The spelling of `precision` that every InfluxDB 1.x `/write` accepts, to
+/// send to backends: `""` (nanoseconds), `n`, `ns`, `u`, `ms`, `s`, `m`, `h`;
+/// `us`, `µ` (micro sign U+00B5) and `μ` (Greek mu U+03BC) become `u` (the 1.x
+/// HTTP handler accepts only `u`). Error, as InfluxDB words it:
+/// `invalid precision "x" (use n, u, ms, s, m or h)`.
+pub fn normalize_precision(precision: &str) -> Result<&'static str, String> {
+    Ok(match precision {
+        "" => "",
+        "n" => "n",
+        "ns" => "ns",
+        "u" | "us" | "\u{b5}" | "\u{3bc}" => "u",
+        "ms" => "ms",
+        "s" => "s",
+        "m" => "m",
+        "h" => "h",
+        _ => {
+            return Err(format!(
+                "invalid precision {precision:?} (use n, u, ms, s, m or h)"
+            ))
+        }
+    })
+}
+
+/// Why a point is malformed (mostly fixed InfluxDB words).
+type Reason = Cow<'static, str>;
+
+/// Where a well-formed point lies in the body.
+struct Parsed {
+    /// End of the measurement name (as sent, escapes included).
+    measurement_end: usize,
+    /// Whether the measurement holds `\,` or `\ `.
+    measurement_escaped: bool,
+    /// End of the point's text, before trailing blanks and the line ending.
+    content_end: usize,
+    /// Start of the next line.
+    next: usize,
+}
+
+/// A cursor over the body while one point is read. On error `i` is where the
+/// problem was found.
+struct Scan<'a> {
+    b: &'a [u8],
+    i: usize,
+    /// Line endings inside string field values of this point.
+    newlines: usize,
+}
+
+impl Scan<'_> {
+    /// Reads one point starting at `self.i` (a non-blank, non-`#` byte).
+    fn point(&mut self, tag_keys: &mut Vec<(usize, usize)>) -> Result<Parsed, Reason> {
+        let b = self.b;
+        let start = self.i;
+
+        // Measurement: up to an unescaped ',' (tag set) or ' ' (field set).
+        if b[start] == b',' {
+            return Err("missing measurement".into());
+        }
+        let mut measurement_escaped = false;
+        self.i += 1;
+        let has_tags = loop {
+            match b.get(self.i) {
+                None | Some(b'\n') => return Err("missing fields".into()),
+                Some(&c) => {
+                    if b[self.i - 1] == b'\\' {
+                        measurement_escaped |= c == b',' || c == b' ';
+                    } else if c == b',' {
+                        break true;
+                    } else if c == b' ' {
+                        break false;
+                    }
+                }
+            }
+            self.i += 1;
+        };
+        let measurement_end = self.i;
+
+        if has_tags {
+            tag_keys.clear();
+            self.tag_set(tag_keys)?;
+            if has_duplicate_keys(b, tag_keys) {
+                return Err("duplicate tags".into());
+            }
+        }
+        if self.i - start > MAX_KEY_BYTES {
+            return Err(format!(
+                "max key length exceeded: {} > {}",
+                self.i - start,
+                MAX_KEY_BYTES
+            )
+            .into());
+        }
+
+        self.field_set()?;
+        let mut content_end = self.i;
+
+        // Optional timestamp.
+        self.i = skip_blanks(b, self.i);
+        if end_of_line(b, self.i).is_none() {
+            let ts_start = self.i;
+            if b[self.i] == b'-' {
+                self.i += 1;
+            }
+            while b.get(self.i).is_some_and(u8::is_ascii_digit) {
+                self.i += 1;
+            }
+            let ended = match b.get(self.i) {
+                Some(b' ' | b'\t' | 0) => true,
+                _ => end_of_line(b, self.i).is_some(),
+            };
+            // The bytes are ASCII digits and an optional '-': valid UTF-8.
+            let number = std::str::from_utf8(&b[ts_start..self.i]).unwrap_or("");
+            if !ended || number.parse::<i64>().is_err() {
+                return Err("bad timestamp".into());
+            }
+            content_end = self.i;
+            self.i = skip_blanks(b, self.i);
+        }
+        match end_of_line(b, self.i) {
+            Some(next) => Ok(Parsed {
+                measurement_end,
+                measurement_escaped,
+                content_end,
+                next,
+            }),
+            None => Err("point is invalid".into()),
+        }
+    }
+
+    /// Reads `key=value[,key=value...]` from just after the measurement's
+    /// comma; stops at the space before the field set. Records each tag key's
+    /// span in `tag_keys`.
+    fn tag_set(&mut self, tag_keys: &mut Vec<(usize, usize)>) -> Result<(), Reason> {
+        let b = self.b;
+        self.i += 1;
+        loop {
+            let key_start = self.i;
+            match b.get(self.i) {
+                None | Some(b'\n' | b' ' | b',' | b'=') => return Err("missing tag key".into()),
+                Some(_) => self.i += 1,
+            }
+            loop {
+                match b.get(self.i) {
+                    None | Some(b'\n') => return Err("missing tag value".into()),
+                    Some(&c) if b[self.i - 1] != b'\\' => match c {
+                        b' ' | b',' => return Err("missing tag value".into()),
+                        b'=' => break,
+                        _ => {}
+                    },
+                    Some(_) => {}
+                }
+                self.i += 1;
+            }
+            tag_keys.push((key_start, self.i));
+            self.i += 1;
+            match b.get(self.i) {
+                None | Some(b'\n' | b' ' | b',') => return Err("missing tag value".into()),
+                Some(b'=') => return Err("invalid tag format".into()),
+                Some(_) => self.i += 1,
+            }
+            let more = loop {
+                match b.get(self.i) {
+                    None | Some(b'\n') => return Err("missing fields".into()),
+                    Some(&c) if b[self.i - 1] != b'\\' => match c {
+                        b'=' => return Err("invalid tag format".into()),
+                        b',' => break true,
+                        b' ' => break false,
+                        _ => {}
+                    },
+                    Some(_) => {}
+                }
+                self.i += 1;
+            };
+            if !more {
+                return Ok(());
+            }
+            self.i += 1;
+        }
+    }
+
+    /// Reads the field set from the space after the measurement or tag set;
+    /// stops at the first byte after it (a blank or the line ending).
+    fn field_set(&mut self) -> Result<(), Reason> {
+        let b = self.b;
+        self.i = skip_blanks(b, self.i);
+        if end_of_line(b, self.i).is_some() {
+            return Err("missing fields".into());
+        }
+        loop {
+            // Field key: up to an unescaped '='.
+            let key_start = self.i;
+            loop {
+                match b.get(self.i) {
+                    Some(b'\\') if b.get(self.i + 1).is_some_and(|&c| c != b'\n') => self.i += 2,
+                    Some(b'=') => break,
+                    None | Some(b'\n' | b' ' | b',') => return Err("invalid field format".into()),
+                    Some(_) => self.i += 1,
+                }
+            }
+            if self.i == key_start {
+                return Err("missing field key".into());
+            }
+            self.i += 1;
+
+            // Field value.
+            match b.get(self.i) {
+                None | Some(b'\n' | b' ' | b',') => return Err("missing field value".into()),
+                Some(b'\r') if end_of_line(b, self.i).is_some() => {
+                    return Err("missing field value".into())
+                }
+                Some(b'"') => self.string_value()?,
+                Some(b'-' | b'.' | b'0'..=b'9') => {
+                    let end = token_end(b, self.i);
+                    check_number(&b[self.i..end])?;
+                    self.i = end;
+                }
+                Some(b'n' | b'N') => return Err("invalid number".into()),
+                Some(_) => {
+                    let end = token_end(b, self.i);
+                    check_boolean(&b[self.i..end])?;
+                    self.i = end;
+                }
+            }
+            if b.get(self.i) == Some(&b',') {
+                self.i += 1;
+            } else {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads `"..."` (with `\"` and `\\` escapes; line endings allowed) at
+    /// `self.i`; the value must be followed by `,`, a space or the line ending.
+    fn string_value(&mut self) -> Result<(), Reason> {
+        let b = self.b;
+        let open = self.i;
+        let mut newlines = 0;
+        self.i += 1;
+        loop {
+            match b.get(self.i) {
+                None => {
+                    // Point at the opening quote so the error shows its line.
+                    self.i = open;
+                    return Err("unbalanced quotes".into());
+                }
+                Some(b'\\') if self.i + 1 < b.len() => {
+                    newlines += usize::from(b[self.i + 1] == b'\n');
+                    self.i += 2;
+                }
+                Some(b'"') => break,
+                Some(b'\n') => {
+                    newlines += 1;
+                    self.i += 1;
+                }
+                Some(_) => self.i += 1,
+            }
+        }
+        self.i += 1;
+        self.newlines += newlines;
+        match b.get(self.i) {
+            Some(b',' | b' ') => Ok(()),
+            _ if blank_to_end_of_line(b, self.i) => Ok(()),
+            _ => Err("invalid field format".into()),
+        }
+    }
+}
+
+/// Skips spaces, tabs and NUL bytes (InfluxDB 1.x's `skipWhitespace`).
+fn skip_blanks(b: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t' | 0) = b.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// If `i` is at a line ending (`\n`, `\r\n`, a final `\r`, or the end of the
+/// body), the start of the next line.
+fn end_of_line(b: &[u8], i: usize) -> Option<usize> {
+    match b.get(i) {
+        None => Some(b.len()),
+        Some(b'\n') => Some(i + 1),
+        Some(b'\r') => match b.get(i + 1) {
+            None => Some(i + 1),
+            Some(b'\n') => Some(i + 2),
+            Some(_) => None,
+        },
+        Some(_) => None,
+    }
+}
+
+/// Whether only blanks are left before the line ending.
+fn blank_to_end_of_line(b: &[u8], i: usize) -> bool {
+    end_of_line(b, skip_blanks(b, i)).is_some()
+}
+
+/// End of an unquoted field value: the next `,`, space or line ending (or
+/// trailing blanks before it).
+fn token_end(b: &[u8], mut i: usize) -> usize {
+    while let Some(&c) = b.get(i) {
+        match c {
+            b',' | b' ' | b'\n' => break,
+            b'\r' | b'\t' | 0 if blank_to_end_of_line(b, i) => break,
+            _ => i += 1,
+        }
+    }
+    i
+}
+
+/// A numeric field value: float `[-]digits[.digits][e[+-]digits]` (either
+/// side of the point may be empty, not both), integer `[-]digits i`, unsigned
+/// `digits u`; each within its type's range. NaN and infinities are refused.
+fn check_number(t: &[u8]) -> Result<(), Reason> {
+    let invalid = || Reason::Borrowed("invalid number");
+    let as_str = |t: &[u8]| std::str::from_utf8(t).unwrap_or("").to_string();
+    match t.split_last() {
+        Some((b'i', n)) => {
+            let digits = n.strip_prefix(b"-").unwrap_or(n);
+            if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+                return Err(invalid());
+            }
+            if digits.len() >= 19 && as_str(n).parse::<i64>().is_err() {
+                return Err(
+                    format!("unable to parse integer {}: value out of range", as_str(n)).into(),
+                );
+            }
+            Ok(())
+        }
+        Some((b'u', n)) => {
+            if n.is_empty() || !n.iter().all(u8::is_ascii_digit) {
+                return Err(invalid());
+            }
+            if n.len() >= 20 && as_str(n).parse::<u64>().is_err() {
+                return Err(
+                    format!("unable to parse unsigned {}: value out of range", as_str(n)).into(),
+                );
+            }
+            Ok(())
+        }
+        _ => {
+            let mut i = usize::from(t.first() == Some(&b'-'));
+            let digits = |i: &mut usize| {
+                let from = *i;
+                while t.get(*i).is_some_and(u8::is_ascii_digit) {
+                    *i += 1;
+                }
+                *i - from
+            };
+            let mut mantissa = digits(&mut i);
+            if t.get(i) == Some(&b'.') {
+                i += 1;
+                mantissa += digits(&mut i);
+            }
+            if mantissa == 0 {
+                return Err(invalid());
+            }
+            let exponent = matches!(t.get(i), Some(b'e' | b'E'));
+            if exponent {
+                i += 1;
+                if matches!(t.get(i), Some(b'+' | b'-')) {
+                    i += 1;
+                }
+                if digits(&mut i) == 0 {
+                    return Err(invalid());
+                }
+            }
+            if i != t.len() {
+                return Err(invalid());
+            }
+            // Only an exponent or a very long number can leave f64's range.
+            if exponent || t.len() > 300 {
+                match as_str(t).parse::<f64>() {
+                    Ok(v) if v.is_finite() => {}
+                    _ => return Err("invalid float".into()),
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A boolean field value, as InfluxDB 1.x spells them.
+fn check_boolean(t: &[u8]) -> Result<(), Reason> {
+    match t {
+        b"t" | b"T" | b"true" | b"True" | b"TRUE" | b"f" | b"F" | b"false" | b"False"
+        | b"FALSE" => Ok(()),
+        _ => Err("invalid boolean".into()),
+    }
+}
+
+/// Whether two tag keys (compared as sent) are equal.
+fn has_duplicate_keys(b: &[u8], keys: &mut [(usize, usize)]) -> bool {
+    let key = |&(s, e): &(usize, usize)| &b[s..e];
+    if keys.windows(2).all(|w| key(&w[0]) < key(&w[1])) {
+        return false;
+    }
+    keys.sort_unstable_by(|x, y| key(x).cmp(key(y)));
+    keys.windows(2).any(|w| key(&w[0]) == key(&w[1]))
+}
+
+/// `\,` -> `,` and `\ ` -> ` `, left to right; other backslashes stay.
+fn unescape_measurement(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(p) = rest.find(['\\']) {
+        match rest.as_bytes().get(p + 1) {
+            Some(b',' | b' ') => {
+                out.push_str(&rest[..p]);
+                rest = &rest[p + 1..];
+                out.push_str(&rest[..1]);
+                rest = &rest[1..];
+            }
+            _ => {
+                out.push_str(&rest[..p + 1]);
+                rest = &rest[p + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The error for a point starting at `start` whose problem was found at `at`:
+/// the text from `start` to the end of the physical line holding `at`.
+fn error_at(
+    body: &str,
+    start: usize,
+    at: usize,
+    line_number: usize,
+    reason: Reason,
+) -> LineProtocolError {
+    let b = body.as_bytes();
+    let at = at.clamp(start, b.len());
+    let mut end = match b[at..].iter().position(|&c| c == b'\n') {
+        Some(p) => at + p,
+        None => b.len(),
+    };
+    if end > start && b[end - 1] == b'\r' {
+        end -= 1;
+    }
+    LineProtocolError {
+        line_number,
+        line: body[start..end].to_string(),
+        reason: reason.into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The measurement of the single point of `line`, or the error reason.
+    fn outcome(line: &str) -> Result<String, String> {
+        match parse_points(line) {
+            Ok(points) => {
+                assert_eq!(points.len(), 1, "{line:?} gave {points:?}");
+                Ok(points[0].measurement.to_string())
+            }
+            Err(e) => Err(e.reason),
+        }
+    }
+
+    /// Corpus: (line, expected measurement or `!reason`). Reasons are InfluxDB
+    /// 1.x's words for the same line.
+    const CORPUS: &[(&str, &str)] = &[
+        // Well-formed points.
+        ("cpu value=1", "cpu"),
+        (
+            "cpu,host=a,region=west value=1.5 1465839830100400200",
+            "cpu",
+        ),
+        ("cpu value=1 -1", "cpu"),
+        ("cpu value=-1e3,b=1E+3,c=.5,d=1.,e=-0.5e-2", "cpu"),
+        (
+            "cpu value=1i,big=9223372036854775807i,small=-9223372036854775808i",
+            "cpu",
+        ),
+        ("cpu value=1u,max=18446744073709551615u", "cpu"),
+        (
+            "cpu a=t,b=T,c=true,d=True,e=TRUE,f=f,g=F,h=false,i=False,j=FALSE",
+            "cpu",
+        ),
+        (r#"cpu s="hello, world = yes",t="" 1"#, "cpu"),
+        (r#"cpu s="a \"quoted\" word and a \\ backslash""#, "cpu"),
+        (r"cpu\,x value=1", "cpu,x"),
+        (r"cpu\ load value=1", "cpu load"),
+        (r"cpu\x value=1", r"cpu\x"),
+        (r"cpu\\,x value=1", r"cpu\,x"),
+        (r"cpu,host\ name=a\,b\ c\=d value=1", "cpu"),
+        (r"cpu field\ key\,x\=y=1", "cpu"),
+        ("cpu,b=1,a=2 value=1", "cpu"),
+        ("=cpu value=1", "=cpu"),
+        ("cpu  value=1  123  ", "cpu"),
+        ("  cpu value=1", "cpu"),
+        ("cpu value=1\t", "cpu"),
+        ("cpu value=t\t\0\r\n", "cpu"),
+        ("cpu value=\"x\"\t", "cpu"),
+        ("cpu value=1\t123", "!invalid number"),
+        ("cpu value=\"x\"\t1", "!invalid field format"),
+        ("cpu value=1 123\r\n", "cpu"),
+        ("cpu value=1\r", "cpu"),
+        ("温度,地点=北京 值=1", "温度"),
+        ("cpu value=1e308", "cpu"),
+        ("cpu value=1e-400", "cpu"),
+        // Measurement and tag set.
+        (",host=a value=1", "!missing measurement"),
+        ("cpu", "!missing fields"),
+        ("cpu ", "!missing fields"),
+        ("cpu\\ value=1", "!missing fields"),
+        ("cpu,host=a", "!missing fields"),
+        ("cpu,host=a ", "!missing fields"),
+        ("cpu, value=1", "!missing tag key"),
+        ("cpu,=a value=1", "!missing tag key"),
+        ("cpu,host value=1", "!missing tag value"),
+        ("cpu,host= value=1", "!missing tag value"),
+        ("cpu,host=a, value=1", "!missing tag key"),
+        ("cpu,host=a=b value=1", "!invalid tag format"),
+        ("cpu,host==a value=1", "!invalid tag format"),
+        ("cpu,host=a,host=b value=1", "!duplicate tags"),
+        ("cpu,b=1,a=2,b=3 value=1", "!duplicate tags"),
+        // Field set.
+        ("cpu value", "!invalid field format"),
+        ("cpu value=1,", "!invalid field format"),
+        ("cpu value=1,other", "!invalid field format"),
+        ("cpu value=1, other=2", "!invalid field format"),
+        ("cpu =1", "!missing field key"),
+        ("cpu value=1,=2", "!missing field key"),
+        ("cpu value=", "!missing field value"),
+        ("cpu value= 1", "!missing field value"),
+        ("cpu value=,x=1", "!missing field value"),
+        ("cpu value=\r\n", "!missing field value"),
+        ("cpu value=1.2.3", "!invalid number"),
+        ("cpu value=-", "!invalid number"),
+        ("cpu value=.", "!invalid number"),
+        ("cpu value=1e", "!invalid number"),
+        ("cpu value=1x", "!invalid number"),
+        ("cpu value=NaN", "!invalid number"),
+        ("cpu value=nan", "!invalid number"),
+        ("cpu value=1.5i", "!invalid number"),
+        ("cpu value=-1u", "!invalid number"),
+        ("cpu value=1iu", "!invalid number"),
+        ("cpu value=1e999", "!invalid float"),
+        (
+            "cpu value=9223372036854775808i",
+            "!unable to parse integer 9223372036854775808: value out of range",
+        ),
+        (
+            "cpu value=18446744073709551616u",
+            "!unable to parse unsigned 18446744073709551616: value out of range",
+        ),
+        ("cpu value=yes", "!invalid boolean"),
+        ("cpu value=tru", "!invalid boolean"),
+        ("cpu value=tRUE", "!invalid boolean"),
+        ("cpu value=\"abc", "!unbalanced quotes"),
+        ("cpu value=\"abc\\\"", "!unbalanced quotes"),
+        ("cpu value=\"a\"b", "!invalid field format"),
+        // Timestamp.
+        ("cpu value=1 12a", "!bad timestamp"),
+        ("cpu value=1 -", "!bad timestamp"),
+        ("cpu value=1 1.5", "!bad timestamp"),
+        ("cpu value=1 99999999999999999999", "!bad timestamp"),
+        ("cpu value=1 123 456", "!point is invalid"),
+    ];
+
+    #[test]
+    fn corpus() {
+        let mut failures = Vec::new();
+        for &(line, expected) in CORPUS {
+            let want = match expected.strip_prefix('!') {
+                Some(reason) => Err(reason.to_string()),
+                None => Ok(expected.to_string()),
+            };
+            let got = outcome(line);
+            if got != want {
+                failures.push(format!("{line:?}: expected {want:?}, got {got:?}"));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn splits_a_body_into_points_with_line_numbers() {
+        let body = "# a comment\r\ncpu,host=a value=1 1\r\n\r\n   \nmem free=2i 2\n  # indented comment\ndisk used=3u\n";
+        let points = parse_points(body).unwrap();
+        let got: Vec<_> = points
+            .iter()
+            .map(|p| (p.line_number, p.line, p.measurement.as_ref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (2, "cpu,host=a value=1 1", "cpu"),
+                (5, "mem free=2i 2", "mem"),
+                (7, "disk used=3u", "disk")
+            ]
+        );
+    }
+
+    #[test]
+    fn line_leaves_out_leading_and_trailing_blanks_and_the_line_ending() {
+        let body = "\t cpu value=1  123 \t\r\nmem free=t\t\r\nio s=\"a b\" \n";
+        let lines: Vec<_> = parse_points(body).unwrap().iter().map(|p| p.line).collect();
+        assert_eq!(lines, ["cpu value=1  123", "mem free=t", "io s=\"a b\""]);
+    }
+
+    #[test]
+    fn empty_and_comment_only_bodies_have_no_points() {
+        assert_eq!(parse_points("").unwrap(), []);
+        assert_eq!(parse_points("\n\n  \r\n#x\n").unwrap(), []);
+    }
+
+    #[test]
+    fn measurement_is_borrowed_unless_escaped() {
+        let points = parse_points("cpu v=1\nc\\ pu v=1\n").unwrap();
+        assert!(matches!(points[0].measurement, Cow::Borrowed("cpu")));
+        assert!(matches!(&points[1].measurement, Cow::Owned(m) if m == "c pu"));
+    }
+
+    #[test]
+    fn a_string_value_may_span_lines() {
+        let body = "log msg=\"first\nsecond\\\"\n\" 1\nlog msg=\"x\"\n";
+        let points = parse_points(body).unwrap();
+        assert_eq!(points.len(), 2);
+        assert_eq!(points[0].line, "log msg=\"first\nsecond\\\"\n\" 1");
+        assert_eq!(
+            (points[1].line_number, points[1].line),
+            (4, "log msg=\"x\"")
+        );
+    }
+
+    #[test]
+    fn the_first_bad_line_is_reported_with_its_number_and_text() {
+        let body = "cpu value=1\n\ncpu value=oops 5\r\ncpu\n";
+        let e = parse_points(body).unwrap_err();
+        assert_eq!(
+            e,
+            LineProtocolError {
+                line_number: 3,
+                line: "cpu value=oops 5".into(),
+                reason: "invalid boolean".into()
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "unable to parse 'cpu value=oops 5': invalid boolean (line 3)"
+        );
+    }
+
+    #[test]
+    fn unbalanced_quotes_report_the_line_of_the_opening_quote() {
+        let e = parse_points("cpu value=1\ncpu s=\"open\ncpu value=2\ncpu value=3\n").unwrap_err();
+        assert_eq!(
+            (e.line_number, e.line.as_str(), e.reason.as_str()),
+            (2, "cpu s=\"open", "unbalanced quotes")
+        );
+    }
+
+    #[test]
+    fn an_error_after_a_multi_line_string_shows_the_text_up_to_it() {
+        let e = parse_points("log msg=\"a\nb\",n=x\n").unwrap_err();
+        assert_eq!(
+            (e.line_number, e.line.as_str(), e.reason.as_str()),
+            (1, "log msg=\"a\nb\",n=x", "invalid boolean")
+        );
+    }
+
+    #[test]
+    fn a_backslash_does_not_escape_a_line_ending_outside_strings() {
+        let e = parse_points("cpu,host=a\\\nb value=1\n").unwrap_err();
+        assert_eq!(
+            (e.line.as_str(), e.reason.as_str()),
+            ("cpu,host=a\\", "missing fields")
+        );
+    }
+
+    #[test]
+    fn series_keys_longer_than_influxdb_allows_are_refused() {
+        let ok = format!("cpu,t={} v=1", "x".repeat(MAX_KEY_BYTES - 6));
+        assert!(parse_points(&ok).is_ok());
+        let long = format!("cpu,t={} v=1", "x".repeat(MAX_KEY_BYTES - 5));
+        assert_eq!(
+            parse_points(&long).unwrap_err().reason,
+            "max key length exceeded: 65536 > 65535"
+        );
+    }
+
+    #[test]
+    fn precision() {
+        for p in [
+            "", "n", "ns", "u", "us", "\u{b5}", "\u{3bc}", "ms", "s", "m", "h",
+        ] {
+            assert_eq!(check_precision(p), Ok(()), "{p:?}");
+        }
+        assert_eq!(normalize_precision("us"), Ok("u"));
+        assert_eq!(normalize_precision("\u{b5}"), Ok("u"));
+        assert_eq!(normalize_precision("ms"), Ok("ms"));
+        assert_eq!(
+            check_precision("x"),
+            Err(r#"invalid precision "x" (use n, u, ms, s, m or h)"#.to_string())
+        );
+        assert!(check_precision("MS").is_err());
+    }
+
+    #[test]
+    fn never_panics_on_truncated_or_odd_input() {
+        let samples = [
+            "cpu,host=a\\ b value=\"x\\\"y\",n=-1.5e-3,i=3i,u=4u,b=true 1\r\n",
+            "\\,\\ \\=\\\"\u{e9}\0\t#",
+        ];
+        for s in samples {
+            for end in (0..=s.len()).filter(|&e| s.is_char_boundary(e)) {
+                for start in (0..end).filter(|&b| s.is_char_boundary(b)) {
+                    let _ = parse_points(&s[start..end]);
+                }
+            }
+        }
+    }
 }
