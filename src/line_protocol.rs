@@ -134,6 +134,7 @@ pub fn parse_points(body: &str) -> Result<Vec<Point<'_>>, LineProtocolError> {
                     line_number,
                     line: &body[start..parsed.content_end],
                     measurement,
+                    has_timestamp: parsed.has_timestamp,
                 });
                 line_number += 1 + scan.newlines;
                 pos = parsed.next;
@@ -184,6 +185,8 @@ struct Parsed {
     measurement_escaped: bool,
     /// End of the point's text, before trailing blanks and the line ending.
     content_end: usize,
+    /// Whether a timestamp follows the field set.
+    has_timestamp: bool,
     /// Start of the next line.
     next: usize,
 }
@@ -247,7 +250,8 @@ impl Scan<'_> {
 
         // Optional timestamp.
         self.i = skip_blanks(b, self.i);
-        if end_of_line(b, self.i).is_none() {
+        let has_timestamp = end_of_line(b, self.i).is_none();
+        if has_timestamp {
             let ts_start = self.i;
             if b[self.i] == b'-' {
                 self.i += 1;
@@ -272,6 +276,7 @@ impl Scan<'_> {
                 measurement_end,
                 measurement_escaped,
                 content_end,
+                has_timestamp,
                 next,
             }),
             None => Err("point is invalid".into()),

@@ -10,7 +10,7 @@
 use super::{allow, join_all, Proxy};
 use crate::error::ProxyError;
 use crate::http::{Method, Request, Response};
-use crate::line_protocol::{check_precision, parse_points};
+use crate::line_protocol::{normalize_precision, parse_points};
 use crate::route::ReplicaSet;
 use crate::storage::Storage;
 use crate::transport::Transport;
@@ -131,15 +131,11 @@ impl WriteTarget {
                 }
             }
         };
-        let precision = match request.param("precision").unwrap_or("") {
+        let precision = match normalize_precision(request.param("precision").unwrap_or(""))
+            .map_err(ProxyError::BadRequest)?
+        {
             "" | "n" | "ns" => None,
-            p => {
-                check_precision(p).map_err(ProxyError::BadRequest)?;
-                Some(match p {
-                    "u" | "us" | "µ" => "u".to_string(),
-                    other => other.to_string(),
-                })
-            }
+            p => Some(p.to_string()),
         };
         let credentials = Credentials {
             username: non_empty("u"),
