@@ -127,15 +127,11 @@ fn run(options: &Options) -> Result<bool, String> {
         }
         if options.modes.native {
             let command = native_command(&options.proxy_bin);
-            rows.push(run_proxy(
-                options, &bodies, encoding, &sinks, "native", command,
-            ));
+            rows.push(run_proxy(options, &bodies, encoding, &sinks, "native", command));
         }
         if let Some(wasm) = &wasm {
             let command = wasm_command(&options.wasmtime, wasm);
-            rows.push(run_proxy(
-                options, &bodies, encoding, &sinks, "wasm", command,
-            ));
+            rows.push(run_proxy(options, &bodies, encoding, &sinks, "wasm", command));
         }
     }
     drop(sink_runtime);
@@ -179,11 +175,7 @@ impl Modes {
                 "direct" => modes.direct = true,
                 "native" => modes.native = true,
                 "wasm" => modes.wasm = true,
-                other => {
-                    return Err(format!(
-                        "unknown mode {other:?} (expected direct, native, wasm)"
-                    ))
-                }
+                other => return Err(format!("unknown mode {other:?} (expected direct, native, wasm)")),
             }
         }
         Ok(modes)
@@ -293,10 +285,7 @@ where
     T::Err: std::fmt::Display,
 {
     match std::env::var(name) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .map_err(|e| format!("{name}={text:?}: {e}")),
+        Ok(text) => text.trim().parse().map_err(|e| format!("{name}={text:?}: {e}")),
         Err(_) => Ok(default),
     }
 }
@@ -459,12 +448,7 @@ impl LoadReport {
 
 /// Drives the load against `addr` on this thread: `options.connections`
 /// connections for warm-up + duration.
-fn run_load(
-    addr: SocketAddr,
-    bodies: &Bodies,
-    encoding: Encoding,
-    options: &Options,
-) -> LoadReport {
+fn run_load(addr: SocketAddr, bodies: &Bodies, encoding: Encoding, options: &Options) -> LoadReport {
     let executor = LocalExecutor::new();
     let start = Instant::now();
     let measure_from = start + options.warmup;
@@ -539,9 +523,7 @@ impl ConnectionLoad {
                     if done >= self.measure_from && done <= self.end {
                         report.window_lines += self.lines_per_body;
                         report.window_requests += 1;
-                        report
-                            .latencies_us
-                            .push((done - started).as_micros() as u64);
+                        report.latencies_us.push((done - started).as_micros() as u64);
                     }
                 }
                 Ok((status, text)) => {
@@ -594,10 +576,7 @@ async fn post_write(
     exchange
         .or(async {
             Timer::after(REQUEST_TIMEOUT).await;
-            Err(format!(
-                "no response within {} s",
-                REQUEST_TIMEOUT.as_secs()
-            ))
+            Err(format!("no response within {} s", REQUEST_TIMEOUT.as_secs()))
         })
         .await
 }
@@ -608,8 +587,7 @@ async fn ping(addr: SocketAddr) -> Result<StatusCode, String> {
         let conn = TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
-        let url =
-            Url::parse(&format!("http://{addr}/ping")).map_err(|e| format!("bad url: {e}"))?;
+        let url = Url::parse(&format!("http://{addr}/ping")).map_err(|e| format!("bad url: {e}"))?;
         let mut response = async_h1::connect(conn, Request::new(Method::Get, url))
             .await
             .map_err(|e| format!("request: {e}"))?;
@@ -645,8 +623,7 @@ impl Runtime {
                 std::thread::Builder::new()
                     .name(format!("{name}-{i}"))
                     .spawn(move || {
-                        smol::block_on(executor.run(async { stopped.recv().await.ok() }))
-                            .unwrap_or(())
+                        smol::block_on(executor.run(async { stopped.recv().await.ok() })).unwrap_or(())
                     })
                     .expect("spawn a runtime thread")
             })
@@ -723,20 +700,15 @@ impl Sink {
                     let counters = task_counters.clone();
                     executor
                         .spawn(async move {
-                            let _ = async_h1::accept(stream, |request| {
-                                sink_handle(request, counters.clone())
-                            })
-                            .await;
+                            let _ =
+                                async_h1::accept(stream, |request| sink_handle(request, counters.clone()))
+                                    .await;
                         })
                         .detach();
                 }
             })
             .detach();
-        Ok(Sink {
-            name,
-            addr,
-            counters,
-        })
+        Ok(Sink { name, addr, counters })
     }
 
     fn count(&self) -> SinkCount {
@@ -749,10 +721,7 @@ impl Sink {
 }
 
 /// One request to a sink, answered like InfluxDB 1.x would answer a valid one.
-async fn sink_handle(
-    mut request: Request,
-    counters: Arc<SinkCounters>,
-) -> http_types::Result<Response> {
+async fn sink_handle(mut request: Request, counters: Arc<SinkCounters>) -> http_types::Result<Response> {
     let path = request.url().path().to_string();
     let response = match (request.method(), path.as_str()) {
         (Method::Post, "/write") => {
@@ -783,9 +752,7 @@ async fn sink_handle(
             };
             counters.write_requests.fetch_add(1, Ordering::SeqCst);
             counters.lines.fetch_add(lines, Ordering::SeqCst);
-            counters
-                .bytes
-                .fetch_add(body.len() as u64, Ordering::SeqCst);
+            counters.bytes.fetch_add(body.len() as u64, Ordering::SeqCst);
             Response::new(StatusCode::NoContent)
         }
         (Method::Get | Method::Head, "/ping") => Response::new(StatusCode::NoContent),
@@ -906,11 +873,7 @@ impl ProxyProcess {
     /// backends = `sinks`, keymap `_default_` -> every sink), starts the
     /// proxy with `how`, and waits until `GET /ping` answers 204. On failure
     /// the error names the command and ends with the proxy's stderr tail.
-    fn start(
-        how: &ProxyCommand,
-        sinks: &[Sink],
-        timeout: Duration,
-    ) -> Result<ProxyProcess, String> {
+    fn start(how: &ProxyCommand, sinks: &[Sink], timeout: Duration) -> Result<ProxyProcess, String> {
         let dir = tempfile::Builder::new()
             .prefix("influx-proxy-bench-")
             .tempdir()
@@ -927,14 +890,12 @@ impl ProxyProcess {
             .clone()
             .unwrap_or_else(|| data_dir.display().to_string());
         let config = proxy_config(addr, &data_dir_in_config, sinks);
-        std::fs::write(&config_path, config)
-            .map_err(|e| format!("write {}: {e}", config_path.display()))?;
+        std::fs::write(&config_path, config).map_err(|e| format!("write {}: {e}", config_path.display()))?;
 
         let stdout_path = dir.path().join("stdout.log");
         let stderr_path = dir.path().join("stderr.log");
         let mut command = (how.build)(&config_path, &data_dir);
-        let file =
-            |p: &Path| std::fs::File::create(p).map_err(|e| format!("create {}: {e}", p.display()));
+        let file = |p: &Path| std::fs::File::create(p).map_err(|e| format!("create {}: {e}", p.display()));
         command
             .current_dir(dir.path())
             .stdin(Stdio::null())
@@ -1033,8 +994,7 @@ fn proxy_config(listen: SocketAddr, data_dir: &str, sinks: &[Sink]) -> String {
 
 /// A loopback address with a port that was free a moment ago.
 fn free_port() -> Result<SocketAddr, String> {
-    let listener =
-        StdTcpListener::bind("127.0.0.1:0").map_err(|e| format!("find a free port: {e}"))?;
+    let listener = StdTcpListener::bind("127.0.0.1:0").map_err(|e| format!("find a free port: {e}"))?;
     listener
         .local_addr()
         .map_err(|e| format!("find a free port: {e}"))
@@ -1089,11 +1049,7 @@ impl Row {
 }
 
 fn run_direct(options: &Options, bodies: &Bodies, encoding: Encoding, sink: &Sink) -> Row {
-    println!(
-        "running direct {} -> sink {} ...",
-        encoding.name(),
-        sink.name
-    );
+    println!("running direct {} -> sink {} ...", encoding.name(), sink.name);
     let before = sink.count();
     let load = run_load(sink.addr, bodies, encoding, options);
     let sinks = vec![(
@@ -1198,10 +1154,7 @@ fn table(rows: &[Row]) -> String {
                 line.push(fmt_ms(m.load.percentile_ms(50.0)));
                 line.push(fmt_ms(m.load.percentile_ms(99.0)));
                 line.push(m.load.errors.to_string());
-                line.push(
-                    m.peak_rss
-                        .map_or("-".to_string(), |b| format!("{:.1}", mib(b))),
-                );
+                line.push(m.peak_rss.map_or("-".to_string(), |b| format!("{:.1}", mib(b))));
                 line.push(thousands(m.load.acked_lines as f64));
                 line.push(
                     m.sinks
@@ -1210,14 +1163,7 @@ fn table(rows: &[Row]) -> String {
                         .collect::<Vec<_>>()
                         .join(" "),
                 );
-                line.push(
-                    if row.failure().is_some() {
-                        "FAIL"
-                    } else {
-                        "ok"
-                    }
-                    .into(),
-                );
+                line.push(if row.failure().is_some() { "FAIL" } else { "ok" }.into());
             }
         }
         cells.push(line);
@@ -1258,12 +1204,7 @@ fn ratios(rows: &[Row]) -> Vec<String> {
         let pairs = [("native", "direct"), ("wasm", "direct"), ("wasm", "native")];
         let parts: Vec<String> = pairs
             .iter()
-            .filter_map(|(a, b)| {
-                Some(format!(
-                    "{a}/{b} {:.2}",
-                    rate(a, encoding)? / rate(b, encoding)?
-                ))
-            })
+            .filter_map(|(a, b)| Some(format!("{a}/{b} {:.2}", rate(a, encoding)? / rate(b, encoding)?)))
             .collect();
         if !parts.is_empty() {
             out.push(format!(
