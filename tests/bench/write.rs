@@ -1,0 +1,1242 @@
+//! Write benchmark: line protocol through influx-proxy into two sinks.
+//!
+//! Runs, for a plain body and for a `Content-Encoding: gzip` body:
+//! - **direct**: the load sent straight to one sink (the reference);
+//! - **native**: the load sent to the real `influx-proxy` binary, whose backends
+//!   `a` and `b` are two sinks (keymap `_default_` -> `[a, b]`);
+//! - **wasm**: the same through `influx-proxy.wasm` under `wasmtime`, only when a
+//!   `.wasm` path is given (`INFLUX_PROXY_WASM` or `--wasm`).
+//!
+//! A sink is a tiny HTTP/1.1 server in this process that accepts everything, in
+//! the shape of InfluxDB 1.x: `POST /write` -> 204 once the whole body is read
+//! (gzip decoded; lines and bytes counted), `GET|HEAD /ping` -> 204,
+//! `GET|POST /query` -> 200 `{"results":[{"statement_id":0}]}`.
+//!
+//! The load: `connections` kept-alive client connections, each posting
+//! `lines`-line bodies (distinct points: measurement, tag set, field set,
+//! nanosecond timestamp) back to back for `warmup` + `duration` seconds. Only
+//! requests completed inside the measured window count towards lines/s, req/s
+//! and the latency percentiles; a 204 acknowledges a body's lines, any other
+//! status or a transport error counts as an error (samples are printed). After
+//! the load, each sink's received line count is checked against the lines the
+//! proxy acknowledged (waiting a little for a replayed write queue).
+//!
+//! Usage (`cargo bench` passes `--bench`, which is ignored):
+//!
+//! ```text
+//! cargo bench --bench write [-- OPTIONS]
+//!   --connections N    concurrent connections        (BENCH_CONNECTIONS, 4)
+//!   --lines N          lines per body                (BENCH_LINES, 5000)
+//!   --duration S       measured seconds              (BENCH_DURATION_S, 10)
+//!   --warmup S         warm-up seconds               (BENCH_WARMUP_S, 1)
+//!   --modes LIST       of direct,native,wasm         (BENCH_MODES, all three)
+//!   --wasm PATH        influx-proxy.wasm to run too  (INFLUX_PROXY_WASM, none)
+//!   --wasmtime BIN     wasmtime executable           (WASMTIME, "wasmtime")
+//!   --proxy-bin PATH   native binary to run          (INFLUX_PROXY_BIN, the one cargo built)
+//!   --startup-timeout S  wait for the proxy's /ping  (BENCH_STARTUP_TIMEOUT_S, 60)
+//! ```
+//!
+//! The process exits 1 when a scenario could not run, had errors, or a sink's
+//! line count does not match the acknowledged lines.
+
+#![forbid(unsafe_code)]
+
+use std::fmt::Write as _;
+use std::io::Read as _;
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use http_types::{Method, Request, Response, StatusCode, Url};
+use smol::future::FutureExt as _;
+use smol::net::{TcpListener, TcpStream};
+use smol::{Executor, LocalExecutor, Timer};
+
+/// Longest wait for one request's response before it counts as an error.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait after the load for the sinks to hold every acknowledged line
+/// (a proxy may acknowledge a write once it is in its durable write queue).
+const SINK_SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Distinct bodies generated per encoding; connections cycle through them.
+const DISTINCT_BODIES: usize = 8;
+/// Error texts kept per scenario for the report.
+const ERROR_SAMPLES: usize = 3;
+
+fn main() -> ExitCode {
+    let options = match Options::parse() {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("write bench: {e}\n(run with --help for usage)");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&options) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("write bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs every selected scenario and prints the table. `Ok(false)` when a
+/// scenario failed (could not start, had errors, sink count mismatch).
+fn run(options: &Options) -> Result<bool, String> {
+    println!(
+        "influx-proxy write benchmark: {} connections, {}-line bodies, {} s warm-up + {} s measured",
+        options.connections,
+        options.lines,
+        options.warmup.as_secs_f64(),
+        options.duration.as_secs_f64()
+    );
+    let wasm = if !options.modes.wasm {
+        println!("wasm: skipped (not in --modes)");
+        None
+    } else if let Some(path) = &options.wasm {
+        let size = std::fs::metadata(path)
+            .map_err(|e| format!("wasm: cannot read {}: {e}", path.display()))?
+            .len();
+        println!(
+            "wasm: {} ({:.2} MiB), run by {}",
+            path.display(),
+            mib(size),
+            options.wasmtime
+        );
+        Some(path.clone())
+    } else {
+        println!("wasm: skipped (set INFLUX_PROXY_WASM)");
+        None
+    };
+
+    let bodies = Bodies::generate(options.lines);
+    let sink_runtime = Runtime::start("sink", 2);
+    let sinks = [
+        Sink::start(&sink_runtime, "a").map_err(|e| format!("sink a: {e}"))?,
+        Sink::start(&sink_runtime, "b").map_err(|e| format!("sink b: {e}"))?,
+    ];
+
+    let mut rows = Vec::new();
+    for encoding in [Encoding::Plain, Encoding::Gzip] {
+        if options.modes.direct {
+            rows.push(run_direct(options, &bodies, encoding, &sinks[0]));
+        }
+        if options.modes.native {
+            let command = native_command(&options.proxy_bin);
+            rows.push(run_proxy(options, &bodies, encoding, &sinks, "native", command));
+        }
+        if let Some(wasm) = &wasm {
+            let command = wasm_command(&options.wasmtime, wasm);
+            rows.push(run_proxy(options, &bodies, encoding, &sinks, "wasm", command));
+        }
+    }
+    drop(sink_runtime);
+
+    println!();
+    print!("{}", table(&rows));
+    for line in ratios(&rows) {
+        println!("{line}");
+    }
+    let mut ok = true;
+    for row in &rows {
+        if let Some(failure) = row.failure() {
+            ok = false;
+            println!("{} {}: {failure}", row.mode, row.encoding.name());
+        }
+    }
+    println!("{}", if ok { "all scenarios ok" } else { "FAILED" });
+    Ok(ok)
+}
+
+// ---------------------------------------------------------------------------
+// Options
+
+/// Which scenarios to run.
+#[derive(Debug, Clone, Copy)]
+struct Modes {
+    direct: bool,
+    native: bool,
+    wasm: bool,
+}
+
+impl Modes {
+    fn parse(list: &str) -> Result<Modes, String> {
+        let mut modes = Modes {
+            direct: false,
+            native: false,
+            wasm: false,
+        };
+        for mode in list.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+            match mode {
+                "direct" => modes.direct = true,
+                "native" => modes.native = true,
+                "wasm" => modes.wasm = true,
+                other => return Err(format!("unknown mode {other:?} (expected direct, native, wasm)")),
+            }
+        }
+        Ok(modes)
+    }
+}
+
+/// Benchmark settings: environment variables first, then command-line
+/// arguments (which win).
+#[derive(Debug, Clone)]
+struct Options {
+    connections: usize,
+    lines: usize,
+    duration: Duration,
+    warmup: Duration,
+    modes: Modes,
+    wasm: Option<PathBuf>,
+    wasmtime: String,
+    proxy_bin: PathBuf,
+    startup_timeout: Duration,
+}
+
+impl Options {
+    fn parse() -> Result<Options, String> {
+        let mut options = Options {
+            connections: env_parse("BENCH_CONNECTIONS", 4)?,
+            lines: env_parse("BENCH_LINES", 5000)?,
+            duration: seconds("BENCH_DURATION_S", &env_parse("BENCH_DURATION_S", 10.0)?)?,
+            warmup: seconds("BENCH_WARMUP_S", &env_parse("BENCH_WARMUP_S", 1.0)?)?,
+            modes: Modes::parse(
+                &std::env::var("BENCH_MODES").unwrap_or_else(|_| "direct,native,wasm".into()),
+            )
+            .map_err(|e| format!("BENCH_MODES: {e}"))?,
+            wasm: std::env::var_os("INFLUX_PROXY_WASM")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
+            wasmtime: std::env::var("WASMTIME").unwrap_or_else(|_| "wasmtime".into()),
+            proxy_bin: std::env::var_os("INFLUX_PROXY_BIN")
+                .filter(|p| !p.is_empty())
+                .map_or_else(
+                    || PathBuf::from(env!("CARGO_BIN_EXE_influx-proxy")),
+                    PathBuf::from,
+                ),
+            startup_timeout: seconds(
+                "BENCH_STARTUP_TIMEOUT_S",
+                &env_parse("BENCH_STARTUP_TIMEOUT_S", 60.0)?,
+            )?,
+        };
+        options.parse_args().map_err(|e| e.to_string())?;
+        if options.connections == 0 || options.lines == 0 {
+            return Err("--connections and --lines must be at least 1".into());
+        }
+        if options.duration.is_zero() {
+            return Err("--duration must be more than 0 s".into());
+        }
+        Ok(options)
+    }
+
+    /// Applies the command-line arguments over the environment's settings.
+    fn parse_args(&mut self) -> Result<(), lexopt::Error> {
+        use lexopt::prelude::*;
+
+        let secs = |what: &str, value: f64| seconds(what, &value).map_err(lexopt::Error::from);
+        let mut parser = lexopt::Parser::from_env();
+        while let Some(arg) = parser.next()? {
+            match arg {
+                Long("bench") => {}
+                Long("connections") => self.connections = parser.value()?.parse()?,
+                Long("lines") => self.lines = parser.value()?.parse()?,
+                Long("duration") => self.duration = secs("--duration", parser.value()?.parse()?)?,
+                Long("warmup") => self.warmup = secs("--warmup", parser.value()?.parse()?)?,
+                Long("modes") => {
+                    let list: String = parser.value()?.parse()?;
+                    self.modes = Modes::parse(&list).map_err(|e| format!("--modes: {e}"))?;
+                }
+                Long("wasm") => self.wasm = Some(PathBuf::from(parser.value()?)),
+                Long("wasmtime") => self.wasmtime = parser.value()?.parse()?,
+                Long("proxy-bin") => self.proxy_bin = PathBuf::from(parser.value()?),
+                Long("startup-timeout") => {
+                    self.startup_timeout = secs("--startup-timeout", parser.value()?.parse()?)?
+                }
+                Short('h') | Long("help") => {
+                    println!("{USAGE}");
+                    std::process::exit(0);
+                }
+                other => return Err(other.unexpected()),
+            }
+        }
+        Ok(())
+    }
+}
+
+const USAGE: &str = "\
+usage: cargo bench --bench write [-- OPTIONS]
+  --connections N      concurrent kept-alive connections     (BENCH_CONNECTIONS, default 4)
+  --lines N            lines of line protocol per body       (BENCH_LINES, default 5000)
+  --duration S         measured seconds per scenario         (BENCH_DURATION_S, default 10)
+  --warmup S           warm-up seconds per scenario          (BENCH_WARMUP_S, default 1)
+  --modes LIST         comma list of direct,native,wasm      (BENCH_MODES, default all)
+  --wasm PATH          influx-proxy.wasm to benchmark too    (INFLUX_PROXY_WASM, default none)
+  --wasmtime BIN       wasmtime executable                   (WASMTIME, default wasmtime)
+  --proxy-bin PATH     native binary to run                  (INFLUX_PROXY_BIN, default: cargo's)
+  --startup-timeout S  longest wait for the proxy's /ping    (BENCH_STARTUP_TIMEOUT_S, default 60)";
+
+/// Reads `name` from the environment, `default` when unset.
+fn env_parse<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(text) => text.trim().parse().map_err(|e| format!("{name}={text:?}: {e}")),
+        Err(_) => Ok(default),
+    }
+}
+
+/// A non-negative, finite number of seconds.
+fn seconds(what: &str, value: &f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(*value).map_err(|e| format!("{what}: {value}: {e}"))
+}
+
+// ---------------------------------------------------------------------------
+// Load
+
+/// How a body is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Plain,
+    Gzip,
+}
+
+impl Encoding {
+    fn name(self) -> &'static str {
+        match self {
+            Encoding::Plain => "plain",
+            Encoding::Gzip => "gzip",
+        }
+    }
+}
+
+/// Pre-built request bodies: the same points, plain and gzip-compressed.
+struct Bodies {
+    lines_per_body: usize,
+    plain: Vec<Arc<[u8]>>,
+    gzip: Vec<Arc<[u8]>>,
+}
+
+impl Bodies {
+    fn generate(lines_per_body: usize) -> Bodies {
+        let plain: Vec<Arc<[u8]>> = (0..DISTINCT_BODIES)
+            .map(|i| line_protocol_body(i, lines_per_body).into())
+            .collect();
+        let gzip = plain.iter().map(|body| gzip(body).into()).collect();
+        Bodies {
+            lines_per_body,
+            plain,
+            gzip,
+        }
+    }
+
+    fn get(&self, encoding: Encoding) -> &[Arc<[u8]>] {
+        match encoding {
+            Encoding::Plain => &self.plain,
+            Encoding::Gzip => &self.gzip,
+        }
+    }
+}
+
+/// `lines` points of line protocol, body number `body`: four measurements
+/// (cpu, mem, disk, net), 200 hosts in four regions, float/integer/boolean
+/// fields, distinct nanosecond timestamps (one second apart, continuing from
+/// the previous body).
+fn line_protocol_body(body: usize, lines: usize) -> Vec<u8> {
+    const REGIONS: [&str; 4] = ["us-west", "us-east", "eu-central", "ap-south"];
+    const BASE_NS: u64 = 1_700_000_000_000_000_000;
+    let mut out = String::with_capacity(lines * 100);
+    for i in 0..lines {
+        let n = body * lines + i;
+        let host = n % 200;
+        let region = REGIONS[host % REGIONS.len()];
+        let ts = BASE_NS + n as u64 * 1_000_000_000;
+        let v = (n * 7919 % 10_000) as f64 / 100.0;
+        // Writing into a String cannot fail.
+        let _ = match n % 4 {
+            0 => writeln!(
+                out,
+                "cpu,host=server{host:03},region={region},cpu=cpu-total usage_idle={v},usage_user={}i,usage_system={:.2} {ts}",
+                n % 100,
+                100.0 - v
+            ),
+            1 => writeln!(
+                out,
+                "mem,host=server{host:03},region={region} used_percent={v},available={}i,swap_on={} {ts}",
+                1_000_000 + n % 4096 * 1024,
+                n % 2 == 0
+            ),
+            2 => writeln!(
+                out,
+                "disk,host=server{host:03},region={region},path=/var/lib,fstype=ext4 used={}i,free={}i,inodes_used={}i {ts}",
+                n * 4096,
+                1u64 << 34,
+                n % 65_536
+            ),
+            _ => writeln!(
+                out,
+                "net,host=server{host:03},region={region},interface=eth{} bytes_recv={}i,bytes_sent={}i,err_in=0i {ts}",
+                n % 2,
+                n * 1500,
+                n * 900
+            ),
+        };
+    }
+    out.into_bytes()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    // Writing into a Vec cannot fail.
+    let _ = encoder.write_all(data);
+    encoder.finish().unwrap_or_default()
+}
+
+/// What one load run measured.
+#[derive(Debug, Default)]
+struct LoadReport {
+    /// Length of the measured window.
+    window: Duration,
+    /// Lines acknowledged (204) by requests completed in the window.
+    window_lines: u64,
+    /// Requests acknowledged in the window.
+    window_requests: u64,
+    /// Latency of every acknowledged request of the window, in µs.
+    latencies_us: Vec<u64>,
+    /// Lines acknowledged over the whole run (warm-up included).
+    acked_lines: u64,
+    /// Non-204 answers and transport errors over the whole run.
+    errors: u64,
+    error_samples: Vec<String>,
+}
+
+impl LoadReport {
+    fn merge(&mut self, other: LoadReport) {
+        self.window_lines += other.window_lines;
+        self.window_requests += other.window_requests;
+        self.latencies_us.extend(other.latencies_us);
+        self.acked_lines += other.acked_lines;
+        self.errors += other.errors;
+        for sample in other.error_samples {
+            self.add_error_sample(sample);
+        }
+    }
+
+    fn add_error_sample(&mut self, sample: String) {
+        if self.error_samples.len() < ERROR_SAMPLES && !self.error_samples.contains(&sample) {
+            self.error_samples.push(sample);
+        }
+    }
+
+    /// Nearest-rank percentile `p` (0..=100) of the latencies, in ms.
+    fn percentile_ms(&self, p: f64) -> Option<f64> {
+        let mut sorted = self.latencies_us.clone();
+        sorted.sort_unstable();
+        let n = sorted.len();
+        if n == 0 {
+            return None;
+        }
+        let rank = ((p / 100.0) * n as f64).ceil() as usize;
+        Some(sorted[rank.clamp(1, n) - 1] as f64 / 1000.0)
+    }
+}
+
+/// Drives the load against `addr` on this thread: `options.connections`
+/// connections for warm-up + duration.
+fn run_load(addr: SocketAddr, bodies: &Bodies, encoding: Encoding, options: &Options) -> LoadReport {
+    let executor = LocalExecutor::new();
+    let start = Instant::now();
+    let measure_from = start + options.warmup;
+    let end = measure_from + options.duration;
+    smol::block_on(executor.run(async {
+        let tasks: Vec<_> = (0..options.connections)
+            .map(|worker| {
+                let load = ConnectionLoad {
+                    addr,
+                    bodies: bodies.get(encoding).to_vec(),
+                    lines_per_body: bodies.lines_per_body as u64,
+                    encoding,
+                    first_body: worker,
+                    measure_from,
+                    end,
+                };
+                executor.spawn(load.run())
+            })
+            .collect();
+        let mut report = LoadReport {
+            window: end - measure_from,
+            ..LoadReport::default()
+        };
+        for task in tasks {
+            report.merge(task.await);
+        }
+        report
+    }))
+}
+
+/// One client connection's share of the load.
+struct ConnectionLoad {
+    addr: SocketAddr,
+    bodies: Vec<Arc<[u8]>>,
+    lines_per_body: u64,
+    encoding: Encoding,
+    first_body: usize,
+    measure_from: Instant,
+    end: Instant,
+}
+
+impl ConnectionLoad {
+    async fn run(self) -> LoadReport {
+        let mut report = LoadReport::default();
+        let mut stream: Option<TcpStream> = None;
+        let mut next_body = self.first_body;
+        while Instant::now() < self.end {
+            let conn = match &stream {
+                Some(conn) => conn.clone(),
+                None => match TcpStream::connect(self.addr).await {
+                    Ok(conn) => {
+                        let _ = conn.set_nodelay(true);
+                        stream = Some(conn.clone());
+                        conn
+                    }
+                    Err(e) => {
+                        report.errors += 1;
+                        report.add_error_sample(format!("connect {}: {e}", self.addr));
+                        Timer::after(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let body = self.bodies[next_body % self.bodies.len()].clone();
+            next_body += 1;
+            let started = Instant::now();
+            let result = post_write(conn, self.addr, body, self.encoding).await;
+            let done = Instant::now();
+            match result {
+                Ok((StatusCode::NoContent, _)) => {
+                    report.acked_lines += self.lines_per_body;
+                    if done >= self.measure_from && done <= self.end {
+                        report.window_lines += self.lines_per_body;
+                        report.window_requests += 1;
+                        report.latencies_us.push((done - started).as_micros() as u64);
+                    }
+                }
+                Ok((status, text)) => {
+                    report.errors += 1;
+                    report.add_error_sample(format!("{} {}", status as u16, truncate(&text, 200)));
+                }
+                Err(e) => {
+                    // The connection is in an unknown state: open a new one.
+                    stream = None;
+                    report.errors += 1;
+                    report.add_error_sample(e);
+                    Timer::after(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        report
+    }
+}
+
+/// Sends one `POST /write?db=bench&precision=ns` on `conn` and reads the whole
+/// response. Returns the status and body text, or a transport error.
+async fn post_write(
+    conn: TcpStream,
+    addr: SocketAddr,
+    body: Arc<[u8]>,
+    encoding: Encoding,
+) -> Result<(StatusCode, String), String> {
+    let url = Url::parse(&format!("http://{addr}/write?db=bench&precision=ns"))
+        .map_err(|e| format!("bad url: {e}"))?;
+    let mut request = Request::new(Method::Post, url);
+    let len = body.len();
+    request.set_body(http_types::Body::from_reader(
+        futures_lite::io::Cursor::new(body),
+        Some(len),
+    ));
+    request.insert_header("Content-Type", "text/plain; charset=utf-8");
+    if encoding == Encoding::Gzip {
+        request.insert_header("Content-Encoding", "gzip");
+    }
+    let exchange = async {
+        let mut response = async_h1::connect(conn, request)
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        let text = response
+            .body_string()
+            .await
+            .map_err(|e| format!("response body: {e}"))?;
+        Ok((response.status(), text))
+    };
+    exchange
+        .or(async {
+            Timer::after(REQUEST_TIMEOUT).await;
+            Err(format!("no response within {} s", REQUEST_TIMEOUT.as_secs()))
+        })
+        .await
+}
+
+/// `GET /ping` on a fresh connection; the status, or a transport error.
+async fn ping(addr: SocketAddr) -> Result<StatusCode, String> {
+    let exchange = async {
+        let conn = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let url = Url::parse(&format!("http://{addr}/ping")).map_err(|e| format!("bad url: {e}"))?;
+        let mut response = async_h1::connect(conn, Request::new(Method::Get, url))
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        let _ = response.body_bytes().await;
+        Ok(response.status())
+    };
+    exchange
+        .or(async {
+            Timer::after(Duration::from_secs(2)).await;
+            Err("no answer within 2 s".to_string())
+        })
+        .await
+}
+
+// ---------------------------------------------------------------------------
+// Sinks
+
+/// A small executor on its own threads; stopped and joined on drop.
+struct Runtime {
+    executor: Arc<Executor<'static>>,
+    stop: Option<smol::channel::Sender<()>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Runtime {
+    fn start(name: &str, threads: usize) -> Runtime {
+        let executor = Arc::new(Executor::new());
+        let (stop, stopped) = smol::channel::bounded::<()>(1);
+        let threads = (0..threads)
+            .map(|i| {
+                let executor = executor.clone();
+                let stopped = stopped.clone();
+                std::thread::Builder::new()
+                    .name(format!("{name}-{i}"))
+                    .spawn(move || {
+                        smol::block_on(executor.run(async { stopped.recv().await.ok() })).unwrap_or(())
+                    })
+                    .expect("spawn a runtime thread")
+            })
+            .collect();
+        Runtime {
+            executor,
+            stop: Some(stop),
+            threads,
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        // Closing the channel wakes every thread's `recv` with an error.
+        self.stop.take();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// What a sink received.
+#[derive(Debug, Default)]
+struct SinkCounters {
+    write_requests: AtomicU64,
+    lines: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// A snapshot of [`SinkCounters`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct SinkCount {
+    write_requests: u64,
+    lines: u64,
+    /// Body bytes as received (compressed when gzip).
+    bytes: u64,
+}
+
+impl SinkCount {
+    fn since(self, before: SinkCount) -> SinkCount {
+        SinkCount {
+            write_requests: self.write_requests - before.write_requests,
+            lines: self.lines - before.lines,
+            bytes: self.bytes - before.bytes,
+        }
+    }
+}
+
+/// A backend that accepts everything (see the module doc).
+struct Sink {
+    name: &'static str,
+    addr: SocketAddr,
+    counters: Arc<SinkCounters>,
+}
+
+impl Sink {
+    fn start(runtime: &Runtime, name: &'static str) -> std::io::Result<Sink> {
+        let std_listener = StdTcpListener::bind("127.0.0.1:0")?;
+        let addr = std_listener.local_addr()?;
+        let listener = TcpListener::try_from(std_listener)?;
+        let counters = Arc::new(SinkCounters::default());
+        let executor = runtime.executor.clone();
+        let task_counters = counters.clone();
+        runtime
+            .executor
+            .spawn(async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        Timer::after(Duration::from_millis(10)).await;
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let counters = task_counters.clone();
+                    executor
+                        .spawn(async move {
+                            let _ =
+                                async_h1::accept(stream, |request| sink_handle(request, counters.clone()))
+                                    .await;
+                        })
+                        .detach();
+                }
+            })
+            .detach();
+        Ok(Sink { name, addr, counters })
+    }
+
+    fn count(&self) -> SinkCount {
+        SinkCount {
+            write_requests: self.counters.write_requests.load(Ordering::SeqCst),
+            lines: self.counters.lines.load(Ordering::SeqCst),
+            bytes: self.counters.bytes.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// One request to a sink, answered like InfluxDB 1.x would answer a valid one.
+async fn sink_handle(mut request: Request, counters: Arc<SinkCounters>) -> http_types::Result<Response> {
+    let path = request.url().path().to_string();
+    let response = match (request.method(), path.as_str()) {
+        (Method::Post, "/write") => {
+            let gzip = request
+                .header("Content-Encoding")
+                .is_some_and(|v| v.as_str().eq_ignore_ascii_case("gzip"));
+            let body = request.body_bytes().await?;
+            let lines = if gzip {
+                let mut lines = LineCounter::default();
+                let mut decoder = flate2::read::GzDecoder::new(&body[..]);
+                let mut buf = vec![0; 64 * 1024];
+                loop {
+                    match decoder.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => lines.feed(&buf[..n]),
+                        Err(e) => {
+                            let mut response = Response::new(StatusCode::BadRequest);
+                            response.set_body(format!("{{\"error\":\"bad gzip body: {e}\"}}"));
+                            return Ok(response);
+                        }
+                    }
+                }
+                lines.finish()
+            } else {
+                let mut lines = LineCounter::default();
+                lines.feed(&body);
+                lines.finish()
+            };
+            counters.write_requests.fetch_add(1, Ordering::SeqCst);
+            counters.lines.fetch_add(lines, Ordering::SeqCst);
+            counters.bytes.fetch_add(body.len() as u64, Ordering::SeqCst);
+            Response::new(StatusCode::NoContent)
+        }
+        (Method::Get | Method::Head, "/ping") => Response::new(StatusCode::NoContent),
+        (Method::Get | Method::Post, "/query") => {
+            let _ = request.body_bytes().await?;
+            let mut response = Response::new(StatusCode::Ok);
+            response.set_body(r#"{"results":[{"statement_id":0}]}"#);
+            response.insert_header("Content-Type", "application/json");
+            response
+        }
+        _ => {
+            let mut response = Response::new(StatusCode::NotFound);
+            response.set_body("404 page not found\n");
+            response
+        }
+    };
+    let mut response = response;
+    response.insert_header("X-Influxdb-Version", "1.8.10-sink");
+    response.insert_header("X-Influxdb-Build", "OSS");
+    Ok(response)
+}
+
+/// Counts non-empty lines over a body fed in chunks.
+#[derive(Debug, Default)]
+struct LineCounter {
+    lines: u64,
+    in_line: bool,
+}
+
+impl LineCounter {
+    fn feed(&mut self, chunk: &[u8]) {
+        for &byte in chunk {
+            if byte == b'\n' {
+                if self.in_line {
+                    self.lines += 1;
+                }
+                self.in_line = false;
+            } else {
+                self.in_line = true;
+            }
+        }
+    }
+
+    fn finish(self) -> u64 {
+        self.lines + u64::from(self.in_line)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Proxy
+
+/// Builds the command that runs the proxy from `(config file, data dir)`,
+/// both host paths.
+type BuildCommand = Box<dyn Fn(&Path, &Path) -> Command>;
+
+/// How to run the proxy: the program and arguments, given the config file and
+/// data directory. The config's `data_dir` is the path as the proxy sees it.
+struct ProxyCommand {
+    build: BuildCommand,
+    /// `data_dir` written into the config.
+    data_dir_in_config: Option<String>,
+}
+
+/// The native binary `program` (by default the one cargo built):
+/// `influx-proxy --config FILE`.
+fn native_command(program: &Path) -> ProxyCommand {
+    let program = program.to_path_buf();
+    ProxyCommand {
+        build: Box::new(move |config, _data_dir| {
+            let mut command = Command::new(&program);
+            command.arg("--config").arg(config);
+            command
+        }),
+        data_dir_in_config: None,
+    }
+}
+
+/// The component under wasmtime:
+/// `wasmtime run -S inherit-network --dir DATA::/data --dir CONFDIR::/config
+/// influx-proxy.wasm --config /config/proxy.json`.
+fn wasm_command(wasmtime: &str, wasm: &Path) -> ProxyCommand {
+    let wasmtime = wasmtime.to_string();
+    let wasm = wasm.to_path_buf();
+    ProxyCommand {
+        build: Box::new(move |config, data_dir| {
+            let conf_dir = config.parent().unwrap_or(Path::new("."));
+            let conf_name = config
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut command = Command::new(&wasmtime);
+            command
+                .arg("run")
+                .args(["-S", "inherit-network"])
+                .arg("--dir")
+                .arg(format!("{}::/data", data_dir.display()))
+                .arg("--dir")
+                .arg(format!("{}::/config", conf_dir.display()))
+                .arg(&wasm)
+                .arg("--config")
+                .arg(format!("/config/{conf_name}"));
+            command
+        }),
+        data_dir_in_config: Some("/data".into()),
+    }
+}
+
+/// A running proxy; killed (and its temp dir removed) on drop.
+struct ProxyProcess {
+    child: Child,
+    addr: SocketAddr,
+    stderr_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ProxyProcess {
+    /// Writes a config (listen on a free loopback port, a fresh data dir,
+    /// backends = `sinks`, keymap `_default_` -> every sink), starts the
+    /// proxy with `how`, and waits until `GET /ping` answers 204. On failure
+    /// the error names the command and ends with the proxy's stderr tail.
+    fn start(how: &ProxyCommand, sinks: &[Sink], timeout: Duration) -> Result<ProxyProcess, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("influx-proxy-bench-")
+            .tempdir()
+            .map_err(|e| format!("temp dir: {e}"))?;
+        let data_dir = dir.path().join("data");
+        let conf_dir = dir.path().join("config");
+        for d in [&data_dir, &conf_dir] {
+            std::fs::create_dir(d).map_err(|e| format!("create {}: {e}", d.display()))?;
+        }
+        let addr = free_port()?;
+        let config_path = conf_dir.join("proxy.json");
+        let data_dir_in_config = how
+            .data_dir_in_config
+            .clone()
+            .unwrap_or_else(|| data_dir.display().to_string());
+        let config = proxy_config(addr, &data_dir_in_config, sinks);
+        std::fs::write(&config_path, config).map_err(|e| format!("write {}: {e}", config_path.display()))?;
+
+        let stdout_path = dir.path().join("stdout.log");
+        let stderr_path = dir.path().join("stderr.log");
+        let mut command = (how.build)(&config_path, &data_dir);
+        let file = |p: &Path| std::fs::File::create(p).map_err(|e| format!("create {}: {e}", p.display()));
+        command
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(file(&stdout_path)?)
+            .stderr(file(&stderr_path)?);
+        let shown = format!("{command:?}");
+        let child = command
+            .spawn()
+            .map_err(|e| format!("cannot start {shown}: {e}"))?;
+        let mut proxy = ProxyProcess {
+            child,
+            addr,
+            stderr_path,
+            _dir: dir,
+        };
+
+        let deadline = Instant::now() + timeout;
+        let mut last;
+        loop {
+            if let Ok(Some(status)) = proxy.child.try_wait() {
+                return Err(format!(
+                    "{shown} exited ({status}) before answering /ping{}",
+                    proxy.stderr_tail()
+                ));
+            }
+            match smol::block_on(ping(addr)) {
+                Ok(StatusCode::NoContent) => return Ok(proxy),
+                Ok(status) => last = format!("/ping answered {}", status as u16),
+                Err(e) => last = e,
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{shown} did not answer GET /ping with 204 within {} s ({last}){}",
+                    timeout.as_secs_f64(),
+                    proxy.stderr_tail()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Peak resident set size so far (`VmHWM` of /proc/PID/status), in bytes.
+    fn peak_rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line
+            .trim_start_matches("VmHWM:")
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib * 1024)
+    }
+
+    /// The last lines of the proxy's stderr, as `"; stderr tail:\n..."`.
+    fn stderr_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let tail = lines[lines.len().saturating_sub(20)..].join("\n  ");
+        if tail.trim().is_empty() {
+            "; stderr was empty".into()
+        } else {
+            format!("; stderr tail:\n  {tail}")
+        }
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The proxy's JSON config (schema: src/config.rs).
+fn proxy_config(listen: SocketAddr, data_dir: &str, sinks: &[Sink]) -> String {
+    let backends: serde_json::Map<String, serde_json::Value> = sinks
+        .iter()
+        .map(|s| {
+            (
+                s.name.to_string(),
+                serde_json::json!({ "url": format!("http://{}", s.addr) }),
+            )
+        })
+        .collect();
+    let names: Vec<&str> = sinks.iter().map(|s| s.name).collect();
+    let config = serde_json::json!({
+        "listen": listen.to_string(),
+        "data_dir": data_dir,
+        "backends": backends,
+        "keymaps": { "_default_": names },
+    });
+    serde_json::to_string_pretty(&config).unwrap_or_default()
+}
+
+/// A loopback address with a port that was free a moment ago.
+fn free_port() -> Result<SocketAddr, String> {
+    let listener = StdTcpListener::bind("127.0.0.1:0").map_err(|e| format!("find a free port: {e}"))?;
+    listener
+        .local_addr()
+        .map_err(|e| format!("find a free port: {e}"))
+}
+
+// ---------------------------------------------------------------------------
+// Scenarios
+
+/// One line of the result table.
+struct Row {
+    mode: &'static str,
+    encoding: Encoding,
+    /// `Err` when the scenario could not run at all.
+    result: Result<Measured, String>,
+}
+
+struct Measured {
+    load: LoadReport,
+    peak_rss: Option<u64>,
+    /// `(sink name, lines received during the scenario)`.
+    sinks: Vec<(&'static str, SinkCount)>,
+}
+
+impl Row {
+    /// Why this scenario counts as failed, if it does.
+    fn failure(&self) -> Option<String> {
+        let measured = match &self.result {
+            Err(e) => return Some(e.clone()),
+            Ok(measured) => measured,
+        };
+        let mut problems = Vec::new();
+        if measured.load.errors > 0 {
+            problems.push(format!(
+                "{} errors, e.g. {}",
+                measured.load.errors,
+                measured.load.error_samples.join(" | ")
+            ));
+        }
+        for (name, count) in &measured.sinks {
+            if count.lines != measured.load.acked_lines {
+                problems.push(format!(
+                    "sink {name} received {} lines, {} were acknowledged",
+                    count.lines, measured.load.acked_lines
+                ));
+            }
+        }
+        if measured.load.window_requests == 0 {
+            problems.push("no request was acknowledged in the measured window".into());
+        }
+        (!problems.is_empty()).then(|| problems.join("; "))
+    }
+}
+
+fn run_direct(options: &Options, bodies: &Bodies, encoding: Encoding, sink: &Sink) -> Row {
+    println!("running direct {} -> sink {} ...", encoding.name(), sink.name);
+    let before = sink.count();
+    let load = run_load(sink.addr, bodies, encoding, options);
+    let sinks = vec![(
+        sink.name,
+        settle(std::slice::from_ref(sink), &[before], load.acked_lines)[0],
+    )];
+    Row {
+        mode: "direct",
+        encoding,
+        result: Ok(Measured {
+            load,
+            peak_rss: None,
+            sinks,
+        }),
+    }
+}
+
+fn run_proxy(
+    options: &Options,
+    bodies: &Bodies,
+    encoding: Encoding,
+    sinks: &[Sink],
+    mode: &'static str,
+    how: ProxyCommand,
+) -> Row {
+    println!("running {mode} proxy {} -> sinks a, b ...", encoding.name());
+    let proxy = match ProxyProcess::start(&how, sinks, options.startup_timeout) {
+        Ok(proxy) => proxy,
+        Err(e) => {
+            return Row {
+                mode,
+                encoding,
+                result: Err(format!("proxy did not start: {e}")),
+            }
+        }
+    };
+    let before: Vec<SinkCount> = sinks.iter().map(Sink::count).collect();
+    let load = run_load(proxy.addr, bodies, encoding, options);
+    let peak_rss = proxy.peak_rss_bytes();
+    let after = settle(sinks, &before, load.acked_lines);
+    drop(proxy);
+    let sinks = sinks.iter().map(|s| s.name).zip(after).collect();
+    Row {
+        mode,
+        encoding,
+        result: Ok(Measured {
+            load,
+            peak_rss,
+            sinks,
+        }),
+    }
+}
+
+/// Waits (up to [`SINK_SETTLE_TIMEOUT`]) until every sink received at least
+/// `expected` lines since `before`; returns what each received.
+fn settle(sinks: &[Sink], before: &[SinkCount], expected: u64) -> Vec<SinkCount> {
+    let deadline = Instant::now() + SINK_SETTLE_TIMEOUT;
+    loop {
+        let received: Vec<SinkCount> = sinks
+            .iter()
+            .zip(before)
+            .map(|(s, b)| s.count().since(*b))
+            .collect();
+        if received.iter().all(|r| r.lines >= expected) || Instant::now() >= deadline {
+            return received;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Report
+
+/// The aligned result table.
+fn table(rows: &[Row]) -> String {
+    let header = [
+        "scenario",
+        "body",
+        "lines/s",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "peak RSS MiB",
+        "acked lines",
+        "sink lines",
+        "check",
+    ];
+    let mut cells: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for row in rows {
+        let mut line = vec![row.mode.to_string(), row.encoding.name().to_string()];
+        match &row.result {
+            Err(_) => {
+                line.extend(["-"; 8].iter().map(|s| s.to_string()));
+                line.push("NOT RUN".into());
+            }
+            Ok(m) => {
+                let secs = m.load.window.as_secs_f64();
+                let fmt_ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+                line.push(thousands(m.load.window_lines as f64 / secs));
+                line.push(format!("{:.1}", m.load.window_requests as f64 / secs));
+                line.push(fmt_ms(m.load.percentile_ms(50.0)));
+                line.push(fmt_ms(m.load.percentile_ms(99.0)));
+                line.push(m.load.errors.to_string());
+                line.push(m.peak_rss.map_or("-".to_string(), |b| format!("{:.1}", mib(b))));
+                line.push(thousands(m.load.acked_lines as f64));
+                line.push(
+                    m.sinks
+                        .iter()
+                        .map(|(name, c)| format!("{name}={}", thousands(c.lines as f64)))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                );
+                line.push(if row.failure().is_some() { "FAIL" } else { "ok" }.into());
+            }
+        }
+        cells.push(line);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| cells.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for line in &cells {
+        let mut text = String::new();
+        for (i, cell) in line.iter().enumerate() {
+            // Text columns left-aligned, numbers right-aligned.
+            if i < 2 || i == 9 {
+                let _ = write!(text, "{cell:<w$}  ", w = widths[i]);
+            } else {
+                let _ = write!(text, "{cell:>w$}  ", w = widths[i]);
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Lines/s of each proxy build relative to the direct reference and of the
+/// wasm build relative to the native one (issue goal: wasm >= 0.5 x native),
+/// per body encoding, for the scenarios that were measured.
+fn ratios(rows: &[Row]) -> Vec<String> {
+    let rate = |mode: &str, encoding: Encoding| {
+        rows.iter()
+            .find(|r| r.mode == mode && r.encoding == encoding)
+            .and_then(|r| r.result.as_ref().ok())
+            .filter(|m| m.load.window_lines > 0)
+            .map(|m| m.load.window_lines as f64 / m.load.window.as_secs_f64())
+    };
+    let mut out = Vec::new();
+    for encoding in [Encoding::Plain, Encoding::Gzip] {
+        let pairs = [("native", "direct"), ("wasm", "direct"), ("wasm", "native")];
+        let parts: Vec<String> = pairs
+            .iter()
+            .filter_map(|(a, b)| Some(format!("{a}/{b} {:.2}", rate(a, encoding)? / rate(b, encoding)?)))
+            .collect();
+        if !parts.is_empty() {
+            out.push(format!(
+                "lines/s ratio, {}: {}",
+                encoding.name(),
+                parts.join(", ")
+            ));
+        }
+    }
+    out
+}
+
+/// `1234567.8` -> `"1,234,568"`.
+fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
+}
