@@ -1,2 +1,4 @@
-//! The native host: smol executor, async-h1 server and client, async-fs
-//! storage, timers and signals. Everything here performs IO; the core does not.
+//! The native host: smol executor, async-h1 server and client, file storage,
+//! timers and signals. Everything here performs IO; the core does not.
+
+pub mod storage;
