@@ -2,3 +2,4 @@
 //! timers and signals. Everything here performs IO; the core does not.
 
 pub mod storage;
+pub mod transport;
