@@ -366,7 +366,20 @@ mod tests {
             .port()
     }
 
+    /// Starts influxd on free loopback ports; tries again (new ports) if it
+    /// exits early, e.g. because another test took a port in between.
     fn start_influxd() -> Influxd {
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            match try_start_influxd() {
+                Ok(server) => return server,
+                Err(log) => last_log = log,
+            }
+        }
+        panic!("influxd did not start; its log:\n{last_log}");
+    }
+
+    fn try_start_influxd() -> Result<Influxd, String> {
         let dir = tempfile::tempdir().unwrap();
         let (port, rpc_port) = (free_port(), free_port());
         let d = dir.path().display();
@@ -379,30 +392,40 @@ mod tests {
         );
         let config_path = dir.path().join("influxdb.conf");
         std::fs::write(&config_path, config).unwrap();
+        let log_path = dir.path().join("influxd.log");
+        let log = std::fs::File::create(&log_path).unwrap();
         let child = match Command::new("influxd")
             .arg("-config")
             .arg(&config_path)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
         {
             Ok(c) => c,
             Err(e) => panic!("cannot start influxd ({e}): apt-get install influxdb"),
         };
-        let server = Influxd {
+        let mut server = Influxd {
             child,
             port,
             _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while StdStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "influxd did not listen on port {port}"
-            );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut c) = StdStream::connect(("127.0.0.1", port)) {
+                // Our influxd answers /ping; anything else holds the port.
+                c.set_read_timeout(Some(Duration::from_secs(5))).ok();
+                c.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n").ok();
+                let mut head = [0u8; 12];
+                if c.read_exact(&mut head).is_ok() && &head == b"HTTP/1.1 204" {
+                    return Ok(server);
+                }
+            }
+            let exited = server.child.try_wait().ok().flatten().is_some();
+            if exited || Instant::now() > deadline {
+                return Err(std::fs::read_to_string(&log_path).unwrap_or_default());
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
-        server
     }
 
     fn backend(port: u16) -> BackendAddr {
