@@ -59,29 +59,23 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, Strin
         }
     }
     let config = config.unwrap_or_else(|| DEFAULT_CONFIG.to_string());
-    Ok(if check {
-        Command::Check { config }
-    } else {
-        Command::Serve { config }
-    })
+    Ok(if check { Command::Check { config } } else { Command::Serve { config } })
 }
 
 /// `influx-proxy check`: the configuration's backends and routes, as printed.
 fn check(config_path: &str) -> Result<String, String> {
     let config = native::load_config(config_path)?;
     let names: Vec<String> = config.backends.keys().cloned().collect();
-    let router = Router::new(&config.keymaps, &names)
-        .map_err(|e| format!("{config_path}: $.keymaps: {e}"))?;
+    let router =
+        Router::new(&config.keymaps, &names).map_err(|e| format!("{config_path}: $.keymaps: {e}"))?;
     let mut out = format!("{config_path}: ok\nbackends:\n");
     for (name, backend) in &config.backends {
         out.push_str(&format!("  {name} {}\n", backend.url));
     }
     out.push_str("routes:\n");
     for (key, replicas) in router.describe() {
-        let replicas: Vec<&str> = replicas
-            .iter()
-            .map(|&i| names.get(i).map_or("?", String::as_str))
-            .collect();
+        let replicas: Vec<&str> =
+            replicas.iter().map(|&i| names.get(i).map_or("?", String::as_str)).collect();
         out.push_str(&format!("  {key} -> {}\n", replicas.join(", ")));
     }
     Ok(out)
@@ -131,24 +125,9 @@ mod tests {
         assert_eq!(parse(&["-c", "x.json"]), serve("x.json"));
         assert_eq!(parse(&["--config=x.json"]), serve("x.json"));
         assert_eq!(parse(&["--config", "x.json"]), serve("x.json"));
-        assert_eq!(
-            parse(&["check", "-c", "y.json"]),
-            Ok(Command::Check {
-                config: "y.json".into()
-            })
-        );
-        assert_eq!(
-            parse(&["-c", "y.json", "check"]),
-            Ok(Command::Check {
-                config: "y.json".into()
-            })
-        );
-        assert_eq!(
-            parse(&["check"]),
-            Ok(Command::Check {
-                config: DEFAULT_CONFIG.into()
-            })
-        );
+        assert_eq!(parse(&["check", "-c", "y.json"]), Ok(Command::Check { config: "y.json".into() }));
+        assert_eq!(parse(&["-c", "y.json", "check"]), Ok(Command::Check { config: "y.json".into() }));
+        assert_eq!(parse(&["check"]), Ok(Command::Check { config: DEFAULT_CONFIG.into() }));
         assert_eq!(parse(&["--help"]), Ok(Command::Help));
         assert_eq!(parse(&["-V"]), Ok(Command::Version));
     }

@@ -36,17 +36,15 @@ const REPLAY_IDLE_MS: u64 = 50;
 /// The time as the core wants it: ms since the Unix epoch (0 if the clock is
 /// before 1970).
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Reads and validates the configuration file. Errors are one line naming the
 /// file: `FILE: cannot read ...` or [`crate::config::ConfigError`]'s
 /// `FILE: $.path: problem`.
 pub fn load_config(path: &str) -> Result<Config, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| one_line(&format!("{path}: cannot read the file: {e}")))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| one_line(&format!("{path}: cannot read the file: {e}")))?;
     Config::parse(path, &text).map_err(|e| one_line(&e.to_string()))
 }
 
@@ -88,12 +86,9 @@ async fn serve_proxy(
 ) -> Result<(), String> {
     let listener = smol::net::TcpListener::try_from(listener)
         .map_err(|e| one_line(&format!("{config_path}: $.listen: {e}")))?;
-    let local_addr = listener
-        .local_addr()
-        .map_or_else(|_| config.listen.clone(), |a| a.to_string());
-    let mut signals =
-        async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term])
-            .map_err(|e| one_line(&format!("cannot install the signal handlers: {e}")))?;
+    let local_addr = listener.local_addr().map_or_else(|_| config.listen.clone(), |a| a.to_string());
+    let mut signals = async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term])
+        .map_err(|e| one_line(&format!("cannot install the signal handlers: {e}")))?;
 
     let transport = NativeTransport::new(config.request_timeout_ms, config.pool_max_idle);
     let storage = FsStorage::new(&config.data_dir);
@@ -110,13 +105,7 @@ async fn serve_proxy(
     let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
     let mut replay_tasks = Vec::new();
     for backend in 0..proxy.backends().len() {
-        ex.spawn(health_loop(
-            proxy.clone(),
-            backend,
-            health_interval,
-            stop_rx.clone(),
-        ))
-        .detach();
+        ex.spawn(health_loop(proxy.clone(), backend, health_interval, stop_rx.clone())).detach();
         replay_tasks.push(ex.spawn(replay_loop(proxy.clone(), backend, stop_rx.clone())));
     }
 
@@ -145,7 +134,9 @@ async fn serve_proxy(
     let graceful = async {
         let busy = serve(ex, listener, handler, options, shutdown).await;
         if busy > 0 {
-            eprintln!("influx-proxy: {busy} connection(s) still busy after the shutdown grace period, closed");
+            eprintln!(
+                "influx-proxy: {busy} connection(s) still busy after the shutdown grace period, closed"
+            );
         }
         drop(stop_tx);
         let replay_done = async {
@@ -169,12 +160,7 @@ async fn serve_proxy(
 }
 
 /// Health checks of one backend, every `interval`, until `stop` closes.
-async fn health_loop(
-    proxy: Rc<NativeProxy>,
-    backend: usize,
-    interval: Duration,
-    stop: Receiver<()>,
-) {
+async fn health_loop(proxy: Rc<NativeProxy>, backend: usize, interval: Duration, stop: Receiver<()>) {
     loop {
         let check = async {
             proxy.check_health(backend, now_ms()).await;
@@ -234,25 +220,16 @@ mod tests {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap().to_string();
         let e = bind("config/proxy.json", &addr).unwrap_err();
-        assert_eq!(
-            e,
-            format!("config/proxy.json: $.listen: address {addr} already in use")
-        );
+        assert_eq!(e, format!("config/proxy.json: $.listen: address {addr} already in use"));
         let e = bind("p.json", "not an address").unwrap_err();
-        assert!(
-            e.starts_with("p.json: $.listen: cannot listen on not an address: "),
-            "{e}"
-        );
+        assert!(e.starts_with("p.json: $.listen: cannot listen on not an address: "), "{e}");
         assert!(!e.contains('\n'));
     }
 
     #[test]
     fn a_missing_config_file_is_one_line_naming_it() {
         let e = load_config("/nonexistent/proxy.json").unwrap_err();
-        assert!(
-            e.starts_with("/nonexistent/proxy.json: cannot read the file: "),
-            "{e}"
-        );
+        assert!(e.starts_with("/nonexistent/proxy.json: cannot read the file: "), "{e}");
         assert!(!e.contains('\n'));
     }
 

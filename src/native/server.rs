@@ -12,7 +12,11 @@
 //!   an end is cut off here before async-h1 buffers it all;
 //! - a header value with non-ASCII bytes -> 400 (async-h1 would panic in
 //!   http-types, which only accepts ASCII header values);
-//! - an HTTP version other than 1.1 (async-h1 refuses HTTP/1.0) -> 505;
+//! - async-h1 refuses HTTP/1.0 (505 here): this server rewrites the version
+//!   of an HTTP/1.0 request line to 1.1 before async-h1 reads it, and closes
+//!   the connection after the response (HTTP/1.0 has no keep-alive by
+//!   default; the response is an HTTP/1.1 one with `Content-Length`, as RFC
+//!   9110 section 6.2 allows). nginx's `proxy_pass` speaks HTTP/1.0 by default;
 //! - anything else httparse or async-h1 refuses (no `Host`, malformed request
 //!   line, `Content-Length` with `Transfer-Encoding`, unknown method) -> 400.
 //!
@@ -95,10 +99,7 @@ where
     Fut: Future<Output = Response> + 'a,
 {
     let handler = Rc::new(handler);
-    let shared = Rc::new(Shared {
-        closing: Cell::new(false),
-        active: Cell::new(0),
-    });
+    let shared = Rc::new(Shared { closing: Cell::new(false), active: Cell::new(0) });
     // Closed (by dropping the sender) to wake every idle connection at shutdown.
     let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
     let mut shutdown = pin!(shutdown);
@@ -161,27 +162,21 @@ where
 {
     async fn run(self) {
         let guard = Arc::new(Mutex::new(HeadGuard::default()));
-        let io = GuardedStream {
-            inner: self.stream.clone(),
-            guard: guard.clone(),
-        };
+        let io = GuardedStream { inner: self.stream.clone(), guard: guard.clone() };
         // Set when async-h1 called the endpoint: an error after that is not a
         // bad head, and nothing more may be written.
         let invoked = Rc::new(Cell::new(false));
         let endpoint = {
-            let (handler, guard, invoked, shared) = (
-                self.handler.clone(),
-                guard.clone(),
-                invoked.clone(),
-                self.shared.clone(),
-            );
+            let (handler, guard, invoked, shared) =
+                (self.handler.clone(), guard.clone(), invoked.clone(), self.shared.clone());
             let max_body = self.options.max_body_bytes;
             move |req: http_types::Request| {
                 invoked.set(true);
                 let (handler, guard, shared) = (handler.clone(), guard.clone(), shared.clone());
                 async move {
+                    let http10 = lock(&guard).http10;
                     let (response, close) = match read_request(req, max_body).await {
-                        Ok(request) => ((*handler)(request).await, false),
+                        Ok(request) => ((*handler)(request).await, http10),
                         Err(refusal) => {
                             // Stop reading: the rest of the body is not wanted.
                             lock(&guard).cut = true;
@@ -206,9 +201,7 @@ where
                 Ok(Err(e)) if !invoked.get() => bad_head_response(&e),
                 Ok(Err(_)) => None,
                 // A panic inside async-h1 or http-types while reading the head.
-                Err(_) if !invoked.get() => {
-                    Some(ProxyError::BadRequest("malformed request head".into()))
-                }
+                Err(_) if !invoked.get() => Some(ProxyError::BadRequest("malformed request head".into())),
                 Err(_) => None,
             };
             if let Some(error) = bad_head {
@@ -245,9 +238,7 @@ where
 }
 
 fn lock(guard: &Mutex<HeadGuard>) -> std::sync::MutexGuard<'_, HeadGuard> {
-    guard
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    guard.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Half-closes the connection and discards what the client still sends, for
@@ -276,14 +267,11 @@ async fn linger(stream: &TcpStream) {
 /// connection itself failed (nothing to answer).
 fn bad_head_response(error: &http_types::Error) -> Option<ProxyError> {
     if let Some(io_error) = error.downcast_ref::<io::Error>() {
-        return match io_error
-            .get_ref()
-            .and_then(|e| e.downcast_ref::<HeadError>())
-        {
+        return match io_error.get_ref().and_then(|e| e.downcast_ref::<HeadError>()) {
             Some(HeadError::TooLarge) => Some(head_too_large()),
-            Some(HeadError::NonAscii) => Some(ProxyError::BadRequest(
-                "malformed request head: header values must be ASCII".into(),
-            )),
+            Some(HeadError::NonAscii) => {
+                Some(ProxyError::BadRequest("malformed request head: header values must be ASCII".into()))
+            }
             None => None,
         };
     }
@@ -296,40 +284,25 @@ fn bad_head_response(error: &http_types::Error) -> Option<ProxyError> {
             message: "HTTP version not supported: this server speaks HTTP/1.1".into(),
         })
     } else {
-        Some(ProxyError::BadRequest(format!(
-            "malformed request head: {message}"
-        )))
+        Some(ProxyError::BadRequest(format!("malformed request head: {message}")))
     }
 }
 
 fn head_too_large() -> ProxyError {
-    ProxyError::Backend {
-        status: 431,
-        message: "request header fields too large (limit 8192 bytes)".into(),
-    }
+    ProxyError::Backend { status: 431, message: "request header fields too large (limit 8192 bytes)".into() }
 }
 
 /// Reads the request into the core's form, or the response refusing it.
-async fn read_request(
-    mut req: http_types::Request,
-    max_body_bytes: u64,
-) -> Result<Request, Response> {
+async fn read_request(mut req: http_types::Request, max_body_bytes: u64) -> Result<Request, Response> {
     let too_large = || {
-        ProxyError::TooLarge(format!(
-            "request body too large (limit {max_body_bytes} bytes)"
-        ))
-        .to_response()
+        ProxyError::TooLarge(format!("request body too large (limit {max_body_bytes} bytes)")).to_response()
     };
     if req.len().is_some_and(|len| len as u64 > max_body_bytes) {
         return Err(too_large());
     }
     let mut body = Vec::new();
     let mut reader = req.take_body();
-    if let Err(e) = (&mut reader)
-        .take(max_body_bytes.saturating_add(1))
-        .read_to_end(&mut body)
-        .await
-    {
+    if let Err(e) = (&mut reader).take(max_body_bytes.saturating_add(1)).read_to_end(&mut body).await {
         let message = format!("error reading request body: {e}");
         return Err(ProxyError::BadRequest(message).to_response());
     }
@@ -340,10 +313,7 @@ async fn read_request(
     let mut headers = Vec::new();
     for (name, values) in req.iter() {
         for value in values.iter() {
-            headers.push((
-                name.as_str().to_ascii_lowercase(),
-                value.as_str().to_string(),
-            ));
+            headers.push((name.as_str().to_ascii_lowercase(), value.as_str().to_string()));
         }
     }
     Ok(Request {
@@ -356,12 +326,7 @@ async fn read_request(
 }
 
 /// Response headers this server sets itself (framing, connection).
-const FRAMING: &[&str] = &[
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-];
+const FRAMING: &[&str] = &["content-length", "transfer-encoding", "connection", "keep-alive"];
 
 /// The core's response as async-h1's; `close` adds `Connection: close`.
 /// (async-h1's encoder leaves out the body of HEAD responses.)
@@ -397,9 +362,7 @@ fn to_http_response(response: Response, close: bool) -> http_types::Response {
 }
 
 fn header_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
 }
 
 fn header_value(s: &str) -> bool {
@@ -438,15 +401,18 @@ struct HeadGuard {
     /// Reads return end-of-file: the request was refused, the rest of its
     /// body is not wanted.
     cut: bool,
+    /// The request line read so far (held back until its end).
+    line: Vec<u8>,
+    /// Bytes read but not yet handed to async-h1.
+    pending: Vec<u8>,
+    /// The request is HTTP/1.0 (rewritten to 1.1 for async-h1): its response
+    /// closes the connection.
+    http10: bool,
 }
 
 impl HeadGuard {
     fn start_request(&mut self) {
-        *self = HeadGuard {
-            in_head: true,
-            request_line: true,
-            ..HeadGuard::default()
-        };
+        *self = HeadGuard { in_head: true, request_line: true, ..HeadGuard::default() };
     }
 
     /// Looks at bytes just read: counts and checks those of the head.
@@ -488,30 +454,56 @@ struct GuardedStream {
 }
 
 impl AsyncRead for GuardedStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        if lock(&self.guard).cut {
-            return Poll::Ready(Ok(0));
-        }
-        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(n)) = poll {
-            if let Err(e) = lock(&self.guard).inspect(&buf[..n]) {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        loop {
+            let mut guard = lock(&this.guard);
+            if guard.cut {
+                return Poll::Ready(Ok(0));
+            }
+            if !guard.pending.is_empty() {
+                let n = buf.len().min(guard.pending.len());
+                buf[..n].copy_from_slice(&guard.pending[..n]);
+                guard.pending.drain(..n);
+                return Poll::Ready(Ok(n));
+            }
+            drop(guard);
+            let n = match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                Poll::Ready(Ok(n)) => n,
+                other => return other,
+            };
+            let mut guard = lock(&this.guard);
+            let in_request_line = guard.in_head && guard.request_line;
+            if let Err(e) = guard.inspect(&buf[..n]) {
                 return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
             }
+            if n == 0 || !in_request_line {
+                return Poll::Ready(Ok(n));
+            }
+            // The request line is held back until it is whole, so that its
+            // version can be rewritten.
+            match buf[..n].iter().position(|&b| b == b'\n') {
+                None => guard.line.extend_from_slice(&buf[..n]),
+                Some(i) => {
+                    let mut line = std::mem::take(&mut guard.line);
+                    line.extend_from_slice(&buf[..=i]);
+                    if line.ends_with(b" HTTP/1.0\r\n") {
+                        // async-h1 refuses HTTP/1.0; the request is the same in
+                        // HTTP/1.1 but for persistence: its response closes.
+                        let at = line.len() - 3;
+                        line[at] = b'1';
+                        guard.http10 = true;
+                    }
+                    line.extend_from_slice(&buf[i + 1..n]);
+                    guard.pending = line;
+                }
+            }
         }
-        poll
     }
 }
 
 impl AsyncWrite for GuardedStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -552,11 +544,7 @@ mod tests {
                 };
                 smol::block_on(ex.run(serve(&ex, listener, handler, options, shutdown)))
             });
-            TestServer {
-                port,
-                stop: Some(stop),
-                thread: Some(thread),
-            }
+            TestServer { port, stop: Some(stop), thread: Some(thread) }
         }
 
         fn connect(&self) -> StdStream {
@@ -609,10 +597,7 @@ mod tests {
 
     impl Answer {
         fn header(&self, name: &str) -> Option<&str> {
-            self.headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
+            self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
         }
 
         fn json(&self) -> serde_json::Value {
@@ -624,10 +609,7 @@ mod tests {
     fn read_answer(reader: &mut impl BufRead, head_request: bool) -> Answer {
         let mut status_line = String::new();
         reader.read_line(&mut status_line).unwrap();
-        let status = status_line
-            .split(' ')
-            .nth(1)
-            .unwrap_or_else(|| panic!("{status_line:?}"));
+        let status = status_line.split(' ').nth(1).unwrap_or_else(|| panic!("{status_line:?}"));
         let status = status.parse().unwrap();
         let mut headers = Vec::new();
         loop {
@@ -639,11 +621,7 @@ mod tests {
             let (k, v) = line.trim_end().split_once(": ").unwrap();
             headers.push((k.to_ascii_lowercase(), v.to_string()));
         }
-        let mut a = Answer {
-            status,
-            headers,
-            body: Vec::new(),
-        };
+        let mut a = Answer { status, headers, body: Vec::new() };
         let len: usize = a.header("content-length").map_or(0, |v| v.parse().unwrap());
         if !head_request {
             a.body = vec![0; len];
@@ -654,10 +632,7 @@ mod tests {
 
     fn send(stream: &mut StdStream, request: &[u8]) -> Answer {
         stream.write_all(request).unwrap();
-        read_answer(
-            &mut BufReader::new(stream.try_clone().unwrap()),
-            request.starts_with(b"HEAD"),
-        )
+        read_answer(&mut BufReader::new(stream.try_clone().unwrap()), request.starts_with(b"HEAD"))
     }
 
     fn assert_closed(stream: &mut StdStream) {
@@ -667,10 +642,7 @@ mod tests {
     }
 
     fn assert_still_serving(server: &TestServer) {
-        let a = send(
-            &mut server.connect(),
-            b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n",
-        );
+        let a = send(&mut server.connect(), b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(a.status, 204);
         assert_eq!(a.header("x-influxdb-version"), Some("test"));
     }
@@ -689,14 +661,8 @@ mod tests {
         let v = a.json();
         assert_eq!(v["method"], "POST");
         assert_eq!(v["path"], "/write");
-        assert_eq!(
-            v["query"],
-            serde_json::json!([["db", "my db"], ["precision", "s"], ["rp", "a b"]])
-        );
-        assert!(v["headers"]
-            .as_array()
-            .unwrap()
-            .contains(&serde_json::json!(["authorization", "Token t"])));
+        assert_eq!(v["query"], serde_json::json!([["db", "my db"], ["precision", "s"], ["rp", "a b"]]));
+        assert!(v["headers"].as_array().unwrap().contains(&serde_json::json!(["authorization", "Token t"])));
         assert_eq!(v["body"], "cpu value=1");
         // The same connection serves the next requests, chunked bodies too.
         let a = send(
@@ -715,13 +681,7 @@ mod tests {
         let mut c = server.connect();
         let a = send(&mut c, b"HEAD /query HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(a.status, 200);
-        assert!(
-            a.header("content-length")
-                .unwrap()
-                .parse::<usize>()
-                .unwrap()
-                > 0
-        );
+        assert!(a.header("content-length").unwrap().parse::<usize>().unwrap() > 0);
         // Nothing but the next response follows on the connection.
         let a = send(&mut c, b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(a.status, 204);
@@ -732,10 +692,7 @@ mod tests {
         let server = TestServer::start(10);
         let mut c = server.connect();
         // Only the head is sent: the answer must not wait for the body.
-        let a = send(
-            &mut c,
-            b"POST /write HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n",
-        );
+        let a = send(&mut c, b"POST /write HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n");
         assert_eq!(a.status, 413);
         assert_eq!(a.json()["error"], "request body too large (limit 10 bytes)");
         assert_eq!(a.header("connection"), Some("close"));
@@ -759,10 +716,7 @@ mod tests {
             &mut server.connect(),
             b"POST /w HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789",
         );
-        assert_eq!(
-            (a.status, a.json()["body"].clone()),
-            (200, "0123456789".into())
-        );
+        assert_eq!((a.status, a.json()["body"].clone()), (200, "0123456789".into()));
     }
 
     #[test]
@@ -776,10 +730,7 @@ mod tests {
         req.extend_from_slice(b"\r\n");
         let a = send(&mut c, &req);
         assert_eq!(a.status, 431);
-        assert_eq!(
-            a.json()["error"],
-            "request header fields too large (limit 8192 bytes)"
-        );
+        assert_eq!(a.json()["error"], "request header fields too large (limit 8192 bytes)");
         assert_eq!(a.header("connection"), Some("close"));
         assert_closed(&mut c);
         assert_still_serving(&server);
@@ -804,7 +755,10 @@ mod tests {
             (b"GET /ping HTTP/1.1\r\n\r\n", "Host header missing"),
             (b"GET /ping HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n", "malformed request head"),
             (b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Name: caf\xc3\xa9\r\n\r\n", "header values must be ASCII"),
-            (b"POST /w HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", "Content-Length"),
+            (
+                b"POST /w HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "Content-Length",
+            ),
         ] {
             let mut c = server.connect();
             let a = send(&mut c, req);
@@ -817,46 +771,39 @@ mod tests {
     }
 
     #[test]
-    fn http_1_0_is_505() {
+    fn http_1_0_requests_are_served_and_their_connection_closed() {
         let server = TestServer::start(1000);
-        let a = send(
-            &mut server.connect(),
-            b"GET /ping HTTP/1.0\r\nHost: x\r\n\r\n",
-        );
-        assert_eq!(a.status, 505);
-        assert!(a.json()["error"].as_str().unwrap().contains("HTTP/1.1"));
+        let mut c = server.connect();
+        // Sent in pieces: the request line is held back until it is whole.
+        c.write_all(b"POST /write?db=x HTT").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        c.write_all(b"P/1.0\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc").unwrap();
+        let a = read_answer(&mut BufReader::new(c.try_clone().unwrap()), false);
+        assert_eq!(a.status, 200);
+        assert_eq!(a.header("connection"), Some("close"));
+        assert_eq!(a.json()["body"], "abc");
+        assert_eq!(a.json()["path"], "/write");
+        assert_closed(&mut c);
+        // Other versions are refused.
+        let a = send(&mut server.connect(), b"GET /ping HTTP/2.0\r\nHost: x\r\n\r\n");
+        assert_eq!(a.status, 400);
     }
 
     #[test]
     fn shutdown_lets_requests_in_flight_finish_and_closes_idle_connections() {
         let mut server = TestServer::start(1000);
         let mut idle = server.connect();
-        assert_eq!(
-            send(&mut idle, b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n").status,
-            204
-        );
+        assert_eq!(send(&mut idle, b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n").status, 204);
         let mut busy = server.connect();
-        busy.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
+        busy.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         std::thread::sleep(Duration::from_millis(100));
         let start = Instant::now();
-        assert_eq!(
-            server.stop(),
-            0,
-            "every connection finished within the grace period"
-        );
-        assert!(
-            start.elapsed() < Duration::from_secs(2),
-            "{:?}",
-            start.elapsed()
-        );
+        assert_eq!(server.stop(), 0, "every connection finished within the grace period");
+        assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
         let a = read_answer(&mut BufReader::new(busy.try_clone().unwrap()), false);
         assert_eq!((a.status, a.header("connection")), (200, Some("close")));
         assert_closed(&mut busy);
         assert_closed(&mut idle);
-        assert!(
-            StdStream::connect(("127.0.0.1", server.port)).is_err(),
-            "no longer accepting"
-        );
+        assert!(StdStream::connect(("127.0.0.1", server.port)).is_err(), "no longer accepting");
     }
 }

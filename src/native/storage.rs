@@ -42,9 +42,7 @@ impl FsStorage {
 
     fn resolve(&self, rel: &str) -> io::Result<PathBuf> {
         let rel_path = Path::new(rel);
-        let ok = rel_path
-            .components()
-            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+        let ok = rel_path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
         if rel.is_empty() || !ok {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -58,11 +56,7 @@ impl FsStorage {
 /// `fsync` of a directory, making the creation, rename or removal of its
 /// entries durable.
 fn sync_dir(dir: &Path) -> io::Result<()> {
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
     File::open(dir)?.sync_all()
 }
 
@@ -122,9 +116,7 @@ impl Storage for FsStorage {
             let mut file = File::open(&path).map_err(named(&path))?;
             file.seek(SeekFrom::Start(offset)).map_err(named(&path))?;
             let mut out = Vec::new();
-            file.take(len as u64)
-                .read_to_end(&mut out)
-                .map_err(named(&path))?;
+            file.take(len as u64).read_to_end(&mut out).map_err(named(&path))?;
             Ok(out)
         })
         .await
@@ -135,11 +127,7 @@ impl Storage for FsStorage {
         let data = data.to_vec();
         smol::unblock(move || {
             let existed = path.exists();
-            let mut file = OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(&path)
-                .map_err(named(&path))?;
+            let mut file = OpenOptions::new().append(true).create(true).open(&path).map_err(named(&path))?;
             if !existed {
                 sync_dir(parent(&path)).map_err(named(&path))?;
             }
@@ -169,10 +157,7 @@ impl Storage for FsStorage {
     async fn truncate(&self, path: &str, len: u64) -> io::Result<()> {
         let path = self.resolve(path)?;
         smol::unblock(move || {
-            let file = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(named(&path))?;
+            let file = OpenOptions::new().write(true).open(&path).map_err(named(&path))?;
             file.set_len(len).map_err(named(&path))?;
             file.sync_all().map_err(named(&path))
         })
@@ -219,10 +204,7 @@ mod tests {
             s.append("queue/a/00002.log", b"x").await.unwrap();
             s.append("queue/a/00001.log", b"y").await.unwrap();
             fs::create_dir(s.root().join("queue/a/sub")).unwrap();
-            assert_eq!(
-                s.list("queue/a").await.unwrap(),
-                vec!["00001.log", "00002.log"]
-            );
+            assert_eq!(s.list("queue/a").await.unwrap(), vec!["00001.log", "00002.log"]);
         });
     }
 
@@ -232,10 +214,7 @@ mod tests {
         smol::block_on(async {
             s.list("q").await.unwrap();
             assert_eq!(s.len("q/f").await.unwrap(), None);
-            assert_eq!(
-                s.read("q/f").await.unwrap_err().kind(),
-                io::ErrorKind::NotFound
-            );
+            assert_eq!(s.read("q/f").await.unwrap_err().kind(), io::ErrorKind::NotFound);
             s.append("q/f", b"hello ").await.unwrap();
             s.append("q/f", b"world").await.unwrap();
             assert_eq!(s.read("q/f").await.unwrap(), b"hello world");
@@ -248,10 +227,7 @@ mod tests {
             s.remove("q/f").await.unwrap();
             assert_eq!(s.len("q/f").await.unwrap(), None);
             s.remove("q/f").await.unwrap();
-            assert_eq!(
-                s.truncate("q/f", 0).await.unwrap_err().kind(),
-                io::ErrorKind::NotFound
-            );
+            assert_eq!(s.truncate("q/f", 0).await.unwrap_err().kind(), io::ErrorKind::NotFound);
         });
     }
 

@@ -77,10 +77,7 @@ impl NativeTransport {
 
     /// Idle pooled connections to `backend` right now.
     pub fn idle_connections(&self, backend: &BackendAddr) -> usize {
-        self.pools
-            .borrow()
-            .get(&backend.authority())
-            .map_or(0, Vec::len)
+        self.pools.borrow().get(&backend.authority()).map_or(0, Vec::len)
     }
 
     /// TCP connections opened so far (to every backend), for tests and metrics.
@@ -128,26 +125,19 @@ impl NativeTransport {
         received: Arc<AtomicU64>,
     ) -> Result<Response, TransportError> {
         let http_request = to_http_request(backend, request, body)?;
-        let counted = CountingStream {
-            inner: stream.clone(),
-            received,
-        };
+        let counted = CountingStream { inner: stream.clone(), received };
         let mut response = async_h1::connect(counted, http_request)
             .await
             .map_err(|e| TransportError::Io(format!("{}: {e}", backend.url)))?;
-        let has_body = request.method != Method::Head
-            && !matches!(u16::from(response.status()), 100..=199 | 204 | 304);
-        let framed = response.header("content-length").is_some()
-            || response.header("transfer-encoding").is_some();
+        let has_body =
+            request.method != Method::Head && !matches!(u16::from(response.status()), 100..=199 | 204 | 304);
+        let framed =
+            response.header("content-length").is_some() || response.header("transfer-encoding").is_some();
         let mut body = Vec::new();
         if has_body {
-            response
-                .take_body()
-                .read_to_end(&mut body)
-                .await
-                .map_err(|e| {
-                    TransportError::Io(format!("{}: reading the response body: {e}", backend.url))
-                })?;
+            response.take_body().read_to_end(&mut body).await.map_err(|e| {
+                TransportError::Io(format!("{}: reading the response body: {e}", backend.url))
+            })?;
         }
         let close = response
             .header("connection")
@@ -169,10 +159,7 @@ impl NativeTransport {
         let body = SharedBytes(Arc::new(std::mem::take(&mut request.body)));
         if let Some(stream) = self.take_pooled(&authority).await {
             let received = Arc::new(AtomicU64::new(0));
-            match self
-                .send_once(backend, &request, &body, stream, received.clone())
-                .await
-            {
+            match self.send_once(backend, &request, &body, stream, received.clone()).await {
                 Ok(r) => return Ok(r),
                 // The backend closed the idle connection before reading the
                 // request: send it again on a fresh connection.
@@ -181,23 +168,12 @@ impl NativeTransport {
             }
         }
         let stream = self.connect(&authority).await?;
-        self.send_once(
-            backend,
-            &request,
-            &body,
-            stream,
-            Arc::new(AtomicU64::new(0)),
-        )
-        .await
+        self.send_once(backend, &request, &body, stream, Arc::new(AtomicU64::new(0))).await
     }
 }
 
 impl Transport for NativeTransport {
-    async fn send(
-        &self,
-        backend: &BackendAddr,
-        request: Request,
-    ) -> Result<Response, TransportError> {
+    async fn send(&self, backend: &BackendAddr, request: Request) -> Result<Response, TransportError> {
         let timeout = self.timeout;
         self.send_with_retry(backend, request)
             .or(async move {
@@ -233,18 +209,9 @@ fn to_http_request(
         Method::Get => http_types::Method::Get,
         Method::Head => http_types::Method::Head,
         Method::Post => http_types::Method::Post,
-        Method::Other => {
-            return Err(TransportError::Io(
-                "the proxy only sends GET, HEAD and POST".into(),
-            ))
-        }
+        Method::Other => return Err(TransportError::Io("the proxy only sends GET, HEAD and POST".into())),
     };
-    let mut url = format!(
-        "http://{}{}{}",
-        backend.authority(),
-        backend.base_path,
-        request.path
-    );
+    let mut url = format!("http://{}{}{}", backend.authority(), backend.base_path, request.path);
     if !request.query.is_empty() {
         url.push('?');
         url.push_str(&encode_params(&request.query));
@@ -252,10 +219,7 @@ fn to_http_request(
     let url = Url::parse(&url).map_err(|e| TransportError::Io(format!("{url}: {e}")))?;
     let mut out = http_types::Request::new(method, url);
     let len = body.0.len();
-    out.set_body(Body::from_reader(
-        futures_lite::io::Cursor::new(body.clone()),
-        Some(len),
-    ));
+    out.set_body(Body::from_reader(futures_lite::io::Cursor::new(body.clone()), Some(len)));
     // `set_body` adds `content-type: application/octet-stream`; only the
     // client's own content type is passed on.
     out.remove_header("content-type");
@@ -281,19 +245,12 @@ fn from_http_response(response: &http_types::Response, body: Vec<u8>) -> Respons
             // async-h1 invents a malformed `date` value (with CR LF) when the
             // backend sent none: keep only values that are safe to pass on.
             if header_safe(value.as_str()) {
-                headers.push((
-                    name.as_str().to_ascii_lowercase(),
-                    value.as_str().to_string(),
-                ));
+                headers.push((name.as_str().to_ascii_lowercase(), value.as_str().to_string()));
             }
         }
     }
     headers.sort();
-    Response {
-        status: response.status().into(),
-        headers,
-        body,
-    }
+    Response { status: response.status().into(), headers, body }
 }
 
 /// A TCP stream that counts the bytes read from it, to tell "the connection
@@ -305,11 +262,7 @@ struct CountingStream {
 }
 
 impl AsyncRead for CountingStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(n)) = poll {
             self.received.fetch_add(n as u64, Ordering::Relaxed);
@@ -319,11 +272,7 @@ impl AsyncRead for CountingStream {
 }
 
 impl AsyncWrite for CountingStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -359,11 +308,7 @@ mod tests {
     }
 
     fn free_port() -> u16 {
-        StdListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
+        StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
     }
 
     /// Starts influxd on free loopback ports; tries again (new ports) if it
@@ -404,11 +349,7 @@ mod tests {
             Ok(c) => c,
             Err(e) => panic!("cannot start influxd ({e}): apt-get install influxdb"),
         };
-        let mut server = Influxd {
-            child,
-            port,
-            _dir: dir,
-        };
+        let mut server = Influxd { child, port, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(mut c) = StdStream::connect(("127.0.0.1", port)) {
@@ -434,10 +375,7 @@ mod tests {
 
     fn get(path: &str, query: &[(&str, &str)]) -> Request {
         let mut r = Request::new(Method::Get, path);
-        r.query = query
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        r.query = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         r
     }
 
@@ -449,63 +387,38 @@ mod tests {
         smol::block_on(async {
             let ping = t.send(&b, get("/ping", &[])).await.unwrap();
             assert_eq!(ping.status, 204);
-            assert!(
-                ping.header("x-influxdb-version").is_some(),
-                "{:?}",
-                ping.headers
-            );
-            assert!(ping
-                .headers
-                .iter()
-                .all(|(k, _)| *k == k.to_ascii_lowercase()));
+            assert!(ping.header("x-influxdb-version").is_some(), "{:?}", ping.headers);
+            assert!(ping.headers.iter().all(|(k, _)| *k == k.to_ascii_lowercase()));
 
             let mut create = Request::new(Method::Post, "/query");
             create.query = vec![("q".into(), "CREATE DATABASE \"test db\"".into())];
             assert_eq!(t.send(&b, create).await.unwrap().status, 200);
 
             let mut write = Request::new(Method::Post, "/write");
-            write.query = vec![
-                ("db".into(), "test db".into()),
-                ("precision".into(), "s".into()),
-            ];
+            write.query = vec![("db".into(), "test db".into()), ("precision".into(), "s".into())];
             write.headers = vec![("Content-Type".into(), "text/plain; charset=utf-8".into())];
-            write.body =
-                b"cpu,host=a value=1.5 1700000000\ncpu,host=b value=2 1700000000\n".to_vec();
+            write.body = b"cpu,host=a value=1.5 1700000000\ncpu,host=b value=2 1700000000\n".to_vec();
             let w = t.send(&b, write).await.unwrap();
             assert_eq!(w.status, 204, "{}", String::from_utf8_lossy(&w.body));
 
-            let q = get(
-                "/query",
-                &[
-                    ("db", "test db"),
-                    ("q", "SELECT value FROM cpu WHERE host = 'a'"),
-                ],
-            );
+            let q = get("/query", &[("db", "test db"), ("q", "SELECT value FROM cpu WHERE host = 'a'")]);
             let q = t.send(&b, q).await.unwrap();
             assert_eq!(q.status, 200);
             let body = String::from_utf8(q.body).unwrap();
             assert!(body.contains("[\"2023-11-14T22:13:20Z\",1.5]"), "{body}");
 
-            let bad = t
-                .send(&b, get("/query", &[("db", "test db"), ("q", "SELEC")]))
-                .await
-                .unwrap();
+            let bad = t.send(&b, get("/query", &[("db", "test db"), ("q", "SELEC")])).await.unwrap();
             assert_eq!(bad.status, 400);
             assert!(String::from_utf8_lossy(&bad.body).contains("error"));
         });
-        assert_eq!(
-            t.connections_opened(),
-            1,
-            "every request should reuse the kept-alive connection"
-        );
+        assert_eq!(t.connections_opened(), 1, "every request should reuse the kept-alive connection");
         assert_eq!(t.idle_connections(&b), 1);
     }
 
     #[test]
     fn a_base_path_is_put_before_the_request_path() {
         let influxd = start_influxd();
-        let b =
-            BackendAddr::parse("a", &format!("http://127.0.0.1:{}/prefix", influxd.port)).unwrap();
+        let b = BackendAddr::parse("a", &format!("http://127.0.0.1:{}/prefix", influxd.port)).unwrap();
         let t = NativeTransport::new(5_000, 4);
         // influxd serves no /prefix/ping: the 404 proves the prefix was sent.
         let r = smol::block_on(t.send(&b, get("/ping", &[]))).unwrap();
@@ -586,15 +499,9 @@ mod tests {
         let seen: Vec<String> = rx.try_iter().collect();
         // The ping and the write on connection 0, the write again on connection 1.
         assert_eq!(seen.len(), 3, "{seen:?}");
-        assert!(
-            seen[1].starts_with("POST /write?db=x HTTP/1.1") && seen[1].ends_with("cpu value=1")
-        );
+        assert!(seen[1].starts_with("POST /write?db=x HTTP/1.1") && seen[1].ends_with("cpu value=1"));
         assert_eq!(seen[1], seen[2], "the retry sends the same request");
-        assert!(
-            !seen[0].contains("content-type"),
-            "no invented content type: {}",
-            seen[0]
-        );
+        assert!(!seen[0].contains("content-type"), "no invented content type: {}", seen[0]);
         assert_eq!(t.connections_opened(), 2);
     }
 
@@ -632,21 +539,10 @@ mod tests {
         smol::block_on(async {
             let r = t.send(&b, get("/query", &[])).await.unwrap();
             assert_eq!((r.status, r.body.as_slice()), (200, &b"ok"[..]));
-            assert_eq!(
-                t.idle_connections(&b),
-                0,
-                "Connection: close must not be pooled"
-            );
+            assert_eq!(t.idle_connections(&b), 0, "Connection: close must not be pooled");
             // Two requests at once need two connections; only one is kept.
-            let (x, y) = future::zip(
-                t.send(&b, get("/query", &[])),
-                t.send(&b, get("/query", &[])),
-            )
-            .await;
-            assert_eq!(
-                (x.unwrap().body, y.unwrap().body),
-                (b"ok".to_vec(), b"ok".to_vec())
-            );
+            let (x, y) = future::zip(t.send(&b, get("/query", &[])), t.send(&b, get("/query", &[]))).await;
+            assert_eq!((x.unwrap().body, y.unwrap().body), (b"ok".to_vec(), b"ok".to_vec()));
         });
         assert_eq!(t.connections_opened(), 3);
         assert_eq!(t.idle_connections(&b), 1);
@@ -660,11 +556,7 @@ mod tests {
         let start = Instant::now();
         let e = smol::block_on(t.send(&backend(port), get("/ping", &[]))).unwrap_err();
         assert_eq!(e, TransportError::Timeout);
-        assert!(
-            start.elapsed() < Duration::from_secs(3),
-            "{:?}",
-            start.elapsed()
-        );
+        assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
         assert_eq!(t.idle_connections(&backend(port)), 0);
         drop(rx);
     }
@@ -691,10 +583,7 @@ mod tests {
             conn.write_all(NO_CONTENT).unwrap();
         });
         let mut r = Request::new(Method::Post, "/write");
-        r.query = vec![
-            ("db".into(), "a&b".into()),
-            ("rp".into(), "one week".into()),
-        ];
+        r.query = vec![("db".into(), "a&b".into()), ("rp".into(), "one week".into())];
         r.headers = vec![
             ("Authorization".into(), "Token abc".into()),
             ("Content-Encoding".into(), "gzip".into()),
@@ -707,10 +596,7 @@ mod tests {
         let resp = smol::block_on(NativeTransport::new(5_000, 4).send(&backend(port), r)).unwrap();
         assert_eq!(resp.status, 204);
         let head = rx.recv().unwrap().to_ascii_lowercase();
-        assert!(
-            head.starts_with("post /write?db=a%26b&rp=one%20week http/1.1\r\n"),
-            "{head}"
-        );
+        assert!(head.starts_with("post /write?db=a%26b&rp=one%20week http/1.1\r\n"), "{head}");
         for line in [
             &format!("host: 127.0.0.1:{port}\r\n")[..],
             "authorization: token abc\r\n",
@@ -721,9 +607,7 @@ mod tests {
             assert!(head.contains(line), "{line:?} missing in {head}");
         }
         assert!(
-            !head.contains("connection:")
-                && !head.contains("transfer-encoding")
-                && !head.contains("x-bad")
+            !head.contains("connection:") && !head.contains("transfer-encoding") && !head.contains("x-bad")
         );
     }
 }
