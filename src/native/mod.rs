@@ -1,2 +1,242 @@
-//! The native host: smol executor, async-h1 server and client, async-fs
-//! storage, timers and signals. Everything here performs IO; the core does not.
+//! The native host: smol executor, async-h1 server and client, file storage,
+//! timers and signals. Everything here performs IO; the core does not.
+//!
+//! - [`transport`]: [`NativeTransport`], the HTTP/1.1 client of the backends.
+//! - [`storage`]: [`FsStorage`], the write queue's files.
+//! - [`server`]: [`serve`], the HTTP/1.1 server the clients talk to.
+//! - [`run`]: the whole proxy: configuration, listener, [`Proxy`], background
+//!   health checks and replay, signals.
+//!
+//! [`Proxy`] is single-threaded (`Rc`/`RefCell` inside): everything runs on one
+//! thread, on a `smol::LocalExecutor`. Blocking file IO runs on smol's blocking
+//! thread pool, DNS lookups too.
+
+pub mod server;
+pub mod storage;
+pub mod transport;
+
+pub use server::{serve, ServerOptions};
+pub use storage::FsStorage;
+pub use transport::NativeTransport;
+
+use crate::config::Config;
+use crate::proxy::{Proxy, ReplayStep};
+use futures_lite::{FutureExt, StreamExt};
+use smol::channel::{Receiver, Sender};
+use smol::{LocalExecutor, Timer};
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The native proxy, as run by `influx-proxy`.
+type NativeProxy = Proxy<NativeTransport, FsStorage>;
+
+/// How long the replay loop sleeps when its queue is empty, in ms.
+const REPLAY_IDLE_MS: u64 = 50;
+
+/// The time as the core wants it: ms since the Unix epoch (0 if the clock is
+/// before 1970).
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Reads and validates the configuration file. Errors are one line naming the
+/// file: `FILE: cannot read ...` or [`crate::config::ConfigError`]'s
+/// `FILE: $.path: problem`.
+pub fn load_config(path: &str) -> Result<Config, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| one_line(&format!("{path}: cannot read the file: {e}")))?;
+    Config::parse(path, &text).map_err(|e| one_line(&e.to_string()))
+}
+
+/// Binds the configured `listen` address. Errors are one line naming the file
+/// and `$.listen`, e.g. `config/proxy.json: $.listen: address 127.0.0.1:7076
+/// already in use`.
+pub fn bind(config_file: &str, listen: &str) -> Result<std::net::TcpListener, String> {
+    std::net::TcpListener::bind(listen).map_err(|e| {
+        let problem = match e.kind() {
+            std::io::ErrorKind::AddrInUse => format!("address {listen} already in use"),
+            std::io::ErrorKind::PermissionDenied => format!("no permission to listen on {listen}"),
+            _ => format!("cannot listen on {listen}: {e}"),
+        };
+        one_line(&format!("{config_file}: $.listen: {problem}"))
+    })
+}
+
+/// Runs the proxy described by the configuration file until SIGINT or SIGTERM,
+/// then shuts down gracefully (stop accepting, finish requests in flight for
+/// at most 10 s, let each replay step in progress end). A second signal during
+/// the shutdown stops at once.
+///
+/// Prints `influx-proxy <version> listening on <addr>` to stderr once serving.
+/// Errors (one line, for stderr, exit status 1): the configuration file
+/// unreadable or invalid, the address unavailable, the write queues unable to
+/// open, the signal handlers unable to install.
+pub fn run(config_path: &str) -> Result<(), String> {
+    let config = load_config(config_path)?;
+    let listener = bind(config_path, &config.listen)?;
+    let ex = LocalExecutor::new();
+    smol::block_on(ex.run(serve_proxy(&ex, config_path, config, listener)))
+}
+
+async fn serve_proxy(
+    ex: &LocalExecutor<'_>,
+    config_path: &str,
+    config: Config,
+    listener: std::net::TcpListener,
+) -> Result<(), String> {
+    let listener = smol::net::TcpListener::try_from(listener)
+        .map_err(|e| one_line(&format!("{config_path}: $.listen: {e}")))?;
+    let local_addr = listener.local_addr().map_or_else(|_| config.listen.clone(), |a| a.to_string());
+    let mut signals = async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term])
+        .map_err(|e| one_line(&format!("cannot install the signal handlers: {e}")))?;
+
+    let transport = NativeTransport::new(config.request_timeout_ms, config.pool_max_idle);
+    let storage = FsStorage::new(&config.data_dir);
+    let options = ServerOptions::new(config.max_body_bytes);
+    let health_interval = Duration::from_millis(config.health_check_interval_ms);
+    let data_dir = config.data_dir.clone();
+    let proxy: Rc<NativeProxy> = Rc::new(
+        Proxy::open(config, transport, storage)
+            .await
+            .map_err(|e| one_line(&format!("cannot open the write queues in {data_dir}: {e}")))?,
+    );
+
+    // Closed at shutdown: background loops stop after their current step.
+    let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
+    let mut replay_tasks = Vec::new();
+    for backend in 0..proxy.backends().len() {
+        ex.spawn(health_loop(proxy.clone(), backend, health_interval, stop_rx.clone())).detach();
+        replay_tasks.push(ex.spawn(replay_loop(proxy.clone(), backend, stop_rx.clone())));
+    }
+
+    // First signal: graceful shutdown; second: stop at once.
+    let (first_tx, first_rx) = smol::channel::bounded::<()>(1);
+    let (second_tx, second_rx) = smol::channel::bounded::<()>(1);
+    ex.spawn(async move {
+        let mut senders: Vec<Sender<()>> = vec![first_tx, second_tx];
+        while !senders.is_empty() && signals.next().await.is_some() {
+            senders.remove(0);
+        }
+    })
+    .detach();
+
+    eprintln!("influx-proxy {} listening on {local_addr}", crate::VERSION);
+    let handler = {
+        let proxy = proxy.clone();
+        move |request| {
+            let proxy = proxy.clone();
+            async move { proxy.handle(request, now_ms()).await }
+        }
+    };
+    let shutdown = async move {
+        first_rx.recv().await.ok();
+    };
+    let graceful = async {
+        let busy = serve(ex, listener, handler, options, shutdown).await;
+        if busy > 0 {
+            eprintln!(
+                "influx-proxy: {busy} connection(s) still busy after the shutdown grace period, closed"
+            );
+        }
+        drop(stop_tx);
+        let replay_done = async {
+            for task in replay_tasks {
+                task.await;
+            }
+        };
+        replay_done
+            .or(async {
+                Timer::after(Duration::from_secs(5)).await;
+            })
+            .await;
+    };
+    graceful
+        .or(async {
+            second_rx.recv().await.ok();
+            eprintln!("influx-proxy: second signal, stopping at once");
+        })
+        .await;
+    Ok(())
+}
+
+/// Health checks of one backend, every `interval`, until `stop` closes.
+async fn health_loop(proxy: Rc<NativeProxy>, backend: usize, interval: Duration, stop: Receiver<()>) {
+    loop {
+        let check = async {
+            proxy.check_health(backend, now_ms()).await;
+            false
+        };
+        if check.or(stopped(&stop)).await || sleep_or_stop(interval, &stop).await {
+            return;
+        }
+    }
+}
+
+/// Replay of one backend's write queue until `stop` closes (a step in
+/// progress is finished, not cancelled).
+async fn replay_loop(proxy: Rc<NativeProxy>, backend: usize, stop: Receiver<()>) {
+    while !stop.is_closed() {
+        let wait_ms = match proxy.replay_step(backend, now_ms()).await {
+            ReplayStep::Idle => REPLAY_IDLE_MS,
+            ReplayStep::Progress => 0,
+            ReplayStep::RetryAfter(ms) => ms,
+        };
+        if wait_ms == 0 {
+            // Let requests run between deliveries.
+            futures_lite::future::yield_now().await;
+        } else if sleep_or_stop(Duration::from_millis(wait_ms), &stop).await {
+            return;
+        }
+    }
+}
+
+/// Completes (true) when `stop` closes.
+async fn stopped(stop: &Receiver<()>) -> bool {
+    stop.recv().await.ok();
+    true
+}
+
+/// Sleeps; true if `stop` closed first.
+async fn sleep_or_stop(duration: Duration, stop: &Receiver<()>) -> bool {
+    async {
+        Timer::after(duration).await;
+        false
+    }
+    .or(stopped(stop))
+    .await
+}
+
+/// Messages from std and the OS may span lines; start-up errors are one line.
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_in_use_is_one_line_naming_the_file_and_listen() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let e = bind("config/proxy.json", &addr).unwrap_err();
+        assert_eq!(e, format!("config/proxy.json: $.listen: address {addr} already in use"));
+        let e = bind("p.json", "not an address").unwrap_err();
+        assert!(e.starts_with("p.json: $.listen: cannot listen on not an address: "), "{e}");
+        assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn a_missing_config_file_is_one_line_naming_it() {
+        let e = load_config("/nonexistent/proxy.json").unwrap_err();
+        assert!(e.starts_with("/nonexistent/proxy.json: cannot read the file: "), "{e}");
+        assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn now_ms_is_milliseconds_since_the_epoch() {
+        let t = now_ms();
+        // Between 2020-01-01 and 2200-01-01.
+        assert!(t > 1_577_836_800_000 && t < 7_258_118_400_000, "{t}");
+    }
+}

@@ -1,0 +1,613 @@
+//! [`NativeTransport`]: the core's requests to backends, sent with async-h1's
+//! HTTP/1.1 client over smol TCP streams.
+//!
+//! Connections are kept alive and pooled per backend (`host:port`): at most
+//! `pool_max_idle` idle connections per backend are kept. A connection goes
+//! back to the pool only after its response body was read to the end and the
+//! response did not say `Connection: close` (RFC 9112 section 9.3: persistence).
+//!
+//! A pooled connection may have been closed by the backend while it sat idle.
+//! When a request on a reused connection fails before any byte of a response
+//! arrived, it is sent once more on a fresh connection. This is safe for the
+//! requests the proxy sends: pings and queries are idempotent, and InfluxDB
+//! writes are idempotent per point (writing the same point twice keeps one
+//! point: "Duplicate points" in the InfluxDB 1.x documentation).
+//!
+//! The whole request (connect, sending, the response with its body) is bounded
+//! by `request_timeout_ms`; a request over time ends with
+//! [`TransportError::Timeout`] and its connection is closed.
+
+use crate::http::{encode_params, Method, Request, Response};
+use crate::transport::{BackendAddr, Transport, TransportError};
+use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use futures_lite::{future, FutureExt};
+use http_types::{Body, Url};
+use smol::net::TcpStream;
+use smol::Timer;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// Request headers never passed to a backend: hop-by-hop headers (RFC 9110
+/// section 7.6.1) and the framing headers this client sets itself.
+const NOT_FORWARDED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "expect",
+];
+
+/// HTTP/1.1 client of the backends with per-backend keep-alive pools.
+///
+/// Not `Send`: it lives on the proxy's single executor thread, like the
+/// [`crate::proxy::Proxy`] that owns it.
+#[derive(Debug)]
+pub struct NativeTransport {
+    timeout: Duration,
+    pool_max_idle: usize,
+    /// Idle connections by `host:port`, most recently used last.
+    pools: RefCell<HashMap<String, Vec<TcpStream>>>,
+    connects: std::cell::Cell<u64>,
+}
+
+impl NativeTransport {
+    /// A transport whose requests time out after `request_timeout_ms` (connect +
+    /// response, in ms) and that keeps at most `pool_max_idle` idle connections
+    /// per backend (0 = no keep-alive reuse).
+    pub fn new(request_timeout_ms: u64, pool_max_idle: usize) -> NativeTransport {
+        NativeTransport {
+            timeout: Duration::from_millis(request_timeout_ms),
+            pool_max_idle,
+            pools: RefCell::new(HashMap::new()),
+            connects: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Idle pooled connections to `backend` right now.
+    pub fn idle_connections(&self, backend: &BackendAddr) -> usize {
+        self.pools.borrow().get(&backend.authority()).map_or(0, Vec::len)
+    }
+
+    /// TCP connections opened so far (to every backend), for tests and metrics.
+    pub fn connections_opened(&self) -> u64 {
+        self.connects.get()
+    }
+
+    /// Takes an idle connection that still looks open: one the backend has
+    /// closed (readable with EOF) or that has unexpected bytes waiting is dropped.
+    async fn take_pooled(&self, authority: &str) -> Option<TcpStream> {
+        loop {
+            let stream = self.pools.borrow_mut().get_mut(authority)?.pop()?;
+            let mut probe = [0u8; 1];
+            if future::poll_once(stream.peek(&mut probe)).await.is_none() {
+                return Some(stream);
+            }
+            // EOF, stray bytes or an error: not reusable, dropped.
+        }
+    }
+
+    fn give_back(&self, authority: &str, stream: TcpStream) {
+        let mut pools = self.pools.borrow_mut();
+        let pool = pools.entry(authority.to_string()).or_default();
+        if pool.len() < self.pool_max_idle {
+            pool.push(stream);
+        }
+    }
+
+    async fn connect(&self, authority: &str) -> Result<TcpStream, TransportError> {
+        self.connects.set(self.connects.get() + 1);
+        let stream = TcpStream::connect(authority)
+            .await
+            .map_err(|e| TransportError::Connect(format!("{authority}: {e}")))?;
+        // Requests are written whole; Nagle would only delay small ones.
+        stream.set_nodelay(true).ok();
+        Ok(stream)
+    }
+
+    async fn send_once(
+        &self,
+        backend: &BackendAddr,
+        request: &Request,
+        body: &SharedBytes,
+        stream: TcpStream,
+        received: Arc<AtomicU64>,
+    ) -> Result<Response, TransportError> {
+        let http_request = to_http_request(backend, request, body)?;
+        let counted = CountingStream { inner: stream.clone(), received };
+        let mut response = async_h1::connect(counted, http_request)
+            .await
+            .map_err(|e| TransportError::Io(format!("{}: {e}", backend.url)))?;
+        let has_body =
+            request.method != Method::Head && !matches!(u16::from(response.status()), 100..=199 | 204 | 304);
+        let framed =
+            response.header("content-length").is_some() || response.header("transfer-encoding").is_some();
+        let mut body = Vec::new();
+        if has_body {
+            response.take_body().read_to_end(&mut body).await.map_err(|e| {
+                TransportError::Io(format!("{}: reading the response body: {e}", backend.url))
+            })?;
+        }
+        let close = response
+            .header("connection")
+            .is_some_and(|v| v.iter().any(|v| v.as_str().eq_ignore_ascii_case("close")));
+        // A body delimited by the end of the connection cannot be followed by
+        // another response (and async-h1 does not read it).
+        if !close && (framed || !has_body) {
+            self.give_back(&backend.authority(), stream);
+        }
+        Ok(from_http_response(&response, body))
+    }
+
+    async fn send_with_retry(
+        &self,
+        backend: &BackendAddr,
+        mut request: Request,
+    ) -> Result<Response, TransportError> {
+        let authority = backend.authority();
+        let body = SharedBytes(Arc::new(std::mem::take(&mut request.body)));
+        if let Some(stream) = self.take_pooled(&authority).await {
+            let received = Arc::new(AtomicU64::new(0));
+            match self.send_once(backend, &request, &body, stream, received.clone()).await {
+                Ok(r) => return Ok(r),
+                // The backend closed the idle connection before reading the
+                // request: send it again on a fresh connection.
+                Err(_) if received.load(Ordering::Relaxed) == 0 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let stream = self.connect(&authority).await?;
+        self.send_once(backend, &request, &body, stream, Arc::new(AtomicU64::new(0))).await
+    }
+}
+
+impl Transport for NativeTransport {
+    async fn send(&self, backend: &BackendAddr, request: Request) -> Result<Response, TransportError> {
+        let timeout = self.timeout;
+        self.send_with_retry(backend, request)
+            .or(async move {
+                Timer::after(timeout).await;
+                Err(TransportError::Timeout)
+            })
+            .await
+    }
+}
+
+/// A request body shared between the first try and the retry, without copies.
+#[derive(Debug, Clone)]
+struct SharedBytes(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for SharedBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// True if `s` can be sent as a header name or value: visible ASCII, spaces
+/// and tabs (http-types panics on non-ASCII; CR/LF would split the header).
+fn header_safe(s: &str) -> bool {
+    s.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+}
+
+fn to_http_request(
+    backend: &BackendAddr,
+    request: &Request,
+    body: &SharedBytes,
+) -> Result<http_types::Request, TransportError> {
+    let method = match request.method {
+        Method::Get => http_types::Method::Get,
+        Method::Head => http_types::Method::Head,
+        Method::Post => http_types::Method::Post,
+        Method::Other => return Err(TransportError::Io("the proxy only sends GET, HEAD and POST".into())),
+    };
+    let mut url = format!("http://{}{}{}", backend.authority(), backend.base_path, request.path);
+    if !request.query.is_empty() {
+        url.push('?');
+        url.push_str(&encode_params(&request.query));
+    }
+    let url = Url::parse(&url).map_err(|e| TransportError::Io(format!("{url}: {e}")))?;
+    let mut out = http_types::Request::new(method, url);
+    let len = body.0.len();
+    out.set_body(Body::from_reader(futures_lite::io::Cursor::new(body.clone()), Some(len)));
+    // `set_body` adds `content-type: application/octet-stream`; only the
+    // client's own content type is passed on.
+    out.remove_header("content-type");
+    out.insert_header("host", backend.authority().as_str());
+    for (name, value) in &request.headers {
+        let lower = name.to_ascii_lowercase();
+        if NOT_FORWARDED.contains(&lower.as_str())
+            || name.is_empty()
+            || !header_safe(name)
+            || !header_safe(value)
+        {
+            continue;
+        }
+        out.append_header(lower.as_str(), value.as_str());
+    }
+    Ok(out)
+}
+
+fn from_http_response(response: &http_types::Response, body: Vec<u8>) -> Response {
+    let mut headers = Vec::new();
+    for (name, values) in response.iter() {
+        for value in values.iter() {
+            // async-h1 invents a malformed `date` value (with CR LF) when the
+            // backend sent none: keep only values that are safe to pass on.
+            if header_safe(value.as_str()) {
+                headers.push((name.as_str().to_ascii_lowercase(), value.as_str().to_string()));
+            }
+        }
+    }
+    headers.sort();
+    Response { status: response.status().into(), headers, body }
+}
+
+/// A TCP stream that counts the bytes read from it, to tell "the connection
+/// failed before any response byte" (safe to retry) from a broken response.
+#[derive(Debug, Clone)]
+struct CountingStream {
+    inner: TcpStream,
+    received: Arc<AtomicU64>,
+}
+
+impl AsyncRead for CountingStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(n)) = poll {
+            self.received.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        poll
+    }
+}
+
+impl AsyncWrite for CountingStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Read as _, Write as _};
+    use std::net::{TcpListener as StdListener, TcpStream as StdStream};
+    use std::process::{Child, Command, Stdio};
+    use std::time::Instant;
+
+    /// A real InfluxDB 1.x server in a temporary directory, stopped on drop.
+    struct Influxd {
+        child: Child,
+        port: u16,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Drop for Influxd {
+        fn drop(&mut self) {
+            self.child.kill().ok();
+            self.child.wait().ok();
+        }
+    }
+
+    fn free_port() -> u16 {
+        StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    /// Starts influxd on free loopback ports; tries again (new ports) if it
+    /// exits early, e.g. because another test took a port in between.
+    fn start_influxd() -> Influxd {
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            match try_start_influxd() {
+                Ok(server) => return server,
+                Err(log) => last_log = log,
+            }
+        }
+        panic!("influxd did not start; its log:\n{last_log}");
+    }
+
+    fn try_start_influxd() -> Result<Influxd, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, rpc_port) = (free_port(), free_port());
+        let d = dir.path().display();
+        let config = format!(
+            "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc_port}\"\n\
+             [meta]\n  dir = \"{d}/meta\"\n\
+             [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
+             [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n\
+             [monitor]\n  store-enabled = false\n"
+        );
+        let config_path = dir.path().join("influxdb.conf");
+        std::fs::write(&config_path, config).unwrap();
+        let log_path = dir.path().join("influxd.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = match Command::new("influxd")
+            .arg("-config")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => panic!("cannot start influxd ({e}): apt-get install influxdb"),
+        };
+        let mut server = Influxd { child, port, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut c) = StdStream::connect(("127.0.0.1", port)) {
+                // Our influxd answers /ping; anything else holds the port.
+                c.set_read_timeout(Some(Duration::from_secs(5))).ok();
+                c.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n").ok();
+                let mut head = [0u8; 12];
+                if c.read_exact(&mut head).is_ok() && &head == b"HTTP/1.1 204" {
+                    return Ok(server);
+                }
+            }
+            let exited = server.child.try_wait().ok().flatten().is_some();
+            if exited || Instant::now() > deadline {
+                return Err(std::fs::read_to_string(&log_path).unwrap_or_default());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn backend(port: u16) -> BackendAddr {
+        BackendAddr::parse("a", &format!("http://127.0.0.1:{port}")).unwrap()
+    }
+
+    fn get(path: &str, query: &[(&str, &str)]) -> Request {
+        let mut r = Request::new(Method::Get, path);
+        r.query = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        r
+    }
+
+    #[test]
+    fn ping_write_and_query_a_real_influxd_over_one_kept_alive_connection() {
+        let influxd = start_influxd();
+        let b = backend(influxd.port);
+        let t = NativeTransport::new(5_000, 4);
+        smol::block_on(async {
+            let ping = t.send(&b, get("/ping", &[])).await.unwrap();
+            assert_eq!(ping.status, 204);
+            assert!(ping.header("x-influxdb-version").is_some(), "{:?}", ping.headers);
+            assert!(ping.headers.iter().all(|(k, _)| *k == k.to_ascii_lowercase()));
+
+            let mut create = Request::new(Method::Post, "/query");
+            create.query = vec![("q".into(), "CREATE DATABASE \"test db\"".into())];
+            assert_eq!(t.send(&b, create).await.unwrap().status, 200);
+
+            let mut write = Request::new(Method::Post, "/write");
+            write.query = vec![("db".into(), "test db".into()), ("precision".into(), "s".into())];
+            write.headers = vec![("Content-Type".into(), "text/plain; charset=utf-8".into())];
+            write.body = b"cpu,host=a value=1.5 1700000000\ncpu,host=b value=2 1700000000\n".to_vec();
+            let w = t.send(&b, write).await.unwrap();
+            assert_eq!(w.status, 204, "{}", String::from_utf8_lossy(&w.body));
+
+            let q = get("/query", &[("db", "test db"), ("q", "SELECT value FROM cpu WHERE host = 'a'")]);
+            let q = t.send(&b, q).await.unwrap();
+            assert_eq!(q.status, 200);
+            let body = String::from_utf8(q.body).unwrap();
+            assert!(body.contains("[\"2023-11-14T22:13:20Z\",1.5]"), "{body}");
+
+            let bad = t.send(&b, get("/query", &[("db", "test db"), ("q", "SELEC")])).await.unwrap();
+            assert_eq!(bad.status, 400);
+            assert!(String::from_utf8_lossy(&bad.body).contains("error"));
+        });
+        assert_eq!(t.connections_opened(), 1, "every request should reuse the kept-alive connection");
+        assert_eq!(t.idle_connections(&b), 1);
+    }
+
+    #[test]
+    fn a_base_path_is_put_before_the_request_path() {
+        let influxd = start_influxd();
+        let b = BackendAddr::parse("a", &format!("http://127.0.0.1:{}/prefix", influxd.port)).unwrap();
+        let t = NativeTransport::new(5_000, 4);
+        // influxd serves no /prefix/ping: the 404 proves the prefix was sent.
+        let r = smol::block_on(t.send(&b, get("/ping", &[]))).unwrap();
+        assert_eq!(r.status, 404);
+    }
+
+    /// A scripted fake backend on a std thread: for each accepted connection,
+    /// `script` gets the stream and the number of the connection (from 0).
+    fn fake_backend(script: impl Fn(StdStream, usize) + Send + 'static) -> u16 {
+        let listener = StdListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for (i, conn) in listener.incoming().enumerate() {
+                match conn {
+                    Ok(c) => script(c, i),
+                    Err(_) => return,
+                }
+            }
+        });
+        port
+    }
+
+    /// Reads one request head (and a Content-Length body); `None` at EOF.
+    fn read_request(reader: &mut BufReader<StdStream>) -> Option<String> {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            head.push_str(&line);
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let len = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body).ok()?;
+        head.push_str(&String::from_utf8_lossy(&body));
+        Some(head)
+    }
+
+    const NO_CONTENT: &[u8] = b"HTTP/1.1 204 No Content\r\nX-Influxdb-Version: fake\r\n\r\n";
+
+    #[test]
+    fn a_request_failing_on_a_reused_connection_is_sent_again_on_a_fresh_one() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let port = fake_backend(move |conn, i| {
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut conn = conn;
+            let first = read_request(&mut reader).unwrap();
+            tx.send(first).unwrap();
+            conn.write_all(NO_CONTENT).unwrap();
+            if i == 0 {
+                // Read the second request, then close without answering:
+                // what a backend does when its idle timeout fires.
+                let second = read_request(&mut reader).unwrap();
+                tx.send(second).unwrap();
+            } else {
+                while read_request(&mut reader).is_some() {
+                    conn.write_all(NO_CONTENT).unwrap();
+                }
+            }
+        });
+        let b = backend(port);
+        let t = NativeTransport::new(5_000, 4);
+        smol::block_on(async {
+            assert_eq!(t.send(&b, get("/ping", &[])).await.unwrap().status, 204);
+            let mut write = Request::new(Method::Post, "/write");
+            write.query = vec![("db".into(), "x".into())];
+            write.body = b"cpu value=1".to_vec();
+            assert_eq!(t.send(&b, write).await.unwrap().status, 204);
+        });
+        let seen: Vec<String> = rx.try_iter().collect();
+        // The ping and the write on connection 0, the write again on connection 1.
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert!(seen[1].starts_with("POST /write?db=x HTTP/1.1") && seen[1].ends_with("cpu value=1"));
+        assert_eq!(seen[1], seen[2], "the retry sends the same request");
+        assert!(!seen[0].contains("content-type"), "no invented content type: {}", seen[0]);
+        assert_eq!(t.connections_opened(), 2);
+    }
+
+    #[test]
+    fn a_fresh_connection_closed_without_an_answer_is_an_io_error_not_retried() {
+        let port = fake_backend(|conn, _| {
+            let mut reader = BufReader::new(conn);
+            read_request(&mut reader);
+        });
+        let t = NativeTransport::new(5_000, 4);
+        let e = smol::block_on(t.send(&backend(port), get("/ping", &[]))).unwrap_err();
+        assert!(matches!(e, TransportError::Io(_)), "{e:?}");
+        assert_eq!(t.connections_opened(), 1);
+    }
+
+    #[test]
+    fn connection_close_responses_and_full_pools_do_not_keep_connections() {
+        let port = fake_backend(|conn, i| {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut conn = conn;
+                while read_request(&mut reader).is_some() {
+                    if i == 0 {
+                        let _ = conn.write_all(
+                            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+                        );
+                        return;
+                    }
+                    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                }
+            });
+        });
+        let b = backend(port);
+        let t = NativeTransport::new(5_000, 1);
+        smol::block_on(async {
+            let r = t.send(&b, get("/query", &[])).await.unwrap();
+            assert_eq!((r.status, r.body.as_slice()), (200, &b"ok"[..]));
+            assert_eq!(t.idle_connections(&b), 0, "Connection: close must not be pooled");
+            // Two requests at once need two connections; only one is kept.
+            let (x, y) = future::zip(t.send(&b, get("/query", &[])), t.send(&b, get("/query", &[]))).await;
+            assert_eq!((x.unwrap().body, y.unwrap().body), (b"ok".to_vec(), b"ok".to_vec()));
+        });
+        assert_eq!(t.connections_opened(), 3);
+        assert_eq!(t.idle_connections(&b), 1);
+    }
+
+    #[test]
+    fn a_backend_that_never_answers_times_out() {
+        let (tx, rx) = std::sync::mpsc::channel::<StdStream>();
+        let port = fake_backend(move |conn, _| tx.send(conn).unwrap());
+        let t = NativeTransport::new(200, 4);
+        let start = Instant::now();
+        let e = smol::block_on(t.send(&backend(port), get("/ping", &[]))).unwrap_err();
+        assert_eq!(e, TransportError::Timeout);
+        assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+        assert_eq!(t.idle_connections(&backend(port)), 0);
+        drop(rx);
+    }
+
+    #[test]
+    fn a_refused_connection_is_a_connect_error() {
+        let port = free_port();
+        let t = NativeTransport::new(2_000, 4);
+        match smol::block_on(t.send(&backend(port), get("/ping", &[]))) {
+            Err(TransportError::Connect(m)) => {
+                assert!(m.contains(&format!("127.0.0.1:{port}")), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn client_headers_are_passed_on_and_hop_by_hop_headers_are_not() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let port = fake_backend(move |conn, _| {
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut conn = conn;
+            tx.send(read_request(&mut reader).unwrap()).unwrap();
+            conn.write_all(NO_CONTENT).unwrap();
+        });
+        let mut r = Request::new(Method::Post, "/write");
+        r.query = vec![("db".into(), "a&b".into()), ("rp".into(), "one week".into())];
+        r.headers = vec![
+            ("Authorization".into(), "Token abc".into()),
+            ("Content-Encoding".into(), "gzip".into()),
+            ("Accept-Encoding".into(), "gzip".into()),
+            ("Connection".into(), "close".into()),
+            ("Transfer-Encoding".into(), "chunked".into()),
+            ("X-Bad".into(), "caf\u{e9}".into()),
+        ];
+        r.body = b"0123456789".to_vec();
+        let resp = smol::block_on(NativeTransport::new(5_000, 4).send(&backend(port), r)).unwrap();
+        assert_eq!(resp.status, 204);
+        let head = rx.recv().unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("post /write?db=a%26b&rp=one%20week http/1.1\r\n"), "{head}");
+        for line in [
+            &format!("host: 127.0.0.1:{port}\r\n")[..],
+            "authorization: token abc\r\n",
+            "content-encoding: gzip\r\n",
+            "accept-encoding: gzip\r\n",
+            "content-length: 10\r\n",
+        ] {
+            assert!(head.contains(line), "{line:?} missing in {head}");
+        }
+        assert!(
+            !head.contains("connection:") && !head.contains("transfer-encoding") && !head.contains("x-bad")
+        );
+    }
+}
