@@ -97,10 +97,7 @@ mod defaults {
         "data".into()
     }
     pub fn forbidden_statements() -> Vec<String> {
-        crate::statement::DEFAULT_FORBIDDEN
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        crate::statement::DEFAULT_FORBIDDEN.iter().map(|s| s.to_string()).collect()
     }
     pub fn max_body_bytes() -> u64 {
         25_000_000
@@ -173,9 +170,7 @@ impl Config {
             Ok(config) => config,
             Err(e) => {
                 let path = match e.inner().classify() {
-                    serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-                        "$".to_string()
-                    }
+                    serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "$".to_string(),
                     _ => json_path(e.path()),
                 };
                 return Err(error(path, e.inner().to_string()));
@@ -185,9 +180,7 @@ impl Config {
         if let Err(e) = deserializer.end() {
             return Err(error("$".to_string(), e.to_string()));
         }
-        config
-            .validate()
-            .map_err(|(path, problem)| error(path, problem))?;
+        config.validate().map_err(|(path, problem)| error(path, problem))?;
         Ok(config)
     }
 
@@ -268,17 +261,11 @@ impl Config {
             if key.is_empty() {
                 return fail(
                     &path,
-                    format!(
-                        "empty key (use {:?} to match every measurement)",
-                        crate::route::DEFAULT_KEY
-                    ),
+                    format!("empty key (use {:?} to match every measurement)", crate::route::DEFAULT_KEY),
                 );
             }
             if names.is_empty() {
-                return fail(
-                    &path,
-                    "names no backend (a keymap needs at least one)".to_string(),
-                );
+                return fail(&path, "names no backend (a keymap needs at least one)".to_string());
             }
             for (i, name) in names.iter().enumerate() {
                 if !self.backends.contains_key(name) {
@@ -292,14 +279,8 @@ impl Config {
             ("allowed_statements", &self.allowed_statements),
         ] {
             for (i, pattern) in patterns.iter().enumerate() {
-                if let Err(e) = regex_lite::RegexBuilder::new(pattern)
-                    .case_insensitive(true)
-                    .build()
-                {
-                    return fail(
-                        &format!("$.{list}[{i}]"),
-                        format!("bad regex {pattern:?}: {e}"),
-                    );
+                if let Err(e) = regex_lite::RegexBuilder::new(pattern).case_insensitive(true).build() {
+                    return fail(&format!("$.{list}[{i}]"), format!("bad regex {pattern:?}: {e}"));
                 }
             }
         }
@@ -347,14 +328,9 @@ fn bad_backend_name(name: &str) -> Option<String> {
         return Some("a backend name must not be empty".to_string());
     }
     if name == "." || name == ".." {
-        return Some(format!(
-            "backend name {name:?} is not allowed (it names a directory)"
-        ));
+        return Some(format!("backend name {name:?} is not allowed (it names a directory)"));
     }
-    if !name
-        .bytes()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
-    {
+    if !name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-')) {
         return Some(format!(
             "backend name {name:?} may hold only letters, digits, '_', '.' and '-' (it names a directory)"
         ));
@@ -381,9 +357,7 @@ fn json_path(path: &serde_path_to_error::Path) -> String {
     for segment in path.iter() {
         match segment {
             Segment::Seq { index } => out.push_str(&format!("[{index}]")),
-            Segment::Map { key } | Segment::Enum { variant: key } => {
-                out.push_str(&key_segment(key))
-            }
+            Segment::Map { key } | Segment::Enum { variant: key } => out.push_str(&key_segment(key)),
             Segment::Unknown => out.push_str(".?"),
         }
     }
@@ -432,35 +406,14 @@ mod tests {
         let c = Config::parse("proxy.json", MINIMAL).unwrap();
         assert_eq!(c.listen, "127.0.0.1:7076");
         assert_eq!(c.data_dir, "data");
-        assert_eq!(
-            c.forbidden_statements.len(),
-            crate::statement::DEFAULT_FORBIDDEN.len()
-        );
+        assert_eq!(c.forbidden_statements.len(), crate::statement::DEFAULT_FORBIDDEN.len());
         assert!(c.allowed_statements.is_empty());
         assert_eq!(
-            (
-                c.max_body_bytes,
-                c.queue_max_bytes,
-                c.health_check_interval_ms
-            ),
+            (c.max_body_bytes, c.queue_max_bytes, c.health_check_interval_ms),
             (25_000_000, 1 << 30, 1000)
         );
-        assert_eq!(
-            (
-                c.health_check_fall,
-                c.health_check_rise,
-                c.request_timeout_ms
-            ),
-            (3, 2, 10_000)
-        );
-        assert_eq!(
-            (
-                c.replay_backoff_min_ms,
-                c.replay_backoff_max_ms,
-                c.pool_max_idle
-            ),
-            (500, 10_000, 8)
-        );
+        assert_eq!((c.health_check_fall, c.health_check_rise, c.request_timeout_ms), (3, 2, 10_000));
+        assert_eq!((c.replay_backoff_min_ms, c.replay_backoff_max_ms, c.pool_max_idle), (500, 10_000, 8));
     }
 
     #[test]
@@ -469,60 +422,37 @@ mod tests {
             error("{\n  \"backends\": {,\n}"),
             "proxy.json: $: key must be a string at line 2 column 16"
         );
-        assert!(
-            error("").starts_with("proxy.json: $: EOF while parsing"),
-            "{}",
-            error("")
-        );
+        assert!(error("").starts_with("proxy.json: $: EOF while parsing"), "{}", error(""));
         assert!(error(&format!("{MINIMAL} x")).starts_with("proxy.json: $: trailing characters"));
     }
 
     #[test]
     fn unknown_keys_are_named_with_their_path() {
         let e = error(&with("bakends", "{}"));
-        assert!(
-            e.starts_with("proxy.json: $.bakends: unknown field `bakends`, expected one of"),
-            "{e}"
-        );
-        let e = error(
-            r#"{"backends": {"a": {"url": "http://x", "uri": "y"}}, "keymaps": {"_default_": ["a"]}}"#,
-        );
-        assert!(
-            e.starts_with("proxy.json: $.backends.a.uri: unknown field `uri`, expected `url`"),
-            "{e}"
-        );
+        assert!(e.starts_with("proxy.json: $.bakends: unknown field `bakends`, expected one of"), "{e}");
+        let e =
+            error(r#"{"backends": {"a": {"url": "http://x", "uri": "y"}}, "keymaps": {"_default_": ["a"]}}"#);
+        assert!(e.starts_with("proxy.json: $.backends.a.uri: unknown field `uri`, expected `url`"), "{e}");
     }
 
     #[test]
     fn wrong_types_are_named_with_their_path() {
         let e = error(&with("max_body_bytes", r#""25MB""#));
         assert!(
-            e.starts_with(
-                r#"proxy.json: $.max_body_bytes: invalid type: string "25MB", expected u64"#
-            ),
+            e.starts_with(r#"proxy.json: $.max_body_bytes: invalid type: string "25MB", expected u64"#),
             "{e}"
         );
-        let e =
-            error(r#"{"backends": {"a": {"url": "http://x"}}, "keymaps": {"cpu.load": ["a", 2]}}"#);
-        assert!(
-            e.starts_with(r#"proxy.json: $.keymaps["cpu.load"][1]: invalid type: integer `2`"#),
-            "{e}"
-        );
+        let e = error(r#"{"backends": {"a": {"url": "http://x"}}, "keymaps": {"cpu.load": ["a", 2]}}"#);
+        assert!(e.starts_with(r#"proxy.json: $.keymaps["cpu.load"][1]: invalid type: integer `2`"#), "{e}");
         let e = error(r#"{"backends": {"a": {"url": 8086}}, "keymaps": {}}"#);
-        assert!(
-            e.starts_with("proxy.json: $.backends.a.url: invalid type: integer `8086`"),
-            "{e}"
-        );
+        assert!(e.starts_with("proxy.json: $.backends.a.url: invalid type: integer `8086`"), "{e}");
     }
 
     #[test]
     fn missing_keys_are_named() {
         assert!(error(r#"{"backends": {}}"#).starts_with("proxy.json: $: missing field `keymaps`"));
         let e = error(r#"{"backends": {"a": {}}, "keymaps": {}}"#);
-        assert!(
-            e.starts_with("proxy.json: $.backends.a: missing field `url`"),
-            "{e}"
-        );
+        assert!(e.starts_with("proxy.json: $.backends.a: missing field `url`"), "{e}");
     }
 
     #[test]
@@ -531,28 +461,14 @@ mod tests {
             error(r#"{"backends": {}, "keymaps": {"_default_": ["a"]}}"#),
             "proxy.json: $.backends: at least one backend is required"
         );
-        let e = error(
-            r#"{"backends": {"a/b": {"url": "http://x"}}, "keymaps": {"_default_": ["a/b"]}}"#,
-        );
-        assert!(
-            e.starts_with(r#"proxy.json: $.backends["a/b"]: backend name "a/b" may hold only"#),
-            "{e}"
-        );
-        let e =
-            error(r#"{"backends": {"..": {"url": "http://x"}}, "keymaps": {"_default_": [".."]}}"#);
-        assert!(
-            e.starts_with(r#"proxy.json: $.backends[".."]: backend name ".." is not allowed"#),
-            "{e}"
-        );
+        let e = error(r#"{"backends": {"a/b": {"url": "http://x"}}, "keymaps": {"_default_": ["a/b"]}}"#);
+        assert!(e.starts_with(r#"proxy.json: $.backends["a/b"]: backend name "a/b" may hold only"#), "{e}");
+        let e = error(r#"{"backends": {"..": {"url": "http://x"}}, "keymaps": {"_default_": [".."]}}"#);
+        assert!(e.starts_with(r#"proxy.json: $.backends[".."]: backend name ".." is not allowed"#), "{e}");
         let e = error(r#"{"backends": {"": {"url": "http://x"}}, "keymaps": {"_default_": [""]}}"#);
+        assert_eq!(e, r#"proxy.json: $.backends[""]: a backend name must not be empty"#);
         assert_eq!(
-            e,
-            r#"proxy.json: $.backends[""]: a backend name must not be empty"#
-        );
-        assert_eq!(
-            error(
-                r#"{"backends": {"a-1.x": {"url": "https://x"}}, "keymaps": {"_default_": ["a-1.x"]}}"#
-            ),
+            error(r#"{"backends": {"a-1.x": {"url": "https://x"}}, "keymaps": {"_default_": ["a-1.x"]}}"#),
             r#"proxy.json: $.backends["a-1.x"].url: "https://x": https backends are not supported yet (use http://)"#
         );
     }
@@ -565,9 +481,7 @@ mod tests {
             r#"proxy.json: $.keymaps: at least one keymap is required (e.g. {"_default_": [...]})"#
         );
         assert_eq!(
-            error(&format!(
-                r#"{{{backends}, "keymaps": {{"cpu": ["a", "c"]}}}}"#
-            )),
+            error(&format!(r#"{{{backends}, "keymaps": {{"cpu": ["a", "c"]}}}}"#)),
             r#"proxy.json: $.keymaps.cpu[1]: unknown backend "c""#
         );
         assert_eq!(
@@ -582,36 +496,18 @@ mod tests {
 
     #[test]
     fn statement_regexes_must_compile() {
-        let e = error(&with(
-            "forbidden_statements",
-            r#"["^grant", "drop", "(unclosed"]"#,
-        ));
-        assert!(
-            e.starts_with(r#"proxy.json: $.forbidden_statements[2]: bad regex "(unclosed": "#),
-            "{e}"
-        );
+        let e = error(&with("forbidden_statements", r#"["^grant", "drop", "(unclosed"]"#));
+        assert!(e.starts_with(r#"proxy.json: $.forbidden_statements[2]: bad regex "(unclosed": "#), "{e}");
         assert!(!e.contains('\n'));
         let e = error(&with("allowed_statements", r#"["[z-a]"]"#));
-        assert!(
-            e.starts_with("proxy.json: $.allowed_statements[0]: bad regex"),
-            "{e}"
-        );
+        assert!(e.starts_with("proxy.json: $.allowed_statements[0]: bad regex"), "{e}");
     }
 
     #[test]
     fn listen_must_be_a_socket_address() {
-        for bad in [
-            r#""localhost:7076""#,
-            r#""127.0.0.1""#,
-            r#""127.0.0.1:99999""#,
-        ] {
+        for bad in [r#""localhost:7076""#, r#""127.0.0.1""#, r#""127.0.0.1:99999""#] {
             let e = error(&with("listen", bad));
-            assert!(
-                e.starts_with(&format!(
-                    "proxy.json: $.listen: {bad} is not a socket address"
-                )),
-                "{e}"
-            );
+            assert!(e.starts_with(&format!("proxy.json: $.listen: {bad} is not a socket address")), "{e}");
         }
         assert!(Config::parse("p", &with("listen", r#""[::]:7076""#)).is_ok());
     }
@@ -628,22 +524,15 @@ mod tests {
             "replay_backoff_min_ms",
             "replay_backoff_max_ms",
         ] {
-            assert_eq!(
-                error(&with(key, "0")),
-                format!("proxy.json: $.{key}: must be at least 1")
-            );
+            assert_eq!(error(&with(key, "0")), format!("proxy.json: $.{key}: must be at least 1"));
         }
         assert_eq!(
             error(&with("replay_backoff_min_ms", "20000")),
             "proxy.json: $.replay_backoff_min_ms: 20000 is more than replay_backoff_max_ms (10000)"
         );
-        assert!(error(&with("queue_max_bytes", "1000")).starts_with(
-            "proxy.json: $.queue_max_bytes: 1000 is less than max_body_bytes (25000000)"
-        ));
-        assert_eq!(
-            error(&with("data_dir", r#""""#)),
-            "proxy.json: $.data_dir: must not be empty"
-        );
+        assert!(error(&with("queue_max_bytes", "1000"))
+            .starts_with("proxy.json: $.queue_max_bytes: 1000 is less than max_body_bytes (25000000)"));
+        assert_eq!(error(&with("data_dir", r#""""#)), "proxy.json: $.data_dir: must not be empty");
         assert!(Config::parse("p", &with("pool_max_idle", "0")).is_ok());
     }
 

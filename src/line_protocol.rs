@@ -78,11 +78,7 @@ pub struct LineProtocolError {
 
 impl fmt::Display for LineProtocolError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "unable to parse '{}': {} (line {})",
-            self.line, self.reason, self.line_number
-        )
+        write!(f, "unable to parse '{}': {} (line {})", self.line, self.reason, self.line_number)
     }
 }
 
@@ -117,11 +113,7 @@ pub fn parse_points(body: &str) -> Result<Vec<Point<'_>>, LineProtocolError> {
             line_number += 1;
             continue;
         }
-        let mut scan = Scan {
-            b,
-            i: start,
-            newlines: 0,
-        };
+        let mut scan = Scan { b, i: start, newlines: 0 };
         match scan.point(&mut tag_keys) {
             Ok(parsed) => {
                 let measurement = &body[start..parsed.measurement_end];
@@ -166,11 +158,7 @@ pub fn normalize_precision(precision: &str) -> Result<&'static str, String> {
         "s" => "s",
         "m" => "m",
         "h" => "h",
-        _ => {
-            return Err(format!(
-                "invalid precision {precision:?} (use n, u, ms, s, m or h)"
-            ))
-        }
+        _ => return Err(format!("invalid precision {precision:?} (use n, u, ms, s, m or h)")),
     })
 }
 
@@ -237,12 +225,7 @@ impl Scan<'_> {
             }
         }
         if self.i - start > MAX_KEY_BYTES {
-            return Err(format!(
-                "max key length exceeded: {} > {}",
-                self.i - start,
-                MAX_KEY_BYTES
-            )
-            .into());
+            return Err(format!("max key length exceeded: {} > {}", self.i - start, MAX_KEY_BYTES).into());
         }
 
         self.field_set()?;
@@ -272,13 +255,9 @@ impl Scan<'_> {
             self.i = skip_blanks(b, self.i);
         }
         match end_of_line(b, self.i) {
-            Some(next) => Ok(Parsed {
-                measurement_end,
-                measurement_escaped,
-                content_end,
-                has_timestamp,
-                next,
-            }),
+            Some(next) => {
+                Ok(Parsed { measurement_end, measurement_escaped, content_end, has_timestamp, next })
+            }
             None => Err("point is invalid".into()),
         }
     }
@@ -361,9 +340,7 @@ impl Scan<'_> {
             // Field value.
             match b.get(self.i) {
                 None | Some(b'\n' | b' ' | b',') => return Err("missing field value".into()),
-                Some(b'\r') if end_of_line(b, self.i).is_some() => {
-                    return Err("missing field value".into())
-                }
+                Some(b'\r') if end_of_line(b, self.i).is_some() => return Err("missing field value".into()),
                 Some(b'"') => self.string_value()?,
                 Some(b'-' | b'.' | b'0'..=b'9') => {
                     let end = token_end(b, self.i);
@@ -475,9 +452,7 @@ fn check_number(t: &[u8]) -> Result<(), Reason> {
                 return Err(invalid());
             }
             if digits.len() >= 19 && as_str(n).parse::<i64>().is_err() {
-                return Err(
-                    format!("unable to parse integer {}: value out of range", as_str(n)).into(),
-                );
+                return Err(format!("unable to parse integer {}: value out of range", as_str(n)).into());
             }
             Ok(())
         }
@@ -486,9 +461,7 @@ fn check_number(t: &[u8]) -> Result<(), Reason> {
                 return Err(invalid());
             }
             if n.len() >= 20 && as_str(n).parse::<u64>().is_err() {
-                return Err(
-                    format!("unable to parse unsigned {}: value out of range", as_str(n)).into(),
-                );
+                return Err(format!("unable to parse unsigned {}: value out of range", as_str(n)).into());
             }
             Ok(())
         }
@@ -537,8 +510,7 @@ fn check_number(t: &[u8]) -> Result<(), Reason> {
 /// A boolean field value, as InfluxDB 1.x spells them.
 fn check_boolean(t: &[u8]) -> Result<(), Reason> {
     match t {
-        b"t" | b"T" | b"true" | b"True" | b"TRUE" | b"f" | b"F" | b"false" | b"False"
-        | b"FALSE" => Ok(()),
+        b"t" | b"T" | b"true" | b"True" | b"TRUE" | b"f" | b"F" | b"false" | b"False" | b"FALSE" => Ok(()),
         _ => Err("invalid boolean".into()),
     }
 }
@@ -577,13 +549,7 @@ fn unescape_measurement(raw: &str) -> String {
 
 /// The error for a point starting at `start` whose problem was found at `at`:
 /// the text from `start` to the end of the physical line holding `at`.
-fn error_at(
-    body: &str,
-    start: usize,
-    at: usize,
-    line_number: usize,
-    reason: Reason,
-) -> LineProtocolError {
+fn error_at(body: &str, start: usize, at: usize, line_number: usize, reason: Reason) -> LineProtocolError {
     let b = body.as_bytes();
     let at = at.clamp(start, b.len());
     let mut end = match b[at..].iter().position(|&c| c == b'\n') {
@@ -593,11 +559,7 @@ fn error_at(
     if end > start && b[end - 1] == b'\r' {
         end -= 1;
     }
-    LineProtocolError {
-        line_number,
-        line: body[start..end].to_string(),
-        reason: reason.into_owned(),
-    }
+    LineProtocolError { line_number, line: body[start..end].to_string(), reason: reason.into_owned() }
 }
 
 #[cfg(test)]
@@ -620,21 +582,12 @@ mod tests {
     const CORPUS: &[(&str, &str)] = &[
         // Well-formed points.
         ("cpu value=1", "cpu"),
-        (
-            "cpu,host=a,region=west value=1.5 1465839830100400200",
-            "cpu",
-        ),
+        ("cpu,host=a,region=west value=1.5 1465839830100400200", "cpu"),
         ("cpu value=1 -1", "cpu"),
         ("cpu value=-1e3,b=1E+3,c=.5,d=1.,e=-0.5e-2", "cpu"),
-        (
-            "cpu value=1i,big=9223372036854775807i,small=-9223372036854775808i",
-            "cpu",
-        ),
+        ("cpu value=1i,big=9223372036854775807i,small=-9223372036854775808i", "cpu"),
         ("cpu value=1u,max=18446744073709551615u", "cpu"),
-        (
-            "cpu a=t,b=T,c=true,d=True,e=TRUE,f=f,g=F,h=false,i=False,j=FALSE",
-            "cpu",
-        ),
+        ("cpu a=t,b=T,c=true,d=True,e=TRUE,f=f,g=F,h=false,i=False,j=FALSE", "cpu"),
         (r#"cpu s="hello, world = yes",t="" 1"#, "cpu"),
         (r#"cpu s="a \"quoted\" word and a \\ backslash""#, "cpu"),
         (r"cpu\,x value=1", "cpu,x"),
@@ -737,17 +690,10 @@ mod tests {
     fn splits_a_body_into_points_with_line_numbers() {
         let body = "# a comment\r\ncpu,host=a value=1 1\r\n\r\n   \nmem free=2i 2\n  # indented comment\ndisk used=3u\n";
         let points = parse_points(body).unwrap();
-        let got: Vec<_> = points
-            .iter()
-            .map(|p| (p.line_number, p.line, p.measurement.as_ref()))
-            .collect();
+        let got: Vec<_> = points.iter().map(|p| (p.line_number, p.line, p.measurement.as_ref())).collect();
         assert_eq!(
             got,
-            [
-                (2, "cpu,host=a value=1 1", "cpu"),
-                (5, "mem free=2i 2", "mem"),
-                (7, "disk used=3u", "disk")
-            ]
+            [(2, "cpu,host=a value=1 1", "cpu"), (5, "mem free=2i 2", "mem"), (7, "disk used=3u", "disk")]
         );
     }
 
@@ -777,10 +723,7 @@ mod tests {
         let points = parse_points(body).unwrap();
         assert_eq!(points.len(), 2);
         assert_eq!(points[0].line, "log msg=\"first\nsecond\\\"\n\" 1");
-        assert_eq!(
-            (points[1].line_number, points[1].line),
-            (4, "log msg=\"x\"")
-        );
+        assert_eq!((points[1].line_number, points[1].line), (4, "log msg=\"x\""));
     }
 
     #[test]
@@ -795,10 +738,7 @@ mod tests {
                 reason: "invalid boolean".into()
             }
         );
-        assert_eq!(
-            e.to_string(),
-            "unable to parse 'cpu value=oops 5': invalid boolean (line 3)"
-        );
+        assert_eq!(e.to_string(), "unable to parse 'cpu value=oops 5': invalid boolean (line 3)");
     }
 
     #[test]
@@ -822,10 +762,7 @@ mod tests {
     #[test]
     fn a_backslash_does_not_escape_a_line_ending_outside_strings() {
         let e = parse_points("cpu,host=a\\\nb value=1\n").unwrap_err();
-        assert_eq!(
-            (e.line.as_str(), e.reason.as_str()),
-            ("cpu,host=a\\", "missing fields")
-        );
+        assert_eq!((e.line.as_str(), e.reason.as_str()), ("cpu,host=a\\", "missing fields"));
     }
 
     #[test]
@@ -833,17 +770,12 @@ mod tests {
         let ok = format!("cpu,t={} v=1", "x".repeat(MAX_KEY_BYTES - 6));
         assert!(parse_points(&ok).is_ok());
         let long = format!("cpu,t={} v=1", "x".repeat(MAX_KEY_BYTES - 5));
-        assert_eq!(
-            parse_points(&long).unwrap_err().reason,
-            "max key length exceeded: 65536 > 65535"
-        );
+        assert_eq!(parse_points(&long).unwrap_err().reason, "max key length exceeded: 65536 > 65535");
     }
 
     #[test]
     fn precision() {
-        for p in [
-            "", "n", "ns", "u", "us", "\u{b5}", "\u{3bc}", "ms", "s", "m", "h",
-        ] {
+        for p in ["", "n", "ns", "u", "us", "\u{b5}", "\u{3bc}", "ms", "s", "m", "h"] {
             assert_eq!(check_precision(p), Ok(()), "{p:?}");
         }
         assert_eq!(normalize_precision("us"), Ok("u"));
@@ -858,10 +790,8 @@ mod tests {
 
     #[test]
     fn never_panics_on_truncated_or_odd_input() {
-        let samples = [
-            "cpu,host=a\\ b value=\"x\\\"y\",n=-1.5e-3,i=3i,u=4u,b=true 1\r\n",
-            "\\,\\ \\=\\\"\u{e9}\0\t#",
-        ];
+        let samples =
+            ["cpu,host=a\\ b value=\"x\\\"y\",n=-1.5e-3,i=3i,u=4u,b=true 1\r\n", "\\,\\ \\=\\\"\u{e9}\0\t#"];
         for s in samples {
             for end in (0..=s.len()).filter(|&e| s.is_char_boundary(e)) {
                 for start in (0..end).filter(|&b| s.is_char_boundary(b)) {

@@ -25,8 +25,7 @@ use std::collections::HashMap;
 /// `{"statement_id":0}` for an empty answer). A single usable input is returned
 /// as it is, without `statement_id` and `partial`. No input at all gives `{}`.
 pub fn merge_statement_results(results: Vec<Value>) -> Value {
-    let (ok, errored): (Vec<Value>, Vec<Value>) =
-        results.into_iter().partition(|r| r.get("error").is_none());
+    let (ok, errored): (Vec<Value>, Vec<Value>) = results.into_iter().partition(|r| r.get("error").is_none());
     if ok.is_empty() {
         return match errored.into_iter().next() {
             Some(mut first) => {
@@ -110,11 +109,7 @@ impl MergedSeries {
         let Some(rows) = values.and_then(Value::as_array) else {
             return;
         };
-        let by_time = self
-            .columns
-            .as_ref()
-            .and_then(|c| c.get(0))
-            .is_some_and(|first| first == "time");
+        let by_time = self.columns.as_ref().and_then(|c| c.get(0)).is_some_and(|first| first == "time");
         for pair in rows.windows(2).filter(|_| by_time) {
             match compare_first_column(&pair[0], &pair[1]) {
                 Ordering::Less => self.seen_ascending = true,
@@ -127,17 +122,12 @@ impl MergedSeries {
 
     fn into_value(mut self) -> Value {
         self.rows.sort_by(compare_values);
-        self.rows
-            .dedup_by(|a, b| compare_values(a, b) == Ordering::Equal);
+        self.rows.dedup_by(|a, b| compare_values(a, b) == Ordering::Equal);
         if self.seen_descending && !self.seen_ascending {
             self.rows.reverse();
         }
         let mut out = Map::new();
-        for (key, value) in [
-            ("name", self.name),
-            ("tags", self.tags),
-            ("columns", self.columns),
-        ] {
+        for (key, value) in [("name", self.name), ("tags", self.tags), ("columns", self.columns)] {
             if let Some(value) = value {
                 out.insert(key.to_string(), value);
             }
@@ -164,10 +154,7 @@ fn series_key(series: &Map<String, Value>) -> String {
 }
 
 fn compare_first_column(a: &Value, b: &Value) -> Ordering {
-    match (
-        a.as_array().and_then(|r| r.first()),
-        b.as_array().and_then(|r| r.first()),
-    ) {
+    match (a.as_array().and_then(|r| r.first()), b.as_array().and_then(|r| r.first())) {
         (Some(a), Some(b)) => compare_values(a, b),
         _ => Ordering::Equal,
     }
@@ -192,10 +179,7 @@ fn compare_values(a: &Value, b: &Value) -> Ordering {
         (Value::Number(x), Value::Number(y)) => {
             let by_value = match (x.as_i64(), y.as_i64()) {
                 (Some(x), Some(y)) => x.cmp(&y),
-                _ => x
-                    .as_f64()
-                    .partial_cmp(&y.as_f64())
-                    .unwrap_or(Ordering::Equal),
+                _ => x.as_f64().partial_cmp(&y.as_f64()).unwrap_or(Ordering::Equal),
             };
             by_value.then_with(|| x.to_string().cmp(&y.to_string()))
         }
@@ -228,15 +212,9 @@ pub fn first_result(body: &[u8]) -> Result<Value, String> {
             other => other.to_string(),
         });
     }
-    match value
-        .get("results")
-        .and_then(Value::as_array)
-        .and_then(|r| r.first())
-    {
+    match value.get("results").and_then(Value::as_array).and_then(|r| r.first()) {
         Some(first) if first.is_object() => Ok(first.clone()),
-        Some(_) => {
-            Err("backend answer is not InfluxDB JSON: a result is not an object".to_string())
-        }
+        Some(_) => Err("backend answer is not InfluxDB JSON: a result is not an object".to_string()),
         None => Err("backend answer has no results".to_string()),
     }
 }
@@ -249,11 +227,8 @@ pub fn first_result(body: &[u8]) -> Result<Value, String> {
 /// `partial`), `messages`, `partial`, `error`, then any other key. The body
 /// ends with a newline, as InfluxDB's does.
 pub fn combine(results: Vec<Value>, pretty: bool) -> Vec<u8> {
-    let results: Vec<OutResult> = results
-        .into_iter()
-        .enumerate()
-        .map(|(id, result)| OutResult::new(id, result))
-        .collect();
+    let results: Vec<OutResult> =
+        results.into_iter().enumerate().map(|(id, result)| OutResult::new(id, result)).collect();
     let response = OutResponse { results };
     let mut body = Vec::new();
     let written = if pretty {
@@ -299,10 +274,7 @@ impl OutResult {
             Value::Null => Map::new(),
             other => {
                 let mut map = Map::new();
-                map.insert(
-                    "error".to_string(),
-                    Value::String(format!("unexpected result: {other}")),
-                );
+                map.insert("error".to_string(), Value::String(format!("unexpected result: {other}")));
                 map
             }
         };
@@ -400,26 +372,22 @@ mod tests {
         // Nobody has any: an empty result, which combine prints as InfluxDB does.
         let merged = merge_statement_results(vec![empty.clone(), empty]);
         assert_eq!(merged, json!({}));
-        assert_eq!(
-            combine(vec![merged], false),
-            b"{\"results\":[{\"statement_id\":0}]}\n"
-        );
+        assert_eq!(combine(vec![merged], false), b"{\"results\":[{\"statement_id\":0}]}\n");
     }
 
     #[test]
     fn errored_backends_are_ignored_unless_all_errored() {
-        let ok = json!({"statement_id":0,"series":[{"name":"databases","columns":["name"],"values":[["b"]]}]});
-        let ok2 = json!({"statement_id":0,"series":[{"name":"databases","columns":["name"],"values":[["a"]]}]});
+        let ok =
+            json!({"statement_id":0,"series":[{"name":"databases","columns":["name"],"values":[["b"]]}]});
+        let ok2 =
+            json!({"statement_id":0,"series":[{"name":"databases","columns":["name"],"values":[["a"]]}]});
         let err = error_result("backend down");
         assert_eq!(
             merge_statement_results(vec![err.clone(), ok, ok2]),
             json!({"series":[{"name":"databases","columns":["name"],"values":[["a"],["b"]]}]})
         );
         let err2 = json!({"statement_id":0,"error":"database not found: x"});
-        assert_eq!(
-            merge_statement_results(vec![err2, err]),
-            json!({"error":"database not found: x"})
-        );
+        assert_eq!(merge_statement_results(vec![err2, err]), json!({"error":"database not found: x"}));
         assert_eq!(merge_statement_results(vec![]), json!({}));
     }
 
@@ -486,9 +454,7 @@ mod tests {
         let body = br#"{"results":[{"statement_id":0,"series":[{"name":"databases","columns":["name"],"values":[["a"]]}]}]}"#;
         assert_eq!(
             first_result(body),
-            Ok(
-                json!({"statement_id":0,"series":[{"name":"databases","columns":["name"],"values":[["a"]]}]})
-            )
+            Ok(json!({"statement_id":0,"series":[{"name":"databases","columns":["name"],"values":[["a"]]}]}))
         );
         assert_eq!(
             first_result(br#"{"results":[{"statement_id":0,"error":"database not found: x"}]}"#),
@@ -499,15 +465,9 @@ mod tests {
             "error parsing query: found EOF"
         );
         let err = first_result(b"<html>502 Bad Gateway</html>").unwrap_err();
-        assert!(
-            err.starts_with("backend answer is not InfluxDB JSON"),
-            "{err}"
-        );
+        assert!(err.starts_with("backend answer is not InfluxDB JSON"), "{err}");
         assert!(err.contains("502 Bad Gateway"), "{err}");
-        assert_eq!(
-            first_result(br#"{"results":[]}"#).unwrap_err(),
-            "backend answer has no results"
-        );
+        assert_eq!(first_result(br#"{"results":[]}"#).unwrap_err(), "backend answer has no results");
         assert!(first_result(br#"{"results":[1]}"#).is_err());
         assert!(first_result(b"").is_err());
     }
@@ -533,10 +493,8 @@ mod tests {
 
     #[test]
     fn combine_pretty_indents_with_four_spaces() {
-        let body = combine(
-            vec![json!({"series":[{"name":"databases","columns":["name"],"values":[["a"]]}]})],
-            true,
-        );
+        let body =
+            combine(vec![json!({"series":[{"name":"databases","columns":["name"],"values":[["a"]]}]})], true);
         let expected = r#"{
     "results": [
         {
@@ -565,9 +523,6 @@ mod tests {
     fn combine_keeps_unknown_keys_and_odd_shapes() {
         let body = combine(vec![json!({"zeta":1,"series":"odd"}), json!(null)], false);
         let value: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(
-            value,
-            json!({"results":[{"statement_id":0,"series":"odd","zeta":1},{"statement_id":1}]})
-        );
+        assert_eq!(value, json!({"results":[{"statement_id":0,"series":"odd","zeta":1},{"statement_id":1}]}));
     }
 }

@@ -42,15 +42,8 @@ impl Router {
     /// Builds the router. `backends` are the backend names in index order.
     /// Errors: a keymap naming an unknown backend, or an empty keymap
     /// (message names the key); an empty key (use `_default_`).
-    pub fn new(
-        keymaps: &BTreeMap<String, Vec<String>>,
-        backends: &[String],
-    ) -> Result<Router, String> {
-        let mut router = Router {
-            nodes: vec![Node::default()],
-            default: None,
-            keys: Vec::new(),
-        };
+    pub fn new(keymaps: &BTreeMap<String, Vec<String>>, backends: &[String]) -> Result<Router, String> {
+        let mut router = Router { nodes: vec![Node::default()], default: None, keys: Vec::new() };
         for (key, names) in keymaps {
             if names.is_empty() {
                 return Err(format!("keymap {key:?} names no backend"));
@@ -111,10 +104,7 @@ impl Router {
     fn insert(&mut self, key: &str, set: ReplicaSet) {
         let mut node = 0;
         for &byte in key.as_bytes() {
-            node = match self.nodes[node]
-                .children
-                .binary_search_by_key(&byte, |&(b, _)| b)
-            {
+            node = match self.nodes[node].children.binary_search_by_key(&byte, |&(b, _)| b) {
                 Ok(k) => self.nodes[node].children[k].1,
                 Err(k) => {
                     let next = self.nodes.len();
@@ -138,10 +128,7 @@ mod tests {
     }
 
     fn keymaps(entries: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
-        entries
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
-            .collect()
+        entries.iter().map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect())).collect()
     }
 
     fn router() -> Router {
@@ -220,13 +207,8 @@ mod tests {
     #[test]
     fn describe_lists_keys_in_order_with_default_last() {
         let got = router().describe();
-        let want = [
-            ("cpu", vec![0, 1]),
-            ("cpu.load", vec![2]),
-            ("mem", vec![0, 2]),
-            ("_default_", vec![1]),
-        ]
-        .map(|(k, v)| (k.to_string(), v));
+        let want = [("cpu", vec![0, 1]), ("cpu.load", vec![2]), ("mem", vec![0, 2]), ("_default_", vec![1])]
+            .map(|(k, v)| (k.to_string(), v));
         assert_eq!(got, want);
     }
 }

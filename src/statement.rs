@@ -113,16 +113,8 @@ pub fn classify(statement: &str) -> Result<StatementKind, String> {
     }
     let mut parser = Parser { tokens, pos: 0 };
     let keyword = match parser.next() {
-        Some(Token {
-            kind: TokenKind::Ident(word),
-            ..
-        }) => word.to_ascii_uppercase(),
-        Some(token) => {
-            return Err(format!(
-                "expected an InfluxQL statement, found {}",
-                token.describe()
-            ))
-        }
+        Some(Token { kind: TokenKind::Ident(word), .. }) => word.to_ascii_uppercase(),
+        Some(token) => return Err(format!("expected an InfluxQL statement, found {}", token.describe())),
         None => return Err("empty InfluxQL statement".to_string()),
     };
     match keyword.as_str() {
@@ -153,9 +145,7 @@ pub fn classify(statement: &str) -> Result<StatementKind, String> {
                 let measurement = match parser.measurement_source()? {
                     Source::Measurement(m) => m,
                     Source::Regex(_) => {
-                        return Err(
-                            "DROP MEASUREMENT takes a measurement name, not a regex".to_string()
-                        )
+                        return Err("DROP MEASUREMENT takes a measurement name, not a regex".to_string())
                     }
                 };
                 parser.expect_end_or(&[], "DROP MEASUREMENT")?;
@@ -165,9 +155,7 @@ pub fn classify(statement: &str) -> Result<StatementKind, String> {
             other => Err(unsupported("DROP", other)),
         },
         "DELETE" => parser.one_measurement_from("DELETE"),
-        _ => Err(format!(
-            "{keyword} statements are not supported by the proxy"
-        )),
+        _ => Err(format!("{keyword} statements are not supported by the proxy")),
     }
 }
 
@@ -193,10 +181,7 @@ impl StatementFilter {
                 })
                 .collect()
         };
-        Ok(StatementFilter {
-            forbidden: compile(forbidden)?,
-            allowed: compile(allowed)?,
-        })
+        Ok(StatementFilter { forbidden: compile(forbidden)?, allowed: compile(allowed)? })
     }
 
     /// `Err(message)` if the statement matches a forbidden pattern and no
@@ -249,9 +234,8 @@ fn unsupported(verb: &str, what: Option<&str>) -> String {
 }
 
 /// Keywords that end a FROM clause's source list.
-const SOURCE_LIST_END: &[&str] = &[
-    "WHERE", "GROUP", "ORDER", "LIMIT", "OFFSET", "SLIMIT", "SOFFSET", "FILL", "TZ", "INTO", "WITH",
-];
+const SOURCE_LIST_END: &[&str] =
+    &["WHERE", "GROUP", "ORDER", "LIMIT", "OFFSET", "SLIMIT", "SOFFSET", "FILL", "TZ", "INTO", "WITH"];
 
 /// Keywords after which a `/` starts a regex literal (the InfluxQL parser
 /// expects an expression or a source there, never a division).
@@ -299,10 +283,7 @@ impl Token {
     fn ends_operand(&self) -> bool {
         match &self.kind {
             TokenKind::Ident(_) => !self.is_any_keyword(REGEX_AFTER_KEYWORD),
-            TokenKind::QuotedIdent(_)
-            | TokenKind::Str(_)
-            | TokenKind::Regex(_)
-            | TokenKind::Number => true,
+            TokenKind::QuotedIdent(_) | TokenKind::Str(_) | TokenKind::Regex(_) | TokenKind::Number => true,
             TokenKind::Punct(p) => p == ")",
         }
     }
@@ -396,11 +377,7 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
                 TokenKind::Punct(text[start..i].to_string())
             }
         };
-        tokens.push(Token {
-            kind,
-            start,
-            end: i,
-        });
+        tokens.push(Token { kind, start, end: i });
     }
     Ok(tokens)
 }
@@ -427,10 +404,7 @@ fn scan_quoted(text: &str, start: usize, quote: u8, what: &str) -> Result<(Strin
             c => value.push(c),
         }
     }
-    Err(format!(
-        "unterminated {what} starting at byte {start}: {}",
-        excerpt(&text[start..])
-    ))
+    Err(format!("unterminated {what} starting at byte {start}: {}", excerpt(&text[start..])))
 }
 
 /// Scans a `/regex/` starting at `start` (the opening slash); returns the
@@ -453,10 +427,7 @@ fn scan_regex(text: &str, start: usize) -> Result<(String, usize), String> {
             c => pattern.push(c),
         }
     }
-    Err(format!(
-        "unterminated regex starting at byte {start}: {}",
-        excerpt(&text[start..])
-    ))
+    Err(format!("unterminated regex starting at byte {start}: {}", excerpt(&text[start..])))
 }
 
 /// The first 40 characters of `text`, for error messages.
@@ -490,10 +461,7 @@ impl Parser {
     /// The next token as an upper-case keyword, if it is an unquoted word.
     fn next_keyword(&mut self) -> Option<String> {
         match self.peek() {
-            Some(Token {
-                kind: TokenKind::Ident(word),
-                ..
-            }) => {
+            Some(Token { kind: TokenKind::Ident(word), .. }) => {
                 let word = word.to_ascii_uppercase();
                 self.pos += 1;
                 Some(word)
@@ -503,8 +471,7 @@ impl Parser {
     }
 
     fn found(&self) -> String {
-        self.peek()
-            .map_or_else(|| "the end of the statement".to_string(), Token::describe)
+        self.peek().map_or_else(|| "the end of the statement".to_string(), Token::describe)
     }
 
     /// After SELECT: skips the field list (and INTO) to the FROM at this
@@ -534,12 +501,7 @@ impl Parser {
             None if !nested => {}
             Some(t) if t.is_any_keyword(SOURCE_LIST_END) => {}
             Some(t) if nested && t.is_punct(")") => {}
-            _ => {
-                return Err(format!(
-                    "unexpected {} after the FROM sources",
-                    self.found()
-                ))
-            }
+            _ => return Err(format!("unexpected {} after the FROM sources", self.found())),
         }
         if nested {
             let mut depth = 0usize;
@@ -566,10 +528,7 @@ impl Parser {
             if self.peek().is_some_and(|t| t.is_punct("(")) {
                 self.pos += 1;
                 if self.next_keyword().as_deref() != Some("SELECT") {
-                    return Err(format!(
-                        "expected SELECT in a FROM subquery, found {}",
-                        self.found()
-                    ));
+                    return Err(format!("expected SELECT in a FROM subquery, found {}", self.found()));
                 }
                 sources.extend(self.select_sources(true)?);
                 if self.next().is_none_or(|t| !t.is_punct(")")) {
@@ -603,15 +562,8 @@ impl Parser {
                     break;
                 }
                 // `db..m`: an empty retention policy.
-                Some(TokenKind::Punct(p)) if p == "." && !parts.is_empty() => {
-                    parts.push(String::new())
-                }
-                _ => {
-                    return Err(format!(
-                        "expected a measurement name or /regex/, found {}",
-                        self.found()
-                    ))
-                }
+                Some(TokenKind::Punct(p)) if p == "." && !parts.is_empty() => parts.push(String::new()),
+                _ => return Err(format!("expected a measurement name or /regex/, found {}", self.found())),
             }
             if self.peek().is_some_and(|t| t.is_punct(".")) {
                 self.pos += 1;
@@ -635,11 +587,7 @@ impl Parser {
         }
         let retention_policy = parts.pop().and_then(non_empty);
         let database = parts.pop().and_then(non_empty);
-        Ok(Source::Measurement(MeasurementRef {
-            database,
-            retention_policy,
-            name,
-        }))
+        Ok(Source::Measurement(MeasurementRef { database, retention_policy, name }))
     }
 
     /// After SHOW: `ReadFrom` if the statement has a FROM clause, else `ShowAll`.
@@ -667,9 +615,7 @@ impl Parser {
     /// After `DROP SERIES` / `DELETE`: `FROM <one measurement> [WHERE ...]`.
     fn one_measurement_from(&mut self, what: &str) -> Result<StatementKind, String> {
         if !self.peek().is_some_and(|t| t.is_keyword("FROM")) {
-            return Err(format!(
-                "{what} without FROM is not supported by the proxy: name one measurement"
-            ));
+            return Err(format!("{what} without FROM is not supported by the proxy: name one measurement"));
         }
         self.pos += 1;
         let mut sources = self.sources()?;
@@ -698,11 +644,7 @@ mod tests {
     use super::*;
 
     fn m(name: &str) -> Source {
-        Source::Measurement(MeasurementRef {
-            database: None,
-            retention_policy: None,
-            name: name.into(),
-        })
+        Source::Measurement(MeasurementRef { database: None, retention_policy: None, name: name.into() })
     }
 
     fn full(db: Option<&str>, rp: Option<&str>, name: &str) -> MeasurementRef {
@@ -725,62 +667,34 @@ mod tests {
     fn split_on_semicolons_outside_strings_identifiers_and_regexes() {
         let cases: &[(&str, &[&str])] = &[
             ("SHOW DATABASES", &["SHOW DATABASES"]),
-            (
-                "  SHOW DATABASES ;  SELECT * FROM m ; ",
-                &["SHOW DATABASES", "SELECT * FROM m"],
-            ),
+            ("  SHOW DATABASES ;  SELECT * FROM m ; ", &["SHOW DATABASES", "SELECT * FROM m"]),
             (";;; ;", &[]),
             ("", &[]),
             (
                 "SELECT * FROM m WHERE t = 'a;b'; SHOW USERS",
                 &["SELECT * FROM m WHERE t = 'a;b'", "SHOW USERS"],
             ),
-            (
-                r"SELECT * FROM m WHERE t = 'it\'s;x'",
-                &[r"SELECT * FROM m WHERE t = 'it\'s;x'"],
-            ),
-            (
-                r#"SELECT "a;b" FROM "m\";x""#,
-                &[r#"SELECT "a;b" FROM "m\";x""#],
-            ),
+            (r"SELECT * FROM m WHERE t = 'it\'s;x'", &[r"SELECT * FROM m WHERE t = 'it\'s;x'"]),
+            (r#"SELECT "a;b" FROM "m\";x""#, &[r#"SELECT "a;b" FROM "m\";x""#]),
             ("SELECT * FROM /cpu;.*/", &["SELECT * FROM /cpu;.*/"]),
-            (
-                r"SELECT * FROM /a\/;b/; SHOW USERS",
-                &[r"SELECT * FROM /a\/;b/", "SHOW USERS"],
-            ),
-            (
-                "SHOW MEASUREMENTS WITH MEASUREMENT =~ /x;y/",
-                &["SHOW MEASUREMENTS WITH MEASUREMENT =~ /x;y/"],
-            ),
-            (
-                "SELECT * FROM m WHERE h !~ /;/;SHOW USERS",
-                &["SELECT * FROM m WHERE h !~ /;/", "SHOW USERS"],
-            ),
+            (r"SELECT * FROM /a\/;b/; SHOW USERS", &[r"SELECT * FROM /a\/;b/", "SHOW USERS"]),
+            ("SHOW MEASUREMENTS WITH MEASUREMENT =~ /x;y/", &["SHOW MEASUREMENTS WITH MEASUREMENT =~ /x;y/"]),
+            ("SELECT * FROM m WHERE h !~ /;/;SHOW USERS", &["SELECT * FROM m WHERE h !~ /;/", "SHOW USERS"]),
             ("SELECT * FROM a, /b;c/", &["SELECT * FROM a, /b;c/"]),
             ("SELECT * FROM db.rp./b;c/", &["SELECT * FROM db.rp./b;c/"]),
             // A division is not a regex: the `;` between the slashes splits.
-            (
-                "SELECT a / b FROM m; SELECT c / 2 FROM n",
-                &["SELECT a / b FROM m", "SELECT c / 2 FROM n"],
-            ),
+            ("SELECT a / b FROM m; SELECT c / 2 FROM n", &["SELECT a / b FROM m", "SELECT c / 2 FROM n"]),
             (
                 "SELECT mean(a) / 2 FROM m;SELECT \"b\"/3 FROM n",
                 &["SELECT mean(a) / 2 FROM m", "SELECT \"b\"/3 FROM n"],
             ),
             // Comments.
-            (
-                "SHOW USERS -- list; them\n; SHOW DATABASES",
-                &["SHOW USERS", "SHOW DATABASES"],
-            ),
+            ("SHOW USERS -- list; them\n; SHOW DATABASES", &["SHOW USERS", "SHOW DATABASES"]),
             ("/* a; b */ SHOW USERS; /* c */", &["SHOW USERS"]),
             ("SELECT * /* ; */ FROM m", &["SELECT * /* ; */ FROM m"]),
         ];
         for (query, expected) in cases {
-            assert_eq!(
-                split_statements(query).as_deref(),
-                Ok(*expected),
-                "query: {query}"
-            );
+            assert_eq!(split_statements(query).as_deref(), Ok(*expected), "query: {query}");
         }
     }
 
@@ -888,59 +802,26 @@ mod tests {
             ("", "empty"),
             ("SELECT 1", "SELECT without FROM is not supported"),
             ("SELECT now()", "SELECT without FROM is not supported"),
-            (
-                "SELECT * FROM (SELECT 1)",
-                "SELECT without FROM is not supported",
-            ),
-            (
-                "EXPLAIN SELECT * FROM cpu",
-                "EXPLAIN statements are not supported",
-            ),
+            ("SELECT * FROM (SELECT 1)", "SELECT without FROM is not supported"),
+            ("EXPLAIN SELECT * FROM cpu", "EXPLAIN statements are not supported"),
             ("FROBNICATE cpu", "FROBNICATE statements are not supported"),
             (
                 "DELETE WHERE time < 0",
                 "DELETE without FROM is not supported by the proxy: name one measurement",
             ),
-            (
-                "DELETE FROM /c.*/",
-                "DELETE FROM a regex or several measurements",
-            ),
-            (
-                "DROP SERIES WHERE host = 'a'",
-                "DROP SERIES without FROM is not supported",
-            ),
-            (
-                "DROP SERIES FROM a, b",
-                "DROP SERIES FROM a regex or several measurements",
-            ),
+            ("DELETE FROM /c.*/", "DELETE FROM a regex or several measurements"),
+            ("DROP SERIES WHERE host = 'a'", "DROP SERIES without FROM is not supported"),
+            ("DROP SERIES FROM a, b", "DROP SERIES FROM a regex or several measurements"),
             ("DROP MEASUREMENT /c/", "expected a measurement name"),
-            (
-                "DROP MEASUREMENT db.rp./c/",
-                "takes a measurement name, not a regex",
-            ),
-            (
-                "DROP MEASUREMENT cpu WHERE x = 1",
-                "unexpected `WHERE` in DROP MEASUREMENT",
-            ),
-            (
-                "DROP CONTINUOUS QUERY cq ON db",
-                "DROP CONTINUOUS statements are not supported",
-            ),
-            (
-                "CREATE USER x WITH PASSWORD 'y'",
-                "CREATE USER statements are not supported",
-            ),
+            ("DROP MEASUREMENT db.rp./c/", "takes a measurement name, not a regex"),
+            ("DROP MEASUREMENT cpu WHERE x = 1", "unexpected `WHERE` in DROP MEASUREMENT"),
+            ("DROP CONTINUOUS QUERY cq ON db", "DROP CONTINUOUS statements are not supported"),
+            ("CREATE USER x WITH PASSWORD 'y'", "CREATE USER statements are not supported"),
             ("SELECT * FROM a.b.c.d", "at most 3"),
             ("SELECT * FROM db.rp.", "expected a measurement name"),
             ("SELECT * FROM \"\"", "empty measurement name"),
-            (
-                "SELECT * FROM cpu nonsense",
-                "unexpected `nonsense` after the FROM sources",
-            ),
-            (
-                "SELECT * FROM 'cpu'",
-                "expected a measurement name or /regex/, found a string",
-            ),
+            ("SELECT * FROM cpu nonsense", "unexpected `nonsense` after the FROM sources"),
+            ("SELECT * FROM 'cpu'", "expected a measurement name or /regex/, found a string"),
             ("SELECT * FROM a; SELECT * FROM b", "several"),
             ("SHOW", "incomplete SHOW"),
             ("'cpu'", "expected an InfluxQL statement"),
@@ -948,10 +829,7 @@ mod tests {
         ];
         for (statement, expected) in cases {
             let err = classify(statement).unwrap_err();
-            assert!(
-                err.contains(expected),
-                "statement {statement:?}: got {err:?}, want {expected:?}"
-            );
+            assert!(err.contains(expected), "statement {statement:?}: got {err:?}, want {expected:?}");
         }
     }
 
@@ -1063,15 +941,10 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(7);
         let filter = default_filter();
         for _ in 0..5000 {
-            let text: String = (0..rng.usize(0..14))
-                .map(|_| PIECES[rng.usize(..PIECES.len())])
-                .collect();
+            let text: String = (0..rng.usize(0..14)).map(|_| PIECES[rng.usize(..PIECES.len())]).collect();
             if let Ok(statements) = split_statements(&text) {
                 for statement in statements {
-                    assert!(
-                        !statement.is_empty() && statement.trim() == statement,
-                        "{text:?}"
-                    );
+                    assert!(!statement.is_empty() && statement.trim() == statement, "{text:?}");
                     let _ = classify(statement);
                 }
             }

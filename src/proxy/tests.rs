@@ -405,7 +405,9 @@ fn several_statements_get_their_own_statement_ids() {
 fn forbidden_statement_is_403_and_reaches_no_backend() {
     let t = MockTransport::default();
     let p = open(&t, MemStorage::new(), "");
-    for q in ["GRANT ALL TO joe", "SELECT * INTO other FROM cpu", "SHOW DATABASES; DROP USER joe", "KILL QUERY 1"] {
+    for q in
+        ["GRANT ALL TO joe", "SELECT * INTO other FROM cpu", "SHOW DATABASES; DROP USER joe", "KILL QUERY 1"]
+    {
         let r = query(&p, q);
         assert_eq!(r.status, 403, "{q}");
         assert!(error_of(&r).contains("forbidden"), "{}", error_of(&r));

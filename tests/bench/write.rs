@@ -98,15 +98,9 @@ fn run(options: &Options) -> Result<bool, String> {
         println!("wasm: skipped (not in --modes)");
         None
     } else if let Some(path) = &options.wasm {
-        let size = std::fs::metadata(path)
-            .map_err(|e| format!("wasm: cannot read {}: {e}", path.display()))?
-            .len();
-        println!(
-            "wasm: {} ({:.2} MiB), run by {}",
-            path.display(),
-            mib(size),
-            options.wasmtime
-        );
+        let size =
+            std::fs::metadata(path).map_err(|e| format!("wasm: cannot read {}: {e}", path.display()))?.len();
+        println!("wasm: {} ({:.2} MiB), run by {}", path.display(), mib(size), options.wasmtime);
         Some(path.clone())
     } else {
         println!("wasm: skipped (set INFLUX_PROXY_WASM)");
@@ -165,11 +159,7 @@ struct Modes {
 
 impl Modes {
     fn parse(list: &str) -> Result<Modes, String> {
-        let mut modes = Modes {
-            direct: false,
-            native: false,
-            wasm: false,
-        };
+        let mut modes = Modes { direct: false, native: false, wasm: false };
         for mode in list.split(',').map(str::trim).filter(|m| !m.is_empty()) {
             match mode {
                 "direct" => modes.direct = true,
@@ -208,16 +198,11 @@ impl Options {
                 &std::env::var("BENCH_MODES").unwrap_or_else(|_| "direct,native,wasm".into()),
             )
             .map_err(|e| format!("BENCH_MODES: {e}"))?,
-            wasm: std::env::var_os("INFLUX_PROXY_WASM")
-                .filter(|p| !p.is_empty())
-                .map(PathBuf::from),
+            wasm: std::env::var_os("INFLUX_PROXY_WASM").filter(|p| !p.is_empty()).map(PathBuf::from),
             wasmtime: std::env::var("WASMTIME").unwrap_or_else(|_| "wasmtime".into()),
             proxy_bin: std::env::var_os("INFLUX_PROXY_BIN")
                 .filter(|p| !p.is_empty())
-                .map_or_else(
-                    || PathBuf::from(env!("CARGO_BIN_EXE_influx-proxy")),
-                    PathBuf::from,
-                ),
+                .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_influx-proxy")), PathBuf::from),
             startup_timeout: seconds(
                 "BENCH_STARTUP_TIMEOUT_S",
                 &env_parse("BENCH_STARTUP_TIMEOUT_S", 60.0)?,
@@ -323,15 +308,10 @@ struct Bodies {
 
 impl Bodies {
     fn generate(lines_per_body: usize) -> Bodies {
-        let plain: Vec<Arc<[u8]>> = (0..DISTINCT_BODIES)
-            .map(|i| line_protocol_body(i, lines_per_body).into())
-            .collect();
+        let plain: Vec<Arc<[u8]>> =
+            (0..DISTINCT_BODIES).map(|i| line_protocol_body(i, lines_per_body).into()).collect();
         let gzip = plain.iter().map(|body| gzip(body).into()).collect();
-        Bodies {
-            lines_per_body,
-            plain,
-            gzip,
-        }
+        Bodies { lines_per_body, plain, gzip }
     }
 
     fn get(&self, encoding: Encoding) -> &[Arc<[u8]>] {
@@ -468,10 +448,7 @@ fn run_load(addr: SocketAddr, bodies: &Bodies, encoding: Encoding, options: &Opt
                 executor.spawn(load.run())
             })
             .collect();
-        let mut report = LoadReport {
-            window: end - measure_from,
-            ..LoadReport::default()
-        };
+        let mut report = LoadReport { window: end - measure_from, ..LoadReport::default() };
         for task in tasks {
             report.merge(task.await);
         }
@@ -555,22 +532,14 @@ async fn post_write(
         .map_err(|e| format!("bad url: {e}"))?;
     let mut request = Request::new(Method::Post, url);
     let len = body.len();
-    request.set_body(http_types::Body::from_reader(
-        futures_lite::io::Cursor::new(body),
-        Some(len),
-    ));
+    request.set_body(http_types::Body::from_reader(futures_lite::io::Cursor::new(body), Some(len)));
     request.insert_header("Content-Type", "text/plain; charset=utf-8");
     if encoding == Encoding::Gzip {
         request.insert_header("Content-Encoding", "gzip");
     }
     let exchange = async {
-        let mut response = async_h1::connect(conn, request)
-            .await
-            .map_err(|e| format!("request: {e}"))?;
-        let text = response
-            .body_string()
-            .await
-            .map_err(|e| format!("response body: {e}"))?;
+        let mut response = async_h1::connect(conn, request).await.map_err(|e| format!("request: {e}"))?;
+        let text = response.body_string().await.map_err(|e| format!("response body: {e}"))?;
         Ok((response.status(), text))
     };
     exchange
@@ -584,9 +553,7 @@ async fn post_write(
 /// `GET /ping` on a fresh connection; the status, or a transport error.
 async fn ping(addr: SocketAddr) -> Result<StatusCode, String> {
     let exchange = async {
-        let conn = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
+        let conn = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
         let url = Url::parse(&format!("http://{addr}/ping")).map_err(|e| format!("bad url: {e}"))?;
         let mut response = async_h1::connect(conn, Request::new(Method::Get, url))
             .await
@@ -628,11 +595,7 @@ impl Runtime {
                     .expect("spawn a runtime thread")
             })
             .collect();
-        Runtime {
-            executor,
-            stop: Some(stop),
-            threads,
-        }
+        Runtime { executor, stop: Some(stop), threads }
     }
 }
 
@@ -725,9 +688,8 @@ async fn sink_handle(mut request: Request, counters: Arc<SinkCounters>) -> http_
     let path = request.url().path().to_string();
     let response = match (request.method(), path.as_str()) {
         (Method::Post, "/write") => {
-            let gzip = request
-                .header("Content-Encoding")
-                .is_some_and(|v| v.as_str().eq_ignore_ascii_case("gzip"));
+            let gzip =
+                request.header("Content-Encoding").is_some_and(|v| v.as_str().eq_ignore_ascii_case("gzip"));
             let body = request.body_bytes().await?;
             let lines = if gzip {
                 let mut lines = LineCounter::default();
@@ -839,10 +801,7 @@ fn wasm_command(wasmtime: &str, wasm: &Path) -> ProxyCommand {
     ProxyCommand {
         build: Box::new(move |config, data_dir| {
             let conf_dir = config.parent().unwrap_or(Path::new("."));
-            let conf_name = config
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let conf_name = config.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let mut command = Command::new(&wasmtime);
             command
                 .arg("run")
@@ -885,10 +844,8 @@ impl ProxyProcess {
         }
         let addr = free_port()?;
         let config_path = conf_dir.join("proxy.json");
-        let data_dir_in_config = how
-            .data_dir_in_config
-            .clone()
-            .unwrap_or_else(|| data_dir.display().to_string());
+        let data_dir_in_config =
+            how.data_dir_in_config.clone().unwrap_or_else(|| data_dir.display().to_string());
         let config = proxy_config(addr, &data_dir_in_config, sinks);
         std::fs::write(&config_path, config).map_err(|e| format!("write {}: {e}", config_path.display()))?;
 
@@ -902,15 +859,8 @@ impl ProxyProcess {
             .stdout(file(&stdout_path)?)
             .stderr(file(&stderr_path)?);
         let shown = format!("{command:?}");
-        let child = command
-            .spawn()
-            .map_err(|e| format!("cannot start {shown}: {e}"))?;
-        let mut proxy = ProxyProcess {
-            child,
-            addr,
-            stderr_path,
-            _dir: dir,
-        };
+        let child = command.spawn().map_err(|e| format!("cannot start {shown}: {e}"))?;
+        let mut proxy = ProxyProcess { child, addr, stderr_path, _dir: dir };
 
         let deadline = Instant::now() + timeout;
         let mut last;
@@ -941,13 +891,7 @@ impl ProxyProcess {
     fn peak_rss_bytes(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kib: u64 = line
-            .trim_start_matches("VmHWM:")
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
+        let kib: u64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
         Some(kib * 1024)
     }
 
@@ -975,12 +919,7 @@ impl Drop for ProxyProcess {
 fn proxy_config(listen: SocketAddr, data_dir: &str, sinks: &[Sink]) -> String {
     let backends: serde_json::Map<String, serde_json::Value> = sinks
         .iter()
-        .map(|s| {
-            (
-                s.name.to_string(),
-                serde_json::json!({ "url": format!("http://{}", s.addr) }),
-            )
-        })
+        .map(|s| (s.name.to_string(), serde_json::json!({ "url": format!("http://{}", s.addr) })))
         .collect();
     let names: Vec<&str> = sinks.iter().map(|s| s.name).collect();
     let config = serde_json::json!({
@@ -995,9 +934,7 @@ fn proxy_config(listen: SocketAddr, data_dir: &str, sinks: &[Sink]) -> String {
 /// A loopback address with a port that was free a moment ago.
 fn free_port() -> Result<SocketAddr, String> {
     let listener = StdTcpListener::bind("127.0.0.1:0").map_err(|e| format!("find a free port: {e}"))?;
-    listener
-        .local_addr()
-        .map_err(|e| format!("find a free port: {e}"))
+    listener.local_addr().map_err(|e| format!("find a free port: {e}"))
 }
 
 // ---------------------------------------------------------------------------
@@ -1052,19 +989,8 @@ fn run_direct(options: &Options, bodies: &Bodies, encoding: Encoding, sink: &Sin
     println!("running direct {} -> sink {} ...", encoding.name(), sink.name);
     let before = sink.count();
     let load = run_load(sink.addr, bodies, encoding, options);
-    let sinks = vec![(
-        sink.name,
-        settle(std::slice::from_ref(sink), &[before], load.acked_lines)[0],
-    )];
-    Row {
-        mode: "direct",
-        encoding,
-        result: Ok(Measured {
-            load,
-            peak_rss: None,
-            sinks,
-        }),
-    }
+    let sinks = vec![(sink.name, settle(std::slice::from_ref(sink), &[before], load.acked_lines)[0])];
+    Row { mode: "direct", encoding, result: Ok(Measured { load, peak_rss: None, sinks }) }
 }
 
 fn run_proxy(
@@ -1078,13 +1004,7 @@ fn run_proxy(
     println!("running {mode} proxy {} -> sinks a, b ...", encoding.name());
     let proxy = match ProxyProcess::start(&how, sinks, options.startup_timeout) {
         Ok(proxy) => proxy,
-        Err(e) => {
-            return Row {
-                mode,
-                encoding,
-                result: Err(format!("proxy did not start: {e}")),
-            }
-        }
+        Err(e) => return Row { mode, encoding, result: Err(format!("proxy did not start: {e}")) },
     };
     let before: Vec<SinkCount> = sinks.iter().map(Sink::count).collect();
     let load = run_load(proxy.addr, bodies, encoding, options);
@@ -1092,15 +1012,7 @@ fn run_proxy(
     let after = settle(sinks, &before, load.acked_lines);
     drop(proxy);
     let sinks = sinks.iter().map(|s| s.name).zip(after).collect();
-    Row {
-        mode,
-        encoding,
-        result: Ok(Measured {
-            load,
-            peak_rss,
-            sinks,
-        }),
-    }
+    Row { mode, encoding, result: Ok(Measured { load, peak_rss, sinks }) }
 }
 
 /// Waits (up to [`SINK_SETTLE_TIMEOUT`]) until every sink received at least
@@ -1108,11 +1020,7 @@ fn run_proxy(
 fn settle(sinks: &[Sink], before: &[SinkCount], expected: u64) -> Vec<SinkCount> {
     let deadline = Instant::now() + SINK_SETTLE_TIMEOUT;
     loop {
-        let received: Vec<SinkCount> = sinks
-            .iter()
-            .zip(before)
-            .map(|(s, b)| s.count().since(*b))
-            .collect();
+        let received: Vec<SinkCount> = sinks.iter().zip(before).map(|(s, b)| s.count().since(*b)).collect();
         if received.iter().all(|r| r.lines >= expected) || Instant::now() >= deadline {
             return received;
         }
@@ -1168,9 +1076,8 @@ fn table(rows: &[Row]) -> String {
         }
         cells.push(line);
     }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| cells.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
+    let widths: Vec<usize> =
+        (0..header.len()).map(|i| cells.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for line in &cells {
         let mut text = String::new();
@@ -1207,11 +1114,7 @@ fn ratios(rows: &[Row]) -> Vec<String> {
             .filter_map(|(a, b)| Some(format!("{a}/{b} {:.2}", rate(a, encoding)? / rate(b, encoding)?)))
             .collect();
         if !parts.is_empty() {
-            out.push(format!(
-                "lines/s ratio, {}: {}",
-                encoding.name(),
-                parts.join(", ")
-            ));
+            out.push(format!("lines/s ratio, {}: {}", encoding.name(), parts.join(", ")));
         }
     }
     out
