@@ -43,7 +43,7 @@ demo:
 
 # Run every test: unit, integration (two real influxd, native and wasm proxies), and the wasm core check.
 test: check-wasm wasm
-    cargo test --all-targets
+    cargo test
     cd wasm && cargo test --release
 
 # The core must build for wasm32-wasip2 with no default features (no smol, no IO).
