@@ -1,21 +1,18 @@
-//! [`FsStorage`]: the write queue's files on the local file system.
-//!
-//! Each [`Storage`] call runs as one job on smol's blocking thread pool
-//! (`smol::unblock` with `std::fs`), so that a durable append (open, write,
-//! `fdatasync`, and the directory `fsync` when the file is new) costs one
-//! hand-off to a blocking thread instead of one per system call. This is what
-//! async-fs does internally for each of its calls.
+//! [`FsStorage`]: the write queue's files on the local file system, through
+//! async-fs (whose calls run `std::fs` on a blocking thread pool, so the
+//! executor thread never waits on the disk).
 //!
 //! Durability follows the contract of [`Storage`]: `append` = open in append
 //! mode + `write_all` + `sync_data`; `write_atomic` = write a temporary file +
 //! `sync_all` + `rename` + `fsync` of the directory; a newly created file or
 //! directory is made durable by an `fsync` of its parent directory (POSIX
 //! `fsync(2)`: "an explicit fsync() on a file descriptor for the directory is
-//! also needed" for the directory entry).
+//! also needed" for the directory entry). The root directory is created with
+//! mode 0700: queued records carry the clients' credentials.
 
 use crate::storage::Storage;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use futures_lite::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use std::io::{self, SeekFrom};
 use std::path::{Component, Path, PathBuf};
 
 /// The write queue's files under a root directory (the config's `data_dir`).
@@ -55,31 +52,45 @@ impl FsStorage {
 
 /// `fsync` of a directory, making the creation, rename or removal of its
 /// entries durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
+async fn sync_dir(dir: &Path) -> io::Result<()> {
     let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-    File::open(dir)?.sync_all()
+    async_fs::File::open(dir).await?.sync_all().await
 }
 
 fn parent(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new("."))
 }
 
-/// Creates `dir` and its missing parents, each made durable by an `fsync` of
-/// its parent directory.
-fn create_dir_durable(dir: &Path) -> io::Result<()> {
-    if dir.is_dir() {
+/// Creates `dir` and its missing parents (mode 0700), each made durable by an
+/// `fsync` of its parent directory.
+async fn create_dir_durable(dir: &Path) -> io::Result<()> {
+    if async_fs::metadata(dir).await.is_ok_and(|m| m.is_dir()) {
         return Ok(());
     }
-    if let Some(p) = dir.parent() {
-        if !p.as_os_str().is_empty() {
-            create_dir_durable(p)?;
+    // Parents first, outermost first.
+    let mut missing = vec![dir.to_path_buf()];
+    let mut at = dir.parent();
+    while let Some(p) = at.filter(|p| !p.as_os_str().is_empty()) {
+        if async_fs::metadata(p).await.is_ok_and(|m| m.is_dir()) {
+            break;
+        }
+        missing.push(p.to_path_buf());
+        at = p.parent();
+    }
+    for d in missing.iter().rev() {
+        let mut builder = async_fs::DirBuilder::new();
+        #[cfg(unix)]
+        {
+            use async_fs::unix::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        match builder.create(d).await {
+            Ok(()) => sync_dir(parent(d)).await?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(named(d)(e)),
         }
     }
-    match fs::create_dir(dir) {
-        Ok(()) => sync_dir(parent(dir)),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
-        Err(e) => Err(io::Error::new(e.kind(), format!("{}: {e}", dir.display()))),
-    }
+    Ok(())
 }
 
 /// Adds the path to an IO error's message (std's messages do not name it).
@@ -90,98 +101,84 @@ fn named(path: &Path) -> impl Fn(io::Error) -> io::Error + '_ {
 impl Storage for FsStorage {
     async fn list(&self, dir: &str) -> io::Result<Vec<String>> {
         let dir = self.resolve(dir)?;
-        smol::unblock(move || {
-            create_dir_durable(&dir)?;
-            let mut names = Vec::new();
-            for entry in fs::read_dir(&dir).map_err(named(&dir))? {
-                let entry = entry.map_err(named(&dir))?;
-                if entry.file_type().map_err(named(&dir))?.is_file() {
-                    names.push(entry.file_name().to_string_lossy().into_owned());
-                }
+        create_dir_durable(&dir).await?;
+        let mut names = Vec::new();
+        let mut entries = async_fs::read_dir(&dir).await.map_err(named(&dir))?;
+        while let Some(entry) = futures_lite::StreamExt::next(&mut entries).await {
+            let entry = entry.map_err(named(&dir))?;
+            if entry.file_type().await.map_err(named(&dir))?.is_file() {
+                names.push(entry.file_name().to_string_lossy().into_owned());
             }
-            names.sort();
-            Ok(names)
-        })
-        .await
+        }
+        names.sort();
+        Ok(names)
     }
 
     async fn read(&self, path: &str) -> io::Result<Vec<u8>> {
         let path = self.resolve(path)?;
-        smol::unblock(move || fs::read(&path).map_err(named(&path))).await
+        async_fs::read(&path).await.map_err(named(&path))
     }
 
     async fn read_at(&self, path: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         let path = self.resolve(path)?;
-        smol::unblock(move || {
-            let mut file = File::open(&path).map_err(named(&path))?;
-            file.seek(SeekFrom::Start(offset)).map_err(named(&path))?;
-            let mut out = Vec::new();
-            file.take(len as u64).read_to_end(&mut out).map_err(named(&path))?;
-            Ok(out)
-        })
-        .await
+        let mut file = async_fs::File::open(&path).await.map_err(named(&path))?;
+        file.seek(SeekFrom::Start(offset)).await.map_err(named(&path))?;
+        let mut out = Vec::new();
+        file.take(len as u64).read_to_end(&mut out).await.map_err(named(&path))?;
+        Ok(out)
     }
 
     async fn append(&self, path: &str, data: &[u8]) -> io::Result<()> {
         let path = self.resolve(path)?;
-        let data = data.to_vec();
-        smol::unblock(move || {
-            let existed = path.exists();
-            let mut file = OpenOptions::new().append(true).create(true).open(&path).map_err(named(&path))?;
-            if !existed {
-                sync_dir(parent(&path)).map_err(named(&path))?;
-            }
-            file.write_all(&data).map_err(named(&path))?;
-            file.sync_data().map_err(named(&path))
-        })
-        .await
+        let existed = async_fs::metadata(&path).await.is_ok();
+        let mut file =
+            async_fs::OpenOptions::new().append(true).create(true).open(&path).await.map_err(named(&path))?;
+        if !existed {
+            sync_dir(parent(&path)).await.map_err(named(&path))?;
+        }
+        file.write_all(data).await.map_err(named(&path))?;
+        // async-fs buffers writes: flush hands them to the OS before the sync.
+        file.flush().await.map_err(named(&path))?;
+        file.sync_data().await.map_err(named(&path))
     }
 
     async fn write_atomic(&self, path: &str, data: &[u8]) -> io::Result<()> {
         let path = self.resolve(path)?;
-        let data = data.to_vec();
-        smol::unblock(move || {
-            let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-            tmp_name.push(".tmp");
-            let tmp = path.with_file_name(tmp_name);
-            let mut file = File::create(&tmp).map_err(named(&tmp))?;
-            file.write_all(&data).map_err(named(&tmp))?;
-            file.sync_all().map_err(named(&tmp))?;
-            drop(file);
-            fs::rename(&tmp, &path).map_err(named(&path))?;
-            sync_dir(parent(&path)).map_err(named(&path))
-        })
-        .await
+        let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+        tmp_name.push(".tmp");
+        let tmp = path.with_file_name(tmp_name);
+        let mut file = async_fs::File::create(&tmp).await.map_err(named(&tmp))?;
+        file.write_all(data).await.map_err(named(&tmp))?;
+        file.flush().await.map_err(named(&tmp))?;
+        file.sync_all().await.map_err(named(&tmp))?;
+        drop(file);
+        async_fs::rename(&tmp, &path).await.map_err(named(&path))?;
+        sync_dir(parent(&path)).await.map_err(named(&path))
     }
 
     async fn truncate(&self, path: &str, len: u64) -> io::Result<()> {
         let path = self.resolve(path)?;
-        smol::unblock(move || {
-            let file = OpenOptions::new().write(true).open(&path).map_err(named(&path))?;
-            file.set_len(len).map_err(named(&path))?;
-            file.sync_all().map_err(named(&path))
-        })
-        .await
+        let file = async_fs::OpenOptions::new().write(true).open(&path).await.map_err(named(&path))?;
+        file.set_len(len).await.map_err(named(&path))?;
+        file.sync_all().await.map_err(named(&path))
     }
 
     async fn remove(&self, path: &str) -> io::Result<()> {
         let path = self.resolve(path)?;
-        smol::unblock(move || match fs::remove_file(&path) {
-            Ok(()) => sync_dir(parent(&path)).map_err(named(&path)),
+        match async_fs::remove_file(&path).await {
+            Ok(()) => sync_dir(parent(&path)).await.map_err(named(&path)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(named(&path)(e)),
-        })
-        .await
+        }
     }
 
     async fn len(&self, path: &str) -> io::Result<Option<u64>> {
         let path = self.resolve(path)?;
-        smol::unblock(move || match fs::metadata(&path) {
+        match async_fs::metadata(&path).await {
             Ok(m) => Ok(Some(m.len())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(named(&path)(e)),
-        })
-        .await
+        }
     }
 }
 
@@ -195,6 +192,18 @@ mod tests {
         (dir, s)
     }
 
+    #[cfg(unix)]
+    #[test]
+    fn data_directories_are_private_to_the_proxy() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_tmp, s) = storage();
+        smol::block_on(s.list("queue/a")).unwrap();
+        for dir in [s.root().to_path_buf(), s.root().join("queue"), s.root().join("queue/a")] {
+            let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", dir.display());
+        }
+    }
+
     #[test]
     fn list_creates_the_directory_and_lists_files_sorted() {
         let (_tmp, s) = storage();
@@ -203,7 +212,7 @@ mod tests {
             assert!(s.root().join("queue/a").is_dir());
             s.append("queue/a/00002.log", b"x").await.unwrap();
             s.append("queue/a/00001.log", b"y").await.unwrap();
-            fs::create_dir(s.root().join("queue/a/sub")).unwrap();
+            std::fs::create_dir(s.root().join("queue/a/sub")).unwrap();
             assert_eq!(s.list("queue/a").await.unwrap(), vec!["00001.log", "00002.log"]);
         });
     }
