@@ -52,6 +52,9 @@ pub struct Proxy<T, S> {
     storage: S,
     states: Vec<BackendState>,
     metrics: Metrics,
+    /// Last default timestamp given at ns / µs precision (see `write.rs`).
+    last_default_ns: Cell<u128>,
+    last_default_us: Cell<u128>,
 }
 
 /// Per-backend state.
@@ -103,7 +106,18 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 backoff_ms: Cell::new(0),
             });
         }
-        Ok(Proxy { config, backends, router, filter, transport, storage, states, metrics: Metrics::new() })
+        Ok(Proxy {
+            config,
+            backends,
+            router,
+            filter,
+            transport,
+            storage,
+            states,
+            metrics: Metrics::new(),
+            last_default_ns: Cell::new(0),
+            last_default_us: Cell::new(0),
+        })
     }
 
     /// The configuration in force.
@@ -298,7 +312,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// Turns the deliveries of one write or schema statement into the
     /// client's answer: the first backend 4xx, else 503 if any backend could
     /// not keep it, else the delivered responses.
-    fn settle(&self, deliveries: Vec<(usize, Delivery)>) -> Result<Vec<Response>, ProxyError> {
+    fn settle(&self, deliveries: Vec<(usize, Delivery)>) -> Result<Vec<(usize, Response)>, ProxyError> {
         let mut delivered = Vec::new();
         let mut not_kept = Vec::new();
         for (backend, delivery) in deliveries {
@@ -309,7 +323,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 Delivery::NotKept(e) => {
                     not_kept.push(format!("backend {}: {e}", self.backends[backend].name))
                 }
-                Delivery::Delivered(r) => delivered.push(r),
+                Delivery::Delivered(r) => delivered.push((backend, r)),
                 Delivery::Queued => {}
             }
         }

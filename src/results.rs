@@ -82,6 +82,46 @@ pub fn merge_statement_results(results: Vec<Value>) -> Value {
     Value::Object(out)
 }
 
+/// Merges the result objects that backends holding *different* measurements
+/// gave for one `SELECT` (a regex or several measurements spanning replica
+/// sets): each series (same name, tags and columns) is taken whole from the
+/// first backend that returned it, rows untouched, so two equal rows of one
+/// series stay two rows (unlike [`merge_statement_results`], which unites rows
+/// and suits `SHOW`). Errors as in [`merge_statement_results`]. `statement_id`
+/// is not set.
+pub fn merge_select_results(results: Vec<Value>) -> Value {
+    let (ok, errored): (Vec<Value>, Vec<Value>) = results.into_iter().partition(|r| r.get("error").is_none());
+    if ok.len() <= 1 {
+        return merge_statement_results(ok.into_iter().chain(errored).take(1).collect());
+    }
+    let mut seen: HashMap<String, ()> = HashMap::new();
+    let mut series_out: Vec<Value> = Vec::new();
+    let mut messages: Vec<Value> = Vec::new();
+    for result in ok {
+        if let Some(list) = result.get("messages").and_then(Value::as_array) {
+            for message in list {
+                if !messages.contains(message) {
+                    messages.push(message.clone());
+                }
+            }
+        }
+        for one in result.get("series").and_then(Value::as_array).into_iter().flatten() {
+            let Some(object) = one.as_object() else { continue };
+            if seen.insert(series_key(object), ()).is_none() {
+                series_out.push(one.clone());
+            }
+        }
+    }
+    let mut out = Map::new();
+    if !series_out.is_empty() {
+        out.insert("series".into(), Value::Array(series_out));
+    }
+    if !messages.is_empty() {
+        out.insert("messages".into(), Value::Array(messages));
+    }
+    Value::Object(out)
+}
+
 /// One series being joined from several inputs.
 struct MergedSeries {
     name: Option<Value>,
@@ -524,5 +564,25 @@ mod tests {
         let body = combine(vec![json!({"zeta":1,"series":"odd"}), json!(null)], false);
         let value: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(value, json!({"results":[{"statement_id":0,"series":"odd","zeta":1},{"statement_id":1}]}));
+    }
+
+    #[test]
+    fn select_merge_keeps_equal_rows_of_one_series_and_takes_each_series_once() {
+        let a =
+            json!({"statement_id":0,"series":[{"name":"cpu","columns":["time","v"],"values":[[5,1],[5,1]]}]});
+        let b = json!({"statement_id":0,"series":[
+            {"name":"cpu","columns":["time","v"],"values":[[5,1],[5,1]]},
+            {"name":"mem","columns":["time","v"],"values":[[6,2]]}
+        ]});
+        let merged = merge_select_results(vec![a, b]);
+        assert_eq!(
+            merged,
+            json!({"series":[
+                {"name":"cpu","columns":["time","v"],"values":[[5,1],[5,1]]},
+                {"name":"mem","columns":["time","v"],"values":[[6,2]]}
+            ]})
+        );
+        let failed = merge_select_results(vec![json!({"error":"boom"}), json!({"error":"bang"})]);
+        assert_eq!(failed, json!({"error":"boom"}));
     }
 }

@@ -61,6 +61,11 @@ pub enum StatementKind {
     /// `DROP MEASUREMENT m`, `DROP SERIES FROM m`, `DELETE FROM m`: every
     /// backend of m's replica set; queued for backends that are down.
     SchemaMeasurement(MeasurementRef),
+    /// `SELECT ... INTO ... FROM sources` (forbidden by default; reaches the
+    /// proxy only through `allowed_statements`): run on every backend of the
+    /// sources' replica sets, each replica computing its own copy, queued for
+    /// backends that are down.
+    SelectInto(Vec<Source>),
 }
 
 /// Splits a query on `;` outside single-quoted strings, double-quoted
@@ -119,25 +124,45 @@ pub fn classify(statement: &str) -> Result<StatementKind, String> {
     };
     match keyword.as_str() {
         "SELECT" => {
+            let into = parser
+                .tokens
+                .iter()
+                .any(|t| matches!(&t.kind, TokenKind::Ident(w) if w.eq_ignore_ascii_case("INTO")));
             let sources = parser.select_sources(false)?;
-            Ok(StatementKind::ReadFrom(sources))
+            if into {
+                Ok(StatementKind::SelectInto(sources))
+            } else {
+                Ok(StatementKind::ReadFrom(sources))
+            }
         }
+        // Administration statements: forbidden by default; when a config
+        // allows them they go to every backend (users, grants and continuous
+        // queries live on each InfluxDB server).
+        "GRANT" | "REVOKE" => Ok(StatementKind::SchemaAll),
+        "SET" if parser.next_keyword().as_deref() == Some("PASSWORD") => Ok(StatementKind::SchemaAll),
         "SHOW" => parser.show(),
         "CREATE" => match parser.next_keyword().as_deref() {
-            Some("DATABASE") => Ok(StatementKind::SchemaAll),
+            Some("DATABASE" | "USER") => Ok(StatementKind::SchemaAll),
+            Some("CONTINUOUS") if parser.next_keyword().as_deref() == Some("QUERY") => {
+                Ok(StatementKind::SchemaAll)
+            }
             Some("RETENTION") if parser.next_keyword().as_deref() == Some("POLICY") => {
                 Ok(StatementKind::SchemaAll)
             }
             other => Err(unsupported("CREATE", other)),
         },
         "ALTER" => match parser.next_keyword().as_deref() {
+            Some("USER") => Ok(StatementKind::SchemaAll),
             Some("RETENTION") if parser.next_keyword().as_deref() == Some("POLICY") => {
                 Ok(StatementKind::SchemaAll)
             }
             other => Err(unsupported("ALTER", other)),
         },
         "DROP" => match parser.next_keyword().as_deref() {
-            Some("DATABASE") => Ok(StatementKind::SchemaAll),
+            Some("DATABASE" | "USER") => Ok(StatementKind::SchemaAll),
+            Some("CONTINUOUS") if parser.next_keyword().as_deref() == Some("QUERY") => {
+                Ok(StatementKind::SchemaAll)
+            }
             Some("RETENTION") if parser.next_keyword().as_deref() == Some("POLICY") => {
                 Ok(StatementKind::SchemaAll)
             }
@@ -749,7 +774,13 @@ mod tests {
             ("SELECT * FROM cpu ORDER BY time DESC LIMIT 1", read(vec![m("cpu")])),
             ("SELECT * FROM cpu tz('Europe/Paris')", read(vec![m("cpu")])),
             ("SELECT * FROM cpu SLIMIT 1 SOFFSET 2", read(vec![m("cpu")])),
-            ("SELECT * INTO other FROM cpu", read(vec![m("cpu")])),
+            ("SELECT * INTO other FROM cpu", StatementKind::SelectInto(vec![m("cpu")])),
+            ("GRANT ALL TO u", StatementKind::SchemaAll),
+            ("revoke read ON db FROM u", StatementKind::SchemaAll),
+            ("CREATE USER x WITH PASSWORD 'y'", StatementKind::SchemaAll),
+            ("DROP USER x", StatementKind::SchemaAll),
+            ("SET PASSWORD FOR x = 'y'", StatementKind::SchemaAll),
+            ("DROP CONTINUOUS QUERY cq ON db", StatementKind::SchemaAll),
             ("SELECT mean(m) FROM (SELECT max(v) AS m FROM cpu GROUP BY host)", read(vec![m("cpu")])),
             (
                 "SELECT a FROM (SELECT b FROM (SELECT c FROM db..inner WHERE x = 1)) WHERE time > 0",
@@ -815,8 +846,7 @@ mod tests {
             ("DROP MEASUREMENT /c/", "expected a measurement name"),
             ("DROP MEASUREMENT db.rp./c/", "takes a measurement name, not a regex"),
             ("DROP MEASUREMENT cpu WHERE x = 1", "unexpected `WHERE` in DROP MEASUREMENT"),
-            ("DROP CONTINUOUS QUERY cq ON db", "DROP CONTINUOUS statements are not supported"),
-            ("CREATE USER x WITH PASSWORD 'y'", "CREATE USER statements are not supported"),
+            ("KILL QUERY 36", "KILL statements are not supported"),
             ("SELECT * FROM a.b.c.d", "at most 3"),
             ("SELECT * FROM db.rp.", "expected a measurement name"),
             ("SELECT * FROM \"\"", "empty measurement name"),

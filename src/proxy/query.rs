@@ -21,7 +21,7 @@
 use super::{allow, join_all, Proxy};
 use crate::error::ProxyError;
 use crate::http::{decode_params, Method, Request, Response};
-use crate::results::{combine, first_result, merge_statement_results};
+use crate::results::{combine, first_result, merge_select_results, merge_statement_results};
 use crate::route::ReplicaSet;
 use crate::statement::{classify, split_statements, Source, StatementKind};
 use crate::storage::Storage;
@@ -138,7 +138,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                                 .map_err(|e| ProxyError::Unavailable(format!("bad backend answer: {e}")))?,
                         );
                     }
-                    Ok(merge_statement_results(results))
+                    Ok(merge_select_results(results))
                 }
             },
             StatementKind::ShowAll => self.show_all(statement, ctx, now_ms).await,
@@ -149,6 +149,15 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             StatementKind::SchemaMeasurement(m) => {
                 let set = self.router.route(&m.name).ok_or_else(|| no_route(&m.name))?.clone();
                 self.schema(&set, statement, ctx, now_ms).await
+            }
+            StatementKind::SelectInto(sources) => {
+                let mut targets: Vec<usize> = match self.read_plan(&sources)? {
+                    ReadPlan::One(set) => set,
+                    ReadPlan::Cover(sets) => sets.into_iter().flatten().collect(),
+                };
+                targets.sort_unstable();
+                targets.dedup();
+                self.schema(&targets, statement, ctx, now_ms).await
             }
         }
     }
@@ -223,14 +232,26 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         Err(ProxyError::Unavailable(format!("no backend could answer the query ({})", errors.join("; "))))
     }
 
-    /// Healthy backends of `set` in random order, then the unhealthy ones.
+    /// The order in which to ask the backends of `set`, each tier in random
+    /// order: healthy and caught up (empty write queue), then healthy but still
+    /// replaying (its answers may miss queued writes), then down.
     fn read_order(&self, set: &[usize]) -> Vec<usize> {
-        let (mut healthy, mut down): (Vec<usize>, Vec<usize>) =
-            set.iter().copied().partition(|&b| self.states[b].health.borrow().is_healthy());
-        fastrand::shuffle(&mut healthy);
-        fastrand::shuffle(&mut down);
-        healthy.extend(down);
-        healthy
+        let mut tiers: [Vec<usize>; 3] = Default::default();
+        for &b in set {
+            let state = &self.states[b];
+            let tier = match (state.health.borrow().is_healthy(), state.queue.is_empty()) {
+                (true, true) => 0,
+                (true, false) => 1,
+                (false, _) => 2,
+            };
+            tiers[tier].push(b);
+        }
+        let mut order = Vec::with_capacity(set.len());
+        for mut tier in tiers {
+            fastrand::shuffle(&mut tier);
+            order.extend(tier);
+        }
+        order
     }
 
     /// `SHOW` without FROM: every healthy backend (every backend if none is),
@@ -288,12 +309,18 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         )
         .await;
         let delivered = self.settle(deliveries)?;
-        match delivered.first() {
-            Some(r) => {
-                first_result(&r.body).map_err(|e| ProxyError::Unavailable(format!("bad backend answer: {e}")))
+        // Any backend that reports the statement failed makes it a failure.
+        let mut first = None;
+        for (backend, r) in delivered {
+            let name = &self.backends[backend].name;
+            let result = first_result(&r.body)
+                .map_err(|e| ProxyError::Unavailable(format!("bad answer from backend {name}: {e}")))?;
+            if let Some(e) = result.get("error").and_then(|e| e.as_str()) {
+                return Ok(crate::results::error_result(&format!("backend {name}: {e}")));
             }
-            None => Ok(Value::Object(Default::default())),
+            first.get_or_insert(result);
         }
+        Ok(first.unwrap_or_else(|| Value::Object(Default::default())))
     }
 }
 

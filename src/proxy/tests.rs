@@ -27,6 +27,8 @@ struct MockState {
     answers: BTreeMap<String, String>,
     /// Requests that got an answer, by backend name.
     received: BTreeMap<String, Vec<Request>>,
+    /// Every request sent, answered or not, by backend name.
+    attempts: BTreeMap<String, Vec<Request>>,
 }
 
 #[derive(Clone, Default)]
@@ -41,6 +43,10 @@ impl MockTransport {
     }
     fn received(&self, backend: &str) -> Vec<Request> {
         self.0.borrow().received.get(backend).cloned().unwrap_or_default()
+    }
+    /// How many requests were sent to `backend`, answered or not.
+    fn attempts(&self, backend: &str) -> usize {
+        self.0.borrow().attempts.get(backend).map_or(0, Vec::len)
     }
     /// Bodies of the `/write` requests `backend` answered, as text.
     fn writes(&self, backend: &str) -> Vec<String> {
@@ -68,6 +74,7 @@ impl MockTransport {
 impl Transport for MockTransport {
     async fn send(&self, backend: &BackendAddr, request: Request) -> Result<Response, TransportError> {
         let mut state = self.0.borrow_mut();
+        state.attempts.entry(backend.name.clone()).or_default().push(request.clone());
         let behaviour = state.behaviour.get(&backend.name).cloned().unwrap_or(Behaviour::Up);
         let response = match behaviour {
             Behaviour::Down => return Err(TransportError::Connect("connection refused".into())),
@@ -352,15 +359,87 @@ fn query_goes_to_one_replica_and_fails_over() {
     t.set("a", Behaviour::Down);
     t.answer("b", r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["time","v"],"values":[[1,2]]}]}]}"#);
     let p = open(&t, MemStorage::new(), "");
-    for _ in 0..5 {
+    for _ in 0..8 {
         let r = query(&p, "SELECT v FROM cpu");
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["results"][0]["series"][0]["values"][0][1], 2);
     }
-    // cpu.load lives on b only.
-    query(&p, "SELECT v FROM \"cpu.load\"");
-    assert!(t.statements("a").is_empty());
+    // a was tried (and failed over from) until health checks marked it down.
+    assert!(t.attempts("a") >= 1, "the random pick never tried a");
+    assert!(!p.is_healthy(0));
+    // cpu.load lives on b only: a, even when up, is never asked.
+    t.set("a", Behaviour::Up);
+    let before = t.attempts("a");
+    for _ in 0..5 {
+        assert_eq!(query(&p, "SELECT v FROM \"cpu.load\"").status, 200);
+    }
+    assert_eq!(t.attempts("a"), before);
+}
+
+#[test]
+fn reads_prefer_a_replica_whose_queue_is_empty() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), "");
+    t.set("b", Behaviour::Down);
+    write(&p, "db=x", "cpu v=1 1\n");
+    // b answers again and is healthy, but still has a record to replay.
+    t.set("b", Behaviour::Up);
+    assert!(p.is_healthy(1) && p.queue_depth(1).records == 1);
+    for _ in 0..20 {
+        query(&p, "SELECT v FROM cpu");
+    }
+    assert!(t.statements("b").is_empty(), "a backlogged replica answered a read");
+    // With a down, the backlogged replica still serves.
+    t.set("a", Behaviour::Down);
+    assert_eq!(query(&p, "SELECT v FROM cpu").status, 200);
+    assert_eq!(t.statements("b").len(), 1);
+}
+
+#[test]
+fn schema_statement_refused_by_one_backend_is_reported() {
+    let t = MockTransport::default();
+    t.answer(
+        "b",
+        r#"{"results":[{"statement_id":0,"error":"retention policy conflicts with an existing policy"}]}"#,
+    );
+    let p = open(&t, MemStorage::new(), "");
+    let r = query(&p, "CREATE RETENTION POLICY week ON x DURATION 7d REPLICATION 1");
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let e = v["results"][0]["error"].as_str().unwrap_or_default();
+    assert!(e.contains("backend b") && e.contains("conflicts"), "{v}");
+}
+
+#[test]
+fn allowed_admin_statements_go_to_every_backend_and_select_into_to_the_source_replicas() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), r#", "allowed_statements": ["^grant", "into"]"#);
+    assert_eq!(query(&p, "GRANT ALL TO joe").status, 200);
+    assert_eq!(t.statements("a"), vec!["GRANT ALL TO joe"]);
+    assert_eq!(t.statements("b"), vec!["GRANT ALL TO joe"]);
+    // cpu.load lives on b: the INTO runs there only.
+    assert_eq!(query(&p, "SELECT * INTO copy FROM \"cpu.load\"").status, 200);
+    assert_eq!(t.statements("a").len(), 1);
+    assert_eq!(t.statements("b").len(), 2);
+    // Still forbidden: REVOKE (not allowed).
+    assert_eq!(query(&p, "REVOKE ALL FROM joe").status, 403);
+}
+
+#[test]
+fn requests_in_the_same_millisecond_get_distinct_default_timestamps() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), "");
+    write(&p, "db=x", "cpu,host=h v=1\n");
+    write(&p, "db=x", "cpu,host=h v=2\nmem v=3\n");
+    assert_eq!(
+        t.writes("a"),
+        vec![
+            "cpu,host=h v=1 1700000000000000000\n",
+            "cpu,host=h v=2 1700000000000000001\nmem v=3 1700000000000000001\n"
+        ]
+    );
+    assert_eq!(t.writes("b")[1], "cpu,host=h v=2 1700000000000000001\n");
 }
 
 #[test]

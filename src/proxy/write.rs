@@ -54,6 +54,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         })?;
         let points = parse_points(text).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
 
+        let default_timestamp = self.default_timestamp(target.precision.as_deref(), now_ms);
         // Route every point before sending anything: a point with no route
         // fails the whole write and nothing is written.
         let mut bodies: Vec<Vec<u8>> = vec![Vec::new(); self.backends.len()];
@@ -77,7 +78,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 out.extend_from_slice(point.line.trim_end().as_bytes());
                 if !point.has_timestamp {
                     out.push(b' ');
-                    out.extend_from_slice(default_timestamp(target.precision.as_deref(), now_ms).as_bytes());
+                    out.extend_from_slice(default_timestamp.as_bytes());
                 }
                 out.push(b'\n');
             }
@@ -170,17 +171,31 @@ pub(crate) fn decode_body(request: &Request, max_bytes: u64) -> Result<Cow<'_, [
     }
 }
 
-/// `now_ms` as a line protocol timestamp at `precision` (`None` = ns).
-fn default_timestamp(precision: Option<&str>, now_ms: u64) -> String {
-    let now = now_ms as u128;
-    let value = match precision {
-        None | Some("n") => now * 1_000_000,
-        Some("u") => now * 1_000,
-        Some("ms") => now,
-        Some("s") => now / 1_000,
-        Some("m") => now / 60_000,
-        Some("h") => now / 3_600_000,
-        Some(_) => now * 1_000_000,
-    };
-    value.to_string()
+impl<T: Transport, S: Storage> Proxy<T, S> {
+    /// The timestamp given to the points of one request that have none:
+    /// `now_ms` at `precision` (`None` = ns). At ns and µs precision it is also
+    /// strictly greater than the one given to the previous request, so two
+    /// requests within the same millisecond stay two points, as they would on
+    /// one InfluxDB (which stamps them with its ns clock).
+    fn default_timestamp(&self, precision: Option<&str>, now_ms: u64) -> String {
+        let now = now_ms as u128;
+        let (value, last) = match precision {
+            None | Some("n") => (now * 1_000_000, Some(&self.last_default_ns)),
+            Some("u") => (now * 1_000, Some(&self.last_default_us)),
+            Some("ms") => (now, None),
+            Some("s") => (now / 1_000, None),
+            Some("m") => (now / 60_000, None),
+            Some("h") => (now / 3_600_000, None),
+            Some(_) => (now * 1_000_000, Some(&self.last_default_ns)),
+        };
+        let value = match last {
+            Some(cell) => {
+                let v = value.max(cell.get() + 1);
+                cell.set(v);
+                v
+            }
+            None => value,
+        };
+        value.to_string()
+    }
 }
