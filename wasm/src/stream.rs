@@ -37,7 +37,11 @@ struct ReadState {
 
 impl Stream {
     pub fn new(socket: TcpStream) -> Stream {
-        Stream { socket: Arc::new(socket), read: Mutex::default(), write: Mutex::default() }
+        Stream {
+            socket: Arc::new(socket),
+            read: Mutex::default(),
+            write: Mutex::default(),
+        }
     }
 
     /// Connects to `addr` (`ip:port`).
@@ -49,7 +53,11 @@ impl Stream {
 impl Clone for Stream {
     /// A new handle on the same socket, with no read or write in flight.
     fn clone(&self) -> Stream {
-        Stream { socket: self.socket.clone(), read: Mutex::default(), write: Mutex::default() }
+        Stream {
+            socket: self.socket.clone(),
+            read: Mutex::default(),
+            write: Mutex::default(),
+        }
     }
 }
 
@@ -58,13 +66,20 @@ fn poisoned() -> io::Error {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
         let this = self.get_mut();
         let state = this.read.get_mut().map_err(|_| poisoned())?;
         if state.leftover.is_empty() {
             let fut = state.pending.get_or_insert_with(|| {
                 let socket = this.socket.clone();
-                let len = buf.len().max(1);
+                let len = buf.len();
                 Box::pin(async move {
                     let mut chunk = vec![0; len];
                     let n = input(&socket)?.read(&mut chunk).await?;
@@ -91,7 +106,11 @@ impl AsyncWrite for Stream {
     /// Takes the whole of `buf` (copied) and reports it written only once it is
     /// in the socket's output stream. A caller that retries after `Pending`
     /// with another buffer is told how many bytes of the first one went out.
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let state = this.write.get_mut().map_err(|_| poisoned())?;
         if state.flushing {
@@ -143,7 +162,9 @@ struct WriteState {
 
 impl WriteState {
     fn drive(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let Some(fut) = self.pending.as_mut() else { return Poll::Ready(Ok(0)) };
+        let Some(fut) = self.pending.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
         let result = futures_lite::ready!(fut.as_mut().poll(cx));
         self.pending = None;
         self.flushing = false;
@@ -152,9 +173,11 @@ impl WriteState {
 }
 
 fn input(socket: &TcpStream) -> io::Result<&AsyncInputStream> {
-    wstd::io::AsyncRead::as_async_input_stream(socket).ok_or_else(|| io::Error::other("no input stream"))
+    wstd::io::AsyncRead::as_async_input_stream(socket)
+        .ok_or_else(|| io::Error::other("no input stream"))
 }
 
 fn output(socket: &TcpStream) -> io::Result<&AsyncOutputStream> {
-    wstd::io::AsyncWrite::as_async_output_stream(socket).ok_or_else(|| io::Error::other("no output stream"))
+    wstd::io::AsyncWrite::as_async_output_stream(socket)
+        .ok_or_else(|| io::Error::other("no output stream"))
 }
