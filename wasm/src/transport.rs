@@ -13,7 +13,7 @@ use influx_proxy::http::{encode_params, Method, Request, Response};
 use influx_proxy::transport::{BackendAddr, Transport, TransportError};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// Sends requests to backends. Single-threaded, like the proxy that owns it.
@@ -104,24 +104,50 @@ impl Transport for WasiTransport {
 
 /// Opens a TCP connection to the backend's first IPv4 address.
 async fn connect(backend: &BackendAddr) -> Result<Stream, TransportError> {
-    let addrs: Vec<SocketAddr> = (backend.host.as_str(), backend.port)
-        .to_socket_addrs()
-        .map_err(|e| {
-            TransportError::Connect(format!(
-                "{}: cannot resolve {}: {e}",
-                backend.url, backend.host
-            ))
-        })?
-        .collect();
-    let addr = addrs.iter().find(|a| a.is_ipv4()).ok_or_else(|| {
+    let addrs = resolve(&backend.host).await.map_err(|e| {
+        TransportError::Connect(format!(
+            "{}: cannot resolve {}: {e}",
+            backend.url, backend.host
+        ))
+    })?;
+    let ip = addrs.into_iter().find(IpAddr::is_ipv4).ok_or_else(|| {
         TransportError::Connect(format!(
             "{}: no IPv4 address (the wasm build cannot connect over IPv6 yet)",
             backend.url
         ))
     })?;
-    Stream::connect(*addr)
+    Stream::connect(SocketAddr::new(ip, backend.port))
         .await
         .map_err(|e| TransportError::Connect(format!("{}: {e}", backend.url)))
+}
+
+/// The addresses of `host`: an IP literal as is, a name through
+/// `wasi:sockets/ip-name-lookup` (Rust's std does not resolve names on
+/// wasip2; wasmtime answers only with `-S allow-ip-name-lookup`).
+async fn resolve(host: &str) -> Result<Vec<IpAddr>, String> {
+    use wasip2::sockets::ip_name_lookup::{resolve_addresses, IpAddress};
+    use wasip2::sockets::network::ErrorCode;
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![ip]);
+    }
+    let network = wasip2::sockets::instance_network::instance_network();
+    let lookup = resolve_addresses(&network, host).map_err(|e| e.to_string())?;
+    let ready = wstd::runtime::AsyncPollable::new(lookup.subscribe());
+    let mut addrs = Vec::new();
+    loop {
+        match lookup.resolve_next_address() {
+            Ok(Some(IpAddress::Ipv4((a, b, c, d)))) => addrs.push(IpAddr::from([a, b, c, d])),
+            Ok(Some(IpAddress::Ipv6((a, b, c, d, e, f, g, h)))) => {
+                addrs.push(IpAddr::from([a, b, c, d, e, f, g, h]))
+            }
+            Ok(None) => break,
+            Err(ErrorCode::WouldBlock) => ready.wait_for().await,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    // The pollable is a child of the lookup: drop it first.
+    drop(ready);
+    Ok(addrs)
 }
 
 /// The core's request as an http-types request to `backend`: base path and
@@ -327,6 +353,31 @@ mod tests {
             assert_eq!(
                 transport.send(&backend, write("a")).await,
                 Err(TransportError::Timeout)
+            );
+        });
+    }
+
+    #[test]
+    fn ip_literals_need_no_lookup() {
+        wstd::runtime::block_on(async {
+            assert_eq!(
+                resolve("127.0.0.1").await.unwrap(),
+                vec![IpAddr::from([127, 0, 0, 1])]
+            );
+            assert_eq!(
+                resolve("::1").await.unwrap(),
+                vec!["::1".parse::<IpAddr>().unwrap()]
+            );
+        });
+    }
+
+    #[test]
+    fn host_names_are_resolved() {
+        wstd::runtime::block_on(async {
+            let addrs = resolve("localhost").await.unwrap();
+            assert!(
+                addrs.iter().all(IpAddr::is_loopback) && !addrs.is_empty(),
+                "{addrs:?}"
             );
         });
     }
