@@ -1,0 +1,221 @@
+//! `influx-proxy` as a wasm32-wasip2 component: the same core as the native
+//! server, hosted on wstd (the WASI 0.2 executor, sockets and timers) with
+//! async-h1 for HTTP/1.1.
+//!
+//! Run it as a long-running server:
+//!
+//! ```text
+//! wasmtime run -S inherit-network --dir DATA::/data --dir CONFIGDIR::/config \
+//!     influx-proxy.wasm --config /config/proxy.json
+//! ```
+//!
+//! Arguments: `--config FILE` (default `/config/proxy.json`) and
+//! `--data-dir DIR` (default `/data`), both paths inside the component. The
+//! write queues live under `--data-dir`, which must be a preopened directory;
+//! the config's `data_dir` key is not used by this build (it names a host path
+//! that the component cannot see). What the flags grant: `-S inherit-network`
+//! lets the component listen on the configured address and connect to the
+//! backends; `--dir` gives it exactly the data and config directories.
+//!
+//! There are no signals in WASI: stopping wasmtime (SIGTERM, SIGKILL) loses
+//! nothing that was answered 204, since every queue append is synced first.
+#![forbid(unsafe_code)]
+
+#[cfg(target_os = "wasi")]
+mod server;
+// Natively only its tests use it.
+#[cfg_attr(not(target_os = "wasi"), allow(dead_code))]
+mod storage;
+#[cfg(target_os = "wasi")]
+mod stream;
+#[cfg(target_os = "wasi")]
+mod transport;
+
+/// The proxy as this host runs it.
+#[cfg(target_os = "wasi")]
+type Host = influx_proxy::proxy::Proxy<transport::WasiTransport, storage::DirStorage>;
+
+#[cfg_attr(not(target_os = "wasi"), allow(dead_code))]
+/// Command-line arguments.
+#[derive(Debug, PartialEq)]
+struct Args {
+    config: String,
+    data_dir: String,
+}
+
+#[cfg_attr(not(target_os = "wasi"), allow(dead_code))]
+const USAGE: &str =
+    "usage: influx-proxy.wasm [--config FILE] [--data-dir DIR]  (paths inside the component; \
+                     defaults /config/proxy.json and /data)";
+
+#[cfg_attr(not(target_os = "wasi"), allow(dead_code))]
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
+    use lexopt::prelude::*;
+    let mut out = Args {
+        config: "/config/proxy.json".into(),
+        data_dir: "/data".into(),
+    };
+    let mut parser = lexopt::Parser::from_iter(args);
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Long("config") => {
+                out.config = parser
+                    .value()
+                    .map_err(|e| e.to_string())?
+                    .string()
+                    .map_err(|e| e.to_string())?
+            }
+            Long("data-dir") => {
+                out.data_dir = parser
+                    .value()
+                    .map_err(|e| e.to_string())?
+                    .string()
+                    .map_err(|e| e.to_string())?
+            }
+            Long("version") => {
+                return Err(format!(
+                    "influx-proxy {} (wasm32-wasip2)",
+                    influx_proxy::VERSION
+                ))
+            }
+            Long("help") | Short('h') => return Err(USAGE.into()),
+            other => return Err(format!("{}\n{USAGE}", other.unexpected())),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg_attr(not(target_os = "wasi"), allow(dead_code))]
+/// Milliseconds since the Unix epoch (`wasi:clocks/wall-clock`).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(target_os = "wasi")]
+fn main() {
+    let args = match parse_args(std::env::args()) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("{message}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(message) = wstd::runtime::block_on(run(args)) {
+        eprintln!("influx-proxy: {message}");
+        std::process::exit(1);
+    }
+}
+
+/// Opens the proxy, starts the health-check and replay tasks, then serves
+/// until the component is stopped. Errors: config, data directory, listen
+/// address, opening a write queue.
+#[cfg(target_os = "wasi")]
+async fn run(args: Args) -> Result<(), String> {
+    use influx_proxy::config::Config;
+    use std::rc::Rc;
+
+    let text = std::fs::read_to_string(&args.config).map_err(|e| {
+        format!(
+            "{}: {e} (is its directory preopened with wasmtime --dir HOST::GUEST?)",
+            args.config
+        )
+    })?;
+    let config = Config::parse(&args.config, &text).map_err(|e| e.to_string())?;
+    let storage = storage::DirStorage::open(&args.data_dir).map_err(|e| {
+        format!(
+            "data directory {}: {e} (is it preopened with wasmtime --dir HOST::{}?)",
+            args.data_dir, args.data_dir
+        )
+    })?;
+    let transport = transport::WasiTransport::new(config.request_timeout_ms, config.pool_max_idle);
+    let listen = config.listen.clone();
+    let proxy = Rc::new(Host::open(config, transport, storage).await?);
+    let listener = wstd::net::TcpListener::bind(&listen).await.map_err(|e| {
+        format!("cannot listen on {listen}: {e} (run wasmtime with -S inherit-network; the address must be ip:port)")
+    })?;
+    eprintln!(
+        "influx-proxy {} (wasm32-wasip2) listening on {listen}",
+        influx_proxy::VERSION
+    );
+    for backend in 0..proxy.backends().len() {
+        wstd::runtime::spawn(health_checks(proxy.clone(), backend)).detach();
+        wstd::runtime::spawn(replay(proxy.clone(), backend)).detach();
+    }
+    server::serve(proxy, listener).await;
+    Ok(())
+}
+
+/// Health checks of one backend, every `health_check_interval_ms`.
+#[cfg(target_os = "wasi")]
+async fn health_checks(proxy: std::rc::Rc<Host>, backend: usize) {
+    let interval = std::time::Duration::from_millis(proxy.config().health_check_interval_ms);
+    loop {
+        proxy.check_health(backend, now_ms()).await;
+        wstd::task::sleep(interval.into()).await;
+    }
+}
+
+/// How long replay waits when a backend's write queue is empty (ms); the
+/// native host uses the same.
+#[cfg_attr(not(target_os = "wasi"), allow(dead_code))]
+const REPLAY_IDLE_MS: u64 = 50;
+
+/// Replay of one backend's write queue, as long as the component runs.
+#[cfg(target_os = "wasi")]
+async fn replay(proxy: std::rc::Rc<Host>, backend: usize) {
+    use influx_proxy::proxy::ReplayStep;
+    use std::time::Duration;
+    loop {
+        match proxy.replay_step(backend, now_ms()).await {
+            // Let requests run between records.
+            ReplayStep::Progress => futures_lite::future::yield_now().await,
+            ReplayStep::Idle => {
+                wstd::task::sleep(Duration::from_millis(REPLAY_IDLE_MS).into()).await;
+            }
+            ReplayStep::RetryAfter(ms) => {
+                wstd::task::sleep(Duration::from_millis(ms).into()).await;
+            }
+        }
+    }
+}
+
+#[cfg(not(target_os = "wasi"))]
+fn main() {
+    eprintln!("influx-proxy-wasm only runs as a wasm32-wasip2 component: cargo build --release --target wasm32-wasip2");
+    std::process::exit(2);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Result<Args, String> {
+        parse_args(
+            std::iter::once("influx-proxy.wasm")
+                .chain(list.iter().copied())
+                .map(String::from),
+        )
+    }
+
+    #[test]
+    fn arguments_and_defaults() {
+        assert_eq!(
+            args(&[]).unwrap(),
+            Args {
+                config: "/config/proxy.json".into(),
+                data_dir: "/data".into()
+            }
+        );
+        assert_eq!(
+            args(&["--config", "/c/p.json", "--data-dir=/d"]).unwrap(),
+            Args {
+                config: "/c/p.json".into(),
+                data_dir: "/d".into()
+            }
+        );
+        assert!(args(&["--bogus"]).unwrap_err().contains("--bogus"));
+        assert!(args(&["--config"]).unwrap_err().contains("missing"));
+    }
+}

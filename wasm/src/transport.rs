@@ -1,0 +1,397 @@
+//! [`Transport`] for the WASI host: async-h1's HTTP/1.1 client over wstd TCP
+//! (`wasi:sockets`), with a per-request timeout on wstd timers
+//! (`wasi:clocks`) and a small keep-alive pool per backend.
+//!
+//! Limits of the WASI build, each answered as a [`TransportError::Connect`]
+//! rather than a panic: backends must resolve to IPv4 addresses (wstd 0.6
+//! cannot connect over IPv6 yet), and host names need wasmtime's
+//! `-S allow-ip-name-lookup`.
+
+use crate::stream::Stream;
+use futures_lite::future;
+use influx_proxy::http::{encode_params, Method, Request, Response};
+use influx_proxy::transport::{BackendAddr, Transport, TransportError};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// Sends requests to backends. Single-threaded, like the proxy that owns it.
+pub struct WasiTransport {
+    /// Connect + request + whole response must finish within this.
+    timeout: Duration,
+    /// Idle kept-alive connections kept per backend (`pool_max_idle`).
+    max_idle: usize,
+    /// Idle connections by `host:port`, most recently used last.
+    idle: RefCell<HashMap<String, Vec<Stream>>>,
+}
+
+impl WasiTransport {
+    /// `timeout_ms`: the config's `request_timeout_ms`; `max_idle`: its
+    /// `pool_max_idle`.
+    pub fn new(timeout_ms: u64, max_idle: usize) -> WasiTransport {
+        WasiTransport {
+            timeout: Duration::from_millis(timeout_ms),
+            max_idle,
+            idle: RefCell::new(HashMap::new()),
+        }
+    }
+
+    async fn send_once(
+        &self,
+        backend: &BackendAddr,
+        request: &Request,
+        stream: Stream,
+    ) -> Result<Response, TransportError> {
+        let outgoing = to_http_types(backend, request)?;
+        let mut response = async_h1::connect(stream.clone(), outgoing)
+            .await
+            .map_err(|e| TransportError::Io(e.to_string()))?;
+        let body = response
+            .body_bytes()
+            .await
+            .map_err(|e| TransportError::Io(e.to_string()))?;
+        let reusable = !response
+            .header("connection")
+            .is_some_and(|v| v.as_str().eq_ignore_ascii_case("close"));
+        if reusable {
+            let mut idle = self.idle.borrow_mut();
+            let pool = idle.entry(backend.authority()).or_default();
+            if pool.len() < self.max_idle {
+                pool.push(stream);
+            }
+        }
+        Ok(from_http_types(&response, body))
+    }
+
+    async fn send_with_retry(
+        &self,
+        backend: &BackendAddr,
+        request: Request,
+    ) -> Result<Response, TransportError> {
+        let pooled = self
+            .idle
+            .borrow_mut()
+            .get_mut(&backend.authority())
+            .and_then(Vec::pop);
+        if let Some(stream) = pooled {
+            match self.send_once(backend, &request, stream).await {
+                // The backend may have closed an idle connection: one more try
+                // on a fresh one. (A write that did reach the backend is
+                // harmless to repeat: InfluxDB overwrites identical points.)
+                Err(TransportError::Io(_)) => {}
+                other => return other,
+            }
+        }
+        let stream = connect(backend).await?;
+        self.send_once(backend, &request, stream).await
+    }
+}
+
+impl Transport for WasiTransport {
+    async fn send(
+        &self,
+        backend: &BackendAddr,
+        request: Request,
+    ) -> Result<Response, TransportError> {
+        let timeout = async {
+            wstd::task::sleep(self.timeout.into()).await;
+            Err(TransportError::Timeout)
+        };
+        future::or(self.send_with_retry(backend, request), timeout).await
+    }
+}
+
+/// Opens a TCP connection to the backend's first IPv4 address.
+async fn connect(backend: &BackendAddr) -> Result<Stream, TransportError> {
+    let addrs = resolve(&backend.host).await.map_err(|e| {
+        TransportError::Connect(format!(
+            "{}: cannot resolve {}: {e}",
+            backend.url, backend.host
+        ))
+    })?;
+    let ip = addrs.into_iter().find(IpAddr::is_ipv4).ok_or_else(|| {
+        TransportError::Connect(format!(
+            "{}: no IPv4 address (the wasm build cannot connect over IPv6 yet)",
+            backend.url
+        ))
+    })?;
+    Stream::connect(SocketAddr::new(ip, backend.port))
+        .await
+        .map_err(|e| TransportError::Connect(format!("{}: {e}", backend.url)))
+}
+
+/// The addresses of `host`: an IP literal as is, a name through
+/// `wasi:sockets/ip-name-lookup` (Rust's std does not resolve names on
+/// wasip2; wasmtime answers only with `-S allow-ip-name-lookup`).
+async fn resolve(host: &str) -> Result<Vec<IpAddr>, String> {
+    use wasip2::sockets::ip_name_lookup::{resolve_addresses, IpAddress};
+    use wasip2::sockets::network::ErrorCode;
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![ip]);
+    }
+    let network = wasip2::sockets::instance_network::instance_network();
+    let lookup = resolve_addresses(&network, host).map_err(|e| e.to_string())?;
+    let ready = wstd::runtime::AsyncPollable::new(lookup.subscribe());
+    let mut addrs = Vec::new();
+    loop {
+        match lookup.resolve_next_address() {
+            Ok(Some(IpAddress::Ipv4((a, b, c, d)))) => addrs.push(IpAddr::from([a, b, c, d])),
+            Ok(Some(IpAddress::Ipv6((a, b, c, d, e, f, g, h)))) => {
+                addrs.push(IpAddr::from([a, b, c, d, e, f, g, h]))
+            }
+            Ok(None) => break,
+            Err(ErrorCode::WouldBlock) => ready.wait_for().await,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    // The pollable is a child of the lookup: drop it first.
+    drop(ready);
+    Ok(addrs)
+}
+
+/// The core's request as an http-types request to `backend`: base path and
+/// query string added, body with its length.
+fn to_http_types(
+    backend: &BackendAddr,
+    request: &Request,
+) -> Result<http_types::Request, TransportError> {
+    let mut url = format!(
+        "http://{}{}{}",
+        backend.authority(),
+        backend.base_path,
+        request.path
+    );
+    if !request.query.is_empty() {
+        url.push('?');
+        url.push_str(&encode_params(&request.query));
+    }
+    let url =
+        http_types::Url::parse(&url).map_err(|e| TransportError::Connect(format!("{url}: {e}")))?;
+    let method = match request.method {
+        Method::Get => http_types::Method::Get,
+        Method::Head => http_types::Method::Head,
+        Method::Post => http_types::Method::Post,
+        Method::Other => {
+            return Err(TransportError::Io(
+                "cannot forward an unknown method".into(),
+            ))
+        }
+    };
+    let mut out = http_types::Request::new(method, url);
+    for (name, value) in &request.headers {
+        // The client sets these from the URL and the body.
+        if ["host", "content-length", "transfer-encoding", "connection"]
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h))
+        {
+            continue;
+        }
+        if let Some((name, value)) = crate::server::header(name.clone(), value.clone()) {
+            out.append_header(name, value);
+        }
+    }
+    if request.method == Method::Post || !request.body.is_empty() {
+        out.set_body(request.body.clone());
+    }
+    Ok(out)
+}
+
+/// A backend's http-types response as the core's response (header names in
+/// lower case).
+fn from_http_types(response: &http_types::Response, body: Vec<u8>) -> Response {
+    let mut headers = Vec::new();
+    for (name, values) in response.iter() {
+        for value in values.iter() {
+            headers.push((
+                name.as_str().to_ascii_lowercase(),
+                value.as_str().to_string(),
+            ));
+        }
+    }
+    Response {
+        status: response.status() as u16,
+        headers,
+        body,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! These run inside wasmtime (`cargo test --target wasm32-wasip2`), against
+    //! small async-h1 servers in the same component.
+    use super::*;
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use wstd::iter::AsyncIterator;
+    use wstd::net::TcpListener;
+
+    #[test]
+    fn outgoing_request_has_base_path_query_and_body() {
+        let backend = BackendAddr::parse("a", "http://127.0.0.1:8087/influx").unwrap();
+        let mut request = Request::new(Method::Post, "/write");
+        request.query = vec![
+            ("db".into(), "my db".into()),
+            ("precision".into(), "s".into()),
+        ];
+        request.headers = vec![
+            ("content-encoding".into(), "gzip".into()),
+            ("content-length".into(), "3".into()),
+        ];
+        request.body = b"abc".to_vec();
+        let out = to_http_types(&backend, &request).unwrap();
+        assert_eq!(
+            out.url().as_str(),
+            "http://127.0.0.1:8087/influx/write?db=my%20db&precision=s"
+        );
+        assert_eq!(
+            out.header("content-encoding").map(|v| v.as_str()),
+            Some("gzip")
+        );
+        assert_eq!(out.len(), Some(3));
+    }
+
+    /// A backend on a free port that answers every request with its path,
+    /// query and body, closing each connection after `requests_per_conn`
+    /// requests; returns its URL, the number of connections accepted, and the
+    /// accepting task (drop it to stop the backend: wstd's `block_on` returns
+    /// only when no task waits on anything).
+    async fn echo_backend(
+        requests_per_conn: usize,
+    ) -> (String, Rc<Cell<usize>>, wstd::runtime::Task<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let conns = Rc::new(Cell::new(0));
+        let counter = conns.clone();
+        let acceptor = wstd::runtime::spawn(async move {
+            let mut incoming = listener.incoming();
+            while let Some(Ok(conn)) = incoming.next().await {
+                counter.set(counter.get() + 1);
+                wstd::runtime::spawn(async move {
+                    let mut server = async_h1::server::Server::new(
+                        Stream::new(conn),
+                        |mut req: http_types::Request| async move {
+                            let body = req.body_string().await?;
+                            let mut res = http_types::Response::new(200);
+                            res.insert_header(
+                                "x-seen",
+                                format!("{}?{}", req.url().path(), req.url().query().unwrap_or("")),
+                            );
+                            res.set_body(body);
+                            Ok(res)
+                        },
+                    );
+                    for _ in 0..requests_per_conn {
+                        if !matches!(
+                            server.accept_one().await,
+                            Ok(async_h1::server::ConnectionStatus::KeepAlive)
+                        ) {
+                            break;
+                        }
+                    }
+                })
+                .detach();
+            }
+        });
+        (url, conns, acceptor)
+    }
+
+    fn write(body: &str) -> Request {
+        let mut request = Request::new(Method::Post, "/write");
+        request.query = vec![("db".into(), "x".into())];
+        request.body = body.as_bytes().to_vec();
+        request
+    }
+
+    #[test]
+    fn keeps_connections_alive_and_returns_whole_responses() {
+        wstd::runtime::block_on(async {
+            let (url, conns, _backend) = echo_backend(usize::MAX).await;
+            let backend = BackendAddr::parse("a", &format!("{url}/base")).unwrap();
+            let transport = WasiTransport::new(5_000, 2);
+            for body in ["cpu v=1", "cpu v=2", ""] {
+                let r = transport.send(&backend, write(body)).await.unwrap();
+                assert_eq!(
+                    (r.status, r.header("x-seen"), r.body.as_slice()),
+                    (200, Some("/base/write?db=x"), body.as_bytes())
+                );
+            }
+            assert_eq!(
+                conns.get(),
+                1,
+                "one kept-alive connection for three requests"
+            );
+        });
+    }
+
+    #[test]
+    fn retries_once_when_a_pooled_connection_was_closed() {
+        wstd::runtime::block_on(async {
+            let (url, conns, _backend) = echo_backend(1).await;
+            let backend = BackendAddr::parse("a", &url).unwrap();
+            let transport = WasiTransport::new(5_000, 2);
+            assert_eq!(
+                transport.send(&backend, write("a")).await.unwrap().body,
+                b"a"
+            );
+            assert_eq!(
+                transport.send(&backend, write("b")).await.unwrap().body,
+                b"b"
+            );
+            assert_eq!(conns.get(), 2);
+        });
+    }
+
+    #[test]
+    fn silent_backend_times_out() {
+        wstd::runtime::block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let backend =
+                BackendAddr::parse("a", &format!("http://{}", listener.local_addr().unwrap()))
+                    .unwrap();
+            let transport = WasiTransport::new(100, 2);
+            assert_eq!(
+                transport.send(&backend, write("a")).await,
+                Err(TransportError::Timeout)
+            );
+        });
+    }
+
+    #[test]
+    fn ip_literals_need_no_lookup() {
+        wstd::runtime::block_on(async {
+            assert_eq!(
+                resolve("127.0.0.1").await.unwrap(),
+                vec![IpAddr::from([127, 0, 0, 1])]
+            );
+            assert_eq!(
+                resolve("::1").await.unwrap(),
+                vec!["::1".parse::<IpAddr>().unwrap()]
+            );
+        });
+    }
+
+    #[test]
+    fn host_names_are_resolved() {
+        wstd::runtime::block_on(async {
+            let addrs = resolve("localhost").await.unwrap();
+            assert!(
+                addrs.iter().all(IpAddr::is_loopback) && !addrs.is_empty(),
+                "{addrs:?}"
+            );
+        });
+    }
+
+    #[test]
+    fn refused_connection_is_a_connect_error() {
+        wstd::runtime::block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            drop(listener);
+            let backend = BackendAddr::parse("a", &format!("http://{addr}")).unwrap();
+            let transport = WasiTransport::new(5_000, 2);
+            let e = transport.send(&backend, write("a")).await.unwrap_err();
+            assert!(matches!(e, TransportError::Connect(_)), "{e:?}");
+        });
+    }
+}
