@@ -21,6 +21,26 @@
 //! the load, each sink's received line count is checked against the lines the
 //! proxy acknowledged (waiting a little for a replayed write queue).
 //!
+//! **Backlog** (native, and wasm when a `.wasm` is given; plain bodies): the
+//! proxy's backend `b` is down for the whole load: the config points `b` at a
+//! loopback port reserved for it on which nothing listens (connections
+//! refused), with short health knobs (`health_check_interval_ms` 200,
+//! `health_check_fall` 2, `health_check_rise` 1, `replay_backoff_min_ms` 50,
+//! `replay_backoff_max_ms` 200). The load starts once `GET /health` reports
+//! `b` unhealthy, and runs for `warmup` + `backlog` seconds: every write is
+//! delivered to `a` and appended (fsync'd) to `b`'s write queue before the
+//! 204. Reported: lines/s and latencies of those writes, and `b`'s queue
+//! (`queue_records`, `queue_bytes` of `/health`) after the load. Then a sink
+//! `b` starts on the reserved port and the catch-up is timed: from then until
+//! `/health` (polled every 100 ms) reports `b`'s queue empty; replayed
+//! records/s and lines/s are what sink `b` received over that time. Sink `b`
+//! must end with exactly the acknowledged lines (nothing lost, nothing twice).
+//! The catch-up time includes the replay backoff still running when `b` comes
+//! up (at most 200 ms) and the 100 ms poll granularity. The proxy's default
+//! `queue_max_bytes` (1 GiB) is kept: a backlog much longer than the default
+//! fills it (about 100 MiB/s of plain bodies) and writes are then answered 503,
+//! which count as errors.
+//!
 //! Usage (`cargo bench` passes `--bench`, which is ignored):
 //!
 //! ```text
@@ -34,6 +54,7 @@
 //!   --wasmtime BIN     wasmtime executable           (WASMTIME, "wasmtime")
 //!   --proxy-bin PATH   native binary to run          (INFLUX_PROXY_BIN, the one cargo built)
 //!   --startup-timeout S  wait for the proxy's /ping  (BENCH_STARTUP_TIMEOUT_S, 60)
+//!   --backlog S        measured seconds with b down  (BENCH_BACKLOG_S, 5; 0 skips it)
 //! ```
 //!
 //! The process exits 1 when a scenario could not run, had errors, or a sink's
@@ -65,6 +86,14 @@ const SINK_SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 const DISTINCT_BODIES: usize = 8;
 /// Error texts kept per scenario for the report.
 const ERROR_SAMPLES: usize = 3;
+/// Longest wait, in the backlog scenario, for the proxy to mark `b` down
+/// before the load starts.
+const MARK_DOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait, in the backlog scenario, for `b`'s write queue to empty once
+/// `b` is up.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often `GET /health` is polled during the catch-up.
+const HEALTH_POLL: Duration = Duration::from_millis(100);
 
 fn main() -> ExitCode {
     let options = match Options::parse() {
@@ -128,12 +157,29 @@ fn run(options: &Options) -> Result<bool, String> {
             rows.push(run_proxy(options, &bodies, encoding, &sinks, "wasm", command));
         }
     }
+    if !options.backlog.is_zero() {
+        if options.modes.native {
+            let command = native_command(&options.proxy_bin);
+            rows.push(run_backlog(options, &bodies, &sink_runtime, &sinks[0], "native (b down)", command));
+        }
+        if let Some(wasm) = &wasm {
+            let command = wasm_command(&options.wasmtime, wasm);
+            rows.push(run_backlog(options, &bodies, &sink_runtime, &sinks[0], "wasm (b down)", command));
+        }
+    }
     drop(sink_runtime);
 
     println!();
     print!("{}", table(&rows));
     for line in ratios(&rows) {
         println!("{line}");
+    }
+    for row in &rows {
+        if let Ok(Measured { backlog: Some(backlog), .. }) = &row.result {
+            for line in backlog.report(row.mode) {
+                println!("{line}");
+            }
+        }
     }
     let mut ok = true;
     for row in &rows {
@@ -185,6 +231,8 @@ struct Options {
     wasmtime: String,
     proxy_bin: PathBuf,
     startup_timeout: Duration,
+    /// Measured seconds of the backlog scenario; zero skips it.
+    backlog: Duration,
 }
 
 impl Options {
@@ -207,6 +255,7 @@ impl Options {
                 "BENCH_STARTUP_TIMEOUT_S",
                 &env_parse("BENCH_STARTUP_TIMEOUT_S", 60.0)?,
             )?,
+            backlog: seconds("BENCH_BACKLOG_S", &env_parse("BENCH_BACKLOG_S", 5.0)?)?,
         };
         options.parse_args().map_err(|e| e.to_string())?;
         if options.connections == 0 || options.lines == 0 {
@@ -241,6 +290,7 @@ impl Options {
                 Long("startup-timeout") => {
                     self.startup_timeout = secs("--startup-timeout", parser.value()?.parse()?)?
                 }
+                Long("backlog") => self.backlog = secs("--backlog", parser.value()?.parse()?)?,
                 Short('h') | Long("help") => {
                     println!("{USAGE}");
                     std::process::exit(0);
@@ -262,7 +312,8 @@ usage: cargo bench --bench write [-- OPTIONS]
   --wasm PATH          influx-proxy.wasm to benchmark too    (INFLUX_PROXY_WASM, default none)
   --wasmtime BIN       wasmtime executable                   (WASMTIME, default wasmtime)
   --proxy-bin PATH     native binary to run                  (INFLUX_PROXY_BIN, default: cargo's)
-  --startup-timeout S  longest wait for the proxy's /ping    (BENCH_STARTUP_TIMEOUT_S, default 60)";
+  --startup-timeout S  longest wait for the proxy's /ping    (BENCH_STARTUP_TIMEOUT_S, default 60)
+  --backlog S          measured seconds with backend b down  (BENCH_BACKLOG_S, default 5; 0 skips)";
 
 /// Reads `name` from the environment, `default` when unset.
 fn env_parse<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String>
@@ -390,6 +441,8 @@ struct LoadReport {
     latencies_us: Vec<u64>,
     /// Lines acknowledged over the whole run (warm-up included).
     acked_lines: u64,
+    /// Requests acknowledged over the whole run (warm-up included).
+    acked_requests: u64,
     /// Non-204 answers and transport errors over the whole run.
     errors: u64,
     error_samples: Vec<String>,
@@ -401,6 +454,7 @@ impl LoadReport {
         self.window_requests += other.window_requests;
         self.latencies_us.extend(other.latencies_us);
         self.acked_lines += other.acked_lines;
+        self.acked_requests += other.acked_requests;
         self.errors += other.errors;
         for sample in other.error_samples {
             self.add_error_sample(sample);
@@ -497,6 +551,7 @@ impl ConnectionLoad {
             match result {
                 Ok((StatusCode::NoContent, _)) => {
                     report.acked_lines += self.lines_per_body;
+                    report.acked_requests += 1;
                     if done >= self.measure_from && done <= self.end {
                         report.window_lines += self.lines_per_body;
                         report.window_requests += 1;
@@ -552,14 +607,20 @@ async fn post_write(
 
 /// `GET /ping` on a fresh connection; the status, or a transport error.
 async fn ping(addr: SocketAddr) -> Result<StatusCode, String> {
+    get(addr, "/ping").await.map(|(status, _)| status)
+}
+
+/// `GET path` on a fresh connection; the status and body, or a transport
+/// error (no answer within 2 s counts as one).
+async fn get(addr: SocketAddr, path: &str) -> Result<(StatusCode, Vec<u8>), String> {
     let exchange = async {
         let conn = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
-        let url = Url::parse(&format!("http://{addr}/ping")).map_err(|e| format!("bad url: {e}"))?;
+        let url = Url::parse(&format!("http://{addr}{path}")).map_err(|e| format!("bad url: {e}"))?;
         let mut response = async_h1::connect(conn, Request::new(Method::Get, url))
             .await
             .map_err(|e| format!("request: {e}"))?;
-        let _ = response.body_bytes().await;
-        Ok(response.status())
+        let body = response.body_bytes().await.map_err(|e| format!("response body: {e}"))?;
+        Ok((response.status(), body))
     };
     exchange
         .or(async {
@@ -644,8 +705,14 @@ struct Sink {
 }
 
 impl Sink {
+    /// A sink on a free loopback port.
     fn start(runtime: &Runtime, name: &'static str) -> std::io::Result<Sink> {
-        let std_listener = StdTcpListener::bind("127.0.0.1:0")?;
+        Sink::start_on(runtime, name, SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// A sink listening on `addr` (port 0: any free port).
+    fn start_on(runtime: &Runtime, name: &'static str, addr: SocketAddr) -> std::io::Result<Sink> {
+        let std_listener = StdTcpListener::bind(addr)?;
         let addr = std_listener.local_addr()?;
         let listener = TcpListener::try_from(std_listener)?;
         let counters = Arc::new(SinkCounters::default());
@@ -829,10 +896,16 @@ struct ProxyProcess {
 
 impl ProxyProcess {
     /// Writes a config (listen on a free loopback port, a fresh data dir,
-    /// backends = `sinks`, keymap `_default_` -> every sink), starts the
-    /// proxy with `how`, and waits until `GET /ping` answers 204. On failure
-    /// the error names the command and ends with the proxy's stderr tail.
-    fn start(how: &ProxyCommand, sinks: &[Sink], timeout: Duration) -> Result<ProxyProcess, String> {
+    /// `backends` as `(name, address)`, keymap `_default_` -> every backend,
+    /// plus the top-level `settings`), starts the proxy with `how`, and waits
+    /// until `GET /ping` answers 204. On failure the error names the command
+    /// and ends with the proxy's stderr tail.
+    fn start(
+        how: &ProxyCommand,
+        backends: &[(&str, SocketAddr)],
+        settings: &serde_json::Value,
+        timeout: Duration,
+    ) -> Result<ProxyProcess, String> {
         let dir = tempfile::Builder::new()
             .prefix("influx-proxy-bench-")
             .tempdir()
@@ -846,7 +919,7 @@ impl ProxyProcess {
         let config_path = conf_dir.join("proxy.json");
         let data_dir_in_config =
             how.data_dir_in_config.clone().unwrap_or_else(|| data_dir.display().to_string());
-        let config = proxy_config(addr, &data_dir_in_config, sinks);
+        let config = proxy_config(addr, &data_dir_in_config, backends, settings);
         std::fs::write(&config_path, config).map_err(|e| format!("write {}: {e}", config_path.display()))?;
 
         let stdout_path = dir.path().join("stdout.log");
@@ -915,19 +988,29 @@ impl Drop for ProxyProcess {
     }
 }
 
-/// The proxy's JSON config (schema: src/config.rs).
-fn proxy_config(listen: SocketAddr, data_dir: &str, sinks: &[Sink]) -> String {
-    let backends: serde_json::Map<String, serde_json::Value> = sinks
+/// The proxy's JSON config (schema: src/config.rs): `backends` as
+/// `(name, address)`, all in the `_default_` keymap, and the top-level
+/// `settings` (an object, e.g. health check knobs) added.
+fn proxy_config(
+    listen: SocketAddr,
+    data_dir: &str,
+    backends: &[(&str, SocketAddr)],
+    settings: &serde_json::Value,
+) -> String {
+    let urls: serde_json::Map<String, serde_json::Value> = backends
         .iter()
-        .map(|s| (s.name.to_string(), serde_json::json!({ "url": format!("http://{}", s.addr) })))
+        .map(|(name, addr)| (name.to_string(), serde_json::json!({ "url": format!("http://{addr}") })))
         .collect();
-    let names: Vec<&str> = sinks.iter().map(|s| s.name).collect();
-    let config = serde_json::json!({
+    let names: Vec<&str> = backends.iter().map(|(name, _)| *name).collect();
+    let mut config = serde_json::json!({
         "listen": listen.to_string(),
         "data_dir": data_dir,
-        "backends": backends,
+        "backends": urls,
         "keymaps": { "_default_": names },
     });
+    if let (Some(config), Some(settings)) = (config.as_object_mut(), settings.as_object()) {
+        config.extend(settings.clone());
+    }
     serde_json::to_string_pretty(&config).unwrap_or_default()
 }
 
@@ -953,6 +1036,8 @@ struct Measured {
     peak_rss: Option<u64>,
     /// `(sink name, lines received during the scenario)`.
     sinks: Vec<(&'static str, SinkCount)>,
+    /// The backlog scenario's queue and catch-up figures.
+    backlog: Option<Backlog>,
 }
 
 impl Row {
@@ -981,6 +1066,9 @@ impl Row {
         if measured.load.window_requests == 0 {
             problems.push("no request was acknowledged in the measured window".into());
         }
+        if let Some(backlog) = &measured.backlog {
+            problems.extend(backlog.problems(measured.load.acked_requests));
+        }
         (!problems.is_empty()).then(|| problems.join("; "))
     }
 }
@@ -989,8 +1077,8 @@ fn run_direct(options: &Options, bodies: &Bodies, encoding: Encoding, sink: &Sin
     println!("running direct {} -> sink {} ...", encoding.name(), sink.name);
     let before = sink.count();
     let load = run_load(sink.addr, bodies, encoding, options);
-    let sinks = vec![(sink.name, settle(std::slice::from_ref(sink), &[before], load.acked_lines)[0])];
-    Row { mode: "direct", encoding, result: Ok(Measured { load, peak_rss: None, sinks }) }
+    let sinks = vec![(sink.name, settle(&[sink], &[before], load.acked_lines)[0])];
+    Row { mode: "direct", encoding, result: Ok(Measured { load, peak_rss: None, sinks, backlog: None }) }
 }
 
 fn run_proxy(
@@ -1002,22 +1090,224 @@ fn run_proxy(
     how: ProxyCommand,
 ) -> Row {
     println!("running {mode} proxy {} -> sinks a, b ...", encoding.name());
-    let proxy = match ProxyProcess::start(&how, sinks, options.startup_timeout) {
+    let backends: Vec<(&str, SocketAddr)> = sinks.iter().map(|s| (s.name, s.addr)).collect();
+    let settings = serde_json::json!({});
+    let proxy = match ProxyProcess::start(&how, &backends, &settings, options.startup_timeout) {
         Ok(proxy) => proxy,
         Err(e) => return Row { mode, encoding, result: Err(format!("proxy did not start: {e}")) },
     };
     let before: Vec<SinkCount> = sinks.iter().map(Sink::count).collect();
     let load = run_load(proxy.addr, bodies, encoding, options);
     let peak_rss = proxy.peak_rss_bytes();
-    let after = settle(sinks, &before, load.acked_lines);
+    let after = settle(&sinks.iter().collect::<Vec<_>>(), &before, load.acked_lines);
     drop(proxy);
     let sinks = sinks.iter().map(|s| s.name).zip(after).collect();
-    Row { mode, encoding, result: Ok(Measured { load, peak_rss, sinks }) }
+    Row { mode, encoding, result: Ok(Measured { load, peak_rss, sinks, backlog: None }) }
+}
+
+/// The backlog scenario (see the module doc), plain bodies: `a` is
+/// `sink_a`, `b` is down during the load and then started on `runtime`.
+fn run_backlog(
+    options: &Options,
+    bodies: &Bodies,
+    runtime: &Runtime,
+    sink_a: &Sink,
+    mode: &'static str,
+    how: ProxyCommand,
+) -> Row {
+    let encoding = Encoding::Plain;
+    println!(
+        "running {mode} {}: sink a up, b down for {} s + {} s, then b up and catch-up ...",
+        encoding.name(),
+        options.warmup.as_secs_f64(),
+        options.backlog.as_secs_f64()
+    );
+    let result = measure_backlog(options, bodies, runtime, sink_a, encoding, &how);
+    Row { mode, encoding, result }
+}
+
+fn measure_backlog(
+    options: &Options,
+    bodies: &Bodies,
+    runtime: &Runtime,
+    sink_a: &Sink,
+    encoding: Encoding,
+    how: &ProxyCommand,
+) -> Result<Measured, String> {
+    // Nothing listens on b's port until the catch-up: connections are refused.
+    let b_addr = free_port()?;
+    let settings = serde_json::json!({
+        "health_check_interval_ms": 200,
+        "health_check_fall": 2,
+        "health_check_rise": 1,
+        "replay_backoff_min_ms": 50,
+        "replay_backoff_max_ms": 200,
+    });
+    let backends = [(sink_a.name, sink_a.addr), ("b", b_addr)];
+    let proxy = ProxyProcess::start(how, &backends, &settings, options.startup_timeout)
+        .map_err(|e| format!("proxy did not start: {e}"))?;
+    wait_marked_down(&proxy, "b")?;
+
+    let before_a = sink_a.count();
+    let load_options = Options { duration: options.backlog, ..options.clone() };
+    let load = run_load(proxy.addr, bodies, encoding, &load_options);
+    let queued = backend_health(proxy.addr, "b")?;
+
+    let sink_b = Sink::start_on(runtime, "b", b_addr)
+        .map_err(|e| format!("cannot start sink b on {b_addr}, the port reserved for it: {e}"))?;
+    let up = Instant::now();
+    let mut first_replay = None;
+    let mut next_poll = up + HEALTH_POLL;
+    let catch_up = loop {
+        let now = Instant::now();
+        if first_replay.is_none() && sink_b.count().write_requests > 0 {
+            first_replay = Some(now - up);
+        }
+        if now >= next_poll {
+            next_poll = now + HEALTH_POLL;
+            // A failed poll is retried at the next one, until the deadline.
+            if let Ok(b) = backend_health(proxy.addr, "b") {
+                if b.queue_records == 0 {
+                    break Ok(Instant::now() - up);
+                }
+            }
+        }
+        if now >= up + CATCH_UP_TIMEOUT {
+            let left = backend_health(proxy.addr, "b")
+                .map_or_else(|e| format!("/health: {e}"), |b| format!("{} records left", b.queue_records));
+            break Err(format!(
+                "b's write queue not empty {} s after b came up ({left})",
+                CATCH_UP_TIMEOUT.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let replayed = sink_b.count();
+
+    let peak_rss = proxy.peak_rss_bytes();
+    let after = settle(&[sink_a, &sink_b], &[before_a, SinkCount::default()], load.acked_lines);
+    drop(proxy);
+    let backlog = Backlog {
+        queue_records: queued.queue_records,
+        queue_bytes: queued.queue_bytes,
+        catch_up,
+        first_replay,
+        replayed,
+    };
+    let sinks = vec![(sink_a.name, after[0]), (sink_b.name, after[1])];
+    Ok(Measured { load, peak_rss, sinks, backlog: Some(backlog) })
+}
+
+/// The backlog scenario's figures beyond the load.
+struct Backlog {
+    /// Records in `b`'s write queue right after the load.
+    queue_records: u64,
+    /// Bytes on disk of those records.
+    queue_bytes: u64,
+    /// From starting sink `b` to `/health` reporting `b`'s queue empty, or
+    /// why that was not seen.
+    catch_up: Result<Duration, String>,
+    /// From starting sink `b` to its first write request arriving.
+    first_replay: Option<Duration>,
+    /// What sink `b` had received when the queue was seen empty.
+    replayed: SinkCount,
+}
+
+impl Backlog {
+    /// What went wrong, given the writes the proxy acknowledged (each one is
+    /// one record in `b`'s queue, as `b` is down for the whole load).
+    fn problems(&self, acked_requests: u64) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(e) = &self.catch_up {
+            problems.push(e.clone());
+        }
+        if self.queue_records != acked_requests {
+            problems.push(format!(
+                "b's write queue held {} records after the load, {} writes were acknowledged",
+                self.queue_records, acked_requests
+            ));
+        }
+        problems
+    }
+
+    /// The report lines, labelled with the scenario `mode`.
+    fn report(&self, mode: &str) -> Vec<String> {
+        let mut lines = vec![format!(
+            "{mode}: b's write queue after the load: {} records, {:.1} MiB on disk",
+            thousands(self.queue_records as f64),
+            mib(self.queue_bytes)
+        )];
+        match &self.catch_up {
+            Ok(time) => {
+                let secs = time.as_secs_f64();
+                let first =
+                    self.first_replay.map_or("none".to_string(), |t| format!("{:.2} s", t.as_secs_f64()));
+                lines.push(format!(
+                    "{mode}: catch-up: b's queue empty {secs:.2} s after b came up (first replayed write \
+                     after {first}); replayed {:.1} records/s, {} lines/s, {:.1} MiB/s",
+                    self.replayed.write_requests as f64 / secs,
+                    thousands(self.replayed.lines as f64 / secs),
+                    mib(self.replayed.bytes) / secs
+                ));
+            }
+            Err(e) => lines.push(format!("{mode}: catch-up: {e}")),
+        }
+        lines
+    }
+}
+
+/// One backend's entry of the proxy's `GET /health`.
+struct BackendHealth {
+    healthy: bool,
+    queue_records: u64,
+    queue_bytes: u64,
+}
+
+/// Backend `name`'s health and write queue depth from `GET /health`.
+fn backend_health(addr: SocketAddr, name: &str) -> Result<BackendHealth, String> {
+    let (_, body) = smol::block_on(get(addr, "/health")).map_err(|e| format!("GET /health: {e}"))?;
+    let health: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| format!("GET /health: not JSON: {e}"))?;
+    let backend = health["backends"]
+        .as_array()
+        .and_then(|list| list.iter().find(|b| b["name"] == name))
+        .ok_or_else(|| format!("GET /health: no backend {name:?} in {health}"))?;
+    let number = |field: &str| {
+        backend[field].as_u64().ok_or_else(|| format!("GET /health: backend {name}: no {field} in {backend}"))
+    };
+    Ok(BackendHealth {
+        healthy: backend["healthy"]
+            .as_bool()
+            .ok_or_else(|| format!("GET /health: backend {name}: no healthy in {backend}"))?,
+        queue_records: number("queue_records")?,
+        queue_bytes: number("queue_bytes")?,
+    })
+}
+
+/// Waits (up to [`MARK_DOWN_TIMEOUT`]) until `GET /health` reports backend
+/// `name` unhealthy.
+fn wait_marked_down(proxy: &ProxyProcess, name: &str) -> Result<(), String> {
+    let deadline = Instant::now() + MARK_DOWN_TIMEOUT;
+    loop {
+        let last = match backend_health(proxy.addr, name) {
+            Ok(b) if !b.healthy => return Ok(()),
+            Ok(_) => "healthy".to_string(),
+            Err(e) => e,
+        };
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the proxy did not mark backend {name} down within {} s (last: {last}){}",
+                MARK_DOWN_TIMEOUT.as_secs(),
+                proxy.stderr_tail()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Waits (up to [`SINK_SETTLE_TIMEOUT`]) until every sink received at least
 /// `expected` lines since `before`; returns what each received.
-fn settle(sinks: &[Sink], before: &[SinkCount], expected: u64) -> Vec<SinkCount> {
+fn settle(sinks: &[&Sink], before: &[SinkCount], expected: u64) -> Vec<SinkCount> {
     let deadline = Instant::now() + SINK_SETTLE_TIMEOUT;
     loop {
         let received: Vec<SinkCount> = sinks.iter().zip(before).map(|(s, b)| s.count().since(*b)).collect();
