@@ -614,7 +614,7 @@ fn ping_health_and_metrics(mode: Mode) {
 // 10. Graceful stop
 // ---------------------------------------------------------------------------
 
-fn sigterm_exits_0_and_keeps_the_queue(mode: Mode) {
+fn sigterm_stops_and_keeps_the_queue(mode: Mode) {
     let mut c = Cluster::start(mode);
     c.create_database(DB);
     c.proxy.write_ok(DB, &lines("m", 100, T0));
@@ -663,7 +663,7 @@ macro_rules! scenarios {
                 bad_writes_get_4xx_and_write_nothing,
                 bad_requests_and_queries_get_4xx,
                 ping_health_and_metrics,
-                sigterm_exits_0_and_keeps_the_queue,
+                sigterm_stops_and_keeps_the_queue,
             );
         }
     };
@@ -678,6 +678,4 @@ macro_rules! scenarios {
 }
 
 scenarios!(native, Mode::Native);
-// TODO(issue 3): enable once the wasm build serves under wasmtime (the command
-// is built by `support::wasm_command`):
-// scenarios!(wasm, Mode::Wasm);
+scenarios!(wasm, Mode::Wasm);
