@@ -79,6 +79,11 @@ pub struct Config {
     /// Idle kept-alive connections kept per backend. Default 8.
     #[serde(default = "defaults::pool_max_idle")]
     pub pool_max_idle: usize,
+    /// Most connections open at once to one backend (idle and busy); a
+    /// request waits for a free one within its `request_timeout_ms`.
+    /// Default 64.
+    #[serde(default = "defaults::pool_max_open")]
+    pub pool_max_open: usize,
 }
 
 /// One backend.
@@ -125,6 +130,9 @@ mod defaults {
     }
     pub fn pool_max_idle() -> usize {
         8
+    }
+    pub fn pool_max_open() -> usize {
+        64
     }
 }
 
@@ -294,6 +302,7 @@ impl Config {
             ("request_timeout_ms", self.request_timeout_ms),
             ("replay_backoff_min_ms", self.replay_backoff_min_ms),
             ("replay_backoff_max_ms", self.replay_backoff_max_ms),
+            ("pool_max_open", self.pool_max_open as u64),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -523,6 +532,7 @@ mod tests {
             "request_timeout_ms",
             "replay_backoff_min_ms",
             "replay_backoff_max_ms",
+            "pool_max_open",
         ] {
             assert_eq!(error(&with(key, "0")), format!("proxy.json: $.{key}: must be at least 1"));
         }

@@ -90,7 +90,8 @@ async fn serve_proxy(
     let mut signals = async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term])
         .map_err(|e| one_line(&format!("cannot install the signal handlers: {e}")))?;
 
-    let transport = NativeTransport::new(config.request_timeout_ms, config.pool_max_idle);
+    let transport = NativeTransport::new(config.request_timeout_ms, config.pool_max_idle)
+        .with_max_open(config.pool_max_open);
     let storage = FsStorage::new(&config.data_dir);
     let options = ServerOptions::new(config.max_body_bytes);
     let health_interval = Duration::from_millis(config.health_check_interval_ms);

@@ -13,7 +13,12 @@
 //! writes are idempotent per point (writing the same point twice keeps one
 //! point: "Duplicate points" in the InfluxDB 1.x documentation).
 //!
-//! The whole request (connect, sending, the response with its body) is bounded
+//! At most `pool_max_open` requests to one backend hold a connection at once
+//! (so at most that many busy connections, plus up to `pool_max_idle` idle
+//! ones): a further request waits for a free one, within its timeout.
+//!
+//! The whole request (waiting for a connection, connect, sending, the response
+//! with its body) is bounded
 //! by `request_timeout_ms`; a request over time ends with
 //! [`TransportError::Timeout`] and its connection is closed.
 
@@ -59,6 +64,9 @@ pub struct NativeTransport {
     pool_max_idle: usize,
     /// Idle connections by `host:port`, most recently used last.
     pools: RefCell<HashMap<String, Vec<TcpStream>>>,
+    /// Permits for open connections, by `host:port`.
+    open: RefCell<HashMap<String, Arc<async_lock::Semaphore>>>,
+    max_open: usize,
     connects: std::cell::Cell<u64>,
 }
 
@@ -71,8 +79,17 @@ impl NativeTransport {
             timeout: Duration::from_millis(request_timeout_ms),
             pool_max_idle,
             pools: RefCell::new(HashMap::new()),
+            open: RefCell::new(HashMap::new()),
+            max_open: 64,
             connects: std::cell::Cell::new(0),
         }
+    }
+
+    /// At most `max_open` (at least 1) requests hold a connection to one
+    /// backend at once. Default 64.
+    pub fn with_max_open(mut self, max_open: usize) -> NativeTransport {
+        self.max_open = max_open.max(1);
+        self
     }
 
     /// Idle pooled connections to `backend` right now.
@@ -156,6 +173,15 @@ impl NativeTransport {
         mut request: Request,
     ) -> Result<Response, TransportError> {
         let authority = backend.authority();
+        let permits = self
+            .open
+            .borrow_mut()
+            .entry(authority.clone())
+            .or_insert_with(|| Arc::new(async_lock::Semaphore::new(self.max_open)))
+            .clone();
+        // Held while this request uses a connection; a pooled idle connection
+        // needs no permit of its own beyond the pool's bound.
+        let _permit = permits.acquire_arc().await;
         let body = SharedBytes(Arc::new(std::mem::take(&mut request.body)));
         if let Some(stream) = self.take_pooled(&authority).await {
             let received = Arc::new(AtomicU64::new(0));
@@ -609,5 +635,40 @@ mod tests {
         assert!(
             !head.contains("connection:") && !head.contains("transfer-encoding") && !head.contains("x-bad")
         );
+    }
+
+    #[test]
+    fn requests_beyond_max_open_wait_for_a_free_connection() {
+        use std::sync::atomic::AtomicUsize;
+        let listener = StdListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (n, m) = (now.clone(), most.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(3) {
+                let Ok(mut stream) = stream else { continue };
+                let (n, m) = (n.clone(), m.clone());
+                std::thread::spawn(move || {
+                    let open = n.fetch_add(1, Ordering::SeqCst) + 1;
+                    m.fetch_max(open, Ordering::SeqCst);
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).is_ok_and(|k| k > 2) {
+                        line.clear();
+                    }
+                    std::thread::sleep(Duration::from_millis(150));
+                    n.fetch_sub(1, Ordering::SeqCst);
+                    let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+                });
+            }
+        });
+        let t = NativeTransport::new(5_000, 0).with_max_open(1);
+        let b = backend(port);
+        let (x, y) = smol::block_on(future::zip(
+            t.send(&b, Request::new(Method::Get, "/ping")),
+            t.send(&b, Request::new(Method::Get, "/ping")),
+        ));
+        assert_eq!((x.unwrap().status, y.unwrap().status), (204, 204));
+        assert_eq!(most.load(Ordering::SeqCst), 1, "two connections were open at once");
     }
 }
