@@ -44,6 +44,11 @@ pub mod storage;
 pub mod transport;
 pub mod write_queue;
 
+/// One HTTP/1.1 client connection served by async-h1, with the request-head
+/// guard and the conversion to and from the core's messages; shared by the
+/// native and the WASI host (feature `http1`, part of `native`).
+#[cfg(feature = "http1")]
+pub mod http1;
 #[cfg(feature = "native")]
 pub mod native;
 
