@@ -45,6 +45,7 @@ demo:
 test: check-wasm wasm
     cargo test
     cd wasm && cargo test --release
+    cd wasm && cargo test --target wasm32-wasip2
 
 # The core must build for wasm32-wasip2 with no default features (no smol, no IO).
 check-wasm:
