@@ -41,11 +41,17 @@ demo:
     echo
     target/release/influx-proxy --config config/proxy.json
 
-# Run every test: unit, integration (two real influxd, native and wasm proxies), and the wasm core check.
+# Run every test: unit, integration (two real influxd, native and wasm proxies), CLI, the WASI host (natively and inside wasmtime), and the wasm core check. Ends with one total line.
 test: check-wasm wasm
-    cargo test
-    cd wasm && cargo test --release
-    cd wasm && cargo test --target wasm32-wasip2
+    #!/usr/bin/env bash
+    set -euo pipefail
+    log=$(mktemp)
+    trap 'rm -f "$log"' EXIT
+    cargo test 2>&1 | tee -a "$log"
+    (cd wasm && cargo test --release) 2>&1 | tee -a "$log"
+    (cd wasm && cargo test --target wasm32-wasip2) 2>&1 | tee -a "$log"
+    awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+         END { printf "\nall tests: %d passed, %d failed\n", p, f; exit (f > 0 || p == 0) }' "$log"
 
 # The core must build for wasm32-wasip2 with no default features (no smol, no IO).
 check-wasm:
