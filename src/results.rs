@@ -82,6 +82,61 @@ pub fn merge_statement_results(results: Vec<Value>) -> Value {
     Value::Object(out)
 }
 
+/// Applies a `SHOW` statement's `OFFSET m` then `LIMIT n` to the rows of each
+/// series of a merged result (from [`merge_statement_results`]), as InfluxDB
+/// 1.x applies them to one server's answer: per series, after sorting. A
+/// series left without rows is dropped, and `series` is removed when none is
+/// left (InfluxDB then answers `{"statement_id":0}`). `None`, `LIMIT 0` and
+/// `OFFSET 0` mean no limit / no offset, so with neither the result is
+/// returned unchanged; a result with an `error` has no series and is
+/// returned unchanged too.
+///
+/// Why per series, from InfluxDB 1.x (`coordinator/statement_executor.go` and
+/// `query/statement_rewriter.go`): SHOW MEASUREMENTS answers one series
+/// (`measurements`) and windows its names; SHOW TAG VALUES windows each
+/// measurement's series of key/value pairs; SHOW TAG KEYS and SHOW FIELD
+/// KEYS are rewritten to SELECTs over system iterators that yield one series
+/// per measurement, and SELECT's LIMIT/OFFSET count rows per series; SHOW
+/// SERIES becomes a SELECT whose one series holds every series key. So each
+/// merged series gets the window, which is the global window where there is
+/// one series. Used with [`crate::statement::show_statement_for_backends`],
+/// which asks each backend for its first n+m rows per series: the first n+m
+/// rows of the merged sorted union are among them.
+pub fn window_show_rows(mut result: Value, limit: Option<u64>, offset: Option<u64>) -> Value {
+    let limit = limit.filter(|&n| n > 0);
+    let offset = offset.unwrap_or(0);
+    if limit.is_none() && offset == 0 {
+        return result;
+    }
+    let Some(object) = result.as_object_mut() else {
+        return result;
+    };
+    let Some(Value::Array(series)) = object.get_mut("series") else {
+        return result;
+    };
+    let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+    let take = limit.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    series.retain_mut(|one| {
+        let Some(one) = one.as_object_mut() else {
+            return true;
+        };
+        let rows = match one.remove("values") {
+            Some(Value::Array(rows)) => rows,
+            _ => Vec::new(),
+        };
+        let kept: Vec<Value> = rows.into_iter().skip(skip).take(take).collect();
+        if kept.is_empty() {
+            return false;
+        }
+        one.insert("values".to_string(), Value::Array(kept));
+        true
+    });
+    if series.is_empty() {
+        object.remove("series");
+    }
+    result
+}
+
 /// Merges the result objects that backends holding *different* measurements
 /// gave for one `SELECT` (a regex or several measurements spanning replica
 /// sets): each series (same name, tags and columns) is taken whole from the
@@ -396,6 +451,56 @@ mod tests {
             merge_statement_results(vec![a, b]),
             json!({"series":[{"name":"databases","columns":["name"],
                 "values":[["_internal"],["app"],["metrics"],["telegraf"]]}]})
+        );
+    }
+
+    #[test]
+    fn window_applies_offset_then_limit_to_each_series() {
+        let names = |v: &[&str]| Value::Array(v.iter().map(|n| json!([n])).collect());
+        let merged = json!({"series":[{"name":"measurements","columns":["name"],
+            "values":names(&["a", "b", "c", "d", "e"])}]});
+        let window =
+            |limit, offset| window_show_rows(merged.clone(), limit, offset)["series"][0]["values"].clone();
+        assert_eq!(window(Some(2), Some(1)), names(&["b", "c"]));
+        assert_eq!(window(Some(2), None), names(&["a", "b"]));
+        assert_eq!(window(None, Some(3)), names(&["d", "e"]));
+        assert_eq!(window(Some(10), Some(4)), names(&["e"]));
+        // LIMIT 0 is no limit, as in InfluxDB.
+        assert_eq!(window(Some(0), Some(1)), names(&["b", "c", "d", "e"]));
+        assert_eq!(window_show_rows(merged.clone(), None, None), merged);
+        assert_eq!(window_show_rows(merged.clone(), Some(0), Some(0)), merged);
+        // An offset past the end leaves no series: InfluxDB's empty answer.
+        assert_eq!(window_show_rows(merged.clone(), Some(2), Some(5)), json!({}));
+
+        // SHOW TAG KEYS: one series per measurement, each windowed; one left empty is dropped.
+        let tag_keys = json!({"series":[
+            {"name":"cpu","columns":["tagKey"],"values":[["cpu"],["host"],["region"]]},
+            {"name":"mem","columns":["tagKey"],"values":[["host"]]},
+            {"name":"disk","columns":["tagKey"],"values":[["device"],["host"]]}],
+            "messages":[{"level":"warning","text":"x"}]});
+        assert_eq!(
+            window_show_rows(tag_keys, Some(1), Some(1)),
+            json!({"series":[
+                {"name":"cpu","columns":["tagKey"],"values":[["host"]]},
+                {"name":"disk","columns":["tagKey"],"values":[["host"]]}],
+                "messages":[{"level":"warning","text":"x"}]})
+        );
+        let error = json!({"error":"database not found: x"});
+        assert_eq!(window_show_rows(error.clone(), Some(1), Some(1)), error);
+    }
+
+    #[test]
+    fn backends_asked_for_limit_plus_offset_give_the_global_window() {
+        // SHOW MEASUREMENTS LIMIT 2 OFFSET 2 over two backends: each was asked
+        // for LIMIT 4 and answered its first 4 names.
+        let a = json!({"series":[{"name":"measurements","columns":["name"],
+            "values":[["a"],["c"],["e"],["g"]]}]});
+        let b = json!({"series":[{"name":"measurements","columns":["name"],
+            "values":[["b"],["c"],["d"],["f"]]}]});
+        let merged = merge_statement_results(vec![a, b]);
+        assert_eq!(
+            window_show_rows(merged, Some(2), Some(2)),
+            json!({"series":[{"name":"measurements","columns":["name"],"values":[["c"],["d"]]}]})
         );
     }
 

@@ -103,7 +103,8 @@ pub fn split_statements(query: &str) -> Result<Vec<&str>, String> {
 
 /// Classifies one statement. Errors (answered 400): an empty or unsupported
 /// statement (e.g. `SELECT` without FROM, a DELETE or DROP SERIES without FROM),
-/// or a malformed measurement reference.
+/// a malformed measurement reference, or a `SHOW` without FROM whose LIMIT or
+/// OFFSET is malformed (see [`show_limit_offset`]).
 ///
 /// Keywords are case-insensitive; identifiers keep their case (InfluxQL
 /// identifiers are case-sensitive). Sources of `FROM (SELECT ...)` subqueries
@@ -140,7 +141,15 @@ pub fn classify(statement: &str) -> Result<StatementKind, String> {
         // queries live on each InfluxDB server).
         "GRANT" | "REVOKE" => Ok(StatementKind::SchemaAll),
         "SET" if parser.next_keyword().as_deref() == Some("PASSWORD") => Ok(StatementKind::SchemaAll),
-        "SHOW" => parser.show(),
+        "SHOW" => {
+            let kind = parser.show()?;
+            if kind == StatementKind::ShowAll {
+                // The proxy rewrites and re-applies LIMIT/OFFSET of a fanned-out
+                // SHOW, so a malformed clause is refused before anything is sent.
+                limit_offset_clauses(statement)?;
+            }
+            Ok(kind)
+        }
         "CREATE" => match parser.next_keyword().as_deref() {
             Some("DATABASE" | "USER") => Ok(StatementKind::SchemaAll),
             Some("CONTINUOUS") if parser.next_keyword().as_deref() == Some("QUERY") => {
@@ -182,6 +191,132 @@ pub fn classify(statement: &str) -> Result<StatementKind, String> {
         "DELETE" => parser.one_measurement_from("DELETE"),
         _ => Err(format!("{keyword} statements are not supported by the proxy")),
     }
+}
+
+/// The top-level `LIMIT n` and `OFFSET m` of a `SHOW` statement, as
+/// `(limit, offset)`; `None` for a clause that is absent. InfluxQL
+/// specification: `SHOW MEASUREMENTS ... [LIMIT_clause] [OFFSET_clause]`, and
+/// likewise SHOW SERIES, TAG KEYS, TAG VALUES and FIELD KEYS.
+///
+/// Only unquoted `LIMIT` / `OFFSET` keywords outside parentheses count:
+/// `SLIMIT` / `SOFFSET`, quoted identifiers, strings and regexes are not
+/// clauses. Like InfluxDB, the caller should treat `LIMIT 0` as "no limit"
+/// and `OFFSET 0` as "no offset".
+///
+/// Errors: the statement does not tokenize, a clause is not followed by a
+/// whole number of rows from 0 to 2^63-1 (`LIMIT x`, `LIMIT 1.5`, `LIMIT -1`),
+/// or a clause is given twice.
+pub fn show_limit_offset(statement: &str) -> Result<(Option<u64>, Option<u64>), String> {
+    let clauses = limit_offset_clauses(statement)?;
+    Ok((clauses.limit.map(|c| c.value), clauses.offset.map(|c| c.value)))
+}
+
+/// The text of a `SHOW` statement to send to each backend when the proxy
+/// fans it out and merges the answers: `OFFSET m` is removed and `LIMIT n`
+/// becomes `LIMIT n+m`, so that each backend returns every row that could
+/// fall in the window `[m, m+n)` of the merged, sorted union; the proxy then
+/// applies `OFFSET m` and `LIMIT n` itself (see
+/// [`crate::results::window_show_rows`]). `LIMIT 0` (no limit) is kept as is.
+/// A statement without OFFSET is returned unchanged; nothing else in the
+/// text (comments, spacing, case) is touched. A sum above 2^63-1 (InfluxDB's
+/// largest LIMIT) is capped at it.
+///
+/// Errors: as [`show_limit_offset`].
+pub fn show_statement_for_backends(statement: &str) -> Result<String, String> {
+    let clauses = limit_offset_clauses(statement)?;
+    let Some(offset) = clauses.offset else {
+        return Ok(statement.to_string());
+    };
+    // Edits as (start, end, replacement) byte spans, applied left to right.
+    let mut edits: Vec<(usize, usize, String)> = vec![(offset.clause_start, offset.end, String::new())];
+    if let Some(limit) = clauses.limit.filter(|l| l.value > 0) {
+        let raised = limit.value.saturating_add(offset.value).min(MAX_ROWS);
+        edits.push((limit.keyword_start, limit.end, format!("LIMIT {raised}")));
+    }
+    edits.sort_by_key(|&(start, _, _)| start);
+    let mut text = String::with_capacity(statement.len() + 8);
+    let mut copied = 0;
+    for (start, end, replacement) in edits {
+        text.push_str(&statement[copied..start]);
+        text.push_str(&replacement);
+        copied = end;
+    }
+    text.push_str(&statement[copied..]);
+    Ok(text)
+}
+
+/// The largest LIMIT or OFFSET InfluxDB accepts (a Go `int64`).
+const MAX_ROWS: u64 = i64::MAX as u64;
+
+/// A `LIMIT n` or `OFFSET m` clause of a statement.
+#[derive(Debug, Clone, Copy)]
+struct RowClause {
+    value: u64,
+    /// Where the keyword starts.
+    keyword_start: usize,
+    /// Where the token before the keyword ends (so removing
+    /// `clause_start..end` also removes the space before the clause).
+    clause_start: usize,
+    /// Where the number ends.
+    end: usize,
+}
+
+#[derive(Debug, Default)]
+struct RowClauses {
+    limit: Option<RowClause>,
+    offset: Option<RowClause>,
+}
+
+/// Finds the top-level `LIMIT` and `OFFSET` clauses; see [`show_limit_offset`].
+fn limit_offset_clauses(statement: &str) -> Result<RowClauses, String> {
+    let tokens = tokenize(statement)?;
+    let mut clauses = RowClauses::default();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < tokens.len() {
+        let token = &tokens[i];
+        let keyword = if token.is_keyword("LIMIT") {
+            "LIMIT"
+        } else if token.is_keyword("OFFSET") {
+            "OFFSET"
+        } else {
+            if token.is_punct("(") {
+                depth += 1;
+            } else if token.is_punct(")") {
+                depth = depth.saturating_sub(1);
+            }
+            i += 1;
+            continue;
+        };
+        if depth > 0 {
+            i += 1;
+            continue;
+        }
+        let number = match tokens.get(i + 1) {
+            Some(n) if n.kind == TokenKind::Number => n,
+            other => {
+                let found = other.map_or_else(|| "the end of the statement".to_string(), Token::describe);
+                return Err(format!("expected a number of rows after {keyword}, found {found}"));
+            }
+        };
+        let text = &statement[number.start..number.end];
+        let value = match text.parse::<u64>() {
+            Ok(value) if value <= MAX_ROWS => value,
+            _ => {
+                return Err(format!(
+                    "invalid {keyword} {text}: expected a whole number of rows up to {MAX_ROWS}"
+                ))
+            }
+        };
+        let slot = if keyword == "LIMIT" { &mut clauses.limit } else { &mut clauses.offset };
+        if slot.is_some() {
+            return Err(format!("{keyword} is given more than once"));
+        }
+        let clause_start = if i == 0 { token.start } else { tokens[i - 1].end };
+        *slot = Some(RowClause { value, keyword_start: token.start, clause_start, end: number.end });
+        i += 2;
+    }
+    Ok(clauses)
 }
 
 /// The forbidden/allowed statement filter (regex-lite, case-insensitive).
@@ -863,6 +998,85 @@ mod tests {
         }
     }
 
+    /// `(LIMIT, OFFSET)` as [`show_limit_offset`] reads them.
+    type Window = (Option<u64>, Option<u64>);
+
+    #[test]
+    fn show_limit_offset_reads_top_level_clauses() {
+        let cases: &[(&str, Window)] = &[
+            ("SHOW MEASUREMENTS", (None, None)),
+            ("SHOW MEASUREMENTS LIMIT 2", (Some(2), None)),
+            ("SHOW MEASUREMENTS OFFSET 3", (None, Some(3))),
+            ("show measurements limit 2 offset 1", (Some(2), Some(1))),
+            ("SHOW TAG KEYS LIMIT 0", (Some(0), None)),
+            ("SHOW MEASUREMENTS WITH MEASUREMENT =~ /limit 5/ LIMIT 7", (Some(7), None)),
+            ("SHOW TAG VALUES WITH KEY = \"limit\" WHERE \"offset\" = 'LIMIT 9'", (None, None)),
+            ("SHOW SERIES WHERE host = 'a' LIMIT 10 OFFSET 20", (Some(10), Some(20))),
+            // SLIMIT / SOFFSET are the series clauses, not LIMIT / OFFSET.
+            ("SHOW TAG KEYS SLIMIT 1 SOFFSET 2", (None, None)),
+            ("SHOW TAG KEYS LIMIT 3 OFFSET 4 SLIMIT 1 SOFFSET 2", (Some(3), Some(4))),
+            // Inside parentheses (a subquery) a clause belongs to it.
+            ("SHOW SERIES WHERE (x = 1 LIMIT 5) OFFSET 6", (None, Some(6))),
+            ("SHOW MEASUREMENTS /* LIMIT 1 */ LIMIT -- OFFSET 9\n 2", (Some(2), None)),
+            ("SHOW MEASUREMENTS LIMIT 9223372036854775807", (Some(9_223_372_036_854_775_807), None)),
+        ];
+        for (statement, expected) in cases {
+            assert_eq!(show_limit_offset(statement), Ok(*expected), "statement: {statement}");
+        }
+    }
+
+    #[test]
+    fn show_limit_offset_refuses_bad_numbers() {
+        let cases: &[(&str, &str)] = &[
+            ("SHOW MEASUREMENTS LIMIT", "expected a number of rows after LIMIT, found the end"),
+            ("SHOW MEASUREMENTS LIMIT x", "expected a number of rows after LIMIT, found `x`"),
+            ("SHOW MEASUREMENTS LIMIT -1", "expected a number of rows after LIMIT, found `-`"),
+            ("SHOW MEASUREMENTS LIMIT '2'", "found a string"),
+            ("SHOW MEASUREMENTS LIMIT 1.5", "invalid LIMIT 1.5"),
+            ("SHOW MEASUREMENTS OFFSET 5m", "invalid OFFSET 5m"),
+            ("SHOW MEASUREMENTS LIMIT 9223372036854775808", "invalid LIMIT 9223372036854775808"),
+            ("SHOW MEASUREMENTS LIMIT 99999999999999999999999", "invalid LIMIT"),
+            ("SHOW MEASUREMENTS LIMIT 1 LIMIT 2", "LIMIT is given more than once"),
+            ("SHOW MEASUREMENTS OFFSET 1 OFFSET 2", "OFFSET is given more than once"),
+            ("SHOW MEASUREMENTS LIMIT 'unterminated", "unterminated"),
+        ];
+        for (statement, expected) in cases {
+            let err = show_limit_offset(statement).unwrap_err();
+            assert!(err.contains(expected), "statement {statement:?}: got {err:?}, want {expected:?}");
+        }
+        // classify refuses them too, so nothing is sent for a malformed window.
+        let err = classify("SHOW MEASUREMENTS LIMIT x").unwrap_err();
+        assert!(err.contains("after LIMIT"), "{err}");
+        assert_eq!(classify("SHOW MEASUREMENTS LIMIT 2 OFFSET 1"), Ok(StatementKind::ShowAll));
+    }
+
+    #[test]
+    fn backends_get_limit_plus_offset_and_no_offset() {
+        let cases: &[(&str, &str)] = &[
+            ("SHOW MEASUREMENTS", "SHOW MEASUREMENTS"),
+            ("SHOW MEASUREMENTS LIMIT 2", "SHOW MEASUREMENTS LIMIT 2"),
+            ("SHOW MEASUREMENTS LIMIT 2 OFFSET 1", "SHOW MEASUREMENTS LIMIT 3"),
+            ("show measurements limit 2 offset 1", "show measurements LIMIT 3"),
+            ("SHOW MEASUREMENTS OFFSET 4", "SHOW MEASUREMENTS"),
+            ("SHOW TAG KEYS LIMIT 0 OFFSET 4", "SHOW TAG KEYS LIMIT 0"),
+            (
+                "SHOW TAG KEYS ON db WHERE host = 'LIMIT 1' LIMIT 10 OFFSET 5 SLIMIT 2 SOFFSET 1",
+                "SHOW TAG KEYS ON db WHERE host = 'LIMIT 1' LIMIT 15 SLIMIT 2 SOFFSET 1",
+            ),
+            ("SHOW SERIES  LIMIT\n5\tOFFSET  5", "SHOW SERIES  LIMIT 10"),
+            (
+                "SHOW MEASUREMENTS LIMIT 9223372036854775807 OFFSET 1",
+                "SHOW MEASUREMENTS LIMIT 9223372036854775807",
+            ),
+            // Clauses in the wrong order (InfluxDB refuses it) keep their places.
+            ("SHOW MEASUREMENTS OFFSET 1 LIMIT 2", "SHOW MEASUREMENTS LIMIT 3"),
+        ];
+        for (statement, expected) in cases {
+            assert_eq!(show_statement_for_backends(statement).as_deref(), Ok(*expected), "{statement}");
+        }
+        assert!(show_statement_for_backends("SHOW MEASUREMENTS OFFSET x").is_err());
+    }
+
     fn default_filter() -> StatementFilter {
         let forbidden: Vec<String> = DEFAULT_FORBIDDEN.iter().map(|s| s.to_string()).collect();
         StatementFilter::new(&forbidden, &[]).unwrap()
@@ -967,6 +1181,10 @@ mod tests {
             "\n",
             "WHERE ",
             "INTO ",
+            "LIMIT ",
+            "OFFSET ",
+            "SLIMIT ",
+            "7 ",
         ];
         let mut rng = fastrand::Rng::with_seed(7);
         let filter = default_filter();
@@ -980,6 +1198,17 @@ mod tests {
             }
             let _ = classify(&text);
             let _ = filter.check(&text);
+            if let Ok((limit, offset)) = show_limit_offset(&text) {
+                // The backends' statement has no OFFSET and LIMIT n+m.
+                let sent = show_statement_for_backends(&text).unwrap();
+                let (sent_limit, sent_offset) = show_limit_offset(&sent).unwrap();
+                assert_eq!(sent_offset, None, "{text:?} -> {sent:?}");
+                let want = match (limit, offset) {
+                    (Some(n), Some(m)) if n > 0 => Some(n + m),
+                    _ => limit,
+                };
+                assert_eq!(sent_limit, want, "{text:?} -> {sent:?}");
+            }
         }
     }
 }

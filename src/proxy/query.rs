@@ -9,7 +9,8 @@
 //!   healthy ones first in random order, failing over on no answer or 5xx;
 //!   regex or multi-set sources read one backend per replica set and merge;
 //! - `SHOW` without FROM goes to every healthy backend and the answers are
-//!   merged, so one backend down does not break it;
+//!   merged, so one backend down does not break it; its `LIMIT n OFFSET m`
+//!   is sent as `LIMIT n+m` and re-applied to the merged rows;
 //! - schema statements go to every backend concerned through the same delivery
 //!   rule as writes (queued for backends that are down).
 //!
@@ -21,9 +22,13 @@
 use super::{allow, join_all, Proxy};
 use crate::error::ProxyError;
 use crate::http::{decode_params, Method, Request, Response};
-use crate::results::{combine, first_result, merge_select_results, merge_statement_results};
+use crate::results::{
+    combine, first_result, merge_select_results, merge_statement_results, window_show_rows,
+};
 use crate::route::ReplicaSet;
-use crate::statement::{classify, split_statements, Source, StatementKind};
+use crate::statement::{
+    classify, show_limit_offset, show_statement_for_backends, split_statements, Source, StatementKind,
+};
 use crate::storage::Storage;
 use crate::transport::Transport;
 use crate::write_queue::{Credentials, Record};
@@ -256,15 +261,22 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
 
     /// `SHOW` without FROM: every healthy backend (every backend if none is),
     /// answers merged. Fails only if no backend answered.
+    ///
+    /// `LIMIT n OFFSET m` is the window of the merged answer, not of each
+    /// backend's: backends are asked for `LIMIT n+m` without OFFSET, and
+    /// OFFSET then LIMIT are applied to each merged series, as InfluxDB
+    /// applies them to its own answer (see [`window_show_rows`]).
     async fn show_all(&self, statement: &str, ctx: &QueryContext, now_ms: u64) -> Result<Value, ProxyError> {
+        let bad = |e: String| ProxyError::BadRequest(format!("error parsing query: {e}"));
+        let (limit, offset) = show_limit_offset(statement).map_err(bad)?;
+        let sent = show_statement_for_backends(statement).map_err(bad)?;
         let mut targets: Vec<usize> = (0..self.backends.len()).filter(|&b| self.is_healthy(b)).collect();
         if targets.is_empty() {
             targets = (0..self.backends.len()).collect();
         }
         let singles: Vec<[usize; 1]> = targets.iter().map(|&b| [b]).collect();
         let answers =
-            join_all(singles.iter().map(|one| self.read_one(one, statement, ctx, false, now_ms)).collect())
-                .await;
+            join_all(singles.iter().map(|one| self.read_one(one, &sent, ctx, false, now_ms)).collect()).await;
         let mut results = Vec::new();
         let mut first_error = None;
         for answer in answers {
@@ -279,7 +291,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         }
         match (results.is_empty(), first_error) {
             (true, Some(e)) => Err(e),
-            _ => Ok(merge_statement_results(results)),
+            _ => Ok(window_show_rows(merge_statement_results(results), limit, offset)),
         }
     }
 

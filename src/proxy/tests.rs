@@ -470,6 +470,33 @@ fn show_without_from_is_merged_and_survives_one_backend_down() {
 }
 
 #[test]
+fn show_limit_offset_is_the_window_of_the_merged_answer() {
+    let t = MockTransport::default();
+    // Each backend answers as InfluxDB would to `LIMIT 3`: its first 3 names.
+    t.answer("a", r#"{"results":[{"statement_id":0,"series":[{"name":"measurements","columns":["name"],"values":[["cpu"],["disk"],["mem"]]}]}]}"#);
+    t.answer("b", r#"{"results":[{"statement_id":0,"series":[{"name":"measurements","columns":["name"],"values":[["cpu"],["cpu.load"],["net"]]}]}]}"#);
+    let p = open(&t, MemStorage::new(), "");
+    let r = query(&p, "SHOW MEASUREMENTS LIMIT 2 OFFSET 1");
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    // Merged sorted union: cpu, cpu.load, disk, mem, net; skip 1, take 2.
+    assert_eq!(v["results"][0]["series"][0]["values"], serde_json::json!([["cpu.load"], ["disk"]]));
+    assert_eq!(t.statements("a"), ["SHOW MEASUREMENTS LIMIT 3"]);
+    assert_eq!(t.statements("b"), ["SHOW MEASUREMENTS LIMIT 3"]);
+
+    // An offset past the merged rows: InfluxDB's empty answer.
+    let r = query(&p, "SHOW MEASUREMENTS OFFSET 5");
+    assert_eq!(String::from_utf8_lossy(&r.body), "{\"results\":[{\"statement_id\":0}]}\n");
+    assert_eq!(t.statements("a")[1], "SHOW MEASUREMENTS");
+
+    // A malformed LIMIT is refused before anything is sent.
+    let r = query(&p, "SHOW MEASUREMENTS LIMIT many");
+    assert_eq!(r.status, 400, "{}", error_of(&r));
+    assert!(error_of(&r).contains("after LIMIT"), "{}", error_of(&r));
+    assert_eq!(t.statements("a").len(), 2);
+}
+
+#[test]
 fn several_statements_get_their_own_statement_ids() {
     let t = MockTransport::default();
     let p = open(&t, MemStorage::new(), "");
