@@ -50,13 +50,7 @@ pub fn merge_statement_results(results: Vec<Value>) -> Value {
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut messages: Vec<Value> = Vec::new();
     for result in ok {
-        if let Some(list) = result.get("messages").and_then(Value::as_array) {
-            for message in list {
-                if !messages.contains(message) {
-                    messages.push(message.clone());
-                }
-            }
-        }
+        unite_messages(&mut messages, &result);
         let Some(series) = result.get("series").and_then(Value::as_array) else {
             continue;
         };
@@ -153,13 +147,7 @@ pub fn merge_select_results(results: Vec<Value>) -> Value {
     let mut series_out: Vec<Value> = Vec::new();
     let mut messages: Vec<Value> = Vec::new();
     for result in ok {
-        if let Some(list) = result.get("messages").and_then(Value::as_array) {
-            for message in list {
-                if !messages.contains(message) {
-                    messages.push(message.clone());
-                }
-            }
-        }
+        unite_messages(&mut messages, &result);
         for one in result.get("series").and_then(Value::as_array).into_iter().flatten() {
             let Some(object) = one.as_object() else { continue };
             if seen.insert(series_key(object), ()).is_none() {
@@ -175,6 +163,15 @@ pub fn merge_select_results(results: Vec<Value>) -> Value {
         out.insert("messages".into(), Value::Array(messages));
     }
     Value::Object(out)
+}
+
+/// Adds `result`'s `messages` (InfluxDB's warnings) not yet in `messages`.
+fn unite_messages(messages: &mut Vec<Value>, result: &Value) {
+    for message in result.get("messages").and_then(Value::as_array).into_iter().flatten() {
+        if !messages.contains(message) {
+            messages.push(message.clone());
+        }
+    }
 }
 
 /// One series being joined from several inputs.
