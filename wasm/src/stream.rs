@@ -4,44 +4,51 @@
 //! `futures_io::AsyncRead + AsyncWrite + Clone + Send + Sync + Unpin + 'static`
 //! (the server clones the stream to read the head and write the answer; the
 //! client needs all but `Clone`). [`Stream`] shares the socket by `Arc` (wstd's
-//! stream types are `Send + Sync`: they are built on `std::sync`) and keeps at
-//! most one in-flight read and one in-flight write future per clone, boxed,
-//! behind a `Mutex` only so that the type is `Sync` (it is never contended: the
-//! WASI executor is single-threaded, and `poll_*` reach it through `get_mut`).
+//! stream types are `Send + Sync`: they are built on `std::sync`).
+//!
+//! No copies and no allocation per call: `poll_read` and `poll_write` run
+//! wstd's `read`/`write` on the caller's buffer and poll it once, in place.
+//! That is sound because both only wait *before* touching the buffer (wstd
+//! waits for readiness, then makes one non-blocking `wasi:io/streams` call),
+//! so dropping them while pending loses nothing:
+//! - a pending read leaves its readiness wait inside wstd's input stream,
+//!   which keeps the waker registered until the next `poll_read`;
+//! - a pending write (`check-write` said 0: the host is still writing earlier
+//!   bytes in the background) would drop its wait, so the stream keeps an
+//!   owned flush future instead (a flush on a socket completes when those
+//!   earlier bytes are written), and writes again once it is done.
+//!
+//! The `Mutex` around that future exists only so that the type is `Sync`; it
+//! is never contended (the WASI executor is single-threaded, and `poll_*`
+//! reach it through `get_mut`).
 
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use wstd::io::{AsyncInputStream, AsyncOutputStream};
 use wstd::net::TcpStream;
 
-type Pending<T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send>>;
+type Pending = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
+
+/// Largest read asked of the host at once (bytes). wasmtime allocates the
+/// requested size for every read, whatever is available; 256 KiB holds what
+/// a loopback socket typically has ready.
+const MAX_READ: usize = 256 * 1024;
 
 /// One TCP connection; clones share the socket.
 pub struct Stream {
     socket: Arc<TcpStream>,
-    /// The read in flight and bytes it read beyond what the caller took.
-    read: Mutex<ReadState>,
-    /// The write in flight: bytes accepted from the caller not yet on the socket.
-    write: Mutex<WriteState>,
-}
-
-#[derive(Default)]
-struct ReadState {
-    pending: Option<Pending<Vec<u8>>>,
-    leftover: Vec<u8>,
+    /// A flush in flight: asked for by `poll_flush`, or waiting for the
+    /// output stream to take bytes again after `check-write` said 0.
+    flush: Mutex<Option<Pending>>,
 }
 
 impl Stream {
     pub fn new(socket: TcpStream) -> Stream {
-        Stream {
-            socket: Arc::new(socket),
-            read: Mutex::default(),
-            write: Mutex::default(),
-        }
+        Stream { socket: Arc::new(socket), flush: Mutex::default() }
     }
 
     /// Connects to `addr` (`ip:port`).
@@ -51,13 +58,9 @@ impl Stream {
 }
 
 impl Clone for Stream {
-    /// A new handle on the same socket, with no read or write in flight.
+    /// A new handle on the same socket, with no flush in flight.
     fn clone(&self) -> Stream {
-        Stream {
-            socket: self.socket.clone(),
-            read: Mutex::default(),
-            write: Mutex::default(),
-        }
+        Stream { socket: self.socket.clone(), flush: Mutex::default() }
     }
 }
 
@@ -66,86 +69,55 @@ fn poisoned() -> io::Error {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
+    /// At most one `wasi:io/streams` read, of at most `buf.len()` (and
+    /// [`MAX_READ`]) bytes, straight into `buf`; `Ok(0)` at end of stream.
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let this = self.get_mut();
-        let state = this.read.get_mut().map_err(|_| poisoned())?;
-        if state.leftover.is_empty() {
-            let fut = state.pending.get_or_insert_with(|| {
-                let socket = this.socket.clone();
-                let len = buf.len();
-                Box::pin(async move {
-                    let mut chunk = vec![0; len];
-                    let n = input(&socket)?.read(&mut chunk).await?;
-                    chunk.truncate(n);
-                    Ok(chunk)
-                })
-            });
-            match fut.as_mut().poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(result) => {
-                    state.pending = None;
-                    state.leftover = result?;
-                }
-            }
-        }
-        let n = state.leftover.len().min(buf.len());
-        buf[..n].copy_from_slice(&state.leftover[..n]);
-        state.leftover.drain(..n);
-        Poll::Ready(Ok(n))
+        let len = buf.len().min(MAX_READ);
+        let read = pin!(input(&self.socket)?.read(&mut buf[..len]));
+        read.poll(cx)
     }
 }
 
 impl AsyncWrite for Stream {
-    /// Takes the whole of `buf` (copied) and reports it written only once it is
-    /// in the socket's output stream. A caller that retries after `Pending`
-    /// with another buffer is told how many bytes of the first one went out.
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    /// Hands as much of `buf` to the socket's output stream as it takes now
+    /// (wasmtime takes all of it: what the socket does not accept at once it
+    /// writes in the background) and reports that count.
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
         let this = self.get_mut();
-        let state = this.write.get_mut().map_err(|_| poisoned())?;
-        if state.flushing {
-            futures_lite::ready!(state.drive(cx))?;
+        let flush = this.flush.get_mut().map_err(|_| poisoned())?;
+        loop {
+            if let Some(pending) = flush.as_mut() {
+                let done = futures_lite::ready!(pending.as_mut().poll(cx));
+                *flush = None;
+                done?;
+            }
+            let write = pin!(output(&this.socket)?.write(buf));
+            if let Poll::Ready(written) = write.poll(cx) {
+                return Poll::Ready(written);
+            }
+            // Nothing was written: wait until the host has written what it
+            // holds, then try again.
+            *flush = Some(start_flush(&this.socket));
         }
-        if state.pending.is_none() {
-            let socket = this.socket.clone();
-            let data = buf.to_vec();
-            state.pending = Some(Box::pin(async move {
-                output(&socket)?.write_all(&data).await?;
-                Ok(data.len())
-            }));
-        }
-        state.drive(cx)
     }
 
-    /// Finishes a write in flight, then flushes the socket's output stream.
+    /// Resolves once every byte written so far is on the socket.
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let state = this.write.get_mut().map_err(|_| poisoned())?;
-        loop {
-            if state.pending.is_some() {
-                let was_flush = state.flushing;
-                futures_lite::ready!(state.drive(cx))?;
-                if was_flush {
-                    return Poll::Ready(Ok(()));
-                }
-            }
-            let socket = this.socket.clone();
-            state.flushing = true;
-            state.pending = Some(Box::pin(async move {
-                output(&socket)?.flush().await?;
-                Ok(0)
-            }));
-        }
+        let flush = this.flush.get_mut().map_err(|_| poisoned())?;
+        let pending = match flush {
+            Some(pending) => pending,
+            None => flush.insert(start_flush(&this.socket)),
+        };
+        let done = futures_lite::ready!(pending.as_mut().poll(cx));
+        *flush = None;
+        Poll::Ready(done)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -153,31 +125,17 @@ impl AsyncWrite for Stream {
     }
 }
 
-#[derive(Default)]
-struct WriteState {
-    /// A write (yields the bytes written) or a flush (yields 0) in flight.
-    pending: Option<Pending<usize>>,
-    flushing: bool,
-}
-
-impl WriteState {
-    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let Some(fut) = self.pending.as_mut() else {
-            return Poll::Ready(Ok(0));
-        };
-        let result = futures_lite::ready!(fut.as_mut().poll(cx));
-        self.pending = None;
-        self.flushing = false;
-        Poll::Ready(result)
-    }
+/// A future that flushes the socket's output stream and resolves once it
+/// can take bytes again; owns what it needs.
+fn start_flush(socket: &Arc<TcpStream>) -> Pending {
+    let socket = socket.clone();
+    Box::pin(async move { output(&socket)?.flush().await })
 }
 
 fn input(socket: &TcpStream) -> io::Result<&AsyncInputStream> {
-    wstd::io::AsyncRead::as_async_input_stream(socket)
-        .ok_or_else(|| io::Error::other("no input stream"))
+    wstd::io::AsyncRead::as_async_input_stream(socket).ok_or_else(|| io::Error::other("no input stream"))
 }
 
 fn output(socket: &TcpStream) -> io::Result<&AsyncOutputStream> {
-    wstd::io::AsyncWrite::as_async_output_stream(socket)
-        .ok_or_else(|| io::Error::other("no output stream"))
+    wstd::io::AsyncWrite::as_async_output_stream(socket).ok_or_else(|| io::Error::other("no output stream"))
 }

@@ -14,6 +14,7 @@ use influx_proxy::transport::{BackendAddr, Transport, TransportError};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Sends requests to backends. Single-threaded, like the proxy that owns it.
@@ -41,19 +42,15 @@ impl WasiTransport {
         &self,
         backend: &BackendAddr,
         request: &Request,
+        body: &SharedBody,
         stream: Stream,
     ) -> Result<Response, TransportError> {
-        let outgoing = to_http_types(backend, request)?;
-        let mut response = async_h1::connect(stream.clone(), outgoing)
-            .await
-            .map_err(|e| TransportError::Io(e.to_string()))?;
-        let body = response
-            .body_bytes()
-            .await
-            .map_err(|e| TransportError::Io(e.to_string()))?;
-        let reusable = !response
-            .header("connection")
-            .is_some_and(|v| v.as_str().eq_ignore_ascii_case("close"));
+        let outgoing = to_http_types(backend, request, body)?;
+        let mut response =
+            exchange(&stream, outgoing).await.map_err(|e| TransportError::Io(e.to_string()))?;
+        let body = response.body_bytes().await.map_err(|e| TransportError::Io(e.to_string()))?;
+        let reusable =
+            !response.header("connection").is_some_and(|v| v.as_str().eq_ignore_ascii_case("close"));
         if reusable {
             let mut idle = self.idle.borrow_mut();
             let pool = idle.entry(backend.authority()).or_default();
@@ -67,15 +64,13 @@ impl WasiTransport {
     async fn send_with_retry(
         &self,
         backend: &BackendAddr,
-        request: Request,
+        mut request: Request,
     ) -> Result<Response, TransportError> {
-        let pooled = self
-            .idle
-            .borrow_mut()
-            .get_mut(&backend.authority())
-            .and_then(Vec::pop);
+        // Shared by both tries, never copied.
+        let body = SharedBody(Arc::new(std::mem::take(&mut request.body)));
+        let pooled = self.idle.borrow_mut().get_mut(&backend.authority()).and_then(Vec::pop);
         if let Some(stream) = pooled {
-            match self.send_once(backend, &request, stream).await {
+            match self.send_once(backend, &request, &body, stream).await {
                 // The backend may have closed an idle connection: one more try
                 // on a fresh one. (A write that did reach the backend is
                 // harmless to repeat: InfluxDB overwrites identical points.)
@@ -84,16 +79,12 @@ impl WasiTransport {
             }
         }
         let stream = connect(backend).await?;
-        self.send_once(backend, &request, stream).await
+        self.send_once(backend, &request, &body, stream).await
     }
 }
 
 impl Transport for WasiTransport {
-    async fn send(
-        &self,
-        backend: &BackendAddr,
-        request: Request,
-    ) -> Result<Response, TransportError> {
+    async fn send(&self, backend: &BackendAddr, request: Request) -> Result<Response, TransportError> {
         let timeout = async {
             wstd::task::sleep(self.timeout.into()).await;
             Err(TransportError::Timeout)
@@ -102,13 +93,23 @@ impl Transport for WasiTransport {
     }
 }
 
+/// Bytes of request gathered before they are handed to the socket: async-h1
+/// encodes in 8 KiB pieces, and each write is a host call and a `send`.
+const WRITE_BUFFER: usize = 256 * 1024;
+
+/// One HTTP/1.1 exchange on `stream`: what `async_h1::connect` does, with the
+/// request written in pieces of up to [`WRITE_BUFFER`] bytes instead of 8 KiB.
+async fn exchange(stream: &Stream, request: http_types::Request) -> http_types::Result<http_types::Response> {
+    let mut writer = futures_lite::io::BufWriter::with_capacity(WRITE_BUFFER, stream.clone());
+    // Flushes `writer` (and the socket) at the end.
+    futures_lite::io::copy(async_h1::client::Encoder::new(request), &mut writer).await?;
+    async_h1::client::decode(stream.clone()).await
+}
+
 /// Opens a TCP connection to the backend's first IPv4 address.
 async fn connect(backend: &BackendAddr) -> Result<Stream, TransportError> {
     let addrs = resolve(&backend.host).await.map_err(|e| {
-        TransportError::Connect(format!(
-            "{}: cannot resolve {}: {e}",
-            backend.url, backend.host
-        ))
+        TransportError::Connect(format!("{}: cannot resolve {}: {e}", backend.url, backend.host))
     })?;
     let ip = addrs.into_iter().find(IpAddr::is_ipv4).ok_or_else(|| {
         TransportError::Connect(format!(
@@ -150,33 +151,34 @@ async fn resolve(host: &str) -> Result<Vec<IpAddr>, String> {
     Ok(addrs)
 }
 
+/// A request body that the first try and the retry read without copying it.
+#[derive(Clone)]
+struct SharedBody(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for SharedBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// The core's request as an http-types request to `backend`: base path and
-/// query string added, body with its length.
+/// query string added, `body` (the request's own is not used) with its length.
 fn to_http_types(
     backend: &BackendAddr,
     request: &Request,
+    body: &SharedBody,
 ) -> Result<http_types::Request, TransportError> {
-    let mut url = format!(
-        "http://{}{}{}",
-        backend.authority(),
-        backend.base_path,
-        request.path
-    );
+    let mut url = format!("http://{}{}{}", backend.authority(), backend.base_path, request.path);
     if !request.query.is_empty() {
         url.push('?');
         url.push_str(&encode_params(&request.query));
     }
-    let url =
-        http_types::Url::parse(&url).map_err(|e| TransportError::Connect(format!("{url}: {e}")))?;
+    let url = http_types::Url::parse(&url).map_err(|e| TransportError::Connect(format!("{url}: {e}")))?;
     let method = match request.method {
         Method::Get => http_types::Method::Get,
         Method::Head => http_types::Method::Head,
         Method::Post => http_types::Method::Post,
-        Method::Other => {
-            return Err(TransportError::Io(
-                "cannot forward an unknown method".into(),
-            ))
-        }
+        Method::Other => return Err(TransportError::Io("cannot forward an unknown method".into())),
     };
     let mut out = http_types::Request::new(method, url);
     for (name, value) in &request.headers {
@@ -191,8 +193,10 @@ fn to_http_types(
             out.append_header(name, value);
         }
     }
-    if request.method == Method::Post || !request.body.is_empty() {
-        out.set_body(request.body.clone());
+    if request.method == Method::Post || !body.0.is_empty() {
+        let len = body.0.len();
+        let reader = futures_lite::io::Cursor::new(body.clone());
+        out.set_body(http_types::Body::from_reader(reader, Some(len)));
     }
     Ok(out)
 }
@@ -203,17 +207,10 @@ fn from_http_types(response: &http_types::Response, body: Vec<u8>) -> Response {
     let mut headers = Vec::new();
     for (name, values) in response.iter() {
         for value in values.iter() {
-            headers.push((
-                name.as_str().to_ascii_lowercase(),
-                value.as_str().to_string(),
-            ));
+            headers.push((name.as_str().to_ascii_lowercase(), value.as_str().to_string()));
         }
     }
-    Response {
-        status: response.status() as u16,
-        headers,
-        body,
-    }
+    Response { status: response.status() as u16, headers, body }
 }
 
 #[cfg(test)]
@@ -230,25 +227,16 @@ mod tests {
     fn outgoing_request_has_base_path_query_and_body() {
         let backend = BackendAddr::parse("a", "http://127.0.0.1:8087/influx").unwrap();
         let mut request = Request::new(Method::Post, "/write");
-        request.query = vec![
-            ("db".into(), "my db".into()),
-            ("precision".into(), "s".into()),
-        ];
-        request.headers = vec![
-            ("content-encoding".into(), "gzip".into()),
-            ("content-length".into(), "3".into()),
-        ];
+        request.query = vec![("db".into(), "my db".into()), ("precision".into(), "s".into())];
+        request.headers =
+            vec![("content-encoding".into(), "gzip".into()), ("content-length".into(), "3".into())];
         request.body = b"abc".to_vec();
-        let out = to_http_types(&backend, &request).unwrap();
-        assert_eq!(
-            out.url().as_str(),
-            "http://127.0.0.1:8087/influx/write?db=my%20db&precision=s"
-        );
-        assert_eq!(
-            out.header("content-encoding").map(|v| v.as_str()),
-            Some("gzip")
-        );
+        let body = SharedBody(Arc::new(request.body.clone()));
+        let mut out = to_http_types(&backend, &request, &body).unwrap();
+        assert_eq!(out.url().as_str(), "http://127.0.0.1:8087/influx/write?db=my%20db&precision=s");
+        assert_eq!(out.header("content-encoding").map(|v| v.as_str()), Some("gzip"));
         assert_eq!(out.len(), Some(3));
+        assert_eq!(futures_lite::future::block_on(out.body_bytes()).unwrap(), b"abc");
     }
 
     /// A backend on a free port that answers every request with its path,
@@ -256,9 +244,7 @@ mod tests {
     /// requests; returns its URL, the number of connections accepted, and the
     /// accepting task (drop it to stop the backend: wstd's `block_on` returns
     /// only when no task waits on anything).
-    async fn echo_backend(
-        requests_per_conn: usize,
-    ) -> (String, Rc<Cell<usize>>, wstd::runtime::Task<()>) {
+    async fn echo_backend(requests_per_conn: usize) -> (String, Rc<Cell<usize>>, wstd::runtime::Task<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let conns = Rc::new(Cell::new(0));
@@ -316,11 +302,7 @@ mod tests {
                     (200, Some("/base/write?db=x"), body.as_bytes())
                 );
             }
-            assert_eq!(
-                conns.get(),
-                1,
-                "one kept-alive connection for three requests"
-            );
+            assert_eq!(conns.get(), 1, "one kept-alive connection for three requests");
         });
     }
 
@@ -330,14 +312,8 @@ mod tests {
             let (url, conns, _backend) = echo_backend(1).await;
             let backend = BackendAddr::parse("a", &url).unwrap();
             let transport = WasiTransport::new(5_000, 2);
-            assert_eq!(
-                transport.send(&backend, write("a")).await.unwrap().body,
-                b"a"
-            );
-            assert_eq!(
-                transport.send(&backend, write("b")).await.unwrap().body,
-                b"b"
-            );
+            assert_eq!(transport.send(&backend, write("a")).await.unwrap().body, b"a");
+            assert_eq!(transport.send(&backend, write("b")).await.unwrap().body, b"b");
             assert_eq!(conns.get(), 2);
         });
     }
@@ -347,27 +323,17 @@ mod tests {
         wstd::runtime::block_on(async {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let backend =
-                BackendAddr::parse("a", &format!("http://{}", listener.local_addr().unwrap()))
-                    .unwrap();
+                BackendAddr::parse("a", &format!("http://{}", listener.local_addr().unwrap())).unwrap();
             let transport = WasiTransport::new(100, 2);
-            assert_eq!(
-                transport.send(&backend, write("a")).await,
-                Err(TransportError::Timeout)
-            );
+            assert_eq!(transport.send(&backend, write("a")).await, Err(TransportError::Timeout));
         });
     }
 
     #[test]
     fn ip_literals_need_no_lookup() {
         wstd::runtime::block_on(async {
-            assert_eq!(
-                resolve("127.0.0.1").await.unwrap(),
-                vec![IpAddr::from([127, 0, 0, 1])]
-            );
-            assert_eq!(
-                resolve("::1").await.unwrap(),
-                vec!["::1".parse::<IpAddr>().unwrap()]
-            );
+            assert_eq!(resolve("127.0.0.1").await.unwrap(), vec![IpAddr::from([127, 0, 0, 1])]);
+            assert_eq!(resolve("::1").await.unwrap(), vec!["::1".parse::<IpAddr>().unwrap()]);
         });
     }
 
@@ -375,10 +341,7 @@ mod tests {
     fn host_names_are_resolved() {
         wstd::runtime::block_on(async {
             let addrs = resolve("localhost").await.unwrap();
-            assert!(
-                addrs.iter().all(IpAddr::is_loopback) && !addrs.is_empty(),
-                "{addrs:?}"
-            );
+            assert!(addrs.iter().all(IpAddr::is_loopback) && !addrs.is_empty(), "{addrs:?}");
         });
     }
 
