@@ -246,9 +246,7 @@ impl Scan<'_> {
                 Some(b' ' | b'\t' | 0) => true,
                 _ => end_of_line(b, self.i).is_some(),
             };
-            // The bytes are ASCII digits and an optional '-': valid UTF-8.
-            let number = std::str::from_utf8(&b[ts_start..self.i]).unwrap_or("");
-            if !ended || number.parse::<i64>().is_err() {
+            if !ended || !fits_i64(&b[ts_start..self.i]) {
                 return Err("bad timestamp".into());
             }
             content_end = self.i;
@@ -437,6 +435,25 @@ fn token_end(b: &[u8], mut i: usize) -> usize {
         }
     }
     i
+}
+
+/// Whether `t` (an optional `-` then ASCII digits, as the scanner found them)
+/// is a non-empty integer that fits an i64. Compares digit strings instead of
+/// parsing: on wasm32 the overflow-checked 64-bit multiply of `str::parse`
+/// is a slow library call, and this runs once per point.
+fn fits_i64(t: &[u8]) -> bool {
+    let (digits, limit): (&[u8], &[u8]) = match t.strip_prefix(b"-") {
+        Some(d) => (d, b"9223372036854775808"),
+        None => (t, b"9223372036854775807"),
+    };
+    // Leading zeros do not change the value.
+    let significant = match digits.iter().position(|&c| c != b'0') {
+        Some(p) => &digits[p..],
+        None => &digits[digits.len().saturating_sub(1)..],
+    };
+    !digits.is_empty()
+        && digits.iter().all(u8::is_ascii_digit)
+        && (significant.len() < limit.len() || (significant.len() == limit.len() && significant <= limit))
 }
 
 /// A numeric field value: float `[-]digits[.digits][e[+-]digits]` (either
@@ -798,6 +815,37 @@ mod tests {
                     let _ = parse_points(&s[start..end]);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn timestamp_range_check_agrees_with_parsing() {
+        let cases = [
+            "0",
+            "-0",
+            "7",
+            "-1",
+            "000123",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "19223372036854775807",
+            "00000000000000000009223372036854775807",
+            "99999999999999999999",
+            "-",
+            "",
+        ];
+        for t in cases {
+            assert_eq!(fits_i64(t.as_bytes()), t.parse::<i64>().is_ok(), "{t:?}");
+        }
+        for _ in 0..10_000 {
+            let len = fastrand::usize(1..22);
+            let mut t: String = (0..len).map(|_| fastrand::char('0'..='9')).collect();
+            if fastrand::bool() {
+                t.insert(0, '-');
+            }
+            assert_eq!(fits_i64(t.as_bytes()), t.parse::<i64>().is_ok(), "{t:?}");
         }
     }
 }

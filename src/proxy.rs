@@ -270,9 +270,10 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         }
     }
 
-    /// Hands `record` to backend `backend`: directly while its queue is empty
-    /// and it is up, else (or on no answer / 5xx) through its write queue.
-    async fn deliver(&self, backend: usize, record: Record, now_ms: u64) -> Delivery {
+    /// Hands `record` (holding `points` points; 0 for a statement) to backend
+    /// `backend`: directly while its queue is empty and it is up, else (or on
+    /// no answer / 5xx) through its write queue.
+    async fn deliver(&self, backend: usize, record: Record, points: u64, now_ms: u64) -> Delivery {
         let state = &self.states[backend];
         let addr = &self.backends[backend];
         if !state.queue.is_empty() || !state.health.borrow().is_healthy() {
@@ -281,7 +282,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         match self.transport.send(addr, record_request(&record)).await {
             Ok(r) if (200..300).contains(&r.status) => {
                 if let Record::Write { body, .. } = &record {
-                    self.metrics.written(&addr.name, count_lines(body), body.len() as u64);
+                    self.metrics.written(&addr.name, points, body.len() as u64);
                     state.health.borrow_mut().record_write(now_ms);
                 }
                 self.record_ok(backend);
@@ -509,6 +510,9 @@ fn error_message(response: &Response) -> String {
     }
 }
 
+/// Points in a queued write body (one per line; a rare multi-line string
+/// field value counts once per line). Only replay uses it: the write path
+/// knows its counts.
 fn count_lines(body: &[u8]) -> u64 {
     body.iter().filter(|&&b| b == b'\n').count() as u64
 }

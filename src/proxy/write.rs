@@ -57,7 +57,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let default_timestamp = self.default_timestamp(target.precision.as_deref(), now_ms);
         // Route every point before sending anything: a point with no route
         // fails the whole write and nothing is written.
-        let mut bodies: Vec<Vec<u8>> = vec![Vec::new(); self.backends.len()];
+        // Per backend: its line protocol body and how many points it holds.
+        let mut bodies: Vec<(Vec<u8>, u64)> = vec![(Vec::new(), 0); self.backends.len()];
         let mut last: Option<(&str, &ReplicaSet)> = None;
         for point in &points {
             let set = match last {
@@ -74,7 +75,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 }
             };
             for &backend in set {
-                let out = &mut bodies[backend];
+                let (out, count) = &mut bodies[backend];
+                *count += 1;
                 out.extend_from_slice(point.line.trim_end().as_bytes());
                 if !point.has_timestamp {
                     out.push(b' ');
@@ -88,8 +90,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             bodies
                 .into_iter()
                 .enumerate()
-                .filter(|(_, body)| !body.is_empty())
-                .map(|(backend, body)| {
+                .filter(|(_, (_, count))| *count > 0)
+                .map(|(backend, (body, points))| {
                     let record = Record::Write {
                         db: target.db.clone(),
                         rp: target.rp.clone(),
@@ -97,7 +99,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                         credentials: target.credentials.clone(),
                         body,
                     };
-                    async move { (backend, self.deliver(backend, record, now_ms).await) }
+                    async move { (backend, self.deliver(backend, record, points, now_ms).await) }
                 })
                 .collect(),
         )
