@@ -129,7 +129,8 @@ async fn run(args: Args) -> Result<(), String> {
             args.data_dir, args.data_dir
         )
     })?;
-    let transport = transport::WasiTransport::new(config.request_timeout_ms, config.pool_max_idle);
+    let transport = transport::WasiTransport::new(config.request_timeout_ms, config.pool_max_idle)
+        .with_max_open(config.pool_max_open);
     let listen = config.listen.clone();
     let proxy = Rc::new(Host::open(config, transport, storage).await?);
     let listener = wstd::net::TcpListener::bind(&listen).await.map_err(|e| {

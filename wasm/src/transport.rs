@@ -25,6 +25,10 @@ pub struct WasiTransport {
     max_idle: usize,
     /// Idle connections by `host:port`, most recently used last.
     idle: RefCell<HashMap<String, Vec<Stream>>>,
+    /// Permits for requests holding a connection, by `host:port`
+    /// (`pool_max_open`, as in the native transport).
+    open: RefCell<HashMap<String, Arc<async_lock::Semaphore>>>,
+    max_open: usize,
 }
 
 impl WasiTransport {
@@ -35,7 +39,17 @@ impl WasiTransport {
             timeout: Duration::from_millis(timeout_ms),
             max_idle,
             idle: RefCell::new(HashMap::new()),
+            open: RefCell::new(HashMap::new()),
+            max_open: 64,
         }
+    }
+
+    /// At most `max_open` (at least 1) requests hold a connection to one
+    /// backend at once (the config's `pool_max_open`); more wait, within
+    /// their timeout. Default 64.
+    pub fn with_max_open(mut self, max_open: usize) -> WasiTransport {
+        self.max_open = max_open.max(1);
+        self
     }
 
     async fn send_once(
@@ -66,6 +80,13 @@ impl WasiTransport {
         backend: &BackendAddr,
         mut request: Request,
     ) -> Result<Response, TransportError> {
+        let permits = self
+            .open
+            .borrow_mut()
+            .entry(backend.authority())
+            .or_insert_with(|| Arc::new(async_lock::Semaphore::new(self.max_open)))
+            .clone();
+        let _permit = permits.acquire_arc().await;
         // Shared by both tries, never copied.
         let body = SharedBody(Arc::new(std::mem::take(&mut request.body)));
         let pooled = self.idle.borrow_mut().get_mut(&backend.authority()).and_then(Vec::pop);
