@@ -51,33 +51,18 @@ const USAGE: &str =
 #[cfg_attr(not(target_os = "wasi"), allow(dead_code))]
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     use lexopt::prelude::*;
-    let mut out = Args {
-        config: "/config/proxy.json".into(),
-        data_dir: "/data".into(),
-    };
+    let mut out = Args { config: "/config/proxy.json".into(), data_dir: "/data".into() };
     let mut parser = lexopt::Parser::from_iter(args);
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         match arg {
             Long("config") => {
-                out.config = parser
-                    .value()
-                    .map_err(|e| e.to_string())?
-                    .string()
-                    .map_err(|e| e.to_string())?
+                out.config = parser.value().map_err(|e| e.to_string())?.string().map_err(|e| e.to_string())?
             }
             Long("data-dir") => {
-                out.data_dir = parser
-                    .value()
-                    .map_err(|e| e.to_string())?
-                    .string()
-                    .map_err(|e| e.to_string())?
+                out.data_dir =
+                    parser.value().map_err(|e| e.to_string())?.string().map_err(|e| e.to_string())?
             }
-            Long("version") => {
-                return Err(format!(
-                    "influx-proxy {} (wasm32-wasip2)",
-                    influx_proxy::VERSION
-                ))
-            }
+            Long("version") => return Err(format!("influx-proxy {} (wasm32-wasip2)", influx_proxy::VERSION)),
             Long("help") | Short('h') => return Err(USAGE.into()),
             other => return Err(format!("{}\n{USAGE}", other.unexpected())),
         }
@@ -88,9 +73,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
 #[cfg_attr(not(target_os = "wasi"), allow(dead_code))]
 /// Milliseconds since the Unix epoch (`wasi:clocks/wall-clock`).
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(target_os = "wasi")]
@@ -117,10 +100,7 @@ async fn run(args: Args) -> Result<(), String> {
     use std::rc::Rc;
 
     let text = std::fs::read_to_string(&args.config).map_err(|e| {
-        format!(
-            "{}: {e} (is its directory preopened with wasmtime --dir HOST::GUEST?)",
-            args.config
-        )
+        format!("{}: {e} (is its directory preopened with wasmtime --dir HOST::GUEST?)", args.config)
     })?;
     let config = Config::parse(&args.config, &text).map_err(|e| e.to_string())?;
     let storage = storage::DirStorage::open(&args.data_dir).map_err(|e| {
@@ -136,10 +116,7 @@ async fn run(args: Args) -> Result<(), String> {
     let listener = wstd::net::TcpListener::bind(&listen).await.map_err(|e| {
         format!("cannot listen on {listen}: {e} (run wasmtime with -S inherit-network; the address must be ip:port)")
     })?;
-    eprintln!(
-        "influx-proxy {} (wasm32-wasip2) listening on {listen}",
-        influx_proxy::VERSION
-    );
+    eprintln!("influx-proxy {} (wasm32-wasip2) listening on {listen}", influx_proxy::VERSION);
     for backend in 0..proxy.backends().len() {
         wstd::runtime::spawn(health_checks(proxy.clone(), backend)).detach();
         wstd::runtime::spawn(replay(proxy.clone(), backend)).detach();
@@ -193,28 +170,18 @@ mod tests {
     use super::*;
 
     fn args(list: &[&str]) -> Result<Args, String> {
-        parse_args(
-            std::iter::once("influx-proxy.wasm")
-                .chain(list.iter().copied())
-                .map(String::from),
-        )
+        parse_args(std::iter::once("influx-proxy.wasm").chain(list.iter().copied()).map(String::from))
     }
 
     #[test]
     fn arguments_and_defaults() {
         assert_eq!(
             args(&[]).unwrap(),
-            Args {
-                config: "/config/proxy.json".into(),
-                data_dir: "/data".into()
-            }
+            Args { config: "/config/proxy.json".into(), data_dir: "/data".into() }
         );
         assert_eq!(
             args(&["--config", "/c/p.json", "--data-dir=/d"]).unwrap(),
-            Args {
-                config: "/c/p.json".into(),
-                data_dir: "/d".into()
-            }
+            Args { config: "/c/p.json".into(), data_dir: "/d".into() }
         );
         assert!(args(&["--bogus"]).unwrap_err().contains("--bogus"));
         assert!(args(&["--config"]).unwrap_err().contains("missing"));

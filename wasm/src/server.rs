@@ -23,10 +23,8 @@ const IDLE_TIMEOUT_MS: u64 = 60_000;
 
 /// Accepts connections on `listener` forever, one task per connection.
 pub async fn serve(proxy: Rc<Host>, listener: TcpListener) {
-    let options = ConnectionOptions {
-        max_body_bytes: proxy.config().max_body_bytes,
-        idle_timeout_ms: IDLE_TIMEOUT_MS,
-    };
+    let options =
+        ConnectionOptions { max_body_bytes: proxy.config().max_body_bytes, idle_timeout_ms: IDLE_TIMEOUT_MS };
     let mut incoming = listener.incoming();
     while let Some(conn) = incoming.next().await {
         let conn = match conn {

@@ -33,10 +33,7 @@ impl DirStorage {
     /// data directory is touched whatever a backend is named.
     fn path(&self, rel: &str) -> io::Result<PathBuf> {
         let rel = Path::new(rel);
-        if rel
-            .components()
-            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
-        {
+        if rel.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir)) {
             Ok(self.root.join(rel))
         } else {
             Err(io::Error::new(
@@ -141,10 +138,7 @@ mod tests {
     /// runner inside wasmtime, where `std::env::temp_dir` panics).
     fn scratch(name: &str) -> DirStorage {
         let tmp = std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into());
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
         let dir = Path::new(&tmp).join(format!("ipx-wasm-storage-{nanos}-{name}"));
         let _ = fs::remove_dir_all(&dir);
         DirStorage::open(dir).unwrap()
@@ -158,28 +152,19 @@ mod tests {
             s.append("queue/a/0001.log", b"hello ").await.unwrap();
             s.append("queue/a/0001.log", b"world").await.unwrap();
             assert_eq!(s.read("queue/a/0001.log").await.unwrap(), b"hello world");
-            assert_eq!(
-                s.read_at("queue/a/0001.log", 6, 100).await.unwrap(),
-                b"world"
-            );
+            assert_eq!(s.read_at("queue/a/0001.log", 6, 100).await.unwrap(), b"world");
             assert_eq!(s.read_at("queue/a/0001.log", 2, 3).await.unwrap(), b"llo");
             assert_eq!(s.len("queue/a/0001.log").await.unwrap(), Some(11));
             s.truncate("queue/a/0001.log", 5).await.unwrap();
             assert_eq!(s.read("queue/a/0001.log").await.unwrap(), b"hello");
             s.write_atomic("queue/a/state", b"42").await.unwrap();
             s.write_atomic("queue/a/state", b"43").await.unwrap();
-            assert_eq!(
-                s.list("queue/a").await.unwrap(),
-                vec!["0001.log".to_string(), "state".to_string()]
-            );
+            assert_eq!(s.list("queue/a").await.unwrap(), vec!["0001.log".to_string(), "state".to_string()]);
             assert_eq!(s.read("queue/a/state").await.unwrap(), b"43");
             s.remove("queue/a/0001.log").await.unwrap();
             s.remove("queue/a/0001.log").await.unwrap();
             assert_eq!(s.len("queue/a/0001.log").await.unwrap(), None);
-            assert_eq!(
-                s.read("queue/a/0001.log").await.unwrap_err().kind(),
-                ErrorKind::NotFound
-            );
+            assert_eq!(s.read("queue/a/0001.log").await.unwrap_err().kind(), ErrorKind::NotFound);
         });
         let _ = fs::remove_dir_all(&s.root);
     }
@@ -188,14 +173,8 @@ mod tests {
     fn refuses_paths_outside_the_data_directory() {
         let s = scratch("escape");
         block_on(async {
-            assert_eq!(
-                s.read("../etc/passwd").await.unwrap_err().kind(),
-                ErrorKind::InvalidInput
-            );
-            assert_eq!(
-                s.append("/abs", b"x").await.unwrap_err().kind(),
-                ErrorKind::InvalidInput
-            );
+            assert_eq!(s.read("../etc/passwd").await.unwrap_err().kind(), ErrorKind::InvalidInput);
+            assert_eq!(s.append("/abs", b"x").await.unwrap_err().kind(), ErrorKind::InvalidInput);
         });
     }
 }

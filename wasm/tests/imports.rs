@@ -12,8 +12,9 @@ use wasmparser::{Encoding, Parser, Payload};
 fn component_path() -> PathBuf {
     match std::env::var_os("INFLUX_PROXY_WASM") {
         Some(path) => PathBuf::from(path),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("target/wasm32-wasip2/release/influx-proxy.wasm"),
+        None => {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/wasm32-wasip2/release/influx-proxy.wasm")
+        }
     }
 }
 
@@ -54,23 +55,12 @@ fn component_imports_only_wasi_interfaces() {
     });
     let imports = component_imports(&bytes).unwrap();
     eprintln!("imports: {imports:?}");
-    assert!(
-        imports
-            .iter()
-            .any(|name| name.starts_with("wasi:sockets/tcp@")),
-        "{imports:?}"
-    );
-    let foreign: Vec<_> = imports
-        .iter()
-        .filter(|name| !name.starts_with("wasi:"))
-        .collect();
+    assert!(imports.iter().any(|name| name.starts_with("wasi:sockets/tcp@")), "{imports:?}");
+    let foreign: Vec<_> = imports.iter().filter(|name| !name.starts_with("wasi:")).collect();
     assert!(foreign.is_empty(), "non-WASI imports: {foreign:?}");
     // wasi:http is not needed: the proxy speaks HTTP over wasi:sockets, so
     // `wasmtime run` needs no `-S http`.
-    assert!(
-        !imports.iter().any(|name| name.starts_with("wasi:http/")),
-        "{imports:?}"
-    );
+    assert!(!imports.iter().any(|name| name.starts_with("wasi:http/")), "{imports:?}");
 }
 
 #[test]

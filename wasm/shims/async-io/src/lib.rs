@@ -27,9 +27,7 @@ pub struct Timer {
 impl Timer {
     /// A timer that fires after `duration`.
     pub fn after(duration: Duration) -> Timer {
-        Timer {
-            wait: Box::pin(wstd::task::sleep(duration.into())),
-        }
+        Timer { wait: Box::pin(wstd::task::sleep(duration.into())) }
     }
 }
 
