@@ -131,8 +131,22 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                         .map_err(|e| ProxyError::Unavailable(format!("bad backend answer: {e}")))
                 }
                 ReadPlan::Cover(sets) => {
+                    // SHOW ... FROM several replica sets: rows are united and
+                    // LIMIT/OFFSET re-applied, as for SHOW without FROM;
+                    // SELECT: each series from the backend that holds it.
+                    let is_show =
+                        statement.split_whitespace().next().is_some_and(|w| w.eq_ignore_ascii_case("SHOW"));
+                    let bad = |e: String| ProxyError::BadRequest(format!("error parsing query: {e}"));
+                    let (sent, window) = if is_show {
+                        (
+                            show_statement_for_backends(statement).map_err(bad)?,
+                            Some(show_limit_offset(statement).map_err(bad)?),
+                        )
+                    } else {
+                        (statement.to_string(), None)
+                    };
                     let answers = join_all(
-                        sets.iter().map(|set| self.read_one(set, statement, ctx, false, now_ms)).collect(),
+                        sets.iter().map(|set| self.read_one(set, &sent, ctx, false, now_ms)).collect(),
                     )
                     .await;
                     let mut results = Vec::with_capacity(answers.len());
@@ -143,7 +157,12 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                                 .map_err(|e| ProxyError::Unavailable(format!("bad backend answer: {e}")))?,
                         );
                     }
-                    Ok(merge_select_results(results))
+                    Ok(match window {
+                        Some((limit, offset)) => {
+                            window_show_rows(merge_statement_results(results), limit, offset)
+                        }
+                        None => merge_select_results(results),
+                    })
                 }
             },
             StatementKind::ShowAll => self.show_all(statement, ctx, now_ms).await,

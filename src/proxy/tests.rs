@@ -620,3 +620,29 @@ fn post_query_reads_the_form_body() {
     assert_eq!(run(p.handle(request, 0)).status, 200);
     assert_eq!(t.statements("a"), vec!["CREATE DATABASE x"]);
 }
+
+#[test]
+fn show_from_several_replica_sets_unites_the_rows() {
+    let t = MockTransport::default();
+    t.answer(
+        "a",
+        r#"{"results":[{"statement_id":0,"series":[{"columns":["key"],"values":[["cpu,host=a"]]}]}]}"#,
+    );
+    t.answer("b", r#"{"results":[{"statement_id":0,"series":[{"columns":["key"],"values":[["cpu,host=a"],["cpu.load,host=a"]]}]}]}"#);
+    let p = open(&t, MemStorage::new(), "");
+    // mem lives on a only, cpu.load on b only: one backend of each set is asked.
+    let r = query(&p, "SHOW SERIES FROM mem, \"cpu.load\"");
+    assert_eq!(r.status, 200, "{}", error_of(&r));
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        v["results"][0]["series"][0]["values"],
+        serde_json::json!([["cpu,host=a"], ["cpu.load,host=a"]])
+    );
+    let r = query(&p, "SHOW SERIES FROM mem, \"cpu.load\" LIMIT 1 OFFSET 1");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["results"][0]["series"][0]["values"], serde_json::json!([["cpu.load,host=a"]]));
+    assert_eq!(
+        t.statements("a").last().map(String::as_str),
+        Some("SHOW SERIES FROM mem, \"cpu.load\" LIMIT 2")
+    );
+}
