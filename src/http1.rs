@@ -155,7 +155,7 @@ pub async fn serve_connection<S, H, Fut>(
             Err(_) => None,
         };
         if let Some(error) = bad_head {
-            let response = to_http_response(error.to_response(), true);
+            let response = to_http_response(refusal(&error), true);
             let mut encoder = async_h1::server::Encoder::new(response, http_types::Method::Get);
             if futures_lite::io::copy(&mut encoder, &mut stream).await.is_ok() {
                 linger(&mut stream, host).await;
@@ -254,12 +254,19 @@ fn head_too_large() -> ProxyError {
     ProxyError::Backend { status: 431, message: "request header fields too large (limit 8192 bytes)".into() }
 }
 
+/// The answer to a request refused before the core saw it: the error body, and
+/// `X-Influxdb-Version` as on every answer of the proxy.
+fn refusal(error: &ProxyError) -> Response {
+    let mut response = error.to_response();
+    response.headers.push(("x-influxdb-version".into(), crate::INFLUXDB_COMPAT_VERSION.into()));
+    response
+}
+
 /// Reads the request into the core's form, or the response refusing it (413
 /// for a body over `max_body_bytes`, 400 for a body that cannot be read).
 async fn read_request(mut req: http_types::Request, max_body_bytes: u64) -> Result<Request, Response> {
-    let too_large = || {
-        ProxyError::TooLarge(format!("request body too large (limit {max_body_bytes} bytes)")).to_response()
-    };
+    let too_large =
+        || refusal(&ProxyError::TooLarge(format!("request body too large (limit {max_body_bytes} bytes)")));
     if req.len().is_some_and(|len| len as u64 > max_body_bytes) {
         return Err(too_large());
     }
@@ -267,7 +274,7 @@ async fn read_request(mut req: http_types::Request, max_body_bytes: u64) -> Resu
     let mut reader = req.take_body();
     if let Err(e) = (&mut reader).take(max_body_bytes.saturating_add(1)).read_to_end(&mut body).await {
         let message = format!("error reading request body: {e}");
-        return Err(ProxyError::BadRequest(message).to_response());
+        return Err(refusal(&ProxyError::BadRequest(message)));
     }
     if body.len() as u64 > max_body_bytes {
         return Err(too_large());
@@ -473,6 +480,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for GuardedStream<S> {
                         let at = line.len() - 3;
                         line[at] = b'1';
                         guard.http10 = true;
+                        // `Host` is optional in HTTP/1.0 (load balancers' health
+                        // checks often omit it) but async-h1 requires it of
+                        // 1.1: supply one ahead of the client's own, if any
+                        // (the proxy does not route by host).
+                        line.extend_from_slice(b"Host: localhost\r\n");
                     }
                     line.extend_from_slice(&buf[i + 1..n]);
                     guard.pending = line;
@@ -718,6 +730,7 @@ mod tests {
         let a = only_answer_then_closed(seen);
         assert_eq!(a.status, 413);
         assert_eq!(a.error(), "request body too large (limit 10 bytes)");
+        assert_eq!(a.header("x-influxdb-version"), Some(crate::INFLUXDB_COMPAT_VERSION));
     }
 
     #[test]
@@ -747,6 +760,7 @@ mod tests {
         let a = only_answer_then_closed(serve(1000, &[&req], &[]));
         assert_eq!(a.status, 431);
         assert_eq!(a.error(), "request header fields too large (limit 8192 bytes)");
+        assert_eq!(a.header("x-influxdb-version"), Some(crate::INFLUXDB_COMPAT_VERSION));
     }
 
     #[test]
@@ -795,6 +809,15 @@ mod tests {
         assert_eq!(a.status, 200);
         assert_eq!(a.json()["body"], "abc");
         assert_eq!(a.json()["path"], "/write");
+    }
+
+    #[test]
+    fn http_1_0_requests_without_host_are_served() {
+        let pipe = Pipe::new(&[b"GET /ping HTTP/1.0\r\n\r\n"]);
+        let seen = serve_pipe(pipe, 1000, &[]);
+        let [a] = &seen.answers[..] else { panic!("one answer: {:?}", seen.answers) };
+        assert_eq!(a.status, 204, "{a:?}");
+        assert_eq!(a.header("connection"), Some("close"));
     }
 
     #[test]
