@@ -21,7 +21,12 @@ pub(crate) use influx_proxy::http1::header;
 /// (as the native host: async-h1's time limit for reading a request head).
 const IDLE_TIMEOUT_MS: u64 = 60_000;
 
+/// Pause after a failed accept (as the native host).
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
 /// Accepts connections on `listener` forever, one task per connection.
+/// Errors accepting a connection (e.g. too many open files) do not stop the
+/// server: it waits 100 ms and accepts again.
 pub async fn serve(proxy: Rc<Host>, listener: TcpListener) {
     let options =
         ConnectionOptions { max_body_bytes: proxy.config().max_body_bytes, idle_timeout_ms: IDLE_TIMEOUT_MS };
@@ -29,9 +34,14 @@ pub async fn serve(proxy: Rc<Host>, listener: TcpListener) {
     while let Some(conn) = incoming.next().await {
         let conn = match conn {
             Ok(conn) => conn,
-            // A failed accept (e.g. the client already went away) concerns
-            // that client only.
-            Err(_) => continue,
+            // A failed accept (e.g. too many open files) does not stop the
+            // server: wait, then accept again (the listener stays ready, so
+            // accepting again at once would spin and starve every other task
+            // on this single executor).
+            Err(_) => {
+                wstd::task::sleep(ACCEPT_RETRY.into()).await;
+                continue;
+            }
         };
         let (proxy, options) = (proxy.clone(), options.clone());
         wstd::runtime::spawn(async move {

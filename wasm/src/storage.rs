@@ -9,6 +9,8 @@
 //! `write_atomic` and `truncate` call `sync_all` on the file (wasmtime maps it
 //! to `fsync` on the host) before returning, and a file they create or rename
 //! also has its directory synced so that the new name survives a crash.
+//! `list` creates missing directories one level at a time, syncing the parent
+//! of each; `remove` syncs the directory after removing the file.
 
 use influx_proxy::storage::Storage;
 use std::fs::{self, File, OpenOptions};
@@ -22,10 +24,10 @@ pub struct DirStorage {
 }
 
 impl DirStorage {
-    /// Storage rooted at `root` (created if missing).
+    /// Storage rooted at `root` (created, with its missing parents, if missing).
     pub fn open(root: impl Into<PathBuf>) -> io::Result<DirStorage> {
         let root = root.into();
-        fs::create_dir_all(&root)?;
+        create_dir_durable(&root)?;
         Ok(DirStorage { root })
     }
 
@@ -44,18 +46,45 @@ impl DirStorage {
     }
 }
 
-/// Syncs the directory holding `path`, so that a new or renamed entry is kept.
+/// Syncs the directory holding `path`, so that a new, renamed or removed
+/// entry is kept that way.
 fn sync_parent(path: &Path) -> io::Result<()> {
     match path.parent() {
-        Some(dir) => File::open(dir)?.sync_all(),
-        None => Ok(()),
+        Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
+        _ => Ok(()),
     }
+}
+
+/// Creates `dir` and its missing parents one level at a time, outermost
+/// first, each made durable by a sync of its parent directory (POSIX
+/// `fsync(2)`: the directory entry needs an fsync of the directory too).
+fn create_dir_durable(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = vec![dir];
+    let mut at = dir.parent();
+    while let Some(p) = at.filter(|p| !p.as_os_str().is_empty()) {
+        if p.is_dir() {
+            break;
+        }
+        missing.push(p);
+        at = p.parent();
+    }
+    for d in missing.into_iter().rev() {
+        match fs::create_dir(d) {
+            Ok(()) => sync_parent(d)?,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", d.display()))),
+        }
+    }
+    Ok(())
 }
 
 impl Storage for DirStorage {
     async fn list(&self, dir: &str) -> io::Result<Vec<String>> {
         let dir = self.path(dir)?;
-        fs::create_dir_all(&dir)?;
+        create_dir_durable(&dir)?;
         let mut names = Vec::new();
         for entry in fs::read_dir(&dir)? {
             let entry = entry?;
@@ -111,9 +140,11 @@ impl Storage for DirStorage {
     }
 
     async fn remove(&self, path: &str) -> io::Result<()> {
-        match fs::remove_file(self.path(path)?) {
+        let path = self.path(path)?;
+        match fs::remove_file(&path) {
+            Ok(()) => sync_parent(&path),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            other => other,
+            Err(e) => Err(e),
         }
     }
 
@@ -165,6 +196,22 @@ mod tests {
             s.remove("queue/a/0001.log").await.unwrap();
             assert_eq!(s.len("queue/a/0001.log").await.unwrap(), None);
             assert_eq!(s.read("queue/a/0001.log").await.unwrap_err().kind(), ErrorKind::NotFound);
+        });
+        let _ = fs::remove_dir_all(&s.root);
+    }
+
+    #[test]
+    fn list_creates_nested_directories() {
+        let s = scratch("nested");
+        block_on(async {
+            assert_eq!(s.list("queue/b/c/d").await.unwrap(), Vec::<String>::new());
+            assert!(s.root.join("queue/b/c/d").is_dir());
+            s.append("queue/b/c/d/0001.log", b"x").await.unwrap();
+            // Existing directories are left as they are, files and all.
+            assert_eq!(s.list("queue/b/c/d").await.unwrap(), vec!["0001.log".to_string()]);
+            assert_eq!(s.list("queue/b").await.unwrap(), Vec::<String>::new());
+            assert_eq!(s.list("queue/b/e").await.unwrap(), Vec::<String>::new());
+            assert!(s.root.join("queue/b/e").is_dir());
         });
         let _ = fs::remove_dir_all(&s.root);
     }

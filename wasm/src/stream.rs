@@ -120,8 +120,20 @@ impl AsyncWrite for Stream {
         Poll::Ready(done)
     }
 
+    /// Flushes, then shuts down the sending side of the socket (the peer
+    /// reads end of stream, as after `shutdown(SHUT_WR)`); reading goes on.
+    /// Every clone shares the socket: none can write afterwards.
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.poll_flush(cx)
+        let this = self.get_mut();
+        futures_lite::ready!(Pin::new(&mut *this).poll_flush(cx))?;
+        // wstd 0.6 shuts a socket down only by dropping a half from `split`:
+        // dropping the write half shuts down sending; the read half would shut
+        // down receiving when dropped, so it is forgotten instead (it is only a
+        // reference, nothing leaks).
+        let (read, write) = this.socket.split();
+        drop(write);
+        std::mem::forget(read);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -138,4 +150,40 @@ fn input(socket: &TcpStream) -> io::Result<&AsyncInputStream> {
 
 fn output(socket: &TcpStream) -> io::Result<&AsyncOutputStream> {
     wstd::io::AsyncWrite::as_async_output_stream(socket).ok_or_else(|| io::Error::other("no output stream"))
+}
+
+#[cfg(test)]
+mod tests {
+    //! These run inside wasmtime (`cargo test --target wasm32-wasip2`).
+    use super::*;
+    use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+    use wstd::iter::AsyncIterator;
+    use wstd::net::TcpListener;
+
+    #[test]
+    fn close_half_closes_the_connection() {
+        wstd::runtime::block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let mut client = Stream::connect(listener.local_addr().unwrap()).await.unwrap();
+            let mut server = Stream::new(listener.incoming().next().await.unwrap().unwrap());
+            let mut reader = server.clone();
+            server.write_all(b"bye").await.unwrap();
+            server.close().await.unwrap();
+            // The client reads what was sent, then the end of the stream.
+            let mut got = Vec::new();
+            let eof = async { client.read_to_end(&mut got).await.map(Some) };
+            let later = async {
+                wstd::task::sleep(std::time::Duration::from_secs(5).into()).await;
+                Ok(None)
+            };
+            assert_eq!(futures_lite::future::or(eof, later).await.unwrap(), Some(3), "no end of stream");
+            assert_eq!(got, b"bye");
+            // The server still reads what the client sends after that.
+            client.write_all(b"late").await.unwrap();
+            client.flush().await.unwrap();
+            let mut buf = [0u8; 4];
+            reader.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"late");
+        });
+    }
 }

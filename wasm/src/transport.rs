@@ -2,6 +2,11 @@
 //! (`wasi:sockets`), with a per-request timeout on wstd timers
 //! (`wasi:clocks`) and a small keep-alive pool per backend.
 //!
+//! As in the native transport: a connection goes back to the pool only if its
+//! response was framed and did not say `Connection: close`, and a request that
+//! fails on a reused connection before any byte of a response arrived is sent
+//! once more on a fresh connection.
+//!
 //! Limits of the WASI build, each answered as a [`TransportError::Connect`]
 //! rather than a panic: backends must resolve to IPv4 addresses (wstd 0.6
 //! cannot connect over IPv6 yet), and host names need wasmtime's
@@ -9,12 +14,17 @@
 
 use crate::stream::Stream;
 use futures_lite::future;
+use futures_lite::io::AsyncRead;
 use influx_proxy::http::{encode_params, Method, Request, Response};
 use influx_proxy::transport::{BackendAddr, Transport, TransportError};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// Sends requests to backends. Single-threaded, like the proxy that owns it.
@@ -52,20 +62,53 @@ impl WasiTransport {
         self
     }
 
+    /// One exchange on `stream`. `received` counts the response bytes read
+    /// from it (to tell a connection that failed before answering from a
+    /// broken response). The connection goes back to the pool only if the
+    /// response was framed (`content-length` or `transfer-encoding`, or has no
+    /// body: HEAD, 1xx, 204, 304) and did not say `Connection: close`
+    /// (RFC 9112 section 9.3: persistence), as in the native transport.
     async fn send_once(
         &self,
         backend: &BackendAddr,
         request: &Request,
         body: &SharedBody,
         stream: Stream,
+        received: &Arc<AtomicU64>,
     ) -> Result<Response, TransportError> {
         let outgoing = to_http_types(backend, request, body)?;
-        let mut response =
-            exchange(&stream, outgoing).await.map_err(|e| TransportError::Io(e.to_string()))?;
-        let body = response.body_bytes().await.map_err(|e| TransportError::Io(e.to_string()))?;
-        let reusable =
-            !response.header("connection").is_some_and(|v| v.as_str().eq_ignore_ascii_case("close"));
-        if reusable {
+        let mut response = exchange(&stream, outgoing, received.clone())
+            .await
+            .map_err(|e| TransportError::Io(format!("{}: {e}", backend.url)))?;
+        let has_body =
+            request.method != Method::Head && !matches!(u16::from(response.status()), 100..=199 | 204 | 304);
+        let framed =
+            response.header("content-length").is_some() || response.header("transfer-encoding").is_some();
+        // The body's length as announced (`content-length`), before it is taken.
+        let announced = response.len();
+        let body = if has_body {
+            let body = response.body_bytes().await.map_err(|e| {
+                TransportError::Io(format!("{}: reading the response body: {e}", backend.url))
+            })?;
+            // async-h1 ends a `content-length` body quietly at the end of the
+            // connection: a shorter body is a broken response, not a short one.
+            if let Some(expected) = announced.filter(|&len| body.len() < len) {
+                return Err(TransportError::Io(format!(
+                    "{}: the response body ended after {} of {expected} bytes",
+                    backend.url,
+                    body.len()
+                )));
+            }
+            body
+        } else {
+            Vec::new()
+        };
+        let close = response
+            .header("connection")
+            .is_some_and(|v| v.iter().any(|v| v.as_str().eq_ignore_ascii_case("close")));
+        // A body delimited by the end of the connection cannot be followed by
+        // another response (and async-h1 does not read it).
+        if !close && (framed || !has_body) {
             let mut idle = self.idle.borrow_mut();
             let pool = idle.entry(backend.authority()).or_default();
             if pool.len() < self.max_idle {
@@ -91,16 +134,19 @@ impl WasiTransport {
         let body = SharedBody(Arc::new(std::mem::take(&mut request.body)));
         let pooled = self.idle.borrow_mut().get_mut(&backend.authority()).and_then(Vec::pop);
         if let Some(stream) = pooled {
-            match self.send_once(backend, &request, &body, stream).await {
-                // The backend may have closed an idle connection: one more try
-                // on a fresh one. (A write that did reach the backend is
-                // harmless to repeat: InfluxDB overwrites identical points.)
-                Err(TransportError::Io(_)) => {}
+            let received = Arc::new(AtomicU64::new(0));
+            match self.send_once(backend, &request, &body, stream, &received).await {
+                // The backend may have closed an idle connection before
+                // reading the request: one more try on a fresh one, but only
+                // if no byte of a response arrived (a broken response is an
+                // error). A write that did reach the backend is harmless to
+                // repeat: InfluxDB overwrites identical points.
+                Err(TransportError::Io(_)) if received.load(Ordering::Relaxed) == 0 => {}
                 other => return other,
             }
         }
         let stream = connect(backend).await?;
-        self.send_once(backend, &request, &body, stream).await
+        self.send_once(backend, &request, &body, stream, &Arc::new(AtomicU64::new(0))).await
     }
 }
 
@@ -119,12 +165,35 @@ impl Transport for WasiTransport {
 const WRITE_BUFFER: usize = 256 * 1024;
 
 /// One HTTP/1.1 exchange on `stream`: what `async_h1::connect` does, with the
-/// request written in pieces of up to [`WRITE_BUFFER`] bytes instead of 8 KiB.
-async fn exchange(stream: &Stream, request: http_types::Request) -> http_types::Result<http_types::Response> {
+/// request written in pieces of up to [`WRITE_BUFFER`] bytes instead of 8 KiB,
+/// and the bytes of the response read from the socket added to `received`.
+async fn exchange(
+    stream: &Stream,
+    request: http_types::Request,
+    received: Arc<AtomicU64>,
+) -> http_types::Result<http_types::Response> {
     let mut writer = futures_lite::io::BufWriter::with_capacity(WRITE_BUFFER, stream.clone());
     // Flushes `writer` (and the socket) at the end.
     futures_lite::io::copy(async_h1::client::Encoder::new(request), &mut writer).await?;
-    async_h1::client::decode(stream.clone()).await
+    async_h1::client::decode(CountingReader { inner: stream.clone(), received }).await
+}
+
+/// A stream's reading side that counts the bytes read, to tell "the
+/// connection failed before any response byte" (safe to retry) from a broken
+/// response. (Atomic only because async-h1 wants `Send + Sync` readers.)
+struct CountingReader {
+    inner: Stream,
+    received: Arc<AtomicU64>,
+}
+
+impl AsyncRead for CountingReader {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(n)) = poll {
+            self.received.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        poll
+    }
 }
 
 /// Opens a TCP connection to the backend's first IPv4 address.
@@ -223,12 +292,17 @@ fn to_http_types(
 }
 
 /// A backend's http-types response as the core's response (header names in
-/// lower case).
+/// lower case; values that are not visible ASCII, spaces and tabs dropped).
 fn from_http_types(response: &http_types::Response, body: Vec<u8>) -> Response {
     let mut headers = Vec::new();
     for (name, values) in response.iter() {
         for value in values.iter() {
-            headers.push((name.as_str().to_ascii_lowercase(), value.as_str().to_string()));
+            // async-h1 invents a malformed `date` value (with CR LF) when the
+            // backend sent none: keep only values that are safe to pass on
+            // (as the native transport).
+            if value.as_str().bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) {
+                headers.push((name.as_str().to_ascii_lowercase(), value.as_str().to_string()));
+            }
         }
     }
     Response { status: response.status() as u16, headers, body }
@@ -336,6 +410,114 @@ mod tests {
             assert_eq!(transport.send(&backend, write("a")).await.unwrap().body, b"a");
             assert_eq!(transport.send(&backend, write("b")).await.unwrap().body, b"b");
             assert_eq!(conns.get(), 2);
+        });
+    }
+
+    /// A backend on a free port that reads request heads (requests without
+    /// a body) and writes `answers[i]` to the i-th request of every
+    /// connection, then closes the connection after the last one (or keeps it
+    /// open, reading, if `keep_open`); returns its address, the number of
+    /// connections accepted and the accepting task.
+    async fn scripted_backend(
+        answers: &'static [&'static str],
+        keep_open: bool,
+    ) -> (BackendAddr, Rc<Cell<usize>>, wstd::runtime::Task<()>) {
+        use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend = BackendAddr::parse("a", &format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let conns = Rc::new(Cell::new(0));
+        let counter = conns.clone();
+        let acceptor = wstd::runtime::spawn(async move {
+            let mut incoming = listener.incoming();
+            while let Some(Ok(conn)) = incoming.next().await {
+                counter.set(counter.get() + 1);
+                wstd::runtime::spawn(async move {
+                    let mut stream = Stream::new(conn);
+                    let mut buf = Vec::new();
+                    for answer in answers {
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            let mut chunk = [0u8; 1024];
+                            match stream.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.clear();
+                        stream.write_all(answer.as_bytes()).await.unwrap();
+                        stream.flush().await.unwrap();
+                    }
+                    if keep_open {
+                        let mut chunk = [0u8; 1024];
+                        while let Ok(1..) = stream.read(&mut chunk).await {}
+                    }
+                })
+                .detach();
+            }
+        });
+        (backend, conns, acceptor)
+    }
+
+    fn ping() -> Request {
+        Request::new(Method::Get, "/ping")
+    }
+
+    #[test]
+    fn no_retry_once_part_of_a_response_arrived() {
+        // The second answer on each connection breaks off mid-body, or mid-head.
+        let cases: [&'static [&'static str]; 2] = [
+            &[
+                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+                "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\npart",
+            ],
+            &["HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", "HTTP/1.1 200 OK\r\ncontent-le"],
+        ];
+        for answers in cases {
+            wstd::runtime::block_on(async {
+                let (backend, conns, _backend) = scripted_backend(answers, false).await;
+                let transport = WasiTransport::new(5_000, 2);
+                assert_eq!(transport.send(&backend, ping()).await.unwrap().body, b"ok");
+                let e = transport.send(&backend, ping()).await.unwrap_err();
+                assert!(matches!(e, TransportError::Io(_)), "{e:?}");
+                assert_eq!(conns.get(), 1, "not sent again on a fresh connection: {answers:?}");
+            });
+        }
+    }
+
+    #[test]
+    fn only_framed_responses_keep_their_connection() {
+        // (answer, connections the backend sees for two requests)
+        let cases: [(&'static [&'static str], usize); 5] = [
+            (&["HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"; 2], 1),
+            (&["HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"; 2], 1),
+            (&["HTTP/1.1 204 No Content\r\n\r\n"; 2], 1),
+            // Not framed: the body ends with the connection.
+            (&["HTTP/1.1 200 OK\r\n\r\nok"; 2], 2),
+            (&["HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"; 2], 2),
+        ];
+        for (answers, expected) in cases {
+            wstd::runtime::block_on(async {
+                let (backend, conns, _backend) = scripted_backend(answers, true).await;
+                let transport = WasiTransport::new(5_000, 2);
+                for _ in 0..2 {
+                    let r = transport.send(&backend, ping()).await.unwrap();
+                    assert_eq!(r.status, answers[0][9..12].parse::<u16>().unwrap(), "{answers:?}");
+                }
+                assert_eq!(conns.get(), expected, "{answers:?}");
+            });
+        }
+    }
+
+    #[test]
+    fn head_response_body_is_not_waited_for() {
+        wstd::runtime::block_on(async {
+            let (backend, conns, _backend) =
+                scripted_backend(&["HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"; 2], true).await;
+            let transport = WasiTransport::new(2_000, 2);
+            for _ in 0..2 {
+                let r = transport.send(&backend, Request::new(Method::Head, "/ping")).await.unwrap();
+                assert_eq!((r.status, r.body.len()), (200, 0));
+            }
+            assert_eq!(conns.get(), 1);
         });
     }
 
