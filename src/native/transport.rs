@@ -152,9 +152,22 @@ impl NativeTransport {
             response.header("content-length").is_some() || response.header("transfer-encoding").is_some();
         let mut body = Vec::new();
         if has_body {
+            // Content-Length, as async-h1 decoded it (None when chunked).
+            let expected_len = response.len();
             response.take_body().read_to_end(&mut body).await.map_err(|e| {
                 TransportError::Io(format!("{}: reading the response body: {e}", backend.url))
             })?;
+            // async-h1 ends a Content-Length body early, without an error, when
+            // the connection closes: a cut answer is no answer.
+            if let Some(expected) = expected_len {
+                if body.len() != expected {
+                    return Err(TransportError::Io(format!(
+                        "{}: response body cut off after {} of {expected} bytes",
+                        backend.url,
+                        body.len()
+                    )));
+                }
+            }
         }
         let close = response
             .header("connection")
@@ -670,5 +683,26 @@ mod tests {
         ));
         assert_eq!((x.unwrap().status, y.unwrap().status), (204, 204));
         assert_eq!(most.load(Ordering::SeqCst), 1, "two connections were open at once");
+    }
+
+    #[test]
+    fn a_response_body_cut_short_is_an_io_error() {
+        let listener = StdListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            if let Ok((mut stream, _)) = listener.accept() {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|k| k > 2) {
+                    line.clear();
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabcd");
+            }
+        });
+        let t = NativeTransport::new(5_000, 4);
+        match smol::block_on(t.send(&backend(port), Request::new(Method::Get, "/query"))) {
+            Err(TransportError::Io(e)) => assert!(e.contains("cut off after 4 of 10"), "{e}"),
+            other => panic!("expected an Io error, got {other:?}"),
+        }
     }
 }
