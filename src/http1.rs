@@ -38,6 +38,8 @@
 //! header of the core's that is not valid HTTP/1.1 is dropped, never a panic;
 //! async-h1 leaves out the body of responses to HEAD.
 
+pub mod client;
+
 use crate::error::ProxyError;
 use crate::http::{decode_params, Method, Request, Response};
 use async_h1::server::ConnectionStatus;

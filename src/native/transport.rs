@@ -18,41 +18,25 @@
 //! ones): a further request waits for a free one, within its timeout.
 //!
 //! The whole request (waiting for a connection, connect, sending, the response
-//! with its body) is bounded
-//! by `request_timeout_ms`; a request over time ends with
-//! [`TransportError::Timeout`] and its connection is closed.
+//! with its body) is bounded by `request_timeout_ms`; a request over time ends
+//! with [`TransportError::Timeout`] and its connection is closed. The request
+//! and response conversions are shared with the WASI host
+//! ([`crate::http1::client`]).
 
-use crate::http::{encode_params, Method, Request, Response};
+use crate::http::{Request, Response};
+use crate::http1::client::{
+    from_backend_response, has_body, reusable, to_backend_request, CountingStream, SharedBody,
+};
 use crate::transport::{BackendAddr, Transport, TransportError};
-use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use futures_lite::io::AsyncReadExt;
 use futures_lite::{future, FutureExt};
-use http_types::{Body, Url};
 use smol::net::TcpStream;
 use smol::Timer;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
-
-/// Request headers never passed to a backend: hop-by-hop headers (RFC 9110
-/// section 7.6.1) and the framing headers this client sets itself.
-const NOT_FORWARDED: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-    "expect",
-];
 
 /// HTTP/1.1 client of the backends with per-backend keep-alive pools.
 ///
@@ -137,21 +121,17 @@ impl NativeTransport {
         &self,
         backend: &BackendAddr,
         request: &Request,
-        body: &SharedBytes,
+        body: &SharedBody,
         stream: TcpStream,
         received: Arc<AtomicU64>,
     ) -> Result<Response, TransportError> {
-        let http_request = to_http_request(backend, request, body)?;
+        let http_request = to_backend_request(backend, request, body)?;
         let counted = CountingStream { inner: stream.clone(), received };
         let mut response = async_h1::connect(counted, http_request)
             .await
             .map_err(|e| TransportError::Io(format!("{}: {e}", backend.url)))?;
-        let has_body =
-            request.method != Method::Head && !matches!(u16::from(response.status()), 100..=199 | 204 | 304);
-        let framed =
-            response.header("content-length").is_some() || response.header("transfer-encoding").is_some();
         let mut body = Vec::new();
-        if has_body {
+        if has_body(request.method, &response) {
             // Content-Length, as async-h1 decoded it (None when chunked).
             let expected_len = response.len();
             response.take_body().read_to_end(&mut body).await.map_err(|e| {
@@ -169,15 +149,10 @@ impl NativeTransport {
                 }
             }
         }
-        let close = response
-            .header("connection")
-            .is_some_and(|v| v.iter().any(|v| v.as_str().eq_ignore_ascii_case("close")));
-        // A body delimited by the end of the connection cannot be followed by
-        // another response (and async-h1 does not read it).
-        if !close && (framed || !has_body) {
+        if reusable(request.method, &response) {
             self.give_back(&backend.authority(), stream);
         }
-        Ok(from_http_response(&response, body))
+        Ok(from_backend_response(&response, body))
     }
 
     async fn send_with_retry(
@@ -195,7 +170,7 @@ impl NativeTransport {
         // Held while this request uses a connection; a pooled idle connection
         // needs no permit of its own beyond the pool's bound.
         let _permit = permits.acquire_arc().await;
-        let body = SharedBytes(Arc::new(std::mem::take(&mut request.body)));
+        let body = SharedBody(Arc::new(std::mem::take(&mut request.body)));
         if let Some(stream) = self.take_pooled(&authority).await {
             let received = Arc::new(AtomicU64::new(0));
             match self.send_once(backend, &request, &body, stream, received.clone()).await {
@@ -223,110 +198,10 @@ impl Transport for NativeTransport {
     }
 }
 
-/// A request body shared between the first try and the retry, without copies.
-#[derive(Debug, Clone)]
-struct SharedBytes(Arc<Vec<u8>>);
-
-impl AsRef<[u8]> for SharedBytes {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-/// True if `s` can be sent as a header name or value: visible ASCII, spaces
-/// and tabs (http-types panics on non-ASCII; CR/LF would split the header).
-fn header_safe(s: &str) -> bool {
-    s.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
-}
-
-fn to_http_request(
-    backend: &BackendAddr,
-    request: &Request,
-    body: &SharedBytes,
-) -> Result<http_types::Request, TransportError> {
-    let method = match request.method {
-        Method::Get => http_types::Method::Get,
-        Method::Head => http_types::Method::Head,
-        Method::Post => http_types::Method::Post,
-        Method::Other => return Err(TransportError::Io("the proxy only sends GET, HEAD and POST".into())),
-    };
-    let mut url = format!("http://{}{}{}", backend.authority(), backend.base_path, request.path);
-    if !request.query.is_empty() {
-        url.push('?');
-        url.push_str(&encode_params(&request.query));
-    }
-    let url = Url::parse(&url).map_err(|e| TransportError::Io(format!("{url}: {e}")))?;
-    let mut out = http_types::Request::new(method, url);
-    let len = body.0.len();
-    out.set_body(Body::from_reader(futures_lite::io::Cursor::new(body.clone()), Some(len)));
-    // `set_body` adds `content-type: application/octet-stream`; only the
-    // client's own content type is passed on.
-    out.remove_header("content-type");
-    out.insert_header("host", backend.authority().as_str());
-    for (name, value) in &request.headers {
-        let lower = name.to_ascii_lowercase();
-        if NOT_FORWARDED.contains(&lower.as_str())
-            || name.is_empty()
-            || !header_safe(name)
-            || !header_safe(value)
-        {
-            continue;
-        }
-        out.append_header(lower.as_str(), value.as_str());
-    }
-    Ok(out)
-}
-
-fn from_http_response(response: &http_types::Response, body: Vec<u8>) -> Response {
-    let mut headers = Vec::new();
-    for (name, values) in response.iter() {
-        for value in values.iter() {
-            // async-h1 invents a malformed `date` value (with CR LF) when the
-            // backend sent none: keep only values that are safe to pass on.
-            if header_safe(value.as_str()) {
-                headers.push((name.as_str().to_ascii_lowercase(), value.as_str().to_string()));
-            }
-        }
-    }
-    headers.sort();
-    Response { status: response.status().into(), headers, body }
-}
-
-/// A TCP stream that counts the bytes read from it, to tell "the connection
-/// failed before any response byte" (safe to retry) from a broken response.
-#[derive(Debug, Clone)]
-struct CountingStream {
-    inner: TcpStream,
-    received: Arc<AtomicU64>,
-}
-
-impl AsyncRead for CountingStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(n)) = poll {
-            self.received.fetch_add(n as u64, Ordering::Relaxed);
-        }
-        poll
-    }
-}
-
-impl AsyncWrite for CountingStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_close(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::Method;
     use std::io::{BufRead, BufReader, Read as _, Write as _};
     use std::net::{TcpListener as StdListener, TcpStream as StdStream};
     use std::process::{Child, Command, Stdio};

@@ -14,9 +14,6 @@ use std::time::Duration;
 use wstd::iter::AsyncIterator;
 use wstd::net::TcpListener;
 
-/// Header validation for outgoing requests too (see [`crate::transport`]).
-pub(crate) use influx_proxy::http1::header;
-
 /// A kept-alive connection with no request for this long is closed, in ms
 /// (as the native host: async-h1's time limit for reading a request head).
 const IDLE_TIMEOUT_MS: u64 = 60_000;

@@ -14,17 +14,16 @@
 
 use crate::stream::Stream;
 use futures_lite::future;
-use futures_lite::io::AsyncRead;
-use influx_proxy::http::{encode_params, Method, Request, Response};
+use influx_proxy::http::{Request, Response};
+use influx_proxy::http1::client::{
+    from_backend_response, has_body, reusable, to_backend_request, CountingStream, SharedBody,
+};
 use influx_proxy::transport::{BackendAddr, Transport, TransportError};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// Sends requests to backends. Single-threaded, like the proxy that owns it.
@@ -76,17 +75,13 @@ impl WasiTransport {
         stream: Stream,
         received: &Arc<AtomicU64>,
     ) -> Result<Response, TransportError> {
-        let outgoing = to_http_types(backend, request, body)?;
+        let outgoing = to_backend_request(backend, request, body)?;
         let mut response = exchange(&stream, outgoing, received.clone())
             .await
             .map_err(|e| TransportError::Io(format!("{}: {e}", backend.url)))?;
-        let has_body =
-            request.method != Method::Head && !matches!(u16::from(response.status()), 100..=199 | 204 | 304);
-        let framed =
-            response.header("content-length").is_some() || response.header("transfer-encoding").is_some();
         // The body's length as announced (`content-length`), before it is taken.
         let announced = response.len();
-        let body = if has_body {
+        let body = if has_body(request.method, &response) {
             let body = response.body_bytes().await.map_err(|e| {
                 TransportError::Io(format!("{}: reading the response body: {e}", backend.url))
             })?;
@@ -94,7 +89,7 @@ impl WasiTransport {
             // connection: a shorter body is a broken response, not a short one.
             if let Some(expected) = announced.filter(|&len| body.len() < len) {
                 return Err(TransportError::Io(format!(
-                    "{}: the response body ended after {} of {expected} bytes",
+                    "{}: response body cut off after {} of {expected} bytes",
                     backend.url,
                     body.len()
                 )));
@@ -103,19 +98,14 @@ impl WasiTransport {
         } else {
             Vec::new()
         };
-        let close = response
-            .header("connection")
-            .is_some_and(|v| v.iter().any(|v| v.as_str().eq_ignore_ascii_case("close")));
-        // A body delimited by the end of the connection cannot be followed by
-        // another response (and async-h1 does not read it).
-        if !close && (framed || !has_body) {
+        if reusable(request.method, &response) {
             let mut idle = self.idle.borrow_mut();
             let pool = idle.entry(backend.authority()).or_default();
             if pool.len() < self.max_idle {
                 pool.push(stream);
             }
         }
-        Ok(from_http_types(&response, body))
+        Ok(from_backend_response(&response, body))
     }
 
     async fn send_with_retry(
@@ -175,25 +165,7 @@ async fn exchange(
     let mut writer = futures_lite::io::BufWriter::with_capacity(WRITE_BUFFER, stream.clone());
     // Flushes `writer` (and the socket) at the end.
     futures_lite::io::copy(async_h1::client::Encoder::new(request), &mut writer).await?;
-    async_h1::client::decode(CountingReader { inner: stream.clone(), received }).await
-}
-
-/// A stream's reading side that counts the bytes read, to tell "the
-/// connection failed before any response byte" (safe to retry) from a broken
-/// response. (Atomic only because async-h1 wants `Send + Sync` readers.)
-struct CountingReader {
-    inner: Stream,
-    received: Arc<AtomicU64>,
-}
-
-impl AsyncRead for CountingReader {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(n)) = poll {
-            self.received.fetch_add(n as u64, Ordering::Relaxed);
-        }
-        poll
-    }
+    async_h1::client::decode(CountingStream { inner: stream.clone(), received }).await
 }
 
 /// Opens a TCP connection to the backend's first IPv4 address.
@@ -241,78 +213,12 @@ async fn resolve(host: &str) -> Result<Vec<IpAddr>, String> {
     Ok(addrs)
 }
 
-/// A request body that the first try and the retry read without copying it.
-#[derive(Clone)]
-struct SharedBody(Arc<Vec<u8>>);
-
-impl AsRef<[u8]> for SharedBody {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-/// The core's request as an http-types request to `backend`: base path and
-/// query string added, `body` (the request's own is not used) with its length.
-fn to_http_types(
-    backend: &BackendAddr,
-    request: &Request,
-    body: &SharedBody,
-) -> Result<http_types::Request, TransportError> {
-    let mut url = format!("http://{}{}{}", backend.authority(), backend.base_path, request.path);
-    if !request.query.is_empty() {
-        url.push('?');
-        url.push_str(&encode_params(&request.query));
-    }
-    let url = http_types::Url::parse(&url).map_err(|e| TransportError::Connect(format!("{url}: {e}")))?;
-    let method = match request.method {
-        Method::Get => http_types::Method::Get,
-        Method::Head => http_types::Method::Head,
-        Method::Post => http_types::Method::Post,
-        Method::Other => return Err(TransportError::Io("cannot forward an unknown method".into())),
-    };
-    let mut out = http_types::Request::new(method, url);
-    for (name, value) in &request.headers {
-        // The client sets these from the URL and the body.
-        if ["host", "content-length", "transfer-encoding", "connection"]
-            .iter()
-            .any(|h| name.eq_ignore_ascii_case(h))
-        {
-            continue;
-        }
-        if let Some((name, value)) = crate::server::header(name.clone(), value.clone()) {
-            out.append_header(name, value);
-        }
-    }
-    if request.method == Method::Post || !body.0.is_empty() {
-        let len = body.0.len();
-        let reader = futures_lite::io::Cursor::new(body.clone());
-        out.set_body(http_types::Body::from_reader(reader, Some(len)));
-    }
-    Ok(out)
-}
-
-/// A backend's http-types response as the core's response (header names in
-/// lower case; values that are not visible ASCII, spaces and tabs dropped).
-fn from_http_types(response: &http_types::Response, body: Vec<u8>) -> Response {
-    let mut headers = Vec::new();
-    for (name, values) in response.iter() {
-        for value in values.iter() {
-            // async-h1 invents a malformed `date` value (with CR LF) when the
-            // backend sent none: keep only values that are safe to pass on
-            // (as the native transport).
-            if value.as_str().bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) {
-                headers.push((name.as_str().to_ascii_lowercase(), value.as_str().to_string()));
-            }
-        }
-    }
-    Response { status: response.status() as u16, headers, body }
-}
-
 #[cfg(test)]
 mod tests {
     //! These run inside wasmtime (`cargo test --target wasm32-wasip2`), against
     //! small async-h1 servers in the same component.
     use super::*;
+    use influx_proxy::http::Method;
     use std::cell::Cell;
     use std::rc::Rc;
     use wstd::iter::AsyncIterator;
@@ -327,7 +233,7 @@ mod tests {
             vec![("content-encoding".into(), "gzip".into()), ("content-length".into(), "3".into())];
         request.body = b"abc".to_vec();
         let body = SharedBody(Arc::new(request.body.clone()));
-        let mut out = to_http_types(&backend, &request, &body).unwrap();
+        let mut out = to_backend_request(&backend, &request, &body).unwrap();
         assert_eq!(out.url().as_str(), "http://127.0.0.1:8087/influx/write?db=my%20db&precision=s");
         assert_eq!(out.header("content-encoding").map(|v| v.as_str()), Some("gzip"));
         assert_eq!(out.len(), Some(3));
