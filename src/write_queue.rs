@@ -1296,6 +1296,15 @@ mod tests {
         block_on(q.push(s, r)).expect("push");
     }
 
+    /// A queue opened on `s` with the writes of `range` pushed.
+    fn open_with_writes<S: Storage>(s: &S, o: QueueOptions, range: std::ops::Range<usize>) -> WriteQueue {
+        let q = open(s, o);
+        for r in writes(range) {
+            push(&q, s, &r);
+        }
+        q
+    }
+
     /// Peeks and acks everything, oldest first.
     fn drain<S: Storage>(q: &WriteQueue, s: &S) -> Vec<Record> {
         let mut out = Vec::new();
@@ -1414,10 +1423,7 @@ mod tests {
     fn ack_survives_restart_and_unacked_records_are_redelivered() {
         let s = MemStorage::new();
         let o = options(1 << 20, 4 * frame_size());
-        let q = open(&s, o);
-        for r in writes(0..10) {
-            push(&q, &s, &r);
-        }
+        let q = open_with_writes(&s, o, 0..10);
         for _ in 0..5 {
             let (id, _) = block_on(q.peek(&s)).unwrap().unwrap();
             block_on(q.ack(&s, id)).unwrap();
@@ -1437,10 +1443,7 @@ mod tests {
     fn open_truncates_partial_record_cut_in_header() {
         let s = MemStorage::new();
         let o = options(1 << 20, DEFAULT_SEGMENT_BYTES);
-        let q = open(&s, o);
-        for r in writes(0..3) {
-            push(&q, &s, &r);
-        }
+        let _q = open_with_writes(&s, o, 0..3);
         let seg = newest_segment(&s);
         let torn_len = 2 * frame_size() + 5;
         s.with_files(|f| f.get_mut(&seg).unwrap().truncate(torn_len as usize));
@@ -1457,10 +1460,7 @@ mod tests {
     fn open_truncates_partial_record_cut_in_payload() {
         let s = MemStorage::new();
         let o = options(1 << 20, DEFAULT_SEGMENT_BYTES);
-        let q = open(&s, o);
-        for r in writes(0..3) {
-            push(&q, &s, &r);
-        }
+        let _q = open_with_writes(&s, o, 0..3);
         let seg = newest_segment(&s);
         let torn_len = 3 * frame_size() - 3;
         s.with_files(|f| f.get_mut(&seg).unwrap().truncate(torn_len as usize));
@@ -1477,10 +1477,7 @@ mod tests {
     fn open_drops_last_record_with_bit_flip_detected_by_crc() {
         let s = MemStorage::new();
         let o = options(1 << 20, DEFAULT_SEGMENT_BYTES);
-        let q = open(&s, o);
-        for r in writes(0..3) {
-            push(&q, &s, &r);
-        }
+        let _q = open_with_writes(&s, o, 0..3);
         let seg = newest_segment(&s);
         // Flip one bit in the body of the last record ("value=0002i" -> "value=0003i").
         let at = (3 * frame_size() - 4) as usize;
@@ -1496,10 +1493,7 @@ mod tests {
     fn push_after_recovery_continues_cleanly() {
         let s = MemStorage::new();
         let o = options(1 << 20, DEFAULT_SEGMENT_BYTES);
-        let q = open(&s, o);
-        for r in writes(0..3) {
-            push(&q, &s, &r);
-        }
+        let _q = open_with_writes(&s, o, 0..3);
         let seg = newest_segment(&s);
         s.with_files(|f| f.get_mut(&seg).unwrap().truncate((3 * frame_size() - 7) as usize));
 
@@ -1620,10 +1614,7 @@ mod tests {
     fn consumed_segments_are_deleted_and_disk_use_shrinks() {
         let s = MemStorage::new();
         let o = options(1 << 20, 4 * frame_size());
-        let q = open(&s, o);
-        for r in writes(0..16) {
-            push(&q, &s, &r);
-        }
+        let q = open_with_writes(&s, o, 0..16);
         assert_eq!(segment_files(&s).len(), 4);
         let mut last = disk_bytes(&s);
         for i in 0..16 {
@@ -1649,10 +1640,7 @@ mod tests {
     fn segments_left_by_a_failed_remove_are_deleted_on_open() {
         let s = Flaky::default();
         let o = options(1 << 20, 2 * frame_size());
-        let q = open(&s, o);
-        for r in writes(0..6) {
-            push(&q, &s, &r);
-        }
+        let q = open_with_writes(&s, o, 0..6);
         s.fail_remove.set(true);
         for _ in 0..4 {
             let (id, _) = block_on(q.peek(&s)).unwrap().unwrap();
@@ -1671,10 +1659,7 @@ mod tests {
     fn damaged_record_in_the_middle_is_skipped_when_the_next_one_is_valid() {
         let s = MemStorage::new();
         let o = options(1 << 20, DEFAULT_SEGMENT_BYTES);
-        let q = open(&s, o);
-        for r in writes(0..4) {
-            push(&q, &s, &r);
-        }
+        let _q = open_with_writes(&s, o, 0..4);
         let seg = newest_segment(&s);
         let at = (2 * frame_size() - 4) as usize; // body of record 1
         s.with_files(|f| f.get_mut(&seg).unwrap()[at] ^= 0x10);
@@ -1691,10 +1676,7 @@ mod tests {
     fn damaged_header_in_the_middle_cuts_the_rest_of_that_segment_only() {
         let s = MemStorage::new();
         let o = options(1 << 20, 4 * frame_size());
-        let q = open(&s, o);
-        for r in writes(0..8) {
-            push(&q, &s, &r);
-        }
+        let _q = open_with_writes(&s, o, 0..8);
         let first = segment_files(&s).into_keys().next().unwrap();
         let at = frame_size() as usize; // magic byte of record 1
         s.with_files(|f| f.get_mut(&first).unwrap()[at] = 0);
@@ -1708,10 +1690,7 @@ mod tests {
     fn damage_appearing_under_a_running_queue_is_skipped_by_peek() {
         let s = MemStorage::new();
         let o = options(1 << 20, DEFAULT_SEGMENT_BYTES);
-        let q = open(&s, o);
-        for r in writes(0..3) {
-            push(&q, &s, &r);
-        }
+        let q = open_with_writes(&s, o, 0..3);
         let seg = newest_segment(&s);
         s.with_files(|f| f.get_mut(&seg).unwrap()[5] ^= 0xff); // length of record 0
         assert_eq!(block_on(q.peek(&s)).unwrap(), None, "the segment cannot be read past the damage");
@@ -1726,10 +1705,7 @@ mod tests {
     fn damaged_ack_file_replays_from_the_oldest_record() {
         let s = MemStorage::new();
         let o = options(1 << 20, DEFAULT_SEGMENT_BYTES);
-        let q = open(&s, o);
-        for r in writes(0..3) {
-            push(&q, &s, &r);
-        }
+        let q = open_with_writes(&s, o, 0..3);
         let (id, _) = block_on(q.peek(&s)).unwrap().unwrap();
         block_on(q.ack(&s, id)).unwrap();
         s.with_files(|f| f.get_mut(&format!("{DIR}/{ACK_FILE}")).unwrap()[6] ^= 1);
@@ -1846,10 +1822,7 @@ mod tests {
     fn dead_letter_file_stops_growing_at_its_cap() {
         let s = MemStorage::new();
         let o = QueueOptions { dead_letter_max_bytes: 150, ..options(1 << 20, DEFAULT_SEGMENT_BYTES) };
-        let q = open(&s, o);
-        for r in writes(0..5) {
-            push(&q, &s, &r);
-        }
+        let q = open_with_writes(&s, o, 0..5);
         for _ in 0..5 {
             let (id, r) = block_on(q.peek(&s)).unwrap().unwrap();
             block_on(q.dead_letter(&s, id, &r, "400", 1)).unwrap();
@@ -1944,10 +1917,7 @@ mod tests {
             f.insert(format!("{DIR}/{ACK_FILE}"), encode_ack(3, 2 * frame_size()));
         });
         let o = options(1 << 20, DEFAULT_SEGMENT_BYTES);
-        let q = open(&s, o);
-        for r in writes(0..3) {
-            push(&q, &s, &r);
-        }
+        let _q = open_with_writes(&s, o, 0..3);
         let s2 = restart(&s);
         let q2 = open(&s2, o);
         assert_eq!(drain(&q2, &s2), writes(0..3));
