@@ -511,7 +511,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for GuardedStream<S> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use futures_lite::future::block_on;
     use std::collections::VecDeque;
@@ -593,8 +593,9 @@ mod tests {
         }
     }
 
-    /// Echoes the request as JSON; `/ping` is 204.
-    async fn echo(req: Request) -> Response {
+    /// Echoes the request as JSON; `/ping` is 204. (Also the native server's
+    /// test handler.)
+    pub(crate) async fn echo(req: Request) -> Response {
         if req.path == "/ping" {
             let mut r = Response::empty(204);
             r.headers.push(("x-influxdb-version".into(), "test".into()));
@@ -610,23 +611,25 @@ mod tests {
         Response::json(200, serde_json::to_vec(&echo).unwrap())
     }
 
+    /// An answer as a test client read it (also used by the native server's
+    /// tests).
     #[derive(Debug)]
-    struct Answer {
-        status: u16,
-        headers: Vec<(String, String)>,
-        body: Vec<u8>,
+    pub(crate) struct Answer {
+        pub(crate) status: u16,
+        pub(crate) headers: Vec<(String, String)>,
+        pub(crate) body: Vec<u8>,
     }
 
     impl Answer {
-        fn header(&self, name: &str) -> Option<&str> {
+        pub(crate) fn header(&self, name: &str) -> Option<&str> {
             self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
         }
 
-        fn json(&self) -> serde_json::Value {
+        pub(crate) fn json(&self) -> serde_json::Value {
             serde_json::from_slice(&self.body).unwrap()
         }
 
-        fn error(&self) -> String {
+        pub(crate) fn error(&self) -> String {
             self.json()["error"].as_str().unwrap().to_string()
         }
     }

@@ -185,41 +185,14 @@ mod tests {
         }
     }
 
-    /// Echoes the request as JSON; `/slow` takes 300 ms; `/ping` is 204.
+    use crate::http1::tests::{echo, Answer};
+
+    /// [`echo`], but `/slow` takes 300 ms.
     async fn handler(req: Request) -> Response {
         if req.path == "/slow" {
             Timer::after(Duration::from_millis(300)).await;
         }
-        if req.path == "/ping" {
-            let mut r = Response::empty(204);
-            r.headers.push(("x-influxdb-version".into(), "test".into()));
-            return r;
-        }
-        let echo = serde_json::json!({
-            "method": req.method.as_str(),
-            "path": req.path,
-            "query": req.query,
-            "headers": req.headers,
-            "body": String::from_utf8_lossy(&req.body),
-        });
-        Response::json(200, serde_json::to_vec(&echo).unwrap())
-    }
-
-    #[derive(Debug)]
-    struct Answer {
-        status: u16,
-        headers: Vec<(String, String)>,
-        body: Vec<u8>,
-    }
-
-    impl Answer {
-        fn header(&self, name: &str) -> Option<&str> {
-            self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-        }
-
-        fn json(&self) -> serde_json::Value {
-            serde_json::from_slice(&self.body).unwrap()
-        }
+        echo(req).await
     }
 
     /// Reads one response (Content-Length framed, or none for HEAD).
