@@ -8,6 +8,8 @@
 use crate::http::{encode_params, Method, Request, Response};
 use crate::transport::{BackendAddr, TransportError};
 use futures_lite::io::{AsyncRead, AsyncWrite};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -118,6 +120,34 @@ pub fn reusable(method: Method, response: &http_types::Response) -> bool {
 /// Whether a response to `method` carries a body (not for HEAD, 1xx, 204, 304).
 pub fn has_body(method: Method, response: &http_types::Response) -> bool {
     method != Method::Head && !matches!(u16::from(response.status()), 100..=199 | 204 | 304)
+}
+
+/// The bound on requests holding a connection to one backend at once (the
+/// config's `pool_max_open`): one semaphore per `host:port`. Single-threaded,
+/// like the transports that own it.
+#[derive(Debug)]
+pub struct ConnectionLimits {
+    max_open: usize,
+    permits: RefCell<HashMap<String, Arc<async_lock::Semaphore>>>,
+}
+
+impl ConnectionLimits {
+    /// At most `max_open` (at least 1) requests per backend at once.
+    pub fn new(max_open: usize) -> ConnectionLimits {
+        ConnectionLimits { max_open: max_open.max(1), permits: RefCell::new(HashMap::new()) }
+    }
+
+    /// Waits for a free place at `authority` (`host:port`); the place is held
+    /// until the guard is dropped. Callers bound the wait with their timeout.
+    pub async fn acquire(&self, authority: &str) -> async_lock::SemaphoreGuardArc {
+        let semaphore = self
+            .permits
+            .borrow_mut()
+            .entry(authority.to_string())
+            .or_insert_with(|| Arc::new(async_lock::Semaphore::new(self.max_open)))
+            .clone();
+        semaphore.acquire_arc().await
+    }
 }
 
 /// A stream that counts the bytes read from it into a shared counter, to tell

@@ -25,7 +25,8 @@
 
 use crate::http::{Request, Response};
 use crate::http1::client::{
-    from_backend_response, has_body, reusable, to_backend_request, CountingStream, SharedBody,
+    from_backend_response, has_body, reusable, to_backend_request, ConnectionLimits, CountingStream,
+    SharedBody,
 };
 use crate::transport::{BackendAddr, Transport, TransportError};
 use futures_lite::io::AsyncReadExt;
@@ -49,8 +50,7 @@ pub struct NativeTransport {
     /// Idle connections by `host:port`, most recently used last.
     pools: RefCell<HashMap<String, Vec<TcpStream>>>,
     /// Permits for open connections, by `host:port`.
-    open: RefCell<HashMap<String, Arc<async_lock::Semaphore>>>,
-    max_open: usize,
+    limits: ConnectionLimits,
     connects: std::cell::Cell<u64>,
 }
 
@@ -63,8 +63,7 @@ impl NativeTransport {
             timeout: Duration::from_millis(request_timeout_ms),
             pool_max_idle,
             pools: RefCell::new(HashMap::new()),
-            open: RefCell::new(HashMap::new()),
-            max_open: 64,
+            limits: ConnectionLimits::new(64),
             connects: std::cell::Cell::new(0),
         }
     }
@@ -72,7 +71,7 @@ impl NativeTransport {
     /// At most `max_open` (at least 1) requests hold a connection to one
     /// backend at once. Default 64.
     pub fn with_max_open(mut self, max_open: usize) -> NativeTransport {
-        self.max_open = max_open.max(1);
+        self.limits = ConnectionLimits::new(max_open);
         self
     }
 
@@ -161,15 +160,9 @@ impl NativeTransport {
         mut request: Request,
     ) -> Result<Response, TransportError> {
         let authority = backend.authority();
-        let permits = self
-            .open
-            .borrow_mut()
-            .entry(authority.clone())
-            .or_insert_with(|| Arc::new(async_lock::Semaphore::new(self.max_open)))
-            .clone();
         // Held while this request uses a connection; a pooled idle connection
         // needs no permit of its own beyond the pool's bound.
-        let _permit = permits.acquire_arc().await;
+        let _permit = self.limits.acquire(&backend.authority()).await;
         let body = SharedBody(Arc::new(std::mem::take(&mut request.body)));
         if let Some(stream) = self.take_pooled(&authority).await {
             let received = Arc::new(AtomicU64::new(0));

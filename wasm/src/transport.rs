@@ -16,7 +16,8 @@ use crate::stream::Stream;
 use futures_lite::future;
 use influx_proxy::http::{Request, Response};
 use influx_proxy::http1::client::{
-    from_backend_response, has_body, reusable, to_backend_request, CountingStream, SharedBody,
+    from_backend_response, has_body, reusable, to_backend_request, ConnectionLimits, CountingStream,
+    SharedBody,
 };
 use influx_proxy::transport::{BackendAddr, Transport, TransportError};
 use std::cell::RefCell;
@@ -36,8 +37,7 @@ pub struct WasiTransport {
     idle: RefCell<HashMap<String, Vec<Stream>>>,
     /// Permits for requests holding a connection, by `host:port`
     /// (`pool_max_open`, as in the native transport).
-    open: RefCell<HashMap<String, Arc<async_lock::Semaphore>>>,
-    max_open: usize,
+    limits: ConnectionLimits,
 }
 
 impl WasiTransport {
@@ -48,8 +48,7 @@ impl WasiTransport {
             timeout: Duration::from_millis(timeout_ms),
             max_idle,
             idle: RefCell::new(HashMap::new()),
-            open: RefCell::new(HashMap::new()),
-            max_open: 64,
+            limits: ConnectionLimits::new(64),
         }
     }
 
@@ -57,7 +56,7 @@ impl WasiTransport {
     /// backend at once (the config's `pool_max_open`); more wait, within
     /// their timeout. Default 64.
     pub fn with_max_open(mut self, max_open: usize) -> WasiTransport {
-        self.max_open = max_open.max(1);
+        self.limits = ConnectionLimits::new(max_open);
         self
     }
 
@@ -113,13 +112,7 @@ impl WasiTransport {
         backend: &BackendAddr,
         mut request: Request,
     ) -> Result<Response, TransportError> {
-        let permits = self
-            .open
-            .borrow_mut()
-            .entry(backend.authority())
-            .or_insert_with(|| Arc::new(async_lock::Semaphore::new(self.max_open)))
-            .clone();
-        let _permit = permits.acquire_arc().await;
+        let _permit = self.limits.acquire(&backend.authority()).await;
         // Shared by both tries, never copied.
         let body = SharedBody(Arc::new(std::mem::take(&mut request.body)));
         let pooled = self.idle.borrow_mut().get_mut(&backend.authority()).and_then(Vec::pop);
