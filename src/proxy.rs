@@ -86,17 +86,11 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// by [`Config::parse`]), or a queue that cannot be opened; the message
     /// names the backend.
     pub async fn open(config: Config, transport: T, storage: S) -> Result<Self, String> {
-        let names: Vec<String> = config.backends.keys().cloned().collect();
-        let mut backends = Vec::with_capacity(names.len());
-        for (name, backend) in &config.backends {
-            backends.push(
-                BackendAddr::parse(name, &backend.url).map_err(|e| format!("$.backends.{name}.url: {e}"))?,
-            );
-        }
-        let router = Router::new(&config.keymaps, &names).map_err(|e| format!("$.keymaps: {e}"))?;
+        let backends = config.backend_addrs().map_err(|e| e.to_string())?;
+        let router = config.router().map_err(|e| e.to_string())?;
         let filter = StatementFilter::new(&config.forbidden_statements, &config.allowed_statements)?;
-        let mut states = Vec::with_capacity(names.len());
-        for name in &names {
+        let mut states = Vec::with_capacity(backends.len());
+        for name in backends.iter().map(|b| &b.name) {
             let queue = WriteQueue::open(&storage, &format!("queue/{name}"), config.queue_max_bytes)
                 .await
                 .map_err(|e| format!("write queue of backend {name}: {e}"))?;
