@@ -55,5 +55,6 @@ pub mod native;
 /// The InfluxDB version this proxy reports in `X-Influxdb-Version` (the API it
 /// speaks is InfluxDB 1.x's HTTP API).
 pub const INFLUXDB_COMPAT_VERSION: &str = "1.8.10";
-/// This proxy's own version, reported in `X-Influxdb-Build` and `--version`.
+/// This proxy's own version, reported in `X-Influx-Proxy-Version` (on `/ping`),
+/// `/health` and `--version`. (`X-Influxdb-Build` is `OSS`, as clients expect.)
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -137,12 +137,6 @@ pub fn parse_points(body: &str) -> Result<Vec<Point<'_>>, LineProtocolError> {
     Ok(points)
 }
 
-/// Checks a `precision` parameter: `ns`, `n`, `u`, `µ`, `us`, `ms`, `s`, `m`, `h`
-/// (InfluxDB 1.x `/write` accepts these). Error: the message InfluxDB would give.
-pub fn check_precision(precision: &str) -> Result<(), String> {
-    normalize_precision(precision).map(|_| ())
-}
-
 /// The spelling of `precision` that every InfluxDB 1.x `/write` accepts, to
 /// send to backends: `""` (nanoseconds), `n`, `ns`, `u`, `ms`, `s`, `m`, `h`;
 /// `us`, `µ` (micro sign U+00B5) and `μ` (Greek mu U+03BC) become `u` (the 1.x
@@ -793,16 +787,16 @@ mod tests {
     #[test]
     fn precision() {
         for p in ["", "n", "ns", "u", "us", "\u{b5}", "\u{3bc}", "ms", "s", "m", "h"] {
-            assert_eq!(check_precision(p), Ok(()), "{p:?}");
+            assert!(normalize_precision(p).is_ok(), "{p:?}");
         }
         assert_eq!(normalize_precision("us"), Ok("u"));
         assert_eq!(normalize_precision("\u{b5}"), Ok("u"));
         assert_eq!(normalize_precision("ms"), Ok("ms"));
         assert_eq!(
-            check_precision("x"),
+            normalize_precision("x"),
             Err(r#"invalid precision "x" (use n, u, ms, s, m or h)"#.to_string())
         );
-        assert!(check_precision("MS").is_err());
+        assert!(normalize_precision("MS").is_err());
     }
 
     #[test]
