@@ -54,7 +54,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         })?;
         let points = parse_points(text).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
 
-        let default_timestamp = self.default_timestamp(target.precision.as_deref(), now_ms);
+        // Given only when some point lacks a timestamp.
+        let mut default_timestamp: Option<String> = None;
         // Route every point before sending anything: a point with no route
         // fails the whole write and nothing is written.
         // Per backend: its line protocol body and how many points it holds.
@@ -77,10 +78,12 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             for &backend in set {
                 let (out, count) = &mut bodies[backend];
                 *count += 1;
-                out.extend_from_slice(point.line.trim_end().as_bytes());
+                out.extend_from_slice(point.line.as_bytes());
                 if !point.has_timestamp {
+                    let ts = default_timestamp
+                        .get_or_insert_with(|| self.default_timestamp(target.precision.as_deref(), now_ms));
                     out.push(b' ');
-                    out.extend_from_slice(default_timestamp.as_bytes());
+                    out.extend_from_slice(ts.as_bytes());
                 }
                 out.push(b'\n');
             }
