@@ -20,6 +20,8 @@
 //! threads: everything lives on free ports and in temporary directories.
 #![allow(dead_code)]
 
+pub mod relay;
+
 use serde_json::{json, Value};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
