@@ -195,6 +195,30 @@ fn a_loop_that_ends_early_is_restarted_with_a_growing_backoff() {
 }
 
 #[test]
+fn the_restart_backoff_starts_over_after_a_loop_ran_long() {
+    let mock = Mock::default();
+    let proxy = proxy(&mock);
+    let runs = Rc::new(Cell::new(0u32));
+    let host = TestHost::new({
+        let runs = runs.clone();
+        move || runs.get() >= 5
+    });
+    let start = || {
+        let (runs, host) = (runs.clone(), &host);
+        async move {
+            runs.set(runs.get() + 1);
+            // The third run lasts a minute before it ends.
+            if runs.get() == 3 {
+                host.sleep(RESTART_RESET_AFTER_MS).await;
+            }
+        }
+    };
+    block_on(supervise(&host, &proxy, LoopKind::HealthCheck, 0, start));
+    assert_eq!(*host.sleeps.borrow(), vec![500, 1000, RESTART_RESET_AFTER_MS, 500, 1000]);
+    assert_eq!(proxy.loop_restarts(0), 4);
+}
+
+#[test]
 fn a_stopping_host_ends_the_loops_without_a_restart() {
     let mock = Mock::default();
     let proxy = proxy(&mock);
