@@ -18,7 +18,7 @@
 //! Panics, saying how to install it, when `influxd` is missing. Linux only
 //! (`/proc`).
 
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 #[path = "../support/mod.rs"]
 mod support;
 
