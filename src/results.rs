@@ -726,6 +726,28 @@ mod tests {
     }
 
     #[test]
+    fn results_written_one_at_a_time_are_one_body_compact_or_pretty() {
+        let results = vec![
+            json!({"series":[{"name":"databases","columns":["name"],"values":[["a"],["b"]]}]}),
+            error_result("database not found: x"),
+            json!({}),
+        ];
+        let compact = combine(results.clone(), false);
+        let pretty = combine(results, true);
+        let parsed = |body: &[u8]| serde_json::from_slice::<Value>(body).unwrap();
+        assert_eq!(parsed(&compact), parsed(&pretty));
+        assert_eq!(parsed(&compact)["results"][2], json!({"statement_id": 2}));
+        let text = String::from_utf8(pretty).unwrap();
+        assert!(
+            text.starts_with("{\n    \"results\": [\n        {\n            \"statement_id\": 0,\n"),
+            "{text}"
+        );
+        assert!(text.contains("\n        },\n        {\n            \"statement_id\": 1,\n"), "{text}");
+        assert!(text.ends_with("\n        }\n    ]\n}\n"), "{text}");
+        assert_eq!(ResultsWriter::new(false).finish(), b"{\"results\":[]}\n");
+    }
+
+    #[test]
     fn combine_keeps_unknown_keys_and_odd_shapes() {
         let body = combine(vec![json!({"zeta":1,"series":"odd"}), json!(null)], false);
         let value: Value = serde_json::from_slice(&body).unwrap();

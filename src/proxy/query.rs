@@ -109,6 +109,20 @@ enum Merge {
     Select,
 }
 
+/// Where [`Proxy::ask_batch`] may stop before the end of its statements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopAt {
+    /// At a failed statement (an `error` result or no answer): one replica
+    /// set, whose failure is the statement's.
+    Failure,
+    /// At a statement without an answer: one of several replica sets, each
+    /// of which must answer (an `error` result of one set may be outweighed
+    /// by the others' answers).
+    NoAnswer,
+    /// Never: one of every healthy backend, where one answer is enough.
+    Never,
+}
+
 /// What one statement gave: its result object (which may carry InfluxDB's
 /// `error`), or a failure of the whole statement.
 type Outcome = Result<Value, ProxyError>;
@@ -296,9 +310,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             .collect();
         let (answers, every_healthy) = match reach {
             Reach::EachSet(sets) => {
-                let stop_on_error = sets.len() == 1;
-                let asks =
-                    sets.iter().map(|set| self.ask_batch(set, &sent, ctx, stop_on_error, now_ms)).collect();
+                let stop_at = if sets.len() == 1 { StopAt::Failure } else { StopAt::NoAnswer };
+                let asks = sets.iter().map(|set| self.ask_batch(set, &sent, ctx, stop_at, now_ms)).collect();
                 (join_all(asks).await, false)
             }
             Reach::EveryHealthy => {
@@ -308,7 +321,10 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                     targets = (0..self.backends.len()).collect();
                 }
                 let singles: Vec<[usize; 1]> = targets.iter().map(|&b| [b]).collect();
-                let asks = singles.iter().map(|one| self.ask_batch(one, &sent, ctx, false, now_ms)).collect();
+                let asks = singles
+                    .iter()
+                    .map(|one| self.ask_batch(one, &sent, ctx, StopAt::Never, now_ms))
+                    .collect();
                 (join_all(asks).await, true)
             }
         };
@@ -345,21 +361,25 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     }
 
     /// Asks one backend of `set` (see [`Self::read_one`]) for the results of
-    /// `statements`, sent together. One outcome per statement in order;
-    /// with `stop_on_error`, they end at the first failed statement.
+    /// `statements`, sent together. One outcome per statement in order, or
+    /// fewer ending with the statement `stop_at` stops at.
     ///
     /// InfluxDB stops a query at a failed statement, and 1.6 then reports
     /// `not executed` in place of its error: such a statement is asked again
     /// alone for its own answer, and the statements after it are sent again
-    /// (unless `stop_on_error`). A batch refused whole with 4xx (a statement
-    /// InfluxDB cannot parse) is asked statement by statement. No answer or
-    /// 5xx from every backend of the set fails every statement of the batch.
+    /// (unless it stops there). A batch refused whole with 4xx (a statement
+    /// InfluxDB cannot parse) is asked statement by statement. A batch that
+    /// got no answer (timeout, 5xx from every backend of the set) is asked
+    /// statement by statement too, since many heavy statements together can
+    /// outlast `request_timeout_ms` where each alone would not, except with
+    /// [`StopAt::Never`], where it fails every statement of the batch (a
+    /// hanging backend must not cost one timeout per statement).
     async fn ask_batch(
         &self,
         set: &[usize],
         statements: &[&str],
         ctx: &QueryContext,
-        stop_on_error: bool,
+        stop_at: StopAt,
         now_ms: u64,
     ) -> Vec<Outcome> {
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(statements.len());
@@ -373,14 +393,19 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             if rest.len() == 1 || alone_next || one_by_one {
                 alone_next = false;
                 let outcome = self.ask_one(set, rest[0], ctx, now_ms).await;
-                let stop = failed(&outcome);
+                let ok = !failed(&outcome);
                 // A batch that failed at its first statement although that
                 // statement answers alone: send the rest one by one (a
                 // backend that cannot answer batches still costs one request
                 // per statement, not one batch per statement).
-                one_by_one |= std::mem::take(&mut batch_gave_nothing) && !stop;
+                one_by_one |= std::mem::take(&mut batch_gave_nothing) && ok;
+                let stop = match stop_at {
+                    StopAt::Failure => !ok,
+                    StopAt::NoAnswer => outcome.is_err(),
+                    StopAt::Never => false,
+                };
                 outcomes.push(outcome);
-                if stop && stop_on_error {
+                if stop {
                     break;
                 }
                 continue;
@@ -393,13 +418,15 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                         batch_gave_nothing = results.is_empty();
                         outcomes.extend(results.into_iter().map(Ok));
                     }
-                    Err(e) => {
+                    Err(e) if stop_at == StopAt::Never => {
                         let e = ProxyError::Unavailable(format!("bad backend answer: {e}"));
                         outcomes.resize(statements.len(), Err(e));
                     }
+                    Err(_) => one_by_one = true,
                 },
                 Err(ProxyError::Backend { .. }) => one_by_one = true,
-                Err(e) => outcomes.resize(statements.len(), Err(e)),
+                Err(e) if stop_at == StopAt::Never => outcomes.resize(statements.len(), Err(e)),
+                Err(_) => one_by_one = true,
             }
         }
         outcomes

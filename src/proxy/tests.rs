@@ -940,3 +940,20 @@ fn failing_or_hanging_queries_do_not_mark_a_backend_down() {
     run(p.check_health(0, 2));
     assert!(!p.is_healthy(0));
 }
+
+#[test]
+fn a_batch_no_replica_answers_is_asked_statement_by_statement() {
+    // Both replicas fail the batch as a whole (as when many heavy statements
+    // together outlast the request timeout) but answer each statement alone.
+    let t = MockTransport::default();
+    for backend in ["a", "b"] {
+        t.refuse_queries(backend, ";\n", 500, r#"{"error":"timeout"}"#);
+    }
+    let p = open(&t, MemStorage::new(), "");
+    let r = query(&p, "SELECT v FROM cpu; SELECT v FROM cpu; SELECT v FROM cpu");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(results_of(&r).len(), 3);
+    assert!(results_of(&r).iter().all(|r| r.get("error").is_none()), "{:?}", results_of(&r));
+    // One batch per replica, then three statements alone.
+    assert_eq!(t.attempts("a") + t.attempts("b"), 2 + 3);
+}
