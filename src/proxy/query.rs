@@ -1,9 +1,10 @@
 //! The query path: `GET|POST /query` (InfluxDB 1.x "Query data with the
 //! InfluxDB API"), one or more InfluxQL statements separated by `;`.
 //!
-//! Every statement is checked against the statement filter and classified
-//! before anything is sent: a forbidden or malformed statement fails the whole
-//! request and reaches no backend. Then, per statement (see
+//! The query is planned whole before anything is sent ([`Proxy::plan`]): every
+//! statement is checked against the statement filter, classified, routed and,
+//! for a fanned-out SHOW, its LIMIT/OFFSET read. Any refusal (403, 400) fails
+//! the whole request and reaches no backend. Then, per statement (see
 //! [`crate::statement::StatementKind`]):
 //! - reads with FROM go to one backend of the measurement's replica set,
 //!   healthy ones first in random order, failing over on no answer or 5xx;
@@ -13,6 +14,17 @@
 //!   is sent as `LIMIT n+m` and re-applied to the merged rows;
 //! - schema statements go to every backend concerned through the same delivery
 //!   rule as writes (queued for backends that are down).
+//!
+//! Consecutive reads that go to the same backends are sent together, one
+//! request per backend per batch of at most [`MAX_BATCH_STATEMENTS`]
+//! statements, and the answer is written one result at a time
+//! ([`ResultsWriter`]): time and memory grow linearly with the query.
+//!
+//! As InfluxDB, the statements after a failed one are not executed. Before
+//! any statement changed something, a failure is the answer's status (4xx
+//! passed on, 503 when no backend answered); after, it is that statement's
+//! `error` in a 200 answer, so a request that changed data never answers as
+//! if it had been refused whole.
 //!
 //! A single read statement answered by one backend is passed through as the
 //! backend sent it (so `chunked`, `pretty`, `epoch` and CSV via `Accept` work
