@@ -379,7 +379,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// InfluxDB stops a query at a failed statement, and 1.6 then reports
     /// `not executed` in place of its error: such a statement is asked again
     /// alone for its own answer, and the statements after it are sent again
-    /// (unless it stops there). A batch refused whole with 4xx (a statement
+    /// (unless it stops there), in a batch half as long as the one cut short
+    /// (doubling again after each whole batch): the statements sent stay
+    /// within a small multiple of `statements.len()` however many fail. A batch refused whole with 4xx (a statement
     /// InfluxDB cannot parse) is asked statement by statement. A batch that
     /// got no answer (timeout, 5xx from every backend of the set) is asked
     /// statement by statement too, since many heavy statements together can
@@ -400,9 +402,14 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let mut one_by_one = false;
         // The last batch gave no result at all.
         let mut batch_gave_nothing = false;
+        // Statements per request: halved after a batch cut short by a failed
+        // statement, doubled after a whole one, so a backend that fails many
+        // statements is not sent the rest of the batch again after each.
+        let mut batch_size = statements.len();
         while outcomes.len() < statements.len() {
             let rest = &statements[outcomes.len()..];
-            if rest.len() == 1 || alone_next || one_by_one {
+            let part = &rest[..rest.len().min(batch_size)];
+            if part.len() == 1 || alone_next || one_by_one {
                 alone_next = false;
                 let outcome = self.ask_one(set, rest[0], ctx, now_ms).await;
                 let ok = !failed(&outcome);
@@ -422,12 +429,18 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 }
                 continue;
             }
-            let joined = rest.join(";\n");
+            let joined = part.join(";\n");
             match self.read_one(set, &joined, ctx, false, now_ms).await {
-                Ok(response) => match batch_results(&response.body, rest.len()) {
+                Ok(response) => match batch_results(&response.body, part.len()) {
                     Ok(results) => {
-                        alone_next = results.len() < rest.len();
+                        let complete = results.len() == part.len();
+                        alone_next = !complete;
                         batch_gave_nothing = results.is_empty();
+                        batch_size = if complete {
+                            batch_size.saturating_mul(2).min(statements.len())
+                        } else {
+                            (batch_size / 2).max(1)
+                        };
                         outcomes.extend(results.into_iter().map(Ok));
                     }
                     Err(e) if stop_at == StopAt::Never => {

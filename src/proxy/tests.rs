@@ -957,3 +957,21 @@ fn a_batch_no_replica_answers_is_asked_statement_by_statement() {
     // One batch per replica, then three statements alone.
     assert_eq!(t.attempts("a") + t.attempts("b"), 2 + 3);
 }
+
+#[test]
+fn a_backend_failing_many_statements_of_a_batch_is_not_sent_them_quadratically() {
+    // b fails every statement a answers: each failure cuts b's batch short,
+    // and b is asked for the rest again.
+    let t = MockTransport::default();
+    t.fail_statement("b", "ON only_a", "database not found: only_a");
+    let p = open(&t, MemStorage::new(), "");
+    let n = 512;
+    let r = query(&p, &"SHOW MEASUREMENTS ON only_a;".repeat(n));
+    assert_eq!(r.status, 200);
+    assert_eq!(results_of(&r).len(), n);
+    let sent_to_b: usize =
+        t.statements("b").iter().map(|q| crate::statement::split_statements(q).map_or(0, |s| s.len())).sum();
+    // Re-sending the rest after each failure would be n * (n + 1) / 2 = 131,328.
+    assert!(sent_to_b <= 4 * n, "{sent_to_b} statements sent to b for {n}");
+    assert_eq!(t.statements("a").len(), 1);
+}
