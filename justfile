@@ -62,9 +62,10 @@ wasm:
     cd wasm && cargo build --release --target wasm32-wasip2
     @ls -l wasm/target/wasm32-wasip2/release/influx-proxy.wasm | awk '{print "influx-proxy.wasm: " $5 " bytes"}'
 
-# Write benchmark: proxy (native and wasm) vs. one sink directly; prints lines/s, p50/p99, peak RSS.
+# Write benchmark: proxy (native and wasm) vs. one sink directly; prints lines/s, p50/p99, peak RSS. Then the query benchmark (69,905 statements, two influxd).
 bench: wasm
     INFLUX_PROXY_WASM="$PWD/wasm/target/wasm32-wasip2/release/influx-proxy.wasm" cargo bench --bench write
+    cargo bench --bench query
 
 # Validate a config and print its routes.
 check config="config/proxy.json":

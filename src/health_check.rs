@@ -65,6 +65,15 @@ impl Health {
         false
     }
 
+    /// Records an error that says nothing about the backend's health (a
+    /// query that failed or timed out: the query may be at fault): kept as
+    /// `last_error`, not counted towards `fall`, and the runs of successes
+    /// and failures are left as they are.
+    pub fn record_error(&mut self, error: String, now_ms: u64) {
+        self.last_error = Some(error);
+        self.last_error_ms = Some(now_ms);
+    }
+
     /// Records that the backend acknowledged a write at `now_ms`.
     pub fn record_write(&mut self, now_ms: u64) {
         self.last_write_ms = Some(now_ms);

@@ -312,35 +312,99 @@ pub fn first_result(body: &[u8]) -> Result<Value, String> {
 }
 
 /// `{"results":[...]}` with `statement_id` set to each result's index, as JSON
-/// bytes (pretty-printed with 4 spaces when `pretty`).
-///
-/// Keys are printed in InfluxDB's order (its `Result` and `Row` types):
-/// `statement_id`, `series` (each `name`, `tags`, `columns`, `values`,
-/// `partial`), `messages`, `partial`, `error`, then any other key. The body
-/// ends with a newline, as InfluxDB's does.
+/// bytes (pretty-printed with 4 spaces when `pretty`); see [`ResultsWriter`].
 pub fn combine(results: Vec<Value>, pretty: bool) -> Vec<u8> {
-    let results: Vec<OutResult> =
-        results.into_iter().enumerate().map(|(id, result)| OutResult::new(id, result)).collect();
-    let response = OutResponse { results };
-    let mut body = Vec::new();
-    let written = if pretty {
-        let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-        let mut serializer = serde_json::Serializer::with_formatter(&mut body, formatter);
-        response.serialize(&mut serializer)
-    } else {
-        serde_json::to_writer(&mut body, &response)
-    };
-    if let Err(e) = written {
-        // Only non-string map keys fail to serialize, and JSON has none.
-        return crate::error::error_body(&format!("cannot encode the query results: {e}"));
+    let mut writer = ResultsWriter::new(pretty);
+    for result in results {
+        writer.push(result);
     }
-    body.push(b'\n');
-    body
+    writer.finish()
 }
 
-#[derive(Serialize)]
-struct OutResponse {
-    results: Vec<OutResult>,
+/// Writes a `{"results":[...]}` body one statement result at a time, so a
+/// query of many statements holds the bytes written so far and one result,
+/// never every result as JSON values (time and memory linear in the answer).
+///
+/// `statement_id` is set to each result's index (0, 1, ...). Keys are printed
+/// in InfluxDB's order (its `Result` and `Row` types): `statement_id`,
+/// `series` (each `name`, `tags`, `columns`, `values`, `partial`),
+/// `messages`, `partial`, `error`, then any other key. Compact, or
+/// pretty-printed with 4 spaces as InfluxDB's `pretty=true`. The body ends
+/// with a newline, as InfluxDB's does.
+pub struct ResultsWriter {
+    body: Vec<u8>,
+    pretty: bool,
+    count: usize,
+}
+
+/// Indentation of a result inside a pretty body (`results` is at depth 1).
+const PRETTY_RESULT_INDENT: &[u8] = b"        ";
+
+impl ResultsWriter {
+    /// An empty body.
+    pub fn new(pretty: bool) -> ResultsWriter {
+        ResultsWriter { body: Vec::new(), pretty, count: 0 }
+    }
+
+    /// Appends the next statement's result object (`null` prints as `{}`;
+    /// a non-object becomes an `error`).
+    pub fn push(&mut self, result: Value) {
+        let result = OutResult::new(self.count, result);
+        if self.pretty {
+            self.body.extend_from_slice(if self.count == 0 { b"{\n    \"results\": [\n" } else { b",\n" });
+            let mut one = Vec::new();
+            let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+            let mut serializer = serde_json::Serializer::with_formatter(&mut one, formatter);
+            if let Err(e) = result.serialize(&mut serializer) {
+                one = encode_failure(&e);
+            }
+            // JSON strings hold no raw newline: each one ends a line.
+            self.body.extend_from_slice(PRETTY_RESULT_INDENT);
+            for &b in &one {
+                self.body.push(b);
+                if b == b'\n' {
+                    self.body.extend_from_slice(PRETTY_RESULT_INDENT);
+                }
+            }
+        } else {
+            self.body.extend_from_slice(if self.count == 0 { b"{\"results\":[" } else { b"," });
+            let mark = self.body.len();
+            if let Err(e) = serde_json::to_writer(&mut self.body, &result) {
+                self.body.truncate(mark);
+                self.body.extend_from_slice(&encode_failure(&e));
+            }
+        }
+        self.count += 1;
+    }
+
+    /// How many results were written.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether no result was written.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The whole body.
+    pub fn finish(mut self) -> Vec<u8> {
+        match (self.pretty, self.count) {
+            (false, 0) => self.body.extend_from_slice(b"{\"results\":[]}"),
+            (false, _) => self.body.extend_from_slice(b"]}"),
+            (true, 0) => self.body.extend_from_slice(b"{\n    \"results\": []\n}"),
+            (true, _) => self.body.extend_from_slice(b"\n    ]\n}"),
+        }
+        self.body.push(b'\n');
+        self.body
+    }
+}
+
+/// A result that could not be encoded (only non-string map keys fail to
+/// serialize, and JSON has none), as an error result.
+fn encode_failure(e: &serde_json::Error) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "error": format!("cannot encode the query result: {e}") }))
+        .unwrap_or_default()
 }
 
 /// A statement result with InfluxDB's key order.
@@ -659,6 +723,28 @@ mod tests {
 }
 "#;
         assert_eq!(String::from_utf8(body).unwrap(), expected);
+    }
+
+    #[test]
+    fn results_written_one_at_a_time_are_one_body_compact_or_pretty() {
+        let results = vec![
+            json!({"series":[{"name":"databases","columns":["name"],"values":[["a"],["b"]]}]}),
+            error_result("database not found: x"),
+            json!({}),
+        ];
+        let compact = combine(results.clone(), false);
+        let pretty = combine(results, true);
+        let parsed = |body: &[u8]| serde_json::from_slice::<Value>(body).unwrap();
+        assert_eq!(parsed(&compact), parsed(&pretty));
+        assert_eq!(parsed(&compact)["results"][2], json!({"statement_id": 2}));
+        let text = String::from_utf8(pretty).unwrap();
+        assert!(
+            text.starts_with("{\n    \"results\": [\n        {\n            \"statement_id\": 0,\n"),
+            "{text}"
+        );
+        assert!(text.contains("\n        },\n        {\n            \"statement_id\": 1,\n"), "{text}");
+        assert!(text.ends_with("\n        }\n    ]\n}\n"), "{text}");
+        assert_eq!(ResultsWriter::new(false).finish(), b"{\"results\":[]}\n");
     }
 
     #[test]

@@ -662,6 +662,46 @@ fn sigterm_stops_and_keeps_the_queue(mode: Mode) {
 // Instantiation per way of running the proxy
 // ---------------------------------------------------------------------------
 
+// ---------------------------------------------------------------------------
+// Issue 6: many statements in one query, and a statement that fails among them
+// ---------------------------------------------------------------------------
+
+fn many_statements_and_a_failed_one_answer_as_influxd(mode: Mode) {
+    let c = Cluster::start(mode);
+    c.create_database(DB);
+    // 3,000 statements (sent to each backend in batches) answer exactly what
+    // one influxd answers to the same query.
+    let q = "SHOW DATABASES;".repeat(3000);
+    let through_proxy = c.proxy.query_ok(&q, "");
+    let direct = c.a.query_ok("", &q);
+    assert_eq!(through_proxy, direct, "3,000 SHOW DATABASES through the proxy and from influxd a differ");
+    assert_eq!(through_proxy["results"].as_array().map(Vec::len), Some(3000));
+
+    // A statement that fails in the middle: its own error (influxd 1.6 says
+    // only "not executed" for it in a multi-statement query), and the
+    // statements after it are not executed, as InfluxDB does.
+    let (status, v) = c.proxy.query("SHOW DATABASES; SELECT * FROM nodb..m; SHOW DATABASES", "");
+    assert_eq!(status, 200, "{v}");
+    let results = v["results"].as_array().cloned().unwrap_or_default();
+    assert_eq!(results.len(), 3, "{v}");
+    assert_eq!(first_column(&json!({"results": [results[0].clone()]})), vec![DB], "{v}");
+    assert_eq!(results[1]["error"], "database not found: nodb", "{v}");
+    assert_eq!(results[2], json!({"statement_id": 2, "error": "not executed"}), "{v}");
+
+    // A statement influxd refuses to parse after a mutation: the mutation
+    // happened, so the answer is 200 with the refusal as that statement's error.
+    let (status, v) = c.proxy.query("CREATE DATABASE made; SELECT FROM cpu WHERE", DB);
+    assert_eq!(status, 200, "{v}");
+    assert!(v["results"][1]["error"].as_str().unwrap_or_default().contains("error parsing query"), "{v}");
+    for server in c.backends() {
+        assert!(
+            server.databases().contains(&"made".to_string()),
+            "CREATE DATABASE missing on {}",
+            server.name()
+        );
+    }
+}
+
 /// `scenarios!(module, mode)`: one `#[test]` per scenario above, in `module`,
 /// running the proxy in `mode`.
 macro_rules! scenarios {
@@ -680,6 +720,7 @@ macro_rules! scenarios {
                 bad_requests_and_queries_get_4xx,
                 ping_health_and_metrics,
                 sigterm_stops_and_keeps_the_queue,
+                many_statements_and_a_failed_one_answer_as_influxd,
             );
         }
     };

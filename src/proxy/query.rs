@@ -1,9 +1,10 @@
 //! The query path: `GET|POST /query` (InfluxDB 1.x "Query data with the
 //! InfluxDB API"), one or more InfluxQL statements separated by `;`.
 //!
-//! Every statement is checked against the statement filter and classified
-//! before anything is sent: a forbidden or malformed statement fails the whole
-//! request and reaches no backend. Then, per statement (see
+//! The query is planned whole before anything is sent ([`Proxy::plan`]): every
+//! statement is checked against the statement filter, classified, routed and,
+//! for a fanned-out SHOW, its LIMIT/OFFSET read. Any refusal (403, 400) fails
+//! the whole request and reaches no backend. Then, per statement (see
 //! [`crate::statement::StatementKind`]):
 //! - reads with FROM go to one backend of the measurement's replica set,
 //!   healthy ones first in random order, failing over on no answer or 5xx;
@@ -14,16 +15,28 @@
 //! - schema statements go to every backend concerned through the same delivery
 //!   rule as writes (queued for backends that are down).
 //!
+//! Consecutive reads that go to the same backends are sent together, one
+//! request per backend per batch of at most [`MAX_BATCH_STATEMENTS`]
+//! statements, and the answer is written one result at a time
+//! ([`ResultsWriter`]): time and memory grow linearly with the query.
+//!
+//! As InfluxDB, the statements after a failed one are not executed. Before
+//! any statement changed something, a failure is the answer's status (4xx
+//! passed on, 503 when no backend answered); after, it is that statement's
+//! `error` in a 200 answer, so a request that changed data never answers as
+//! if it had been refused whole.
+//!
 //! A single read statement answered by one backend is passed through as the
 //! backend sent it (so `chunked`, `pretty`, `epoch` and CSV via `Accept` work
 //! unchanged); otherwise the per-statement results are combined into one
 //! `{"results":[...]}` body.
 
+use super::Delivery;
 use super::{allow, join_all, Proxy};
 use crate::error::ProxyError;
 use crate::http::{decode_params, Method, Request, Response};
 use crate::results::{
-    combine, first_result, merge_select_results, merge_statement_results, window_show_rows,
+    first_result, merge_select_results, merge_statement_results, window_show_rows, ResultsWriter,
 };
 use crate::route::ReplicaSet;
 use crate::statement::{
@@ -53,6 +66,81 @@ enum ReadPlan {
     /// Sources span several replica sets (or a regex): ask one backend of each
     /// and merge.
     Cover(Vec<ReplicaSet>),
+}
+
+/// Most statements sent to one backend in one request. Consecutive read
+/// statements with the same [`Reach`] are sent together (InfluxDB answers
+/// one result per statement), so a query of many statements costs one
+/// request per backend per batch instead of one per statement.
+pub(super) const MAX_BATCH_STATEMENTS: usize = 1000;
+
+/// Most bytes of statement text in one batched request (a batch also ends
+/// at [`MAX_BATCH_STATEMENTS`]); bounds the size of a backend's answer held
+/// at once.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+/// A statement of the request, planned before anything is sent: every check
+/// that can refuse it (filter, classification, routing, LIMIT/OFFSET) has
+/// passed.
+struct Planned<'q> {
+    /// The statement as the client wrote it (without the `;`).
+    text: &'q str,
+    action: Action,
+}
+
+enum Action {
+    /// A read: `sent` (the statement, with a fanned-out SHOW's window
+    /// rewritten) goes to `reach`; the answers are combined by `merge`.
+    Read { sent: String, reach: Reach, merge: Merge },
+    /// A schema statement, allowed administration statement or
+    /// `SELECT ... INTO`: to every backend of `targets` through the delivery
+    /// rule.
+    Mutate { targets: Vec<usize> },
+}
+
+/// Which backends a read goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Reach {
+    /// One backend of each replica set (healthy first, failing over within
+    /// the set); every set must answer.
+    EachSet(Vec<ReplicaSet>),
+    /// Every healthy backend (every backend if none is); one answer is
+    /// enough.
+    EveryHealthy,
+}
+
+/// How the answers to one read statement are combined.
+#[derive(Debug, Clone, Copy)]
+enum Merge {
+    /// One replica set: its answer as it is.
+    One,
+    /// SHOW: rows united, then OFFSET and LIMIT applied to the union.
+    Show { limit: Option<u64>, offset: Option<u64> },
+    /// SELECT over several replica sets: each series from the first set
+    /// that has it.
+    Select,
+}
+
+/// Where [`Proxy::ask_batch`] may stop before the end of its statements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopAt {
+    /// At a failed statement (an `error` result or no answer): one replica
+    /// set, whose failure is the statement's.
+    Failure,
+    /// At a statement without an answer: one of several replica sets, each
+    /// of which must answer (an `error` result of one set may be outweighed
+    /// by the others' answers).
+    NoAnswer,
+    /// Never: one of every healthy backend, where one answer is enough.
+    Never,
+}
+
+/// What one statement gave: its result object (which may carry InfluxDB's
+/// `error`), or a failure of the whole statement.
+type Outcome = Result<Value, ProxyError>;
+
+fn failed(outcome: &Outcome) -> bool {
+    outcome.as_ref().map_or(true, |v| v.get("error").is_some())
 }
 
 impl<T: Transport, S: Storage> Proxy<T, S> {
@@ -87,103 +175,302 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         if statements.is_empty() {
             return Err(ProxyError::BadRequest("error parsing query: empty query".into()));
         }
-        for statement in &statements {
-            self.filter.check(statement).map_err(ProxyError::Forbidden)?;
-        }
-        let mut kinds = Vec::with_capacity(statements.len());
-        for statement in &statements {
-            kinds.push(
-                classify(statement)
-                    .map_err(|e| ProxyError::BadRequest(format!("error parsing query: {e}")))?,
-            );
-        }
+        let plans = self.plan(&statements)?;
 
         // One read statement served by one backend: pass its answer through.
-        if let ([statement], [StatementKind::ReadFrom(sources)]) = (statements.as_slice(), kinds.as_slice()) {
-            if let ReadPlan::One(set) = self.read_plan(sources)? {
-                let response = self.read_one(&set, statement, &ctx, true, now_ms).await?;
+        if let [Planned { text, action: Action::Read { reach: Reach::EachSet(sets), merge: Merge::One, .. } }] =
+            plans.as_slice()
+        {
+            if let [set] = sets.as_slice() {
+                let response = self.read_one(set, text, &ctx, true, now_ms).await?;
                 return Ok(finish(response, gzip));
             }
         }
 
-        let mut results = Vec::with_capacity(statements.len());
-        for (statement, kind) in statements.iter().zip(kinds) {
-            results.push(self.run_statement(statement, kind, &ctx, now_ms).await?);
+        let mut out = ResultsWriter::new(ctx.pretty);
+        // Whether a statement changed (or queued a change to) a backend: from
+        // then on a failure is that statement's error in a 200 answer, never
+        // the answer's status, since the request was not refused whole.
+        let mut mutated = false;
+        let mut next = 0;
+        'statements: while next < plans.len() {
+            let outcomes = match &plans[next].action {
+                Action::Mutate { targets } => {
+                    let (outcome, changed) = self.schema(targets, plans[next].text, &ctx, now_ms).await;
+                    mutated |= changed;
+                    next += 1;
+                    vec![outcome]
+                }
+                Action::Read { reach, .. } => {
+                    let end = batch_end(&plans, next);
+                    let outcomes = self.read_batch(&plans[next..end], reach, &ctx, now_ms).await;
+                    next = end;
+                    outcomes
+                }
+            };
+            for outcome in outcomes {
+                // As InfluxDB: the statements after a failed one are not executed.
+                let stop = failed(&outcome);
+                match outcome {
+                    Ok(result) => out.push(result),
+                    Err(e) if !mutated => return Err(e),
+                    Err(e) => out.push(crate::results::error_result(e.message())),
+                }
+                if stop {
+                    break 'statements;
+                }
+            }
         }
-        let mut response = Response::json(200, combine(results, ctx.pretty));
+        while out.len() < plans.len() {
+            out.push(crate::results::error_result("not executed"));
+        }
+        let mut response = Response::json(200, out.finish());
         response.headers.push(("x-influxdb-build".into(), "OSS".into()));
         Ok(finish(response, gzip))
     }
 
-    /// The result object of one statement.
-    async fn run_statement(
+    /// Plans every statement before anything is sent: the statement filter
+    /// (403), then classification, routing and a fanned-out SHOW's
+    /// LIMIT/OFFSET (400). The first refusal fails the whole request.
+    fn plan<'q>(&self, statements: &[&'q str]) -> Result<Vec<Planned<'q>>, ProxyError> {
+        for statement in statements {
+            self.filter.check(statement).map_err(ProxyError::Forbidden)?;
+        }
+        let bad = |e: String| ProxyError::BadRequest(format!("error parsing query: {e}"));
+        let mut plans = Vec::with_capacity(statements.len());
+        for &text in statements {
+            let action = match classify(text).map_err(bad)? {
+                StatementKind::ReadFrom(sources) => match self.read_plan(&sources)? {
+                    ReadPlan::One(set) => Action::Read {
+                        sent: text.to_string(),
+                        reach: Reach::EachSet(vec![set]),
+                        merge: Merge::One,
+                    },
+                    ReadPlan::Cover(sets) => {
+                        // SHOW ... FROM several replica sets: rows are united and
+                        // LIMIT/OFFSET re-applied, as for SHOW without FROM;
+                        // SELECT: each series from the backend that holds it.
+                        let is_show =
+                            text.split_whitespace().next().is_some_and(|w| w.eq_ignore_ascii_case("SHOW"));
+                        if is_show {
+                            let (limit, offset) = show_limit_offset(text).map_err(bad)?;
+                            Action::Read {
+                                sent: show_statement_for_backends(text).map_err(bad)?,
+                                reach: Reach::EachSet(sets),
+                                merge: Merge::Show { limit, offset },
+                            }
+                        } else {
+                            Action::Read {
+                                sent: text.to_string(),
+                                reach: Reach::EachSet(sets),
+                                merge: Merge::Select,
+                            }
+                        }
+                    }
+                },
+                StatementKind::ShowAll => {
+                    let (limit, offset) = show_limit_offset(text).map_err(bad)?;
+                    Action::Read {
+                        sent: show_statement_for_backends(text).map_err(bad)?,
+                        reach: Reach::EveryHealthy,
+                        merge: Merge::Show { limit, offset },
+                    }
+                }
+                StatementKind::SchemaAll => Action::Mutate { targets: (0..self.backends.len()).collect() },
+                StatementKind::SchemaMeasurement(m) => Action::Mutate {
+                    targets: self.router.route(&m.name).ok_or_else(|| no_route(&m.name))?.clone(),
+                },
+                StatementKind::SelectInto(sources) => {
+                    let mut targets: Vec<usize> = match self.read_plan(&sources)? {
+                        ReadPlan::One(set) => set,
+                        ReadPlan::Cover(sets) => sets.into_iter().flatten().collect(),
+                    };
+                    targets.sort_unstable();
+                    targets.dedup();
+                    Action::Mutate { targets }
+                }
+            };
+            plans.push(Planned { text, action });
+        }
+        Ok(plans)
+    }
+
+    /// Runs a batch of read statements that share `reach` and combines the
+    /// answers per statement. The outcomes are in statement order, one per
+    /// statement, except that they end at a failed statement on a single
+    /// replica set (InfluxDB does not execute the statements after it).
+    async fn read_batch(
         &self,
-        statement: &str,
-        kind: StatementKind,
+        batch: &[Planned<'_>],
+        reach: &Reach,
         ctx: &QueryContext,
         now_ms: u64,
-    ) -> Result<Value, ProxyError> {
-        match kind {
-            StatementKind::ReadFrom(sources) => match self.read_plan(&sources)? {
-                ReadPlan::One(set) => {
-                    let r = self.read_one(&set, statement, ctx, false, now_ms).await?;
-                    first_result(&r.body)
-                        .map_err(|e| ProxyError::Unavailable(format!("bad backend answer: {e}")))
+    ) -> Vec<Outcome> {
+        let sent: Vec<&str> = batch
+            .iter()
+            .map(|p| match &p.action {
+                Action::Read { sent, .. } => sent.as_str(),
+                Action::Mutate { .. } => p.text,
+            })
+            .collect();
+        let merges: Vec<Merge> = batch
+            .iter()
+            .map(|p| match &p.action {
+                Action::Read { merge, .. } => *merge,
+                Action::Mutate { .. } => Merge::One,
+            })
+            .collect();
+        let (answers, every_healthy) = match reach {
+            Reach::EachSet(sets) => {
+                let stop_at = if sets.len() == 1 { StopAt::Failure } else { StopAt::NoAnswer };
+                let asks = sets.iter().map(|set| self.ask_batch(set, &sent, ctx, stop_at, now_ms)).collect();
+                (join_all(asks).await, false)
+            }
+            Reach::EveryHealthy => {
+                let mut targets: Vec<usize> =
+                    (0..self.backends.len()).filter(|&b| self.is_healthy(b)).collect();
+                if targets.is_empty() {
+                    targets = (0..self.backends.len()).collect();
                 }
-                ReadPlan::Cover(sets) => {
-                    // SHOW ... FROM several replica sets: rows are united and
-                    // LIMIT/OFFSET re-applied, as for SHOW without FROM;
-                    // SELECT: each series from the backend that holds it.
-                    let is_show =
-                        statement.split_whitespace().next().is_some_and(|w| w.eq_ignore_ascii_case("SHOW"));
-                    let bad = |e: String| ProxyError::BadRequest(format!("error parsing query: {e}"));
-                    let (sent, window) = if is_show {
-                        (
-                            show_statement_for_backends(statement).map_err(bad)?,
-                            Some(show_limit_offset(statement).map_err(bad)?),
-                        )
-                    } else {
-                        (statement.to_string(), None)
-                    };
-                    let answers = join_all(
-                        sets.iter().map(|set| self.read_one(set, &sent, ctx, false, now_ms)).collect(),
-                    )
-                    .await;
-                    let mut results = Vec::with_capacity(answers.len());
-                    for answer in answers {
-                        let r = answer?;
-                        results.push(
-                            first_result(&r.body)
-                                .map_err(|e| ProxyError::Unavailable(format!("bad backend answer: {e}")))?,
-                        );
+                let singles: Vec<[usize; 1]> = targets.iter().map(|&b| [b]).collect();
+                let asks = singles
+                    .iter()
+                    .map(|one| self.ask_batch(one, &sent, ctx, StopAt::Never, now_ms))
+                    .collect();
+                (join_all(asks).await, true)
+            }
+        };
+        // Each backend's outcomes, consumed statement by statement.
+        let mut answers: Vec<std::vec::IntoIter<Outcome>> = answers.into_iter().map(Vec::into_iter).collect();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for merge in merges {
+            let mut values = Vec::with_capacity(answers.len());
+            let mut first_error = None;
+            for answer in &mut answers {
+                match answer.next() {
+                    Some(Ok(v)) => values.push(v),
+                    Some(Err(e)) => {
+                        first_error.get_or_insert(e);
                     }
-                    Ok(match window {
-                        Some((limit, offset)) => {
-                            window_show_rows(merge_statement_results(results), limit, offset)
-                        }
-                        None => merge_select_results(results),
-                    })
+                    // A single replica set stopped at a failed statement.
+                    None => return outcomes,
                 }
-            },
-            StatementKind::ShowAll => self.show_all(statement, ctx, now_ms).await,
-            StatementKind::SchemaAll => {
-                let all: Vec<usize> = (0..self.backends.len()).collect();
-                self.schema(&all, statement, ctx, now_ms).await
             }
-            StatementKind::SchemaMeasurement(m) => {
-                let set = self.router.route(&m.name).ok_or_else(|| no_route(&m.name))?.clone();
-                self.schema(&set, statement, ctx, now_ms).await
-            }
-            StatementKind::SelectInto(sources) => {
-                let mut targets: Vec<usize> = match self.read_plan(&sources)? {
-                    ReadPlan::One(set) => set,
-                    ReadPlan::Cover(sets) => sets.into_iter().flatten().collect(),
+            let outcome = match first_error {
+                // Every set must answer, except that SHOW without FROM needs one backend.
+                Some(e) if !every_healthy || values.is_empty() => Err(e),
+                _ => Ok(match merge {
+                    Merge::One => values.into_iter().next().unwrap_or_default(),
+                    Merge::Show { limit, offset } => {
+                        window_show_rows(merge_statement_results(values), limit, offset)
+                    }
+                    Merge::Select => merge_select_results(values),
+                }),
+            };
+            outcomes.push(outcome);
+        }
+        outcomes
+    }
+
+    /// Asks one backend of `set` (see [`Self::read_one`]) for the results of
+    /// `statements`, sent together. One outcome per statement in order, or
+    /// fewer ending with the statement `stop_at` stops at.
+    ///
+    /// InfluxDB stops a query at a failed statement, and 1.6 then reports
+    /// `not executed` in place of its error: such a statement is asked again
+    /// alone for its own answer, and the statements after it are sent again
+    /// (unless it stops there), in a batch half as long as the one cut short
+    /// (doubling again after each whole batch): the statements sent stay
+    /// within a small multiple of `statements.len()` however many fail. A batch refused whole with 4xx (a statement
+    /// InfluxDB cannot parse) is asked statement by statement. A batch that
+    /// got no answer (timeout, 5xx from every backend of the set) is asked
+    /// statement by statement too, since many heavy statements together can
+    /// outlast `request_timeout_ms` where each alone would not, except with
+    /// [`StopAt::Never`], where it fails every statement of the batch (a
+    /// hanging backend must not cost one timeout per statement).
+    async fn ask_batch(
+        &self,
+        set: &[usize],
+        statements: &[&str],
+        ctx: &QueryContext,
+        stop_at: StopAt,
+        now_ms: u64,
+    ) -> Vec<Outcome> {
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(statements.len());
+        // Ask the next statement alone / ask every remaining one alone.
+        let mut alone_next = false;
+        let mut one_by_one = false;
+        // The last batch gave no result at all.
+        let mut batch_gave_nothing = false;
+        // Statements per request: halved after a batch cut short by a failed
+        // statement, doubled after a whole one, so a backend that fails many
+        // statements is not sent the rest of the batch again after each.
+        let mut batch_size = statements.len();
+        while outcomes.len() < statements.len() {
+            let rest = &statements[outcomes.len()..];
+            let part = &rest[..rest.len().min(batch_size)];
+            if part.len() == 1 || alone_next || one_by_one {
+                alone_next = false;
+                let outcome = self.ask_one(set, rest[0], ctx, now_ms).await;
+                let ok = !failed(&outcome);
+                // A batch that failed at its first statement although that
+                // statement answers alone: send the rest one by one (a
+                // backend that cannot answer batches still costs one request
+                // per statement, not one batch per statement).
+                one_by_one |= std::mem::take(&mut batch_gave_nothing) && ok;
+                let stop = match stop_at {
+                    StopAt::Failure => !ok,
+                    StopAt::NoAnswer => outcome.is_err(),
+                    StopAt::Never => false,
                 };
-                targets.sort_unstable();
-                targets.dedup();
-                self.schema(&targets, statement, ctx, now_ms).await
+                outcomes.push(outcome);
+                if stop {
+                    break;
+                }
+                continue;
+            }
+            let joined = part.join(";\n");
+            match self.read_one(set, &joined, ctx, false, now_ms).await {
+                Ok(response) => match batch_results(&response.body, part.len()) {
+                    Ok(results) => {
+                        let complete = results.len() == part.len();
+                        alone_next = !complete;
+                        batch_gave_nothing = results.is_empty();
+                        batch_size = if complete {
+                            batch_size.saturating_mul(2).min(statements.len())
+                        } else {
+                            (batch_size / 2).max(1)
+                        };
+                        outcomes.extend(results.into_iter().map(Ok));
+                    }
+                    Err(e) if stop_at == StopAt::Never => {
+                        let e = ProxyError::Unavailable(format!("bad backend answer: {e}"));
+                        outcomes.resize(statements.len(), Err(e));
+                    }
+                    Err(_) => one_by_one = true,
+                },
+                Err(ProxyError::Backend { .. }) => one_by_one = true,
+                Err(e) if stop_at == StopAt::Never => outcomes.resize(statements.len(), Err(e)),
+                Err(_) => one_by_one = true,
             }
         }
+        outcomes
+    }
+
+    /// A query to `backend` failed (no answer or 5xx): counted as a backend
+    /// error and kept as its `last_error`, but not towards
+    /// `health_check_fall` (see [`Self::read_one`]).
+    fn record_query_failure(&self, backend: usize, error: String, now_ms: u64) {
+        if let (Some(s), Some(addr)) = (self.states.get(backend), self.backends.get(backend)) {
+            self.metrics.backend_error(&addr.name);
+            s.health.borrow_mut().record_error(error, now_ms);
+        }
+    }
+
+    /// One statement's result from one backend of `set`.
+    async fn ask_one(&self, set: &[usize], statement: &str, ctx: &QueryContext, now_ms: u64) -> Outcome {
+        let response = self.read_one(set, statement, ctx, false, now_ms).await?;
+        first_result(&response.body).map_err(|e| ProxyError::Unavailable(format!("bad backend answer: {e}")))
     }
 
     fn read_plan(&self, sources: &[Source]) -> Result<ReadPlan, ProxyError> {
@@ -223,6 +510,12 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// the others; the next on no answer or 5xx. A 4xx is the client's fault
     /// and is returned at once. `passthrough` forwards the client's `Accept`
     /// and formatting parameters for a verbatim answer.
+    ///
+    /// A query's outcome does not count towards `health_check_fall` or
+    /// `health_check_rise`: one heavy query that times out or fails with 5xx
+    /// must not mark a backend down (and divert its writes to the queue);
+    /// the failure is kept as the backend's `last_error` and counted in
+    /// `influx_proxy_backend_errors_total`.
     async fn read_one(
         &self,
         set: &[usize],
@@ -235,21 +528,18 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         for backend in self.read_order(set) {
             let request = query_request(statement, ctx, passthrough);
             match self.transport.send(&self.backends[backend], request).await {
-                Ok(r) if (200..300).contains(&r.status) => {
-                    self.record_ok(backend);
-                    return Ok(r);
-                }
+                Ok(r) if (200..300).contains(&r.status) => return Ok(r),
                 Ok(r) if (400..500).contains(&r.status) => {
                     return Err(ProxyError::Backend { status: r.status, message: super::error_message(&r) });
                 }
                 Ok(r) => {
-                    let e = format!("HTTP {}: {}", r.status, super::error_message(&r));
+                    let e = format!("query answered HTTP {}: {}", r.status, super::error_message(&r));
                     errors.push(format!("{}: {e}", self.backends[backend].name));
-                    self.record_failure(backend, e, now_ms);
+                    self.record_query_failure(backend, e, now_ms);
                 }
                 Err(e) => {
-                    errors.push(format!("{}: {e}", self.backends[backend].name));
-                    self.record_failure(backend, e.to_string(), now_ms);
+                    errors.push(format!("{}: query: {e}", self.backends[backend].name));
+                    self.record_query_failure(backend, format!("query: {e}"), now_ms);
                 }
             }
         }
@@ -278,53 +568,19 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         order
     }
 
-    /// `SHOW` without FROM: every healthy backend (every backend if none is),
-    /// answers merged. Fails only if no backend answered.
-    ///
-    /// `LIMIT n OFFSET m` is the window of the merged answer, not of each
-    /// backend's: backends are asked for `LIMIT n+m` without OFFSET, and
-    /// OFFSET then LIMIT are applied to each merged series, as InfluxDB
-    /// applies them to its own answer (see [`window_show_rows`]).
-    async fn show_all(&self, statement: &str, ctx: &QueryContext, now_ms: u64) -> Result<Value, ProxyError> {
-        let bad = |e: String| ProxyError::BadRequest(format!("error parsing query: {e}"));
-        let (limit, offset) = show_limit_offset(statement).map_err(bad)?;
-        let sent = show_statement_for_backends(statement).map_err(bad)?;
-        let mut targets: Vec<usize> = (0..self.backends.len()).filter(|&b| self.is_healthy(b)).collect();
-        if targets.is_empty() {
-            targets = (0..self.backends.len()).collect();
-        }
-        let singles: Vec<[usize; 1]> = targets.iter().map(|&b| [b]).collect();
-        let answers =
-            join_all(singles.iter().map(|one| self.read_one(one, &sent, ctx, false, now_ms)).collect()).await;
-        let mut results = Vec::new();
-        let mut first_error = None;
-        for answer in answers {
-            match answer.and_then(|r| {
-                first_result(&r.body).map_err(|e| ProxyError::Unavailable(format!("bad backend answer: {e}")))
-            }) {
-                Ok(v) => results.push(v),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        match (results.is_empty(), first_error) {
-            (true, Some(e)) => Err(e),
-            _ => Ok(window_show_rows(merge_statement_results(results), limit, offset)),
-        }
-    }
-
     /// A schema statement to every backend of `targets`, through the delivery
-    /// rule (queued for backends that are down or have a backlog). The answer
-    /// is the first directly delivered backend's result, or an empty success
-    /// when every backend queued it.
+    /// rule (queued for backends that are down or have a backlog). The result
+    /// is the first directly delivered backend's, or an empty success when
+    /// every backend queued it; a backend reporting the statement failed
+    /// makes it that error. Also says whether any backend got it (delivered
+    /// or queued), so a later failure is not answered as if nothing changed.
     async fn schema(
         &self,
         targets: &[usize],
         statement: &str,
         ctx: &QueryContext,
         now_ms: u64,
-    ) -> Result<Value, ProxyError> {
+    ) -> (Outcome, bool) {
         let deliveries = join_all(
             targets
                 .iter()
@@ -339,20 +595,86 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 .collect(),
         )
         .await;
-        let delivered = self.settle(deliveries)?;
+        let changed = deliveries.iter().any(|(_, d)| matches!(d, Delivery::Delivered(_) | Delivery::Queued));
+        let delivered = match self.settle(deliveries) {
+            Ok(delivered) => delivered,
+            Err(e) => return (Err(e), changed),
+        };
         // Any backend that reports the statement failed makes it a failure.
         let mut first = None;
         for (backend, r) in delivered {
             let name = &self.backends[backend].name;
-            let result = first_result(&r.body)
-                .map_err(|e| ProxyError::Unavailable(format!("bad answer from backend {name}: {e}")))?;
+            let result = match first_result(&r.body) {
+                Ok(result) => result,
+                Err(e) => {
+                    let e = ProxyError::Unavailable(format!("bad answer from backend {name}: {e}"));
+                    return (Err(e), changed);
+                }
+            };
             if let Some(e) = result.get("error").and_then(|e| e.as_str()) {
-                return Ok(crate::results::error_result(&format!("backend {name}: {e}")));
+                return (Ok(crate::results::error_result(&format!("backend {name}: {e}"))), changed);
             }
             first.get_or_insert(result);
         }
-        Ok(first.unwrap_or_else(|| Value::Object(Default::default())))
+        (Ok(first.unwrap_or_else(|| Value::Object(Default::default()))), changed)
     }
+}
+
+/// The end (exclusive) of the batch of read statements starting at `start`:
+/// the following reads with the same [`Reach`], at most
+/// [`MAX_BATCH_STATEMENTS`] statements and [`MAX_BATCH_BYTES`] of text (at
+/// least one statement).
+fn batch_end(plans: &[Planned<'_>], start: usize) -> usize {
+    let Action::Read { reach, .. } = &plans[start].action else {
+        return start + 1;
+    };
+    let mut bytes = 0;
+    let mut end = start;
+    for plan in &plans[start..] {
+        match &plan.action {
+            Action::Read { sent, reach: r, .. } if r == reach => {
+                if end > start
+                    && (end - start >= MAX_BATCH_STATEMENTS || bytes + sent.len() > MAX_BATCH_BYTES)
+                {
+                    break;
+                }
+                bytes += sent.len() + 2;
+                end += 1;
+            }
+            _ => break,
+        }
+    }
+    end.max(start + 1)
+}
+
+/// The results of a batched answer (`{"results":[...]}` for `n`
+/// statements) that InfluxDB executed: those before the first result that
+/// carries an `error`, is missing, or is out of order. Error: the body is
+/// not InfluxDB JSON, or is a top-level `{"error": ...}`.
+fn batch_results(body: &[u8], n: usize) -> Result<Vec<Value>, String> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+        format!("backend answer is not InfluxDB JSON ({e}): {}", text.trim())
+    })?;
+    let mut object = match value {
+        Value::Object(object) => object,
+        _ => return Err("backend answer is not InfluxDB JSON: not an object".to_string()),
+    };
+    if let Some(error) = object.get("error") {
+        return Err(error.as_str().map_or_else(|| error.to_string(), str::to_string));
+    }
+    let Some(Value::Array(results)) = object.remove("results") else {
+        return Err("backend answer has no results".to_string());
+    };
+    let mut executed = Vec::with_capacity(n);
+    for (i, result) in results.into_iter().take(n).enumerate() {
+        let in_order = result.get("statement_id").and_then(Value::as_u64).is_none_or(|id| id == i as u64);
+        if !result.is_object() || result.get("error").is_some() || !in_order {
+            break;
+        }
+        executed.push(result);
+    }
+    Ok(executed)
 }
 
 fn no_route(measurement: &str) -> ProxyError {

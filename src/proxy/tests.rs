@@ -1,6 +1,7 @@
 //! Unit tests of the request life cycle with mock backends
 //! ([`MockTransport`]) and in-memory storage.
 
+use super::query::MAX_BATCH_STATEMENTS;
 use super::*;
 use crate::storage::MemStorage;
 use crate::transport::TransportError;
@@ -29,6 +30,18 @@ struct MockState {
     received: BTreeMap<String, Vec<Request>>,
     /// Every request sent, answered or not, by backend name.
     attempts: BTreeMap<String, Vec<Request>>,
+    /// How `/query` requests are answered, by backend name, when it differs
+    /// from `behaviour` (which then still governs pings and writes).
+    query_behaviour: BTreeMap<String, Behaviour>,
+    /// Statements that fail inside a 200 answer: (backend, text the statement
+    /// contains, error). Alone, the statement's result carries the error; in
+    /// a multi-statement query the answer is cut after it as InfluxDB 1.6
+    /// answers (`{"statement_id":i,"error":"not executed"}`, later statements
+    /// left out).
+    statement_errors: Vec<(String, String, String)>,
+    /// `/query` requests refused as a whole: (backend, text `q` contains,
+    /// status, body).
+    refusals: Vec<(String, String, u16, &'static str)>,
 }
 
 #[derive(Clone, Default)]
@@ -40,6 +53,17 @@ impl MockTransport {
     }
     fn answer(&self, backend: &str, json: &str) {
         self.0.borrow_mut().answers.insert(backend.into(), json.into());
+    }
+    fn set_queries(&self, backend: &str, behaviour: Behaviour) {
+        self.0.borrow_mut().query_behaviour.insert(backend.into(), behaviour);
+    }
+    fn fail_statement(&self, backend: &str, containing: &str, error: &str) {
+        self.0.borrow_mut().statement_errors.push((backend.into(), containing.into(), error.into()));
+    }
+    /// `/query` requests to `backend` whose `q` contains `containing` are
+    /// answered `status` with `body`.
+    fn refuse_queries(&self, backend: &str, containing: &str, status: u16, body: &'static str) {
+        self.0.borrow_mut().refusals.push((backend.into(), containing.into(), status, body));
     }
     fn received(&self, backend: &str) -> Vec<Request> {
         self.0.borrow().received.get(backend).cloned().unwrap_or_default()
@@ -75,20 +99,28 @@ impl Transport for MockTransport {
     async fn send(&self, backend: &BackendAddr, request: Request) -> Result<Response, TransportError> {
         let mut state = self.0.borrow_mut();
         state.attempts.entry(backend.name.clone()).or_default().push(request.clone());
-        let behaviour = state.behaviour.get(&backend.name).cloned().unwrap_or(Behaviour::Up);
+        let mut behaviour = state.behaviour.get(&backend.name).cloned().unwrap_or(Behaviour::Up);
+        if request.path == "/query" {
+            if let Some(b) = state.query_behaviour.get(&backend.name) {
+                behaviour = b.clone();
+            }
+        }
+        if request.path == "/query" {
+            let q = query_text(&request);
+            if let Some((_, _, status, body)) = state
+                .refusals
+                .iter()
+                .find(|(b, containing, _, _)| *b == backend.name && q.contains(containing.as_str()))
+            {
+                behaviour = Behaviour::Status(*status, body);
+            }
+        }
         let response = match behaviour {
             Behaviour::Down => return Err(TransportError::Connect("connection refused".into())),
             Behaviour::Hang => return Err(TransportError::Timeout),
             Behaviour::Status(status, body) => Response::json(status, body.as_bytes().to_vec()),
             Behaviour::Up => match request.path.as_str() {
-                "/query" => {
-                    let body = state
-                        .answers
-                        .get(&backend.name)
-                        .cloned()
-                        .unwrap_or_else(|| r#"{"results":[{"statement_id":0}]}"#.into());
-                    Response::json(200, body.into_bytes())
-                }
+                "/query" => Response::json(200, mock_query_answer(&state, &backend.name, &request)),
                 _ => Response::empty(204),
             },
         };
@@ -97,11 +129,57 @@ impl Transport for MockTransport {
     }
 }
 
+/// `q` of a `/query` request's form body.
+fn query_text(request: &Request) -> String {
+    crate::http::decode_params(&String::from_utf8_lossy(&request.body))
+        .into_iter()
+        .find(|(k, _)| k == "q")
+        .map(|(_, v)| v)
+        .unwrap_or_default()
+}
+
+/// A mock `/query` answer: one result per statement of `q`, each the backend's
+/// canned result (or `{}`) with its `statement_id`, cut after a failing
+/// statement (see [`MockState::statement_errors`]).
+fn mock_query_answer(state: &MockState, backend: &str, request: &Request) -> Vec<u8> {
+    let q = query_text(request);
+    let statements = crate::statement::split_statements(&q).unwrap_or_default();
+    let canned: serde_json::Value = state
+        .answers
+        .get(backend)
+        .and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok())
+        .and_then(|v| v["results"].get(0).cloned())
+        .unwrap_or_else(|| serde_json::json!({}));
+    let mut results = Vec::new();
+    for (i, statement) in statements.iter().enumerate() {
+        let error = state
+            .statement_errors
+            .iter()
+            .find(|(b, containing, _)| b == backend && statement.contains(containing.as_str()));
+        let mut result = match error {
+            Some((_, _, e)) if statements.len() == 1 => serde_json::json!({ "error": e }),
+            Some(_) => serde_json::json!({ "error": "not executed" }),
+            None => canned.clone(),
+        };
+        result["statement_id"] = serde_json::json!(i);
+        results.push(result);
+        if error.is_some() {
+            break;
+        }
+    }
+    serde_json::to_vec(&serde_json::json!({ "results": results })).unwrap_or_default()
+}
+
 fn config(extra: &str) -> Config {
+    config_with(r#"{ "cpu": ["a", "b"], "cpu.load": ["b"], "mem": ["a"], "_default_": ["a", "b"] }"#, extra)
+}
+
+/// The test config with these keymaps (a JSON object).
+fn config_with(keymaps: &str, extra: &str) -> Config {
     let text = format!(
         r#"{{
             "backends": {{ "a": {{ "url": "http://127.0.0.1:8086" }}, "b": {{ "url": "http://127.0.0.1:8087" }} }},
-            "keymaps": {{ "cpu": ["a", "b"], "cpu.load": ["b"], "mem": ["a"], "_default_": ["a", "b"] }},
+            "keymaps": {keymaps},
             "health_check_fall": 2, "health_check_rise": 1{extra}
         }}"#
     );
@@ -113,6 +191,16 @@ fn config(extra: &str) -> Config {
 
 fn open(transport: &MockTransport, storage: MemStorage, extra: &str) -> Proxy<MockTransport, MemStorage> {
     match futures_lite::future::block_on(Proxy::open(config(extra), transport.clone(), storage)) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A proxy whose keymaps have no `_default_`: `cpu` on a and b, `mem` on a,
+/// `cpu.load` on b; any other measurement has no route.
+fn open_without_default(transport: &MockTransport, extra: &str) -> Proxy<MockTransport, MemStorage> {
+    let config = config_with(r#"{ "cpu": ["a", "b"], "cpu.load": ["b"], "mem": ["a"] }"#, extra);
+    match futures_lite::future::block_on(Proxy::open(config, transport.clone(), MemStorage::new())) {
         Ok(p) => p,
         Err(e) => panic!("{e}"),
     }
@@ -359,21 +447,27 @@ fn query_goes_to_one_replica_and_fails_over() {
     t.set("a", Behaviour::Down);
     t.answer("b", r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["time","v"],"values":[[1,2]]}]}]}"#);
     let p = open(&t, MemStorage::new(), "");
-    // The replica is picked at random: a fixed seed keeps the test repeatable,
-    // and reads go on until a was picked (and failed over from) twice, which
-    // marks it down (fall = 2).
+    // The replica is picked at random: a fixed seed keeps the test repeatable.
     fastrand::seed(7);
-    for _ in 0..64 {
+    for _ in 0..20 {
         let r = query(&p, "SELECT v FROM cpu");
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["results"][0]["series"][0]["values"][0][1], 2);
-        if !p.is_healthy(0) {
-            break;
-        }
     }
-    assert_eq!(t.attempts("a"), 2, "a is tried until it is marked down, then skipped");
+    // a was picked first some of the time and failed over from; failed
+    // queries do not mark it down (fall = 2), its health checks do.
+    assert!(t.attempts("a") >= 2, "a was never tried: {}", t.attempts("a"));
+    assert!(p.is_healthy(0));
+    run(p.check_health(0, 1));
+    run(p.check_health(0, 2));
     assert!(!p.is_healthy(0));
+    // Marked down, a is no longer asked while b answers.
+    let before = t.attempts("a");
+    for _ in 0..10 {
+        assert_eq!(query(&p, "SELECT v FROM cpu").status, 200);
+    }
+    assert_eq!(t.attempts("a"), before);
     // cpu.load lives on b only: a, even when up, is never asked.
     t.set("a", Behaviour::Up);
     let before = t.attempts("a");
@@ -651,4 +745,233 @@ fn show_from_several_replica_sets_unites_the_rows() {
         t.statements("a").last().map(String::as_str),
         Some("SHOW SERIES FROM mem, \"cpu.load\" LIMIT 2")
     );
+}
+
+/// The results of a `/query` answer (panics on anything else).
+fn results_of(response: &Response) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_slice(&response.body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&response.body)));
+    v["results"].as_array().cloned().unwrap_or_else(|| panic!("no results: {v}"))
+}
+
+#[test]
+fn a_mixed_query_that_cannot_run_whole_sends_nothing() {
+    let t = MockTransport::default();
+    let p = open_without_default(&t, r#", "allowed_statements": ["into"]"#);
+    let cases: &[(&str, u16, &str)] = &[
+        // Routing: m has no keymap and there is no _default_.
+        ("CREATE DATABASE x; SELECT * FROM m", 400, "no route for measurement \"m\""),
+        ("DROP MEASUREMENT cpu; SELECT * FROM m", 400, "no route for measurement \"m\""),
+        ("CREATE DATABASE x; DROP MEASUREMENT m", 400, "no route for measurement \"m\""),
+        ("DELETE FROM cpu; DROP SERIES FROM m WHERE host = 'a'", 400, "no route for measurement \"m\""),
+        ("CREATE DATABASE x; SELECT * INTO copy FROM m", 400, "no route for measurement \"m\""),
+        ("CREATE DATABASE x; SELECT * FROM cpu, m", 400, "no route for measurement \"m\""),
+        ("CREATE DATABASE x; SHOW TAG KEYS FROM m", 400, "no route for measurement \"m\""),
+        // The window of a SHOW ... FROM that spans replica sets is re-applied
+        // by the proxy, so its LIMIT must be readable before anything is sent.
+        ("CREATE DATABASE x; SHOW SERIES FROM /c/ LIMIT x", 400, "after LIMIT"),
+        ("CREATE DATABASE x; SHOW SERIES FROM mem, \"cpu.load\" OFFSET 1.5", 400, "invalid OFFSET"),
+        ("CREATE DATABASE x; SHOW MEASUREMENTS LIMIT x", 400, "after LIMIT"),
+        // The statement filter and unsupported forms.
+        ("CREATE DATABASE x; GRANT ALL TO joe", 403, "forbidden"),
+        ("CREATE DATABASE x; SELECT 1", 400, "SELECT without FROM"),
+        ("DROP MEASUREMENT cpu; EXPLAIN SELECT * FROM cpu", 400, "not supported"),
+    ];
+    for (q, status, error) in cases {
+        let r = query(&p, q);
+        assert_eq!(r.status, *status, "{q}: {}", String::from_utf8_lossy(&r.body));
+        assert!(error_of(&r).contains(error), "{q}: got {:?}, want {error:?}", error_of(&r));
+        assert_eq!((t.attempts("a"), t.attempts("b")), (0, 0), "{q}: a request was sent");
+        assert_eq!(
+            (p.queue_depth(0).records, p.queue_depth(1).records),
+            (0, 0),
+            "{q}: a statement was queued"
+        );
+    }
+}
+
+#[test]
+fn a_read_failing_after_a_mutation_is_that_statement_error_not_a_4xx() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), "");
+    // Every replica refuses the SELECT as a whole request, as InfluxDB does a
+    // statement it cannot parse: nothing the proxy could know beforehand.
+    for backend in ["a", "b"] {
+        t.refuse_queries(backend, "FROM cpu WHERE", 400, r#"{"error":"error parsing query: found EOF"}"#);
+    }
+    let r = query(&p, "CREATE DATABASE x; SELECT v FROM cpu WHERE; SHOW DATABASES");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let results = results_of(&r);
+    assert_eq!(results.len(), 3, "{results:?}");
+    assert_eq!(results[0], serde_json::json!({"statement_id": 0}));
+    assert_eq!(results[1]["statement_id"], 1);
+    assert!(results[1]["error"].as_str().unwrap_or_default().contains("found EOF"), "{results:?}");
+    // As InfluxDB: statements after a failed one are not executed.
+    assert_eq!(results[2], serde_json::json!({"statement_id": 2, "error": "not executed"}));
+    assert_eq!(t.statements("a").iter().filter(|s| s.contains("SHOW")).count(), 0);
+    assert_eq!(t.statements("b").iter().filter(|s| s.contains("SHOW")).count(), 0);
+    // Every replica down after a mutation: still 200, the read's error in its result.
+    t.set_queries("a", Behaviour::Down);
+    t.set_queries("b", Behaviour::Down);
+    let r = query(&p, "SELECT v FROM cpu");
+    assert_eq!(r.status, 503, "before any mutation the failure is the answer's status");
+    t.set_queries("a", Behaviour::Up);
+    t.set_queries("b", Behaviour::Up);
+    t.refuse_queries("a", "FROM mem", 500, r#"{"error":"boom"}"#);
+    let r = query(&p, "DROP MEASUREMENT cpu; SELECT v FROM mem");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let results = results_of(&r);
+    assert!(results[1]["error"].as_str().unwrap_or_default().contains("boom"), "{results:?}");
+    // The same read without a mutation before it keeps its status.
+    let r = query(&p, "SELECT v FROM mem; DROP MEASUREMENT cpu");
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        t.statements("a").iter().filter(|s| s.contains("DROP")).count(),
+        1,
+        "DROP sent after a failed read"
+    );
+}
+
+#[test]
+fn many_reads_are_sent_in_batches_not_one_request_per_statement() {
+    let t = MockTransport::default();
+    t.answer("a", r#"{"results":[{"statement_id":0,"series":[{"name":"databases","columns":["name"],"values":[["x"]]}]}]}"#);
+    t.answer("b", r#"{"results":[{"statement_id":0,"series":[{"name":"databases","columns":["name"],"values":[["y"]]}]}]}"#);
+    let p = open(&t, MemStorage::new(), "");
+    let n = 2 * MAX_BATCH_STATEMENTS + 1;
+    let r = query(&p, &"SHOW DATABASES;".repeat(n));
+    assert_eq!(r.status, 200);
+    let results = results_of(&r);
+    assert_eq!(results.len(), n);
+    for (i, result) in results.iter().enumerate() {
+        assert_eq!(result["statement_id"], i);
+        assert_eq!(result["series"][0]["values"], serde_json::json!([["x"], ["y"]]), "statement {i}");
+    }
+    // SHOW without FROM goes to every backend: one request per batch each.
+    assert_eq!((t.attempts("a"), t.attempts("b")), (3, 3));
+
+    // Reads routed to one replica set: one backend answers each batch.
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), "");
+    let r = query(&p, &"SELECT v FROM cpu; ".repeat(n));
+    assert_eq!(results_of(&r).len(), n);
+    assert_eq!(t.attempts("a") + t.attempts("b"), 3);
+    // A schema statement in between ends a batch (it is delivered on its own).
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), "");
+    let r = query(&p, "SHOW DATABASES; SHOW DATABASES; CREATE DATABASE x; SHOW DATABASES; SHOW DATABASES");
+    assert_eq!(results_of(&r).len(), 5);
+    assert_eq!(
+        t.statements("a"),
+        ["SHOW DATABASES;\nSHOW DATABASES", "CREATE DATABASE x", "SHOW DATABASES;\nSHOW DATABASES"]
+    );
+}
+
+#[test]
+fn a_statement_failing_inside_a_batch_gets_its_own_error_and_the_rest_runs_as_influxdb_would() {
+    // On one replica set: InfluxDB stops at the first failed statement.
+    let t = MockTransport::default();
+    t.fail_statement("a", "nodb", "database not found: nodb");
+    t.fail_statement("b", "nodb", "database not found: nodb");
+    let p = open(&t, MemStorage::new(), "");
+    let r = query(&p, "SELECT v FROM cpu; SELECT v FROM nodb..cpu; SELECT v FROM cpu");
+    assert_eq!(r.status, 200);
+    let results = results_of(&r);
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0], serde_json::json!({"statement_id": 0}));
+    // The real error, asked for alone (InfluxDB 1.6 answers "not executed" in a batch).
+    assert_eq!(results[1], serde_json::json!({"statement_id": 1, "error": "database not found: nodb"}));
+    assert_eq!(results[2], serde_json::json!({"statement_id": 2, "error": "not executed"}));
+
+    // SHOW fanned out: b fails a statement a answers, so a's answer stands
+    // and b is asked for the statements after it again.
+    let t = MockTransport::default();
+    t.answer("a", r#"{"results":[{"statement_id":0,"series":[{"name":"measurements","columns":["name"],"values":[["x"]]}]}]}"#);
+    t.answer("b", r#"{"results":[{"statement_id":0,"series":[{"name":"measurements","columns":["name"],"values":[["y"]]}]}]}"#);
+    t.fail_statement("b", "ON only_a", "database not found: only_a");
+    let p = open(&t, MemStorage::new(), "");
+    let r = query(&p, "SHOW MEASUREMENTS; SHOW MEASUREMENTS ON only_a; SHOW MEASUREMENTS");
+    let results = results_of(&r);
+    let values: Vec<&serde_json::Value> = results.iter().map(|r| &r["series"][0]["values"]).collect();
+    assert_eq!(
+        values,
+        [&serde_json::json!([["x"], ["y"]]), &serde_json::json!([["x"]]), &serde_json::json!([["x"], ["y"]])]
+    );
+    assert_eq!(t.statements("a").len(), 1);
+    assert_eq!(
+        t.statements("b"),
+        [
+            "SHOW MEASUREMENTS;\nSHOW MEASUREMENTS ON only_a;\nSHOW MEASUREMENTS",
+            "SHOW MEASUREMENTS ON only_a",
+            "SHOW MEASUREMENTS"
+        ]
+    );
+}
+
+#[test]
+fn failing_or_hanging_queries_do_not_mark_a_backend_down() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), "");
+    // a answers its pings but fails every query; fall is 2.
+    for (i, behaviour) in
+        [Behaviour::Status(500, r#"{"error":"out of memory"}"#), Behaviour::Hang].into_iter().enumerate()
+    {
+        t.set_queries("a", behaviour);
+        for _ in 0..10 {
+            // cpu fails over to b; mem lives on a only and fails.
+            assert_eq!(query(&p, "SELECT v FROM cpu").status, 200);
+            assert_eq!(query(&p, "SELECT v FROM mem").status, 503);
+            assert_eq!(query(&p, "SHOW DATABASES").status, 200);
+        }
+        assert!(p.is_healthy(0), "round {i}: queries marked a healthy backend down");
+        // Its writes are still delivered directly, not diverted to its queue.
+        assert_eq!(write(&p, "db=x", &format!("cpu v={i} 1\n")).status, 204);
+        assert_eq!(t.writes("a").len(), i + 1, "round {i}");
+        assert_eq!(p.queue_depth(0).records, 0, "round {i}");
+        // The failure is still visible.
+        let health = run(p.handle(Request::new(Method::Get, "/health"), 0));
+        let v: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
+        let last_error = v["backends"][0]["last_error"].as_str().unwrap_or_default().to_string();
+        assert!(!last_error.is_empty(), "round {i}: {v}");
+    }
+    // Its pings still count: two failed health checks mark it down.
+    t.set("a", Behaviour::Down);
+    run(p.check_health(0, 1));
+    run(p.check_health(0, 2));
+    assert!(!p.is_healthy(0));
+}
+
+#[test]
+fn a_batch_no_replica_answers_is_asked_statement_by_statement() {
+    // Both replicas fail the batch as a whole (as when many heavy statements
+    // together outlast the request timeout) but answer each statement alone.
+    let t = MockTransport::default();
+    for backend in ["a", "b"] {
+        t.refuse_queries(backend, ";\n", 500, r#"{"error":"timeout"}"#);
+    }
+    let p = open(&t, MemStorage::new(), "");
+    let r = query(&p, "SELECT v FROM cpu; SELECT v FROM cpu; SELECT v FROM cpu");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(results_of(&r).len(), 3);
+    assert!(results_of(&r).iter().all(|r| r.get("error").is_none()), "{:?}", results_of(&r));
+    // One batch per replica, then three statements alone.
+    assert_eq!(t.attempts("a") + t.attempts("b"), 2 + 3);
+}
+
+#[test]
+fn a_backend_failing_many_statements_of_a_batch_is_not_sent_them_quadratically() {
+    // b fails every statement a answers: each failure cuts b's batch short,
+    // and b is asked for the rest again.
+    let t = MockTransport::default();
+    t.fail_statement("b", "ON only_a", "database not found: only_a");
+    let p = open(&t, MemStorage::new(), "");
+    let n = 512;
+    let r = query(&p, &"SHOW MEASUREMENTS ON only_a;".repeat(n));
+    assert_eq!(r.status, 200);
+    assert_eq!(results_of(&r).len(), n);
+    let sent_to_b: usize =
+        t.statements("b").iter().map(|q| crate::statement::split_statements(q).map_or(0, |s| s.len())).sum();
+    // Re-sending the rest after each failure would be n * (n + 1) / 2 = 131,328.
+    assert!(sent_to_b <= 4 * n, "{sent_to_b} statements sent to b for {n}");
+    assert_eq!(t.statements("a").len(), 1);
 }

@@ -728,6 +728,11 @@ impl Proxy {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The process id of the running proxy (the native binary, or wasmtime).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// How this proxy runs.
     pub fn mode(&self) -> Mode {
         self.mode
