@@ -271,7 +271,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let state = &self.states[backend];
         let addr = &self.backends[backend];
         if !state.queue.is_empty() || !state.health.borrow().is_healthy() {
-            return self.enqueue(backend, &record).await;
+            return self.enqueue(backend, &record, now_ms).await;
         }
         match self.transport.send(addr, record_request(&record)).await {
             Ok(r) if (200..300).contains(&r.status) => {
@@ -288,17 +288,17 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             }
             Ok(r) => {
                 self.record_failure(backend, format!("HTTP {}: {}", r.status, error_message(&r)), now_ms);
-                self.enqueue(backend, &record).await
+                self.enqueue(backend, &record, now_ms).await
             }
             Err(e) => {
                 self.record_failure(backend, e.to_string(), now_ms);
-                self.enqueue(backend, &record).await
+                self.enqueue(backend, &record, now_ms).await
             }
         }
     }
 
-    async fn enqueue(&self, backend: usize, record: &Record) -> Delivery {
-        match self.states[backend].queue.push(&self.storage, record).await {
+    async fn enqueue(&self, backend: usize, record: &Record, now_ms: u64) -> Delivery {
+        match self.states[backend].queue.push(&self.storage, record, now_ms).await {
             Ok(()) => Delivery::Queued,
             Err(e) => Delivery::NotKept(e),
         }

@@ -3,6 +3,14 @@
 use super::*;
 
 impl WriteQueue {
+    /// Appends `record` with `reason` and `now_ms` to the dead-letter file, then
+    /// acknowledges it. `record` is what [`WriteQueue::peek`] returned with `id`.
+    ///
+    /// An id already acknowledged is a no-op (no line is written). Errors as
+    /// [`WriteQueue::ack`]; when the line cannot be written the record stays,
+    /// except on a full disk (`ErrorKind::StorageFull`): then, as past
+    /// `dead_letter_max_bytes`, the line is not written but the record is
+    /// still removed and counted, so a full disk cannot block the queue.
     pub async fn dead_letter<S: Storage>(
         &self,
         storage: &S,
@@ -42,11 +50,15 @@ impl WriteQueue {
         }
         let line = dead_letter_line(record, reason, now_ms)?;
         if state.dead_letter_len + line.len() as u64 <= self.options.dead_letter_max_bytes {
-            if let Err(e) = storage.append(&path, &line).await {
-                state.dead_letter_dirty = storage.truncate(&path, state.dead_letter_len).await.is_err();
-                return Err(io_err("cannot append to", &path, e));
+            match storage.append(&path, &line).await {
+                Ok(()) => state.dead_letter_len += line.len() as u64,
+                Err(e) => {
+                    state.dead_letter_dirty = storage.truncate(&path, state.dead_letter_len).await.is_err();
+                    if e.kind() != io::ErrorKind::StorageFull {
+                        return Err(io_err("cannot append to", &path, e));
+                    }
+                }
             }
-            state.dead_letter_len += line.len() as u64;
         }
         state.dead_letters += 1;
         Ok(())

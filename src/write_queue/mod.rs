@@ -33,8 +33,10 @@
 //!    space. Fully acknowledged segments are deleted, and when the queue
 //!    drains completely all its segments are deleted, so disk use shrinks with
 //!    the queue. On disk there are at most `max_bytes` + one segment (the
-//!    already-acknowledged front of the oldest segment) + the 24-byte `ack`
+//!    already-acknowledged front of the oldest segment) + the 64-byte `ack`
 //!    file + the dead-letter file, itself bounded by `dead_letter_max_bytes`.
+//!    A push refused by the storage (disk full) leaves nothing behind: no
+//!    partial record, no new empty segment file.
 //! 5. **Bounded memory.** In memory the queue keeps, per segment, its sequence
 //!    number, its length and how many unacknowledged records it holds; nothing
 //!    per record. A push does not read any file.
@@ -47,6 +49,12 @@
 //! 8. **The queue always opens.** Damaged bytes are cut or skipped, never a
 //!    reason to refuse to start; only a storage that cannot be listed or read
 //!    makes [`WriteQueue::open`] fail.
+//! 9. **A full disk does not stop replay.** Acknowledging overwrites bytes of
+//!    the preallocated `ack` file in place ([`Storage::write_at`]) and then
+//!    removes consumed segments, so with 0 bytes free the queue still drains;
+//!    a dead letter that cannot be written for lack of space is still removed
+//!    and counted. Pushes fail (503) while the disk is full and are accepted
+//!    again as soon as space frees (by replay or otherwise).
 //!
 //! # Files
 //!
@@ -73,17 +81,23 @@
 //! ```text
 //! offset  size  field
 //! 0       1     magic 0xD1
-//! 1       1     format version, 1
+//! 1       1     format version: 2 (written), 1 (still read)
 //! 2       4     payload length N, u32 little-endian
 //! 6       4     CRC-32 (IEEE, as crc32fast computes it) of the payload, u32 LE
 //! 10      N     payload
 //! ```
 //!
-//! The payload (format version 1) is a length-prefixed binary encoding, chosen
-//! over JSON so that bodies of several MB are stored as raw bytes, unescaped:
+//! The payload is a length-prefixed binary encoding, chosen over JSON so that
+//! bodies of several MB are stored as raw bytes, unescaped. Version 2 starts
+//! with the push time (the replay policy's record age); version 1 (written
+//! before) lacks it, and such a record has no age ([`RecordId::pushed_ms`] is
+//! `None`):
 //!
 //! ```text
-//! payload   = kind:u8 fields
+//! payload   = pushed_ms:u64 LE record       (version 2)
+//!           | record                        (version 1)
+//! pushed_ms = ms since the Unix epoch when the record was pushed
+//! record    = kind:u8 fields
 //! kind 1    = Write:     str db, opt rp, opt precision, creds, bytes body
 //! kind 2    = Statement: opt db, str q, creds
 //! creds     = opt username, opt password, opt authorization
@@ -98,15 +112,31 @@
 //!
 //! ## The `ack` file
 //!
-//! 24 bytes, replaced atomically ([`Storage::write_atomic`]) on every
-//! acknowledgement:
+//! Version 2: 64 bytes, two 32-byte slots, created once on open (with
+//! [`Storage::write_atomic`], while there is space) and then only overwritten
+//! in place ([`Storage::write_at`]), so an acknowledgement needs no free disk
+//! space:
 //!
 //! ```text
-//! 0   4  magic "IQA1"
-//! 4   8  segment sequence number S, u64 LE
-//! 12  8  offset O, u64 LE
-//! 20  4  CRC-32 of bytes 0..20, u32 LE
+//! slot at 0 and at 32:
+//! 0   4  magic "IQA2"
+//! 4   8  generation G, u64 LE (1, 2, 3, ... one per acknowledgement)
+//! 12  8  segment sequence number S, u64 LE
+//! 20  8  offset O, u64 LE
+//! 28  4  CRC-32 of slot bytes 0..28, u32 LE
 //! ```
+//!
+//! Generation G is written to slot G mod 2, so each write overwrites the
+//! older slot. The valid slot (magic and CRC) with the higher generation
+//! holds the position; a write torn by a crash damages only the slot being
+//! written, and the other one still holds the previous position (its record
+//! is delivered again: at-least-once). If the file could not be created on
+//! open (disk already full), each acknowledgement tries `write_atomic` again.
+//!
+//! Version 1 (24 bytes, replaced atomically: magic "IQA1", S u64, O u64,
+//! CRC-32 of bytes 0..20) is still read on open, then replaced by a version 2
+//! file holding the same position. A leftover `ack.tmp` of version 1 is
+//! removed on open.
 //!
 //! (S, O) is the position of the oldest record not yet acknowledged: every
 //! record in segments before S and before offset O in segment S has been
@@ -137,8 +167,10 @@
 //!   segment (start a new one if the current one would pass `segment_bytes`,
 //!   is sealed, or there is none), then one [`Storage::append`] of the whole
 //!   frame. Memory state (segment length, depth) changes only after the append
-//!   succeeded. If the append fails, the segment is truncated back to its
-//!   previous length so no partial record stays for a later record to follow;
+//!   succeeded. If the append fails (e.g. `No space left on device`) on a
+//!   segment it created, the segment file is removed; on an existing segment,
+//!   the segment is truncated back to its previous length (truncation needs no
+//!   space) so no partial record stays for a later record to follow;
 //!   if that truncate fails too, the segment is *sealed*: nothing more is
 //!   appended to it (its good length is known in memory) and the next push
 //!   starts a new segment. A push future dropped in the middle of its append
@@ -147,14 +179,17 @@
 //!   ([`Storage::read_at`], 10 bytes), then the payload, checks the CRC and
 //!   decodes. Files are read only up to the length known in memory.
 //! - **ack**: the id must be the head record (as [`WriteQueue::peek`] gave
-//!   it). The next position is written to `ack` with `write_atomic`; only then
-//!   does memory move on; then fully acknowledged segment files are removed (a
+//!   it). The next position is written, with the next generation, over the
+//!   older slot of `ack` ([`Storage::write_at`]); only then does memory move
+//!   on; then fully acknowledged segment files are removed (a
 //!   failed removal is retried at the next ack, and on open). Acknowledging a
 //!   record that is already acknowledged is a no-op (`Ok`); acknowledging any
 //!   other id is an error ([`QueueError::Io`] naming both positions) and
 //!   changes nothing.
 //! - **dead_letter**: same id rule; appends the JSON line durably, then acks.
-//!   A crash between the two writes the line again after restart.
+//!   A crash between the two writes the line again after restart. When the
+//!   append fails for lack of space, the line is cut back and not written, and
+//!   the record is still acknowledged and counted.
 //!
 //! The proxy is single-threaded but async: pushes, peeks and acks of one queue
 //! may interleave at await points, so the state sits behind an
@@ -162,9 +197,11 @@
 //!
 //! # Recovery on open
 //!
-//! 1. List the directory; read `ack`. A damaged `ack` file (bad length, magic
-//!    or CRC) is treated as missing: replay restarts at the oldest segment
-//!    (duplicates, never loss) and [`Recovery::ack_reset`] says so.
+//! 1. List the directory; read `ack` (either version). A damaged `ack` file
+//!    (bad length, or no slot with a good magic and CRC) is treated as
+//!    missing: replay restarts at the oldest segment (duplicates, never loss)
+//!    and [`Recovery::ack_reset`] says so. A missing, version 1 or damaged file
+//!    is replaced by a version 2 file holding the position in force.
 //! 2. Delete segments older than the ack position's segment (fully
 //!    acknowledged; a crash between writing `ack` and deleting them leaves
 //!    them behind).
@@ -236,12 +273,21 @@ pub const DEAD_LETTER_FILE: &str = "dead-letter.jsonl";
 
 const HEADER: usize = RECORD_HEADER_BYTES as usize;
 const RECORD_MAGIC: u8 = 0xD1;
-const RECORD_VERSION: u8 = 1;
+/// Version 1 frames (no push time) are still read.
+const RECORD_VERSION_1: u8 = 1;
+/// Version written: the payload starts with the push time.
+const RECORD_VERSION: u8 = 2;
+/// The push time (ms since the epoch, u64 LE) leading a version 2 payload.
+const PUSHED_MS_BYTES: u64 = 8;
 const KIND_WRITE: u8 = 1;
 const KIND_STATEMENT: u8 = 2;
 const ACK_FILE: &str = "ack";
-const ACK_MAGIC: &[u8; 4] = b"IQA1";
-const ACK_BYTES: usize = 24;
+/// Version 1 `ack` file (24 bytes, replaced atomically), read for upgrade.
+const ACK_V1_MAGIC: &[u8; 4] = b"IQA1";
+const ACK_V1_BYTES: usize = 24;
+/// Version 2 `ack` file: two slots of 32 bytes, each starting with this.
+const ACK_MAGIC: &[u8; 4] = b"IQA2";
+const ACK_SLOT_BYTES: usize = 32;
 const SEGMENT_SUFFIX: &str = ".seg";
 /// Chunk size when counting dead-letter lines on open.
 const SCAN_CHUNK: usize = 1024 * 1024;
@@ -285,6 +331,10 @@ pub struct RecordId {
     pub offset: u64,
     /// Offset just past the record.
     pub end: u64,
+    /// When the record was pushed, ms since the Unix epoch (the `now_ms`
+    /// given to [`WriteQueue::push`]); `None` for a record of format version
+    /// 1, which did not store it.
+    pub pushed_ms: Option<u64>,
 }
 
 /// How much is waiting.
@@ -375,6 +425,8 @@ pub struct WriteQueue {
     dead_letters: AtomicU64,
     dropped_records: AtomicU64,
     dropped_bytes: AtomicU64,
+    /// The head record's push time; `u64::MAX` when unknown or empty.
+    head_pushed_ms: AtomicU64,
 }
 
 fn io_err(what: &str, path: &str, e: io::Error) -> QueueError {
@@ -432,17 +484,35 @@ impl WriteQueue {
         RECORD_HEADER_BYTES + payload_len(record)
     }
 
-    /// Appends `record` durably (fsynced when this returns `Ok`).
+    /// When the oldest record waiting was pushed (ms since the Unix epoch);
+    /// `None` when the queue is empty or the head is a version 1 record
+    /// (written before push times were stored).
+    pub fn oldest_pushed_ms(&self) -> Option<u64> {
+        match self.head_pushed_ms.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            t => Some(t),
+        }
+    }
+
+    /// Appends `record` durably (fsynced when this returns `Ok`), stamped
+    /// with `now_ms` (ms since the Unix epoch) as its push time.
     ///
     /// Errors: [`QueueError::Full`] when the bytes waiting plus this record's
-    /// would pass `max_bytes`; [`QueueError::Io`] when the storage failed or a
-    /// field is longer than 4 GiB. On error nothing is kept.
-    pub async fn push<S: Storage>(&self, storage: &S, record: &Record) -> Result<(), QueueError> {
+    /// would pass `max_bytes`; [`QueueError::Io`] when the storage failed
+    /// (disk full: `No space left on device`) or a field is longer than
+    /// 4 GiB. On error nothing is kept: a partial append is cut back and a
+    /// segment file the append created is removed.
+    pub async fn push<S: Storage>(
+        &self,
+        storage: &S,
+        record: &Record,
+        now_ms: u64,
+    ) -> Result<(), QueueError> {
         let size = Self::record_bytes(record);
         if size > self.options.max_bytes {
             return Err(QueueError::Full { max_bytes: self.options.max_bytes });
         }
-        let frame = encode_frame(record)?;
+        let frame = encode_frame(record, now_ms)?;
         let mut state = self.state.lock().await;
         self.repair_append(storage, &mut state).await;
         if state.depth.bytes + size > self.options.max_bytes {
@@ -487,6 +557,9 @@ impl WriteQueue {
                         }
                     }
                 }
+                if state.depth.records == 0 {
+                    state.head_pushed_ms = Some(now_ms);
+                }
                 state.depth.records += 1;
                 state.depth.bytes += size;
                 self.publish(&state);
@@ -524,9 +597,10 @@ impl WriteQueue {
             }
             let path = segment_path(&self.dir, front.seq);
             match read_frame(storage, &path, offset, front.len).await? {
-                Frame::Valid { end, record } => {
-                    let id = RecordId { segment: front.seq, offset, end };
+                Frame::Valid { end, record, pushed_ms } => {
+                    let id = RecordId { segment: front.seq, offset, end, pushed_ms };
                     state.peeked = Some(id);
+                    state.head_pushed_ms = pushed_ms;
                     return Ok(Some((id, record)));
                 }
                 Frame::Damaged { skip_to: Some(end) } => {
@@ -564,11 +638,6 @@ impl WriteQueue {
         result
     }
 
-    /// Appends `record` with `reason` and `now_ms` to the dead-letter file, then
-    /// acknowledges it. `record` is what [`WriteQueue::peek`] returned with `id`.
-    ///
-    /// An id already acknowledged is a no-op (no line is written). Errors as
-    /// [`WriteQueue::ack`]; when the line cannot be written the record stays.
     /// `Ok(true)`: `id` is the head record; `Ok(false)`: already acknowledged.
     async fn check_head<S: Storage>(
         &self,
@@ -599,13 +668,14 @@ impl WriteQueue {
         let header =
             storage.read_at(&path, id.offset, HEADER).await.map_err(|e| io_err("cannot read", &path, e))?;
         match parse_header(&header) {
-            Some((len, _)) if id.offset + RECORD_HEADER_BYTES + len == id.end => Ok(true),
+            Some((len, ..)) if id.offset + RECORD_HEADER_BYTES + len == id.end => Ok(true),
             _ => Err(not_head()),
         }
     }
 
-    /// Acknowledges the head record `id`: writes the new position, then
-    /// updates memory, then removes consumed segment files.
+    /// Acknowledges the head record `id`: writes the new position (in place,
+    /// into the slot of the next generation), then updates memory, then
+    /// removes consumed segment files.
     async fn ack_locked<S: Storage>(
         &self,
         storage: &S,
@@ -618,10 +688,23 @@ impl WriteQueue {
         next.compact_if_drained();
         let (seq, offset) = next.head_pos();
         let path = format!("{}/{ACK_FILE}", self.dir);
-        storage
-            .write_atomic(&path, &encode_ack(seq, offset))
-            .await
-            .map_err(|e| io_err("cannot write", &path, e))?;
+        let generation = state.ack_generation + 1;
+        let written = if state.ack_slots {
+            let slot = encode_ack_slot(generation, seq, offset);
+            storage.write_at(&path, ack_slot_offset(generation), &slot).await
+        } else {
+            // No two-slot file yet (it could not be created on open).
+            storage.write_atomic(&path, &encode_ack_file(generation, seq, offset)).await
+        };
+        written.map_err(|e| io_err("cannot write", &path, e))?;
+        next.ack_generation = generation;
+        next.ack_slots = true;
+        next.head_pushed_ms = match next.segments.front() {
+            Some(front) => {
+                read_pushed_ms(storage, &segment_path(&self.dir, front.seq), next.head_offset).await
+            }
+            None => None,
+        };
         *state = next;
         let mut kept = Vec::new();
         for seq in std::mem::take(&mut state.garbage) {
@@ -637,7 +720,13 @@ impl WriteQueue {
     /// back, or seals it when that fails.
     async fn repair_append<S: Storage>(&self, storage: &S, state: &mut State) {
         let Some((seq, len)) = state.pending_append.take() else { return };
-        let result = storage.truncate(&segment_path(&self.dir, seq), len).await;
+        let path = segment_path(&self.dir, seq);
+        // A segment file the append created goes away (no empty or partial
+        // file is left behind); an existing one is cut back.
+        let result = match len {
+            0 => storage.remove(&path).await,
+            _ => storage.truncate(&path, len).await,
+        };
         let repaired = match result {
             Ok(()) => true,
             Err(e) => e.kind() == io::ErrorKind::NotFound,
@@ -653,5 +742,7 @@ impl WriteQueue {
         self.dead_letters.store(state.dead_letters, Ordering::Relaxed);
         self.dropped_records.store(state.dropped.records, Ordering::Relaxed);
         self.dropped_bytes.store(state.dropped.bytes, Ordering::Relaxed);
+        let pushed = if state.depth.records == 0 { None } else { state.head_pushed_ms };
+        self.head_pushed_ms.store(pushed.unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 }

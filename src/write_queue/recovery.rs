@@ -36,7 +36,9 @@ impl WriteQueue {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(io_err("cannot read", &ack_path, e)),
         };
-        let (ack_seq, ack_offset) = ack.unwrap_or((0, 0));
+        let (ack_seq, ack_offset) = ack.map_or((0, 0), |a| (a.seq, a.offset));
+        // A temporary file of an interrupted version 1 acknowledgement.
+        let _ = storage.remove(&format!("{ack_path}.tmp")).await;
 
         // New segments must not be covered by the ack position.
         let mut next_seq = if ack_offset > 0 { ack_seq.saturating_add(1) } else { ack_seq };
@@ -102,7 +104,7 @@ impl WriteQueue {
         let (dead_letter_len, dead_letters, dead_letter_dirty) =
             scan_dead_letters(storage, &dir, &mut recovery).await?;
 
-        let state = State {
+        let mut state = State {
             segments,
             head_offset,
             writable,
@@ -115,7 +117,25 @@ impl WriteQueue {
             dead_letter_dirty,
             dead_letters,
             dropped: QueueDepth { records: 0, bytes: recovery.truncated_bytes },
+            ack_generation: ack.and_then(|a| a.generation).unwrap_or(0),
+            ack_slots: ack.is_some_and(|a| a.generation.is_some()),
+            head_pushed_ms: None,
         };
+        if !state.ack_slots {
+            // Missing, version 1 or damaged: create the two-slot file now, while
+            // there is space, so that later acknowledgements need none. If this
+            // fails (disk already full) the next acknowledgement tries again.
+            let (seq, offset) = state.head_pos();
+            let generation = state.ack_generation + 1;
+            if storage.write_atomic(&ack_path, &encode_ack_file(generation, seq, offset)).await.is_ok() {
+                state.ack_generation = generation;
+                state.ack_slots = true;
+            }
+        }
+        if let Some(front) = state.segments.front() {
+            state.head_pushed_ms =
+                read_pushed_ms(storage, &segment_path(&dir, front.seq), state.head_offset).await;
+        }
         let queue = WriteQueue {
             dir,
             options,
@@ -126,6 +146,7 @@ impl WriteQueue {
             dead_letters: AtomicU64::new(0),
             dropped_records: AtomicU64::new(0),
             dropped_bytes: AtomicU64::new(0),
+            head_pushed_ms: AtomicU64::new(u64::MAX),
         };
         queue.publish(&state);
         Ok(queue)

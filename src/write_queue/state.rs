@@ -25,7 +25,8 @@ pub(super) struct State {
     pub(super) depth: QueueDepth,
     /// The record last returned by peek, while it is the head.
     pub(super) peeked: Option<RecordId>,
-    /// (segment, length before) of an append that did not finish (cancelled).
+    /// (segment, length before) of an append that did not finish (cancelled);
+    /// length 0 means the append created the segment file.
     pub(super) pending_append: Option<(u64, u64)>,
     /// Consumed segments whose files are still to be removed.
     pub(super) garbage: Vec<u64>,
@@ -34,6 +35,13 @@ pub(super) struct State {
     pub(super) dead_letter_dirty: bool,
     pub(super) dead_letters: u64,
     pub(super) dropped: QueueDepth,
+    /// Generation of the last `ack` slot written (0: none yet).
+    pub(super) ack_generation: u64,
+    /// The `ack` file on disk has the version 2 layout (two slots), so an
+    /// acknowledgement overwrites a slot in place and needs no free space.
+    pub(super) ack_slots: bool,
+    /// When the head record was pushed (ms since the epoch), if known.
+    pub(super) head_pushed_ms: Option<u64>,
 }
 
 impl State {

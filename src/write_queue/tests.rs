@@ -5,6 +5,8 @@ use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 
 const DIR: &str = "queue/a";
+/// The push time given to every push (ms since the epoch).
+const NOW: u64 = 1_700_000_000_000;
 
 fn options(max_bytes: u64, segment_bytes: u64) -> QueueOptions {
     QueueOptions { max_bytes, segment_bytes, dead_letter_max_bytes: DEFAULT_DEAD_LETTER_MAX_BYTES }
@@ -35,7 +37,7 @@ fn restart(storage: &MemStorage) -> MemStorage {
 }
 
 fn push<S: Storage>(q: &WriteQueue, s: &S, r: &Record) {
-    block_on(q.push(s, r)).expect("push");
+    block_on(q.push(s, r, NOW)).expect("push");
 }
 
 /// A queue opened on `s` with the writes of `range` pushed.
@@ -111,6 +113,9 @@ impl Storage for Flaky {
     }
     async fn write_atomic(&self, path: &str, data: &[u8]) -> io::Result<()> {
         self.inner.write_atomic(path, data).await
+    }
+    async fn write_at(&self, path: &str, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.inner.write_at(path, offset, data).await
     }
     async fn truncate(&self, path: &str, len: u64) -> io::Result<()> {
         if self.fail_truncate.get() {
@@ -256,7 +261,7 @@ fn push_is_refused_when_full_and_accepted_after_acks() {
     for r in writes(0..3) {
         push(&q, &s, &r);
     }
-    assert_eq!(block_on(q.push(&s, &write(3))), Err(QueueError::Full { max_bytes: 3 * frame_size() }));
+    assert_eq!(block_on(q.push(&s, &write(3), NOW)), Err(QueueError::Full { max_bytes: 3 * frame_size() }));
     assert_eq!(q.depth().records, 3, "a refused write is not kept");
     let (id, _) = block_on(q.peek(&s)).unwrap().unwrap();
     block_on(q.ack(&s, id)).unwrap();
@@ -270,7 +275,7 @@ fn push_is_refused_when_full_and_accepted_after_acks() {
         credentials: Credentials::default(),
         body: vec![b'x'; 4 * frame_size() as usize],
     };
-    assert!(matches!(block_on(q.push(&s, &huge)), Err(QueueError::Full { .. })));
+    assert!(matches!(block_on(q.push(&s, &huge, NOW)), Err(QueueError::Full { .. })));
 }
 
 #[test]
@@ -280,7 +285,7 @@ fn failed_append_keeps_nothing_and_queue_stays_usable() {
     let q = open(&s, o);
     push(&q, &s, &write(0));
     s.fail_appends(true);
-    assert!(matches!(block_on(q.push(&s, &write(1))), Err(QueueError::Io(_))));
+    assert!(matches!(block_on(q.push(&s, &write(1), NOW)), Err(QueueError::Io(_))));
     assert_eq!(q.depth().records, 1);
     s.fail_appends(false);
     push(&q, &s, &write(2));
@@ -297,7 +302,7 @@ fn torn_append_is_rolled_back_so_no_partial_record_stays() {
     let q = open(&s, o);
     push(&q, &s, &write(0));
     s.tear_next_append.set(Some(7));
-    assert!(matches!(block_on(q.push(&s, &write(1))), Err(QueueError::Io(_))));
+    assert!(matches!(block_on(q.push(&s, &write(1), NOW)), Err(QueueError::Io(_))));
     assert_eq!(disk_bytes(&s.inner), frame_size(), "partial bytes cut");
     push(&q, &s, &write(2));
     let s2 = restart(&s.inner);
@@ -314,7 +319,7 @@ fn torn_append_that_cannot_be_cut_seals_the_segment() {
     push(&q, &s, &write(0));
     s.fail_truncate.set(true);
     s.tear_next_append.set(Some(7));
-    assert!(block_on(q.push(&s, &write(1))).is_err());
+    assert!(block_on(q.push(&s, &write(1), NOW)).is_err());
     push(&q, &s, &write(2));
     assert_eq!(segment_files(&s.inner).len(), 2, "the next record went to a new segment");
     // The running queue never reads the garbage.
@@ -339,7 +344,7 @@ fn cancelled_push_leaves_no_partial_record() {
     s.pause_appends.set(true);
     {
         let record = write(1);
-        let mut fut = Box::pin(q.push(&s, &record));
+        let mut fut = Box::pin(q.push(&s, &record, NOW));
         assert!(block_on(futures_lite::future::poll_once(&mut fut)).is_none(), "stopped mid-append");
         // Dropped here: the host gave up on the request.
     }
@@ -450,7 +455,12 @@ fn damaged_ack_file_replays_from_the_oldest_record() {
     let q = open_with_writes(&s, o, 0..3);
     let (id, _) = block_on(q.peek(&s)).unwrap().unwrap();
     block_on(q.ack(&s, id)).unwrap();
-    s.with_files(|f| f.get_mut(&format!("{DIR}/{ACK_FILE}")).unwrap()[6] ^= 1);
+    s.with_files(|f| {
+        let ack = f.get_mut(&format!("{DIR}/{ACK_FILE}")).unwrap();
+        // Both slots.
+        ack[6] ^= 1;
+        ack[ACK_SLOT_BYTES + 6] ^= 1;
+    });
     let s2 = restart(&s);
     let q2 = open(&s2, o);
     assert!(q2.recovery().ack_reset);
@@ -469,7 +479,12 @@ fn ack_of_an_acked_id_is_a_no_op_and_of_a_later_id_an_error() {
     block_on(q.ack(&s, first)).unwrap();
     assert_eq!(q.depth().records, 2, "a second ack removes nothing");
     let (second, _) = block_on(q.peek(&s)).unwrap().unwrap();
-    let third = RecordId { segment: second.segment, offset: second.end, end: second.end + frame_size() };
+    let third = RecordId {
+        segment: second.segment,
+        offset: second.end,
+        end: second.end + frame_size(),
+        pushed_ms: Some(NOW),
+    };
     assert!(matches!(block_on(q.ack(&s, third)), Err(QueueError::Io(_))));
     let wrong_end = RecordId { end: second.end + 1, ..second };
     assert!(block_on(q.ack(&s, wrong_end)).is_err());
@@ -656,7 +671,7 @@ fn new_segments_are_never_covered_by_an_old_ack_position() {
     // deleted by hand): a new segment must not be numbered 3.
     let s = MemStorage::new();
     s.with_files(|f| {
-        f.insert(format!("{DIR}/{ACK_FILE}"), encode_ack(3, 2 * frame_size()));
+        f.insert(format!("{DIR}/{ACK_FILE}"), encode_ack_v1(3, 2 * frame_size()));
     });
     let o = options(1 << 20, DEFAULT_SEGMENT_BYTES);
     let _q = open_with_writes(&s, o, 0..3);
@@ -732,7 +747,7 @@ fn run_model(seed: u64, ops: usize) {
                 let size = WriteQueue::record_bytes(&r);
                 largest = largest.max(size);
                 let model_bytes: u64 = model.iter().map(WriteQueue::record_bytes).sum();
-                let result = block_on(q.push(&s, &r));
+                let result = block_on(q.push(&s, &r, NOW));
                 if model_bytes + size > o.max_bytes {
                     assert_eq!(result, Err(QueueError::Full { max_bytes: o.max_bytes }), "{ctx}");
                 } else {
@@ -766,7 +781,7 @@ fn run_model(seed: u64, ops: usize) {
             93..=96 => {
                 // Crash in the middle of an append to the newest segment.
                 if let Some(seg) = segment_files(&s).into_keys().next_back() {
-                    let frame = encode_frame(&random_record(&mut rng)).unwrap();
+                    let frame = encode_frame(&random_record(&mut rng), NOW).unwrap();
                     let keep = rng.usize(1..frame.len());
                     s.with_files(|f| f.get_mut(&seg).unwrap().extend_from_slice(&frame[..keep]));
                     s = restart(&s);
@@ -791,4 +806,171 @@ fn run_model(seed: u64, ops: usize) {
         );
     }
     assert_eq!(drain(&q, &s), Vec::from(model));
+}
+
+// Disk full (ENOSPC), modelled by `MemStorage::set_capacity`.
+
+/// Names of the segment files on "disk".
+fn segment_names(s: &MemStorage) -> Vec<String> {
+    segment_files(s).into_keys().collect()
+}
+
+#[test]
+fn disk_full_queue_still_drains_because_acks_need_no_free_space() {
+    let s = MemStorage::new();
+    let o = options(1 << 20, 4 * frame_size());
+    let q = open_with_writes(&s, o, 0..10);
+    s.set_capacity(Some(s.used_bytes()));
+    assert!(block_on(q.push(&s, &write(10), NOW)).is_err(), "the disk is full");
+    assert_eq!(drain(&q, &s), writes(0..10), "every ack succeeds with 0 bytes free");
+    assert!(q.is_empty());
+    assert_eq!(segment_names(&s), Vec::<String>::new(), "consumed segments removed");
+    let s2 = restart(&s);
+    let q2 = open(&s2, o);
+    assert!(q2.is_empty(), "the acks were durable: nothing is replayed again");
+}
+
+#[test]
+fn refused_push_on_a_full_disk_leaves_no_segment_file() {
+    let s = MemStorage::new();
+    let q = open(&s, options(1 << 20, DEFAULT_SEGMENT_BYTES));
+    s.set_capacity(Some(s.used_bytes()));
+    for i in 0..18 {
+        let e = block_on(q.push(&s, &write(i), NOW)).unwrap_err();
+        assert!(e.to_string().contains("No space left on device"), "{e}");
+    }
+    assert_eq!(segment_names(&s), Vec::<String>::new(), "no empty segment left behind");
+    assert!(q.is_empty());
+}
+
+#[test]
+fn partial_append_on_a_full_disk_is_cut_back() {
+    let s = MemStorage::new();
+    let o = options(1 << 20, DEFAULT_SEGMENT_BYTES);
+    let q = open_with_writes(&s, o, 0..2);
+    let before = segment_files(&s);
+    // Room for half a frame: the append writes that much, then fails.
+    s.set_capacity(Some(s.used_bytes() + frame_size() / 2));
+    assert!(block_on(q.push(&s, &write(2), NOW)).is_err());
+    assert_eq!(segment_files(&s), before, "no partial record stays");
+    // A new segment's partial first record is removed with its file.
+    let q2 = open(&s, options(1 << 20, 2 * frame_size()));
+    assert!(block_on(q2.push(&s, &write(2), NOW)).is_err());
+    assert_eq!(segment_files(&s), before);
+    s.set_capacity(None);
+    assert_eq!(drain(&q2, &s), writes(0..2));
+}
+
+#[test]
+fn pushes_are_accepted_again_once_space_frees() {
+    let s = MemStorage::new();
+    let o = options(1 << 20, 4 * frame_size());
+    let q = open_with_writes(&s, o, 0..8);
+    s.set_capacity(Some(s.used_bytes()));
+    assert!(block_on(q.push(&s, &write(100), NOW)).is_err());
+    // Replay frees the oldest segment (4 records): room again.
+    for _ in 0..4 {
+        let (id, _) = block_on(q.peek(&s)).unwrap().unwrap();
+        block_on(q.ack(&s, id)).unwrap();
+    }
+    push(&q, &s, &write(8));
+    let s2 = restart(&s);
+    assert_eq!(drain(&open(&s2, o), &s2), writes(4..9));
+}
+
+#[test]
+fn dead_letter_on_a_full_disk_still_removes_the_record() {
+    let s = MemStorage::new();
+    let o = options(1 << 20, DEFAULT_SEGMENT_BYTES);
+    let q = open_with_writes(&s, o, 0..2);
+    s.set_capacity(Some(s.used_bytes()));
+    let (id, r) = block_on(q.peek(&s)).unwrap().unwrap();
+    block_on(q.dead_letter(&s, id, &r, "HTTP 400: bad", NOW)).unwrap();
+    assert_eq!(q.dead_letters(), 1);
+    assert_eq!(drain(&q, &s), writes(1..2), "the queue flows on");
+}
+
+/// The `ack` file's two slots: a torn overwrite of one leaves the other.
+#[test]
+fn torn_ack_slot_write_falls_back_to_the_previous_position() {
+    let s = MemStorage::new();
+    let o = options(1 << 20, DEFAULT_SEGMENT_BYTES);
+    let q = open_with_writes(&s, o, 0..5);
+    for _ in 0..3 {
+        let (id, _) = block_on(q.peek(&s)).unwrap().unwrap();
+        block_on(q.ack(&s, id)).unwrap();
+    }
+    let ack_path = format!("{DIR}/{ACK_FILE}");
+    assert_eq!(s.snapshot()[&ack_path].len(), 2 * ACK_SLOT_BYTES, "the ack file keeps its size");
+    // Open wrote generation 1, the acks 2, 3, 4: slot 0 holds the newest.
+    s.with_files(|f| f.get_mut(&ack_path).unwrap()[20..32].fill(0xEE));
+    let s2 = restart(&s);
+    let q2 = open(&s2, o);
+    assert!(!q2.recovery().ack_reset, "the other slot is valid");
+    assert_eq!(drain(&q2, &s2), writes(2..5), "one record again, none lost");
+}
+
+#[test]
+fn version_1_ack_file_is_read_and_upgraded_in_place() {
+    let s = MemStorage::new();
+    let o = options(1 << 20, DEFAULT_SEGMENT_BYTES);
+    let _q = open_with_writes(&s, o, 0..3);
+    let ack_path = format!("{DIR}/{ACK_FILE}");
+    let first_seq = parse_segment_name(newest_segment(&s).rsplit('/').next().unwrap()).unwrap();
+    s.with_files(|f| f.insert(ack_path.clone(), encode_ack_v1(first_seq, frame_size())));
+    let s2 = restart(&s);
+    let q2 = open(&s2, o);
+    assert!(!q2.recovery().ack_reset);
+    assert_eq!(s2.snapshot()[&ack_path].len(), 2 * ACK_SLOT_BYTES, "upgraded on open");
+    let (id, r) = block_on(q2.peek(&s2)).unwrap().unwrap();
+    assert_eq!(r, write(1), "resumes after the version 1 position");
+    s2.set_capacity(Some(s2.used_bytes()));
+    block_on(q2.ack(&s2, id)).unwrap();
+    let s3 = restart(&s2);
+    assert_eq!(drain(&open(&s3, o), &s3), writes(2..3));
+}
+
+#[test]
+fn push_time_is_stored_in_the_record_and_survives_restart() {
+    let s = MemStorage::new();
+    let o = options(1 << 20, DEFAULT_SEGMENT_BYTES);
+    let q = open(&s, o);
+    assert_eq!(q.oldest_pushed_ms(), None);
+    block_on(q.push(&s, &write(0), NOW)).unwrap();
+    block_on(q.push(&s, &write(1), NOW + 5_000)).unwrap();
+    assert_eq!(q.oldest_pushed_ms(), Some(NOW));
+    let s2 = restart(&s);
+    let q2 = open(&s2, o);
+    assert_eq!(q2.oldest_pushed_ms(), Some(NOW), "read on open");
+    let (id, _) = block_on(q2.peek(&s2)).unwrap().unwrap();
+    assert_eq!(id.pushed_ms, Some(NOW));
+    block_on(q2.ack(&s2, id)).unwrap();
+    assert_eq!(q2.oldest_pushed_ms(), Some(NOW + 5_000), "the next head's time after an ack");
+    drain(&q2, &s2);
+    assert_eq!(q2.oldest_pushed_ms(), None);
+}
+
+#[test]
+fn version_1_records_are_still_read_without_a_push_time() {
+    let s = MemStorage::new();
+    let o = options(1 << 20, DEFAULT_SEGMENT_BYTES);
+    let _q = open_with_writes(&s, o, 0..2);
+    // Rewrite the segment as version 1 frames: no push time in the payload.
+    let path = newest_segment(&s);
+    let mut v1 = Vec::new();
+    for r in writes(0..2) {
+        let v2 = encode_frame(&r, NOW).unwrap();
+        let payload = &v2[HEADER + 8..];
+        v1.extend_from_slice(&[RECORD_MAGIC, RECORD_VERSION_1]);
+        v1.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        v1.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        v1.extend_from_slice(payload);
+    }
+    s.with_files(|f| f.insert(path, v1));
+    let s2 = restart(&s);
+    let q2 = open(&s2, o);
+    assert_eq!(q2.recovery().truncated_bytes, 0);
+    let (id, r) = block_on(q2.peek(&s2)).unwrap().unwrap();
+    assert_eq!((id.pushed_ms, r), (None, write(0)));
+    assert_eq!(drain(&q2, &s2), writes(0..2));
 }
