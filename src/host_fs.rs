@@ -189,6 +189,19 @@ fn private_file(options: &mut OpenOptions) -> &mut OpenOptions {
     options
 }
 
+/// Directories are created 0700 on Unix (no modes on WASI).
+fn private_dir_builder() -> fs::DirBuilder {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        let mut builder = fs::DirBuilder::new();
+        builder.mode(0o700);
+        builder
+    }
+    #[cfg(not(unix))]
+    fs::DirBuilder::new()
+}
+
 /// Adds the path to an IO error's message.
 fn named(path: &Path) -> impl Fn(io::Error) -> io::Error + '_ {
     move |e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
@@ -220,13 +233,7 @@ fn create_dir_durable(dir: &Path) -> io::Result<()> {
         at = p.parent();
     }
     for d in missing.into_iter().rev() {
-        let mut builder = fs::DirBuilder::new();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            builder.mode(0o700);
-        }
-        match builder.create(d) {
+        match private_dir_builder().create(d) {
             Ok(()) => sync_parent(d).map_err(named(d))?,
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
             Err(e) => return Err(named(d)(e)),

@@ -13,6 +13,9 @@
 //! | `influx_proxy_write_queue_bytes` | gauge | backend | bytes on disk of those records |
 //! | `influx_proxy_dead_letters` | gauge | backend | records moved to the dead-letter file (backend answered 4xx on replay) |
 //! | `influx_proxy_backend_healthy` | gauge | backend | 1 if the health check says up, else 0 |
+//! | `influx_proxy_replay_given_up_total` | counter | backend | records moved to the dead-letter file by the replay policy (`replay_max_attempts` / `replay_max_age_ms`) |
+//! | `influx_proxy_write_queue_oldest_age_seconds` | gauge | backend | age of the oldest record waiting (0 when empty) |
+//! | `influx_proxy_write_queue_replay_attempts` | gauge | backend | failed replay attempts of the oldest record |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -38,6 +41,10 @@ pub struct BackendGauges {
     pub queue_bytes: u64,
     pub dead_letters: u64,
     pub healthy: bool,
+    /// Age of the queue's oldest record in ms (0 when empty or unknown).
+    pub oldest_record_age_ms: u64,
+    /// Failed replay attempts of the queue's oldest record.
+    pub replay_attempts: u64,
 }
 
 /// The proxy's counters and gauges.
@@ -53,6 +60,9 @@ pub struct Metrics {
     queue_bytes: Family<BackendLabels, Gauge>,
     dead_letters: Family<BackendLabels, Gauge>,
     healthy: Family<BackendLabels, Gauge>,
+    replay_given_up: Family<BackendLabels, Counter>,
+    queue_oldest_age: Family<BackendLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    queue_replay_attempts: Family<BackendLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -82,6 +92,9 @@ impl Metrics {
         let queue_bytes = Family::<BackendLabels, Gauge>::default();
         let dead_letters = Family::<BackendLabels, Gauge>::default();
         let healthy = Family::<BackendLabels, Gauge>::default();
+        let replay_given_up = Family::<BackendLabels, Counter>::default();
+        let queue_oldest_age = Family::<BackendLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let queue_replay_attempts = Family::<BackendLabels, Gauge>::default();
         registry.register(
             "requests",
             "Client requests answered, by endpoint and HTTP status",
@@ -107,6 +120,22 @@ impl Metrics {
         registry.register("write_queue_bytes", "Bytes on disk of the records waiting", queue_bytes.clone());
         registry.register("dead_letters", "Records moved to the dead-letter file", dead_letters.clone());
         registry.register("backend_healthy", "1 if the backend's health check says up", healthy.clone());
+        registry.register(
+            "replay_given_up",
+            "Records moved to the dead-letter file by the replay policy (attempts or age cap)",
+            replay_given_up.clone(),
+        );
+        registry.register_with_unit(
+            "write_queue_oldest_age",
+            "Age of the oldest record waiting in the backend's write queue (0 when empty)",
+            prometheus_client::registry::Unit::Seconds,
+            queue_oldest_age.clone(),
+        );
+        registry.register(
+            "write_queue_replay_attempts",
+            "Failed replay attempts of the oldest record in the backend's write queue",
+            queue_replay_attempts.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -118,7 +147,20 @@ impl Metrics {
             queue_bytes,
             dead_letters,
             healthy,
+            replay_given_up,
+            queue_oldest_age,
+            queue_replay_attempts,
         }
+    }
+
+    /// Counts one record dead-lettered by the replay policy for `backend`.
+    pub fn replay_given_up(&self, backend_name: &str) {
+        self.replay_given_up.get_or_create(&backend(backend_name)).inc();
+    }
+
+    /// Records dead-lettered by the replay policy for `backend` since start.
+    pub fn replay_given_up_count(&self, backend_name: &str) -> u64 {
+        self.replay_given_up.get_or_create(&backend(backend_name)).get()
     }
 
     /// Counts one answered client request.
@@ -152,6 +194,9 @@ impl Metrics {
             self.queue_bytes.get_or_create(&labels).set(gauge_value(g.queue_bytes));
             self.dead_letters.get_or_create(&labels).set(gauge_value(g.dead_letters));
             self.healthy.get_or_create(&labels).set(i64::from(g.healthy));
+            self.queue_oldest_age.get_or_create(&labels).set(g.oldest_record_age_ms as f64 / 1000.0);
+            self.queue_replay_attempts.get_or_create(&labels).set(gauge_value(g.replay_attempts));
+            let _ = self.replay_given_up.get_or_create(&labels);
             // Make counters visible (at 0) before the first event.
             let _ = self.points_written.get_or_create(&labels);
             let _ = self.bytes_written.get_or_create(&labels);
@@ -177,13 +222,35 @@ mod tests {
         m.written("a", 10, 300);
         m.backend_error("b");
         let text = m.render(&[
-            ("a", BackendGauges { queue_records: 0, queue_bytes: 0, dead_letters: 0, healthy: true }),
-            ("b", BackendGauges { queue_records: 3, queue_bytes: 120, dead_letters: 1, healthy: false }),
+            (
+                "a",
+                BackendGauges {
+                    queue_records: 0,
+                    queue_bytes: 0,
+                    dead_letters: 0,
+                    healthy: true,
+                    ..Default::default()
+                },
+            ),
+            (
+                "b",
+                BackendGauges {
+                    queue_records: 3,
+                    queue_bytes: 120,
+                    dead_letters: 1,
+                    healthy: false,
+                    oldest_record_age_ms: 1500,
+                    replay_attempts: 4,
+                },
+            ),
         ]);
         assert!(text.contains("influx_proxy_requests_total{endpoint=\"write\",status=\"204\"} 2"), "{text}");
         assert!(text.contains("influx_proxy_points_written_total{backend=\"a\"} 10"), "{text}");
         assert!(text.contains("influx_proxy_write_queue_records{backend=\"b\"} 3"), "{text}");
         assert!(text.contains("influx_proxy_backend_healthy{backend=\"b\"} 0"), "{text}");
+        assert!(text.contains("influx_proxy_write_queue_oldest_age_seconds{backend=\"b\"} 1.5"), "{text}");
+        assert!(text.contains("influx_proxy_write_queue_replay_attempts{backend=\"b\"} 4"), "{text}");
+        assert!(text.contains("influx_proxy_replay_given_up_total{backend=\"a\"} 0"), "{text}");
         assert!(text.contains("# TYPE influx_proxy_write_queue_bytes gauge"), "{text}");
         assert!(text.trim_end().ends_with("# EOF"), "{text}");
     }
