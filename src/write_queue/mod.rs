@@ -3,8 +3,8 @@
 //! While a backend's queue is not empty, every new write or schema statement
 //! for that backend is appended to the queue instead of being sent, so a
 //! recovering backend receives everything in the original order. A record is
-//! removed only after the backend acknowledged it (2xx) or rejected it with a
-//! 4xx, in which case it is moved to the dead-letter file.
+//! removed only after the backend acknowledged it (2xx), or when it is moved
+//! to the dead-letter file by the replay policy (below).
 //!
 //! This documentation is the specification of the queue: its guarantees, its
 //! files, and what happens after a crash. All IO goes through
@@ -41,7 +41,8 @@
 //!    number, its length and how many unacknowledged records it holds; nothing
 //!    per record. A push does not read any file.
 //! 6. **A bad record never blocks the queue.** A record the backend rejects
-//!    with 4xx goes to the dead-letter file; a record whose bytes are damaged
+//!    with 4xx, or keeps failing while otherwise healthy (see "Replay
+//!    policy"), goes to the dead-letter file; a record whose bytes are damaged
 //!    is skipped (and counted, see [`WriteQueue::dropped`]).
 //! 7. **Replayed writes are never glued together.** A write body is stored with
 //!    a trailing `\n` (one is added on push if the body lacks it), so bodies
@@ -55,6 +56,23 @@
 //!    a dead letter that cannot be written for lack of space is still removed
 //!    and counted. Pushes fail (503) while the disk is full and are accepted
 //!    again as soon as space frees (by replay or otherwise).
+//!
+//! # Replay policy
+//!
+//! The queue stores; `Proxy::replay_step` (`src/proxy.rs`) decides, for the
+//! head record, after each delivery attempt:
+//!
+//! | backend's answer to the record | `/ping` | what happens |
+//! |---|---|---|
+//! | 2xx | - | acknowledged ([`WriteQueue::ack`]) |
+//! | 4xx, or a statement error inside a 200 | - | dead letter at once |
+//! | none (refused, timeout, broken connection) or 5xx | fails | **retried forever** with backoff: the backend is down; neither attempts nor age count |
+//! | none or 5xx | 2xx | retried with backoff; dead letter after `replay_max_attempts` such failures, or at the first one once the record is older than `replay_max_age_ms` |
+//!
+//! The age is `now - pushed_ms` ([`RecordId::pushed_ms`], stored in the
+//! record since format version 2; version 1 records have no age and only
+//! the attempts cap applies to them). Attempts are counted in memory, since
+//! the record became the head; they restart at 0 when the proxy restarts.
 //!
 //! # Files
 //!
