@@ -72,10 +72,10 @@ mod tests {
     //! wasmtime (see `.cargo/config.toml`), where `sync_all` and the directory
     //! sync go through WASI.
     use super::*;
+    use futures_lite::future::block_on;
     use std::fs;
     use std::io::ErrorKind;
     use std::path::Path;
-    use futures_lite::future::block_on;
 
     /// A fresh directory under `$TMPDIR` or `/tmp` (preopened by the test
     /// runner inside wasmtime, where `std::env::temp_dir` panics).
