@@ -129,6 +129,20 @@ mod tests {
     }
 
     #[test]
+    fn write_at_overwrites_in_place() {
+        let s = scratch("write-at");
+        block_on(async {
+            s.list("queue/a").await.unwrap();
+            s.append("queue/a/ack", &[0; 64]).await.unwrap();
+            s.write_at("queue/a/ack", 32, b"slot").await.unwrap();
+            let data = s.read("queue/a/ack").await.unwrap();
+            assert_eq!((data.len(), &data[32..36]), (64, &b"slot"[..]));
+            assert_eq!(s.write_at("queue/a/none", 0, b"x").await.unwrap_err().kind(), ErrorKind::NotFound);
+        });
+        let _ = fs::remove_dir_all(s.files.root());
+    }
+
+    #[test]
     fn refuses_paths_outside_the_data_directory() {
         let s = scratch("escape");
         block_on(async {
