@@ -360,3 +360,19 @@ pub(super) async fn read_pushed_ms<S: Storage>(storage: &S, path: &str, offset: 
         _ => None,
     }
 }
+
+/// Writes a whole version 2 `ack` file: atomically when there is room for a
+/// new file; else (disk full) in place over the existing file (version 1 or
+/// damaged), which needs no new space on a file system with blocks. A crash
+/// during that in-place write leaves a damaged file: replay then restarts at
+/// the oldest record (duplicates, never loss).
+pub(super) async fn create_ack_file<S: Storage>(
+    storage: &S,
+    path: &str,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    match storage.write_atomic(path, bytes).await {
+        Ok(()) => Ok(()),
+        Err(e) => storage.write_at(path, 0, bytes).await.map_err(|_| e),
+    }
+}

@@ -148,8 +148,11 @@
 //! older slot. The valid slot (magic and CRC) with the higher generation
 //! holds the position; a write torn by a crash damages only the slot being
 //! written, and the other one still holds the previous position (its record
-//! is delivered again: at-least-once). If the file could not be created on
-//! open (disk already full), each acknowledgement tries `write_atomic` again.
+//! is delivered again: at-least-once). The file is created with
+//! `write_atomic`, or, when there is no room for a new file, by overwriting
+//! the existing version 1 (or damaged) file in place (a crash during that
+//! write leaves a damaged file: replay from the oldest record). If neither
+//! works on open, each acknowledgement tries again.
 //!
 //! Version 1 (24 bytes, replaced atomically: magic "IQA1", S u64, O u64,
 //! CRC-32 of bytes 0..20) is still read on open, then replaced by a version 2
@@ -712,7 +715,7 @@ impl WriteQueue {
             storage.write_at(&path, ack_slot_offset(generation), &slot).await
         } else {
             // No two-slot file yet (it could not be created on open).
-            storage.write_atomic(&path, &encode_ack_file(generation, seq, offset)).await
+            create_ack_file(storage, &path, &encode_ack_file(generation, seq, offset)).await
         };
         written.map_err(|e| io_err("cannot write", &path, e))?;
         next.ack_generation = generation;

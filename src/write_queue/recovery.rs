@@ -127,7 +127,7 @@ impl WriteQueue {
             // fails (disk already full) the next acknowledgement tries again.
             let (seq, offset) = state.head_pos();
             let generation = state.ack_generation + 1;
-            if storage.write_atomic(&ack_path, &encode_ack_file(generation, seq, offset)).await.is_ok() {
+            if create_ack_file(storage, &ack_path, &encode_ack_file(generation, seq, offset)).await.is_ok() {
                 state.ack_generation = generation;
                 state.ack_slots = true;
             }

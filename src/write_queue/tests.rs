@@ -1002,3 +1002,22 @@ fn version_1_records_are_still_read_without_a_push_time() {
     assert_eq!((id.pushed_ms, r), (None, write(0)));
     assert_eq!(drain(&q2, &s2), writes(0..2));
 }
+
+#[test]
+fn version_1_ack_file_is_upgraded_in_place_when_there_is_no_room_for_a_new_file() {
+    let s = MemStorage::new();
+    let o = options(1 << 20, DEFAULT_SEGMENT_BYTES);
+    let _q = open_with_writes(&s, o, 0..3);
+    let ack_path = format!("{DIR}/{ACK_FILE}");
+    let first_seq = parse_segment_name(newest_segment(&s).rsplit('/').next().unwrap()).unwrap();
+    s.with_files(|f| f.insert(ack_path.clone(), encode_ack_v1(first_seq, frame_size())));
+    let s2 = restart(&s);
+    // Room to grow the 24-byte file to 64 in place, not for a new 64-byte file
+    // (on a real file system: the slack of the file's last block).
+    s2.set_capacity(Some(s2.used_bytes() + 40));
+    let q2 = open(&s2, o);
+    assert_eq!(s2.snapshot()[&ack_path].len(), 2 * ACK_SLOT_BYTES, "upgraded in place");
+    assert_eq!(drain(&q2, &s2), writes(1..3), "and every ack on the full disk succeeds");
+    let s3 = restart(&s2);
+    assert!(open(&s3, o).is_empty());
+}
