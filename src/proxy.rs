@@ -465,7 +465,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 "dead_letters": state.queue.dead_letters(),
                 "replay_given_up": self.metrics.replay_given_up_count(&addr.name),
                 "oldest_record_age_ms": self.oldest_record_age_ms(i, now_ms),
-                "replay_attempts": state.replay.get().attempts,
+                "replay_attempts": self.replay_attempts(i),
             }));
         }
         let (status, code) = match up {
@@ -501,7 +501,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                         dead_letters: s.queue.dead_letters(),
                         healthy: s.health.borrow().is_healthy(),
                         oldest_record_age_ms: self.oldest_record_age_ms(i, now_ms).unwrap_or(0),
-                        replay_attempts: s.replay.get().attempts,
+                        replay_attempts: self.replay_attempts(i),
                     },
                 )
             })
