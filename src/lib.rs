@@ -25,7 +25,9 @@
 //! - [`write_queue`]: the durable per-backend write queue (record format, torn-tail
 //!   recovery, dead letters).
 //! - [`health_check`]: backend up/down after consecutive results.
-//! - [`metrics`]: Prometheus counters and gauges of the proxy.
+//! - [`metrics`]: Prometheus counters, gauges and histograms of the proxy.
+//! - [`host`]: what every host runs: the supervised health-check and replay
+//!   loops, over a small [`host::Host`] trait of primitives (sleep, clocks, stop).
 //! - [`proxy`]: the request life cycle: write fan-out, query routing and
 //!   failover, schema fan-out, replay.
 #![forbid(unsafe_code)]
@@ -33,6 +35,7 @@
 pub mod config;
 pub mod error;
 pub mod health_check;
+pub mod host;
 pub mod http;
 pub mod line_protocol;
 pub mod metrics;

@@ -16,12 +16,52 @@
 //! | `influx_proxy_replay_given_up_total` | counter | backend | records moved to the dead-letter file by the replay policy (`replay_max_attempts` / `replay_max_age_ms`) |
 //! | `influx_proxy_write_queue_oldest_age_seconds` | gauge | backend | age of the oldest record waiting (0 when empty) |
 //! | `influx_proxy_write_queue_replay_attempts` | gauge | backend | failed replay attempts of the oldest record |
+//! | `influx_proxy_loop_restarts_total` | counter | loop (`health_check`, `replay`), backend | background loops restarted by the supervisor after a panic or an unexpected end ([`crate::host`]) |
+//! | `influx_proxy_request_duration_seconds` | histogram | endpoint | time from a parsed client request to its answer, in [`crate::proxy::Proxy::handle`] (body reading and writing excluded) |
+//! | `influx_proxy_backend_request_duration_seconds` | histogram | backend | time of each request to the backend, answered or not (writes, queries, replay, health checks) |
+//!
+//! Histograms follow the Prometheus conventions (seconds; `_bucket{le=...}`,
+//! `_sum`, `_count`; buckets [`DURATION_BUCKETS_S`]). They are observed only
+//! once the host has given the proxy a monotonic clock
+//! ([`crate::proxy::Proxy::set_clock`]); the core itself reads no clock.
 
+use crate::http::{Request, Response};
+use crate::transport::{BackendAddr, Transport, TransportError};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use std::rc::Rc;
+
+/// Upper bounds of the duration histograms' buckets, in seconds (Prometheus'
+/// default buckets, from 5 ms to 10 s, with 1 ms and 2.5 ms below for local
+/// backends and 30 s and 60 s above for slow queries and timeouts).
+pub const DURATION_BUCKETS_S: [f64; 15] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// A monotonic clock given by the host: microseconds since an arbitrary,
+/// fixed origin, never going back (e.g. `std::time::Instant` elapsed since
+/// start-up). Only differences are used.
+pub type MonotonicClock = Rc<dyn Fn() -> u64>;
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS_S)
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LoopLabels {
+    r#loop: String,
+    backend: String,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -63,6 +103,9 @@ pub struct Metrics {
     replay_given_up: Family<BackendLabels, Counter>,
     queue_oldest_age: Family<BackendLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     queue_replay_attempts: Family<BackendLabels, Gauge>,
+    loop_restarts: Family<LoopLabels, Counter>,
+    request_duration: HistogramFamily<EndpointLabels>,
+    backend_request_duration: HistogramFamily<BackendLabels>,
 }
 
 impl Default for Metrics {
@@ -73,6 +116,10 @@ impl Default for Metrics {
 
 fn backend(name: &str) -> BackendLabels {
     BackendLabels { backend: name.to_string() }
+}
+
+fn seconds(micros: u64) -> f64 {
+    micros as f64 / 1e6
 }
 
 fn gauge_value(v: u64) -> i64 {
@@ -95,6 +142,11 @@ impl Metrics {
         let replay_given_up = Family::<BackendLabels, Counter>::default();
         let queue_oldest_age = Family::<BackendLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         let queue_replay_attempts = Family::<BackendLabels, Gauge>::default();
+        let loop_restarts = Family::<LoopLabels, Counter>::default();
+        let request_duration: HistogramFamily<EndpointLabels> =
+            Family::new_with_constructor(duration_histogram);
+        let backend_request_duration: HistogramFamily<BackendLabels> =
+            Family::new_with_constructor(duration_histogram);
         registry.register(
             "requests",
             "Client requests answered, by endpoint and HTTP status",
@@ -128,13 +180,30 @@ impl Metrics {
         registry.register_with_unit(
             "write_queue_oldest_age",
             "Age of the oldest record waiting in the backend's write queue (0 when empty)",
-            prometheus_client::registry::Unit::Seconds,
+            Unit::Seconds,
             queue_oldest_age.clone(),
         );
         registry.register(
             "write_queue_replay_attempts",
             "Failed replay attempts of the oldest record in the backend's write queue",
             queue_replay_attempts.clone(),
+        );
+        registry.register(
+            "loop_restarts",
+            "Background loops (health_check, replay) restarted after a panic or an unexpected end",
+            loop_restarts.clone(),
+        );
+        registry.register_with_unit(
+            "request_duration",
+            "Time from a parsed client request to its answer, by endpoint",
+            Unit::Seconds,
+            request_duration.clone(),
+        );
+        registry.register_with_unit(
+            "backend_request_duration",
+            "Time of each request to the backend, answered or not",
+            Unit::Seconds,
+            backend_request_duration.clone(),
         );
         Metrics {
             registry,
@@ -150,17 +219,30 @@ impl Metrics {
             replay_given_up,
             queue_oldest_age,
             queue_replay_attempts,
+            loop_restarts,
+            request_duration,
+            backend_request_duration,
         }
     }
 
-    /// Counts one record dead-lettered by the replay policy for `backend`.
-    pub fn replay_given_up(&self, backend_name: &str) {
-        self.replay_given_up.get_or_create(&backend(backend_name)).inc();
+    /// Counts one restart of background loop `loop_name` (`"health_check"`
+    /// or `"replay"`) of `backend`.
+    pub fn loop_restart(&self, loop_name: &str, backend_name: &str) {
+        self.loop_restarts
+            .get_or_create(&LoopLabels { r#loop: loop_name.to_string(), backend: backend_name.to_string() })
+            .inc();
     }
 
-    /// Records dead-lettered by the replay policy for `backend` since start.
-    pub fn replay_given_up_count(&self, backend_name: &str) -> u64 {
-        self.replay_given_up.get_or_create(&backend(backend_name)).get()
+    /// Observes one client request to `endpoint` that took `micros` µs.
+    pub fn request_duration(&self, endpoint: &str, micros: u64) {
+        self.request_duration
+            .get_or_create(&EndpointLabels { endpoint: endpoint.to_string() })
+            .observe(seconds(micros));
+    }
+
+    /// Observes one request to `backend` that took `micros` µs.
+    pub fn backend_request_duration(&self, backend_name: &str, micros: u64) {
+        self.backend_request_duration.get_or_create(&backend(backend_name)).observe(seconds(micros));
     }
 
     /// Counts one answered client request.
@@ -185,6 +267,16 @@ impl Metrics {
         self.replayed.get_or_create(&backend(backend_name)).inc();
     }
 
+    /// Counts one record dead-lettered by the replay policy for `backend`.
+    pub fn replay_given_up(&self, backend_name: &str) {
+        self.replay_given_up.get_or_create(&backend(backend_name)).inc();
+    }
+
+    /// Records dead-lettered by the replay policy for `backend` since start.
+    pub fn replay_given_up_count(&self, backend_name: &str) -> u64 {
+        self.replay_given_up.get_or_create(&backend(backend_name)).get()
+    }
+
     /// The text exposition (`text/plain; version=0.0.4` with `# EOF`), with
     /// gauges set from `gauges` (backend name, values).
     pub fn render(&self, gauges: &[(&str, BackendGauges)]) -> String {
@@ -202,11 +294,59 @@ impl Metrics {
             let _ = self.bytes_written.get_or_create(&labels);
             let _ = self.backend_errors.get_or_create(&labels);
             let _ = self.replayed.get_or_create(&labels);
+            for loop_name in ["health_check", "replay"] {
+                let _ = self
+                    .loop_restarts
+                    .get_or_create(&LoopLabels { r#loop: loop_name.into(), backend: labels.backend.clone() });
+            }
         }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// The proxy's [`Transport`] with every `send` timed into
+/// `influx_proxy_backend_request_duration_seconds{backend}` (answered or
+/// not: a timeout is observed at its full length) while a clock is set.
+/// Derefs to the inner transport, so its other methods stay reachable.
+pub struct TimedTransport<T> {
+    inner: T,
+    clock: Option<MonotonicClock>,
+    histogram: HistogramFamily<BackendLabels>,
+}
+
+impl<T> TimedTransport<T> {
+    /// Sets the clock used from now on.
+    pub fn set_clock(&mut self, clock: MonotonicClock) {
+        self.clock = Some(clock);
+    }
+}
+
+impl<T: Transport> TimedTransport<T> {
+    /// [`Transport::send`], timed.
+    pub async fn send(&self, addr: &BackendAddr, request: Request) -> Result<Response, TransportError> {
+        let Some(clock) = &self.clock else { return self.inner.send(addr, request).await };
+        let start = clock();
+        let outcome = self.inner.send(addr, request).await;
+        self.histogram.get_or_create(&backend(&addr.name)).observe(seconds(clock().saturating_sub(start)));
+        outcome
+    }
+}
+
+impl<T> std::ops::Deref for TimedTransport<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl Metrics {
+    /// Wraps `transport` so that its requests are observed in these
+    /// metrics' backend-request histograms (once a clock is set).
+    pub fn timed<T>(&self, transport: T) -> TimedTransport<T> {
+        TimedTransport { inner: transport, clock: None, histogram: self.backend_request_duration.clone() }
     }
 }
 
@@ -253,5 +393,43 @@ mod tests {
         assert!(text.contains("influx_proxy_replay_given_up_total{backend=\"a\"} 0"), "{text}");
         assert!(text.contains("# TYPE influx_proxy_write_queue_bytes gauge"), "{text}");
         assert!(text.trim_end().ends_with("# EOF"), "{text}");
+        assert!(text.contains("influx_proxy_loop_restarts_total{loop=\"replay\",backend=\"a\"} 0"), "{text}");
+    }
+
+    #[test]
+    fn duration_histograms_are_in_seconds_with_buckets_sum_and_count() {
+        let m = Metrics::new();
+        m.request_duration("write", 3_000); // 3 ms
+        m.request_duration("write", 2_000_000); // 2 s
+        m.backend_request_duration("b", 500); // 0.5 ms
+        m.loop_restart("replay", "b");
+        let text = m.render(&[]);
+        assert!(text.contains("# TYPE influx_proxy_request_duration_seconds histogram"), "{text}");
+        assert!(text.contains("# UNIT influx_proxy_request_duration_seconds seconds"), "{text}");
+        let line = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .unwrap_or_else(|| panic!("no line {name} in {text}"))
+                .rsplit(' ')
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert_eq!(line("influx_proxy_request_duration_seconds_count{endpoint=\"write\"}"), "2");
+        assert_eq!(line("influx_proxy_request_duration_seconds_sum{endpoint=\"write\"}"), "2.003");
+        // Cumulative buckets: 3 ms is under 5 ms, 2 s only from 2.5 s on.
+        assert_eq!(
+            line("influx_proxy_request_duration_seconds_bucket{le=\"0.005\",endpoint=\"write\"}"),
+            "1"
+        );
+        assert_eq!(line("influx_proxy_request_duration_seconds_bucket{le=\"1.0\",endpoint=\"write\"}"), "1");
+        assert_eq!(line("influx_proxy_request_duration_seconds_bucket{le=\"2.5\",endpoint=\"write\"}"), "2");
+        assert_eq!(line("influx_proxy_request_duration_seconds_bucket{le=\"+Inf\",endpoint=\"write\"}"), "2");
+        assert_eq!(line("influx_proxy_backend_request_duration_seconds_count{backend=\"b\"}"), "1");
+        assert_eq!(
+            line("influx_proxy_backend_request_duration_seconds_bucket{le=\"0.001\",backend=\"b\"}"),
+            "1"
+        );
+        assert_eq!(line("influx_proxy_loop_restarts_total{loop=\"replay\",backend=\"b\"}"), "1");
     }
 }

@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::error::ProxyError;
 use crate::health_check::Health;
 use crate::http::{Method, Request, Response};
-use crate::metrics::{BackendGauges, Metrics};
+use crate::metrics::{BackendGauges, Metrics, MonotonicClock, TimedTransport};
 use crate::route::Router;
 use crate::statement::StatementFilter;
 use crate::storage::Storage;
@@ -48,10 +48,14 @@ pub struct Proxy<T, S> {
     backends: Vec<BackendAddr>,
     router: Router,
     filter: StatementFilter,
-    transport: T,
+    /// Timed into the backend-request histograms once a clock is set.
+    transport: TimedTransport<T>,
     storage: S,
     states: Vec<BackendState>,
     metrics: Metrics,
+    /// The host's monotonic clock (µs), for the duration histograms; none
+    /// until [`Proxy::set_clock`].
+    clock: Option<MonotonicClock>,
     /// Last default timestamp given at ns / µs precision (see `write.rs`).
     last_default_ns: Cell<u128>,
     last_default_us: Cell<u128>,
@@ -63,6 +67,10 @@ struct BackendState {
     health: RefCell<Health>,
     /// Current replay backoff in ms; 0 when the last attempt succeeded.
     backoff_ms: Cell<u64>,
+    /// Restarts of this backend's background loops ([`Proxy::record_loop_restart`]).
+    loop_restarts: Cell<u64>,
+    /// The last restart's message and time (ms since the Unix epoch).
+    last_loop_error: RefCell<Option<(String, u64)>>,
     /// The replay policy's view of the head record (not persisted: counts
     /// restart at 0 when the proxy restarts).
     replay: Cell<HeadReplay>,
@@ -115,20 +123,62 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 health: RefCell::new(Health::new()),
                 backoff_ms: Cell::new(0),
                 replay: Cell::new(HeadReplay::default()),
+                loop_restarts: Cell::new(0),
+                last_loop_error: RefCell::new(None),
             });
         }
+        let metrics = Metrics::new();
         Ok(Proxy {
             config,
             backends,
             router,
             filter,
-            transport,
+            transport: metrics.timed(transport),
             storage,
             states,
-            metrics: Metrics::new(),
+            metrics,
+            clock: None,
             last_default_ns: Cell::new(0),
             last_default_us: Cell::new(0),
         })
+    }
+
+    /// Gives the proxy the host's monotonic clock (µs since a fixed origin,
+    /// never going back), used only to observe the duration histograms of
+    /// `/metrics`: around [`Proxy::handle`] and around each request to a
+    /// backend. Without it (unit tests) nothing is observed. Hosts call it
+    /// once, right after [`Proxy::open`].
+    pub fn set_clock(&mut self, clock: MonotonicClock) {
+        self.transport.set_clock(clock.clone());
+        self.clock = Some(clock);
+    }
+
+    /// Records that background loop `kind` of backend `backend` (index) was
+    /// restarted by the host's supervisor ([`crate::host`]), `reason` saying
+    /// why (`"after panic: ..."`, `"after it ended"`). Shown in `/health` as
+    /// the backend's `last_error` (`"replay loop restarted after panic: ..."`)
+    /// and `loop_restarts`, and counted in `/metrics` as
+    /// `influx_proxy_loop_restarts_total{loop,backend}`. It does not count
+    /// towards `health_check_fall`.
+    pub fn record_loop_restart(
+        &self,
+        kind: crate::host::LoopKind,
+        backend: usize,
+        reason: &str,
+        now_ms: u64,
+    ) {
+        let (Some(state), Some(addr)) = (self.states.get(backend), self.backends.get(backend)) else {
+            return;
+        };
+        state.loop_restarts.set(state.loop_restarts.get().saturating_add(1));
+        *state.last_loop_error.borrow_mut() =
+            Some((format!("{} loop restarted {reason}", kind.name()), now_ms));
+        self.metrics.loop_restart(kind.label(), &addr.name);
+    }
+
+    /// How many times backend `backend`'s background loops were restarted.
+    pub fn loop_restarts(&self, backend: usize) -> u64 {
+        self.states.get(backend).map_or(0, |s| s.loop_restarts.get())
     }
 
     /// The configuration in force.
@@ -157,6 +207,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// the Unix epoch). The host has already refused bodies over
     /// `config().max_body_bytes` with 413.
     pub async fn handle(&self, request: Request, now_ms: u64) -> Response {
+        let start = self.clock.as_ref().map(|clock| clock());
         let endpoint = match request.path.as_str() {
             "/ping" => "ping",
             "/write" => "write",
@@ -181,6 +232,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             response.body.clear();
         }
         self.metrics.request(endpoint, response.status);
+        if let (Some(clock), Some(start)) = (&self.clock, start) {
+            self.metrics.request_duration(endpoint, clock().saturating_sub(start));
+        }
         response
     }
 
@@ -453,12 +507,19 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             let health = state.health.borrow();
             let depth = state.queue.depth();
             up += usize::from(health.is_healthy());
+            // The most recent of the last backend error and the last loop restart.
+            let loop_error = state.last_loop_error.borrow();
+            let (last_error, last_error_ms) = match (&*loop_error, health.last_error_ms()) {
+                (Some((e, at)), None) => (Some(e.as_str()), Some(*at)),
+                (Some((e, at)), Some(h)) if *at >= h => (Some(e.as_str()), Some(*at)),
+                _ => (health.last_error(), health.last_error_ms()),
+            };
             backends.push(serde_json::json!({
                 "name": addr.name,
                 "url": addr.url,
                 "healthy": health.is_healthy(),
-                "last_error": health.last_error(),
-                "last_error_ms": health.last_error_ms(),
+                "last_error": last_error,
+                "last_error_ms": last_error_ms,
                 "last_write_ms": health.last_write_ms(),
                 "queue_records": depth.records,
                 "queue_bytes": depth.bytes,
@@ -466,6 +527,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 "replay_given_up": self.metrics.replay_given_up_count(&addr.name),
                 "oldest_record_age_ms": self.oldest_record_age_ms(i, now_ms),
                 "replay_attempts": self.replay_attempts(i),
+                "loop_restarts": state.loop_restarts.get(),
             }));
         }
         let (status, code) = match up {

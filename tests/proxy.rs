@@ -581,6 +581,22 @@ fn ping_health_and_metrics(mode: Mode) {
         "/metrics counts requests by endpoint and status (a line with write and 204): {}",
         metrics.body
     );
+    // The host gives the core its monotonic clock: the duration histograms
+    // have observed the write and the requests to each backend.
+    for prefix in [
+        "influx_proxy_request_duration_seconds_count{endpoint=\"write\"} ",
+        "influx_proxy_backend_request_duration_seconds_count{backend=\"a\"} ",
+        "influx_proxy_backend_request_duration_seconds_count{backend=\"b\"} ",
+    ] {
+        let count =
+            metrics.body.lines().find_map(|l| l.strip_prefix(prefix)).and_then(|n| n.parse::<u64>().ok());
+        assert!(count.is_some_and(|n| n >= 1), "/metrics has {prefix}>= 1: {}", metrics.body);
+    }
+    assert!(
+        metrics.body.contains("influx_proxy_loop_restarts_total{loop=\"replay\",backend=\"a\"} 0"),
+        "/metrics counts loop restarts (none here): {}",
+        metrics.body
+    );
 
     c.b.kill();
     c.proxy.write_ok(DB, &lines("m", 10, T0 + 10));

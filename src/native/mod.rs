@@ -6,6 +6,8 @@
 //! - [`server`]: [`serve`], the HTTP/1.1 server the clients talk to.
 //! - [`run`]: the whole proxy: configuration, listener, [`Proxy`], background
 //!   health checks and replay, signals.
+//! - [`NativeHost`]: the primitives the shared background loops need
+//!   ([`crate::host`]): smol timers, the system clocks, the shutdown signal.
 //!
 //! [`Proxy`] is single-threaded (`Rc`/`RefCell` inside): everything runs on one
 //! thread, on a `smol::LocalExecutor`. Blocking file IO runs on smol's blocking
@@ -20,23 +22,66 @@ pub use storage::FsStorage;
 pub use transport::NativeTransport;
 
 use crate::config::Config;
-use crate::proxy::{Proxy, ReplayStep};
+use crate::proxy::Proxy;
 use futures_lite::{FutureExt, StreamExt};
 use smol::channel::{Receiver, Sender};
 use smol::{LocalExecutor, Timer};
 use std::rc::Rc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The native proxy, as run by `influx-proxy`.
 type NativeProxy = Proxy<NativeTransport, FsStorage>;
-
-/// How long the replay loop sleeps when its queue is empty, in ms.
-const REPLAY_IDLE_MS: u64 = 50;
 
 /// The time as the core wants it: ms since the Unix epoch (0 if the clock is
 /// before 1970).
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The monotonic clock given to the core ([`Proxy::set_clock`]): µs since
+/// the first call in this process (`std::time::Instant`).
+pub fn monotonic_us() -> u64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    ORIGIN.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
+/// The native [`crate::host::Host`]: smol timers, the system clocks, and a
+/// stop channel closed at shutdown (sleeps end early, loops end after their
+/// current step).
+pub struct NativeHost {
+    stop: Receiver<()>,
+}
+
+impl NativeHost {
+    /// A host whose loops stop once every sender of `stop` is dropped.
+    pub fn new(stop: Receiver<()>) -> NativeHost {
+        NativeHost { stop }
+    }
+}
+
+impl crate::host::Host for NativeHost {
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+
+    fn monotonic_us(&self) -> u64 {
+        monotonic_us()
+    }
+
+    async fn sleep(&self, ms: u64) {
+        async {
+            Timer::after(Duration::from_millis(ms)).await;
+        }
+        .or(async {
+            self.stop.recv().await.ok();
+        })
+        .await
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.is_closed()
+    }
 }
 
 /// Reads and validates the configuration file. Errors are one line naming the
@@ -94,20 +139,22 @@ async fn serve_proxy(
         .with_max_open(config.pool_max_open);
     let storage = FsStorage::new(&config.data_dir);
     let options = ServerOptions::new(config.max_body_bytes);
-    let health_interval = Duration::from_millis(config.health_check_interval_ms);
     let data_dir = config.data_dir.clone();
-    let proxy: Rc<NativeProxy> = Rc::new(
-        Proxy::open(config, transport, storage)
-            .await
-            .map_err(|e| one_line(&format!("cannot open the write queues in {data_dir}: {e}")))?,
-    );
+    let mut proxy = Proxy::open(config, transport, storage)
+        .await
+        .map_err(|e| one_line(&format!("cannot open the write queues in {data_dir}: {e}")))?;
+    proxy.set_clock(Rc::new(monotonic_us));
+    let proxy: Rc<NativeProxy> = Rc::new(proxy);
 
     // Closed at shutdown: background loops stop after their current step.
     let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
+    let host = Rc::new(NativeHost::new(stop_rx));
     let mut replay_tasks = Vec::new();
     for backend in 0..proxy.backends().len() {
-        ex.spawn(health_loop(proxy.clone(), backend, health_interval, stop_rx.clone())).detach();
-        replay_tasks.push(ex.spawn(replay_loop(proxy.clone(), backend, stop_rx.clone())));
+        let (p, h) = (proxy.clone(), host.clone());
+        ex.spawn(async move { crate::host::run_health_checks(&*h, &*p, backend).await }).detach();
+        let (p, h) = (proxy.clone(), host.clone());
+        replay_tasks.push(ex.spawn(async move { crate::host::run_replay(&*h, &*p, backend).await }));
     }
 
     // First signal: graceful shutdown; second: stop at once.
@@ -160,53 +207,6 @@ async fn serve_proxy(
     Ok(())
 }
 
-/// Health checks of one backend, every `interval`, until `stop` closes.
-async fn health_loop(proxy: Rc<NativeProxy>, backend: usize, interval: Duration, stop: Receiver<()>) {
-    loop {
-        let check = async {
-            proxy.check_health(backend, now_ms()).await;
-            false
-        };
-        if check.or(stopped(&stop)).await || sleep_or_stop(interval, &stop).await {
-            return;
-        }
-    }
-}
-
-/// Replay of one backend's write queue until `stop` closes (a step in
-/// progress is finished, not cancelled).
-async fn replay_loop(proxy: Rc<NativeProxy>, backend: usize, stop: Receiver<()>) {
-    while !stop.is_closed() {
-        let wait_ms = match proxy.replay_step(backend, now_ms()).await {
-            ReplayStep::Idle => REPLAY_IDLE_MS,
-            ReplayStep::Progress => 0,
-            ReplayStep::RetryAfter(ms) => ms,
-        };
-        if wait_ms == 0 {
-            // Let requests run between deliveries.
-            futures_lite::future::yield_now().await;
-        } else if sleep_or_stop(Duration::from_millis(wait_ms), &stop).await {
-            return;
-        }
-    }
-}
-
-/// Completes (true) when `stop` closes.
-async fn stopped(stop: &Receiver<()>) -> bool {
-    stop.recv().await.ok();
-    true
-}
-
-/// Sleeps; true if `stop` closed first.
-async fn sleep_or_stop(duration: Duration, stop: &Receiver<()>) -> bool {
-    async {
-        Timer::after(duration).await;
-        false
-    }
-    .or(stopped(stop))
-    .await
-}
-
 /// Messages from std and the OS may span lines; start-up errors are one line.
 fn one_line(message: &str) -> String {
     message.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -232,6 +232,36 @@ mod tests {
         let e = load_config("/nonexistent/proxy.json").unwrap_err();
         assert!(e.starts_with("/nonexistent/proxy.json: cannot read the file: "), "{e}");
         assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn monotonic_us_never_goes_back() {
+        let a = monotonic_us();
+        std::thread::sleep(Duration::from_millis(2));
+        let b = monotonic_us();
+        assert!(b >= a + 2_000, "{a} {b}");
+    }
+
+    #[test]
+    fn the_native_hosts_sleep_ends_early_at_shutdown() {
+        use crate::host::Host;
+        let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
+        let host = NativeHost::new(stop_rx);
+        assert!(!host.stopping());
+        drop(stop_tx);
+        assert!(host.stopping());
+        // An hour-long sleep returns at once once stopping (bounded by the test's own timer).
+        let ended = smol::block_on(
+            async {
+                host.sleep(3_600_000).await;
+                true
+            }
+            .or(async {
+                Timer::after(Duration::from_secs(10)).await;
+                false
+            }),
+        );
+        assert!(ended);
     }
 
     #[test]

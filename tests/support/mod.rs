@@ -20,6 +20,8 @@
 //! threads: everything lives on free ports and in temporary directories.
 #![allow(dead_code)]
 
+pub mod relay;
+
 use serde_json::{json, Value};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -1045,8 +1047,8 @@ pub fn is_healthy(entry: &Value) -> Option<bool> {
 
 /// The write-queue depth of a `/health` backend entry, read loosely: the sum
 /// of every number under a key containing `queue` (e.g. `queue_records`,
-/// `queue: {records, bytes}`), skipping limits (`max`, `limit`) and dead
-/// letters. 0 means the queue is empty.
+/// `queue: {records, bytes}`), skipping limits (`max`, `limit`), dead
+/// letters, ages and replay attempts. 0 means the queue is empty.
 pub fn queue_depth(entry: &Value) -> u64 {
     fn sum(v: &Value, in_queue: bool) -> u64 {
         match v {
@@ -1055,7 +1057,11 @@ pub fn queue_depth(entry: &Value) -> u64 {
                 .iter()
                 .filter(|(k, _)| {
                     let k = k.to_ascii_lowercase();
-                    !(k.contains("max") || k.contains("limit") || k.contains("dead"))
+                    !(k.contains("max")
+                        || k.contains("limit")
+                        || k.contains("dead")
+                        || k.contains("age")
+                        || k.contains("attempt"))
                 })
                 .map(|(k, v)| sum(v, in_queue || k.to_ascii_lowercase().contains("queue")))
                 .sum(),

@@ -76,6 +76,38 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+#[cfg_attr(not(target_os = "wasi"), allow(dead_code))]
+/// Microseconds since the first call (`wasi:clocks/monotonic-clock`), the
+/// clock given to the core for its duration histograms.
+fn monotonic_us() -> u64 {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    ORIGIN.get_or_init(std::time::Instant::now).elapsed().as_micros() as u64
+}
+
+/// The WASI [`influx_proxy::host::Host`]: wstd timers and the WASI clocks.
+/// The component has no shutdown (no signals in WASI): the loops never stop.
+#[cfg(target_os = "wasi")]
+struct WasiHost;
+
+#[cfg(target_os = "wasi")]
+impl influx_proxy::host::Host for WasiHost {
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+
+    fn monotonic_us(&self) -> u64 {
+        monotonic_us()
+    }
+
+    async fn sleep(&self, ms: u64) {
+        wstd::task::sleep(std::time::Duration::from_millis(ms).into()).await;
+    }
+
+    fn stopping(&self) -> bool {
+        false
+    }
+}
+
 #[cfg(target_os = "wasi")]
 fn main() {
     let args = match parse_args(std::env::args()) {
@@ -112,51 +144,28 @@ async fn run(args: Args) -> Result<(), String> {
     let transport = transport::WasiTransport::new(config.request_timeout_ms, config.pool_max_idle)
         .with_max_open(config.pool_max_open);
     let listen = config.listen.clone();
-    let proxy = Rc::new(Host::open(config, transport, storage).await?);
+    let mut proxy = Host::open(config, transport, storage).await?;
+    proxy.set_clock(Rc::new(monotonic_us));
+    let proxy = Rc::new(proxy);
     let listener = wstd::net::TcpListener::bind(&listen).await.map_err(|e| {
         format!("cannot listen on {listen}: {e} (run wasmtime with -S inherit-network; the address must be ip:port)")
     })?;
     eprintln!("influx-proxy {} (wasm32-wasip2) listening on {listen}", influx_proxy::VERSION);
+    // The shared, supervised loops (influx_proxy::host). Panics abort a
+    // wasm32 component (panic=abort), so the supervisor restarts only loops
+    // that return; the defence against panics is that nothing panics.
     for backend in 0..proxy.backends().len() {
-        wstd::runtime::spawn(health_checks(proxy.clone(), backend)).detach();
-        wstd::runtime::spawn(replay(proxy.clone(), backend)).detach();
+        let p = proxy.clone();
+        wstd::runtime::spawn(
+            async move { influx_proxy::host::run_health_checks(&WasiHost, &*p, backend).await },
+        )
+        .detach();
+        let p = proxy.clone();
+        wstd::runtime::spawn(async move { influx_proxy::host::run_replay(&WasiHost, &*p, backend).await })
+            .detach();
     }
     server::serve(proxy, listener).await;
     Ok(())
-}
-
-/// Health checks of one backend, every `health_check_interval_ms`.
-#[cfg(target_os = "wasi")]
-async fn health_checks(proxy: std::rc::Rc<Host>, backend: usize) {
-    let interval = std::time::Duration::from_millis(proxy.config().health_check_interval_ms);
-    loop {
-        proxy.check_health(backend, now_ms()).await;
-        wstd::task::sleep(interval.into()).await;
-    }
-}
-
-/// How long replay waits when a backend's write queue is empty (ms); the
-/// native host uses the same.
-#[cfg_attr(not(target_os = "wasi"), allow(dead_code))]
-const REPLAY_IDLE_MS: u64 = 50;
-
-/// Replay of one backend's write queue, as long as the component runs.
-#[cfg(target_os = "wasi")]
-async fn replay(proxy: std::rc::Rc<Host>, backend: usize) {
-    use influx_proxy::proxy::ReplayStep;
-    use std::time::Duration;
-    loop {
-        match proxy.replay_step(backend, now_ms()).await {
-            // Let requests run between records.
-            ReplayStep::Progress => futures_lite::future::yield_now().await,
-            ReplayStep::Idle => {
-                wstd::task::sleep(Duration::from_millis(REPLAY_IDLE_MS).into()).await;
-            }
-            ReplayStep::RetryAfter(ms) => {
-                wstd::task::sleep(Duration::from_millis(ms).into()).await;
-            }
-        }
-    }
 }
 
 #[cfg(not(target_os = "wasi"))]
@@ -171,6 +180,13 @@ mod tests {
 
     fn args(list: &[&str]) -> Result<Args, String> {
         parse_args(std::iter::once("influx-proxy.wasm").chain(list.iter().copied()).map(String::from))
+    }
+
+    #[test]
+    fn the_monotonic_clock_never_goes_back() {
+        let a = monotonic_us();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert!(monotonic_us() >= a + 2_000);
     }
 
     #[test]

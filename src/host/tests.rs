@@ -1,0 +1,286 @@
+//! The shared loops and their supervisor, driven by a test [`Host`] with a
+//! virtual clock, against a mock transport that can panic.
+
+use super::*;
+use crate::config::Config;
+use crate::http::{Method, Request, Response};
+use crate::storage::MemStorage;
+use crate::transport::{BackendAddr, TransportError};
+use futures_lite::future::block_on;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+/// What the mock backend does with the next request.
+#[derive(Debug, Clone, Copy)]
+enum Next {
+    Refuse,
+    Panic,
+}
+
+#[derive(Default)]
+struct MockState {
+    /// Planned outcomes, in order; once empty every request gets 204.
+    plan: VecDeque<Next>,
+    /// Requests answered 204: (path, body).
+    answered: Vec<(String, String)>,
+}
+
+#[derive(Clone, Default)]
+struct Mock(Rc<RefCell<MockState>>);
+
+impl Mock {
+    fn plan(&self, next: &[Next]) {
+        self.0.borrow_mut().plan.extend(next.iter().copied());
+    }
+    fn answered(&self, path: &str) -> Vec<String> {
+        self.0.borrow().answered.iter().filter(|(p, _)| p == path).map(|(_, b)| b.clone()).collect()
+    }
+}
+
+impl Transport for Mock {
+    async fn send(&self, _: &BackendAddr, request: Request) -> Result<Response, TransportError> {
+        // The borrow is held across the panic: unwinding must release it.
+        let mut state = self.0.borrow_mut();
+        match state.plan.pop_front() {
+            Some(Next::Refuse) => Err(TransportError::Connect("connection refused".into())),
+            Some(Next::Panic) => panic!("mock transport panics on send"),
+            None => {
+                let body = String::from_utf8_lossy(&request.body).into_owned();
+                state.answered.push((request.path.clone(), body));
+                Ok(Response::empty(204))
+            }
+        }
+    }
+}
+
+/// A host with a virtual clock: sleeping advances both clocks at once.
+struct TestHost {
+    now_ms: Cell<u64>,
+    sleeps: RefCell<Vec<u64>>,
+    stop_when: Box<dyn Fn() -> bool>,
+}
+
+impl TestHost {
+    fn new(stop_when: impl Fn() -> bool + 'static) -> TestHost {
+        TestHost {
+            now_ms: Cell::new(2_000_000),
+            sleeps: RefCell::new(Vec::new()),
+            stop_when: Box::new(stop_when),
+        }
+    }
+}
+
+impl Host for TestHost {
+    fn now_ms(&self) -> u64 {
+        self.now_ms.get()
+    }
+    fn monotonic_us(&self) -> u64 {
+        self.now_ms.get() * 1000
+    }
+    async fn sleep(&self, ms: u64) {
+        self.sleeps.borrow_mut().push(ms);
+        self.now_ms.set(self.now_ms.get() + ms);
+        futures_lite::future::yield_now().await;
+    }
+    fn stopping(&self) -> bool {
+        // Bounded: a loop that never gets there fails the test instead of hanging.
+        (self.stop_when)() || self.sleeps.borrow().len() > 10_000
+    }
+}
+
+fn proxy(mock: &Mock) -> Proxy<Mock, MemStorage> {
+    let text = r#"{ "backends": { "b": { "url": "http://127.0.0.1:8087" } },
+                    "keymaps": { "_default_": ["b"] }, "health_check_interval_ms": 1000 }"#;
+    let config = Config::parse("test.json", text).unwrap_or_else(|e| panic!("{e}"));
+    block_on(Proxy::open(config, mock.clone(), MemStorage::default())).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn get(proxy: &Proxy<Mock, MemStorage>, path: &str) -> String {
+    let response = block_on(proxy.handle(Request::new(Method::Get, path), 3_000_000));
+    String::from_utf8_lossy(&response.body).into_owned()
+}
+
+fn health_of_b(proxy: &Proxy<Mock, MemStorage>) -> serde_json::Value {
+    let health: serde_json::Value = serde_json::from_str(&get(proxy, "/health")).unwrap_or_default();
+    health["backends"][0].clone()
+}
+
+fn write(proxy: &Proxy<Mock, MemStorage>, body: &str) -> u16 {
+    let mut request = Request::new(Method::Post, "/write");
+    request.query = vec![("db".into(), "telegraf".into())];
+    request.body = body.as_bytes().to_vec();
+    block_on(proxy.handle(request, 1_000_000)).status
+}
+
+#[test]
+fn replay_resumes_after_a_panicking_send_and_delivers_the_queued_record() {
+    let mock = Mock::default();
+    let proxy = proxy(&mock);
+    // b refuses the direct write: it goes to b's write queue.
+    mock.plan(&[Next::Refuse]);
+    assert_eq!(write(&proxy, "cpu value=1 1700000000000000000\n"), 204);
+    assert_eq!(proxy.queue_depth(0).records, 1);
+
+    // The first replay attempt panics inside the transport.
+    mock.plan(&[Next::Panic]);
+    let delivered = {
+        let mock = mock.clone();
+        move || !mock.answered("/write").is_empty()
+    };
+    let host = TestHost::new(delivered);
+    block_on(run_replay(&host, &proxy, 0));
+
+    assert_eq!(mock.answered("/write"), vec!["cpu value=1 1700000000000000000\n".to_string()]);
+    assert_eq!(proxy.queue_depth(0).records, 0, "the queued record was acknowledged");
+    assert_eq!(proxy.loop_restarts(0), 1);
+    // The supervisor waited its backoff before the restart.
+    assert!(host.sleeps.borrow().contains(&RESTART_BACKOFF_MIN_MS), "{:?}", host.sleeps.borrow());
+    let b = health_of_b(&proxy);
+    assert_eq!(b["loop_restarts"], 1, "{b}");
+    assert_eq!(b["last_error"], "replay loop restarted after panic: mock transport panics on send", "{b}");
+    let metrics = get(&proxy, "/metrics");
+    assert!(
+        metrics.contains("influx_proxy_loop_restarts_total{loop=\"replay\",backend=\"b\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("influx_proxy_loop_restarts_total{loop=\"health_check\",backend=\"b\"} 0"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn health_checks_resume_after_a_panicking_ping() {
+    let mock = Mock::default();
+    let proxy = proxy(&mock);
+    mock.plan(&[Next::Panic]);
+    let pinged_twice = {
+        let mock = mock.clone();
+        move || mock.answered("/ping").len() >= 2
+    };
+    let host = TestHost::new(pinged_twice);
+    block_on(run_health_checks(&host, &proxy, 0));
+    assert_eq!(mock.answered("/ping").len(), 2);
+    assert_eq!(proxy.loop_restarts(0), 1);
+    assert!(proxy.is_healthy(0), "a restart does not count against the backend");
+    // Restart backoff, then the configured interval between checks.
+    assert_eq!(*host.sleeps.borrow(), vec![RESTART_BACKOFF_MIN_MS, 1000, 1000]);
+    let b = health_of_b(&proxy);
+    assert_eq!(
+        b["last_error"], "health-check loop restarted after panic: mock transport panics on send",
+        "{b}"
+    );
+}
+
+#[test]
+fn a_loop_that_ends_early_is_restarted_with_a_growing_backoff() {
+    let mock = Mock::default();
+    let proxy = proxy(&mock);
+    let runs = Rc::new(Cell::new(0u32));
+    let host = TestHost::new({
+        let runs = runs.clone();
+        move || runs.get() >= 4
+    });
+    let start = || {
+        let runs = runs.clone();
+        async move { runs.set(runs.get() + 1) }
+    };
+    block_on(supervise(&host, &proxy, LoopKind::Replay, 0, start));
+    assert_eq!(runs.get(), 4);
+    // Three early ends; the fourth run ended because the host stops.
+    assert_eq!(proxy.loop_restarts(0), 3);
+    assert_eq!(*host.sleeps.borrow(), vec![500, 1000, 2000]);
+    assert_eq!(health_of_b(&proxy)["last_error"], "replay loop restarted after it ended");
+}
+
+#[test]
+fn the_restart_backoff_starts_over_after_a_loop_ran_long() {
+    let mock = Mock::default();
+    let proxy = proxy(&mock);
+    let runs = Rc::new(Cell::new(0u32));
+    let host = TestHost::new({
+        let runs = runs.clone();
+        move || runs.get() >= 5
+    });
+    let start = || {
+        let (runs, host) = (runs.clone(), &host);
+        async move {
+            runs.set(runs.get() + 1);
+            // The third run lasts a minute before it ends.
+            if runs.get() == 3 {
+                host.sleep(RESTART_RESET_AFTER_MS).await;
+            }
+        }
+    };
+    block_on(supervise(&host, &proxy, LoopKind::HealthCheck, 0, start));
+    assert_eq!(*host.sleeps.borrow(), vec![500, 1000, RESTART_RESET_AFTER_MS, 500, 1000]);
+    assert_eq!(proxy.loop_restarts(0), 4);
+}
+
+#[test]
+fn a_stopping_host_ends_the_loops_without_a_restart() {
+    let mock = Mock::default();
+    let proxy = proxy(&mock);
+    let host = TestHost::new(|| true);
+    block_on(run_replay(&host, &proxy, 0));
+    block_on(run_health_checks(&host, &proxy, 0));
+    assert_eq!(proxy.loop_restarts(0), 0);
+    assert!(mock.answered("/ping").is_empty());
+}
+
+/// The value of the first `/metrics` line starting with `name`.
+fn value(metrics: &str, name: &str) -> Option<String> {
+    metrics.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).map(String::from)
+}
+
+#[test]
+fn request_and_backend_histograms_are_observed_with_the_hosts_clock() {
+    let mock = Mock::default();
+    let mut proxy = proxy(&mock);
+    // Without a clock nothing is observed.
+    assert_eq!(write(&proxy, "cpu value=1\n"), 204);
+    let metrics = get(&proxy, "/metrics");
+    assert_eq!(value(&metrics, "influx_proxy_request_duration_seconds_count"), None, "{metrics}");
+
+    // A test clock: each reading is 2 ms later.
+    let us = Rc::new(Cell::new(0u64));
+    proxy.set_clock(Rc::new({
+        let us = us.clone();
+        move || {
+            us.set(us.get() + 2_000);
+            us.get()
+        }
+    }));
+    assert_eq!(write(&proxy, "cpu value=2\n"), 204);
+    assert_eq!(write(&proxy, "cpu value=3\n"), 204);
+    block_on(proxy.check_health(0, 3_000_000));
+    let metrics = get(&proxy, "/metrics");
+    assert_eq!(
+        value(&metrics, "influx_proxy_request_duration_seconds_count{endpoint=\"write\"}").as_deref(),
+        Some("2"),
+        "{metrics}"
+    );
+    // Two writes and one ping reached b.
+    assert_eq!(
+        value(&metrics, "influx_proxy_backend_request_duration_seconds_count{backend=\"b\"}").as_deref(),
+        Some("3"),
+        "{metrics}"
+    );
+    // Each send spans two readings (2 ms); each write spans its send too.
+    assert_eq!(
+        value(&metrics, "influx_proxy_backend_request_duration_seconds_sum{backend=\"b\"}").as_deref(),
+        Some("0.006"),
+        "{metrics}"
+    );
+    // A write spans 6 ms: above the 5 ms bucket, within the 10 ms one.
+    let bucket = |le: &str| {
+        value(
+            &metrics,
+            &format!("influx_proxy_request_duration_seconds_bucket{{le=\"{le}\",endpoint=\"write\"}}"),
+        )
+    };
+    assert_eq!(bucket("0.005").as_deref(), Some("0"), "{metrics}");
+    assert_eq!(bucket("0.01").as_deref(), Some("2"), "{metrics}");
+    assert!(metrics.contains("# TYPE influx_proxy_backend_request_duration_seconds histogram"), "{metrics}");
+}
