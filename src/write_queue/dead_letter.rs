@@ -11,6 +11,8 @@ impl WriteQueue {
     /// except on a full disk (`ErrorKind::StorageFull`): then, as past
     /// `dead_letter_max_bytes`, the line is not written but the record is
     /// still removed and counted, so a full disk cannot block the queue.
+    /// (Under wasmtime the host's ENOSPC reaches the component as a plain I/O
+    /// error, so there the record stays until space frees.)
     pub async fn dead_letter<S: Storage>(
         &self,
         storage: &S,
