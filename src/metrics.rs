@@ -11,7 +11,7 @@
 //! | `influx_proxy_replayed_records_total` | counter | backend | write queue records delivered by replay |
 //! | `influx_proxy_write_queue_records` | gauge | backend | records waiting in the backend's write queue |
 //! | `influx_proxy_write_queue_bytes` | gauge | backend | bytes on disk of those records |
-//! | `influx_proxy_dead_letters` | gauge | backend | records moved to the dead-letter file (backend answered 4xx on replay) |
+//! | `influx_proxy_dead_letters` | gauge | backend | records moved to the dead-letter file (4xx on replay, or given up by the replay policy), counted from the file on open |
 //! | `influx_proxy_backend_healthy` | gauge | backend | 1 if the health check says up, else 0 |
 //! | `influx_proxy_replay_given_up_total` | counter | backend | records moved to the dead-letter file by the replay policy (`replay_max_attempts` / `replay_max_age_ms`) |
 //! | `influx_proxy_write_queue_oldest_age_seconds` | gauge | backend | age of the oldest record waiting (0 when empty) |
