@@ -54,6 +54,19 @@ pub struct Config {
     /// that backend are answered 503. Default 1 GiB.
     #[serde(default = "defaults::queue_max_bytes")]
     pub queue_max_bytes: u64,
+    /// Replay attempts of one queued record that fails while its backend is
+    /// otherwise healthy (its `/ping` answers 2xx: the record gets a 5xx or a
+    /// broken connection) before it is moved to the dead-letter file, so the
+    /// records behind it flow. Attempts while the backend is down do not
+    /// count. Default 10.
+    #[serde(default = "defaults::replay_max_attempts")]
+    pub replay_max_attempts: u32,
+    /// Age of a queued record (ms since it was queued) past which it is moved
+    /// to the dead-letter file at its next replay failure while its backend is
+    /// otherwise healthy (as `replay_max_attempts`; a backend that is down is
+    /// waited for without limit). Default 86,400,000 (24 h).
+    #[serde(default = "defaults::replay_max_age_ms")]
+    pub replay_max_age_ms: u64,
     /// Time between health checks of each backend, in ms. Default 1000.
     #[serde(default = "defaults::health_check_interval_ms")]
     pub health_check_interval_ms: u64,
@@ -109,6 +122,12 @@ mod defaults {
     }
     pub fn queue_max_bytes() -> u64 {
         1 << 30
+    }
+    pub fn replay_max_attempts() -> u32 {
+        10
+    }
+    pub fn replay_max_age_ms() -> u64 {
+        24 * 60 * 60 * 1000
     }
     pub fn health_check_interval_ms() -> u64 {
         1000
@@ -296,6 +315,8 @@ impl Config {
         let positive = [
             ("max_body_bytes", self.max_body_bytes),
             ("queue_max_bytes", self.queue_max_bytes),
+            ("replay_max_attempts", u64::from(self.replay_max_attempts)),
+            ("replay_max_age_ms", self.replay_max_age_ms),
             ("health_check_interval_ms", self.health_check_interval_ms),
             ("health_check_fall", u64::from(self.health_check_fall)),
             ("health_check_rise", u64::from(self.health_check_rise)),
@@ -423,6 +444,7 @@ mod tests {
         );
         assert_eq!((c.health_check_fall, c.health_check_rise, c.request_timeout_ms), (3, 2, 10_000));
         assert_eq!((c.replay_backoff_min_ms, c.replay_backoff_max_ms, c.pool_max_idle), (500, 10_000, 8));
+        assert_eq!((c.replay_max_attempts, c.replay_max_age_ms), (10, 86_400_000));
     }
 
     #[test]
@@ -526,6 +548,8 @@ mod tests {
         for key in [
             "max_body_bytes",
             "queue_max_bytes",
+            "replay_max_attempts",
+            "replay_max_age_ms",
             "health_check_interval_ms",
             "health_check_fall",
             "health_check_rise",

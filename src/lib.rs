@@ -47,6 +47,11 @@ pub mod storage;
 pub mod transport;
 pub mod write_queue;
 
+/// The write queue's files on a real file system: the durability rules
+/// written once for both hosts (feature `host-fs`, part of `native`; the
+/// `wasm/` crate enables it).
+#[cfg(feature = "host-fs")]
+pub mod host_fs;
 /// One HTTP/1.1 client connection served by async-h1, with the request-head
 /// guard and the conversion to and from the core's messages; shared by the
 /// native and the WASI host (feature `http1`, part of `native`).

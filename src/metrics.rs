@@ -11,8 +11,11 @@
 //! | `influx_proxy_replayed_records_total` | counter | backend | write queue records delivered by replay |
 //! | `influx_proxy_write_queue_records` | gauge | backend | records waiting in the backend's write queue |
 //! | `influx_proxy_write_queue_bytes` | gauge | backend | bytes on disk of those records |
-//! | `influx_proxy_dead_letters` | gauge | backend | records moved to the dead-letter file (backend answered 4xx on replay) |
+//! | `influx_proxy_dead_letters` | gauge | backend | records moved to the dead-letter file (4xx on replay, or given up by the replay policy), counted from the file on open |
 //! | `influx_proxy_backend_healthy` | gauge | backend | 1 if the health check says up, else 0 |
+//! | `influx_proxy_replay_given_up_total` | counter | backend | records moved to the dead-letter file by the replay policy (`replay_max_attempts` / `replay_max_age_ms`) |
+//! | `influx_proxy_write_queue_oldest_age_seconds` | gauge | backend | age of the oldest record waiting (0 when empty) |
+//! | `influx_proxy_write_queue_replay_attempts` | gauge | backend | failed replay attempts of the oldest record |
 //! | `influx_proxy_loop_restarts_total` | counter | loop (`health_check`, `replay`), backend | background loops restarted by the supervisor after a panic or an unexpected end ([`crate::host`]) |
 //! | `influx_proxy_request_duration_seconds` | histogram | endpoint | time from a parsed client request to its answer, in [`crate::proxy::Proxy::handle`] (body reading and writing excluded) |
 //! | `influx_proxy_backend_request_duration_seconds` | histogram | backend | time of each request to the backend, answered or not (writes, queries, replay, health checks) |
@@ -78,6 +81,10 @@ pub struct BackendGauges {
     pub queue_bytes: u64,
     pub dead_letters: u64,
     pub healthy: bool,
+    /// Age of the queue's oldest record in ms (0 when empty or unknown).
+    pub oldest_record_age_ms: u64,
+    /// Failed replay attempts of the queue's oldest record.
+    pub replay_attempts: u64,
 }
 
 /// The proxy's counters and gauges.
@@ -93,6 +100,9 @@ pub struct Metrics {
     queue_bytes: Family<BackendLabels, Gauge>,
     dead_letters: Family<BackendLabels, Gauge>,
     healthy: Family<BackendLabels, Gauge>,
+    replay_given_up: Family<BackendLabels, Counter>,
+    queue_oldest_age: Family<BackendLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    queue_replay_attempts: Family<BackendLabels, Gauge>,
     loop_restarts: Family<LoopLabels, Counter>,
     request_duration: HistogramFamily<EndpointLabels>,
     backend_request_duration: HistogramFamily<BackendLabels>,
@@ -129,6 +139,9 @@ impl Metrics {
         let queue_bytes = Family::<BackendLabels, Gauge>::default();
         let dead_letters = Family::<BackendLabels, Gauge>::default();
         let healthy = Family::<BackendLabels, Gauge>::default();
+        let replay_given_up = Family::<BackendLabels, Counter>::default();
+        let queue_oldest_age = Family::<BackendLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let queue_replay_attempts = Family::<BackendLabels, Gauge>::default();
         let loop_restarts = Family::<LoopLabels, Counter>::default();
         let request_duration: HistogramFamily<EndpointLabels> =
             Family::new_with_constructor(duration_histogram);
@@ -160,6 +173,22 @@ impl Metrics {
         registry.register("dead_letters", "Records moved to the dead-letter file", dead_letters.clone());
         registry.register("backend_healthy", "1 if the backend's health check says up", healthy.clone());
         registry.register(
+            "replay_given_up",
+            "Records moved to the dead-letter file by the replay policy (attempts or age cap)",
+            replay_given_up.clone(),
+        );
+        registry.register_with_unit(
+            "write_queue_oldest_age",
+            "Age of the oldest record waiting in the backend's write queue (0 when empty)",
+            Unit::Seconds,
+            queue_oldest_age.clone(),
+        );
+        registry.register(
+            "write_queue_replay_attempts",
+            "Failed replay attempts of the oldest record in the backend's write queue",
+            queue_replay_attempts.clone(),
+        );
+        registry.register(
             "loop_restarts",
             "Background loops (health_check, replay) restarted after a panic or an unexpected end",
             loop_restarts.clone(),
@@ -187,6 +216,9 @@ impl Metrics {
             queue_bytes,
             dead_letters,
             healthy,
+            replay_given_up,
+            queue_oldest_age,
+            queue_replay_attempts,
             loop_restarts,
             request_duration,
             backend_request_duration,
@@ -235,6 +267,16 @@ impl Metrics {
         self.replayed.get_or_create(&backend(backend_name)).inc();
     }
 
+    /// Counts one record dead-lettered by the replay policy for `backend`.
+    pub fn replay_given_up(&self, backend_name: &str) {
+        self.replay_given_up.get_or_create(&backend(backend_name)).inc();
+    }
+
+    /// Records dead-lettered by the replay policy for `backend` since start.
+    pub fn replay_given_up_count(&self, backend_name: &str) -> u64 {
+        self.replay_given_up.get_or_create(&backend(backend_name)).get()
+    }
+
     /// The text exposition (`text/plain; version=0.0.4` with `# EOF`), with
     /// gauges set from `gauges` (backend name, values).
     pub fn render(&self, gauges: &[(&str, BackendGauges)]) -> String {
@@ -244,6 +286,9 @@ impl Metrics {
             self.queue_bytes.get_or_create(&labels).set(gauge_value(g.queue_bytes));
             self.dead_letters.get_or_create(&labels).set(gauge_value(g.dead_letters));
             self.healthy.get_or_create(&labels).set(i64::from(g.healthy));
+            self.queue_oldest_age.get_or_create(&labels).set(g.oldest_record_age_ms as f64 / 1000.0);
+            self.queue_replay_attempts.get_or_create(&labels).set(gauge_value(g.replay_attempts));
+            let _ = self.replay_given_up.get_or_create(&labels);
             // Make counters visible (at 0) before the first event.
             let _ = self.points_written.get_or_create(&labels);
             let _ = self.bytes_written.get_or_create(&labels);
@@ -317,13 +362,35 @@ mod tests {
         m.written("a", 10, 300);
         m.backend_error("b");
         let text = m.render(&[
-            ("a", BackendGauges { queue_records: 0, queue_bytes: 0, dead_letters: 0, healthy: true }),
-            ("b", BackendGauges { queue_records: 3, queue_bytes: 120, dead_letters: 1, healthy: false }),
+            (
+                "a",
+                BackendGauges {
+                    queue_records: 0,
+                    queue_bytes: 0,
+                    dead_letters: 0,
+                    healthy: true,
+                    ..Default::default()
+                },
+            ),
+            (
+                "b",
+                BackendGauges {
+                    queue_records: 3,
+                    queue_bytes: 120,
+                    dead_letters: 1,
+                    healthy: false,
+                    oldest_record_age_ms: 1500,
+                    replay_attempts: 4,
+                },
+            ),
         ]);
         assert!(text.contains("influx_proxy_requests_total{endpoint=\"write\",status=\"204\"} 2"), "{text}");
         assert!(text.contains("influx_proxy_points_written_total{backend=\"a\"} 10"), "{text}");
         assert!(text.contains("influx_proxy_write_queue_records{backend=\"b\"} 3"), "{text}");
         assert!(text.contains("influx_proxy_backend_healthy{backend=\"b\"} 0"), "{text}");
+        assert!(text.contains("influx_proxy_write_queue_oldest_age_seconds{backend=\"b\"} 1.5"), "{text}");
+        assert!(text.contains("influx_proxy_write_queue_replay_attempts{backend=\"b\"} 4"), "{text}");
+        assert!(text.contains("influx_proxy_replay_given_up_total{backend=\"a\"} 0"), "{text}");
         assert!(text.contains("# TYPE influx_proxy_write_queue_bytes gauge"), "{text}");
         assert!(text.trim_end().ends_with("# EOF"), "{text}");
         assert!(text.contains("influx_proxy_loop_restarts_total{loop=\"replay\",backend=\"a\"} 0"), "{text}");

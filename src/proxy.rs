@@ -22,7 +22,7 @@ use crate::route::Router;
 use crate::statement::StatementFilter;
 use crate::storage::Storage;
 use crate::transport::{BackendAddr, Transport};
-use crate::write_queue::{QueueError, Record, WriteQueue};
+use crate::write_queue::{QueueError, Record, RecordId, WriteQueue};
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
@@ -71,6 +71,22 @@ struct BackendState {
     loop_restarts: Cell<u64>,
     /// The last restart's message and time (ms since the Unix epoch).
     last_loop_error: RefCell<Option<(String, u64)>>,
+    /// The replay policy's view of the head record (not persisted: counts
+    /// restart at 0 when the proxy restarts).
+    replay: Cell<HeadReplay>,
+}
+
+/// Replay attempts of one queue's head record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct HeadReplay {
+    /// (segment, offset) of the head record these counts are about.
+    head: Option<(u64, u64)>,
+    /// Failed delivery attempts of it, whatever the cause (`/health`
+    /// `replay_attempts`).
+    attempts: u64,
+    /// Those failed while the backend answered `/ping`: the failure is about
+    /// this record; compared with `replay_max_attempts`.
+    record_failures: u64,
 }
 
 /// The result of handing one record to one backend.
@@ -106,6 +122,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 queue,
                 health: RefCell::new(Health::new()),
                 backoff_ms: Cell::new(0),
+                replay: Cell::new(HeadReplay::default()),
                 loop_restarts: Cell::new(0),
                 last_loop_error: RefCell::new(None),
             });
@@ -205,8 +222,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             "write" => self.write(&request, write::WriteApi::V1, now_ms).await,
             "api_v2_write" => self.write(&request, write::WriteApi::V2, now_ms).await,
             "query" => self.query(&request, now_ms).await,
-            "health" => self.health(&request),
-            "metrics" => self.metrics(&request),
+            "health" => self.health(&request, now_ms),
+            "metrics" => self.metrics(&request, now_ms),
             _ => Err(ProxyError::NotFound(format!("404 page not found: {}", request.path))),
         };
         let mut response = result.unwrap_or_else(|e| e.to_response());
@@ -236,14 +253,31 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// Tries to deliver the oldest queued record of backend `backend` (index).
     /// 2xx: acknowledged and removed. 4xx (or a schema statement the backend
     /// reports as failed): moved to the dead-letter file so it never blocks the
-    /// queue. No answer or 5xx: kept, retried after a backoff that doubles from
-    /// `replay_backoff_min_ms` to `replay_backoff_max_ms`.
+    /// queue. No answer or another status (5xx): the backend's `/ping` is
+    /// asked whether it is otherwise healthy.
+    /// - `/ping` fails too (connection refused, timeout, non-2xx): the backend
+    ///   is down; the record is kept and retried without limit (neither
+    ///   attempts nor age count against it), after a backoff that doubles
+    ///   from `replay_backoff_min_ms` to `replay_backoff_max_ms`.
+    /// - `/ping` answers 2xx: the failure is about this record; it is retried
+    ///   the same way until it has failed so `replay_max_attempts` times, or
+    ///   fails once more when older than `replay_max_age_ms` (age = `now_ms`
+    ///   minus its push time; records queued by a version without push times
+    ///   have no age), then moved to the dead-letter file with the reason, so
+    ///   the records behind it flow.
     pub async fn replay_step(&self, backend: usize, now_ms: u64) -> ReplayStep {
         let (Some(addr), Some(state)) = (self.backends.get(backend), self.states.get(backend)) else {
             return ReplayStep::Idle;
         };
         let (id, record) = match state.queue.peek(&self.storage).await {
-            Ok(Some(head)) => head,
+            Ok(Some((id, record))) => {
+                let mut replay = state.replay.get();
+                if replay.head != Some((id.segment, id.offset)) {
+                    replay = HeadReplay { head: Some((id.segment, id.offset)), ..HeadReplay::default() };
+                    state.replay.set(replay);
+                }
+                (id, record)
+            }
             Ok(None) => {
                 state.backoff_ms.set(0);
                 return ReplayStep::Idle;
@@ -260,13 +294,12 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 Some(format!("HTTP {}: {}", r.status, error_message(r)))
             }
             Ok(r) => {
-                return self.replay_failed(
-                    backend,
-                    format!("replay answered HTTP {}: {}", r.status, error_message(r)),
-                    now_ms,
-                )
+                let error = format!("replay answered HTTP {}: {}", r.status, error_message(r));
+                return self.replay_record_failed(backend, id, &record, error, now_ms).await;
             }
-            Err(e) => return self.replay_failed(backend, format!("replay: {e}"), now_ms),
+            Err(e) => {
+                return self.replay_record_failed(backend, id, &record, format!("replay: {e}"), now_ms).await
+            }
         };
         let done = match &rejection {
             None => state.queue.ack(&self.storage, id).await,
@@ -289,8 +322,75 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             }
         }
         state.backoff_ms.set(0);
+        state.replay.set(HeadReplay::default());
         self.record_ok(backend);
         ReplayStep::Progress
+    }
+
+    /// The head record `id` could not be delivered (`error`): applies the
+    /// replay policy of [`Proxy::replay_step`].
+    async fn replay_record_failed(
+        &self,
+        backend: usize,
+        id: RecordId,
+        record: &Record,
+        error: String,
+        now_ms: u64,
+    ) -> ReplayStep {
+        let (state, addr) = (&self.states[backend], &self.backends[backend]);
+        let mut replay = state.replay.get();
+        replay.attempts += 1;
+        state.replay.set(replay);
+        let ping = self.transport.send(addr, Request::new(Method::Get, "/ping")).await;
+        if !matches!(&ping, Ok(r) if (200..300).contains(&r.status)) {
+            // Down: wait for it without limit.
+            return self.replay_failed(backend, error, now_ms);
+        }
+        replay.record_failures += 1;
+        state.replay.set(replay);
+        let max_attempts = u64::from(self.config.replay_max_attempts);
+        let age_ms = id.pushed_ms.map(|t| now_ms.saturating_sub(t));
+        let reason = if replay.record_failures >= max_attempts {
+            format!(
+                "replay gave up after {} attempts while the backend answered /ping \
+                 (replay_max_attempts {max_attempts}): {error}",
+                replay.record_failures
+            )
+        } else if let Some(age) = age_ms.filter(|&a| a >= self.config.replay_max_age_ms) {
+            format!(
+                "replay gave up: record queued {age} ms ago (replay_max_age_ms {}), \
+                 failing while the backend answered /ping: {error}",
+                self.config.replay_max_age_ms
+            )
+        } else {
+            return self.replay_failed(backend, error, now_ms);
+        };
+        self.metrics.backend_error(&addr.name);
+        match state.queue.dead_letter(&self.storage, id, record, &reason, now_ms).await {
+            Ok(()) => {
+                self.metrics.replay_given_up(&addr.name);
+                state.replay.set(HeadReplay::default());
+                state.backoff_ms.set(0);
+                ReplayStep::Progress
+            }
+            Err(e) => {
+                self.record_failure(backend, format!("write queue: {e}"), now_ms);
+                ReplayStep::RetryAfter(self.config.replay_backoff_max_ms)
+            }
+        }
+    }
+
+    /// Age in ms of the oldest record in backend `backend`'s queue at
+    /// `now_ms`; `None` when the queue is empty or its head has no push time.
+    pub fn oldest_record_age_ms(&self, backend: usize, now_ms: u64) -> Option<u64> {
+        let pushed = self.states.get(backend)?.queue.oldest_pushed_ms()?;
+        Some(now_ms.saturating_sub(pushed))
+    }
+
+    /// Failed replay attempts of the head record of backend `backend`'s
+    /// queue (since it became the head, counted since the proxy started).
+    pub fn replay_attempts(&self, backend: usize) -> u64 {
+        self.states.get(backend).map_or(0, |s| s.replay.get().attempts)
     }
 
     fn replay_failed(&self, backend: usize, error: String, now_ms: u64) -> ReplayStep {
@@ -325,7 +425,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let state = &self.states[backend];
         let addr = &self.backends[backend];
         if !state.queue.is_empty() || !state.health.borrow().is_healthy() {
-            return self.enqueue(backend, &record).await;
+            return self.enqueue(backend, &record, now_ms).await;
         }
         match self.transport.send(addr, record_request(&record)).await {
             Ok(r) if (200..300).contains(&r.status) => {
@@ -342,17 +442,17 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             }
             Ok(r) => {
                 self.record_failure(backend, format!("HTTP {}: {}", r.status, error_message(&r)), now_ms);
-                self.enqueue(backend, &record).await
+                self.enqueue(backend, &record, now_ms).await
             }
             Err(e) => {
                 self.record_failure(backend, e.to_string(), now_ms);
-                self.enqueue(backend, &record).await
+                self.enqueue(backend, &record, now_ms).await
             }
         }
     }
 
-    async fn enqueue(&self, backend: usize, record: &Record) -> Delivery {
-        match self.states[backend].queue.push(&self.storage, record).await {
+    async fn enqueue(&self, backend: usize, record: &Record, now_ms: u64) -> Delivery {
+        match self.states[backend].queue.push(&self.storage, record, now_ms).await {
             Ok(()) => Delivery::Queued,
             Err(e) => Delivery::NotKept(e),
         }
@@ -399,11 +499,11 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
 
     /// `GET /health`: 200 with `"status":"pass"` when every backend is up,
     /// `"warn"` when some are down, 503 `"fail"` when all are down.
-    fn health(&self, request: &Request) -> Result<Response, ProxyError> {
+    fn health(&self, request: &Request, now_ms: u64) -> Result<Response, ProxyError> {
         allow(request, &[Method::Get, Method::Head])?;
         let mut backends = Vec::new();
         let mut up = 0;
-        for (addr, state) in self.backends.iter().zip(&self.states) {
+        for (i, (addr, state)) in self.backends.iter().zip(&self.states).enumerate() {
             let health = state.health.borrow();
             let depth = state.queue.depth();
             up += usize::from(health.is_healthy());
@@ -424,6 +524,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 "queue_records": depth.records,
                 "queue_bytes": depth.bytes,
                 "dead_letters": state.queue.dead_letters(),
+                "replay_given_up": self.metrics.replay_given_up_count(&addr.name),
+                "oldest_record_age_ms": self.oldest_record_age_ms(i, now_ms),
+                "replay_attempts": self.replay_attempts(i),
                 "loop_restarts": state.loop_restarts.get(),
             }));
         }
@@ -443,13 +546,14 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         Ok(Response::json(code, bytes))
     }
 
-    fn metrics(&self, request: &Request) -> Result<Response, ProxyError> {
+    fn metrics(&self, request: &Request, now_ms: u64) -> Result<Response, ProxyError> {
         allow(request, &[Method::Get, Method::Head])?;
         let gauges: Vec<(&str, BackendGauges)> = self
             .backends
             .iter()
             .zip(&self.states)
-            .map(|(addr, s)| {
+            .enumerate()
+            .map(|(i, (addr, s))| {
                 let depth = s.queue.depth();
                 (
                     addr.name.as_str(),
@@ -458,6 +562,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                         queue_bytes: depth.bytes,
                         dead_letters: s.queue.dead_letters(),
                         healthy: s.health.borrow().is_healthy(),
+                        oldest_record_age_ms: self.oldest_record_age_ms(i, now_ms).unwrap_or(0),
+                        replay_attempts: self.replay_attempts(i),
                     },
                 )
             })

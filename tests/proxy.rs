@@ -659,6 +659,194 @@ fn sigterm_stops_and_keeps_the_queue(mode: Mode) {
 }
 
 // ---------------------------------------------------------------------------
+// 11. Disk full (issue 6): the queue drains with 0 bytes free
+// ---------------------------------------------------------------------------
+
+/// Size of the tmpfs mounted as the proxy's data directory.
+const TMPFS_SIZE: &str = "8m";
+
+/// A tmpfs mounted on a directory for one test; unmounted (lazily) on drop,
+/// after the proxy that uses it is gone.
+struct Tmpfs {
+    dir: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of [`TMPFS_SIZE`] on `dir`. Panics (the test fails, it
+    /// does not skip) when it cannot: the test needs root (or CAP_SYS_ADMIN)
+    /// and a `mount` command.
+    fn mount(dir: &std::path::Path) -> Tmpfs {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={TMPFS_SIZE},mode=0700"), "tmpfs"])
+            .arg(dir)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Tmpfs { dir: dir.to_path_buf() },
+            Ok(o) => panic!(
+                "the disk-full test cannot mount a {TMPFS_SIZE} tmpfs on {} to fill it: `mount` failed \
+                 ({}): {}; it must run as root (or with CAP_SYS_ADMIN), as in .ci/run",
+                dir.display(),
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => panic!(
+                "the disk-full test cannot mount a tmpfs on {}: cannot run `mount`: {e}",
+                dir.display()
+            ),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.dir).status();
+        if let Some(parent) = self.dir.parent() {
+            let _ = std::fs::remove_dir_all(parent);
+        }
+    }
+}
+
+/// Fills the file system holding `dir` to 0 bytes free with `dir/filler`;
+/// returns the bytes written. Panics unless the writes stop with ENOSPC.
+fn fill_disk(dir: &std::path::Path) -> u64 {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).expect("create the filler file");
+    let chunk = vec![0x55u8; 4096];
+    let mut written = 0u64;
+    loop {
+        match file.write(&chunk) {
+            Ok(0) => panic!("writing {} returned 0", path.display()),
+            Ok(n) => written += n as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+    let _ = file.sync_all();
+    written
+}
+
+/// Segment files of backend `backend`'s queue: (name, length).
+fn segment_files(data_dir: &std::path::Path, backend: &str) -> Vec<(String, u64)> {
+    let dir = data_dir.join("queue").join(backend);
+    let mut out: Vec<(String, u64)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("list {}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().map_or(0, |m| m.len())))
+        .collect();
+    out.sort();
+    out
+}
+
+fn disk_full_then_backend_back_drains_the_queue_and_writes_resume(mode: Mode) {
+    let a = Influxd::start("a");
+    let b = Influxd::start("b");
+    let config = Proxy::config(&[&a, &b]);
+    let mut tmpfs = None;
+    let proxy = Proxy::start_prepared(mode, config, |data| tmpfs = Some(Tmpfs::mount(data)));
+    // Dropped after the cluster (declared first): the proxy stops, then the
+    // tmpfs goes.
+    let _tmpfs = tmpfs;
+    let mut c = Cluster { proxy, a, b };
+    let data_dir = c.proxy.data_dir();
+    c.create_database(DB);
+    c.b.stop();
+
+    // Writes while b is down go to b's queue on the 8 MiB tmpfs until the
+    // disk is full and a write is answered 503.
+    let batch = 2_000;
+    let mut acknowledged = 0u64;
+    let mut refused = None;
+    for i in 0..1_000u64 {
+        let (status, body) = c.proxy.write(DB, &lines("full", batch, T0 + i * batch as u64), false);
+        match status {
+            204 => acknowledged += batch as u64,
+            503 => {
+                refused = Some(body);
+                break;
+            }
+            _ => panic!("write {i} with b down: {status} {body}"),
+        }
+    }
+    let refused = refused.expect("the 8 MiB disk never filled: no write was refused with 503");
+    assert!(acknowledged > 0, "no write was kept before the disk filled: {refused}");
+    assert!(refused.contains("cannot append to queue/b/"), "the 503 says why: {refused}");
+    // Under wasmtime the host's ENOSPC reaches the component as a plain I/O
+    // error (WASI errno 29), so only the native proxy can name it.
+    if mode == Mode::Native {
+        assert!(refused.contains("No space left on device"), "the 503 says why: {refused}");
+    }
+    if mode == Mode::Native {
+        use std::os::unix::fs::PermissionsExt;
+        for (name, _) in segment_files(&data_dir, "b") {
+            let path = data_dir.join("queue/b").join(&name);
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}: queued records hold clients' credentials", path.display());
+        }
+    }
+
+    // The rest of the disk: 0 bytes free. A small write may still fit in the
+    // unused tail of the segment's last page (counted); then every write is
+    // refused and leaves no file behind.
+    fill_disk(&data_dir);
+    let mut next_ts = T0 + 1_000_000;
+    let mut refused_writes = 0;
+    for i in 0..100u64 {
+        let (status, body) = c.proxy.write(DB, &lines("full", 10, next_ts), false);
+        next_ts += 10;
+        match status {
+            204 => acknowledged += 10,
+            503 => {
+                refused_writes += 1;
+                break;
+            }
+            _ => panic!("write {i} on a full disk: {status} {body}"),
+        }
+    }
+    assert_eq!(refused_writes, 1, "writes on a full disk were never refused");
+    let before = segment_files(&data_dir, "b");
+    for i in 0..18u64 {
+        let (status, body) = c.proxy.write(DB, &lines("refused", 10, T0 + i * 10), false);
+        assert_eq!(status, 503, "write {i} on a full disk: {body}");
+    }
+    let after = segment_files(&data_dir, "b");
+    assert_eq!(after, before, "refused writes left segment files behind");
+    assert!(after.iter().all(|(_, len)| *len > 0), "empty segment files: {after:?}");
+
+    // b comes back: its queue drains with 0 bytes free.
+    let started = std::time::Instant::now();
+    c.b.restart();
+    let b_up = started.elapsed();
+    wait_until(Duration::from_secs(120), "b's write queue drained on a full disk", || {
+        let health = c.proxy.health();
+        let entry = health_backend(&health, "b").cloned().unwrap_or_default();
+        match queue_depth(&entry) {
+            0 => Ok(()),
+            n => Err(format!("{n} left in b's queue: {entry}")),
+        }
+    });
+    eprintln!(
+        "disk full ({mode:?}): {acknowledged} points replayed to b in {:?} after it answered /ping ({b_up:?} to restart it)",
+        started.elapsed() - b_up
+    );
+    assert_eq!(c.b.count(DB, "full"), acknowledged, "points on b = points acknowledged (204)");
+    assert!(c.a.count(DB, "full") >= acknowledged, "points on a");
+    assert_eq!(c.b.count(DB, "refused"), 0, "refused writes are not on b");
+    assert_eq!(segment_files(&data_dir, "b"), vec![], "segment files left after the drain");
+    let dead = health_backend(&c.proxy.health(), "b").map(|e| e["dead_letters"].clone());
+    assert_eq!(dead, Some(json!(0)), "nothing was dead-lettered");
+
+    // Space frees: writes are accepted again and reach both backends.
+    std::fs::remove_file(data_dir.join("filler")).expect("remove the filler file");
+    c.proxy.write_ok(DB, &lines("again", 100, T0));
+    for server in c.backends() {
+        assert_eq!(server.count(DB, "again"), 100, "a write after space freed, on {}", server.name());
+    }
+    assert_alive(&mut c, "the disk-full episode");
+}
+
+// ---------------------------------------------------------------------------
 // Instantiation per way of running the proxy
 // ---------------------------------------------------------------------------
 
@@ -721,6 +909,7 @@ macro_rules! scenarios {
                 ping_health_and_metrics,
                 sigterm_stops_and_keeps_the_queue,
                 many_statements_and_a_failed_one_answer_as_influxd,
+                disk_full_then_backend_back_drains_the_queue_and_writes_resume,
             );
         }
     };

@@ -1,19 +1,13 @@
-//! [`FsStorage`]: the write queue's files on the local file system, through
-//! async-fs (whose calls run `std::fs` on a blocking thread pool, so the
-//! executor thread never waits on the disk).
-//!
-//! Durability follows the contract of [`Storage`]: `append` = open in append
-//! mode + `write_all` + `sync_data`; `write_atomic` = write a temporary file +
-//! `sync_all` + `rename` + `fsync` of the directory; a newly created file or
-//! directory is made durable by an `fsync` of its parent directory (POSIX
-//! `fsync(2)`: "an explicit fsync() on a file descriptor for the directory is
-//! also needed" for the directory entry). The root directory is created with
-//! mode 0700: queued records carry the clients' credentials.
+//! [`FsStorage`]: the write queue's files on the local file system. The
+//! durability rules (syncs of files and parent directories, atomic replace,
+//! modes 0700/0600, path checks) are written once in [`crate::host_fs`]; this
+//! host runs each of those blocking `std::fs` calls on smol's blocking thread
+//! pool ([`smol::unblock`]), so the executor thread never waits on the disk.
 
+use crate::host_fs::DirFiles;
 use crate::storage::Storage;
-use futures_lite::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
-use std::io::{self, SeekFrom};
-use std::path::{Component, Path, PathBuf};
+use std::io;
+use std::path::Path;
 
 /// The write queue's files under a root directory (the config's `data_dir`).
 ///
@@ -22,163 +16,72 @@ use std::path::{Component, Path, PathBuf};
 /// `ErrorKind::InvalidInput`.
 #[derive(Debug, Clone)]
 pub struct FsStorage {
-    root: PathBuf,
+    files: DirFiles,
 }
 
 impl FsStorage {
     /// A storage rooted at `root`. Nothing is created until the first call
     /// ([`Storage::list`] creates directories, with their parents).
-    pub fn new(root: impl Into<PathBuf>) -> FsStorage {
-        FsStorage { root: root.into() }
+    pub fn new(root: impl Into<std::path::PathBuf>) -> FsStorage {
+        FsStorage { files: DirFiles::new(root) }
     }
 
     /// The root directory.
     pub fn root(&self) -> &Path {
-        &self.root
+        self.files.root()
     }
 
-    fn resolve(&self, rel: &str) -> io::Result<PathBuf> {
-        let rel_path = Path::new(rel);
-        let ok = rel_path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-        if rel.is_empty() || !ok {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{rel:?}: storage paths must be relative, without '..'"),
-            ));
-        }
-        Ok(self.root.join(rel_path))
+    /// Runs `f` on the files on smol's blocking pool.
+    async fn run<R: Send + 'static>(&self, f: impl FnOnce(&DirFiles) -> R + Send + 'static) -> R {
+        let files = self.files.clone();
+        smol::unblock(move || f(&files)).await
     }
-}
-
-/// `fsync` of a directory, making the creation, rename or removal of its
-/// entries durable.
-async fn sync_dir(dir: &Path) -> io::Result<()> {
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-    async_fs::File::open(dir).await?.sync_all().await
-}
-
-fn parent(path: &Path) -> &Path {
-    path.parent().unwrap_or(Path::new("."))
-}
-
-/// Creates `dir` and its missing parents (mode 0700), each made durable by an
-/// `fsync` of its parent directory.
-async fn create_dir_durable(dir: &Path) -> io::Result<()> {
-    if async_fs::metadata(dir).await.is_ok_and(|m| m.is_dir()) {
-        return Ok(());
-    }
-    // Parents first, outermost first.
-    let mut missing = vec![dir.to_path_buf()];
-    let mut at = dir.parent();
-    while let Some(p) = at.filter(|p| !p.as_os_str().is_empty()) {
-        if async_fs::metadata(p).await.is_ok_and(|m| m.is_dir()) {
-            break;
-        }
-        missing.push(p.to_path_buf());
-        at = p.parent();
-    }
-    for d in missing.iter().rev() {
-        let mut builder = async_fs::DirBuilder::new();
-        #[cfg(unix)]
-        {
-            use async_fs::unix::DirBuilderExt;
-            builder.mode(0o700);
-        }
-        match builder.create(d).await {
-            Ok(()) => sync_dir(parent(d)).await?,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(named(d)(e)),
-        }
-    }
-    Ok(())
-}
-
-/// Adds the path to an IO error's message (std's messages do not name it).
-fn named(path: &Path) -> impl Fn(io::Error) -> io::Error + '_ {
-    move |e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
 impl Storage for FsStorage {
     async fn list(&self, dir: &str) -> io::Result<Vec<String>> {
-        let dir = self.resolve(dir)?;
-        create_dir_durable(&dir).await?;
-        let mut names = Vec::new();
-        let mut entries = async_fs::read_dir(&dir).await.map_err(named(&dir))?;
-        while let Some(entry) = futures_lite::StreamExt::next(&mut entries).await {
-            let entry = entry.map_err(named(&dir))?;
-            if entry.file_type().await.map_err(named(&dir))?.is_file() {
-                names.push(entry.file_name().to_string_lossy().into_owned());
-            }
-        }
-        names.sort();
-        Ok(names)
+        let dir = dir.to_string();
+        self.run(move |f| f.list(&dir)).await
     }
 
     async fn read(&self, path: &str) -> io::Result<Vec<u8>> {
-        let path = self.resolve(path)?;
-        async_fs::read(&path).await.map_err(named(&path))
+        let path = path.to_string();
+        self.run(move |f| f.read(&path)).await
     }
 
     async fn read_at(&self, path: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        let path = self.resolve(path)?;
-        let mut file = async_fs::File::open(&path).await.map_err(named(&path))?;
-        file.seek(SeekFrom::Start(offset)).await.map_err(named(&path))?;
-        let mut out = Vec::new();
-        file.take(len as u64).read_to_end(&mut out).await.map_err(named(&path))?;
-        Ok(out)
+        let path = path.to_string();
+        self.run(move |f| f.read_at(&path, offset, len)).await
     }
 
     async fn append(&self, path: &str, data: &[u8]) -> io::Result<()> {
-        let path = self.resolve(path)?;
-        let existed = async_fs::metadata(&path).await.is_ok();
-        let mut file =
-            async_fs::OpenOptions::new().append(true).create(true).open(&path).await.map_err(named(&path))?;
-        if !existed {
-            sync_dir(parent(&path)).await.map_err(named(&path))?;
-        }
-        file.write_all(data).await.map_err(named(&path))?;
-        // async-fs buffers writes: flush hands them to the OS before the sync.
-        file.flush().await.map_err(named(&path))?;
-        file.sync_data().await.map_err(named(&path))
+        let (path, data) = (path.to_string(), data.to_vec());
+        self.run(move |f| f.append(&path, &data)).await
     }
 
     async fn write_atomic(&self, path: &str, data: &[u8]) -> io::Result<()> {
-        let path = self.resolve(path)?;
-        let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-        tmp_name.push(".tmp");
-        let tmp = path.with_file_name(tmp_name);
-        let mut file = async_fs::File::create(&tmp).await.map_err(named(&tmp))?;
-        file.write_all(data).await.map_err(named(&tmp))?;
-        file.flush().await.map_err(named(&tmp))?;
-        file.sync_all().await.map_err(named(&tmp))?;
-        drop(file);
-        async_fs::rename(&tmp, &path).await.map_err(named(&path))?;
-        sync_dir(parent(&path)).await.map_err(named(&path))
+        let (path, data) = (path.to_string(), data.to_vec());
+        self.run(move |f| f.write_atomic(&path, &data)).await
+    }
+
+    async fn write_at(&self, path: &str, offset: u64, data: &[u8]) -> io::Result<()> {
+        let (path, data) = (path.to_string(), data.to_vec());
+        self.run(move |f| f.write_at(&path, offset, &data)).await
     }
 
     async fn truncate(&self, path: &str, len: u64) -> io::Result<()> {
-        let path = self.resolve(path)?;
-        let file = async_fs::OpenOptions::new().write(true).open(&path).await.map_err(named(&path))?;
-        file.set_len(len).await.map_err(named(&path))?;
-        file.sync_all().await.map_err(named(&path))
+        let path = path.to_string();
+        self.run(move |f| f.truncate(&path, len)).await
     }
 
     async fn remove(&self, path: &str) -> io::Result<()> {
-        let path = self.resolve(path)?;
-        match async_fs::remove_file(&path).await {
-            Ok(()) => sync_dir(parent(&path)).await.map_err(named(&path)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(named(&path)(e)),
-        }
+        let path = path.to_string();
+        self.run(move |f| f.remove(&path)).await
     }
 
     async fn len(&self, path: &str) -> io::Result<Option<u64>> {
-        let path = self.resolve(path)?;
-        match async_fs::metadata(&path).await {
-            Ok(m) => Ok(Some(m.len())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(named(&path)(e)),
-        }
+        let path = path.to_string();
+        self.run(move |f| f.len(&path)).await
     }
 }
 
@@ -194,14 +97,36 @@ mod tests {
 
     #[cfg(unix)]
     #[test]
-    fn data_directories_are_private_to_the_proxy() {
+    fn data_directories_and_queue_files_are_private_to_the_proxy() {
         use std::os::unix::fs::PermissionsExt;
         let (_tmp, s) = storage();
-        smol::block_on(s.list("queue/a")).unwrap();
+        smol::block_on(async {
+            s.list("queue/a").await.unwrap();
+            s.append("queue/a/00000000000000000000.seg", b"x").await.unwrap();
+            s.append("queue/a/dead-letter.jsonl", b"{}\n").await.unwrap();
+            s.write_atomic("queue/a/ack", &[0; 64]).await.unwrap();
+        });
         for dir in [s.root().to_path_buf(), s.root().join("queue"), s.root().join("queue/a")] {
             let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o700, "{}", dir.display());
         }
+        for file in ["00000000000000000000.seg", "dead-letter.jsonl", "ack"] {
+            let path = s.root().join("queue/a").join(file);
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}: queued records hold clients' credentials", path.display());
+        }
+    }
+
+    #[test]
+    fn write_at_overwrites_in_place() {
+        let (_tmp, s) = storage();
+        smol::block_on(async {
+            s.list("q").await.unwrap();
+            s.append("q/ack", b"0123456789").await.unwrap();
+            s.write_at("q/ack", 3, b"abc").await.unwrap();
+            assert_eq!(s.read("q/ack").await.unwrap(), b"012abc6789");
+            assert_eq!(s.write_at("q/none", 0, b"x").await.unwrap_err().kind(), io::ErrorKind::NotFound);
+        });
     }
 
     #[test]

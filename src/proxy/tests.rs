@@ -19,6 +19,11 @@ enum Behaviour {
     Hang,
     /// Answers every request with this status and body.
     Status(u16, &'static str),
+    /// `/ping` answers 204; every other request this status and body (a
+    /// record the backend keeps failing while otherwise healthy).
+    RecordFails(u16, &'static str),
+    /// `/ping` answers 204; every other request breaks the connection.
+    RecordBreaks,
 }
 
 #[derive(Default)]
@@ -119,6 +124,11 @@ impl Transport for MockTransport {
             Behaviour::Down => return Err(TransportError::Connect("connection refused".into())),
             Behaviour::Hang => return Err(TransportError::Timeout),
             Behaviour::Status(status, body) => Response::json(status, body.as_bytes().to_vec()),
+            Behaviour::RecordFails(_, _) | Behaviour::RecordBreaks if request.path == "/ping" => {
+                Response::empty(204)
+            }
+            Behaviour::RecordFails(status, body) => Response::json(status, body.as_bytes().to_vec()),
+            Behaviour::RecordBreaks => return Err(TransportError::Io("Broken pipe (os error 32)".into())),
             Behaviour::Up => match request.path.as_str() {
                 "/query" => Response::json(200, mock_query_answer(&state, &backend.name, &request)),
                 _ => Response::empty(204),
@@ -974,4 +984,106 @@ fn a_backend_failing_many_statements_of_a_batch_is_not_sent_them_quadratically()
     // Re-sending the rest after each failure would be n * (n + 1) / 2 = 131,328.
     assert!(sent_to_b <= 4 * n, "{sent_to_b} statements sent to b for {n}");
     assert_eq!(t.statements("a").len(), 1);
+}
+
+// The replay policy: no record blocks a queue forever.
+
+const T0: u64 = 1_700_000_000_000;
+
+fn health_of(p: &Proxy<MockTransport, MemStorage>, now_ms: u64) -> serde_json::Value {
+    let health = run(p.handle(Request::new(Method::Get, "/health"), now_ms));
+    serde_json::from_slice(&health.body).unwrap()
+}
+
+fn metrics_of(p: &Proxy<MockTransport, MemStorage>, now_ms: u64) -> String {
+    String::from_utf8(run(p.handle(Request::new(Method::Get, "/metrics"), now_ms)).body).unwrap()
+}
+
+fn dead_letter_file(storage: &MemStorage, backend: &str) -> String {
+    let files = storage.snapshot();
+    String::from_utf8(files.get(&format!("queue/{backend}/dead-letter.jsonl")).cloned().unwrap_or_default())
+        .unwrap()
+}
+
+#[test]
+fn record_failing_max_attempts_times_while_ping_answers_is_dead_lettered_and_the_queue_flows() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), r#", "replay_max_attempts": 3"#);
+    t.set("b", Behaviour::Down);
+    assert_eq!(write(&p, "db=x", "cpu v=1 1\n").status, 204);
+    assert_eq!(write(&p, "db=x", "cpu v=2 2\n").status, 204);
+    t.set("b", Behaviour::RecordFails(500, r#"{"error":"timeout"}"#));
+    let steps: Vec<ReplayStep> = (0..3).map(|_| run(p.replay_step(1, T0))).collect();
+    assert!(matches!(
+        steps[..],
+        [ReplayStep::RetryAfter(_), ReplayStep::RetryAfter(_), ReplayStep::Progress]
+    ));
+    assert_eq!(p.queue_depth(1).records, 1, "the failing record left the queue");
+    t.set("b", Behaviour::Up);
+    assert_eq!(drain(&p, 1), vec![ReplayStep::Progress, ReplayStep::Idle]);
+    assert_eq!(t.writes("b").last().map(String::as_str), Some("cpu v=2 2\n"));
+    let v = health_of(&p, T0);
+    assert_eq!(v["backends"][1]["dead_letters"], 1);
+    assert_eq!(v["backends"][1]["replay_given_up"], 1);
+    assert!(metrics_of(&p, T0).contains("influx_proxy_replay_given_up_total{backend=\"b\"} 1"));
+    let line = dead_letter_file(&p.storage, "b");
+    assert!(line.contains("replay gave up after 3 attempts") && line.contains("timeout"), "{line}");
+}
+
+#[test]
+fn record_breaking_the_connection_is_dead_lettered_once_older_than_max_age() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), r#", "replay_max_attempts": 1000, "replay_max_age_ms": 60000"#);
+    t.set("b", Behaviour::Down);
+    assert_eq!(write(&p, "db=x", "cpu v=1 1\n").status, 204);
+    t.set("b", Behaviour::RecordBreaks);
+    assert!(matches!(run(p.replay_step(1, T0 + 59_999)), ReplayStep::RetryAfter(_)));
+    assert_eq!(run(p.replay_step(1, T0 + 60_000)), ReplayStep::Progress);
+    assert_eq!(p.queue_depth(1).records, 0);
+    let line = dead_letter_file(&p.storage, "b");
+    assert!(line.contains("queued 60000 ms ago") && line.contains("Broken pipe"), "{line}");
+}
+
+#[test]
+fn down_backend_is_retried_forever_whatever_the_attempts_and_the_age() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), r#", "replay_max_attempts": 2, "replay_max_age_ms": 1000"#);
+    t.set("b", Behaviour::Down);
+    assert_eq!(write(&p, "db=x", "cpu v=1 1\n").status, 204);
+    for i in 0..20 {
+        t.set("b", if i % 2 == 0 { Behaviour::Down } else { Behaviour::Hang });
+        let step = run(p.replay_step(1, T0 + 10 * 86_400_000 + i));
+        assert!(matches!(step, ReplayStep::RetryAfter(_)), "{step:?}");
+    }
+    assert_eq!(p.queue_depth(1).records, 1, "never dead-lettered while down");
+    assert_eq!(health_of(&p, T0)["backends"][1]["dead_letters"], 0);
+    t.set("b", Behaviour::Up);
+    assert_eq!(drain(&p, 1), vec![ReplayStep::Progress, ReplayStep::Idle]);
+    assert_eq!(t.writes("b"), vec!["cpu v=1 1\n"]);
+}
+
+#[test]
+fn health_and_metrics_show_the_oldest_record_age_and_its_replay_attempts() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), "");
+    let v = health_of(&p, T0);
+    assert_eq!(v["backends"][1]["oldest_record_age_ms"], serde_json::Value::Null);
+    assert_eq!(v["backends"][1]["replay_attempts"], 0);
+    t.set("b", Behaviour::Down);
+    assert_eq!(write(&p, "db=x", "cpu v=1 1\n").status, 204);
+    assert_eq!(write(&p, "db=x", "cpu v=2 2\n").status, 204);
+    run(p.replay_step(1, T0 + 1000));
+    run(p.replay_step(1, T0 + 2000));
+    let v = health_of(&p, T0 + 5_000);
+    assert_eq!(v["backends"][1]["oldest_record_age_ms"], 5_000);
+    assert_eq!(v["backends"][1]["replay_attempts"], 2);
+    assert_eq!(v["backends"][0]["oldest_record_age_ms"], serde_json::Value::Null);
+    let text = metrics_of(&p, T0 + 5_000);
+    assert!(text.contains("influx_proxy_write_queue_oldest_age_seconds{backend=\"b\"} 5.0"), "{text}");
+    assert!(text.contains("influx_proxy_write_queue_replay_attempts{backend=\"b\"} 2"), "{text}");
+    t.set("b", Behaviour::Up);
+    drain(&p, 1);
+    let v = health_of(&p, T0 + 6_000);
+    assert_eq!(v["backends"][1]["oldest_record_age_ms"], serde_json::Value::Null);
+    assert_eq!(v["backends"][1]["replay_attempts"], 0);
 }

@@ -664,11 +664,18 @@ impl Proxy {
     /// are replaced by a free loopback port and the temporary data directory)
     /// and waits until `/ping` answers 204. Panics with the log tail when the
     /// proxy exits or does not answer in time.
-    pub fn start(mode: Mode, mut config: Value) -> Proxy {
+    pub fn start(mode: Mode, config: Value) -> Proxy {
+        Proxy::start_prepared(mode, config, |_| {})
+    }
+
+    /// [`Proxy::start`], calling `prepare` with the (empty) data directory
+    /// before the proxy starts, e.g. to mount a small file system there.
+    pub fn start_prepared(mode: Mode, mut config: Value, prepare: impl FnOnce(&Path)) -> Proxy {
         let dir =
             tempfile::Builder::new().prefix("itest-proxy-").tempdir().expect("create a temporary directory");
         fs::create_dir_all(dir.path().join("config")).expect("create the config directory");
         fs::create_dir_all(dir.path().join("data")).expect("create the data directory");
+        prepare(&dir.path().join("data"));
         let port = free_port();
         config["listen"] = json!(format!("127.0.0.1:{port}"));
         config["data_dir"] = json!(match mode {

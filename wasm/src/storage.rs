@@ -1,159 +1,68 @@
-//! [`Storage`] for the WASI host: `std::fs` on the data directory
-//! (inside wasmtime, the directory preopened with `--dir HOST::/data`).
+//! [`Storage`] for the WASI host: the shared `std::fs` rules of
+//! [`influx_proxy::host_fs`] (syncs of files and parent directories, atomic
+//! replace, path checks) on the data directory (inside wasmtime, the directory
+//! preopened with `--dir HOST::/data`), called directly.
 //!
 //! `std::fs` is synchronous and WASI 0.2 has no threads, so each call blocks
 //! the (single) executor for the time of the file operation: acceptable for
 //! the write queue's appends and reads, which are small and sequential.
-//!
-//! Durability (the contract in [`influx_proxy::storage`]): `append`,
-//! `write_atomic` and `truncate` call `sync_all` on the file (wasmtime maps it
-//! to `fsync` on the host) before returning, and a file they create or rename
-//! also has its directory synced so that the new name survives a crash.
-//! `list` creates missing directories one level at a time, syncing the parent
-//! of each; `remove` syncs the directory after removing the file.
+//! WASI has no file modes: keep the preopened directory private (0700).
 
+use influx_proxy::host_fs::DirFiles;
 use influx_proxy::storage::Storage;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
-use std::path::{Component, Path, PathBuf};
+use std::io;
+use std::path::PathBuf;
 
 /// Files under one root directory.
 #[derive(Debug, Clone)]
 pub struct DirStorage {
-    root: PathBuf,
+    files: DirFiles,
 }
 
 impl DirStorage {
     /// Storage rooted at `root` (created, with its missing parents, if missing).
     pub fn open(root: impl Into<PathBuf>) -> io::Result<DirStorage> {
-        let root = root.into();
-        create_dir_durable(&root)?;
-        Ok(DirStorage { root })
+        let files = DirFiles::new(root);
+        files.create_root()?;
+        Ok(DirStorage { files })
     }
-
-    /// `root/rel`; refuses absolute paths and `..` so that nothing outside the
-    /// data directory is touched whatever a backend is named.
-    fn path(&self, rel: &str) -> io::Result<PathBuf> {
-        let rel = Path::new(rel);
-        if rel.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir)) {
-            Ok(self.root.join(rel))
-        } else {
-            Err(io::Error::new(
-                ErrorKind::InvalidInput,
-                format!("{}: not a plain relative path", rel.display()),
-            ))
-        }
-    }
-}
-
-/// Syncs the directory holding `path`, so that a new, renamed or removed
-/// entry is kept that way.
-fn sync_parent(path: &Path) -> io::Result<()> {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
-        _ => Ok(()),
-    }
-}
-
-/// Creates `dir` and its missing parents one level at a time, outermost
-/// first, each made durable by a sync of its parent directory (POSIX
-/// `fsync(2)`: the directory entry needs an fsync of the directory too).
-fn create_dir_durable(dir: &Path) -> io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    let mut missing = vec![dir];
-    let mut at = dir.parent();
-    while let Some(p) = at.filter(|p| !p.as_os_str().is_empty()) {
-        if p.is_dir() {
-            break;
-        }
-        missing.push(p);
-        at = p.parent();
-    }
-    for d in missing.into_iter().rev() {
-        match fs::create_dir(d) {
-            Ok(()) => sync_parent(d)?,
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", d.display()))),
-        }
-    }
-    Ok(())
 }
 
 impl Storage for DirStorage {
     async fn list(&self, dir: &str) -> io::Result<Vec<String>> {
-        let dir = self.path(dir)?;
-        create_dir_durable(&dir)?;
-        let mut names = Vec::new();
-        for entry in fs::read_dir(&dir)? {
-            let entry = entry?;
-            if entry.file_type()?.is_file() {
-                names.push(entry.file_name().to_string_lossy().into_owned());
-            }
-        }
-        names.sort();
-        Ok(names)
+        self.files.list(dir)
     }
 
     async fn read(&self, path: &str) -> io::Result<Vec<u8>> {
-        fs::read(self.path(path)?)
+        self.files.read(path)
     }
 
     async fn read_at(&self, path: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        let mut file = File::open(self.path(path)?)?;
-        file.seek(SeekFrom::Start(offset))?;
-        let mut data = Vec::with_capacity(len.min(1 << 20));
-        file.take(len as u64).read_to_end(&mut data)?;
-        Ok(data)
+        self.files.read_at(path, offset, len)
     }
 
     async fn append(&self, path: &str, data: &[u8]) -> io::Result<()> {
-        let path = self.path(path)?;
-        let existed = path.exists();
-        let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
-        file.write_all(data)?;
-        file.sync_all()?;
-        if !existed {
-            sync_parent(&path)?;
-        }
-        Ok(())
+        self.files.append(path, data)
     }
 
     async fn write_atomic(&self, path: &str, data: &[u8]) -> io::Result<()> {
-        let path = self.path(path)?;
-        let mut tmp = path.clone().into_os_string();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        let mut file = File::create(&tmp)?;
-        file.write_all(data)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, &path)?;
-        sync_parent(&path)
+        self.files.write_atomic(path, data)
+    }
+
+    async fn write_at(&self, path: &str, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.files.write_at(path, offset, data)
     }
 
     async fn truncate(&self, path: &str, len: u64) -> io::Result<()> {
-        let file = OpenOptions::new().write(true).open(self.path(path)?)?;
-        file.set_len(len)?;
-        file.sync_all()
+        self.files.truncate(path, len)
     }
 
     async fn remove(&self, path: &str) -> io::Result<()> {
-        let path = self.path(path)?;
-        match fs::remove_file(&path) {
-            Ok(()) => sync_parent(&path),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.files.remove(path)
     }
 
     async fn len(&self, path: &str) -> io::Result<Option<u64>> {
-        match fs::metadata(self.path(path)?) {
-            Ok(meta) => Ok(Some(meta.len())),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.files.len(path)
     }
 }
 
@@ -164,6 +73,9 @@ mod tests {
     //! sync go through WASI.
     use super::*;
     use futures_lite::future::block_on;
+    use std::fs;
+    use std::io::ErrorKind;
+    use std::path::Path;
 
     /// A fresh directory under `$TMPDIR` or `/tmp` (preopened by the test
     /// runner inside wasmtime, where `std::env::temp_dir` panics).
@@ -197,7 +109,7 @@ mod tests {
             assert_eq!(s.len("queue/a/0001.log").await.unwrap(), None);
             assert_eq!(s.read("queue/a/0001.log").await.unwrap_err().kind(), ErrorKind::NotFound);
         });
-        let _ = fs::remove_dir_all(&s.root);
+        let _ = fs::remove_dir_all(s.files.root());
     }
 
     #[test]
@@ -205,15 +117,29 @@ mod tests {
         let s = scratch("nested");
         block_on(async {
             assert_eq!(s.list("queue/b/c/d").await.unwrap(), Vec::<String>::new());
-            assert!(s.root.join("queue/b/c/d").is_dir());
+            assert!(s.files.root().join("queue/b/c/d").is_dir());
             s.append("queue/b/c/d/0001.log", b"x").await.unwrap();
             // Existing directories are left as they are, files and all.
             assert_eq!(s.list("queue/b/c/d").await.unwrap(), vec!["0001.log".to_string()]);
             assert_eq!(s.list("queue/b").await.unwrap(), Vec::<String>::new());
             assert_eq!(s.list("queue/b/e").await.unwrap(), Vec::<String>::new());
-            assert!(s.root.join("queue/b/e").is_dir());
+            assert!(s.files.root().join("queue/b/e").is_dir());
         });
-        let _ = fs::remove_dir_all(&s.root);
+        let _ = fs::remove_dir_all(s.files.root());
+    }
+
+    #[test]
+    fn write_at_overwrites_in_place() {
+        let s = scratch("write-at");
+        block_on(async {
+            s.list("queue/a").await.unwrap();
+            s.append("queue/a/ack", &[0; 64]).await.unwrap();
+            s.write_at("queue/a/ack", 32, b"slot").await.unwrap();
+            let data = s.read("queue/a/ack").await.unwrap();
+            assert_eq!((data.len(), &data[32..36]), (64, &b"slot"[..]));
+            assert_eq!(s.write_at("queue/a/none", 0, b"x").await.unwrap_err().kind(), ErrorKind::NotFound);
+        });
+        let _ = fs::remove_dir_all(s.files.root());
     }
 
     #[test]

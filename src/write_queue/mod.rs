@@ -1,0 +1,769 @@
+//! The durable, ordered, per-backend write queue.
+//!
+//! While a backend's queue is not empty, every new write or schema statement
+//! for that backend is appended to the queue instead of being sent, so a
+//! recovering backend receives everything in the original order. A record is
+//! removed only after the backend acknowledged it (2xx), or when it is moved
+//! to the dead-letter file by the replay policy (below).
+//!
+//! This documentation is the specification of the queue: its guarantees, its
+//! files, and what happens after a crash. All IO goes through
+//! [`Storage`]; the queue keeps no record data in memory.
+//!
+//! # Guarantees
+//!
+//! 1. **Nothing acknowledged is lost.** [`WriteQueue::push`] returns `Ok` only
+//!    after [`Storage::append`] returned `Ok`, i.e. after the whole record is
+//!    durable. A record leaves the queue only through [`WriteQueue::ack`] or
+//!    [`WriteQueue::dead_letter`]. The only records ever dropped without one
+//!    of those are records whose bytes on disk are damaged (see "Corruption").
+//! 2. **Order.** Records are replayed in the order they were pushed: segments
+//!    are read in increasing sequence number, records within a segment in file
+//!    order, and a record never spans two segments.
+//! 3. **At-least-once delivery.** A record is delivered again after a restart
+//!    if the process stopped after the backend took it but before the
+//!    acknowledgement was durable (and once more if the `ack` file itself is
+//!    damaged). Re-sending is harmless for InfluxDB 1.x writes with explicit
+//!    timestamps (a point with the same measurement, tag set and timestamp
+//!    replaces the earlier one with the same field values: InfluxDB 1.x
+//!    documentation, "Duplicate points") and for `CREATE`/`DROP` statements.
+//! 4. **Bounded disk.** Bytes of records not yet acknowledged never pass
+//!    `max_bytes`: a push that would pass it fails with [`QueueError::Full`]
+//!    (the proxy answers 503) and is accepted again once replay has freed
+//!    space. Fully acknowledged segments are deleted, and when the queue
+//!    drains completely all its segments are deleted, so disk use shrinks with
+//!    the queue. On disk there are at most `max_bytes` + one segment (the
+//!    already-acknowledged front of the oldest segment) + the 64-byte `ack`
+//!    file + the dead-letter file, itself bounded by `dead_letter_max_bytes`.
+//!    A push refused by the storage (disk full) leaves nothing behind: no
+//!    partial record, no new empty segment file.
+//! 5. **Bounded memory.** In memory the queue keeps, per segment, its sequence
+//!    number, its length and how many unacknowledged records it holds; nothing
+//!    per record. A push does not read any file.
+//! 6. **A bad record never blocks the queue.** A record the backend rejects
+//!    with 4xx, or keeps failing while otherwise healthy (see "Replay
+//!    policy"), goes to the dead-letter file; a record whose bytes are damaged
+//!    is skipped (and counted, see [`WriteQueue::dropped`]).
+//! 7. **Replayed writes are never glued together.** A write body is stored with
+//!    a trailing `\n` (one is added on push if the body lacks it), so bodies
+//!    concatenated on replay stay separate lines.
+//! 8. **The queue always opens.** Damaged bytes are cut or skipped, never a
+//!    reason to refuse to start; only a storage that cannot be listed or read
+//!    makes [`WriteQueue::open`] fail.
+//! 9. **A full disk does not stop replay.** Acknowledging overwrites bytes of
+//!    the preallocated `ack` file in place ([`Storage::write_at`]) and then
+//!    removes consumed segments, so with 0 bytes free the queue still drains;
+//!    a dead letter that cannot be written for lack of space is still removed
+//!    and counted. Pushes fail (503) while the disk is full and are accepted
+//!    again as soon as space frees (by replay or otherwise).
+//!
+//! # Replay policy
+//!
+//! The queue stores; `Proxy::replay_step` (`src/proxy.rs`) decides, for the
+//! head record, after each delivery attempt:
+//!
+//! | backend's answer to the record | `/ping` | what happens |
+//! |---|---|---|
+//! | 2xx | - | acknowledged ([`WriteQueue::ack`]) |
+//! | 4xx, or a statement error inside a 200 | - | dead letter at once |
+//! | none (refused, timeout, broken connection) or 5xx | fails | **retried forever** with backoff: the backend is down; neither attempts nor age count |
+//! | none or 5xx | 2xx | retried with backoff; dead letter after `replay_max_attempts` such failures, or at the first one once the record is older than `replay_max_age_ms` |
+//!
+//! The age is `now - pushed_ms` ([`RecordId::pushed_ms`], stored in the
+//! record since format version 2; version 1 records have no age and only
+//! the attempts cap applies to them). Attempts are counted in memory, since
+//! the record became the head; they restart at 0 when the proxy restarts.
+//!
+//! # Files
+//!
+//! One directory per backend (e.g. `queue/a`):
+//!
+//! ```text
+//! queue/a/00000000000000000007.seg   segment 7: records, appended to
+//! queue/a/00000000000000000008.seg   segment 8 (newer)
+//! queue/a/ack                        the acknowledgement position
+//! queue/a/dead-letter.jsonl          records refused by the backend (4xx)
+//! ```
+//!
+//! Other file names in the directory are ignored.
+//!
+//! ## Segment files
+//!
+//! A segment is named by its sequence number in 20 decimal digits plus `.seg`.
+//! Records are appended to the newest segment; a new segment (next sequence
+//! number) is started when appending would make the current one longer than
+//! `segment_bytes` ([`DEFAULT_SEGMENT_BYTES`], 8 MiB), so a segment is at most
+//! `segment_bytes` long unless it holds a single larger record. A segment file
+//! is the concatenation of record frames:
+//!
+//! ```text
+//! offset  size  field
+//! 0       1     magic 0xD1
+//! 1       1     format version: 2 (written), 1 (still read)
+//! 2       4     payload length N, u32 little-endian
+//! 6       4     CRC-32 (IEEE, as crc32fast computes it) of the payload, u32 LE
+//! 10      N     payload
+//! ```
+//!
+//! The payload is a length-prefixed binary encoding, chosen over JSON so that
+//! bodies of several MB are stored as raw bytes, unescaped. Version 2 starts
+//! with the push time (the replay policy's record age); version 1 (written
+//! before) lacks it, and such a record has no age ([`RecordId::pushed_ms`] is
+//! `None`):
+//!
+//! ```text
+//! payload   = pushed_ms:u64 LE record       (version 2)
+//!           | record                        (version 1)
+//! pushed_ms = ms since the Unix epoch when the record was pushed
+//! record    = kind:u8 fields
+//! kind 1    = Write:     str db, opt rp, opt precision, creds, bytes body
+//! kind 2    = Statement: opt db, str q, creds
+//! creds     = opt username, opt password, opt authorization
+//! bytes     = len:u32 LE, len bytes          str = bytes holding UTF-8
+//! opt       = 0:u8 (absent) | 1:u8 str
+//! ```
+//!
+//! A payload must be consumed exactly; trailing bytes, bad UTF-8 or an unknown
+//! kind make the record corrupt. Credentials are stored as the client sent
+//! them (they are replayed unchanged), so the data directory must be private to
+//! the proxy.
+//!
+//! ## The `ack` file
+//!
+//! Version 2: 64 bytes, two 32-byte slots, created once on open (with
+//! [`Storage::write_atomic`], while there is space) and then only overwritten
+//! in place ([`Storage::write_at`]), so an acknowledgement needs no free disk
+//! space:
+//!
+//! ```text
+//! slot at 0 and at 32:
+//! 0   4  magic "IQA2"
+//! 4   8  generation G, u64 LE (1, 2, 3, ... one per acknowledgement)
+//! 12  8  segment sequence number S, u64 LE
+//! 20  8  offset O, u64 LE
+//! 28  4  CRC-32 of slot bytes 0..28, u32 LE
+//! ```
+//!
+//! Generation G is written to slot G mod 2, so each write overwrites the
+//! older slot. The valid slot (magic and CRC) with the higher generation
+//! holds the position; a write torn by a crash damages only the slot being
+//! written, and the other one still holds the previous position (its record
+//! is delivered again: at-least-once). The file is created with
+//! `write_atomic`, or, when there is no room for a new file, by overwriting
+//! the existing version 1 (or damaged) file in place (a crash during that
+//! write leaves a damaged file: replay from the oldest record). If neither
+//! works on open, each acknowledgement tries again.
+//!
+//! Version 1 (24 bytes, replaced atomically: magic "IQA1", S u64, O u64,
+//! CRC-32 of bytes 0..20) is still read on open, then replaced by a version 2
+//! file holding the same position. A leftover `ack.tmp` of version 1 is
+//! removed on open.
+//!
+//! (S, O) is the position of the oldest record not yet acknowledged: every
+//! record in segments before S and before offset O in segment S has been
+//! acknowledged, and no other. It only moves forward. When the oldest segment
+//! is fully acknowledged the position is written as (next segment, 0); when the
+//! whole queue is acknowledged it is written as (S', 0) where S' is the
+//! sequence number the next segment will get. New segments always get a
+//! sequence number greater than every segment that existed and not smaller
+//! than S (greater than S when O > 0), so an old position never covers new
+//! records. A missing `ack` file means (0, 0): nothing acknowledged.
+//!
+//! ## The dead-letter file
+//!
+//! `dead-letter.jsonl`: one JSON object per line, appended durably, never
+//! rewritten. A write gives
+//! `{"time_ms":..,"reason":..,"db":..,"rp":..,"precision":..,"body":..}`
+//! (`rp`/`precision` are `null` when absent; `body` is the line protocol as a
+//! string, or `"body_hex"` when it is not UTF-8); a statement gives
+//! `{"time_ms":..,"reason":..,"db":..,"q":..}`. Credentials are never written
+//! there. Once the file has reached `dead_letter_max_bytes`
+//! ([`DEFAULT_DEAD_LETTER_MAX_BYTES`]), further dead letters are still
+//! removed from the queue and counted by [`WriteQueue::dead_letters`] but no
+//! longer written, so the file cannot fill the disk.
+//!
+//! # Operations
+//!
+//! - **push**: encode the frame in one buffer, check `max_bytes`, pick the
+//!   segment (start a new one if the current one would pass `segment_bytes`,
+//!   is sealed, or there is none), then one [`Storage::append`] of the whole
+//!   frame. Memory state (segment length, depth) changes only after the append
+//!   succeeded. If the append fails (e.g. `No space left on device`) on a
+//!   segment it created, the segment file is removed; on an existing segment,
+//!   the segment is truncated back to its previous length (truncation needs no
+//!   space) so no partial record stays for a later record to follow;
+//!   if that truncate fails too, the segment is *sealed*: nothing more is
+//!   appended to it (its good length is known in memory) and the next push
+//!   starts a new segment. A push future dropped in the middle of its append
+//!   (cancelled) is repaired the same way by the next push.
+//! - **peek**: reads the frame header at the head position
+//!   ([`Storage::read_at`], 10 bytes), then the payload, checks the CRC and
+//!   decodes. Files are read only up to the length known in memory.
+//! - **ack**: the id must be the head record (as [`WriteQueue::peek`] gave
+//!   it). The next position is written, with the next generation, over the
+//!   older slot of `ack` ([`Storage::write_at`]); only then does memory move
+//!   on; then fully acknowledged segment files are removed (a
+//!   failed removal is retried at the next ack, and on open). Acknowledging a
+//!   record that is already acknowledged is a no-op (`Ok`); acknowledging any
+//!   other id is an error ([`QueueError::Io`] naming both positions) and
+//!   changes nothing.
+//! - **dead_letter**: same id rule; appends the JSON line durably, then acks.
+//!   A crash between the two writes the line again after restart. When the
+//!   append fails for lack of space, the line is cut back and not written, and
+//!   the record is still acknowledged and counted.
+//!
+//! The proxy is single-threaded but async: pushes, peeks and acks of one queue
+//! may interleave at await points, so the state sits behind an
+//! `async_lock::Mutex` held for the whole operation, storage calls included.
+//!
+//! # Recovery on open
+//!
+//! 1. List the directory; read `ack` (either version). A damaged `ack` file
+//!    (bad length, or no slot with a good magic and CRC) is treated as
+//!    missing: replay restarts at the oldest segment (duplicates, never loss)
+//!    and [`Recovery::ack_reset`] says so. A missing, version 1 or damaged file
+//!    is replaced by a version 2 file holding the position in force.
+//! 2. Delete segments older than the ack position's segment (fully
+//!    acknowledged; a crash between writing `ack` and deleting them leaves
+//!    them behind).
+//! 3. Read each remaining segment once and validate every record from the ack
+//!    position (offset 0 in later segments) to the end, counting records and
+//!    bytes waiting (the depth).
+//! 4. Drop what is damaged, by the rule below. Segments left without any
+//!    record to deliver are deleted.
+//! 5. Count the dead-letter file's lines; a torn last line (no `\n`, a crash in
+//!    the middle of its append) is cut off.
+//!
+//! ## Corruption
+//!
+//! A record is *damaged* when its header is short, its magic or version is
+//! wrong, its payload runs past the end of the file, its CRC does not match,
+//! or its payload does not decode. Appends are the only writes to a segment,
+//! so a crash can only leave a torn record at the very end of the newest
+//! segment; damage anywhere else means the disk changed the bytes. The rule,
+//! applied the same way on open and, should bytes change under a running
+//! queue, on peek:
+//!
+//! - If the header is intact (magic, version, and a length that fits in the
+//!   file) and the bytes just after the record are either the end of the
+//!   segment or a valid record, only this record is damaged: it is skipped
+//!   (at the end of a segment, cut off with [`Storage::truncate`]).
+//! - Otherwise the length cannot be trusted and there is no way to find the
+//!   next record: the rest of the segment is dropped (cut off on open; later
+//!   segments are unaffected). A torn tail always falls here or in the first
+//!   case.
+//!
+//! Dropped bytes are reported by [`WriteQueue::recovery`] (on open) and
+//! [`WriteQueue::dropped`] (since open). If a cut fails, the segment is sealed
+//! and its damaged tail is simply never read.
+//!
+//! # Code layout
+//!
+//! `mod.rs`: this specification and the public API (push, peek, ack);
+//! `codec.rs`: record frames, payloads, the `ack` record and the corruption
+//! rule; `state.rs`: the in-memory segment list and counters; `recovery.rs`:
+//! [`WriteQueue::open`]; `dead_letter.rs`: the dead-letter file; `tests.rs`.
+
+use crate::storage::Storage;
+use async_lock::Mutex;
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+mod codec;
+mod dead_letter;
+mod recovery;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use codec::*;
+use dead_letter::*;
+use state::*;
+
+/// Default largest segment file, in bytes (8 MiB).
+pub const DEFAULT_SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
+/// Default largest dead-letter file, in bytes (64 MiB).
+pub const DEFAULT_DEAD_LETTER_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Bytes of a record frame before its payload.
+pub const RECORD_HEADER_BYTES: u64 = 10;
+/// The dead-letter file's name inside the queue directory.
+pub const DEAD_LETTER_FILE: &str = "dead-letter.jsonl";
+
+const HEADER: usize = RECORD_HEADER_BYTES as usize;
+const RECORD_MAGIC: u8 = 0xD1;
+/// Version 1 frames (no push time) are still read.
+const RECORD_VERSION_1: u8 = 1;
+/// Version written: the payload starts with the push time.
+const RECORD_VERSION: u8 = 2;
+/// The push time (ms since the epoch, u64 LE) leading a version 2 payload.
+const PUSHED_MS_BYTES: u64 = 8;
+const KIND_WRITE: u8 = 1;
+const KIND_STATEMENT: u8 = 2;
+const ACK_FILE: &str = "ack";
+/// Version 1 `ack` file (24 bytes, replaced atomically), read for upgrade.
+const ACK_V1_MAGIC: &[u8; 4] = b"IQA1";
+const ACK_V1_BYTES: usize = 24;
+/// Version 2 `ack` file: two slots of 32 bytes, each starting with this.
+const ACK_MAGIC: &[u8; 4] = b"IQA2";
+const ACK_SLOT_BYTES: usize = 32;
+const SEGMENT_SUFFIX: &str = ".seg";
+/// Chunk size when counting dead-letter lines on open.
+const SCAN_CHUNK: usize = 1024 * 1024;
+
+/// The client's credentials, forwarded unchanged to backends (InfluxDB 1.x
+/// "Authentication": `u`/`p` query parameters or the `Authorization` header).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// The `Authorization` header value (`Basic ...` or `Token ...`).
+    pub authorization: Option<String>,
+}
+
+/// One queued operation for one backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A `/write`: line protocol points (newline-terminated lines) for this
+    /// backend only.
+    Write {
+        db: String,
+        rp: Option<String>,
+        precision: Option<String>,
+        credentials: Credentials,
+        /// Line protocol, each line ending in `\n`. [`WriteQueue::push`] adds a
+        /// final `\n` to a non-empty body that lacks it.
+        body: Vec<u8>,
+    },
+    /// A schema statement (`CREATE DATABASE ...`, `DROP MEASUREMENT ...`) to be
+    /// sent as `POST /query`.
+    Statement { db: Option<String>, q: String, credentials: Credentials },
+}
+
+/// Where a record lies; returned by [`WriteQueue::peek`], given back to
+/// [`WriteQueue::ack`] / [`WriteQueue::dead_letter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordId {
+    /// Sequence number of the segment file.
+    pub segment: u64,
+    /// Byte offset of the record's frame in the segment.
+    pub offset: u64,
+    /// Offset just past the record.
+    pub end: u64,
+    /// When the record was pushed, ms since the Unix epoch (the `now_ms`
+    /// given to [`WriteQueue::push`]); `None` for a record of format version
+    /// 1, which did not store it.
+    pub pushed_ms: Option<u64>,
+}
+
+/// How much is waiting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Records not yet acknowledged.
+    pub records: u64,
+    /// Bytes on disk of those records (headers included).
+    pub bytes: u64,
+}
+
+/// Why the queue could not keep or give a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueError {
+    /// Appending would pass `max_bytes`; the write is not kept (answer 503).
+    Full { max_bytes: u64 },
+    /// The storage failed (disk full, permissions); the write is not kept.
+    /// Also: [`WriteQueue::ack`] of an id that is not the oldest record.
+    Io(String),
+}
+
+impl fmt::Display for QueueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueueError::Full { max_bytes } => write!(f, "write queue full ({max_bytes} bytes)"),
+            QueueError::Io(e) => write!(f, "write queue storage error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for QueueError {}
+
+/// Sizes of one queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueOptions {
+    /// Largest total of bytes (frames, headers included) of records not yet
+    /// acknowledged; a push past it fails with [`QueueError::Full`].
+    pub max_bytes: u64,
+    /// A new segment file is started when appending would make the current
+    /// one longer than this, in bytes.
+    pub segment_bytes: u64,
+    /// The dead-letter file stops growing at this many bytes.
+    pub dead_letter_max_bytes: u64,
+}
+
+impl QueueOptions {
+    /// `max_bytes` with the default segment and dead-letter sizes.
+    pub fn new(max_bytes: u64) -> QueueOptions {
+        QueueOptions {
+            max_bytes,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            dead_letter_max_bytes: DEFAULT_DEAD_LETTER_MAX_BYTES,
+        }
+    }
+}
+
+/// What [`WriteQueue::open`] found and repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Segment files holding records to deliver.
+    pub segments: usize,
+    /// Segment files deleted because everything in them was acknowledged
+    /// (or nothing was left in them).
+    pub removed_segments: usize,
+    /// Bytes cut off segment tails: torn records from a crash during an
+    /// append, or damaged records (see "Corruption").
+    pub truncated_bytes: u64,
+    /// Damaged records in the middle of a segment, counted in the depth and
+    /// skipped (counted by [`WriteQueue::dropped`]) when replay reaches them.
+    pub corrupt_records: u64,
+    /// True when the `ack` file was damaged: replay restarts at the oldest
+    /// segment, so some records may be delivered twice.
+    pub ack_reset: bool,
+    /// Bytes of a torn last line cut off the dead-letter file.
+    pub dead_letter_truncated_bytes: u64,
+}
+
+/// One backend's queue in directory `dir` of the storage.
+#[derive(Debug)]
+pub struct WriteQueue {
+    dir: String,
+    options: QueueOptions,
+    recovery: Recovery,
+    state: Mutex<State>,
+    // Mirrors of `State` counters, readable without awaiting the lock.
+    records: AtomicU64,
+    bytes: AtomicU64,
+    dead_letters: AtomicU64,
+    dropped_records: AtomicU64,
+    dropped_bytes: AtomicU64,
+    /// The head record's push time; `u64::MAX` when unknown or empty.
+    head_pushed_ms: AtomicU64,
+}
+
+fn io_err(what: &str, path: &str, e: io::Error) -> QueueError {
+    QueueError::Io(format!("{what} {path}: {e}"))
+}
+
+impl WriteQueue {
+    /// The queue's directory in the storage.
+    pub fn dir(&self) -> &str {
+        &self.dir
+    }
+
+    /// The sizes this queue was opened with.
+    pub fn options(&self) -> QueueOptions {
+        self.options
+    }
+
+    /// What [`WriteQueue::open`] found and repaired.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    /// Records and bytes waiting.
+    pub fn depth(&self) -> QueueDepth {
+        QueueDepth {
+            records: self.records.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.depth().records == 0
+    }
+
+    /// Records moved to the dead-letter file since the queue was created
+    /// (counted from the file on open).
+    pub fn dead_letters(&self) -> u64 {
+        self.dead_letters.load(Ordering::Relaxed)
+    }
+
+    /// Damaged records and bytes dropped since open (bytes cut on open
+    /// included; records cut in a torn or unreadable tail are not countable
+    /// and appear only in bytes).
+    pub fn dropped(&self) -> QueueDepth {
+        QueueDepth {
+            records: self.dropped_records.load(Ordering::Relaxed),
+            bytes: self.dropped_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The bytes a record takes in the queue (frame header included), as
+    /// counted by [`QueueDepth::bytes`] and `max_bytes`.
+    pub fn record_bytes(record: &Record) -> u64 {
+        RECORD_HEADER_BYTES + payload_len(record)
+    }
+
+    /// When the oldest record waiting was pushed (ms since the Unix epoch);
+    /// `None` when the queue is empty or the head is a version 1 record
+    /// (written before push times were stored).
+    pub fn oldest_pushed_ms(&self) -> Option<u64> {
+        match self.head_pushed_ms.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            t => Some(t),
+        }
+    }
+
+    /// Appends `record` durably (fsynced when this returns `Ok`), stamped
+    /// with `now_ms` (ms since the Unix epoch) as its push time.
+    ///
+    /// Errors: [`QueueError::Full`] when the bytes waiting plus this record's
+    /// would pass `max_bytes`; [`QueueError::Io`] when the storage failed
+    /// (disk full: `No space left on device`) or a field is longer than
+    /// 4 GiB. On error nothing is kept: a partial append is cut back and a
+    /// segment file the append created is removed.
+    pub async fn push<S: Storage>(
+        &self,
+        storage: &S,
+        record: &Record,
+        now_ms: u64,
+    ) -> Result<(), QueueError> {
+        let size = Self::record_bytes(record);
+        if size > self.options.max_bytes {
+            return Err(QueueError::Full { max_bytes: self.options.max_bytes });
+        }
+        let frame = encode_frame(record, now_ms)?;
+        let mut state = self.state.lock().await;
+        self.repair_append(storage, &mut state).await;
+        if state.depth.bytes + size > self.options.max_bytes {
+            return Err(QueueError::Full { max_bytes: self.options.max_bytes });
+        }
+        let current = match state.segments.back() {
+            Some(back)
+                if state.writable && (back.len == 0 || back.len + size <= self.options.segment_bytes) =>
+            {
+                Some(*back)
+            }
+            _ => None,
+        };
+        let (seq, prev_len) = match current {
+            Some(back) => (back.seq, back.len),
+            None => {
+                let seq = state.next_seq;
+                // Consumed even if the append fails: a failed new segment may
+                // leave bytes behind that must not be appended to.
+                state.next_seq += 1;
+                (seq, 0)
+            }
+        };
+        let path = segment_path(&self.dir, seq);
+        state.pending_append = Some((seq, prev_len));
+        let result = storage.append(&path, &frame).await;
+        match result {
+            Ok(()) => {
+                state.pending_append = None;
+                match current {
+                    Some(_) => {
+                        if let Some(back) = state.segments.back_mut() {
+                            back.len += size;
+                            back.records += 1;
+                        }
+                    }
+                    None => {
+                        state.segments.push_back(Segment { seq, len: size, records: 1 });
+                        state.writable = true;
+                        if state.segments.len() == 1 {
+                            state.head_offset = 0;
+                        }
+                    }
+                }
+                if state.depth.records == 0 {
+                    state.head_pushed_ms = Some(now_ms);
+                }
+                state.depth.records += 1;
+                state.depth.bytes += size;
+                self.publish(&state);
+                Ok(())
+            }
+            Err(e) => {
+                self.repair_append(storage, &mut state).await;
+                Err(io_err("cannot append to", &path, e))
+            }
+        }
+    }
+
+    /// The oldest record not yet acknowledged, if any. Damaged records met on
+    /// the way are skipped and counted by [`WriteQueue::dropped`].
+    /// Errors: [`QueueError::Io`] when the storage cannot be read (the record
+    /// stays; try again later).
+    pub async fn peek<S: Storage>(&self, storage: &S) -> Result<Option<(RecordId, Record)>, QueueError> {
+        let mut state = self.state.lock().await;
+        let result = self.peek_locked(storage, &mut state).await;
+        self.publish(&state);
+        result
+    }
+
+    async fn peek_locked<S: Storage>(
+        &self,
+        storage: &S,
+        state: &mut State,
+    ) -> Result<Option<(RecordId, Record)>, QueueError> {
+        loop {
+            state.normalize();
+            let Some(front) = state.segments.front().copied() else { return Ok(None) };
+            let offset = state.head_offset;
+            if offset >= front.len {
+                return Ok(None);
+            }
+            let path = segment_path(&self.dir, front.seq);
+            match read_frame(storage, &path, offset, front.len).await? {
+                Frame::Valid { end, record, pushed_ms } => {
+                    let id = RecordId { segment: front.seq, offset, end, pushed_ms };
+                    state.peeked = Some(id);
+                    state.head_pushed_ms = pushed_ms;
+                    return Ok(Some((id, record)));
+                }
+                Frame::Damaged { skip_to: Some(end) } => {
+                    state.dropped.records += 1;
+                    state.dropped.bytes += end - offset;
+                    state.consume_head(end, 1);
+                }
+                Frame::Damaged { skip_to: None } => {
+                    state.dropped.records += front.records;
+                    state.dropped.bytes += front.len - offset;
+                    state.consume_head(front.len, front.records);
+                    if state.segments.len() == 1 {
+                        // Never append after bytes that cannot be read.
+                        state.writable = false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes the record `id` (which must be the one [`WriteQueue::peek`] gave)
+    /// durably: a restart will not replay it again.
+    ///
+    /// An id already acknowledged is a no-op (`Ok`). Any other id that is not
+    /// the oldest record is refused with [`QueueError::Io`] and changes
+    /// nothing; so does a failure to write the `ack` file.
+    pub async fn ack<S: Storage>(&self, storage: &S, id: RecordId) -> Result<(), QueueError> {
+        let mut state = self.state.lock().await;
+        let result = match self.check_head(storage, &mut state, id).await {
+            Ok(true) => self.ack_locked(storage, &mut state, id).await,
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        };
+        self.publish(&state);
+        result
+    }
+
+    /// `Ok(true)`: `id` is the head record; `Ok(false)`: already acknowledged.
+    async fn check_head<S: Storage>(
+        &self,
+        storage: &S,
+        state: &mut State,
+        id: RecordId,
+    ) -> Result<bool, QueueError> {
+        state.normalize();
+        let head = state.head_pos();
+        if (id.segment, id.offset) < head {
+            return Ok(false);
+        }
+        let not_head = || {
+            QueueError::Io(format!(
+                "{}: cannot acknowledge record {}:{}..{}: the oldest record is at {}:{}",
+                self.dir, id.segment, id.offset, id.end, head.0, head.1
+            ))
+        };
+        let Some(front) = state.segments.front().copied() else { return Err(not_head()) };
+        if (id.segment, id.offset) != head || id.end > front.len || id.end < id.offset + RECORD_HEADER_BYTES {
+            return Err(not_head());
+        }
+        if state.peeked == Some(id) {
+            return Ok(true);
+        }
+        // Not from the last peek: check the frame length on disk.
+        let path = segment_path(&self.dir, front.seq);
+        let header =
+            storage.read_at(&path, id.offset, HEADER).await.map_err(|e| io_err("cannot read", &path, e))?;
+        match parse_header(&header) {
+            Some((len, ..)) if id.offset + RECORD_HEADER_BYTES + len == id.end => Ok(true),
+            _ => Err(not_head()),
+        }
+    }
+
+    /// Acknowledges the head record `id`: writes the new position (in place,
+    /// into the slot of the next generation), then updates memory, then
+    /// removes consumed segment files.
+    async fn ack_locked<S: Storage>(
+        &self,
+        storage: &S,
+        state: &mut State,
+        id: RecordId,
+    ) -> Result<(), QueueError> {
+        let mut next = state.clone();
+        next.consume_head(id.end, 1);
+        next.normalize();
+        next.compact_if_drained();
+        let (seq, offset) = next.head_pos();
+        let path = format!("{}/{ACK_FILE}", self.dir);
+        let generation = state.ack_generation + 1;
+        let written = if state.ack_slots {
+            let slot = encode_ack_slot(generation, seq, offset);
+            storage.write_at(&path, ack_slot_offset(generation), &slot).await
+        } else {
+            // No two-slot file yet (it could not be created on open).
+            create_ack_file(storage, &path, &encode_ack_file(generation, seq, offset)).await
+        };
+        written.map_err(|e| io_err("cannot write", &path, e))?;
+        next.ack_generation = generation;
+        next.ack_slots = true;
+        next.head_pushed_ms = match next.segments.front() {
+            Some(front) => {
+                read_pushed_ms(storage, &segment_path(&self.dir, front.seq), next.head_offset).await
+            }
+            None => None,
+        };
+        *state = next;
+        let mut kept = Vec::new();
+        for seq in std::mem::take(&mut state.garbage) {
+            if storage.remove(&segment_path(&self.dir, seq)).await.is_err() {
+                kept.push(seq);
+            }
+        }
+        state.garbage = kept;
+        Ok(())
+    }
+
+    /// Undoes an append that failed or was cancelled: truncates the segment
+    /// back, or seals it when that fails.
+    async fn repair_append<S: Storage>(&self, storage: &S, state: &mut State) {
+        let Some((seq, len)) = state.pending_append.take() else { return };
+        let path = segment_path(&self.dir, seq);
+        // A segment file the append created goes away (no empty or partial
+        // file is left behind); an existing one is cut back.
+        let result = match len {
+            0 => storage.remove(&path).await,
+            _ => storage.truncate(&path, len).await,
+        };
+        let repaired = match result {
+            Ok(()) => true,
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
+        };
+        if !repaired && state.segments.back().is_some_and(|s| s.seq == seq) {
+            state.writable = false;
+        }
+    }
+
+    fn publish(&self, state: &State) {
+        self.records.store(state.depth.records, Ordering::Relaxed);
+        self.bytes.store(state.depth.bytes, Ordering::Relaxed);
+        self.dead_letters.store(state.dead_letters, Ordering::Relaxed);
+        self.dropped_records.store(state.dropped.records, Ordering::Relaxed);
+        self.dropped_bytes.store(state.dropped.bytes, Ordering::Relaxed);
+        let pushed = if state.depth.records == 0 { None } else { state.head_pushed_ms };
+        self.head_pushed_ms.store(pushed.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+}
