@@ -549,6 +549,39 @@ fn bad_requests_and_queries_get_4xx(mode: Mode) {
     assert_alive(&mut c, "a garbage request");
 }
 
+/// Issue 6: influxd names the database it did not find in `X-Influxdb-Error`,
+/// raw UTF-8 included (`database not found: "données"`); async-h1 panicked on
+/// that header. The client must get influxd's own 404 and the proxy must go
+/// on serving.
+fn backend_headers_that_are_not_ascii_reach_the_client_as_influxdb_errors(mode: Mode) {
+    let mut c = Cluster::start(mode);
+    c.create_database(DB);
+
+    let resp = c.proxy.write_to(
+        &format!("/write?{}", form(&[("db", "données"), ("precision", "s")])),
+        "m v=1",
+        false,
+    );
+    assert_eq!(resp.status, 404, "write to the missing database données: {resp:?}");
+    assert_eq!(resp.error(), "database not found: \"données\"", "{resp:?}");
+    assert_alive(&mut c, "a backend header with non-ASCII bytes");
+
+    // Bytes that are not UTF-8 in the query string: influxd sees U+FFFD and
+    // echoes it in its error header.
+    let resp = c.proxy.get("/query?db=%FF%FE&q=SHOW%20DATABASES%20%FF");
+    assert_eq!(resp.status, 400, "GET /query?db=%FF%FE&q=SHOW DATABASES %FF: {resp:?}");
+    assert!(resp.error().contains("error parsing query"), "{resp:?}");
+    assert_alive(&mut c, "a query with %FF bytes");
+
+    let resp = c.proxy.write_to("/write?db=fu%ffzz", "m v=1", false);
+    assert_eq!(resp.status, 404, "POST /write?db=fu%ffzz: {resp:?}");
+    assert!(resp.error().starts_with("database not found: \"fu"), "{resp:?}");
+    assert_alive(&mut c, "a write with %ff in the database name");
+    for server in c.backends() {
+        assert_eq!(server.databases(), vec![DB], "no database was created on {}", server.name());
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 9. /ping, /health, /metrics
 // ---------------------------------------------------------------------------
@@ -664,6 +697,7 @@ macro_rules! scenarios {
                 bad_requests_and_queries_get_4xx,
                 ping_health_and_metrics,
                 sigterm_stops_and_keeps_the_queue,
+                backend_headers_that_are_not_ascii_reach_the_client_as_influxdb_errors,
             );
         }
     };
