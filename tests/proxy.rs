@@ -565,9 +565,14 @@ fn backend_headers_that_are_not_ascii_reach_the_client_as_influxdb_errors(mode: 
     assert_eq!(resp.status, 404, "write to the missing database données: {resp:?}");
     assert_eq!(resp.error(), "database not found: \"données\"", "{resp:?}");
     assert_alive(&mut c, "a backend header with non-ASCII bytes");
+}
 
-    // Bytes that are not UTF-8 in the query string: influxd sees U+FFFD and
-    // echoes it in its error header.
+/// Issue 6: bytes that are not UTF-8 in the query string reach influxd as
+/// U+FFFD, which it echoes in its `X-Influxdb-Error` header: the same panic
+/// as above. The client gets what influxd answers.
+fn query_and_write_with_ff_bytes_get_influxdb_s_answer(mode: Mode) {
+    let mut c = Cluster::start(mode);
+    c.create_database(DB);
     let resp = c.proxy.get("/query?db=%FF%FE&q=SHOW%20DATABASES%20%FF");
     assert_eq!(resp.status, 400, "GET /query?db=%FF%FE&q=SHOW DATABASES %FF: {resp:?}");
     assert!(resp.error().contains("error parsing query"), "{resp:?}");
@@ -580,6 +585,35 @@ fn backend_headers_that_are_not_ascii_reach_the_client_as_influxdb_errors(mode: 
     for server in c.backends() {
         assert_eq!(server.databases(), vec![DB], "no database was created on {}", server.name());
     }
+}
+
+/// Issue 6: a backend answer larger than `backend_max_response_bytes` is a
+/// 502 naming the backend and the limit, not buffered whole; it does not
+/// count against the backend's health (another replica would answer the
+/// same), and smaller answers still flow.
+fn answers_over_backend_max_response_bytes_are_502(mode: Mode) {
+    let mut c = Cluster::start_with(mode, |config| config["backend_max_response_bytes"] = json!(2000));
+    c.create_database(DB);
+    c.proxy.write_ok(DB, &lines("big", 200, T0));
+
+    for _ in 0..3 {
+        let (status, v) = c.proxy.query("SELECT * FROM big", DB);
+        assert_eq!(status, 502, "an answer of 200 points over a 2000-byte limit: {v}");
+        let error = v["error"].as_str().unwrap_or_else(|| panic!("no error body: {v}"));
+        assert!(
+            (error.starts_with("backend a: ") || error.starts_with("backend b: "))
+                && error.ends_with("answer larger than backend_max_response_bytes (2000 bytes)"),
+            "{error}"
+        );
+    }
+    let health = c.proxy.health();
+    for name in ["a", "b"] {
+        let entry = health_backend(&health, name).unwrap_or_else(|| panic!("{name} missing: {health}"));
+        assert_eq!(is_healthy(entry), Some(true), "{name} is not down because of large answers: {health}");
+    }
+    let small = c.proxy.query_ok("SELECT count(v) FROM big", DB);
+    assert_eq!(count_of(&small), 200, "a small answer still flows: {small}");
+    assert_alive(&mut c, "answers over backend_max_response_bytes");
 }
 
 // ---------------------------------------------------------------------------
@@ -698,6 +732,8 @@ macro_rules! scenarios {
                 ping_health_and_metrics,
                 sigterm_stops_and_keeps_the_queue,
                 backend_headers_that_are_not_ascii_reach_the_client_as_influxdb_errors,
+                query_and_write_with_ff_bytes_get_influxdb_s_answer,
+                answers_over_backend_max_response_bytes_are_502,
             );
         }
     };

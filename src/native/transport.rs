@@ -121,9 +121,14 @@ mod tests {
     /// Starts influxd on free loopback ports; tries again (new ports) if it
     /// exits early, e.g. because another test took a port in between.
     fn start_influxd() -> Influxd {
+        start_influxd_with("")
+    }
+
+    /// Like [`start_influxd`], with `http` added to its `[http]` section.
+    fn start_influxd_with(http: &str) -> Influxd {
         let mut last_log = String::new();
         for _ in 0..3 {
-            match try_start_influxd() {
+            match try_start_influxd(http) {
                 Ok(server) => return server,
                 Err(log) => last_log = log,
             }
@@ -131,7 +136,7 @@ mod tests {
         panic!("influxd did not start; its log:\n{last_log}");
     }
 
-    fn try_start_influxd() -> Result<Influxd, String> {
+    fn try_start_influxd(http: &str) -> Result<Influxd, String> {
         let dir = tempfile::tempdir().unwrap();
         let (port, rpc_port) = (free_port(), free_port());
         let d = dir.path().display();
@@ -139,7 +144,7 @@ mod tests {
             "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc_port}\"\n\
              [meta]\n  dir = \"{d}/meta\"\n\
              [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
-             [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n\
+             [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n{http}\n\
              [monitor]\n  store-enabled = false\n"
         );
         let config_path = dir.path().join("influxdb.conf");
@@ -570,5 +575,27 @@ mod tests {
         assert_eq!(String::from_utf8_lossy(&r.body), "{\"error\":\"database not found: \\\"données\\\"\"}\n");
         assert_eq!(r.header("x-influxdb-error"), Some("database not found: \"donn%C3%A9es\""));
         assert_eq!(t.idle_connections(&b), 1, "the connection is kept");
+    }
+
+    #[test]
+    fn influxd_s_early_413_for_a_body_over_its_max_body_size_reaches_the_caller() {
+        // influxd answers 413 and closes once the body passes max-body-size,
+        // before reading the rest: the send fails, the answer is still read.
+        let influxd = start_influxd_with("  max-body-size = 1000\n");
+        let b = backend(influxd.port);
+        let t = NativeTransport::new(10_000, 4);
+        let mut create = Request::new(Method::Post, "/query");
+        create.query = vec![("q".into(), "CREATE DATABASE db".into())];
+        assert_eq!(smol::block_on(t.send(&b, create)).unwrap().status, 200);
+        let mut write = Request::new(Method::Post, "/write");
+        write.query = vec![("db".into(), "db".into())];
+        write.body = "cpu value=1\n".repeat(2_000_000).into_bytes();
+        match smol::block_on(t.send(&b, write)) {
+            Ok(r) => {
+                assert_eq!(r.status, 413, "{}", String::from_utf8_lossy(&r.body));
+                assert!(String::from_utf8_lossy(&r.body).contains("Request Entity Too Large"), "{r:?}");
+            }
+            Err(e) => panic!("influxd's 413 was lost: {e}"),
+        }
     }
 }
