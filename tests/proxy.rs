@@ -567,6 +567,40 @@ fn backend_headers_that_are_not_ascii_reach_the_client_as_influxdb_errors(mode: 
     assert_alive(&mut c, "a backend header with non-ASCII bytes");
 }
 
+/// Issue 6: the same header during replay killed the backend's replay task:
+/// the queue never drained again. A queued write for a missing database
+/// `données` must be dead-lettered and the writes behind it replayed.
+fn replay_gets_past_a_backend_header_that_is_not_ascii(mode: Mode) {
+    // `only_b` goes to b alone: while b is down its writes are only queued.
+    let mut c = Cluster::start_with(mode, |config| {
+        config["keymaps"] = json!({ "only_b": ["b"], "_default_": ["a", "b"] });
+    });
+    c.create_database(DB);
+    c.b.kill();
+    wait_until(Duration::from_secs(10), "b marked down", || {
+        let health = c.proxy.health();
+        match health_backend(&health, "b").and_then(is_healthy) {
+            Some(false) => Ok(()),
+            _ => Err(health.to_string()),
+        }
+    });
+    let path = format!("/write?{}", form(&[("db", "données"), ("precision", "s")]));
+    let resp = c.proxy.write_to(&path, "only_b v=1", false);
+    assert_eq!(resp.status, 204, "a write for b alone, queued while b is down: {resp:?}");
+    c.proxy.write_ok(DB, &lines("after", 100, T0));
+    c.b.restart();
+    wait_until(CATCH_UP, "b replayed the writes queued behind the données record", || {
+        let n = c.b.count(DB, "after");
+        if n == 100 {
+            Ok(())
+        } else {
+            Err(format!("{n} of 100 points on b; health {}", c.proxy.health()))
+        }
+    });
+    assert_same_points(&c, "after");
+    assert_alive(&mut c, "replaying a record answered with a non-ASCII header");
+}
+
 /// Issue 6: bytes that are not UTF-8 in the query string reach influxd as
 /// U+FFFD, which it echoes in its `X-Influxdb-Error` header: the same panic
 /// as above. The client gets what influxd answers.
@@ -733,6 +767,7 @@ macro_rules! scenarios {
                 sigterm_stops_and_keeps_the_queue,
                 backend_headers_that_are_not_ascii_reach_the_client_as_influxdb_errors,
                 query_and_write_with_ff_bytes_get_influxdb_s_answer,
+                replay_gets_past_a_backend_header_that_is_not_ascii,
                 answers_over_backend_max_response_bytes_are_502,
             );
         }
