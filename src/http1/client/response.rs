@@ -39,8 +39,12 @@ pub const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
 /// Largest chunk-size line (size and extensions) or trailer line, in bytes.
 const MAX_CHUNK_LINE_BYTES: usize = 4096;
 
-/// Bytes read from the stream at once.
+/// Bytes read from the stream at once into the reader's buffer.
 const READ_BUFFER: usize = 16 * 1024;
+
+/// Most bytes of a body read from the stream at once straight into the body
+/// (a body part of at least [`READ_BUFFER`] bytes skips the buffer).
+const MAX_DIRECT_READ: usize = 256 * 1024;
 
 /// A whole backend response and whether its connection can carry the next
 /// request.
@@ -168,6 +172,22 @@ impl<'s, S: AsyncRead + Unpin> Reader<'s, S> {
     async fn read_exact(&mut self, n: u64, out: &mut Vec<u8>) -> Result<u64, TransportError> {
         let mut left = n;
         while left > 0 {
+            if self.start == self.end && left >= READ_BUFFER as u64 {
+                // Large bodies go straight from the stream into `out`.
+                let want = usize::try_from(left).unwrap_or(usize::MAX).min(MAX_DIRECT_READ);
+                let old = out.len();
+                out.resize(old + want, 0);
+                let read = self.stream.read(out.get_mut(old..).unwrap_or_default()).await;
+                let n = *read.as_ref().unwrap_or(&0);
+                out.truncate(old + n.min(want));
+                let n = read.map_err(|e| io(e.to_string()))?.min(want);
+                self.received = self.received.saturating_add(n as u64);
+                if n == 0 {
+                    break;
+                }
+                left -= n as u64;
+                continue;
+            }
             if !self.fill().await? {
                 break;
             }
@@ -543,6 +563,25 @@ mod tests {
         // Endless interim responses are bounded by the same budget.
         let interim = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(10_000);
         assert!(io_error(&interim).contains("response head over"));
+    }
+
+    #[test]
+    fn large_bodies_are_read_whole_and_cut_ones_refused() {
+        let body: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut raw = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        raw.extend_from_slice(&body);
+        let d = decode_backend_response_bytes(&raw, Method::Get, 1 << 20).unwrap();
+        assert!(d.response.body == body && d.reusable);
+        let mut chunked =
+            format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n", body.len()).into_bytes();
+        chunked.extend_from_slice(&body);
+        chunked.extend_from_slice(b"\r\n0\r\n\r\n");
+        assert!(decode_backend_response_bytes(&chunked, Method::Get, 1 << 20).unwrap().response.body == body);
+        raw.truncate(raw.len() - 1);
+        match decode_backend_response_bytes(&raw, Method::Get, 1 << 20) {
+            Err(TransportError::Io(e)) => assert!(e.contains("cut off after 999999 of 1000000 bytes"), "{e}"),
+            other => panic!("{:?}", other.map(|d| d.response.status)),
+        }
     }
 
     #[test]
