@@ -117,10 +117,11 @@ impl<H: BackendHost> std::fmt::Debug for BackendClient<H> {
     }
 }
 
-/// Why one try failed, and whether any response byte had arrived.
+/// Why one try failed, and whether it may be sent again on a fresh
+/// connection (an i/o error before any response byte arrived).
 struct Failure {
     error: TransportError,
-    received: bool,
+    retryable: bool,
 }
 
 impl<H: BackendHost> BackendClient<H> {
@@ -200,8 +201,8 @@ impl<H: BackendHost> BackendClient<H> {
             TransportError::Io(e) => TransportError::Io(format!("{}: {e}", backend.url)),
             other => other,
         };
-        let outgoing =
-            to_backend_request(backend, request, body).map_err(|error| Failure { error, received: false })?;
+        let outgoing = to_backend_request(backend, request, body)
+            .map_err(|error| Failure { error, retryable: false })?;
         let sent = write_request(&mut stream, outgoing).await;
         let mut reader = response::Reader::new(&mut stream);
         let decoded = response::read_response(&mut reader, request.method, self.max_response_bytes).await;
@@ -218,9 +219,12 @@ impl<H: BackendHost> BackendClient<H> {
             (Err(_), Ok(decoded)) => Ok(decoded.response),
             (Err(e), Err(_)) if !received => Err(Failure {
                 error: TransportError::Io(format!("{}: sending the request: {e}", backend.url)),
-                received,
+                retryable: true,
             }),
-            (_, Err(error)) => Err(Failure { error: prefix(error), received }),
+            (_, Err(error)) => {
+                let retryable = !received && matches!(error, TransportError::Io(_));
+                Err(Failure { error: prefix(error), retryable })
+            }
         }
     }
 
@@ -236,7 +240,7 @@ impl<H: BackendHost> BackendClient<H> {
         if let Some(stream) = self.take_pooled(&authority).await {
             match self.send_once(backend, &request, &body, stream).await {
                 Ok(response) => return Ok(response),
-                Err(Failure { error: TransportError::Io(_), received: false }) => {}
+                Err(Failure { retryable: true, .. }) => {}
                 Err(failure) => return Err(failure.error),
             }
         }
