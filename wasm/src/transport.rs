@@ -434,4 +434,21 @@ mod tests {
             });
         }
     }
+
+    #[test]
+    fn an_answer_sent_before_the_whole_request_was_read_is_returned() {
+        // As influxd does for a body over its max-body-size: 413, then the
+        // connection is closed with most of the body unread.
+        wstd::runtime::block_on(async {
+            let (backend, _conns, _backend) = scripted_backend(
+                &["HTTP/1.1 413 Request Entity Too Large\r\nconnection: close\r\ncontent-length: 37\r\n\r\n\
+                   {\"error\":\"Request Entity Too Large\"}\n"],
+                false,
+            )
+            .await;
+            let transport = WasiTransport::new(5_000, 2);
+            let r = transport.send(&backend, write(&"cpu value=1\n".repeat(1_000_000))).await.unwrap();
+            assert_eq!((r.status, r.body.as_slice()), (413, &b"{\"error\":\"Request Entity Too Large\"}\n"[..]));
+        });
+    }
 }
