@@ -91,8 +91,9 @@ impl BackendAddr {
 /// `Timeout` and `Io` mean "the backend may be down": reads fail over, writes
 /// go to the backend's write queue. `ResponseTooLarge` does not: the backend
 /// is up and answered, but more than the proxy will buffer; another replica
-/// would answer the same, so a query ends with a 502 naming the backend and
-/// the limit.
+/// would answer the same, so a query ends at once with a 502 naming the
+/// backend and the limit, not counted against the backend's health. (Write
+/// and ping answers are a few hundred bytes; there it is handled like `Io`.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransportError {
     /// Could not connect (refused, unreachable, name lookup failed).
