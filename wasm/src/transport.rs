@@ -111,9 +111,9 @@ mod tests {
     use super::*;
     use influx_proxy::http::Method;
     use influx_proxy::http1::client::{to_backend_request, SharedBody};
-    use std::sync::Arc;
     use std::cell::Cell;
     use std::rc::Rc;
+    use std::sync::Arc;
     use wstd::iter::AsyncIterator;
     use wstd::net::TcpListener;
 
@@ -374,7 +374,11 @@ mod tests {
             wstd::runtime::block_on(async {
                 let (backend, _conns, _backend) = scripted_backend(answers, true).await;
                 let transport = WasiTransport::new(300, 2);
-                assert_eq!(transport.send(&backend, ping()).await, Err(TransportError::Timeout), "{answers:?}");
+                assert_eq!(
+                    transport.send(&backend, ping()).await,
+                    Err(TransportError::Timeout),
+                    "{answers:?}"
+                );
             });
         }
     }
@@ -448,7 +452,10 @@ mod tests {
             .await;
             let transport = WasiTransport::new(5_000, 2);
             let r = transport.send(&backend, write(&"cpu value=1\n".repeat(1_000_000))).await.unwrap();
-            assert_eq!((r.status, r.body.as_slice()), (413, &b"{\"error\":\"Request Entity Too Large\"}\n"[..]));
+            assert_eq!(
+                (r.status, r.body.as_slice()),
+                (413, &b"{\"error\":\"Request Entity Too Large\"}\n"[..])
+            );
         });
     }
 }
