@@ -82,6 +82,11 @@ pub struct Config {
     /// Default 10,000.
     #[serde(default = "defaults::request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// Largest backend response body the proxy reads, in bytes; a larger
+    /// answer ends as a 502 naming the backend and this limit (it is not
+    /// buffered whole). Default 64 MiB (67,108,864).
+    #[serde(default = "defaults::backend_max_response_bytes")]
+    pub backend_max_response_bytes: u64,
     /// First delay before retrying a failed replay, in ms; doubles up to
     /// `replay_backoff_max_ms`. Default 500.
     #[serde(default = "defaults::replay_backoff_min_ms")]
@@ -140,6 +145,9 @@ mod defaults {
     }
     pub fn request_timeout_ms() -> u64 {
         10_000
+    }
+    pub fn backend_max_response_bytes() -> u64 {
+        64 << 20
     }
     pub fn replay_backoff_min_ms() -> u64 {
         500
@@ -321,6 +329,7 @@ impl Config {
             ("health_check_fall", u64::from(self.health_check_fall)),
             ("health_check_rise", u64::from(self.health_check_rise)),
             ("request_timeout_ms", self.request_timeout_ms),
+            ("backend_max_response_bytes", self.backend_max_response_bytes),
             ("replay_backoff_min_ms", self.replay_backoff_min_ms),
             ("replay_backoff_max_ms", self.replay_backoff_max_ms),
             ("pool_max_open", self.pool_max_open as u64),
@@ -554,6 +563,7 @@ mod tests {
             "health_check_fall",
             "health_check_rise",
             "request_timeout_ms",
+            "backend_max_response_bytes",
             "replay_backoff_min_ms",
             "replay_backoff_max_ms",
             "pool_max_open",
@@ -568,6 +578,9 @@ mod tests {
             .starts_with("proxy.json: $.queue_max_bytes: 1000 is less than max_body_bytes (25000000)"));
         assert_eq!(error(&with("data_dir", r#""""#)), "proxy.json: $.data_dir: must not be empty");
         assert!(Config::parse("p", &with("pool_max_idle", "0")).is_ok());
+        let c = Config::parse("p", &with("backend_max_response_bytes", "1000")).unwrap();
+        assert_eq!(c.backend_max_response_bytes, 1000);
+        assert_eq!(Config::parse("p", MINIMAL).unwrap().backend_max_response_bytes, 64 << 20);
     }
 
     #[test]

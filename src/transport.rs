@@ -87,16 +87,25 @@ impl BackendAddr {
     }
 }
 
-/// Why a request to a backend got no HTTP response. Every variant means "the
-/// backend may be down": reads fail over, writes go to the backend's write queue.
+/// Why a request to a backend got no usable HTTP response. `Connect`,
+/// `Timeout` and `Io` mean "the backend may be down": reads fail over, writes
+/// go to the backend's write queue. `ResponseTooLarge` does not: the backend
+/// is up and answered, but more than the proxy will buffer; another replica
+/// would answer the same, so a query ends at once with a 502 naming the
+/// backend and the limit, not counted against the backend's health. (Write
+/// and ping answers are a few hundred bytes; there it is handled like `Io`.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransportError {
     /// Could not connect (refused, unreachable, name lookup failed).
     Connect(String),
     /// No complete response within the transport's timeout.
     Timeout,
-    /// The connection broke or the response could not be decoded.
+    /// The connection broke or the response could not be decoded (malformed
+    /// or oversized head, conflicting `Content-Length`, body cut short).
     Io(String),
+    /// The response body is larger than `limit` bytes (the config's
+    /// `backend_max_response_bytes`); it was not read further.
+    ResponseTooLarge { limit: u64 },
 }
 
 impl fmt::Display for TransportError {
@@ -105,6 +114,9 @@ impl fmt::Display for TransportError {
             TransportError::Connect(e) => write!(f, "connect failed: {e}"),
             TransportError::Timeout => write!(f, "timed out"),
             TransportError::Io(e) => write!(f, "i/o error: {e}"),
+            TransportError::ResponseTooLarge { limit } => {
+                write!(f, "answer larger than backend_max_response_bytes ({limit} bytes)")
+            }
         }
     }
 }

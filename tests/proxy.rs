@@ -549,6 +549,107 @@ fn bad_requests_and_queries_get_4xx(mode: Mode) {
     assert_alive(&mut c, "a garbage request");
 }
 
+/// Issue 6: influxd names the database it did not find in `X-Influxdb-Error`,
+/// raw UTF-8 included (`database not found: "données"`); async-h1 panicked on
+/// that header. The client must get influxd's own 404 and the proxy must go
+/// on serving.
+fn backend_headers_that_are_not_ascii_reach_the_client_as_influxdb_errors(mode: Mode) {
+    let mut c = Cluster::start(mode);
+    c.create_database(DB);
+
+    let resp = c.proxy.write_to(
+        &format!("/write?{}", form(&[("db", "données"), ("precision", "s")])),
+        "m v=1",
+        false,
+    );
+    assert_eq!(resp.status, 404, "write to the missing database données: {resp:?}");
+    assert_eq!(resp.error(), "database not found: \"données\"", "{resp:?}");
+    assert_alive(&mut c, "a backend header with non-ASCII bytes");
+}
+
+/// Issue 6: the same header during replay killed the backend's replay task:
+/// the queue never drained again. A queued write for a missing database
+/// `données` must be dead-lettered and the writes behind it replayed.
+fn replay_gets_past_a_backend_header_that_is_not_ascii(mode: Mode) {
+    // `only_b` goes to b alone: while b is down its writes are only queued.
+    let mut c = Cluster::start_with(mode, |config| {
+        config["keymaps"] = json!({ "only_b": ["b"], "_default_": ["a", "b"] });
+    });
+    c.create_database(DB);
+    c.b.kill();
+    wait_until(Duration::from_secs(10), "b marked down", || {
+        let health = c.proxy.health();
+        match health_backend(&health, "b").and_then(is_healthy) {
+            Some(false) => Ok(()),
+            _ => Err(health.to_string()),
+        }
+    });
+    let path = format!("/write?{}", form(&[("db", "données"), ("precision", "s")]));
+    let resp = c.proxy.write_to(&path, "only_b v=1", false);
+    assert_eq!(resp.status, 204, "a write for b alone, queued while b is down: {resp:?}");
+    c.proxy.write_ok(DB, &lines("after", 100, T0));
+    c.b.restart();
+    wait_until(CATCH_UP, "b replayed the writes queued behind the données record", || {
+        let n = c.b.count(DB, "after");
+        if n == 100 {
+            Ok(())
+        } else {
+            Err(format!("{n} of 100 points on b; health {}", c.proxy.health()))
+        }
+    });
+    assert_same_points(&c, "after");
+    assert_alive(&mut c, "replaying a record answered with a non-ASCII header");
+}
+
+/// Issue 6: bytes that are not UTF-8 in the query string reach influxd as
+/// U+FFFD, which it echoes in its `X-Influxdb-Error` header: the same panic
+/// as above. The client gets what influxd answers.
+fn query_and_write_with_ff_bytes_get_influxdb_s_answer(mode: Mode) {
+    let mut c = Cluster::start(mode);
+    c.create_database(DB);
+    let resp = c.proxy.get("/query?db=%FF%FE&q=SHOW%20DATABASES%20%FF");
+    assert_eq!(resp.status, 400, "GET /query?db=%FF%FE&q=SHOW DATABASES %FF: {resp:?}");
+    assert!(resp.error().contains("error parsing query"), "{resp:?}");
+    assert_alive(&mut c, "a query with %FF bytes");
+
+    let resp = c.proxy.write_to("/write?db=fu%ffzz", "m v=1", false);
+    assert_eq!(resp.status, 404, "POST /write?db=fu%ffzz: {resp:?}");
+    assert!(resp.error().starts_with("database not found: \"fu"), "{resp:?}");
+    assert_alive(&mut c, "a write with %ff in the database name");
+    for server in c.backends() {
+        assert_eq!(server.databases(), vec![DB], "no database was created on {}", server.name());
+    }
+}
+
+/// Issue 6: a backend answer larger than `backend_max_response_bytes` is a
+/// 502 naming the backend and the limit, not buffered whole; it does not
+/// count against the backend's health (another replica would answer the
+/// same), and smaller answers still flow.
+fn answers_over_backend_max_response_bytes_are_502(mode: Mode) {
+    let mut c = Cluster::start_with(mode, |config| config["backend_max_response_bytes"] = json!(2000));
+    c.create_database(DB);
+    c.proxy.write_ok(DB, &lines("big", 200, T0));
+
+    for _ in 0..3 {
+        let (status, v) = c.proxy.query("SELECT * FROM big", DB);
+        assert_eq!(status, 502, "an answer of 200 points over a 2000-byte limit: {v}");
+        let error = v["error"].as_str().unwrap_or_else(|| panic!("no error body: {v}"));
+        assert!(
+            (error.starts_with("backend a: ") || error.starts_with("backend b: "))
+                && error.ends_with("answer larger than backend_max_response_bytes (2000 bytes)"),
+            "{error}"
+        );
+    }
+    let health = c.proxy.health();
+    for name in ["a", "b"] {
+        let entry = health_backend(&health, name).unwrap_or_else(|| panic!("{name} missing: {health}"));
+        assert_eq!(is_healthy(entry), Some(true), "{name} is not down because of large answers: {health}");
+    }
+    let small = c.proxy.query_ok("SELECT count(v) FROM big", DB);
+    assert_eq!(count_of(&small), 200, "a small answer still flows: {small}");
+    assert_alive(&mut c, "answers over backend_max_response_bytes");
+}
+
 // ---------------------------------------------------------------------------
 // 9. /ping, /health, /metrics
 // ---------------------------------------------------------------------------
@@ -910,6 +1011,10 @@ macro_rules! scenarios {
                 sigterm_stops_and_keeps_the_queue,
                 many_statements_and_a_failed_one_answer_as_influxd,
                 disk_full_then_backend_back_drains_the_queue_and_writes_resume,
+                backend_headers_that_are_not_ascii_reach_the_client_as_influxdb_errors,
+                query_and_write_with_ff_bytes_get_influxdb_s_answer,
+                replay_gets_past_a_backend_header_that_is_not_ascii,
+                answers_over_backend_max_response_bytes_are_502,
             );
         }
     };

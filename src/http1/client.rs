@@ -1,20 +1,275 @@
-//! The backend side of HTTP/1.1, shared by the native and WASI transports:
-//! the core's [`Request`] as an http-types request to a backend, a backend's
-//! http-types response as the core's [`Response`], and the byte counter that
-//! tells a retryable failure (no response byte yet) from a broken answer.
+//! The backend side of HTTP/1.1 (the proxy as a client of InfluxDB servers),
+//! written once for the native and the WASI host: [`BackendClient`] is the
+//! whole [`Transport`] (keep-alive pool per backend, retry on a fresh
+//! connection, `pool_max_open`, the request timeout, bounded and guarded
+//! response reading), generic over a [`BackendHost`] that provides only
+//! primitives: connect to a [`BackendAddr`] (a `futures-io` stream), sleep,
+//! and optionally a liveness probe of an idle pooled connection.
 //!
-//! Connecting, pooling and timeouts stay in each host's transport.
+//! The rules, the same on every host:
+//! - **Pool.** Connections are kept alive and pooled per backend
+//!   (`host:port`), at most `pool_max_idle` idle ones; a connection goes back
+//!   only after its whole response was read, if that response allows reuse
+//!   ([`DecodedResponse::reusable`]: HTTP/1.1, no `Connection: close`, framed
+//!   body, nothing after it). A pooled connection is probed before reuse
+//!   ([`BackendHost::alive`]); one that the backend closed, or that has stray
+//!   bytes waiting, is dropped.
+//! - **Retry once.** A request that fails on a *reused* connection with an
+//!   i/o error before any byte of a response arrived is sent once more on a
+//!   fresh connection (the backend closed the idle connection before reading
+//!   the request). This is safe for what the proxy sends: pings and queries are
+//!   idempotent, and InfluxDB writes are idempotent per point ("Duplicate
+//!   points" in the InfluxDB 1.x documentation). Failures on a fresh
+//!   connection, and failures after a response byte, are not retried.
+//! - **Connection limit.** At most `pool_max_open` requests hold a connection
+//!   to one backend at once ([`ConnectionLimits`]); more wait.
+//! - **Timeout.** The whole request (waiting for a connection, connecting,
+//!   sending, reading the whole response) is bounded by `request_timeout_ms`:
+//!   [`TransportError::Timeout`], and the connection is dropped.
+//! - **Responses** are read by [`response`] (not async-h1, whose http-types
+//!   headers panic on non-ASCII values): head bounded, non-ASCII header values
+//!   percent-encoded, cut bodies and ambiguous framing are
+//!   [`TransportError::Io`], bodies over `backend_max_response_bytes` are
+//!   [`TransportError::ResponseTooLarge`]. Requests are encoded by async-h1.
+//! - **Early answers.** When sending the request fails (the backend answered
+//!   and closed before reading all of it, as influxd does with 413 for a body
+//!   over its `max-body-size`), the answer already sent is still read and
+//!   returned if it is whole.
+//!
+//! Single-threaded, like the proxy that owns it; a multi-threaded host would
+//! run one client per executor thread (the pool and limits are per client).
+
+pub mod response;
+
+pub use response::{decode_backend_response, decode_backend_response_bytes, DecodedResponse};
 
 use crate::http::{encode_params, Method, Request, Response};
-use crate::transport::{BackendAddr, TransportError};
-use futures_lite::io::{AsyncRead, AsyncWrite};
-use std::cell::RefCell;
+use crate::transport::{BackendAddr, Transport, TransportError};
+use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::io;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+
+/// Default for `backend_max_response_bytes`: 64 MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 << 20;
+
+/// Default for `pool_max_open`.
+pub const DEFAULT_MAX_OPEN: usize = 64;
+
+/// Bytes of request gathered before they are handed to the stream: async-h1
+/// encodes in 8 KiB pieces, and each write is a system call (native) or a
+/// host call (WASI).
+const WRITE_BUFFER: usize = 256 * 1024;
+
+/// What a host provides to [`BackendClient`]: primitives only.
+pub trait BackendHost {
+    /// A connection to a backend.
+    type Stream: AsyncRead + AsyncWrite + Unpin;
+
+    /// Opens a connection to `backend` (its `host:port`). Errors are
+    /// [`TransportError::Connect`] naming the backend.
+    fn connect(&self, backend: &BackendAddr) -> impl Future<Output = Result<Self::Stream, TransportError>>;
+
+    /// A future that completes after `ms` milliseconds.
+    fn sleep(&self, ms: u64) -> impl Future<Output = ()>;
+
+    /// Whether an idle pooled connection still looks usable, checked without
+    /// waiting. By default: a read polled once finds nothing (pending), i.e.
+    /// neither the end of the stream, nor an error, nor stray bytes (a
+    /// connection with any of those is dropped, so consuming a byte is
+    /// harmless). A host whose reads never complete on the first poll gets
+    /// `true`; the retry-once rule covers it.
+    fn alive(&self, stream: &mut Self::Stream) -> impl Future<Output = bool> {
+        async move {
+            let mut probe = [0u8; 1];
+            futures_lite::future::poll_once(stream.read(&mut probe)).await.is_none()
+        }
+    }
+}
+
+/// The HTTP/1.1 client of the backends: the [`Transport`] of both hosts.
+/// See the module doc for its rules.
+pub struct BackendClient<H: BackendHost> {
+    host: H,
+    /// Whole request, ms (`request_timeout_ms`).
+    timeout_ms: u64,
+    /// Idle connections kept per backend (`pool_max_idle`).
+    max_idle: usize,
+    /// Largest response body read, bytes (`backend_max_response_bytes`).
+    max_response_bytes: u64,
+    /// Idle connections by `host:port`, most recently used last.
+    pools: RefCell<HashMap<String, Vec<H::Stream>>>,
+    /// Requests holding a connection, by `host:port` (`pool_max_open`).
+    limits: ConnectionLimits,
+    /// Connections opened so far.
+    connects: Cell<u64>,
+}
+
+impl<H: BackendHost> std::fmt::Debug for BackendClient<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendClient")
+            .field("timeout_ms", &self.timeout_ms)
+            .field("max_idle", &self.max_idle)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field("connects", &self.connects.get())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why one try failed, and whether it may be sent again on a fresh
+/// connection (an i/o error before any response byte arrived).
+struct Failure {
+    error: TransportError,
+    retryable: bool,
+}
+
+impl<H: BackendHost> BackendClient<H> {
+    /// A client on `host` whose requests time out after `timeout_ms` (the
+    /// config's `request_timeout_ms`), keeping at most `max_idle` idle
+    /// connections per backend (`pool_max_idle`; 0 = no reuse), with
+    /// [`DEFAULT_MAX_OPEN`] and [`DEFAULT_MAX_RESPONSE_BYTES`].
+    pub fn new(host: H, timeout_ms: u64, max_idle: usize) -> BackendClient<H> {
+        BackendClient {
+            host,
+            timeout_ms,
+            max_idle,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            pools: RefCell::new(HashMap::new()),
+            limits: ConnectionLimits::new(DEFAULT_MAX_OPEN),
+            connects: Cell::new(0),
+        }
+    }
+
+    /// At most `max_open` (at least 1) requests hold a connection to one
+    /// backend at once (`pool_max_open`).
+    pub fn with_max_open(mut self, max_open: usize) -> BackendClient<H> {
+        self.limits = ConnectionLimits::new(max_open);
+        self
+    }
+
+    /// Response bodies over `bytes` end as [`TransportError::ResponseTooLarge`]
+    /// (`backend_max_response_bytes`).
+    pub fn with_max_response_bytes(mut self, bytes: u64) -> BackendClient<H> {
+        self.max_response_bytes = bytes;
+        self
+    }
+
+    /// The host's primitives.
+    pub fn host(&self) -> &H {
+        &self.host
+    }
+
+    /// Idle pooled connections to `backend` right now.
+    pub fn idle_connections(&self, backend: &BackendAddr) -> usize {
+        self.pools.borrow().get(&backend.authority()).map_or(0, Vec::len)
+    }
+
+    /// Connections opened so far (to every backend), for tests and metrics.
+    pub fn connections_opened(&self) -> u64 {
+        self.connects.get()
+    }
+
+    /// An idle connection to `authority` that still looks usable.
+    async fn take_pooled(&self, authority: &str) -> Option<H::Stream> {
+        loop {
+            let mut stream = self.pools.borrow_mut().get_mut(authority)?.pop()?;
+            if self.host.alive(&mut stream).await {
+                return Some(stream);
+            }
+        }
+    }
+
+    fn give_back(&self, authority: &str, stream: H::Stream) {
+        let mut pools = self.pools.borrow_mut();
+        let pool = pools.entry(authority.to_string()).or_default();
+        if pool.len() < self.max_idle {
+            pool.push(stream);
+        }
+    }
+
+    /// One exchange on `stream`; the stream goes back to the pool if the
+    /// response allows it.
+    async fn send_once(
+        &self,
+        backend: &BackendAddr,
+        request: &Request,
+        body: &SharedBody,
+        mut stream: H::Stream,
+    ) -> Result<Response, Failure> {
+        let prefix = |error: TransportError| match error {
+            TransportError::Io(e) => TransportError::Io(format!("{}: {e}", backend.url)),
+            other => other,
+        };
+        let outgoing = to_backend_request(backend, request, body)
+            .map_err(|error| Failure { error, retryable: false })?;
+        let sent = write_request(&mut stream, outgoing).await;
+        let mut reader = response::Reader::new(&mut stream);
+        let decoded = response::read_response(&mut reader, request.method, self.max_response_bytes).await;
+        let received = reader.received > 0;
+        match (sent, decoded) {
+            (Ok(()), Ok(decoded)) => {
+                if decoded.reusable {
+                    self.give_back(&backend.authority(), stream);
+                }
+                Ok(decoded.response)
+            }
+            // Answered before the whole request was taken: the connection
+            // is not reused.
+            (Err(_), Ok(decoded)) => Ok(decoded.response),
+            (Err(e), Err(_)) if !received => Err(Failure {
+                error: TransportError::Io(format!("{}: sending the request: {e}", backend.url)),
+                retryable: true,
+            }),
+            (_, Err(error)) => {
+                let retryable = !received && matches!(error, TransportError::Io(_));
+                Err(Failure { error: prefix(error), retryable })
+            }
+        }
+    }
+
+    async fn send_with_retry(
+        &self,
+        backend: &BackendAddr,
+        mut request: Request,
+    ) -> Result<Response, TransportError> {
+        let authority = backend.authority();
+        let _permit = self.limits.acquire(&authority).await;
+        // Shared by both tries, never copied.
+        let body = SharedBody(Arc::new(std::mem::take(&mut request.body)));
+        if let Some(stream) = self.take_pooled(&authority).await {
+            match self.send_once(backend, &request, &body, stream).await {
+                Ok(response) => return Ok(response),
+                Err(Failure { retryable: true, .. }) => {}
+                Err(failure) => return Err(failure.error),
+            }
+        }
+        self.connects.set(self.connects.get() + 1);
+        let stream = self.host.connect(backend).await?;
+        self.send_once(backend, &request, &body, stream).await.map_err(|f| f.error)
+    }
+}
+
+impl<H: BackendHost> Transport for BackendClient<H> {
+    async fn send(&self, backend: &BackendAddr, request: Request) -> Result<Response, TransportError> {
+        let timeout = async {
+            self.host.sleep(self.timeout_ms).await;
+            Err(TransportError::Timeout)
+        };
+        futures_lite::future::or(self.send_with_retry(backend, request), timeout).await
+    }
+}
+
+/// Writes `request` (async-h1's encoding) to `stream` in pieces of up to
+/// [`WRITE_BUFFER`] bytes, and flushes.
+async fn write_request<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    request: http_types::Request,
+) -> std::io::Result<()> {
+    let mut writer = futures_lite::io::BufWriter::with_capacity(WRITE_BUFFER, &mut *stream);
+    futures_lite::io::copy(async_h1::client::Encoder::new(request), &mut writer).await?;
+    writer.flush().await
+}
 
 /// Request headers never passed to a backend: hop-by-hop headers (RFC 9110
 /// section 7.6.1) and the framing headers the client sets itself.
@@ -86,42 +341,6 @@ pub fn to_backend_request(
     Ok(out)
 }
 
-/// A backend's response as the core's: status, header names in lower case
-/// (sorted), values that are not visible ASCII, spaces and tabs dropped
-/// (async-h1 invents a `date` value with CR LF when the backend sent none),
-/// and the body read by the caller.
-pub fn from_backend_response(response: &http_types::Response, body: Vec<u8>) -> Response {
-    let mut headers = Vec::new();
-    for (name, values) in response.iter() {
-        for value in values.iter() {
-            if value.as_str().bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) {
-                headers.push((name.as_str().to_ascii_lowercase(), value.as_str().to_string()));
-            }
-        }
-    }
-    headers.sort();
-    Response { status: response.status().into(), headers, body }
-}
-
-/// Whether the connection may carry another exchange after this response
-/// (RFC 9112 section 9.3): not `Connection: close`, and a body that is framed
-/// (Content-Length or Transfer-Encoding) or absent (HEAD, 1xx, 204, 304). A
-/// body delimited by the end of the connection cannot be followed by another
-/// response.
-pub fn reusable(method: Method, response: &http_types::Response) -> bool {
-    let close = response
-        .header("connection")
-        .is_some_and(|v| v.iter().any(|v| v.as_str().eq_ignore_ascii_case("close")));
-    let framed =
-        response.header("content-length").is_some() || response.header("transfer-encoding").is_some();
-    !close && (framed || !has_body(method, response))
-}
-
-/// Whether a response to `method` carries a body (not for HEAD, 1xx, 204, 304).
-pub fn has_body(method: Method, response: &http_types::Response) -> bool {
-    method != Method::Head && !matches!(u16::from(response.status()), 100..=199 | 204 | 304)
-}
-
 /// The bound on requests holding a connection to one backend at once (the
 /// config's `pool_max_open`): one semaphore per `host:port`. Single-threaded,
 /// like the transports that own it.
@@ -147,39 +366,6 @@ impl ConnectionLimits {
             .or_insert_with(|| Arc::new(async_lock::Semaphore::new(self.max_open)))
             .clone();
         semaphore.acquire_arc().await
-    }
-}
-
-/// A stream that counts the bytes read from it into a shared counter, to tell
-/// "the connection failed before any response byte" (safe to send again on a
-/// fresh connection) from a broken answer. Writes pass through.
-#[derive(Debug, Clone)]
-pub struct CountingStream<S> {
-    pub inner: S,
-    pub received: Arc<AtomicU64>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for CountingStream<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(n)) = poll {
-            self.received.fetch_add(n as u64, Ordering::Relaxed);
-        }
-        poll
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for CountingStream<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_close(cx)
     }
 }
 
@@ -209,17 +395,5 @@ mod tests {
         let get =
             to_backend_request(&backend, &Request::new(Method::Get, "/ping"), &SharedBody(Arc::default()));
         assert!(get.unwrap().header("content-type").is_none());
-    }
-
-    #[test]
-    fn only_framed_responses_without_close_are_reusable() {
-        let mut r = http_types::Response::new(200);
-        assert!(!reusable(Method::Get, &r), "a body delimited by the connection's end");
-        r.insert_header("content-length", "2");
-        assert!(reusable(Method::Get, &r));
-        r.insert_header("connection", "close");
-        assert!(!reusable(Method::Get, &r));
-        assert!(reusable(Method::Get, &http_types::Response::new(204)));
-        assert!(reusable(Method::Head, &http_types::Response::new(200)));
     }
 }

@@ -136,7 +136,8 @@ async fn serve_proxy(
         .map_err(|e| one_line(&format!("cannot install the signal handlers: {e}")))?;
 
     let transport = NativeTransport::new(config.request_timeout_ms, config.pool_max_idle)
-        .with_max_open(config.pool_max_open);
+        .with_max_open(config.pool_max_open)
+        .with_max_response_bytes(config.backend_max_response_bytes);
     let storage = FsStorage::new(&config.data_dir);
     let options = ServerOptions::new(config.max_body_bytes);
     let data_dir = config.data_dir.clone();

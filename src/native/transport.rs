@@ -1,114 +1,29 @@
-//! [`NativeTransport`]: the core's requests to backends, sent with async-h1's
-//! HTTP/1.1 client over smol TCP streams.
-//!
-//! Connections are kept alive and pooled per backend (`host:port`): at most
-//! `pool_max_idle` idle connections per backend are kept. A connection goes
-//! back to the pool only after its response body was read to the end and the
-//! response did not say `Connection: close` (RFC 9112 section 9.3: persistence).
-//!
-//! A pooled connection may have been closed by the backend while it sat idle.
-//! When a request on a reused connection fails before any byte of a response
-//! arrived, it is sent once more on a fresh connection. This is safe for the
-//! requests the proxy sends: pings and queries are idempotent, and InfluxDB
-//! writes are idempotent per point (writing the same point twice keeps one
-//! point: "Duplicate points" in the InfluxDB 1.x documentation).
-//!
-//! At most `pool_max_open` requests to one backend hold a connection at once
-//! (so at most that many busy connections, plus up to `pool_max_idle` idle
-//! ones): a further request waits for a free one, within its timeout.
-//!
-//! The whole request (waiting for a connection, connect, sending, the response
-//! with its body) is bounded by `request_timeout_ms`; a request over time ends
-//! with [`TransportError::Timeout`] and its connection is closed. The request
-//! and response conversions are shared with the WASI host
-//! ([`crate::http1::client`]).
+//! [`NativeTransport`]: the core's requests to backends over smol TCP
+//! streams. Everything but the primitives (the keep-alive pool, the retry on a
+//! fresh connection, `pool_max_open`, the request timeout, reading responses
+//! safely and within `backend_max_response_bytes`) is
+//! [`crate::http1::client::BackendClient`], shared with the WASI host; this
+//! module provides connect (with `TCP_NODELAY`), sleep (smol timers) and the
+//! idle probe (a non-blocking `peek`).
 
 use crate::http::{Request, Response};
-use crate::http1::client::{
-    from_backend_response, has_body, reusable, to_backend_request, ConnectionLimits, CountingStream,
-    SharedBody,
-};
+use crate::http1::client::{BackendClient, BackendHost};
 use crate::transport::{BackendAddr, Transport, TransportError};
-use futures_lite::io::AsyncReadExt;
-use futures_lite::{future, FutureExt};
+use futures_lite::future;
 use smol::net::TcpStream;
 use smol::Timer;
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-/// HTTP/1.1 client of the backends with per-backend keep-alive pools.
-///
-/// Not `Send`: it lives on the proxy's single executor thread, like the
-/// [`crate::proxy::Proxy`] that owns it.
-#[derive(Debug)]
-pub struct NativeTransport {
-    timeout: Duration,
-    pool_max_idle: usize,
-    /// Idle connections by `host:port`, most recently used last.
-    pools: RefCell<HashMap<String, Vec<TcpStream>>>,
-    /// Permits for open connections, by `host:port`.
-    limits: ConnectionLimits,
-    connects: std::cell::Cell<u64>,
-}
+/// The primitives of the native host.
+#[derive(Debug, Default)]
+pub struct NativeHost;
 
-impl NativeTransport {
-    /// A transport whose requests time out after `request_timeout_ms` (connect +
-    /// response, in ms) and that keeps at most `pool_max_idle` idle connections
-    /// per backend (0 = no keep-alive reuse).
-    pub fn new(request_timeout_ms: u64, pool_max_idle: usize) -> NativeTransport {
-        NativeTransport {
-            timeout: Duration::from_millis(request_timeout_ms),
-            pool_max_idle,
-            pools: RefCell::new(HashMap::new()),
-            limits: ConnectionLimits::new(64),
-            connects: std::cell::Cell::new(0),
-        }
-    }
+impl BackendHost for NativeHost {
+    type Stream = TcpStream;
 
-    /// At most `max_open` (at least 1) requests hold a connection to one
-    /// backend at once. Default 64.
-    pub fn with_max_open(mut self, max_open: usize) -> NativeTransport {
-        self.limits = ConnectionLimits::new(max_open);
-        self
-    }
-
-    /// Idle pooled connections to `backend` right now.
-    pub fn idle_connections(&self, backend: &BackendAddr) -> usize {
-        self.pools.borrow().get(&backend.authority()).map_or(0, Vec::len)
-    }
-
-    /// TCP connections opened so far (to every backend), for tests and metrics.
-    pub fn connections_opened(&self) -> u64 {
-        self.connects.get()
-    }
-
-    /// Takes an idle connection that still looks open: one the backend has
-    /// closed (readable with EOF) or that has unexpected bytes waiting is dropped.
-    async fn take_pooled(&self, authority: &str) -> Option<TcpStream> {
-        loop {
-            let stream = self.pools.borrow_mut().get_mut(authority)?.pop()?;
-            let mut probe = [0u8; 1];
-            if future::poll_once(stream.peek(&mut probe)).await.is_none() {
-                return Some(stream);
-            }
-            // EOF, stray bytes or an error: not reusable, dropped.
-        }
-    }
-
-    fn give_back(&self, authority: &str, stream: TcpStream) {
-        let mut pools = self.pools.borrow_mut();
-        let pool = pools.entry(authority.to_string()).or_default();
-        if pool.len() < self.pool_max_idle {
-            pool.push(stream);
-        }
-    }
-
-    async fn connect(&self, authority: &str) -> Result<TcpStream, TransportError> {
-        self.connects.set(self.connects.get() + 1);
-        let stream = TcpStream::connect(authority)
+    async fn connect(&self, backend: &BackendAddr) -> Result<TcpStream, TransportError> {
+        let authority = backend.authority();
+        let stream = TcpStream::connect(authority.as_str())
             .await
             .map_err(|e| TransportError::Connect(format!("{authority}: {e}")))?;
         // Requests are written whole; Nagle would only delay small ones.
@@ -116,78 +31,60 @@ impl NativeTransport {
         Ok(stream)
     }
 
-    async fn send_once(
-        &self,
-        backend: &BackendAddr,
-        request: &Request,
-        body: &SharedBody,
-        stream: TcpStream,
-        received: Arc<AtomicU64>,
-    ) -> Result<Response, TransportError> {
-        let http_request = to_backend_request(backend, request, body)?;
-        let counted = CountingStream { inner: stream.clone(), received };
-        let mut response = async_h1::connect(counted, http_request)
-            .await
-            .map_err(|e| TransportError::Io(format!("{}: {e}", backend.url)))?;
-        let mut body = Vec::new();
-        if has_body(request.method, &response) {
-            // Content-Length, as async-h1 decoded it (None when chunked).
-            let expected_len = response.len();
-            response.take_body().read_to_end(&mut body).await.map_err(|e| {
-                TransportError::Io(format!("{}: reading the response body: {e}", backend.url))
-            })?;
-            // async-h1 ends a Content-Length body early, without an error, when
-            // the connection closes: a cut answer is no answer.
-            if let Some(expected) = expected_len {
-                if body.len() != expected {
-                    return Err(TransportError::Io(format!(
-                        "{}: response body cut off after {} of {expected} bytes",
-                        backend.url,
-                        body.len()
-                    )));
-                }
-            }
-        }
-        if reusable(request.method, &response) {
-            self.give_back(&backend.authority(), stream);
-        }
-        Ok(from_backend_response(&response, body))
+    async fn sleep(&self, ms: u64) {
+        Timer::after(Duration::from_millis(ms)).await;
     }
 
-    async fn send_with_retry(
-        &self,
-        backend: &BackendAddr,
-        mut request: Request,
-    ) -> Result<Response, TransportError> {
-        let authority = backend.authority();
-        // Held while this request uses a connection; a pooled idle connection
-        // needs no permit of its own beyond the pool's bound.
-        let _permit = self.limits.acquire(&backend.authority()).await;
-        let body = SharedBody(Arc::new(std::mem::take(&mut request.body)));
-        if let Some(stream) = self.take_pooled(&authority).await {
-            let received = Arc::new(AtomicU64::new(0));
-            match self.send_once(backend, &request, &body, stream, received.clone()).await {
-                Ok(r) => return Ok(r),
-                // The backend closed the idle connection before reading the
-                // request: send it again on a fresh connection.
-                Err(_) if received.load(Ordering::Relaxed) == 0 => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let stream = self.connect(&authority).await?;
-        self.send_once(backend, &request, &body, stream, Arc::new(AtomicU64::new(0))).await
+    /// Alive when a non-blocking `peek` finds nothing: no EOF, no error, no
+    /// stray bytes.
+    async fn alive(&self, stream: &mut TcpStream) -> bool {
+        let mut probe = [0u8; 1];
+        future::poll_once(stream.peek(&mut probe)).await.is_none()
+    }
+}
+
+/// HTTP/1.1 client of the backends with per-backend keep-alive pools (see
+/// [`crate::http1::client`] for its rules).
+///
+/// Not `Send`: it lives on the proxy's single executor thread, like the
+/// [`crate::proxy::Proxy`] that owns it.
+#[derive(Debug)]
+pub struct NativeTransport(BackendClient<NativeHost>);
+
+impl NativeTransport {
+    /// A transport whose requests time out after `request_timeout_ms` (the
+    /// whole request, in ms) and that keeps at most `pool_max_idle` idle
+    /// connections per backend (0 = no keep-alive reuse).
+    pub fn new(request_timeout_ms: u64, pool_max_idle: usize) -> NativeTransport {
+        NativeTransport(BackendClient::new(NativeHost, request_timeout_ms, pool_max_idle))
+    }
+
+    /// At most `max_open` (at least 1) requests hold a connection to one
+    /// backend at once (`pool_max_open`). Default 64.
+    pub fn with_max_open(self, max_open: usize) -> NativeTransport {
+        NativeTransport(self.0.with_max_open(max_open))
+    }
+
+    /// Response bodies over `bytes` end as [`TransportError::ResponseTooLarge`]
+    /// (`backend_max_response_bytes`). Default 64 MiB.
+    pub fn with_max_response_bytes(self, bytes: u64) -> NativeTransport {
+        NativeTransport(self.0.with_max_response_bytes(bytes))
+    }
+
+    /// Idle pooled connections to `backend` right now.
+    pub fn idle_connections(&self, backend: &BackendAddr) -> usize {
+        self.0.idle_connections(backend)
+    }
+
+    /// TCP connections opened so far (to every backend), for tests and metrics.
+    pub fn connections_opened(&self) -> u64 {
+        self.0.connections_opened()
     }
 }
 
 impl Transport for NativeTransport {
     async fn send(&self, backend: &BackendAddr, request: Request) -> Result<Response, TransportError> {
-        let timeout = self.timeout;
-        self.send_with_retry(backend, request)
-            .or(async move {
-                Timer::after(timeout).await;
-                Err(TransportError::Timeout)
-            })
-            .await
+        self.0.send(backend, request).await
     }
 }
 
@@ -195,9 +92,12 @@ impl Transport for NativeTransport {
 mod tests {
     use super::*;
     use crate::http::Method;
+    use futures_lite::future;
     use std::io::{BufRead, BufReader, Read as _, Write as _};
     use std::net::{TcpListener as StdListener, TcpStream as StdStream};
     use std::process::{Child, Command, Stdio};
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
     use std::time::Instant;
 
     /// A real InfluxDB 1.x server in a temporary directory, stopped on drop.
@@ -221,9 +121,14 @@ mod tests {
     /// Starts influxd on free loopback ports; tries again (new ports) if it
     /// exits early, e.g. because another test took a port in between.
     fn start_influxd() -> Influxd {
+        start_influxd_with("")
+    }
+
+    /// Like [`start_influxd`], with `http` added to its `[http]` section.
+    fn start_influxd_with(http: &str) -> Influxd {
         let mut last_log = String::new();
         for _ in 0..3 {
-            match try_start_influxd() {
+            match try_start_influxd(http) {
                 Ok(server) => return server,
                 Err(log) => last_log = log,
             }
@@ -231,7 +136,7 @@ mod tests {
         panic!("influxd did not start; its log:\n{last_log}");
     }
 
-    fn try_start_influxd() -> Result<Influxd, String> {
+    fn try_start_influxd(http: &str) -> Result<Influxd, String> {
         let dir = tempfile::tempdir().unwrap();
         let (port, rpc_port) = (free_port(), free_port());
         let d = dir.path().display();
@@ -239,7 +144,7 @@ mod tests {
             "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc_port}\"\n\
              [meta]\n  dir = \"{d}/meta\"\n\
              [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
-             [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n\
+             [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n{http}\n\
              [monitor]\n  store-enabled = false\n"
         );
         let config_path = dir.path().join("influxdb.conf");
@@ -571,6 +476,126 @@ mod tests {
         match smol::block_on(t.send(&backend(port), Request::new(Method::Get, "/query"))) {
             Err(TransportError::Io(e)) => assert!(e.contains("cut off after 4 of 10"), "{e}"),
             other => panic!("expected an Io error, got {other:?}"),
+        }
+    }
+
+    /// A fake backend that reads one request on each connection and answers
+    /// `answer` (then keeps the connection open, reading, until the client
+    /// closes it).
+    fn answering(answer: &'static [u8]) -> u16 {
+        fake_backend(move |conn, _| {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut conn = conn;
+                if read_request(&mut reader).is_some() {
+                    let _ = conn.write_all(answer);
+                    while read_request(&mut reader).is_some() {}
+                }
+            });
+        })
+    }
+
+    #[test]
+    fn a_backend_that_hangs_after_the_head_times_out_and_its_connection_is_dropped() {
+        for answer in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n",
+        ] {
+            let b = backend(answering(answer));
+            let t = NativeTransport::new(300, 4);
+            let e = smol::block_on(t.send(&b, get("/query", &[]))).unwrap_err();
+            assert_eq!(e, TransportError::Timeout, "{}", String::from_utf8_lossy(answer));
+            assert_eq!(t.idle_connections(&b), 0);
+        }
+    }
+
+    #[test]
+    fn conflicting_response_content_lengths_are_an_io_error() {
+        let b =
+            backend(answering(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nabcdef"));
+        let t = NativeTransport::new(5_000, 4);
+        match smol::block_on(t.send(&b, get("/query", &[]))) {
+            Err(TransportError::Io(e)) => {
+                assert!(e.contains("conflicting response Content-Length values 5 and 6"), "{e}");
+                assert!(e.contains(&b.url), "names the backend: {e}");
+            }
+            other => panic!("expected an Io error, got {other:?}"),
+        }
+        assert_eq!(t.idle_connections(&b), 0);
+    }
+
+    #[test]
+    fn a_non_ascii_response_header_is_kept_percent_encoded() {
+        let b = backend(answering(
+            "HTTP/1.1 404 Not Found\r\nX-Influxdb-Error: database not found: \"données\"\r\n\
+             Content-Length: 2\r\n\r\n{}"
+                .as_bytes()
+                .to_vec()
+                .leak(),
+        ));
+        let r = smol::block_on(NativeTransport::new(5_000, 4).send(&b, get("/query", &[]))).unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (404, &b"{}"[..]));
+        assert_eq!(r.header("x-influxdb-error"), Some("database not found: \"donn%C3%A9es\""));
+    }
+
+    #[test]
+    fn answers_over_backend_max_response_bytes_are_refused_by_length_and_while_chunked() {
+        for answer in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\nstart of a huge body"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n",
+        ] {
+            let mut answer = answer.to_vec();
+            if answer.ends_with(b"400\r\n") {
+                // Chunks of 1 KiB, endlessly (well over the limit).
+                for _ in 0..200 {
+                    answer.extend_from_slice(&[b'x'; 1024]);
+                    answer.extend_from_slice(b"\r\n400\r\n");
+                }
+            }
+            let b = backend(answering(answer.leak()));
+            let t = NativeTransport::new(5_000, 4).with_max_response_bytes(64 * 1024);
+            let e = smol::block_on(t.send(&b, get("/query", &[]))).unwrap_err();
+            assert_eq!(e, TransportError::ResponseTooLarge { limit: 64 * 1024 });
+            assert_eq!(e.to_string(), "answer larger than backend_max_response_bytes (65536 bytes)");
+            assert_eq!(t.idle_connections(&b), 0);
+        }
+    }
+
+    #[test]
+    fn a_non_ascii_error_header_from_a_real_influxd_reaches_the_caller() {
+        let influxd = start_influxd();
+        let b = backend(influxd.port);
+        let t = NativeTransport::new(5_000, 4);
+        let mut write = Request::new(Method::Post, "/write");
+        write.query = vec![("db".into(), "données".into())];
+        write.body = b"cpu value=1".to_vec();
+        let r = smol::block_on(t.send(&b, write)).unwrap();
+        assert_eq!(r.status, 404);
+        assert_eq!(String::from_utf8_lossy(&r.body), "{\"error\":\"database not found: \\\"données\\\"\"}\n");
+        assert_eq!(r.header("x-influxdb-error"), Some("database not found: \"donn%C3%A9es\""));
+        assert_eq!(t.idle_connections(&b), 1, "the connection is kept");
+    }
+
+    #[test]
+    fn influxd_s_early_413_for_a_body_over_its_max_body_size_reaches_the_caller() {
+        // influxd answers 413 and closes once the body passes max-body-size,
+        // before reading the rest: the send fails, the answer is still read.
+        let influxd = start_influxd_with("  max-body-size = 1000\n");
+        let b = backend(influxd.port);
+        let t = NativeTransport::new(10_000, 4);
+        let mut create = Request::new(Method::Post, "/query");
+        create.query = vec![("q".into(), "CREATE DATABASE db".into())];
+        assert_eq!(smol::block_on(t.send(&b, create)).unwrap().status, 200);
+        let mut write = Request::new(Method::Post, "/write");
+        write.query = vec![("db".into(), "db".into())];
+        write.body = "cpu value=1\n".repeat(2_000_000).into_bytes();
+        match smol::block_on(t.send(&b, write)) {
+            Ok(r) => {
+                assert_eq!(r.status, 413, "{}", String::from_utf8_lossy(&r.body));
+                assert!(String::from_utf8_lossy(&r.body).contains("Request Entity Too Large"), "{r:?}");
+            }
+            Err(e) => panic!("influxd's 413 was lost: {e}"),
         }
     }
 }

@@ -43,7 +43,7 @@ use crate::statement::{
     classify, show_limit_offset, show_statement_for_backends, split_statements, Source, StatementKind,
 };
 use crate::storage::Storage;
-use crate::transport::Transport;
+use crate::transport::{Transport, TransportError};
 use crate::write_queue::{Credentials, Record};
 use serde_json::Value;
 use std::io::Write;
@@ -536,6 +536,12 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                     let e = format!("query answered HTTP {}: {}", r.status, super::error_message(&r));
                     errors.push(format!("{}: {e}", self.backends[backend].name));
                     self.record_query_failure(backend, e, now_ms);
+                }
+                // Up, but answering more than the proxy buffers: no
+                // failover (another replica answers the same), not down.
+                Err(e @ TransportError::ResponseTooLarge { .. }) => {
+                    let message = format!("backend {}: {e}", self.backends[backend].name);
+                    return Err(ProxyError::Backend { status: 502, message });
                 }
                 Err(e) => {
                     errors.push(format!("{}: query: {e}", self.backends[backend].name));

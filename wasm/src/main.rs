@@ -142,7 +142,8 @@ async fn run(args: Args) -> Result<(), String> {
         )
     })?;
     let transport = transport::WasiTransport::new(config.request_timeout_ms, config.pool_max_idle)
-        .with_max_open(config.pool_max_open);
+        .with_max_open(config.pool_max_open)
+        .with_max_response_bytes(config.backend_max_response_bytes);
     let listen = config.listen.clone();
     let mut proxy = Host::open(config, transport, storage).await?;
     proxy.set_clock(Rc::new(monotonic_us));

@@ -1,11 +1,9 @@
-//! [`Transport`] for the WASI host: async-h1's HTTP/1.1 client over wstd TCP
-//! (`wasi:sockets`), with a per-request timeout on wstd timers
-//! (`wasi:clocks`) and a small keep-alive pool per backend.
-//!
-//! As in the native transport: a connection goes back to the pool only if its
-//! response was framed and did not say `Connection: close`, and a request that
-//! fails on a reused connection before any byte of a response arrived is sent
-//! once more on a fresh connection.
+//! [`Transport`] for the WASI host: the shared HTTP/1.1 client of the
+//! backends ([`influx_proxy::http1::client::BackendClient`]: keep-alive pool,
+//! retry on a fresh connection, `pool_max_open`, the request timeout, bounded
+//! and guarded response reading) over primitives of this host only: wstd TCP
+//! (`wasi:sockets`) to connect and wstd timers (`wasi:clocks`) to sleep. The
+//! idle probe is the shared default (a read polled once).
 //!
 //! Limits of the WASI build, each answered as a [`TransportError::Connect`]
 //! rather than a panic: backends must resolve to IPv4 addresses (wstd 0.6
@@ -13,168 +11,68 @@
 //! `-S allow-ip-name-lookup`.
 
 use crate::stream::Stream;
-use futures_lite::future;
 use influx_proxy::http::{Request, Response};
-use influx_proxy::http1::client::{
-    from_backend_response, has_body, reusable, to_backend_request, ConnectionLimits, CountingStream,
-    SharedBody,
-};
+use influx_proxy::http1::client::{BackendClient, BackendHost};
 use influx_proxy::transport::{BackendAddr, Transport, TransportError};
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-/// Sends requests to backends. Single-threaded, like the proxy that owns it.
-pub struct WasiTransport {
-    /// Connect + request + whole response must finish within this.
-    timeout: Duration,
-    /// Idle kept-alive connections kept per backend (`pool_max_idle`).
-    max_idle: usize,
-    /// Idle connections by `host:port`, most recently used last.
-    idle: RefCell<HashMap<String, Vec<Stream>>>,
-    /// Permits for requests holding a connection, by `host:port`
-    /// (`pool_max_open`, as in the native transport).
-    limits: ConnectionLimits,
+/// The primitives of the WASI host.
+#[derive(Debug, Default)]
+pub struct WasiHost;
+
+impl BackendHost for WasiHost {
+    type Stream = Stream;
+
+    /// A TCP connection to the backend's first IPv4 address.
+    async fn connect(&self, backend: &BackendAddr) -> Result<Stream, TransportError> {
+        let addrs = resolve(&backend.host).await.map_err(|e| {
+            TransportError::Connect(format!("{}: cannot resolve {}: {e}", backend.url, backend.host))
+        })?;
+        let ip = addrs.into_iter().find(IpAddr::is_ipv4).ok_or_else(|| {
+            TransportError::Connect(format!(
+                "{}: no IPv4 address (the wasm build cannot connect over IPv6 yet)",
+                backend.url
+            ))
+        })?;
+        Stream::connect(SocketAddr::new(ip, backend.port))
+            .await
+            .map_err(|e| TransportError::Connect(format!("{}: {e}", backend.url)))
+    }
+
+    async fn sleep(&self, ms: u64) {
+        wstd::task::sleep(Duration::from_millis(ms).into()).await;
+    }
 }
 
+/// Sends requests to backends. Single-threaded, like the proxy that owns it.
+pub struct WasiTransport(BackendClient<WasiHost>);
+
 impl WasiTransport {
-    /// `timeout_ms`: the config's `request_timeout_ms`; `max_idle`: its
-    /// `pool_max_idle`.
+    /// `timeout_ms`: the config's `request_timeout_ms` (the whole request);
+    /// `max_idle`: its `pool_max_idle`.
     pub fn new(timeout_ms: u64, max_idle: usize) -> WasiTransport {
-        WasiTransport {
-            timeout: Duration::from_millis(timeout_ms),
-            max_idle,
-            idle: RefCell::new(HashMap::new()),
-            limits: ConnectionLimits::new(64),
-        }
+        WasiTransport(BackendClient::new(WasiHost, timeout_ms, max_idle))
     }
 
     /// At most `max_open` (at least 1) requests hold a connection to one
     /// backend at once (the config's `pool_max_open`); more wait, within
     /// their timeout. Default 64.
-    pub fn with_max_open(mut self, max_open: usize) -> WasiTransport {
-        self.limits = ConnectionLimits::new(max_open);
-        self
+    pub fn with_max_open(self, max_open: usize) -> WasiTransport {
+        WasiTransport(self.0.with_max_open(max_open))
     }
 
-    /// One exchange on `stream`. `received` counts the response bytes read
-    /// from it (to tell a connection that failed before answering from a
-    /// broken response). The connection goes back to the pool only if the
-    /// response was framed (`content-length` or `transfer-encoding`, or has no
-    /// body: HEAD, 1xx, 204, 304) and did not say `Connection: close`
-    /// (RFC 9112 section 9.3: persistence), as in the native transport.
-    async fn send_once(
-        &self,
-        backend: &BackendAddr,
-        request: &Request,
-        body: &SharedBody,
-        stream: Stream,
-        received: &Arc<AtomicU64>,
-    ) -> Result<Response, TransportError> {
-        let outgoing = to_backend_request(backend, request, body)?;
-        let mut response = exchange(&stream, outgoing, received.clone())
-            .await
-            .map_err(|e| TransportError::Io(format!("{}: {e}", backend.url)))?;
-        // The body's length as announced (`content-length`), before it is taken.
-        let announced = response.len();
-        let body = if has_body(request.method, &response) {
-            let body = response.body_bytes().await.map_err(|e| {
-                TransportError::Io(format!("{}: reading the response body: {e}", backend.url))
-            })?;
-            // async-h1 ends a `content-length` body quietly at the end of the
-            // connection: a shorter body is a broken response, not a short one.
-            if let Some(expected) = announced.filter(|&len| body.len() < len) {
-                return Err(TransportError::Io(format!(
-                    "{}: response body cut off after {} of {expected} bytes",
-                    backend.url,
-                    body.len()
-                )));
-            }
-            body
-        } else {
-            Vec::new()
-        };
-        if reusable(request.method, &response) {
-            let mut idle = self.idle.borrow_mut();
-            let pool = idle.entry(backend.authority()).or_default();
-            if pool.len() < self.max_idle {
-                pool.push(stream);
-            }
-        }
-        Ok(from_backend_response(&response, body))
-    }
-
-    async fn send_with_retry(
-        &self,
-        backend: &BackendAddr,
-        mut request: Request,
-    ) -> Result<Response, TransportError> {
-        let _permit = self.limits.acquire(&backend.authority()).await;
-        // Shared by both tries, never copied.
-        let body = SharedBody(Arc::new(std::mem::take(&mut request.body)));
-        let pooled = self.idle.borrow_mut().get_mut(&backend.authority()).and_then(Vec::pop);
-        if let Some(stream) = pooled {
-            let received = Arc::new(AtomicU64::new(0));
-            match self.send_once(backend, &request, &body, stream, &received).await {
-                // The backend may have closed an idle connection before
-                // reading the request: one more try on a fresh one, but only
-                // if no byte of a response arrived (a broken response is an
-                // error). A write that did reach the backend is harmless to
-                // repeat: InfluxDB overwrites identical points.
-                Err(TransportError::Io(_)) if received.load(Ordering::Relaxed) == 0 => {}
-                other => return other,
-            }
-        }
-        let stream = connect(backend).await?;
-        self.send_once(backend, &request, &body, stream, &Arc::new(AtomicU64::new(0))).await
+    /// Response bodies over `bytes` end as [`TransportError::ResponseTooLarge`]
+    /// (the config's `backend_max_response_bytes`). Default 64 MiB.
+    pub fn with_max_response_bytes(self, bytes: u64) -> WasiTransport {
+        WasiTransport(self.0.with_max_response_bytes(bytes))
     }
 }
 
 impl Transport for WasiTransport {
     async fn send(&self, backend: &BackendAddr, request: Request) -> Result<Response, TransportError> {
-        let timeout = async {
-            wstd::task::sleep(self.timeout.into()).await;
-            Err(TransportError::Timeout)
-        };
-        future::or(self.send_with_retry(backend, request), timeout).await
+        self.0.send(backend, request).await
     }
-}
-
-/// Bytes of request gathered before they are handed to the socket: async-h1
-/// encodes in 8 KiB pieces, and each write is a host call and a `send`.
-const WRITE_BUFFER: usize = 256 * 1024;
-
-/// One HTTP/1.1 exchange on `stream`: what `async_h1::connect` does, with the
-/// request written in pieces of up to [`WRITE_BUFFER`] bytes instead of 8 KiB,
-/// and the bytes of the response read from the socket added to `received`.
-async fn exchange(
-    stream: &Stream,
-    request: http_types::Request,
-    received: Arc<AtomicU64>,
-) -> http_types::Result<http_types::Response> {
-    let mut writer = futures_lite::io::BufWriter::with_capacity(WRITE_BUFFER, stream.clone());
-    // Flushes `writer` (and the socket) at the end.
-    futures_lite::io::copy(async_h1::client::Encoder::new(request), &mut writer).await?;
-    async_h1::client::decode(CountingStream { inner: stream.clone(), received }).await
-}
-
-/// Opens a TCP connection to the backend's first IPv4 address.
-async fn connect(backend: &BackendAddr) -> Result<Stream, TransportError> {
-    let addrs = resolve(&backend.host).await.map_err(|e| {
-        TransportError::Connect(format!("{}: cannot resolve {}: {e}", backend.url, backend.host))
-    })?;
-    let ip = addrs.into_iter().find(IpAddr::is_ipv4).ok_or_else(|| {
-        TransportError::Connect(format!(
-            "{}: no IPv4 address (the wasm build cannot connect over IPv6 yet)",
-            backend.url
-        ))
-    })?;
-    Stream::connect(SocketAddr::new(ip, backend.port))
-        .await
-        .map_err(|e| TransportError::Connect(format!("{}: {e}", backend.url)))
 }
 
 /// The addresses of `host`: an IP literal as is, a name through
@@ -212,8 +110,10 @@ mod tests {
     //! small async-h1 servers in the same component.
     use super::*;
     use influx_proxy::http::Method;
+    use influx_proxy::http1::client::{to_backend_request, SharedBody};
     use std::cell::Cell;
     use std::rc::Rc;
+    use std::sync::Arc;
     use wstd::iter::AsyncIterator;
     use wstd::net::TcpListener;
 
@@ -384,22 +284,25 @@ mod tests {
 
     #[test]
     fn only_framed_responses_keep_their_connection() {
-        // (answer, connections the backend sees for two requests)
-        let cases: [(&'static [&'static str], usize); 5] = [
-            (&["HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"; 2], 1),
-            (&["HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"; 2], 1),
-            (&["HTTP/1.1 204 No Content\r\n\r\n"; 2], 1),
-            // Not framed: the body ends with the connection.
-            (&["HTTP/1.1 200 OK\r\n\r\nok"; 2], 2),
-            (&["HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"; 2], 2),
+        // (answers per connection, whether the backend keeps the connection
+        // open after them, connections the backend sees for two requests)
+        let cases: [(&'static [&'static str], bool, usize); 5] = [
+            (&["HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"; 2], true, 1),
+            (&["HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"; 2], true, 1),
+            (&["HTTP/1.1 204 No Content\r\n\r\n"; 2], true, 1),
+            // Not framed: the body ends with the connection (RFC 9112
+            // section 6.3), which the backend closes after it.
+            (&["HTTP/1.1 200 OK\r\n\r\nok"], false, 2),
+            (&["HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"; 2], true, 2),
         ];
-        for (answers, expected) in cases {
+        for (answers, keep_open, expected) in cases {
             wstd::runtime::block_on(async {
-                let (backend, conns, _backend) = scripted_backend(answers, true).await;
+                let (backend, conns, _backend) = scripted_backend(answers, keep_open).await;
                 let transport = WasiTransport::new(5_000, 2);
                 for _ in 0..2 {
                     let r = transport.send(&backend, ping()).await.unwrap();
                     assert_eq!(r.status, answers[0][9..12].parse::<u16>().unwrap(), "{answers:?}");
+                    assert_eq!(r.body, if r.status == 204 { &b""[..] } else { b"ok" }, "{answers:?}");
                 }
                 assert_eq!(conns.get(), expected, "{answers:?}");
             });
@@ -457,6 +360,102 @@ mod tests {
             let transport = WasiTransport::new(5_000, 2);
             let e = transport.send(&backend, write("a")).await.unwrap_err();
             assert!(matches!(e, TransportError::Connect(_)), "{e:?}");
+        });
+    }
+
+    #[test]
+    fn a_backend_that_hangs_after_the_head_times_out() {
+        let cases: [&'static [&'static str]; 3] = [
+            &["HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n"],
+            &["HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n"],
+            &["HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"],
+        ];
+        for answers in cases {
+            wstd::runtime::block_on(async {
+                let (backend, _conns, _backend) = scripted_backend(answers, true).await;
+                let transport = WasiTransport::new(300, 2);
+                assert_eq!(
+                    transport.send(&backend, ping()).await,
+                    Err(TransportError::Timeout),
+                    "{answers:?}"
+                );
+            });
+        }
+    }
+
+    #[test]
+    fn conflicting_content_lengths_and_cut_bodies_are_io_errors() {
+        let cases: [(&'static [&'static str], &str); 2] = [
+            (
+                &["HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nabcdef"],
+                "conflicting response Content-Length values 5 and 6",
+            ),
+            (&["HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabcd"], "cut off after 4 of 10 bytes"),
+        ];
+        for (answers, expected) in cases {
+            wstd::runtime::block_on(async {
+                let (backend, _conns, _backend) = scripted_backend(answers, false).await;
+                match WasiTransport::new(5_000, 2).send(&backend, ping()).await {
+                    Err(TransportError::Io(e)) => assert!(e.contains(expected), "{e}"),
+                    other => panic!("expected an Io error, got {other:?}"),
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn a_non_ascii_response_header_does_not_abort_the_component() {
+        wstd::runtime::block_on(async {
+            let (backend, conns, _backend) = scripted_backend(
+                &["HTTP/1.1 404 Not Found\r\nx-influxdb-error: database not found: \"données\"\r\n\
+                   content-length: 2\r\n\r\n{}"; 2],
+                true,
+            )
+            .await;
+            let transport = WasiTransport::new(5_000, 2);
+            for _ in 0..2 {
+                let r = transport.send(&backend, ping()).await.unwrap();
+                assert_eq!((r.status, r.body.as_slice()), (404, &b"{}"[..]));
+                assert_eq!(r.header("x-influxdb-error"), Some("database not found: \"donn%C3%A9es\""));
+            }
+            assert_eq!(conns.get(), 1, "the connection is kept");
+        });
+    }
+
+    #[test]
+    fn answers_over_backend_max_response_bytes_are_refused() {
+        const CHUNKED: &str = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+                               40\r\n0123456789012345678901234567890123456789012345678901234567890123\r\n\
+                               40\r\n0123456789012345678901234567890123456789012345678901234567890123\r\n";
+        let cases: [&'static [&'static str]; 2] =
+            [&["HTTP/1.1 200 OK\r\ncontent-length: 100000000\r\n\r\nstart of a huge body"], &[CHUNKED]];
+        for answers in cases {
+            wstd::runtime::block_on(async {
+                let (backend, _conns, _backend) = scripted_backend(answers, true).await;
+                let transport = WasiTransport::new(5_000, 2).with_max_response_bytes(100);
+                let e = transport.send(&backend, ping()).await.unwrap_err();
+                assert_eq!(e, TransportError::ResponseTooLarge { limit: 100 }, "{answers:?}");
+            });
+        }
+    }
+
+    #[test]
+    fn an_answer_sent_before_the_whole_request_was_read_is_returned() {
+        // As influxd does for a body over its max-body-size: 413, then the
+        // connection is closed with most of the body unread.
+        wstd::runtime::block_on(async {
+            let (backend, _conns, _backend) = scripted_backend(
+                &["HTTP/1.1 413 Request Entity Too Large\r\nconnection: close\r\ncontent-length: 37\r\n\r\n\
+                   {\"error\":\"Request Entity Too Large\"}\n"],
+                false,
+            )
+            .await;
+            let transport = WasiTransport::new(5_000, 2);
+            let r = transport.send(&backend, write(&"cpu value=1\n".repeat(1_000_000))).await.unwrap();
+            assert_eq!(
+                (r.status, r.body.as_slice()),
+                (413, &b"{\"error\":\"Request Entity Too Large\"}\n"[..])
+            );
         });
     }
 }
