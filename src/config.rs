@@ -50,6 +50,13 @@ pub struct Config {
     /// Default 25,000,000 (InfluxDB 1.x `max-body-size`).
     #[serde(default = "defaults::max_body_bytes")]
     pub max_body_bytes: u64,
+    /// Largest write body sent to a backend in one request, in bytes, counted
+    /// after the proxy added its timestamps: a longer write is sent (or
+    /// queued) as several batches cut at point boundaries, and a batch a
+    /// backend refuses with 413 is halved. Default 8,388,608 (8 MiB), below
+    /// InfluxDB 1.x's default `[http] max-body-size` of 25,000,000.
+    #[serde(default = "defaults::backend_max_body_bytes")]
+    pub backend_max_body_bytes: u64,
     /// Largest write queue per backend, in bytes on disk. When full, writes for
     /// that backend are answered 503. Default 1 GiB.
     #[serde(default = "defaults::queue_max_bytes")]
@@ -106,6 +113,9 @@ mod defaults {
     }
     pub fn max_body_bytes() -> u64 {
         25_000_000
+    }
+    pub fn backend_max_body_bytes() -> u64 {
+        8 << 20
     }
     pub fn queue_max_bytes() -> u64 {
         1 << 30
@@ -295,6 +305,7 @@ impl Config {
 
         let positive = [
             ("max_body_bytes", self.max_body_bytes),
+            ("backend_max_body_bytes", self.backend_max_body_bytes),
             ("queue_max_bytes", self.queue_max_bytes),
             ("health_check_interval_ms", self.health_check_interval_ms),
             ("health_check_fall", u64::from(self.health_check_fall)),
@@ -423,6 +434,7 @@ mod tests {
         );
         assert_eq!((c.health_check_fall, c.health_check_rise, c.request_timeout_ms), (3, 2, 10_000));
         assert_eq!((c.replay_backoff_min_ms, c.replay_backoff_max_ms, c.pool_max_idle), (500, 10_000, 8));
+        assert_eq!(c.backend_max_body_bytes, 8_388_608);
     }
 
     #[test]

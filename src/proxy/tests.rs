@@ -18,6 +18,11 @@ enum Behaviour {
     Hang,
     /// Answers every request with this status and body.
     Status(u16, &'static str),
+    /// Like `Up`, but answers `/write` with this status and body.
+    WriteStatus(u16, &'static str),
+    /// Like `Up`, but answers a `/write` whose body is longer than this many
+    /// bytes with 413, as InfluxDB 1.x does over its `max-body-size`.
+    MaxBody(usize),
 }
 
 #[derive(Default)]
@@ -80,7 +85,15 @@ impl Transport for MockTransport {
             Behaviour::Down => return Err(TransportError::Connect("connection refused".into())),
             Behaviour::Hang => return Err(TransportError::Timeout),
             Behaviour::Status(status, body) => Response::json(status, body.as_bytes().to_vec()),
-            Behaviour::Up => match request.path.as_str() {
+            Behaviour::WriteStatus(status, body) if request.path == "/write" => {
+                Response::json(status, body.as_bytes().to_vec())
+            }
+            Behaviour::MaxBody(max) if request.path == "/write" && request.body.len() > max => {
+                // Refused: not among the requests `received`.
+                return Ok(Response::json(413, br#"{"error":"Request Entity Too Large"}"#.to_vec()));
+            }
+            Behaviour::Up | Behaviour::WriteStatus(..) | Behaviour::MaxBody(_) => match request.path.as_str()
+            {
                 "/query" => {
                     let body = state
                         .answers
@@ -652,3 +665,5 @@ fn show_from_several_replica_sets_unites_the_rows() {
         Some("SHOW SERIES FROM mem, \"cpu.load\" LIMIT 2")
     );
 }
+
+mod batches;
