@@ -656,7 +656,10 @@ fn sigterm_stops_and_keeps_the_queue(mode: Mode) {
 /// each) holds one point: `count(f)` is 10,000 on each backend exactly when
 /// every batch arrived.
 fn a_write_over_influxd_body_limit_after_timestamps_lands_in_batches(mode: Mode) {
-    let c = Cluster::start(mode);
+    // influxd may take longer than the base config's 2 s to store an 8 MiB
+    // batch (about 230,000 points) on a busy test machine: the default
+    // timeout (10 s) or more, so that a slow answer is not taken for a fault.
+    let c = Cluster::start_with(mode, |config| config["request_timeout_ms"] = json!(30_000));
     c.create_database(DB);
     let n = 1_000_000;
     let mut body = String::with_capacity(n * 16);
@@ -671,7 +674,8 @@ fn a_write_over_influxd_body_limit_after_timestamps_lands_in_batches(mode: Mode)
     wait_until(CATCH_UP, "every point of the big write on both backends, queues empty", || {
         let counts: Vec<u64> =
             c.backends().iter().map(|s| count_of(&s.query_ok(DB, "SELECT count(f) FROM p10"))).collect();
-        let health = c.proxy.health();
+        // /health answers 503 while both backends are marked down.
+        let health = c.proxy.get("/health").json();
         let depths: Vec<u64> =
             ["a", "b"].iter().map(|n| health_backend(&health, n).map_or(u64::MAX, queue_depth)).collect();
         if counts == [10_000, 10_000] && depths == [0, 0] {
