@@ -537,6 +537,7 @@ mod tests {
     fn limits_must_be_positive_and_consistent() {
         for key in [
             "max_body_bytes",
+            "backend_max_body_bytes",
             "queue_max_bytes",
             "health_check_interval_ms",
             "health_check_fall",

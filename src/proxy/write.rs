@@ -108,6 +108,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         // hand them over whenever the next point would not fit.
         let limit = usize::try_from(self.config.backend_max_body_bytes).unwrap_or(usize::MAX);
         let mut buffered = 0;
+        // The first backend 4xx: the later batches are still sent.
+        let mut rejected = None;
         for point in points(text) {
             let point = point.map_err(|e| ProxyError::BadRequest(e.to_string()))?;
             let set = self.route_point(&point, &mut last)?;
@@ -118,7 +120,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             let stamp = if point.has_timestamp { None } else { default_timestamp.as_deref() };
             let size = point.line.len() + 1 + stamp.map_or(0, |_| stamp_bytes);
             if buffered > 0 && buffered + size * targets.len() > limit {
-                self.flush(&target, &mut groups, now_ms).await?;
+                self.flush(&target, &mut groups, now_ms).await.or_else(|e| keep_going(e, &mut rejected))?;
                 buffered = 0;
             }
             for &g in targets {
@@ -136,8 +138,11 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 buffered += size;
             }
         }
-        self.flush(&target, &mut groups, now_ms).await?;
-        Ok(Response::empty(204))
+        self.flush(&target, &mut groups, now_ms).await.or_else(|e| keep_going(e, &mut rejected))?;
+        match rejected {
+            Some(e) => Err(e),
+            None => Ok(Response::empty(204)),
+        }
     }
 
     /// The replica set of `point`; `last` caches the previous lookup (bodies
@@ -168,8 +173,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// Hands the groups' batches over (emptying them): each backend of a
     /// group gets its group's batch as one record, the backends concurrently.
     /// Error: the first backend 4xx, or 503 when a backend could neither take
-    /// a batch nor queue it ([`Proxy::settle`]); the caller then sends no
-    /// later batch.
+    /// a batch nor queue it ([`Proxy::settle`]).
     async fn flush(&self, target: &WriteTarget, groups: &mut [Group], now_ms: u64) -> Result<(), ProxyError> {
         // One record per group, shared by its backends.
         let records: Vec<(&[usize], Record, u64)> = groups
@@ -199,6 +203,21 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         .await;
         self.settle(deliveries)?;
         Ok(())
+    }
+}
+
+/// After a batch failed with `e`: a backend 4xx is kept in `rejected` (the
+/// first one is the answer) and the later batches are still sent, each being
+/// judged on its own as InfluxDB judges the points of a partial write; any
+/// other error (503: a batch could not be kept) ends the write at once,
+/// answered with the first 4xx if there was one.
+fn keep_going(e: ProxyError, rejected: &mut Option<ProxyError>) -> Result<(), ProxyError> {
+    match e {
+        ProxyError::Backend { .. } => {
+            rejected.get_or_insert(e);
+            Ok(())
+        }
+        other => Err(rejected.take().unwrap_or(other)),
     }
 }
 

@@ -191,3 +191,16 @@ fn a_write_timeout_counts_against_the_backend() {
     run(p.replay_step(1, 2));
     assert!(!p.is_healthy(1), "two write timeouts in a row, a ping success between them");
 }
+
+#[test]
+fn a_batch_refused_with_4xx_does_not_stop_the_later_batches() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), r#", "backend_max_body_bytes": 30"#);
+    t.set("b", Behaviour::MaxBody(30));
+    let big = "cpu s=\"a string longer than thirty bytes\" 1\n";
+    let r = write(&p, "db=x", &format!("cpu v=0 0\n{big}cpu v=2 2\n"));
+    assert_eq!(r.status, 413, "the first 4xx is the answer: {}", error_of(&r));
+    assert_eq!(t.writes("b"), ["cpu v=0 0\n", "cpu v=2 2\n"], "b got every batch but the refused one");
+    assert_eq!(t.writes("a").concat(), format!("cpu v=0 0\n{big}cpu v=2 2\n"));
+    assert_eq!(p.queue_depth(1).records, 0);
+}
