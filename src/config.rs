@@ -50,6 +50,13 @@ pub struct Config {
     /// Default 25,000,000 (InfluxDB 1.x `max-body-size`).
     #[serde(default = "defaults::max_body_bytes")]
     pub max_body_bytes: u64,
+    /// Largest write body sent to a backend in one request, in bytes, counted
+    /// after the proxy added its timestamps: a longer write is sent (or
+    /// queued) as several batches cut at point boundaries, and a batch a
+    /// backend refuses with 413 is halved. Default 8,388,608 (8 MiB), below
+    /// InfluxDB 1.x's default `[http] max-body-size` of 25,000,000.
+    #[serde(default = "defaults::backend_max_body_bytes")]
+    pub backend_max_body_bytes: u64,
     /// Largest write queue per backend, in bytes on disk. When full, writes for
     /// that backend are answered 503. Default 1 GiB.
     #[serde(default = "defaults::queue_max_bytes")]
@@ -124,6 +131,9 @@ mod defaults {
     }
     pub fn max_body_bytes() -> u64 {
         25_000_000
+    }
+    pub fn backend_max_body_bytes() -> u64 {
+        8 << 20
     }
     pub fn queue_max_bytes() -> u64 {
         1 << 30
@@ -322,6 +332,7 @@ impl Config {
 
         let positive = [
             ("max_body_bytes", self.max_body_bytes),
+            ("backend_max_body_bytes", self.backend_max_body_bytes),
             ("queue_max_bytes", self.queue_max_bytes),
             ("replay_max_attempts", u64::from(self.replay_max_attempts)),
             ("replay_max_age_ms", self.replay_max_age_ms),
@@ -454,6 +465,7 @@ mod tests {
         assert_eq!((c.health_check_fall, c.health_check_rise, c.request_timeout_ms), (3, 2, 10_000));
         assert_eq!((c.replay_backoff_min_ms, c.replay_backoff_max_ms, c.pool_max_idle), (500, 10_000, 8));
         assert_eq!((c.replay_max_attempts, c.replay_max_age_ms), (10, 86_400_000));
+        assert_eq!(c.backend_max_body_bytes, 8_388_608);
     }
 
     #[test]
@@ -556,6 +568,7 @@ mod tests {
     fn limits_must_be_positive_and_consistent() {
         for key in [
             "max_body_bytes",
+            "backend_max_body_bytes",
             "queue_max_bytes",
             "replay_max_attempts",
             "replay_max_age_ms",

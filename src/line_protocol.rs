@@ -38,9 +38,9 @@
 //! `,`, a space or the end of the line. Kinder: `\r\n` line endings and
 //! trailing spaces or tabs are accepted (and left out of [`Point::line`]).
 //!
-//! One pass over the body; the only allocations are the returned vector, one
-//! scratch vector for tag keys per body, and an owned measurement name when the
-//! name holds escapes.
+//! One pass over the body ([`points`] is an iterator); the only allocations
+//! are one scratch vector for tag keys per body and an owned measurement name
+//! when the name holds escapes ([`parse_points`] also collects a vector).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -58,6 +58,11 @@ pub struct Point<'a> {
     /// The line as sent, without its line ending (`\n` or `\r\n`) and without
     /// leading or trailing spaces and tabs. Ready to be sent on as one line.
     pub line: &'a str,
+    /// Byte offset of [`Point::line`] in the body.
+    pub start: usize,
+    /// Byte offset of the line after the point (after its line ending; the
+    /// body's length for the last line). `start..next` covers the point whole.
+    pub next: usize,
     /// The measurement name with escapes removed (`cpu\,x` -> `cpu,x`).
     pub measurement: Cow<'a, str>,
     /// Whether the line ends with a timestamp.
@@ -88,53 +93,85 @@ impl std::error::Error for LineProtocolError {}
 ///
 /// Returns the points in body order. An empty body (or one of only blank and
 /// comment lines) gives no points; whether that is an error is the caller's
-/// choice (InfluxDB 1.x answers 204).
+/// choice (InfluxDB 1.x answers 204). Collects [`points`]; callers that only
+/// walk the points once should use that iterator instead (no vector).
 pub fn parse_points(body: &str) -> Result<Vec<Point<'_>>, LineProtocolError> {
-    let b = body.as_bytes();
-    // Grows by doubling past this; a guess, not a bound.
-    let mut points = Vec::with_capacity((b.len() / 64).min(1 << 16));
-    let mut tag_keys: Vec<(usize, usize)> = Vec::new();
-    let mut pos = 0;
-    let mut line_number = 1;
-    while pos < b.len() {
-        let start = skip_blanks(b, pos);
-        if let Some(next) = end_of_line(b, start) {
-            // Blank line.
-            pos = next;
-            line_number += 1;
-            continue;
-        }
-        if b[start] == b'#' {
-            // Comment.
-            pos = match b[start..].iter().position(|&c| c == b'\n') {
-                Some(p) => start + p + 1,
-                None => b.len(),
-            };
-            line_number += 1;
-            continue;
-        }
-        let mut scan = Scan { b, i: start, newlines: 0 };
-        match scan.point(&mut tag_keys) {
-            Ok(parsed) => {
-                let measurement = &body[start..parsed.measurement_end];
-                let measurement = if parsed.measurement_escaped {
-                    Cow::Owned(unescape_measurement(measurement))
-                } else {
-                    Cow::Borrowed(measurement)
-                };
-                points.push(Point {
-                    line_number,
-                    line: &body[start..parsed.content_end],
-                    measurement,
-                    has_timestamp: parsed.has_timestamp,
-                });
-                line_number += 1 + scan.newlines;
-                pos = parsed.next;
+    points(body).collect()
+}
+
+/// The points of a write body, one at a time, in body order: an iterator of
+/// `Ok(point)` that yields at most one `Err` (the first malformed line) and
+/// then ends. Allocates nothing per point unless the measurement holds escapes
+/// (then [`Point::measurement`] is owned).
+pub fn points(body: &str) -> Points<'_> {
+    Points { body, pos: 0, line_number: 1, tag_keys: Vec::new(), failed: false }
+}
+
+/// The iterator of [`points`].
+#[derive(Debug, Clone)]
+pub struct Points<'a> {
+    body: &'a str,
+    /// Start of the next line to read.
+    pos: usize,
+    line_number: usize,
+    /// Scratch space for one point's tag keys (byte spans).
+    tag_keys: Vec<(usize, usize)>,
+    /// An error was returned: the iterator is done.
+    failed: bool,
+}
+
+impl<'a> Iterator for Points<'a> {
+    type Item = Result<Point<'a>, LineProtocolError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let body = self.body;
+        let b = body.as_bytes();
+        while !self.failed && self.pos < b.len() {
+            let start = skip_blanks(b, self.pos);
+            if let Some(next) = end_of_line(b, start) {
+                // Blank line.
+                self.pos = next;
+                self.line_number += 1;
+                continue;
             }
-            Err(reason) => return Err(error_at(body, start, scan.i, line_number, reason)),
+            if b[start] == b'#' {
+                // Comment.
+                self.pos = match b[start..].iter().position(|&c| c == b'\n') {
+                    Some(p) => start + p + 1,
+                    None => b.len(),
+                };
+                self.line_number += 1;
+                continue;
+            }
+            let mut scan = Scan { b, i: start, newlines: 0 };
+            return Some(match scan.point(&mut self.tag_keys) {
+                Ok(parsed) => {
+                    let measurement = &body[start..parsed.measurement_end];
+                    let measurement = if parsed.measurement_escaped {
+                        Cow::Owned(unescape_measurement(measurement))
+                    } else {
+                        Cow::Borrowed(measurement)
+                    };
+                    let point = Point {
+                        line_number: self.line_number,
+                        line: &body[start..parsed.content_end],
+                        start,
+                        next: parsed.next,
+                        measurement,
+                        has_timestamp: parsed.has_timestamp,
+                    };
+                    self.line_number += 1 + scan.newlines;
+                    self.pos = parsed.next;
+                    Ok(point)
+                }
+                Err(reason) => {
+                    self.failed = true;
+                    Err(error_at(body, start, scan.i, self.line_number, reason))
+                }
+            });
         }
+        None
     }
-    Ok(points)
 }
 
 /// The spelling of `precision` that every InfluxDB 1.x `/write` accepts, to
@@ -706,6 +743,17 @@ mod tests {
             got,
             [(2, "cpu,host=a value=1 1", "cpu"), (5, "mem free=2i 2", "mem"), (7, "disk used=3u", "disk")]
         );
+    }
+
+    #[test]
+    fn the_iterator_gives_each_points_span_and_stops_after_the_first_error() {
+        let body = "# c\n  cpu v=1 1 \r\nlog s=\"a\nb\"\nmem v=2";
+        let spans: Vec<_> = points(body).map(|p| p.map(|p| &body[p.start..p.next])).collect();
+        assert_eq!(spans, [Ok("cpu v=1 1 \r\n"), Ok("log s=\"a\nb\"\n"), Ok("mem v=2")]);
+        let mut it = points("cpu v=1\nbad\ncpu v=2\n");
+        assert!(it.next().is_some_and(|p| p.is_ok()));
+        assert!(it.next().is_some_and(|p| p.is_err_and(|e| e.line_number == 2)));
+        assert!(it.next().is_none(), "nothing after the first error");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! the write or has it in its queue on disk.
 
 mod query;
+mod send;
 mod write;
 
 use crate::config::Config;
@@ -287,7 +288,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 return ReplayStep::RetryAfter(self.config.replay_backoff_max_ms);
             }
         };
-        let outcome = self.transport.send(addr, record_request(&record)).await;
+        let outcome = self.send_record(backend, &record).await.outcome;
         let rejection = match &outcome {
             Ok(r) if (200..300).contains(&r.status) => statement_error(&record, r),
             Ok(r) if (400..500).contains(&r.status) => {
@@ -323,7 +324,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         }
         state.backoff_ms.set(0);
         state.replay.set(HeadReplay::default());
-        self.record_ok(backend);
+        self.record_write_ok(backend);
         ReplayStep::Progress
     }
 
@@ -394,7 +395,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     }
 
     fn replay_failed(&self, backend: usize, error: String, now_ms: u64) -> ReplayStep {
-        self.record_failure(backend, error, now_ms);
+        self.record_write_failure(backend, error, now_ms);
         let state = &self.states[backend];
         let min = self.config.replay_backoff_min_ms.max(1);
         let next = match state.backoff_ms.get() {
@@ -418,36 +419,74 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         }
     }
 
+    /// A write (direct or replayed) the backend answered: see
+    /// [`Health::record_write_ok`].
+    fn record_write_ok(&self, backend: usize) {
+        if let Some(s) = self.states.get(backend) {
+            s.health.borrow_mut().record_write_ok();
+        }
+    }
+
+    /// A write (direct or replayed) with no answer, a timeout or a 5xx:
+    /// counts towards `health_check_fall` ([`Health::record_write_failure`]).
+    fn record_write_failure(&self, backend: usize, error: String, now_ms: u64) {
+        if let (Some(s), Some(addr)) = (self.states.get(backend), self.backends.get(backend)) {
+            self.metrics.backend_error(&addr.name);
+            s.health.borrow_mut().record_write_failure(self.config.health_check_fall, error, now_ms);
+        }
+    }
+
     /// Hands `record` (holding `points` points; 0 for a statement) to backend
     /// `backend`: directly while its queue is empty and it is up, else (or on
-    /// no answer / 5xx) through its write queue.
+    /// no answer / 5xx) through its write queue. See [`Proxy::deliver_shared`].
     async fn deliver(&self, backend: usize, record: Record, points: u64, now_ms: u64) -> Delivery {
+        self.deliver_shared(backend, &record, points, now_ms).await
+    }
+
+    /// [`Proxy::deliver`] of a record shared between replicas. A write is sent
+    /// in pieces of at most `backend_max_body_bytes` ([`Proxy::send_record`]);
+    /// when a piece gets no answer or a 5xx, the pieces not yet acknowledged
+    /// are queued (one record) and count as one failure towards
+    /// `health_check_fall`. A 4xx (also a 413 for a single point) is passed on.
+    async fn deliver_shared(&self, backend: usize, record: &Record, points: u64, now_ms: u64) -> Delivery {
         let state = &self.states[backend];
         let addr = &self.backends[backend];
         if !state.queue.is_empty() || !state.health.borrow().is_healthy() {
-            return self.enqueue(backend, &record, now_ms).await;
+            return self.enqueue(backend, record, now_ms).await;
         }
-        match self.transport.send(addr, record_request(&record)).await {
+        let sent = self.send_record(backend, record).await;
+        let error = match sent.outcome {
             Ok(r) if (200..300).contains(&r.status) => {
-                if let Record::Write { body, .. } = &record {
+                if let Record::Write { body, .. } = record {
                     self.metrics.written(&addr.name, points, body.len() as u64);
                     state.health.borrow_mut().record_write(now_ms);
                 }
-                self.record_ok(backend);
-                Delivery::Delivered(r)
+                self.record_write_ok(backend);
+                return Delivery::Delivered(r);
             }
             Ok(r) if (400..500).contains(&r.status) => {
                 self.metrics.backend_error(&addr.name);
-                Delivery::Rejected { status: r.status, message: error_message(&r) }
+                self.record_write_ok(backend);
+                return Delivery::Rejected { status: r.status, message: error_message(&r) };
             }
-            Ok(r) => {
-                self.record_failure(backend, format!("HTTP {}: {}", r.status, error_message(&r)), now_ms);
-                self.enqueue(backend, &record, now_ms).await
+            Ok(r) => format!("HTTP {}: {}", r.status, error_message(&r)),
+            Err(e) => e.to_string(),
+        };
+        self.record_write_failure(backend, error, now_ms);
+        match record {
+            Record::Write { db, rp, precision, credentials, body } if sent.acked > 0 => {
+                let acked = &body[..sent.acked.min(body.len())];
+                self.metrics.written(&addr.name, count_lines(acked), acked.len() as u64);
+                let rest = Record::Write {
+                    db: db.clone(),
+                    rp: rp.clone(),
+                    precision: precision.clone(),
+                    credentials: credentials.clone(),
+                    body: body[acked.len()..].to_vec(),
+                };
+                self.enqueue(backend, &rest, now_ms).await
             }
-            Err(e) => {
-                self.record_failure(backend, e.to_string(), now_ms);
-                self.enqueue(backend, &record, now_ms).await
-            }
+            _ => self.enqueue(backend, record, now_ms).await,
         }
     }
 

@@ -948,6 +948,61 @@ fn disk_full_then_backend_back_drains_the_queue_and_writes_resume(mode: Mode) {
 }
 
 // ---------------------------------------------------------------------------
+// 12. A write that grows past influxd's max-body-size once timestamps are added
+// ---------------------------------------------------------------------------
+
+/// Issue 6.2: 1,000,000 lines without timestamps (15 MB, under the proxy's
+/// 25 MB limit) grow to 35 MB per backend at ns precision once the proxy adds
+/// its timestamps, over influxd's default 25 MB `max-body-size`. The proxy
+/// must send them in batches of at most `backend_max_body_bytes`, so that
+/// both backends hold every point, both queues stay or drain to 0, and a later
+/// write still reaches both. All lines share the proxy's one timestamp (as on
+/// influxd itself), so each of the 10,000 series `g` (100 consecutive lines
+/// each) holds one point: `count(f)` is 10,000 on each backend exactly when
+/// every batch arrived.
+fn a_write_over_influxd_body_limit_after_timestamps_lands_in_batches(mode: Mode) {
+    // influxd may take longer than the base config's 2 s to store an 8 MiB
+    // batch (about 230,000 points) on a busy test machine: the default
+    // timeout (10 s) or more, so that a slow answer is not taken for a fault.
+    let c = Cluster::start_with(mode, |config| config["request_timeout_ms"] = json!(30_000));
+    c.create_database(DB);
+    let n = 1_000_000;
+    let mut body = String::with_capacity(n * 16);
+    for i in 0..n {
+        body.push_str(&format!("p10,g={} f=1\n", i / 100));
+    }
+    assert!(body.len() < 25_000_000, "the body must be under max_body_bytes: {}", body.len());
+    let resp = c.proxy.write_to(&format!("/write?db={DB}"), &body, false);
+    assert_eq!(resp.status, 204, "write of 1,000,000 lines without timestamps: {resp:?}");
+    drop(body);
+
+    wait_until(CATCH_UP, "every point of the big write on both backends, queues empty", || {
+        let counts: Vec<u64> =
+            c.backends().iter().map(|s| count_of(&s.query_ok(DB, "SELECT count(f) FROM p10"))).collect();
+        // /health answers 503 while both backends are marked down.
+        let health = c.proxy.get("/health").json();
+        let depths: Vec<u64> =
+            ["a", "b"].iter().map(|n| health_backend(&health, n).map_or(u64::MAX, queue_depth)).collect();
+        if counts == [10_000, 10_000] && depths == [0, 0] {
+            Ok(())
+        } else {
+            Err(format!("count(f) on a, b: {counts:?}; queue depths: {depths:?}"))
+        }
+    });
+
+    // A later write reaches both backends.
+    c.proxy.write_ok(DB, &lines("after_big", 10, T0));
+    wait_until(Duration::from_secs(10), "a write after the big one reaches both backends", || {
+        let counts: Vec<u64> = c.backends().iter().map(|s| s.count(DB, "after_big")).collect();
+        if counts == [10, 10] {
+            Ok(())
+        } else {
+            Err(format!("points of after_big on a, b: {counts:?}"))
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------
 // Instantiation per way of running the proxy
 // ---------------------------------------------------------------------------
 
@@ -1015,6 +1070,7 @@ macro_rules! scenarios {
                 query_and_write_with_ff_bytes_get_influxdb_s_answer,
                 replay_gets_past_a_backend_header_that_is_not_ascii,
                 answers_over_backend_max_response_bytes_are_502,
+                a_write_over_influxd_body_limit_after_timestamps_lands_in_batches,
             );
         }
     };

@@ -463,7 +463,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     fn record_query_failure(&self, backend: usize, error: String, now_ms: u64) {
         if let (Some(s), Some(addr)) = (self.states.get(backend), self.backends.get(backend)) {
             self.metrics.backend_error(&addr.name);
-            s.health.borrow_mut().record_error(error, now_ms);
+            s.health.borrow_mut().record_query_failure(error, now_ms);
         }
     }
 

@@ -24,6 +24,11 @@ enum Behaviour {
     RecordFails(u16, &'static str),
     /// `/ping` answers 204; every other request breaks the connection.
     RecordBreaks,
+    /// Like `Up`, but answers `/write` with this status and body.
+    WriteStatus(u16, &'static str),
+    /// Like `Up`, but answers a `/write` whose body is longer than this many
+    /// bytes with 413, as InfluxDB 1.x does over its `max-body-size`.
+    MaxBody(usize),
 }
 
 #[derive(Default)]
@@ -129,7 +134,15 @@ impl Transport for MockTransport {
             }
             Behaviour::RecordFails(status, body) => Response::json(status, body.as_bytes().to_vec()),
             Behaviour::RecordBreaks => return Err(TransportError::Io("Broken pipe (os error 32)".into())),
-            Behaviour::Up => match request.path.as_str() {
+            Behaviour::WriteStatus(status, body) if request.path == "/write" => {
+                Response::json(status, body.as_bytes().to_vec())
+            }
+            Behaviour::MaxBody(max) if request.path == "/write" && request.body.len() > max => {
+                // Refused: not among the requests `received`.
+                return Ok(Response::json(413, br#"{"error":"Request Entity Too Large"}"#.to_vec()));
+            }
+            Behaviour::Up | Behaviour::WriteStatus(..) | Behaviour::MaxBody(_) => match request.path.as_str()
+            {
                 "/query" => Response::json(200, mock_query_answer(&state, &backend.name, &request)),
                 _ => Response::empty(204),
             },
@@ -1087,3 +1100,4 @@ fn health_and_metrics_show_the_oldest_record_age_and_its_replay_attempts() {
     assert_eq!(v["backends"][1]["oldest_record_age_ms"], serde_json::Value::Null);
     assert_eq!(v["backends"][1]["replay_attempts"], 0);
 }
+mod batches;

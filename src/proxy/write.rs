@@ -1,16 +1,25 @@
 //! The write path: `POST /write` (InfluxDB 1.x) and `POST /api/v2/write`
 //! (InfluxDB 1.8's 2.x compatibility API, "Write data with the InfluxDB API").
 //!
-//! The body (plain or gzip) is validated whole, each point routed by its
-//! measurement to its replica set, and each backend gets one request with just
-//! its points, concurrently. Points without a timestamp get the proxy's time
-//! (at the request's precision) so that every replica, and a later replay,
-//! stores the same point.
+//! The body (plain or gzip) is validated whole and each point routed by its
+//! measurement to its replica set before anything is sent. Then each
+//! backend gets just its points, the backends concurrently, in batches of at
+//! most `backend_max_body_bytes` (counted with the timestamps added, cut at
+//! point boundaries, sent or queued in body order, each its own write queue
+//! record), so that no backend is sent more than its InfluxDB accepts
+//! (`[http] max-body-size`, 25 MB by default). Points without a timestamp get
+//! the proxy's time (at the request's precision) so that every replica, and
+//! a later replay, stores the same point.
+//!
+//! Memory: the body is parsed twice (validate, then batch) instead of keeping
+//! a vector of points; the open batches together hold at most
+//! `backend_max_body_bytes`; backends that get the same points (replicas of
+//! the same sets) share one batch; each backend's request copies one batch.
 
 use super::{allow, join_all, Proxy};
 use crate::error::ProxyError;
 use crate::http::{Method, Request, Response};
-use crate::line_protocol::{normalize_precision, parse_points};
+use crate::line_protocol::{normalize_precision, points, Point};
 use crate::route::ReplicaSet;
 use crate::storage::Storage;
 use crate::transport::Transport;
@@ -52,64 +61,174 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 e.valid_up_to()
             ))
         })?;
-        let points = parse_points(text).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
 
+        // Pass 1: validate every line and route every point before sending
+        // anything: a bad line or a point with no route fails the whole write
+        // and nothing is written. Nothing is kept per point, only the
+        // distinct replica sets used.
+        let mut last = None;
+        let mut sets: Vec<&ReplicaSet> = Vec::new();
+        let (mut line_bytes, mut without_timestamp) = (0usize, 0usize);
+        for point in points(text) {
+            let point = point.map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+            let set = self.route_point(&point, &mut last)?;
+            if !sets.contains(&set) {
+                sets.push(set);
+            }
+            line_bytes += point.line.len() + 1;
+            without_timestamp += usize::from(!point.has_timestamp);
+        }
         // Given only when some point lacks a timestamp.
-        let mut default_timestamp: Option<String> = None;
-        // Route every point before sending anything: a point with no route
-        // fails the whole write and nothing is written.
-        // Per backend: its line protocol body and how many points it holds.
-        let mut bodies: Vec<(Vec<u8>, u64)> = vec![(Vec::new(), 0); self.backends.len()];
-        let mut last: Option<(&str, &ReplicaSet)> = None;
-        for point in &points {
-            let set = match last {
-                Some((m, set)) if m == point.measurement => set,
-                _ => {
-                    let set = self.router.route(&point.measurement).ok_or_else(|| {
-                        ProxyError::BadRequest(format!(
-                            "no route for measurement \"{}\" (line {}): add a keymap or \"_default_\"",
-                            point.measurement, point.line_number
-                        ))
-                    })?;
-                    last = Some((&point.measurement, set));
-                    set
+        let default_timestamp =
+            (without_timestamp > 0).then(|| self.default_timestamp(target.precision.as_deref(), now_ms));
+        let stamp_bytes = default_timestamp.as_ref().map_or(0, |t| t.len() + 1);
+        let total = line_bytes + without_timestamp * stamp_bytes;
+
+        // Backends that get exactly the same points (they are in the same
+        // used replica sets) form a group sharing one batch body.
+        let mut groups: Vec<Group> = Vec::new();
+        for backend in 0..self.backends.len() {
+            let sets_of: Vec<bool> = sets.iter().map(|s| s.contains(&backend)).collect();
+            if !sets_of.contains(&true) {
+                continue;
+            }
+            match groups.iter_mut().find(|g| g.sets == sets_of) {
+                Some(g) => g.backends.push(backend),
+                None => {
+                    groups.push(Group { sets: sets_of, backends: vec![backend], body: Vec::new(), points: 0 })
                 }
-            };
-            for &backend in set {
-                let (out, count) = &mut bodies[backend];
-                *count += 1;
-                out.extend_from_slice(point.line.as_bytes());
-                if !point.has_timestamp {
-                    let ts = default_timestamp
-                        .get_or_insert_with(|| self.default_timestamp(target.precision.as_deref(), now_ms));
-                    out.push(b' ');
-                    out.extend_from_slice(ts.as_bytes());
-                }
-                out.push(b'\n');
             }
         }
+        // Per used set, the groups that get its points.
+        let set_groups: Vec<Vec<usize>> =
+            (0..sets.len()).map(|k| (0..groups.len()).filter(|&g| groups[g].sets[k]).collect()).collect();
 
+        // Pass 2: fill the groups' batches (all of them together at most
+        // `backend_max_body_bytes`, counted with the timestamps added) and
+        // hand them over whenever the next point would not fit.
+        let limit = usize::try_from(self.config.backend_max_body_bytes).unwrap_or(usize::MAX);
+        let mut buffered = 0;
+        // The first backend 4xx: the later batches are still sent.
+        let mut rejected = None;
+        for point in points(text) {
+            let point = point.map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+            let set = self.route_point(&point, &mut last)?;
+            let targets = match sets.iter().position(|s| *s == set) {
+                Some(k) => &set_groups[k],
+                None => return Err(ProxyError::Internal("a point changed its route".into())),
+            };
+            let stamp = if point.has_timestamp { None } else { default_timestamp.as_deref() };
+            let size = point.line.len() + 1 + stamp.map_or(0, |_| stamp_bytes);
+            if buffered > 0 && buffered + size * targets.len() > limit {
+                self.flush(&target, &mut groups, now_ms).await.or_else(|e| keep_going(e, &mut rejected))?;
+                buffered = 0;
+            }
+            for &g in targets {
+                let batch = &mut groups[g];
+                if batch.body.capacity() == 0 {
+                    batch.body.reserve(limit.min(total));
+                }
+                batch.body.extend_from_slice(point.line.as_bytes());
+                if let Some(ts) = stamp {
+                    batch.body.push(b' ');
+                    batch.body.extend_from_slice(ts.as_bytes());
+                }
+                batch.body.push(b'\n');
+                batch.points += 1;
+                buffered += size;
+            }
+        }
+        self.flush(&target, &mut groups, now_ms).await.or_else(|e| keep_going(e, &mut rejected))?;
+        match rejected {
+            Some(e) => Err(e),
+            None => Ok(Response::empty(204)),
+        }
+    }
+
+    /// The replica set of `point`; `last` caches the previous lookup (bodies
+    /// usually hold runs of one measurement). Error: no route (400).
+    fn route_point<'a, 'p>(
+        &'p self,
+        point: &Point<'a>,
+        last: &mut Option<(&'a str, &'p ReplicaSet)>,
+    ) -> Result<&'p ReplicaSet, ProxyError> {
+        if let Some((m, set)) = *last {
+            if m == point.measurement {
+                return Ok(set);
+            }
+        }
+        let set = self.router.route(&point.measurement).ok_or_else(|| {
+            ProxyError::BadRequest(format!(
+                "no route for measurement \"{}\" (line {}): add a keymap or \"_default_\"",
+                point.measurement, point.line_number
+            ))
+        })?;
+        *last = match point.measurement {
+            Cow::Borrowed(m) => Some((m, set)),
+            Cow::Owned(_) => None,
+        };
+        Ok(set)
+    }
+
+    /// Hands the groups' batches over (emptying them): each backend of a
+    /// group gets its group's batch as one record, the backends concurrently.
+    /// Error: the first backend 4xx, or 503 when a backend could neither take
+    /// a batch nor queue it ([`Proxy::settle`]).
+    async fn flush(&self, target: &WriteTarget, groups: &mut [Group], now_ms: u64) -> Result<(), ProxyError> {
+        // One record per group, shared by its backends.
+        let records: Vec<(&[usize], Record, u64)> = groups
+            .iter_mut()
+            .filter(|g| g.points > 0)
+            .map(|g| {
+                let record = Record::Write {
+                    db: target.db.clone(),
+                    rp: target.rp.clone(),
+                    precision: target.precision.clone(),
+                    credentials: target.credentials.clone(),
+                    body: std::mem::take(&mut g.body),
+                };
+                (&g.backends[..], record, std::mem::take(&mut g.points))
+            })
+            .collect();
         let deliveries = join_all(
-            bodies
-                .into_iter()
-                .enumerate()
-                .filter(|(_, (_, count))| *count > 0)
-                .map(|(backend, (body, points))| {
-                    let record = Record::Write {
-                        db: target.db.clone(),
-                        rp: target.rp.clone(),
-                        precision: target.precision.clone(),
-                        credentials: target.credentials.clone(),
-                        body,
-                    };
-                    async move { (backend, self.deliver(backend, record, points, now_ms).await) }
+            records
+                .iter()
+                .flat_map(|(backends, record, points)| {
+                    backends.iter().map(move |&backend| async move {
+                        (backend, self.deliver_shared(backend, record, *points, now_ms).await)
+                    })
                 })
                 .collect(),
         )
         .await;
         self.settle(deliveries)?;
-        Ok(Response::empty(204))
+        Ok(())
     }
+}
+
+/// After a batch failed with `e`: a backend 4xx is kept in `rejected` (the
+/// first one is the answer) and the later batches are still sent, each being
+/// judged on its own as InfluxDB judges the points of a partial write; any
+/// other error (503: a batch could not be kept) ends the write at once,
+/// answered with the first 4xx if there was one.
+fn keep_going(e: ProxyError, rejected: &mut Option<ProxyError>) -> Result<(), ProxyError> {
+    match e {
+        ProxyError::Backend { .. } => {
+            rejected.get_or_insert(e);
+            Ok(())
+        }
+        other => Err(rejected.take().unwrap_or(other)),
+    }
+}
+
+/// Backends that get the same points, and their batch being filled: line
+/// protocol with the default timestamp added where a point had none.
+struct Group {
+    /// Per replica set used by the request, whether these backends are in it.
+    sets: Vec<bool>,
+    backends: Vec<usize>,
+    body: Vec<u8>,
+    points: u64,
 }
 
 impl WriteTarget {
@@ -158,7 +277,10 @@ pub(crate) fn decode_body(request: &Request, max_bytes: u64) -> Result<Cow<'_, [
     match request.header("content-encoding").map(str::trim) {
         None | Some("") | Some("identity") => Ok(Cow::Borrowed(&request.body)),
         Some(e) if e.eq_ignore_ascii_case("gzip") => {
-            let mut out = Vec::with_capacity(request.body.len().saturating_mul(4));
+            // A guess (the decoded size is unknown), never over the limit.
+            let guess =
+                request.body.len().saturating_mul(4).min(usize::try_from(max_bytes).unwrap_or(usize::MAX));
+            let mut out = Vec::with_capacity(guess);
             flate2::read::MultiGzDecoder::new(&request.body[..])
                 .take(max_bytes.saturating_add(1))
                 .read_to_end(&mut out)

@@ -41,6 +41,15 @@
 //! fills it (about 100 MiB/s of plain bodies) and writes are then answered 503,
 //! which count as errors.
 //!
+//! **Big write memory** (native, and wasm when a `.wasm` is given): one write
+//! of 25,000,000 bytes (the default `max_body_bytes`) through a fresh proxy
+//! into sinks `a` and `b`, once as lines `p10 f=1` without timestamps (the
+//! proxy adds them: 87.5 MB per backend, sent in `backend_max_body_bytes`
+//! batches) and once as lines with timestamps. Reported: the proxy process's
+//! peak RSS (`VmHWM`) after the write, against issue 6's bound of
+//! 3 x `max_body_bytes` + 20 MB (95 MB); over it, a non-204 answer or a sink
+//! missing lines fails the run.
+//!
 //! Usage (`cargo bench` passes `--bench`, which is ignored):
 //!
 //! ```text
@@ -167,6 +176,13 @@ fn run(options: &Options) -> Result<bool, String> {
             rows.push(run_backlog(options, &bodies, &sink_runtime, &sinks[0], "wasm (b down)", command));
         }
     }
+    let mut big_writes = Vec::new();
+    if options.modes.native {
+        big_writes.extend(run_big_writes(options, &sinks, "native", &native_command(&options.proxy_bin)));
+    }
+    if let Some(wasm) = &wasm {
+        big_writes.extend(run_big_writes(options, &sinks, "wasm", &wasm_command(&options.wasmtime, wasm)));
+    }
     drop(sink_runtime);
 
     println!();
@@ -182,6 +198,15 @@ fn run(options: &Options) -> Result<bool, String> {
         }
     }
     let mut ok = true;
+    for (what, result) in &big_writes {
+        match result {
+            Ok(line) => println!("{what}: {line}"),
+            Err(e) => {
+                ok = false;
+                println!("{what}: FAILED: {e}");
+            }
+        }
+    }
     for row in &rows {
         if let Some(failure) = row.failure() {
             ok = false;
@@ -1103,6 +1128,78 @@ fn run_proxy(
     drop(proxy);
     let sinks = sinks.iter().map(|s| s.name).zip(after).collect();
     Row { mode, encoding, result: Ok(Measured { load, peak_rss, sinks, backlog: None }) }
+}
+
+/// Size of the big write: the default `max_body_bytes`.
+const BIG_BODY_BYTES: usize = 25_000_000;
+/// Issue 6's bound on one request's peak RSS: 3 x `max_body_bytes` + 20 MB.
+const BIG_WRITE_RSS_BOUND: u64 = 3 * BIG_BODY_BYTES as u64 + 20_000_000;
+
+/// The big write memory scenarios (see the module doc): `(what, Ok(report
+/// line) or Err(why it failed))` for a body without and one with timestamps.
+fn run_big_writes(
+    options: &Options,
+    sinks: &[Sink],
+    mode: &str,
+    how: &ProxyCommand,
+) -> Vec<(String, Result<String, String>)> {
+    let mut out = Vec::new();
+    for stamped in [false, true] {
+        let what = format!(
+            "{mode} big write ({} MB, {})",
+            BIG_BODY_BYTES / 1_000_000,
+            if stamped { "with timestamps" } else { "no timestamps" }
+        );
+        println!("running {what} -> sinks a, b ...");
+        out.push((what, big_write(options, sinks, how, stamped)));
+    }
+    out
+}
+
+/// One big write through a fresh proxy; the report line, or why it failed.
+fn big_write(options: &Options, sinks: &[Sink], how: &ProxyCommand, stamped: bool) -> Result<String, String> {
+    let mut body = Vec::with_capacity(BIG_BODY_BYTES);
+    let mut lines = 0u64;
+    let mut ts = 1_600_000_000_000_000_000u64;
+    loop {
+        let line = if stamped { format!("p10 f=1 {ts}\n") } else { "p10 f=1\n".to_string() };
+        if body.len() + line.len() > BIG_BODY_BYTES {
+            break;
+        }
+        body.extend_from_slice(line.as_bytes());
+        lines += 1;
+        ts += 1;
+    }
+    let backends: Vec<(&str, SocketAddr)> = sinks.iter().map(|s| (s.name, s.addr)).collect();
+    let proxy = ProxyProcess::start(how, &backends, &serde_json::json!({}), options.startup_timeout)
+        .map_err(|e| format!("proxy did not start: {e}"))?;
+    let before: Vec<SinkCount> = sinks.iter().map(Sink::count).collect();
+    let body: Arc<[u8]> = body.into();
+    let (status, text) = smol::block_on(async {
+        let conn = TcpStream::connect(proxy.addr).await.map_err(|e| format!("connect: {e}"))?;
+        post_write(conn, proxy.addr, body, Encoding::Plain).await
+    })?;
+    if status != StatusCode::NoContent {
+        return Err(format!("answered {} {text}", status as u16));
+    }
+    let received = settle(&sinks.iter().collect::<Vec<_>>(), &before, lines);
+    let peak = proxy.peak_rss_bytes().ok_or("cannot read the proxy's VmHWM")?;
+    drop(proxy);
+    for (sink, got) in sinks.iter().zip(&received) {
+        if got.lines != lines {
+            return Err(format!("sink {} received {} of {lines} lines", sink.name, got.lines));
+        }
+    }
+    let line = format!(
+        "{lines} lines, peak RSS {:.1} MiB ({:.1} MB; bound 3 x max_body_bytes + 20 MB = {:.0} MB)",
+        mib(peak),
+        peak as f64 / 1e6,
+        BIG_WRITE_RSS_BOUND as f64 / 1e6
+    );
+    if peak > BIG_WRITE_RSS_BOUND {
+        return Err(format!("over the bound: {line}"));
+    }
+    Ok(line)
 }
 
 /// The backlog scenario (see the module doc), plain bodies: `a` is
