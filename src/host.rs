@@ -35,7 +35,10 @@
 //!   released while unwinding (neither poisons), so the proxy stays usable.
 //! - Replay state is in the write queue, not in the loop: a record whose
 //!   delivery panicked was only peeked, so it is delivered on the next run
-//!   (at least once, as always). A panic inside a queue operation between
+//!   (at least once, as always), and the restart counts as a failed
+//!   attempt of that record for the replay policy (`replay_max_attempts`),
+//!   so a record that makes every attempt panic is dead-lettered rather than
+//!   restarting the loop forever. A panic inside a queue operation between
 //!   its storage calls may leave that queue's in-memory view and its files
 //!   apart; the queue's recovery rules then apply at the next start.
 //!

@@ -85,9 +85,12 @@ struct HeadReplay {
     /// Failed delivery attempts of it, whatever the cause (`/health`
     /// `replay_attempts`).
     attempts: u64,
-    /// Those failed while the backend answered `/ping`: the failure is about
-    /// this record; compared with `replay_max_attempts`.
+    /// Those failed while the backend answered `/ping`, or ended with the
+    /// replay loop restarted (a panic): the failure is about this record;
+    /// compared with `replay_max_attempts`.
     record_failures: u64,
+    /// Those that ended with the replay loop restarted.
+    restarts: u64,
 }
 
 /// The result of handing one record to one backend.
@@ -174,6 +177,20 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         state.loop_restarts.set(state.loop_restarts.get().saturating_add(1));
         *state.last_loop_error.borrow_mut() =
             Some((format!("{} loop restarted {reason}", kind.name()), now_ms));
+        if kind == crate::host::LoopKind::Replay {
+            // The replay loop died while delivering the head record (if one
+            // was being delivered): that counts as a failure of the record
+            // itself, so a record that makes every attempt panic is
+            // dead-lettered by the replay policy instead of restarting the
+            // loop forever.
+            let mut replay = state.replay.get();
+            if replay.head.is_some() {
+                replay.attempts += 1;
+                replay.record_failures += 1;
+                replay.restarts += 1;
+                state.replay.set(replay);
+            }
+        }
         self.metrics.loop_restart(kind.label(), &addr.name);
     }
 
@@ -277,6 +294,15 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                     replay = HeadReplay { head: Some((id.segment, id.offset)), ..HeadReplay::default() };
                     state.replay.set(replay);
                 }
+                let max_attempts = u64::from(self.config.replay_max_attempts);
+                if replay.restarts > 0 && replay.record_failures >= max_attempts {
+                    let reason = format!(
+                        "replay gave up after {} attempts, {} of them ending with the replay loop \
+                         restarted (replay_max_attempts {max_attempts})",
+                        replay.record_failures, replay.restarts
+                    );
+                    return self.give_up(backend, id, &record, &reason, now_ms).await;
+                }
                 (id, record)
             }
             Ok(None) => {
@@ -366,8 +392,22 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         } else {
             return self.replay_failed(backend, error, now_ms);
         };
+        self.give_up(backend, id, record, &reason, now_ms).await
+    }
+
+    /// Moves head record `id` of backend `backend`'s queue to the dead-letter
+    /// file with `reason` (the replay policy gave up on it).
+    async fn give_up(
+        &self,
+        backend: usize,
+        id: RecordId,
+        record: &Record,
+        reason: &str,
+        now_ms: u64,
+    ) -> ReplayStep {
+        let (state, addr) = (&self.states[backend], &self.backends[backend]);
         self.metrics.backend_error(&addr.name);
-        match state.queue.dead_letter(&self.storage, id, record, &reason, now_ms).await {
+        match state.queue.dead_letter(&self.storage, id, record, reason, now_ms).await {
             Ok(()) => {
                 self.metrics.replay_given_up(&addr.name);
                 state.replay.set(HeadReplay::default());

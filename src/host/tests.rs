@@ -24,6 +24,9 @@ struct MockState {
     plan: VecDeque<Next>,
     /// Requests answered 204: (path, body).
     answered: Vec<(String, String)>,
+    /// Every request whose body contains this panics (a record that makes
+    /// each delivery attempt panic).
+    panic_on: Option<String>,
 }
 
 #[derive(Clone, Default)]
@@ -42,11 +45,14 @@ impl Transport for Mock {
     async fn send(&self, _: &BackendAddr, request: Request) -> Result<Response, TransportError> {
         // The borrow is held across the panic: unwinding must release it.
         let mut state = self.0.borrow_mut();
+        let body = String::from_utf8_lossy(&request.body).into_owned();
+        if state.panic_on.as_ref().is_some_and(|p| body.contains(p.as_str())) {
+            panic!("mock transport panics on this record");
+        }
         match state.plan.pop_front() {
             Some(Next::Refuse) => Err(TransportError::Connect("connection refused".into())),
             Some(Next::Panic) => panic!("mock transport panics on send"),
             None => {
-                let body = String::from_utf8_lossy(&request.body).into_owned();
                 state.answered.push((request.path.clone(), body));
                 Ok(Response::empty(204))
             }
@@ -283,4 +289,36 @@ fn request_and_backend_histograms_are_observed_with_the_hosts_clock() {
     assert_eq!(bucket("0.005").as_deref(), Some("0"), "{metrics}");
     assert_eq!(bucket("0.01").as_deref(), Some("2"), "{metrics}");
     assert!(metrics.contains("# TYPE influx_proxy_backend_request_duration_seconds histogram"), "{metrics}");
+}
+
+#[test]
+fn a_record_that_makes_every_replay_attempt_panic_is_dead_lettered_and_the_queue_flows() {
+    let mock = Mock::default();
+    let text = r#"{ "backends": { "b": { "url": "http://127.0.0.1:8087" } },
+                    "keymaps": { "_default_": ["b"] }, "replay_max_attempts": 3 }"#;
+    let config = Config::parse("test.json", text).unwrap_or_else(|e| panic!("{e}"));
+    let proxy =
+        block_on(Proxy::open(config, mock.clone(), MemStorage::default())).unwrap_or_else(|e| panic!("{e}"));
+    // Both writes are refused directly and queued for b.
+    mock.plan(&[Next::Refuse]);
+    assert_eq!(write(&proxy, "cpu value=1 1700000000000000000\n"), 204);
+    assert_eq!(write(&proxy, "cpu value=2 1700000000000000000\n"), 204);
+    assert_eq!(proxy.queue_depth(0).records, 2);
+
+    // Every attempt to deliver the first record panics; the second must
+    // still be delivered.
+    mock.0.borrow_mut().panic_on = Some("value=1 ".into());
+    let delivered = {
+        let mock = mock.clone();
+        move || !mock.answered("/write").is_empty()
+    };
+    let host = TestHost::new(delivered);
+    block_on(run_replay(&host, &proxy, 0));
+
+    assert_eq!(mock.answered("/write"), vec!["cpu value=2 1700000000000000000\n".to_string()]);
+    assert_eq!(proxy.queue_depth(0).records, 0);
+    assert_eq!(proxy.loop_restarts(0), 3, "one restart per allowed attempt, then the record is given up");
+    let b = health_of_b(&proxy);
+    assert_eq!(b["dead_letters"], 1, "{b}");
+    assert!(get(&proxy, "/metrics").contains("influx_proxy_replay_given_up_total{backend=\"b\"} 1"));
 }
