@@ -50,6 +50,18 @@ pub struct Config {
     /// Default 25,000,000 (InfluxDB 1.x `max-body-size`).
     #[serde(default = "defaults::max_body_bytes")]
     pub max_body_bytes: u64,
+    /// Longest time a client may take to send a request head (request line
+    /// and headers), in ms, counted from its first byte; later -> 408 and the
+    /// connection is closed. Default 60,000 (async-h1's fixed limit before).
+    #[serde(default = "defaults::header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// Longest time a client may take to send a request body, in ms, counted
+    /// from the end of its head (a total, not a gap between reads, so that a
+    /// trickling body is cut too); later -> 408, the connection is closed and
+    /// nothing of the request reaches the proxy's core. Default 30,000 (a
+    /// `max_body_bytes` body then needs at least ~0.8 MB/s).
+    #[serde(default = "defaults::body_read_timeout_ms")]
+    pub body_read_timeout_ms: u64,
     /// Largest write queue per backend, in bytes on disk. When full, writes for
     /// that backend are answered 503. Default 1 GiB.
     #[serde(default = "defaults::queue_max_bytes")]
@@ -106,6 +118,12 @@ mod defaults {
     }
     pub fn max_body_bytes() -> u64 {
         25_000_000
+    }
+    pub fn header_read_timeout_ms() -> u64 {
+        60_000
+    }
+    pub fn body_read_timeout_ms() -> u64 {
+        30_000
     }
     pub fn queue_max_bytes() -> u64 {
         1 << 30
@@ -295,6 +313,8 @@ impl Config {
 
         let positive = [
             ("max_body_bytes", self.max_body_bytes),
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("body_read_timeout_ms", self.body_read_timeout_ms),
             ("queue_max_bytes", self.queue_max_bytes),
             ("health_check_interval_ms", self.health_check_interval_ms),
             ("health_check_fall", u64::from(self.health_check_fall)),
@@ -423,6 +443,7 @@ mod tests {
         );
         assert_eq!((c.health_check_fall, c.health_check_rise, c.request_timeout_ms), (3, 2, 10_000));
         assert_eq!((c.replay_backoff_min_ms, c.replay_backoff_max_ms, c.pool_max_idle), (500, 10_000, 8));
+        assert_eq!((c.header_read_timeout_ms, c.body_read_timeout_ms), (60_000, 30_000));
     }
 
     #[test]
@@ -525,6 +546,8 @@ mod tests {
     fn limits_must_be_positive_and_consistent() {
         for key in [
             "max_body_bytes",
+            "header_read_timeout_ms",
+            "body_read_timeout_ms",
             "queue_max_bytes",
             "health_check_interval_ms",
             "health_check_fall",

@@ -93,7 +93,7 @@ async fn serve_proxy(
     let transport = NativeTransport::new(config.request_timeout_ms, config.pool_max_idle)
         .with_max_open(config.pool_max_open);
     let storage = FsStorage::new(&config.data_dir);
-    let options = ServerOptions::new(config.max_body_bytes);
+    let options = ServerOptions::from_config(&config);
     let health_interval = Duration::from_millis(config.health_check_interval_ms);
     let data_dir = config.data_dir.clone();
     let proxy: Rc<NativeProxy> = Rc::new(
