@@ -690,30 +690,43 @@ enum BodyError {
     /// http-types panics on a non-ASCII trailer value (async-h1 passes
     /// trailers to it unchecked).
     NonAsciiTrailer,
+    /// The trailers are over [`MAX_TRAILER_BYTES`].
+    TrailersTooLarge,
+    /// The connection ended within the trailers.
+    TrailersCut,
 }
 
 impl std::fmt::Display for BodyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             BodyError::NonAsciiTrailer => write!(f, "non-ASCII byte in the trailers of a chunked body"),
+            BodyError::TrailersTooLarge => {
+                write!(f, "the trailers of a chunked body are over {MAX_TRAILER_BYTES} bytes")
+            }
+            BodyError::TrailersCut => write!(f, "the connection ended within the trailers of a chunked body"),
         }
     }
 }
 
 impl std::error::Error for BodyError {}
 
+/// Largest trailer section of a chunked body (after its last chunk, through
+/// its blank line), in bytes; more -> 400. (async-h1's decoder reads at most
+/// 8 KiB of trailers, and only in one piece; see [`GuardedStream`].)
+const MAX_TRAILER_BYTES: usize = 4096;
+
 /// What the [`GuardedStream`] hands async-h1 for the request being read.
 #[derive(Debug, Default)]
 struct StreamGuard {
     /// The checked head, handed out first (in reads of its own).
     head: Vec<u8>,
-    /// Bytes read after the head with it, handed out next.
+    /// Bytes read after the head with it (or held back), handed out next.
     rest: Vec<u8>,
     /// Reads return end-of-file: the request was refused, the rest of its
     /// body is not wanted.
     cut: bool,
     facts: HeadFacts,
-    /// Where a chunked body is, to check its trailers.
+    /// Where a chunked body is, to hold back and check its trailers.
     chunked: Option<Chunked>,
 }
 
@@ -725,9 +738,12 @@ impl StreamGuard {
 }
 
 /// The framing of a chunked body as async-h1's `ChunkedDecoder` reads it
-/// (RFC 9112 section 7.1, without chunk extensions), followed only to find
-/// the trailers: `Off` once the body is malformed (the decoder refuses it).
-#[derive(Debug, Clone, Copy)]
+/// (RFC 9112 section 7.1, without chunk extensions), followed to find the
+/// trailers. Like the decoder, an unexpected byte (which it refuses with an
+/// error) leaves the state as it was: async-h1 reads on after the error (to
+/// drain the body), and the two must agree on where the trailers start.
+/// `Off` once the trailers were handed out.
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Chunked {
     Size(u64),
     SizeLf(u64),
@@ -739,43 +755,56 @@ enum Chunked {
 }
 
 impl Chunked {
-    /// Follows `bytes`; an error for a non-ASCII byte in the trailers.
-    fn inspect(&mut self, mut bytes: &[u8]) -> Result<(), BodyError> {
-        while let Some((&b, after)) = bytes.split_first() {
+    /// Follows `bytes` up to the start of the trailers: how many of them come
+    /// before (all, unless the state becomes `Trailers`).
+    fn follow(&mut self, bytes: &[u8]) -> usize {
+        let mut at = 0;
+        while at < bytes.len() {
+            let b = bytes[at];
             *self = match *self {
                 Chunked::Data(n) => {
-                    let k = bytes.len().min(usize::try_from(n).unwrap_or(usize::MAX));
-                    bytes = &bytes[k..];
+                    let k = (bytes.len() - at).min(usize::try_from(n).unwrap_or(usize::MAX));
+                    at += k;
                     *self = if k as u64 == n { Chunked::DataCr } else { Chunked::Data(n - k as u64) };
                     continue;
                 }
-                Chunked::Trailers if bytes.iter().any(|&b| b >= 0x80) => {
-                    return Err(BodyError::NonAsciiTrailer)
-                }
-                Chunked::Trailers | Chunked::Off => return Ok(()),
+                Chunked::Trailers => return at,
+                Chunked::Off => return bytes.len(),
                 Chunked::Size(n) if b == b'\r' => Chunked::SizeLf(n),
                 Chunked::Size(n) => match (b as char).to_digit(16) {
-                    Some(d) => n
-                        .checked_mul(16)
-                        .and_then(|n| n.checked_add(u64::from(d)))
-                        .map_or(Chunked::Off, Chunked::Size),
-                    None => Chunked::Off,
+                    Some(d) => Chunked::Size(
+                        n.checked_mul(16).and_then(|n| n.checked_add(u64::from(d))).unwrap_or(n),
+                    ),
+                    None => Chunked::Size(n),
                 },
                 Chunked::SizeLf(0) if b == b'\n' => Chunked::Trailers,
                 Chunked::SizeLf(n) if b == b'\n' => Chunked::Data(n),
                 Chunked::DataCr if b == b'\r' => Chunked::DataLf,
                 Chunked::DataLf if b == b'\n' => Chunked::Size(0),
-                _ => Chunked::Off,
+                // What the decoder refuses: its state stays.
+                state => state,
             };
-            bytes = after;
+            at += 1;
         }
-        Ok(())
+        at
     }
 }
 
+/// The end of a whole trailer section at the start of `bytes` (just `CRLF`,
+/// or field lines through `CRLF CRLF`), if it is there.
+fn trailers_end(bytes: &[u8]) -> Option<usize> {
+    if bytes.starts_with(b"\r\n") {
+        return Some(2);
+    }
+    bytes.windows(4).position(|w| w == b"\r\n\r\n").map(|at| at + 4)
+}
+
 /// The client connection as async-h1 reads it: the checked head first, then
-/// the body (a chunked one's trailers checked), and end-of-file once the
-/// request was refused.
+/// the body, and end-of-file once the request was refused. The trailers of a
+/// chunked body are held back until they are whole and handed out in one
+/// read, checked: async-h1's decoder panics (in http-types) on a non-ASCII
+/// trailer, and waits for ever (returns `Pending` without a wake-up) on
+/// trailers that come in pieces.
 #[derive(Debug, Clone)]
 struct GuardedStream<S> {
     inner: S,
@@ -786,7 +815,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for GuardedStream<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let mut guard = lock(&this.guard);
-        if guard.cut {
+        if guard.cut || buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
         if !guard.head.is_empty() {
@@ -795,14 +824,47 @@ impl<S: AsyncRead + Unpin> AsyncRead for GuardedStream<S> {
             guard.head.drain(..n);
             return Poll::Ready(Ok(n));
         }
-        let n = if guard.rest.is_empty() {
-            drop(guard);
-            let n = match Pin::new(&mut this.inner).poll_read(cx, buf) {
+        if guard.chunked == Some(Chunked::Trailers) {
+            loop {
+                if let Some(end) = trailers_end(&guard.rest) {
+                    if guard.rest[..end].iter().any(|&b| b >= 0x80) {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            BodyError::NonAsciiTrailer,
+                        )));
+                    }
+                    // The decoder reads into 8 KiB: all of it fits.
+                    let n = end.min(buf.len());
+                    buf[..n].copy_from_slice(&guard.rest[..n]);
+                    guard.rest.drain(..n);
+                    guard.chunked = Some(Chunked::Off);
+                    return Poll::Ready(Ok(n));
+                }
+                if guard.rest.len() > MAX_TRAILER_BYTES {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        BodyError::TrailersTooLarge,
+                    )));
+                }
+                let mut chunk = [0u8; 4096];
+                match Pin::new(&mut this.inner).poll_read(cx, &mut chunk) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            BodyError::TrailersCut,
+                        )))
+                    }
+                    Poll::Ready(Ok(n)) => guard.rest.extend_from_slice(&chunk[..n]),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        }
+        let mut n = if guard.rest.is_empty() {
+            match Pin::new(&mut this.inner).poll_read(cx, buf) {
                 Poll::Ready(Ok(n)) => n,
                 other => return other,
-            };
-            guard = lock(&this.guard);
-            n
+            }
         } else {
             let n = buf.len().min(guard.rest.len());
             buf[..n].copy_from_slice(&guard.rest[..n]);
@@ -810,8 +872,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for GuardedStream<S> {
             n
         };
         if let Some(chunked) = &mut guard.chunked {
-            if let Err(e) = chunked.inspect(&buf[..n]) {
-                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+            let before = chunked.follow(&buf[..n]);
+            if before < n {
+                // The trailers start here: held back until whole.
+                let mut held = buf[before..n].to_vec();
+                held.append(&mut guard.rest);
+                guard.rest = held;
+                n = before;
             }
         }
         Poll::Ready(Ok(n))
@@ -1518,6 +1585,49 @@ pub(crate) mod tests {
         assert_eq!(
             decode_request(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: y", 100),
             Some(Err(400))
+        );
+    }
+
+    /// Serves `segments` (each one read, all flowing without waiting for
+    /// answers) on a thread: what the client saw, or a panic if the
+    /// connection was still being served after 5 s.
+    #[track_caller]
+    fn serve_bounded(segments: &[&[u8]]) -> Seen {
+        let pipe = Pipe::new(segments);
+        pipe.0.lock().unwrap().lockstep = false;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(serve_pipe(pipe, 1000, &[])).ok());
+        rx.recv_timeout(std::time::Duration::from_secs(5)).expect("the connection hangs")
+    }
+
+    /// async-h1's chunked decoder returns `Pending` without a wake-up when
+    /// the trailers it read are not whole, so the connection would hang for
+    /// ever (also after its response, while async-h1 drains the body): the
+    /// guard hands trailers out only whole, and refuses them cut or too large.
+    #[test]
+    fn trailers_in_pieces_or_after_a_bad_last_chunk_do_not_hang_the_connection() {
+        let head: &[u8] = b"POST /write HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let seen = serve_bounded(&[head, b"3\r\nabc\r\n0\r\nX-T: a", b"b\r\n", b"\r\n"]);
+        assert_eq!((seen.answers[0].status, seen.answers[0].json()["body"].clone()), (200, "abc".into()));
+        let seen = serve_bounded(&[head, b"3\r\nabc\r\n0\r\n", b"\r", b"\n"]);
+        assert_eq!((seen.answers[0].status, seen.answers[0].json()["body"].clone()), (200, "abc".into()));
+        // A malformed last chunk that async-h1 refuses, then what looks like
+        // the start of trailers.
+        let a = only_answer_then_closed(serve_bounded(&[head, b"3\r\nabc\r\n0\r\xff\nX-T:"]));
+        assert_eq!(a.status, 400, "{a:?}");
+        let a = only_answer_then_closed(serve_bounded(&[head, b"3\r\nabc\r\n0\r\nX-T: a"]));
+        assert_eq!(a.status, 400, "{a:?}");
+        assert_eq!(
+            a.error(),
+            "error reading request body: the connection ended within the trailers of a chunked body"
+        );
+        let mut large = b"3\r\nabc\r\n0\r\nX-T: ".to_vec();
+        large.extend(std::iter::repeat_n(b'a', 5000));
+        let a = only_answer_then_closed(serve_bounded(&[head, &large, b"\r\n\r\n"]));
+        assert_eq!(a.status, 400, "{a:?}");
+        assert_eq!(
+            a.error(),
+            "error reading request body: the trailers of a chunked body are over 4096 bytes"
         );
     }
 }
