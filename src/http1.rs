@@ -40,8 +40,10 @@
 //! `Connection: close` and the rest of it is not read. A body not received
 //! whole within `body_read_timeout_ms` of the end of its head (a total, so
 //! that a trickling body is cut too) is answered 408; one that ends before its
-//! `Content-Length`, a malformed chunked body, or one with non-ASCII trailers
-//! (another http-types panic) is answered 400; in all these cases the core
+//! `Content-Length`, a malformed chunked body, or one whose trailers are
+//! non-ASCII (another http-types panic), over 4 KiB or cut short is answered
+//! 400 (trailers are held back until whole: async-h1's decoder would wait for
+//! ever on trailers that come in pieces); in all these cases the core
 //! sees nothing of the request. After a response that closes the connection
 //! early (408, 413, bad head) the connection lingers: it is half-closed (the
 //! stream's `close`) and what the client still sends is read and discarded
