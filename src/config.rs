@@ -57,6 +57,18 @@ pub struct Config {
     /// InfluxDB 1.x's default `[http] max-body-size` of 25,000,000.
     #[serde(default = "defaults::backend_max_body_bytes")]
     pub backend_max_body_bytes: u64,
+    /// Longest time a client may take to send a request head (request line
+    /// and headers), in ms, counted from its first byte; later -> 408 and the
+    /// connection is closed. Default 60,000 (async-h1's fixed limit before).
+    #[serde(default = "defaults::header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// Longest time a client may take to send a request body, in ms, counted
+    /// from the end of its head (a total, not a gap between reads, so that a
+    /// trickling body is cut too); later -> 408, the connection is closed and
+    /// nothing of the request reaches the proxy's core. Default 30,000 (a
+    /// `max_body_bytes` body then needs at least ~0.8 MB/s).
+    #[serde(default = "defaults::body_read_timeout_ms")]
+    pub body_read_timeout_ms: u64,
     /// Largest write queue per backend, in bytes on disk. When full, writes for
     /// that backend are answered 503. Default 1 GiB.
     #[serde(default = "defaults::queue_max_bytes")]
@@ -134,6 +146,12 @@ mod defaults {
     }
     pub fn backend_max_body_bytes() -> u64 {
         8 << 20
+    }
+    pub fn header_read_timeout_ms() -> u64 {
+        60_000
+    }
+    pub fn body_read_timeout_ms() -> u64 {
+        30_000
     }
     pub fn queue_max_bytes() -> u64 {
         1 << 30
@@ -333,6 +351,8 @@ impl Config {
         let positive = [
             ("max_body_bytes", self.max_body_bytes),
             ("backend_max_body_bytes", self.backend_max_body_bytes),
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("body_read_timeout_ms", self.body_read_timeout_ms),
             ("queue_max_bytes", self.queue_max_bytes),
             ("replay_max_attempts", u64::from(self.replay_max_attempts)),
             ("replay_max_age_ms", self.replay_max_age_ms),
@@ -466,6 +486,7 @@ mod tests {
         assert_eq!((c.replay_backoff_min_ms, c.replay_backoff_max_ms, c.pool_max_idle), (500, 10_000, 8));
         assert_eq!((c.replay_max_attempts, c.replay_max_age_ms), (10, 86_400_000));
         assert_eq!(c.backend_max_body_bytes, 8_388_608);
+        assert_eq!((c.header_read_timeout_ms, c.body_read_timeout_ms), (60_000, 30_000));
     }
 
     #[test]
@@ -569,6 +590,8 @@ mod tests {
         for key in [
             "max_body_bytes",
             "backend_max_body_bytes",
+            "header_read_timeout_ms",
+            "body_read_timeout_ms",
             "queue_max_bytes",
             "replay_max_attempts",
             "replay_max_age_ms",

@@ -650,6 +650,48 @@ fn answers_over_backend_max_response_bytes_are_502(mode: Mode) {
     assert_alive(&mut c, "answers over backend_max_response_bytes");
 }
 
+/// Requests whose framing is ambiguous (request smuggling, RFC 9112 section
+/// 6.3) or that do not arrive within the config's read timeouts are refused
+/// before the proxy's core: 400 / 408 with an error body and the connection
+/// closed, nothing written (issue 6).
+fn ambiguous_or_slow_requests_are_refused_and_write_nothing(mode: Mode) {
+    let mut c = Cluster::start_with(mode, |config| {
+        config["header_read_timeout_ms"] = json!(300);
+        config["body_read_timeout_ms"] = json!(300);
+    });
+    c.create_database(DB);
+    let addr = c.proxy.addr();
+    let line = format!("smuggled v=1 {T0}\n");
+    let n = line.len();
+    for (headers, status, what) in [
+        (format!("Content-Length: {n}\r\nContent-Length: 5\r\n"), 400, "conflicting Content-Length"),
+        (format!("Content-Length: +{n}\r\n"), 400, "invalid Content-Length"),
+        ("Transfer-Encoding: gzip\r\n".to_string(), 400, "chunked is not the final Transfer-Encoding"),
+        (format!("Transfer-Encoding: chunked\r\nContent-Length: {n}\r\n"), 400, "both Transfer-Encoding and"),
+        // The body stalls: 10 bytes never come.
+        (format!("Content-Length: {}\r\n", n + 10), 408, "timeout reading the request body (limit 300 ms)"),
+    ] {
+        let mut request =
+            format!("POST /write?db={DB}&precision=s HTTP/1.1\r\nHost: {addr}\r\n{headers}\r\n");
+        request.push_str(&line);
+        let (got, raw) = raw_http(&addr, request.into_bytes()).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(got, status, "{what}: {raw}");
+        assert!(raw.contains(what), "{what}: {raw}");
+        assert!(raw.to_ascii_lowercase().contains("connection: close"), "{what}: {raw}");
+        assert_alive(&mut c, what);
+    }
+    // A head that stalls.
+    let (got, raw) = raw_http(&addr, format!("GET /ping HTTP/1.1\r\nHost: {addr}\r\n").into_bytes())
+        .unwrap_or_else(|e| panic!("a stalled head: {e}"));
+    assert_eq!(got, 408, "a stalled head: {raw}");
+    assert!(raw.contains("timeout reading the request head (limit 300 ms)"), "{raw}");
+    assert_alive(&mut c, "a stalled head");
+
+    for server in c.backends() {
+        assert_eq!(server.measurements(DB), vec!["alive"], "only the liveness writes on {}", server.name());
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 9. /ping, /health, /metrics
 // ---------------------------------------------------------------------------
@@ -1062,6 +1104,7 @@ macro_rules! scenarios {
                 proxy_killed_with_a_queue_loses_nothing,
                 bad_writes_get_4xx_and_write_nothing,
                 bad_requests_and_queries_get_4xx,
+                ambiguous_or_slow_requests_are_refused_and_write_nothing,
                 ping_health_and_metrics,
                 sigterm_stops_and_keeps_the_queue,
                 many_statements_and_a_failed_one_answer_as_influxd,

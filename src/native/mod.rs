@@ -139,7 +139,7 @@ async fn serve_proxy(
         .with_max_open(config.pool_max_open)
         .with_max_response_bytes(config.backend_max_response_bytes);
     let storage = FsStorage::new(&config.data_dir);
-    let options = ServerOptions::new(config.max_body_bytes);
+    let options = ServerOptions::from_config(&config);
     let data_dir = config.data_dir.clone();
     let mut proxy = Proxy::open(config, transport, storage)
         .await

@@ -26,18 +26,38 @@ pub struct ServerOptions {
     pub max_body_bytes: u64,
     /// A kept-alive connection with no request for this long is closed.
     pub idle_timeout: Duration,
+    /// Longest time from the first byte of a request to the end of its head
+    /// (the config's `header_read_timeout_ms`); later -> 408.
+    pub header_read_timeout: Duration,
+    /// Longest time from the end of a request head to the end of its body,
+    /// in total (the config's `body_read_timeout_ms`); later -> 408.
+    pub body_read_timeout: Duration,
     /// At shutdown, how long requests in flight may take to finish.
     pub shutdown_grace: Duration,
 }
 
 impl ServerOptions {
-    /// Options with this body limit, a 60 s idle timeout (as async-h1's time
-    /// limit for reading a request head) and a 10 s shutdown grace.
+    /// Options with this body limit, a 60 s idle timeout
+    /// ([`crate::http1::IDLE_TIMEOUT_MS`]), the config's default read
+    /// timeouts (60 s for a head, 30 s for a body) and a 10 s shutdown grace.
     pub fn new(max_body_bytes: u64) -> ServerOptions {
         ServerOptions {
             max_body_bytes,
-            idle_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_millis(crate::http1::IDLE_TIMEOUT_MS),
+            header_read_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+        }
+    }
+
+    /// The options the config gives (`max_body_bytes`,
+    /// `header_read_timeout_ms`, `body_read_timeout_ms`), the rest as
+    /// [`ServerOptions::new`].
+    pub fn from_config(config: &crate::config::Config) -> ServerOptions {
+        ServerOptions {
+            header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+            body_read_timeout: Duration::from_millis(config.body_read_timeout_ms),
+            ..ServerOptions::new(config.max_body_bytes)
         }
     }
 }
@@ -62,9 +82,12 @@ where
 {
     let handler = Rc::new(handler);
     let shared = Rc::new(Shared { closing: Cell::new(false), active: Cell::new(0) });
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     let connection = ConnectionOptions {
         max_body_bytes: options.max_body_bytes,
-        idle_timeout_ms: u64::try_from(options.idle_timeout.as_millis()).unwrap_or(u64::MAX),
+        idle_timeout_ms: ms(options.idle_timeout),
+        header_read_timeout_ms: ms(options.header_read_timeout),
+        body_read_timeout_ms: ms(options.body_read_timeout),
     };
     // Closed (by dropping the sender) to wake every idle connection at shutdown.
     let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
@@ -148,13 +171,24 @@ mod tests {
 
     impl TestServer {
         fn start(max_body_bytes: u64) -> TestServer {
+            TestServer::start_with(ServerOptions::new(max_body_bytes))
+        }
+
+        /// With 300 ms header and body read timeouts.
+        fn start_with_short_timeouts() -> TestServer {
+            let mut options = ServerOptions::new(1000);
+            options.header_read_timeout = Duration::from_millis(300);
+            options.body_read_timeout = Duration::from_millis(300);
+            TestServer::start_with(options)
+        }
+
+        fn start_with(mut options: ServerOptions) -> TestServer {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let port = listener.local_addr().unwrap().port();
             let (stop, stopped) = smol::channel::bounded::<()>(1);
             let thread = std::thread::spawn(move || {
                 let ex = LocalExecutor::new();
                 let listener = TcpListener::try_from(listener).unwrap();
-                let mut options = ServerOptions::new(max_body_bytes);
                 options.shutdown_grace = Duration::from_secs(3);
                 let shutdown = async move {
                     stopped.recv().await.ok();
@@ -301,5 +335,95 @@ mod tests {
         assert_closed(&mut busy);
         assert_closed(&mut idle);
         assert!(StdStream::connect(("127.0.0.1", server.port)).is_err(), "no longer accepting");
+    }
+
+    /// Reads until the connection ends (the end of the stream, or a reset
+    /// after the server stopped lingering); panics if it is still open
+    /// after the read timeout.
+    fn assert_ends(stream: &mut StdStream) {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => return,
+                Ok(_) => continue,
+                Err(e)
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                {
+                    panic!("the connection is still open: {e}")
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    #[test]
+    fn conflicting_content_lengths_are_400_and_the_connection_closed() {
+        let server = TestServer::start(1000);
+        let mut c = server.connect();
+        let a = send(
+            &mut c,
+            b"POST /write?db=x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\ncpu v=1",
+        );
+        assert_eq!(a.status, 400);
+        assert_eq!(a.error(), "malformed request head: conflicting Content-Length headers (\"5\", \"6\")");
+        assert_eq!(a.header("connection"), Some("close"));
+        assert_ends(&mut c);
+        assert_still_serving(&server);
+    }
+
+    #[test]
+    fn a_stalled_body_is_408_and_its_connection_closed() {
+        let server = TestServer::start_with_short_timeouts();
+        let mut c = server.connect();
+        let a = send(&mut c, b"POST /write?db=x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\ncpu");
+        assert_eq!(a.status, 408, "{a:?}");
+        assert_eq!(a.error(), "timeout reading the request body (limit 300 ms)");
+        assert_eq!(a.header("connection"), Some("close"));
+        assert_eq!(a.header("x-influxdb-version"), Some(crate::INFLUXDB_COMPAT_VERSION));
+        assert_ends(&mut c);
+        assert_still_serving(&server);
+    }
+
+    /// The body timeout is a total: a client that keeps sending a little is
+    /// cut off too.
+    #[test]
+    fn a_trickling_chunked_body_is_408_and_its_connection_closed() {
+        let server = TestServer::start_with_short_timeouts();
+        let mut c = server.connect();
+        c.write_all(b"POST /write?db=x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+        let mut writer = c.try_clone().unwrap();
+        // One byte every 50 ms, until the server stops reading (at most 10 s).
+        let trickle = std::thread::spawn(move || {
+            for _ in 0..200 {
+                if writer.write_all(b"1\r\na\r\n").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let a = read_answer(&mut BufReader::new(c.try_clone().unwrap()), false);
+        assert_eq!(a.status, 408, "{a:?}");
+        assert_eq!(a.error(), "timeout reading the request body (limit 300 ms)");
+        assert_eq!(a.header("connection"), Some("close"));
+        assert_ends(&mut c);
+        drop(c);
+        trickle.join().unwrap();
+    }
+
+    #[test]
+    fn a_stalled_head_is_408_and_its_connection_closed() {
+        let server = TestServer::start_with_short_timeouts();
+        let mut c = server.connect();
+        let a = send(&mut c, b"GET /ping HTTP/1.1\r\nHost: x\r\n");
+        assert_eq!(a.status, 408, "{a:?}");
+        assert_eq!(a.error(), "timeout reading the request head (limit 300 ms)");
+        assert_eq!(a.header("connection"), Some("close"));
+        assert_ends(&mut c);
+        // A request that takes its time between the head and the next one is
+        // not affected: the header timeout starts with a request's first byte.
+        let mut c = server.connect();
+        assert_eq!(send(&mut c, b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n").status, 204);
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(send(&mut c, b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n").status, 204);
     }
 }

@@ -8,25 +8,40 @@
 
 use crate::stream::Stream;
 use crate::{now_ms, Host};
+use influx_proxy::http::{Request, Response};
 use influx_proxy::http1::{serve_connection, ConnectionHost, ConnectionOptions};
+use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 use wstd::iter::AsyncIterator;
 use wstd::net::TcpListener;
 
-/// A kept-alive connection with no request for this long is closed, in ms
-/// (as the native host: async-h1's time limit for reading a request head).
-const IDLE_TIMEOUT_MS: u64 = 60_000;
-
 /// Pause after a failed accept (as the native host).
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
-/// Accepts connections on `listener` forever, one task per connection.
+/// Accepts connections on `listener` forever, one task per connection, each
+/// request answered by [`Proxy::handle`] (options from the config:
+/// `max_body_bytes`, `header_read_timeout_ms`, `body_read_timeout_ms`).
 /// Errors accepting a connection (e.g. too many open files) do not stop the
 /// server: it waits 100 ms and accepts again.
+///
+/// [`Proxy::handle`]: influx_proxy::proxy::Proxy::handle
 pub async fn serve(proxy: Rc<Host>, listener: TcpListener) {
-    let options =
-        ConnectionOptions { max_body_bytes: proxy.config().max_body_bytes, idle_timeout_ms: IDLE_TIMEOUT_MS };
+    let options = ConnectionOptions::from_config(proxy.config());
+    accept_loop(listener, options, move |request| {
+        let proxy = proxy.clone();
+        async move { proxy.handle(request, now_ms()).await }
+    })
+    .await;
+}
+
+/// The accept loop of [`serve`], with any handler (the tests' too).
+async fn accept_loop<H, Fut>(listener: TcpListener, options: ConnectionOptions, handler: H)
+where
+    H: Fn(Request) -> Fut + 'static,
+    Fut: Future<Output = Response> + 'static,
+{
+    let handler = Rc::new(handler);
     let mut incoming = listener.incoming();
     while let Some(conn) = incoming.next().await {
         let conn = match conn {
@@ -40,10 +55,9 @@ pub async fn serve(proxy: Rc<Host>, listener: TcpListener) {
                 continue;
             }
         };
-        let (proxy, options) = (proxy.clone(), options.clone());
+        let (handler, options) = (handler.clone(), options.clone());
         wstd::runtime::spawn(async move {
-            let handler = |request| proxy.handle(request, now_ms());
-            serve_connection(Stream::new(conn), &options, &WasiTimers, handler).await;
+            serve_connection(Stream::new(conn), &options, &WasiTimers, |request| (*handler)(request)).await;
         })
         .detach();
     }
@@ -56,5 +70,95 @@ struct WasiTimers;
 impl ConnectionHost for WasiTimers {
     async fn sleep(&self, ms: u64) {
         wstd::task::sleep(Duration::from_millis(ms).into()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! These run inside wasmtime (`cargo test --target wasm32-wasip2`): a
+    //! scripted client against the server on a free port, in the same
+    //! component. (The request-head guard's cases are tested in the root
+    //! crate's `http1`; these check that this host applies it.)
+    use super::*;
+    use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Every request that reaches the handler is answered 204.
+    async fn no_content(_: Request) -> Response {
+        Response::empty(204)
+    }
+
+    /// The server with 300 ms read timeouts on a free port: its address and
+    /// the accepting task (dropped to stop it).
+    async fn start() -> (std::net::SocketAddr, wstd::runtime::Task<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let options = ConnectionOptions {
+            max_body_bytes: 1000,
+            idle_timeout_ms: 60_000,
+            header_read_timeout_ms: 300,
+            body_read_timeout_ms: 300,
+        };
+        (addr, wstd::runtime::spawn(accept_loop(listener, options, no_content)))
+    }
+
+    /// Sends `request` and reads until the server closes the connection, for
+    /// at most 5 s: what was read, or `None` if the connection was still
+    /// open then.
+    async fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> Option<String> {
+        let mut client = Stream::connect(addr).await.unwrap();
+        client.write_all(request).await.unwrap();
+        client.flush().await.unwrap();
+        let mut got = Vec::new();
+        let read = async {
+            client.read_to_end(&mut got).await.ok();
+            true
+        };
+        let later = async {
+            wstd::task::sleep(Duration::from_secs(5).into()).await;
+            false
+        };
+        let closed = futures_lite::future::or(read, later).await;
+        closed.then(|| String::from_utf8_lossy(&got).into_owned())
+    }
+
+    #[test]
+    fn a_stalled_body_is_408_and_its_connection_closed() {
+        wstd::runtime::block_on(async {
+            let (addr, _server) = start().await;
+            let answer = exchange(addr, b"POST /write?db=x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\ncpu")
+                .await
+                .expect("the connection is closed within 5 s");
+            assert!(answer.starts_with("HTTP/1.1 408 "), "{answer:?}");
+            assert!(answer.contains("connection: close"), "{answer:?}");
+            assert!(answer.ends_with("{\"error\":\"timeout reading the request body (limit 300 ms)\"}\n"), "{answer:?}");
+        });
+    }
+
+    #[test]
+    fn a_stalled_head_is_408_and_its_connection_closed() {
+        wstd::runtime::block_on(async {
+            let (addr, _server) = start().await;
+            let answer = exchange(addr, b"GET /ping HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .expect("the connection is closed within 5 s");
+            assert!(answer.starts_with("HTTP/1.1 408 "), "{answer:?}");
+            assert!(answer.contains("{\"error\":\"timeout reading the request head (limit 300 ms)\"}"), "{answer:?}");
+        });
+    }
+
+    #[test]
+    fn conflicting_content_lengths_are_400() {
+        wstd::runtime::block_on(async {
+            let (addr, _server) = start().await;
+            let answer = exchange(
+                addr,
+                b"POST /write?db=x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\ncpu v=1",
+            )
+            .await
+            .expect("the connection is closed within 5 s");
+            assert!(answer.starts_with("HTTP/1.1 400 "), "{answer:?}");
+            assert!(answer.contains("connection: close"), "{answer:?}");
+            assert!(answer.contains("conflicting Content-Length"), "{answer:?}");
+        });
     }
 }
