@@ -291,9 +291,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let outcome = self.send_record(backend, &record).await.outcome;
         let rejection = match &outcome {
             Ok(r) if (200..300).contains(&r.status) => statement_error(&record, r),
-            Ok(r) if (400..500).contains(&r.status) => {
-                Some(format!("HTTP {}: {}", r.status, error_message(r)))
-            }
+            Ok(r) if refuses_request(r) => Some(format!("HTTP {}: {}", r.status, error_message(r))),
             Ok(r) => {
                 let error = format!("replay answered HTTP {}: {}", r.status, error_message(r));
                 return self.replay_record_failed(backend, id, &record, error, now_ms).await;
@@ -464,7 +462,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 self.record_write_ok(backend);
                 return Delivery::Delivered(r);
             }
-            Ok(r) if (400..500).contains(&r.status) => {
+            Ok(r) if refuses_request(&r) => {
                 self.metrics.backend_error(&addr.name);
                 self.record_write_ok(backend);
                 return Delivery::Rejected { status: r.status, message: error_message(&r) };
@@ -693,6 +691,20 @@ fn statement_error(record: &Record, response: &Response) -> Option<String> {
             Err(e) => Some(format!("statement failed: {e}")),
         },
     }
+}
+
+/// Whether a backend's answer to a write refuses the request itself, so that
+/// sending it again cannot succeed: any 4xx, and InfluxDB 1.x's answer to a
+/// write for a retention policy that does not exist, `500
+/// {"error":"retention policy not found: <rp>"}` (its write handler answers
+/// every error that is not a client, authorization or partial-write error
+/// with 500, services/httpd/handler.go `serveWrite`). Such an answer is passed
+/// to the client with its status and never queued (on the direct path), or
+/// dead-lettered at once (in replay); it does not count against the
+/// backend's health.
+fn refuses_request(response: &Response) -> bool {
+    (400..500).contains(&response.status)
+        || (response.status == 500 && error_message(response).starts_with("retention policy not found"))
 }
 
 /// The error text of a backend's answer: `error` of an InfluxDB JSON body, or

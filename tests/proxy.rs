@@ -621,6 +621,42 @@ fn query_and_write_with_ff_bytes_get_influxdb_s_answer(mode: Mode) {
     }
 }
 
+/// Issue 6 (found in the adversarial pass): influxd answers a write to a
+/// retention policy that does not exist with `500 {"error":"retention policy
+/// not found: nope"}`. The proxy took that 5xx for an outage: it answered 204,
+/// queued the write, counted it against the backend's health (two such writes
+/// marked both backends down, `/health` 503) and replayed it for ~50 s before
+/// dead-lettering it, while every later write waited behind it. The client must
+/// get influxd's answer, nothing is queued, the backends stay up and the next
+/// write lands at once.
+fn a_write_to_a_missing_retention_policy_gets_influxd_s_500_and_blocks_nothing(mode: Mode) {
+    let mut c = Cluster::start(mode);
+    c.create_database(DB);
+    for _ in 0..4 {
+        let resp = c.proxy.write_to(
+            &format!("/write?db={DB}&rp=nope&precision=s"),
+            &format!("norp v=1 {T0}"),
+            false,
+        );
+        assert_eq!(
+            resp.status, 500,
+            "a write to a missing retention policy, as influxd answers it: {resp:?}"
+        );
+        assert_eq!(resp.error(), "retention policy not found: nope", "{resp:?}");
+    }
+    let health = c.proxy.health();
+    for name in ["a", "b"] {
+        let entry = health_backend(&health, name).unwrap_or_else(|| panic!("{name} missing: {health}"));
+        assert_eq!(is_healthy(entry), Some(true), "{name} is not down because of a client's rp: {health}");
+        assert_eq!(queue_depth(entry), 0, "nothing of the refused writes is queued for {name}: {health}");
+    }
+    c.proxy.write_ok(DB, &lines("after_norp", 10, T0));
+    for server in c.backends() {
+        assert_eq!(server.count(DB, "after_norp"), 10, "the next write is on {} at once", server.name());
+    }
+    assert_alive(&mut c, "writes to a missing retention policy");
+}
+
 /// Issue 6: a backend answer larger than `backend_max_response_bytes` is a
 /// 502 naming the backend and the limit, not buffered whole; it does not
 /// count against the backend's health (another replica would answer the
@@ -1071,6 +1107,7 @@ macro_rules! scenarios {
                 replay_gets_past_a_backend_header_that_is_not_ascii,
                 answers_over_backend_max_response_bytes_are_502,
                 a_write_over_influxd_body_limit_after_timestamps_lands_in_batches,
+                a_write_to_a_missing_retention_policy_gets_influxd_s_500_and_blocks_nothing,
             );
         }
     };

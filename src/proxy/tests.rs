@@ -422,6 +422,47 @@ fn replay_moves_a_4xx_record_to_the_dead_letters_and_goes_on() {
     assert_eq!(v["backends"][1]["dead_letters"], 1);
 }
 
+/// influxd answers a write for a retention policy that does not exist with
+/// 500 (not 4xx). Queued while b was down, such a record was retried
+/// `replay_max_attempts` times (about 50 s with the default backoff) while the
+/// records behind it waited; it is a refusal: dead-lettered at once.
+#[test]
+fn replay_dead_letters_a_missing_retention_policy_at_once() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), "");
+    t.set("b", Behaviour::Down);
+    write(&p, "db=x&rp=nope", "cpu v=1 1\n");
+    write(&p, "db=x", "cpu v=2 2\n");
+    t.set("b", Behaviour::WriteStatus(500, r#"{"error":"retention policy not found: nope"}"#));
+    assert_eq!(run(p.replay_step(1, 0)), ReplayStep::Progress);
+    t.set("b", Behaviour::Up);
+    assert_eq!(drain(&p, 1), vec![ReplayStep::Progress, ReplayStep::Idle]);
+    assert_eq!(t.writes("b"), vec!["cpu v=1 1\n", "cpu v=2 2\n"]);
+    let health = run(p.handle(Request::new(Method::Get, "/health"), 0));
+    let v: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
+    assert_eq!(
+        (v["backends"][1]["dead_letters"].clone(), v["backends"][1]["healthy"].clone()),
+        (1.into(), true.into())
+    );
+}
+
+/// The same answer on the direct path is passed on with its status, not
+/// queued, and does not count against the backend's health.
+#[test]
+fn a_missing_retention_policy_is_passed_on_and_not_queued() {
+    let t = MockTransport::default();
+    t.set("b", Behaviour::WriteStatus(500, r#"{"error":"retention policy not found: nope"}"#));
+    let p = open(&t, MemStorage::new(), "");
+    for _ in 0..5 {
+        let r = write(&p, "db=x&rp=nope", "cpu v=1 1\n");
+        assert_eq!((r.status, error_of(&r)), (500, "retention policy not found: nope".to_string()));
+    }
+    assert_eq!(p.queue_depth(1).records, 0);
+    let health = run(p.handle(Request::new(Method::Get, "/health"), 0));
+    let v: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
+    assert_eq!(v["backends"][1]["healthy"], true);
+}
+
 #[test]
 fn full_queue_answers_503_and_keeps_nothing_half_acknowledged() {
     let t = MockTransport::default();
