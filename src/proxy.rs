@@ -288,7 +288,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 return ReplayStep::RetryAfter(self.config.replay_backoff_max_ms);
             }
         };
-        let outcome = self.send_record(backend, &record).await.outcome;
+        let sent = self.send_record_judging_each(backend, &record).await;
+        let outcome = sent.outcome;
         let rejection = match &outcome {
             Ok(r) if (200..300).contains(&r.status) => statement_error(&record, r),
             Ok(r) if refuses_request(r) => Some(format!("HTTP {}: {}", r.status, error_message(r))),
@@ -304,7 +305,36 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             None => state.queue.ack(&self.storage, id).await,
             Some(reason) => {
                 self.metrics.backend_error(&addr.name);
-                state.queue.dead_letter(&self.storage, id, &record, reason, now_ms).await
+                // Only the pieces refused are dead letters; the others were
+                // delivered.
+                let dead = match &record {
+                    Record::Write { db, rp, precision, credentials, body } if !sent.refused.is_empty() => {
+                        Record::Write {
+                            db: db.clone(),
+                            rp: rp.clone(),
+                            precision: precision.clone(),
+                            credentials: credentials.clone(),
+                            body: sent
+                                .refused
+                                .iter()
+                                .flat_map(|r| body.get(r.clone()).unwrap_or_default())
+                                .copied()
+                                .collect(),
+                        }
+                    }
+                    _ => record.clone(),
+                };
+                let done = state.queue.dead_letter(&self.storage, id, &dead, reason, now_ms).await;
+                if let (Ok(()), Record::Write { body, .. }, Record::Write { body: refused, .. }) =
+                    (&done, &record, &dead)
+                {
+                    let delivered = body.len().saturating_sub(refused.len()) as u64;
+                    if delivered > 0 {
+                        let points = count_lines(body).saturating_sub(count_lines(refused));
+                        self.metrics.written(&addr.name, points, delivered);
+                    }
+                }
+                done
             }
         };
         if let Err(e) = done {
