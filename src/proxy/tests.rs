@@ -335,6 +335,20 @@ fn missing_db_and_bad_precision_and_bad_gzip_are_400() {
     assert!(t.received("a").is_empty());
 }
 
+/// Found in the adversarial pass: influxd answers `consistency=bogus` with
+/// 400 `invalid consistency level`; the proxy answered 204.
+#[test]
+fn an_invalid_consistency_level_is_400_as_influxd_answers_it() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), "");
+    let r = write(&p, "db=x&consistency=bogus", "cpu v=1 1\n");
+    assert_eq!((r.status, error_of(&r)), (400, "invalid consistency level".to_string()));
+    assert!(t.writes("a").is_empty() && t.writes("b").is_empty(), "nothing written");
+    for level in ["any", "one", "QUORUM", "all", ""] {
+        assert_eq!(write(&p, &format!("db=x&consistency={level}"), "cpu v=1 1\n").status, 204, "{level}");
+    }
+}
+
 #[test]
 fn gzip_body_is_decoded() {
     let t = MockTransport::default();
