@@ -621,6 +621,24 @@ fn query_and_write_with_ff_bytes_get_influxdb_s_answer(mode: Mode) {
     }
 }
 
+/// Issue 6 (found in the adversarial pass): each backend answer is bounded by
+/// `backend_max_response_bytes`, and a batch of statements answered over it
+/// is asked statement by statement, so the combined answer of many small
+/// statements had no bound (87 KB of `SELECT * FROM big LIMIT 1000;` made a
+/// 158 MB body, 472 MB peak RSS). It is bounded by the same limit: 502.
+fn a_combined_query_answer_over_backend_max_response_bytes_is_502(mode: Mode) {
+    let mut c = Cluster::start_with(mode, |config| config["backend_max_response_bytes"] = json!(2000));
+    c.create_database(DB);
+    c.proxy.write_ok(DB, &lines("few", 5, T0));
+    let one = c.proxy.query_ok("SELECT * FROM few", DB);
+    assert_eq!(column(&one, "v").len(), 5, "one statement answers: {one}");
+    let (status, v) = c.proxy.query(&"SELECT * FROM few;".repeat(60), DB);
+    let size = v.to_string().len();
+    assert_eq!(status, 502, "60 answers of 5 points over a 2000-byte limit: a {size}-byte answer");
+    assert_eq!(v["error"], "query answer larger than backend_max_response_bytes (2000 bytes)", "{v}");
+    assert_alive(&mut c, "a combined answer over backend_max_response_bytes");
+}
+
 /// Issue 6 (found in the adversarial pass): influxd answers a write to a
 /// retention policy that does not exist with `500 {"error":"retention policy
 /// not found: nope"}`. The proxy took that 5xx for an outage: it answered 204,
@@ -1108,6 +1126,7 @@ macro_rules! scenarios {
                 answers_over_backend_max_response_bytes_are_502,
                 a_write_over_influxd_body_limit_after_timestamps_lands_in_batches,
                 a_write_to_a_missing_retention_policy_gets_influxd_s_500_and_blocks_nothing,
+                a_combined_query_answer_over_backend_max_response_bytes_is_502,
             );
         }
     };

@@ -212,7 +212,24 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 // As InfluxDB: the statements after a failed one are not executed.
                 let stop = failed(&outcome);
                 match outcome {
-                    Ok(result) => out.push(result),
+                    Ok(result) => {
+                        let before = out.bytes();
+                        out.push(result);
+                        // Each backend answer is bounded by the transport; the
+                        // combined answer by the same limit.
+                        let limit = self.config.backend_max_response_bytes;
+                        if out.bytes() as u64 > limit {
+                            let message = format!(
+                                "query answer larger than backend_max_response_bytes ({limit} bytes)"
+                            );
+                            if !mutated {
+                                return Err(ProxyError::Backend { status: 502, message });
+                            }
+                            out.pop(before);
+                            out.push(crate::results::error_result(&message));
+                            break 'statements;
+                        }
+                    }
                     Err(e) if !mutated => return Err(e),
                     Err(e) => out.push(crate::results::error_result(e.message())),
                 }

@@ -620,6 +620,38 @@ fn requests_in_the_same_millisecond_get_distinct_default_timestamps() {
     assert_eq!(t.writes("b")[1], "cpu,host=h v=2 1700000000000000001\n");
 }
 
+/// Found in the adversarial pass: the combined answer of a multi-statement
+/// query had no bound. Each backend answer stays under
+/// `backend_max_response_bytes` (a batch over it is asked statement by
+/// statement), so 3,000 statements `SELECT * FROM big LIMIT 1000` (87 KB of
+/// query) made the proxy build a 158 MB body (472 MB peak RSS), and 1 MB of
+/// them about 1.8 GB. The whole answer is bounded by the same limit: 502
+/// before anything changed, else the statement over the limit gets the error
+/// and the rest is not executed.
+#[test]
+fn a_combined_query_answer_over_backend_max_response_bytes_is_502() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), r#", "backend_max_response_bytes": 2000"#);
+    t.answer("a", r#"{"results":[{"statement_id":0,"series":[{"name":"mem","columns":["time","v"],"values":[[1,2],[3,4],[5,6]]}]}]}"#);
+    let many = "SELECT v FROM mem;".repeat(50);
+    let r = query(&p, &many);
+    assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(error_of(&r), "query answer larger than backend_max_response_bytes (2000 bytes)");
+    // After a change, the error is the statement's, in a 200 answer.
+    let r = query(&p, &format!("CREATE DATABASE x;{many}"));
+    assert_eq!(r.status, 200);
+    // The results up to the limit, then short errors (`not executed`).
+    assert!(r.body.len() <= 2000 + 51 * 50, "{} bytes", r.body.len());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let results = v["results"].as_array().cloned().unwrap_or_default();
+    assert_eq!(results.len(), 51);
+    let errors: Vec<&str> = results.iter().filter_map(|r| r["error"].as_str()).collect();
+    assert_eq!(errors[0], "query answer larger than backend_max_response_bytes (2000 bytes)");
+    assert!(errors[1..].iter().all(|e| *e == "not executed"), "{errors:?}");
+    // A query under the limit still answers.
+    assert_eq!(query(&p, "SELECT v FROM mem; SELECT v FROM mem").status, 200);
+}
+
 #[test]
 fn query_with_every_replica_down_is_503() {
     let t = MockTransport::default();
