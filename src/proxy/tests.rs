@@ -900,14 +900,48 @@ fn a_mixed_query_that_cannot_run_whole_sends_nothing() {
     }
 }
 
+/// Found in the adversarial pass: `CREATE DATABASE x; SELECT FROM cpu`
+/// created x, then answered 200 with the parse error as the second
+/// statement's error; influxd answers 400 and runs nothing. The whole query
+/// is parsed by a backend first (with a statement appended that cannot parse,
+/// so none of it runs); its parse error is the answer, nothing is sent.
+#[test]
+fn a_query_influxdb_cannot_parse_is_400_before_any_mutation_runs() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), "");
+    let refusal = r#"{"error":"error parsing query: found FROM, expected identifier at line 1, char 27"}"#;
+    for backend in ["a", "b"] {
+        t.refuse_queries(backend, "SELECT FROM cpu", 400, refusal);
+    }
+    let r = query(&p, "CREATE DATABASE x; SELECT FROM cpu");
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(error_of(&r), "error parsing query: found FROM, expected identifier at line 1, char 27");
+    // Only the parse check reached a backend: the query with the probe after it.
+    let sent: Vec<String> = t.statements("a").into_iter().chain(t.statements("b")).collect();
+    assert_eq!(sent, ["CREATE DATABASE x; SELECT FROM cpu\n;influx_proxy_syntax_check"]);
+    // The probe's own parse error means the query parsed: it runs.
+    for backend in ["a", "b"] {
+        t.refuse_queries(
+            backend,
+            ";influx_proxy_syntax_check",
+            400,
+            r#"{"error":"error parsing query: found influx_proxy_syntax_check, expected SELECT at line 2, char 2"}"#,
+        );
+    }
+    let r = query(&p, "CREATE DATABASE y; SHOW DATABASES");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(t.statements("b").iter().any(|s| s == "CREATE DATABASE y"), "{:?}", t.statements("b"));
+}
+
 #[test]
 fn a_read_failing_after_a_mutation_is_that_statement_error_not_a_4xx() {
     let t = MockTransport::default();
     let p = open(&t, MemStorage::new(), "");
-    // Every replica refuses the SELECT as a whole request, as InfluxDB does a
-    // statement it cannot parse: nothing the proxy could know beforehand.
+    // Every replica refuses the SELECT as a whole request with a 400 that is
+    // not a parse error (the query parsed whole, see
+    // `a_query_influxdb_cannot_parse_is_400_before_any_mutation_runs`).
     for backend in ["a", "b"] {
-        t.refuse_queries(backend, "FROM cpu WHERE", 400, r#"{"error":"error parsing query: found EOF"}"#);
+        t.refuse_queries(backend, "SELECT v FROM cpu WHERE", 400, r#"{"error":"found EOF"}"#);
     }
     let r = query(&p, "CREATE DATABASE x; SELECT v FROM cpu WHERE; SHOW DATABASES");
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
@@ -918,8 +952,9 @@ fn a_read_failing_after_a_mutation_is_that_statement_error_not_a_4xx() {
     assert!(results[1]["error"].as_str().unwrap_or_default().contains("found EOF"), "{results:?}");
     // As InfluxDB: statements after a failed one are not executed.
     assert_eq!(results[2], serde_json::json!({"statement_id": 2, "error": "not executed"}));
-    assert_eq!(t.statements("a").iter().filter(|s| s.contains("SHOW")).count(), 0);
-    assert_eq!(t.statements("b").iter().filter(|s| s.contains("SHOW")).count(), 0);
+    let run = |s: &&String| s.contains("SHOW") && !s.ends_with(";influx_proxy_syntax_check");
+    assert_eq!(t.statements("a").iter().filter(run).count(), 0);
+    assert_eq!(t.statements("b").iter().filter(run).count(), 0);
     // Every replica down after a mutation: still 200, the read's error in its result.
     t.set_queries("a", Behaviour::Down);
     t.set_queries("b", Behaviour::Down);
@@ -936,7 +971,10 @@ fn a_read_failing_after_a_mutation_is_that_statement_error_not_a_4xx() {
     let r = query(&p, "SELECT v FROM mem; DROP MEASUREMENT cpu");
     assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(
-        t.statements("a").iter().filter(|s| s.contains("DROP")).count(),
+        t.statements("a")
+            .iter()
+            .filter(|s| s.contains("DROP") && !s.ends_with(";influx_proxy_syntax_check"))
+            .count(),
         1,
         "DROP sent after a failed read"
     );
@@ -971,8 +1009,11 @@ fn many_reads_are_sent_in_batches_not_one_request_per_statement() {
     let p = open(&t, MemStorage::new(), "");
     let r = query(&p, "SHOW DATABASES; SHOW DATABASES; CREATE DATABASE x; SHOW DATABASES; SHOW DATABASES");
     assert_eq!(results_of(&r).len(), 5);
+    // (Besides the parse check of the whole query, on a or b.)
+    let sent: Vec<String> =
+        t.statements("a").into_iter().filter(|s| !s.ends_with(";influx_proxy_syntax_check")).collect();
     assert_eq!(
-        t.statements("a"),
+        sent,
         ["SHOW DATABASES;\nSHOW DATABASES", "CREATE DATABASE x", "SHOW DATABASES;\nSHOW DATABASES"]
     );
 }
