@@ -314,12 +314,11 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 return ReplayStep::RetryAfter(self.config.replay_backoff_max_ms);
             }
         };
-        let outcome = self.send_record(backend, &record).await.outcome;
+        let sent = self.send_record_judging_each(backend, &record).await;
+        let outcome = sent.outcome;
         let rejection = match &outcome {
             Ok(r) if (200..300).contains(&r.status) => statement_error(&record, r),
-            Ok(r) if (400..500).contains(&r.status) => {
-                Some(format!("HTTP {}: {}", r.status, error_message(r)))
-            }
+            Ok(r) if refuses_request(r) => Some(format!("HTTP {}: {}", r.status, error_message(r))),
             Ok(r) => {
                 let error = format!("replay answered HTTP {}: {}", r.status, error_message(r));
                 return self.replay_record_failed(backend, id, &record, error, now_ms).await;
@@ -332,7 +331,36 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             None => state.queue.ack(&self.storage, id).await,
             Some(reason) => {
                 self.metrics.backend_error(&addr.name);
-                state.queue.dead_letter(&self.storage, id, &record, reason, now_ms).await
+                // Only the pieces refused are dead letters; the others were
+                // delivered.
+                let dead = match &record {
+                    Record::Write { db, rp, precision, credentials, body } if !sent.refused.is_empty() => {
+                        Record::Write {
+                            db: db.clone(),
+                            rp: rp.clone(),
+                            precision: precision.clone(),
+                            credentials: credentials.clone(),
+                            body: sent
+                                .refused
+                                .iter()
+                                .flat_map(|r| body.get(r.clone()).unwrap_or_default())
+                                .copied()
+                                .collect(),
+                        }
+                    }
+                    _ => record.clone(),
+                };
+                let done = state.queue.dead_letter(&self.storage, id, &dead, reason, now_ms).await;
+                if let (Ok(()), Record::Write { body, .. }, Record::Write { body: refused, .. }) =
+                    (&done, &record, &dead)
+                {
+                    let delivered = body.len().saturating_sub(refused.len()) as u64;
+                    if delivered > 0 {
+                        let points = count_lines(body).saturating_sub(count_lines(refused));
+                        self.metrics.written(&addr.name, points, delivered);
+                    }
+                }
+                done
             }
         };
         if let Err(e) = done {
@@ -504,7 +532,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 self.record_write_ok(backend);
                 return Delivery::Delivered(r);
             }
-            Ok(r) if (400..500).contains(&r.status) => {
+            Ok(r) if refuses_request(&r) => {
                 self.metrics.backend_error(&addr.name);
                 self.record_write_ok(backend);
                 return Delivery::Rejected { status: r.status, message: error_message(&r) };
@@ -733,6 +761,20 @@ fn statement_error(record: &Record, response: &Response) -> Option<String> {
             Err(e) => Some(format!("statement failed: {e}")),
         },
     }
+}
+
+/// Whether a backend's answer to a write refuses the request itself, so that
+/// sending it again cannot succeed: any 4xx, and InfluxDB 1.x's answer to a
+/// write for a retention policy that does not exist, `500
+/// {"error":"retention policy not found: <rp>"}` (its write handler answers
+/// every error that is not a client, authorization or partial-write error
+/// with 500, services/httpd/handler.go `serveWrite`). Such an answer is passed
+/// to the client with its status and never queued (on the direct path), or
+/// dead-lettered at once (in replay); it does not count against the
+/// backend's health.
+fn refuses_request(response: &Response) -> bool {
+    (400..500).contains(&response.status)
+        || (response.status == 500 && error_message(response).starts_with("retention policy not found"))
 }
 
 /// The error text of a backend's answer: `error` of an InfluxDB JSON body, or

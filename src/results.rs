@@ -377,6 +377,20 @@ impl ResultsWriter {
         self.count += 1;
     }
 
+    /// Bytes of the body written so far.
+    pub fn bytes(&self) -> usize {
+        self.body.len()
+    }
+
+    /// Takes back the last result pushed, given [`ResultsWriter::bytes`]
+    /// from just before it was pushed.
+    pub fn pop(&mut self, bytes_before: usize) {
+        if self.count > 0 {
+            self.body.truncate(bytes_before);
+            self.count -= 1;
+        }
+    }
+
     /// How many results were written.
     pub fn len(&self) -> usize {
         self.count

@@ -621,6 +621,60 @@ fn query_and_write_with_ff_bytes_get_influxdb_s_answer(mode: Mode) {
     }
 }
 
+/// Issue 6 (found in the adversarial pass): each backend answer is bounded by
+/// `backend_max_response_bytes`, and a batch of statements answered over it
+/// is asked statement by statement, so the combined answer of many small
+/// statements had no bound (87 KB of `SELECT * FROM big LIMIT 1000;` made a
+/// 158 MB body, 472 MB peak RSS). It is bounded by the same limit: 502.
+fn a_combined_query_answer_over_backend_max_response_bytes_is_502(mode: Mode) {
+    let mut c = Cluster::start_with(mode, |config| config["backend_max_response_bytes"] = json!(2000));
+    c.create_database(DB);
+    c.proxy.write_ok(DB, &lines("few", 5, T0));
+    let one = c.proxy.query_ok("SELECT * FROM few", DB);
+    assert_eq!(column(&one, "v").len(), 5, "one statement answers: {one}");
+    let (status, v) = c.proxy.query(&"SELECT * FROM few;".repeat(60), DB);
+    let size = v.to_string().len();
+    assert_eq!(status, 502, "60 answers of 5 points over a 2000-byte limit: a {size}-byte answer");
+    assert_eq!(v["error"], "query answer larger than backend_max_response_bytes (2000 bytes)", "{v}");
+    assert_alive(&mut c, "a combined answer over backend_max_response_bytes");
+}
+
+/// Issue 6 (found in the adversarial pass): influxd answers a write to a
+/// retention policy that does not exist with `500 {"error":"retention policy
+/// not found: nope"}`. The proxy took that 5xx for an outage: it answered 204,
+/// queued the write, counted it against the backend's health (two such writes
+/// marked both backends down, `/health` 503) and replayed it for ~50 s before
+/// dead-lettering it, while every later write waited behind it. The client must
+/// get influxd's answer, nothing is queued, the backends stay up and the next
+/// write lands at once.
+fn a_write_to_a_missing_retention_policy_gets_influxd_s_500_and_blocks_nothing(mode: Mode) {
+    let mut c = Cluster::start(mode);
+    c.create_database(DB);
+    for _ in 0..4 {
+        let resp = c.proxy.write_to(
+            &format!("/write?db={DB}&rp=nope&precision=s"),
+            &format!("norp v=1 {T0}"),
+            false,
+        );
+        assert_eq!(
+            resp.status, 500,
+            "a write to a missing retention policy, as influxd answers it: {resp:?}"
+        );
+        assert_eq!(resp.error(), "retention policy not found: nope", "{resp:?}");
+    }
+    let health = c.proxy.health();
+    for name in ["a", "b"] {
+        let entry = health_backend(&health, name).unwrap_or_else(|| panic!("{name} missing: {health}"));
+        assert_eq!(is_healthy(entry), Some(true), "{name} is not down because of a client's rp: {health}");
+        assert_eq!(queue_depth(entry), 0, "nothing of the refused writes is queued for {name}: {health}");
+    }
+    c.proxy.write_ok(DB, &lines("after_norp", 10, T0));
+    for server in c.backends() {
+        assert_eq!(server.count(DB, "after_norp"), 10, "the next write is on {} at once", server.name());
+    }
+    assert_alive(&mut c, "writes to a missing retention policy");
+}
+
 /// Issue 6: a backend answer larger than `backend_max_response_bytes` is a
 /// 502 naming the backend and the limit, not buffered whole; it does not
 /// count against the backend's health (another replica would answer the
@@ -1074,11 +1128,35 @@ fn many_statements_and_a_failed_one_answer_as_influxd(mode: Mode) {
     assert_eq!(results[1]["error"], "database not found: nodb", "{v}");
     assert_eq!(results[2], json!({"statement_id": 2, "error": "not executed"}), "{v}");
 
-    // A statement influxd refuses to parse after a mutation: the mutation
-    // happened, so the answer is 200 with the refusal as that statement's error.
-    let (status, v) = c.proxy.query("CREATE DATABASE made; SELECT FROM cpu WHERE", DB);
+    // A statement influxd refuses to parse after a mutation (found in the
+    // adversarial pass: the proxy ran the CREATE, then answered 200 with the
+    // parse error as the second statement's error). influxd parses the whole
+    // query first: 400 with its error, nothing executed. So does the proxy.
+    let q = "CREATE DATABASE made; SELECT FROM cpu WHERE";
+    let (status, v) = c.proxy.query(q, DB);
+    let direct = http(
+        "POST",
+        &format!("{}/query", c.a.url()),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        Some(form(&[("q", q), ("db", DB)]).into_bytes()),
+    );
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(
+        (status, v),
+        (direct.status, direct.json()),
+        "the proxy and influxd a answer {q:?} differently"
+    );
+    for server in c.backends() {
+        assert!(
+            !server.databases().contains(&"made".to_string()),
+            "CREATE DATABASE ran on {}",
+            server.name()
+        );
+    }
+    // A query that parses runs whole.
+    let (status, v) = c.proxy.query("CREATE DATABASE made; SHOW DATABASES", DB);
     assert_eq!(status, 200, "{v}");
-    assert!(v["results"][1]["error"].as_str().unwrap_or_default().contains("error parsing query"), "{v}");
+    assert_eq!(query_error(&v), None, "{v}");
     for server in c.backends() {
         assert!(
             server.databases().contains(&"made".to_string()),
@@ -1114,6 +1192,8 @@ macro_rules! scenarios {
                 replay_gets_past_a_backend_header_that_is_not_ascii,
                 answers_over_backend_max_response_bytes_are_502,
                 a_write_over_influxd_body_limit_after_timestamps_lands_in_batches,
+                a_write_to_a_missing_retention_policy_gets_influxd_s_500_and_blocks_nothing,
+                a_combined_query_answer_over_backend_max_response_bytes_is_502,
             );
         }
     };

@@ -4,7 +4,11 @@
 //! The query is planned whole before anything is sent ([`Proxy::plan`]): every
 //! statement is checked against the statement filter, classified, routed and,
 //! for a fanned-out SHOW, its LIMIT/OFFSET read. Any refusal (403, 400) fails
-//! the whole request and reaches no backend. Then, per statement (see
+//! the whole request and reaches no backend. A query of several statements
+//! with a mutation among them is also parsed whole by one backend first
+//! ([`Proxy::check_syntax`]), since the planner does not read every statement
+//! to the end: a parse error there is the answer, with nothing executed.
+//! Then, per statement (see
 //! [`crate::statement::StatementKind`]):
 //! - reads with FROM go to one backend of the measurement's replica set,
 //!   healthy ones first in random order, failing over on no answer or 5xx;
@@ -47,6 +51,11 @@ use crate::transport::{Transport, TransportError};
 use crate::write_queue::{Credentials, Record};
 use serde_json::Value;
 use std::io::Write;
+
+/// The statement [`Proxy::check_syntax`] appends to a query so that InfluxDB
+/// parses it and executes none of it: not InfluxQL (InfluxDB answers `found
+/// influx_proxy_syntax_check, expected SELECT, ...`).
+const SYNTAX_PROBE: &str = "influx_proxy_syntax_check";
 
 /// Parameters of one `/query` request that are forwarded to backends.
 struct QueryContext {
@@ -176,6 +185,12 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             return Err(ProxyError::BadRequest("error parsing query: empty query".into()));
         }
         let plans = self.plan(&statements)?;
+        // The proxy's planner reads only what routing needs: a statement
+        // InfluxDB cannot parse after a mutation would reach a backend after
+        // the mutation ran. InfluxDB parses the whole query first.
+        if plans.len() > 1 && plans.iter().any(|p| matches!(p.action, Action::Mutate { .. })) {
+            self.check_syntax(&q, &ctx, now_ms).await?;
+        }
 
         // One read statement served by one backend: pass its answer through.
         if let [Planned { text, action: Action::Read { reach: Reach::EachSet(sets), merge: Merge::One, .. } }] =
@@ -212,7 +227,24 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 // As InfluxDB: the statements after a failed one are not executed.
                 let stop = failed(&outcome);
                 match outcome {
-                    Ok(result) => out.push(result),
+                    Ok(result) => {
+                        let before = out.bytes();
+                        out.push(result);
+                        // Each backend answer is bounded by the transport; the
+                        // combined answer by the same limit.
+                        let limit = self.config.backend_max_response_bytes;
+                        if out.bytes() as u64 > limit {
+                            let message = format!(
+                                "query answer larger than backend_max_response_bytes ({limit} bytes)"
+                            );
+                            if !mutated {
+                                return Err(ProxyError::Backend { status: 502, message });
+                            }
+                            out.pop(before);
+                            out.push(crate::results::error_result(&message));
+                            break 'statements;
+                        }
+                    }
                     Err(e) if !mutated => return Err(e),
                     Err(e) => out.push(crate::results::error_result(e.message())),
                 }
@@ -227,6 +259,29 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let mut response = Response::json(200, out.finish());
         response.headers.push(("x-influxdb-build".into(), "OSS".into()));
         Ok(finish(response, gzip))
+    }
+
+    /// Has a backend parse the whole query `q` without executing any of it:
+    /// `q`, then a statement that cannot parse ([`SYNTAX_PROBE`]). InfluxDB
+    /// 1.x parses a whole query before executing any statement and refuses
+    /// it whole at the first parse error (400 `error parsing query: ... at
+    /// line L, char C`), so nothing runs either way. An error naming the probe
+    /// means `q` parsed; any other parse error is `q`'s own, with the
+    /// position influxd gives for `q` alone (the probe comes after it), and
+    /// fails the request with that 400 before anything is sent. No answer,
+    /// or any other answer (401 without credentials, ...), checks nothing:
+    /// the query runs as planned.
+    async fn check_syntax(&self, q: &str, ctx: &QueryContext, now_ms: u64) -> Result<(), ProxyError> {
+        let probe = format!("{q}\n;{SYNTAX_PROBE}");
+        let every: Vec<usize> = (0..self.backends.len()).collect();
+        match self.read_one(&every, &probe, ctx, false, now_ms).await {
+            Err(ProxyError::Backend { status: 400, message })
+                if message.starts_with("error parsing query") && !message.contains(SYNTAX_PROBE) =>
+            {
+                Err(ProxyError::BadRequest(message))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Plans every statement before anything is sent: the statement filter

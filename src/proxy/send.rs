@@ -29,6 +29,11 @@ pub(super) struct Sent {
     /// acknowledged (the whole body on success; 0 for a statement or a
     /// failure on the first piece). The rest is unacknowledged.
     pub acked: usize,
+    /// Only from [`Proxy::send_record_judging_each`]: the pieces of a write
+    /// the backend refused with a 4xx (a 413 after halving down to one
+    /// point), in body order. When every other piece was acknowledged,
+    /// `outcome` is the first of these refusals.
+    pub refused: Vec<Range<usize>>,
 }
 
 impl<T: Transport, S: Storage> Proxy<T, S> {
@@ -39,33 +44,55 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// first transport error. Records nothing in health or metrics: the
     /// callers do.
     pub(super) async fn send_record(&self, backend: usize, record: &Record) -> Sent {
+        self.send_pieces(backend, record, false).await
+    }
+
+    /// [`Proxy::send_record`] for replay: a piece refused with a 4xx (also a
+    /// single point refused with 413) does not stop the pieces after it, each
+    /// is judged on its own (as on the write path, where every batch is its
+    /// own record), so one refused point of a queued record does not keep the
+    /// points after it from the backend. The refused pieces are in
+    /// [`Sent::refused`]; a 5xx or a transport error still stops at once.
+    pub(super) async fn send_record_judging_each(&self, backend: usize, record: &Record) -> Sent {
+        self.send_pieces(backend, record, true).await
+    }
+
+    async fn send_pieces(&self, backend: usize, record: &Record, judge_each: bool) -> Sent {
         let addr = &self.backends[backend];
         let Record::Write { body, .. } = record else {
             let outcome = self.transport.send(addr, record_request(record)).await;
-            return Sent { outcome, acked: 0 };
+            return Sent { outcome, acked: 0, refused: Vec::new() };
         };
         let limit = usize::try_from(self.config.backend_max_body_bytes).unwrap_or(usize::MAX);
         // A stack of the pieces still to send, the next one last.
         let mut todo = split_points(body, 0..body.len(), limit);
         todo.reverse();
         let (mut acked, mut last) = (0, None);
+        let (mut refused, mut refusal) = (Vec::new(), None);
         while let Some(piece) = todo.pop() {
             match self.transport.send(addr, piece_request(record, piece.clone())).await {
                 Ok(r) if (200..300).contains(&r.status) => {
                     acked = piece.end;
                     last = Some(r);
                 }
-                Ok(r) if r.status == 413 => match halve(body, piece) {
-                    Some((first, second)) => {
+                Ok(r) if r.status == 413 && halve(body, piece.clone()).is_some() => {
+                    if let Some((first, second)) = halve(body, piece) {
                         todo.push(second);
                         todo.push(first);
                     }
-                    None => return Sent { outcome: Ok(r), acked },
-                },
-                other => return Sent { outcome: other, acked },
+                }
+                Ok(r) if judge_each && (400..500).contains(&r.status) => {
+                    refused.push(piece);
+                    refusal.get_or_insert(r);
+                }
+                other => return Sent { outcome: other, acked, refused },
             }
         }
-        Sent { outcome: Ok(last.unwrap_or_else(|| Response::empty(204))), acked }
+        let outcome = match refusal {
+            Some(r) => r,
+            None => last.unwrap_or_else(|| Response::empty(204)),
+        };
+        Sent { outcome: Ok(outcome), acked, refused }
     }
 }
 

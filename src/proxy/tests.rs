@@ -335,6 +335,20 @@ fn missing_db_and_bad_precision_and_bad_gzip_are_400() {
     assert!(t.received("a").is_empty());
 }
 
+/// Found in the adversarial pass: influxd answers `consistency=bogus` with
+/// 400 `invalid consistency level`; the proxy answered 204.
+#[test]
+fn an_invalid_consistency_level_is_400_as_influxd_answers_it() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), "");
+    let r = write(&p, "db=x&consistency=bogus", "cpu v=1 1\n");
+    assert_eq!((r.status, error_of(&r)), (400, "invalid consistency level".to_string()));
+    assert!(t.writes("a").is_empty() && t.writes("b").is_empty(), "nothing written");
+    for level in ["any", "one", "QUORUM", "all", ""] {
+        assert_eq!(write(&p, &format!("db=x&consistency={level}"), "cpu v=1 1\n").status, 204, "{level}");
+    }
+}
+
 #[test]
 fn gzip_body_is_decoded() {
     let t = MockTransport::default();
@@ -420,6 +434,47 @@ fn replay_moves_a_4xx_record_to_the_dead_letters_and_goes_on() {
     let health = run(p.handle(Request::new(Method::Get, "/health"), 0));
     let v: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
     assert_eq!(v["backends"][1]["dead_letters"], 1);
+}
+
+/// influxd answers a write for a retention policy that does not exist with
+/// 500 (not 4xx). Queued while b was down, such a record was retried
+/// `replay_max_attempts` times (about 50 s with the default backoff) while the
+/// records behind it waited; it is a refusal: dead-lettered at once.
+#[test]
+fn replay_dead_letters_a_missing_retention_policy_at_once() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), "");
+    t.set("b", Behaviour::Down);
+    write(&p, "db=x&rp=nope", "cpu v=1 1\n");
+    write(&p, "db=x", "cpu v=2 2\n");
+    t.set("b", Behaviour::WriteStatus(500, r#"{"error":"retention policy not found: nope"}"#));
+    assert_eq!(run(p.replay_step(1, 0)), ReplayStep::Progress);
+    t.set("b", Behaviour::Up);
+    assert_eq!(drain(&p, 1), vec![ReplayStep::Progress, ReplayStep::Idle]);
+    assert_eq!(t.writes("b"), vec!["cpu v=1 1\n", "cpu v=2 2\n"]);
+    let health = run(p.handle(Request::new(Method::Get, "/health"), 0));
+    let v: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
+    assert_eq!(
+        (v["backends"][1]["dead_letters"].clone(), v["backends"][1]["healthy"].clone()),
+        (1.into(), true.into())
+    );
+}
+
+/// The same answer on the direct path is passed on with its status, not
+/// queued, and does not count against the backend's health.
+#[test]
+fn a_missing_retention_policy_is_passed_on_and_not_queued() {
+    let t = MockTransport::default();
+    t.set("b", Behaviour::WriteStatus(500, r#"{"error":"retention policy not found: nope"}"#));
+    let p = open(&t, MemStorage::new(), "");
+    for _ in 0..5 {
+        let r = write(&p, "db=x&rp=nope", "cpu v=1 1\n");
+        assert_eq!((r.status, error_of(&r)), (500, "retention policy not found: nope".to_string()));
+    }
+    assert_eq!(p.queue_depth(1).records, 0);
+    let health = run(p.handle(Request::new(Method::Get, "/health"), 0));
+    let v: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
+    assert_eq!(v["backends"][1]["healthy"], true);
 }
 
 #[test]
@@ -563,6 +618,38 @@ fn requests_in_the_same_millisecond_get_distinct_default_timestamps() {
         ]
     );
     assert_eq!(t.writes("b")[1], "cpu,host=h v=2 1700000000000000001\n");
+}
+
+/// Found in the adversarial pass: the combined answer of a multi-statement
+/// query had no bound. Each backend answer stays under
+/// `backend_max_response_bytes` (a batch over it is asked statement by
+/// statement), so 3,000 statements `SELECT * FROM big LIMIT 1000` (87 KB of
+/// query) made the proxy build a 158 MB body (472 MB peak RSS), and 1 MB of
+/// them about 1.8 GB. The whole answer is bounded by the same limit: 502
+/// before anything changed, else the statement over the limit gets the error
+/// and the rest is not executed.
+#[test]
+fn a_combined_query_answer_over_backend_max_response_bytes_is_502() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), r#", "backend_max_response_bytes": 2000"#);
+    t.answer("a", r#"{"results":[{"statement_id":0,"series":[{"name":"mem","columns":["time","v"],"values":[[1,2],[3,4],[5,6]]}]}]}"#);
+    let many = "SELECT v FROM mem;".repeat(50);
+    let r = query(&p, &many);
+    assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(error_of(&r), "query answer larger than backend_max_response_bytes (2000 bytes)");
+    // After a change, the error is the statement's, in a 200 answer.
+    let r = query(&p, &format!("CREATE DATABASE x;{many}"));
+    assert_eq!(r.status, 200);
+    // The results up to the limit, then short errors (`not executed`).
+    assert!(r.body.len() <= 2000 + 51 * 50, "{} bytes", r.body.len());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let results = v["results"].as_array().cloned().unwrap_or_default();
+    assert_eq!(results.len(), 51);
+    let errors: Vec<&str> = results.iter().filter_map(|r| r["error"].as_str()).collect();
+    assert_eq!(errors[0], "query answer larger than backend_max_response_bytes (2000 bytes)");
+    assert!(errors[1..].iter().all(|e| *e == "not executed"), "{errors:?}");
+    // A query under the limit still answers.
+    assert_eq!(query(&p, "SELECT v FROM mem; SELECT v FROM mem").status, 200);
 }
 
 #[test]
@@ -813,14 +900,48 @@ fn a_mixed_query_that_cannot_run_whole_sends_nothing() {
     }
 }
 
+/// Found in the adversarial pass: `CREATE DATABASE x; SELECT FROM cpu`
+/// created x, then answered 200 with the parse error as the second
+/// statement's error; influxd answers 400 and runs nothing. The whole query
+/// is parsed by a backend first (with a statement appended that cannot parse,
+/// so none of it runs); its parse error is the answer, nothing is sent.
+#[test]
+fn a_query_influxdb_cannot_parse_is_400_before_any_mutation_runs() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), "");
+    let refusal = r#"{"error":"error parsing query: found FROM, expected identifier at line 1, char 27"}"#;
+    for backend in ["a", "b"] {
+        t.refuse_queries(backend, "SELECT FROM cpu", 400, refusal);
+    }
+    let r = query(&p, "CREATE DATABASE x; SELECT FROM cpu");
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(error_of(&r), "error parsing query: found FROM, expected identifier at line 1, char 27");
+    // Only the parse check reached a backend: the query with the probe after it.
+    let sent: Vec<String> = t.statements("a").into_iter().chain(t.statements("b")).collect();
+    assert_eq!(sent, ["CREATE DATABASE x; SELECT FROM cpu\n;influx_proxy_syntax_check"]);
+    // The probe's own parse error means the query parsed: it runs.
+    for backend in ["a", "b"] {
+        t.refuse_queries(
+            backend,
+            ";influx_proxy_syntax_check",
+            400,
+            r#"{"error":"error parsing query: found influx_proxy_syntax_check, expected SELECT at line 2, char 2"}"#,
+        );
+    }
+    let r = query(&p, "CREATE DATABASE y; SHOW DATABASES");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(t.statements("b").iter().any(|s| s == "CREATE DATABASE y"), "{:?}", t.statements("b"));
+}
+
 #[test]
 fn a_read_failing_after_a_mutation_is_that_statement_error_not_a_4xx() {
     let t = MockTransport::default();
     let p = open(&t, MemStorage::new(), "");
-    // Every replica refuses the SELECT as a whole request, as InfluxDB does a
-    // statement it cannot parse: nothing the proxy could know beforehand.
+    // Every replica refuses the SELECT as a whole request with a 400 that is
+    // not a parse error (the query parsed whole, see
+    // `a_query_influxdb_cannot_parse_is_400_before_any_mutation_runs`).
     for backend in ["a", "b"] {
-        t.refuse_queries(backend, "FROM cpu WHERE", 400, r#"{"error":"error parsing query: found EOF"}"#);
+        t.refuse_queries(backend, "SELECT v FROM cpu WHERE", 400, r#"{"error":"found EOF"}"#);
     }
     let r = query(&p, "CREATE DATABASE x; SELECT v FROM cpu WHERE; SHOW DATABASES");
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
@@ -831,8 +952,9 @@ fn a_read_failing_after_a_mutation_is_that_statement_error_not_a_4xx() {
     assert!(results[1]["error"].as_str().unwrap_or_default().contains("found EOF"), "{results:?}");
     // As InfluxDB: statements after a failed one are not executed.
     assert_eq!(results[2], serde_json::json!({"statement_id": 2, "error": "not executed"}));
-    assert_eq!(t.statements("a").iter().filter(|s| s.contains("SHOW")).count(), 0);
-    assert_eq!(t.statements("b").iter().filter(|s| s.contains("SHOW")).count(), 0);
+    let run = |s: &&String| s.contains("SHOW") && !s.ends_with(";influx_proxy_syntax_check");
+    assert_eq!(t.statements("a").iter().filter(run).count(), 0);
+    assert_eq!(t.statements("b").iter().filter(run).count(), 0);
     // Every replica down after a mutation: still 200, the read's error in its result.
     t.set_queries("a", Behaviour::Down);
     t.set_queries("b", Behaviour::Down);
@@ -849,7 +971,10 @@ fn a_read_failing_after_a_mutation_is_that_statement_error_not_a_4xx() {
     let r = query(&p, "SELECT v FROM mem; DROP MEASUREMENT cpu");
     assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(
-        t.statements("a").iter().filter(|s| s.contains("DROP")).count(),
+        t.statements("a")
+            .iter()
+            .filter(|s| s.contains("DROP") && !s.ends_with(";influx_proxy_syntax_check"))
+            .count(),
         1,
         "DROP sent after a failed read"
     );
@@ -884,8 +1009,11 @@ fn many_reads_are_sent_in_batches_not_one_request_per_statement() {
     let p = open(&t, MemStorage::new(), "");
     let r = query(&p, "SHOW DATABASES; SHOW DATABASES; CREATE DATABASE x; SHOW DATABASES; SHOW DATABASES");
     assert_eq!(results_of(&r).len(), 5);
+    // (Besides the parse check of the whole query, on a or b.)
+    let sent: Vec<String> =
+        t.statements("a").into_iter().filter(|s| !s.ends_with(";influx_proxy_syntax_check")).collect();
     assert_eq!(
-        t.statements("a"),
+        sent,
         ["SHOW DATABASES;\nSHOW DATABASES", "CREATE DATABASE x", "SHOW DATABASES;\nSHOW DATABASES"]
     );
 }

@@ -256,6 +256,14 @@ impl WriteTarget {
                 }
             }
         };
+        // As InfluxDB 1.x (`models.ParseConsistencyLevel`): `consistency`, when
+        // given, is one of any, one, quorum, all (any case), else 400. It has no
+        // meaning for a single InfluxDB OSS server and is not forwarded.
+        if let Some(level) = request.param("consistency").filter(|v| !v.is_empty()) {
+            if !["any", "one", "quorum", "all"].iter().any(|l| l.eq_ignore_ascii_case(level)) {
+                return Err(ProxyError::BadRequest("invalid consistency level".into()));
+            }
+        }
         let precision = match normalize_precision(request.param("precision").unwrap_or(""))
             .map_err(ProxyError::BadRequest)?
         {

@@ -204,3 +204,30 @@ fn a_batch_refused_with_4xx_does_not_stop_the_later_batches() {
     assert_eq!(t.writes("a").concat(), format!("cpu v=0 0\n{big}cpu v=2 2\n"));
     assert_eq!(p.queue_depth(1).records, 0);
 }
+
+/// Found in the adversarial pass: a record holding several points, one of
+/// which the backend refuses alone with 413 (its `max-body-size` below
+/// `backend_max_body_bytes`), was dead-lettered whole once halving reached
+/// that point, so the points after it (acknowledged to the client with 204)
+/// never reached the backend. Only the refused point is a dead letter; the
+/// points after it are delivered.
+#[test]
+fn replay_delivers_the_points_after_a_single_point_refused_with_413() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), "");
+    t.set("b", Behaviour::Down);
+    let big = "cpu s=\"a string longer than thirty bytes\" 1\n";
+    assert_eq!(write(&p, "db=x", &format!("cpu v=0 0\n{big}cpu v=2 2\n")).status, 204);
+    assert_eq!(p.queue_depth(1).records, 1, "one record under the default limit");
+    t.set("b", Behaviour::MaxBody(30));
+    assert_eq!(drain(&p, 1), [ReplayStep::Progress, ReplayStep::Idle]);
+    assert_eq!(t.writes("b"), ["cpu v=0 0\n", "cpu v=2 2\n"], "every point but the refused one reached b");
+    let health = run(p.handle(Request::new(Method::Get, "/health"), 0));
+    let v: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
+    assert_eq!(v["backends"][1]["dead_letters"], 1);
+    let dead =
+        String::from_utf8(p.storage.snapshot().get("queue/b/dead-letter.jsonl").cloned().unwrap_or_default())
+            .unwrap_or_default();
+    assert!(dead.contains("a string longer") && !dead.contains("v=2 2"), "only the refused point: {dead}");
+    assert_eq!(p.queue_depth(1).records, 0);
+}
