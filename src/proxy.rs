@@ -755,9 +755,7 @@ fn statement_error(record: &Record, response: &Response) -> Option<String> {
     match record {
         Record::Write { .. } => None,
         Record::Statement { .. } => match crate::results::first_result(&response.body) {
-            Ok(result) => {
-                result.get("error").and_then(|e| e.as_str()).map(|e| format!("statement failed: {e}"))
-            }
+            Ok(result) => result.error_message().map(|e| format!("statement failed: {e}")),
             Err(e) => Some(format!("statement failed: {e}")),
         },
     }

@@ -2,10 +2,11 @@
 //! InfluxDB 1.x HTTP API "Query data"): merging the answers of several backends
 //! to one statement, and combining per-statement results into one response.
 
-use serde::Serialize;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Merges the result objects (elements of `results`) that several backends gave
 /// for the same statement: series with the same name, tags and columns are
@@ -50,7 +51,9 @@ pub fn merge_statement_results(results: Vec<Value>) -> Value {
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut messages: Vec<Value> = Vec::new();
     for result in ok {
-        unite_messages(&mut messages, &result);
+        if let Some(result_messages) = result.get("messages") {
+            unite_messages(&mut messages, result_messages);
+        }
         let Some(series) = result.get("series").and_then(Value::as_array) else {
             continue;
         };
@@ -138,36 +141,86 @@ pub fn window_show_rows(mut result: Value, limit: Option<u64>, offset: Option<u6
 /// series stay two rows (unlike [`merge_statement_results`], which unites rows
 /// and suits `SHOW`). Errors as in [`merge_statement_results`]. `statement_id`
 /// is not set.
-pub fn merge_select_results(results: Vec<Value>) -> Value {
-    let (ok, errored): (Vec<Value>, Vec<Value>) = results.into_iter().partition(|r| r.get("error").is_none());
+///
+/// Works on the backends' JSON text ([`StatementResult`]): only each
+/// series' `name`, `tags` and `columns` are parsed, its rows are copied as
+/// text, so memory stays proportional to the answers' size.
+pub fn merge_select_results<R: Into<StatementResult>>(results: Vec<R>) -> StatementResult {
+    let (ok, errored): (Vec<StatementResult>, Vec<StatementResult>) =
+        results.into_iter().map(Into::into).partition(|r| !r.has_error());
     if ok.len() <= 1 {
-        return merge_statement_results(ok.into_iter().chain(errored).take(1).collect());
+        let Some(mut only) = ok.into_iter().chain(errored).next() else {
+            return StatementResult::default();
+        };
+        only.members.remove("statement_id");
+        if !only.has_error() {
+            only.members.remove("partial");
+        }
+        return only;
     }
     let mut seen: HashMap<String, ()> = HashMap::new();
-    let mut series_out: Vec<Value> = Vec::new();
+    let mut series_out = String::from("[");
     let mut messages: Vec<Value> = Vec::new();
     for result in ok {
-        unite_messages(&mut messages, &result);
-        for one in result.get("series").and_then(Value::as_array).into_iter().flatten() {
-            let Some(object) = one.as_object() else { continue };
-            if seen.insert(series_key(object), ()).is_none() {
-                series_out.push(one.clone());
+        if let Some(raw) = result.members.get("messages") {
+            unite_messages(&mut messages, &json_value(raw));
+        }
+        let Some(raw) = result.members.get("series") else { continue };
+        let Ok(series) = serde_json::from_str::<Vec<&RawValue>>(raw.get()) else { continue };
+        for one in series {
+            // Series that are not objects are left out, as by merge_statement_results.
+            if !one.get().starts_with('{') {
+                continue;
+            }
+            let Ok(head) = serde_json::from_str::<SeriesHead>(one.get()) else { continue };
+            if seen.insert(head.key(), ()).is_none() {
+                if series_out.len() > 1 {
+                    series_out.push(',');
+                }
+                series_out.push_str(one.get());
             }
         }
     }
-    let mut out = Map::new();
-    if !series_out.is_empty() {
-        out.insert("series".into(), Value::Array(series_out));
+    series_out.push(']');
+    let mut out = StatementResult::default();
+    if series_out.len() > 2 {
+        if let Ok(series) = RawValue::from_string(series_out) {
+            out.members.insert("series".into(), series);
+        }
     }
     if !messages.is_empty() {
-        out.insert("messages".into(), Value::Array(messages));
+        out.insert_value("messages", &Value::Array(messages));
     }
-    Value::Object(out)
+    out
 }
 
-/// Adds `result`'s `messages` (InfluxDB's warnings) not yet in `messages`.
-fn unite_messages(messages: &mut Vec<Value>, result: &Value) {
-    for message in result.get("messages").and_then(Value::as_array).into_iter().flatten() {
+/// The identifying members of a series, its rows skipped unparsed.
+#[derive(Deserialize)]
+struct SeriesHead {
+    #[serde(default)]
+    name: Option<Value>,
+    #[serde(default)]
+    tags: Option<Value>,
+    #[serde(default)]
+    columns: Option<Value>,
+}
+
+impl SeriesHead {
+    /// As [`series_key`].
+    fn key(self) -> String {
+        let mut map = Map::new();
+        for (key, value) in [("name", self.name), ("tags", self.tags), ("columns", self.columns)] {
+            if let Some(value) = value {
+                map.insert(key.to_string(), value);
+            }
+        }
+        series_key(&map)
+    }
+}
+
+/// Adds the `messages` array `result_messages` (InfluxDB's warnings) not yet in `messages`.
+fn unite_messages(messages: &mut Vec<Value>, result_messages: &Value) {
+    for message in result_messages.as_array().into_iter().flatten() {
         if !messages.contains(message) {
             messages.push(message.clone());
         }
@@ -290,47 +343,163 @@ fn compare_values(a: &Value, b: &Value) -> Ordering {
     }
 }
 
-/// The first result object of a backend's response body for a single
-/// statement, or an error message if the body is not InfluxDB JSON (or is a
-/// top-level `{"error": ...}`).
-pub fn first_result(body: &[u8]) -> Result<Value, String> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
+/// One statement's result object (an element of an answer's `results`),
+/// each member kept as the JSON text the backend sent (`series` with all its
+/// rows is one piece of text), so a parsed answer costs about its size in
+/// memory, not the 10-20 times a [`Value`] tree of its numbers and strings
+/// costs. Members are unique and in key order (a repeated key keeps its last
+/// value, as [`Value`] does).
+///
+/// Built from a backend's answer ([`first_result`], [`answer_results`]) or
+/// from a [`Value`] (`From`); compared by value with [`Value`]s.
+#[derive(Debug, Clone, Default)]
+pub struct StatementResult {
+    members: BTreeMap<String, Box<RawValue>>,
+}
+
+impl StatementResult {
+    /// The result object in `json` (one element of `results`). Error: `json`
+    /// is not a JSON object.
+    pub fn from_json(json: &str) -> Result<StatementResult, String> {
+        if !json.trim_start().starts_with('{') {
+            return Err("a result is not an object".to_string());
+        }
+        serde_json::from_str(json)
+            .map(|members| StatementResult { members })
+            .map_err(|e| format!("a result is not a JSON object ({e})"))
+    }
+
+    /// Whether the result has an `error` member (InfluxDB's failed statement).
+    pub fn has_error(&self) -> bool {
+        self.members.contains_key("error")
+    }
+
+    /// The `statement_id` member when it is a non-negative integer.
+    pub fn statement_id(&self) -> Option<u64> {
+        self.members.get("statement_id").and_then(|raw| serde_json::from_str::<u64>(raw.get()).ok())
+    }
+
+    /// The `error` member when it is a string.
+    pub fn error_message(&self) -> Option<String> {
+        self.members.get("error").and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+    }
+
+    /// The result as a [`Value`] (the whole tree: for small answers, such
+    /// as `SHOW`'s, and tests). A member that does not parse (a number out
+    /// of `f64`'s range) is `null`.
+    pub fn to_value(&self) -> Value {
+        Value::Object(self.members.iter().map(|(k, raw)| (k.clone(), json_value(raw))).collect())
+    }
+
+    /// Sets member `key` to `value`.
+    fn insert_value(&mut self, key: &str, value: &Value) {
+        if let Ok(raw) = serde_json::value::to_raw_value(value) {
+            self.members.insert(key.to_string(), raw);
+        }
+    }
+}
+
+/// `null` prints as `{}`; a value that is not an object becomes an `error`
+/// (`unexpected result: ...`).
+impl From<Value> for StatementResult {
+    fn from(value: Value) -> StatementResult {
+        let mut result = StatementResult::default();
+        match value {
+            Value::Object(object) => {
+                for (key, value) in object {
+                    result.insert_value(&key, &value);
+                }
+            }
+            Value::Null => {}
+            other => result.insert_value("error", &Value::String(format!("unexpected result: {other}"))),
+        }
+        result
+    }
+}
+
+impl PartialEq for StatementResult {
+    fn eq(&self, other: &StatementResult) -> bool {
+        self.to_value() == other.to_value()
+    }
+}
+
+impl PartialEq<Value> for StatementResult {
+    fn eq(&self, other: &Value) -> bool {
+        self.to_value() == *other
+    }
+}
+
+/// The parsed value of a piece of valid JSON text (`null` if out of range).
+fn json_value(raw: &RawValue) -> Value {
+    serde_json::from_str(raw.get()).unwrap_or(Value::Null)
+}
+
+/// The members of an InfluxDB answer the proxy reads; `results` stays text.
+#[derive(Deserialize)]
+struct Answer<'a> {
+    #[serde(borrow, default)]
+    results: Option<&'a RawValue>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+/// The elements of a backend's answer `{"results":[...]}`, as text borrowed
+/// from `body` (nothing is copied). Error: `body` is not InfluxDB JSON (not
+/// JSON, not UTF-8, not an object), is a top-level `{"error": ...}` (its
+/// message), or has no `results` array.
+pub fn answer_results(body: &[u8]) -> Result<Vec<&RawValue>, String> {
+    let not_json = |e: &dyn std::fmt::Display| {
         let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
         format!("backend answer is not InfluxDB JSON ({e}): {}", text.trim())
-    })?;
-    if let Some(error) = value.get("error") {
+    };
+    let whole: &RawValue = serde_json::from_slice(body).map_err(|e| not_json(&e))?;
+    if !whole.get().starts_with('{') {
+        return Err(not_json(&"not an object"));
+    }
+    let answer: Answer = serde_json::from_str(whole.get()).map_err(|e| not_json(&e))?;
+    if let Some(error) = answer.error {
         return Err(match error {
-            Value::String(message) => message.clone(),
+            Value::String(message) => message,
             other => other.to_string(),
         });
     }
-    match value.get("results").and_then(Value::as_array).and_then(|r| r.first()) {
-        Some(first) if first.is_object() => Ok(first.clone()),
-        Some(_) => Err("backend answer is not InfluxDB JSON: a result is not an object".to_string()),
+    answer
+        .results
+        .and_then(|results| serde_json::from_str::<Vec<&RawValue>>(results.get()).ok())
+        .ok_or_else(|| "backend answer has no results".to_string())
+}
+
+/// The first result object of a backend's response body for a single
+/// statement, or an error message if the body is not InfluxDB JSON (or is a
+/// top-level `{"error": ...}`); see [`answer_results`].
+pub fn first_result(body: &[u8]) -> Result<StatementResult, String> {
+    match answer_results(body)?.first() {
+        Some(first) => StatementResult::from_json(first.get())
+            .map_err(|e| format!("backend answer is not InfluxDB JSON: {e}")),
         None => Err("backend answer has no results".to_string()),
     }
 }
 
 /// `{"results":[...]}` with `statement_id` set to each result's index, as JSON
 /// bytes (pretty-printed with 4 spaces when `pretty`); see [`ResultsWriter`].
-pub fn combine(results: Vec<Value>, pretty: bool) -> Vec<u8> {
+pub fn combine<R: Into<StatementResult>>(results: Vec<R>, pretty: bool) -> Vec<u8> {
     let mut writer = ResultsWriter::new(pretty);
     for result in results {
-        writer.push(result);
+        writer.push(result.into());
     }
     writer.finish()
 }
 
 /// Writes a `{"results":[...]}` body one statement result at a time, so a
 /// query of many statements holds the bytes written so far and one result,
-/// never every result as JSON values (time and memory linear in the answer).
+/// never every result parsed (time and memory linear in the answer).
 ///
 /// `statement_id` is set to each result's index (0, 1, ...). Keys are printed
 /// in InfluxDB's order (its `Result` and `Row` types): `statement_id`,
 /// `series` (each `name`, `tags`, `columns`, `values`, `partial`),
-/// `messages`, `partial`, `error`, then any other key. Compact, or
-/// pretty-printed with 4 spaces as InfluxDB's `pretty=true`. The body ends
-/// with a newline, as InfluxDB's does.
+/// `messages`, `partial`, `error`, then any other key. Members are copied as
+/// the backend wrote them. Compact, or pretty-printed with 4 spaces as
+/// InfluxDB's `pretty=true`. The body ends with a newline, as InfluxDB's does.
 pub struct ResultsWriter {
     body: Vec<u8>,
     pretty: bool,
@@ -338,7 +507,7 @@ pub struct ResultsWriter {
 }
 
 /// Indentation of a result inside a pretty body (`results` is at depth 1).
-const PRETTY_RESULT_INDENT: &[u8] = b"        ";
+const PRETTY_RESULT_INDENT: usize = 2;
 
 impl ResultsWriter {
     /// An empty body.
@@ -346,33 +515,18 @@ impl ResultsWriter {
         ResultsWriter { body: Vec::new(), pretty, count: 0 }
     }
 
-    /// Appends the next statement's result object (`null` prints as `{}`;
-    /// a non-object becomes an `error`).
-    pub fn push(&mut self, result: Value) {
-        let result = OutResult::new(self.count, result);
+    /// Appends the next statement's result object.
+    pub fn push(&mut self, result: StatementResult) {
         if self.pretty {
             self.body.extend_from_slice(if self.count == 0 { b"{\n    \"results\": [\n" } else { b",\n" });
             let mut one = Vec::new();
-            let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-            let mut serializer = serde_json::Serializer::with_formatter(&mut one, formatter);
-            if let Err(e) = result.serialize(&mut serializer) {
-                one = encode_failure(&e);
-            }
-            // JSON strings hold no raw newline: each one ends a line.
-            self.body.extend_from_slice(PRETTY_RESULT_INDENT);
-            for &b in &one {
-                self.body.push(b);
-                if b == b'\n' {
-                    self.body.extend_from_slice(PRETTY_RESULT_INDENT);
-                }
-            }
+            write_result(&mut one, self.count, &result);
+            drop(result);
+            self.body.extend_from_slice(&b" ".repeat(4 * PRETTY_RESULT_INDENT));
+            write_pretty(&mut self.body, &one, PRETTY_RESULT_INDENT);
         } else {
             self.body.extend_from_slice(if self.count == 0 { b"{\"results\":[" } else { b"," });
-            let mark = self.body.len();
-            if let Err(e) = serde_json::to_writer(&mut self.body, &result) {
-                self.body.truncate(mark);
-                self.body.extend_from_slice(&encode_failure(&e));
-            }
+            write_result(&mut self.body, self.count, &result);
         }
         self.count += 1;
     }
@@ -414,94 +568,143 @@ impl ResultsWriter {
     }
 }
 
-/// A result that could not be encoded (only non-string map keys fail to
-/// serialize, and JSON has none), as an error result.
-fn encode_failure(e: &serde_json::Error) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({ "error": format!("cannot encode the query result: {e}") }))
-        .unwrap_or_default()
-}
+/// Result members printed first, in this order (InfluxDB's `Result`).
+const RESULT_ORDER: [&str; 4] = ["series", "messages", "partial", "error"];
+/// Series members printed first, in this order (InfluxDB's `Row`).
+const SERIES_ORDER: [&str; 5] = ["name", "tags", "columns", "values", "partial"];
 
-/// A statement result with InfluxDB's key order.
-#[derive(Serialize)]
-struct OutResult {
-    statement_id: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    series: Option<Vec<OutSeries>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    messages: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    partial: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<Value>,
-    #[serde(flatten)]
-    other: Map<String, Value>,
-}
-
-impl OutResult {
-    fn new(statement_id: usize, result: Value) -> OutResult {
-        let mut other = match result {
-            Value::Object(object) => object,
-            Value::Null => Map::new(),
-            other => {
-                let mut map = Map::new();
-                map.insert("error".to_string(), Value::String(format!("unexpected result: {other}")));
-                map
+/// Writes `result` compact, with `statement_id`, in InfluxDB's key order.
+/// A `series` that is not an array is printed among the other keys.
+fn write_result(out: &mut Vec<u8>, statement_id: usize, result: &StatementResult) {
+    out.extend_from_slice(format!("{{\"statement_id\":{statement_id}").as_bytes());
+    let series_list =
+        result.members.get("series").and_then(|raw| serde_json::from_str::<Vec<&RawValue>>(raw.get()).ok());
+    for key in RESULT_ORDER {
+        let Some(raw) = result.members.get(key) else { continue };
+        match (key, &series_list) {
+            ("series", None) => continue,
+            ("series", Some(list)) => {
+                write_key(out, key);
+                out.push(b'[');
+                for (i, one) in list.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_series(out, one);
+                }
+                out.push(b']');
             }
-        };
-        other.remove("statement_id");
-        let series = match other.remove("series") {
-            Some(Value::Array(list)) => Some(list.into_iter().map(OutSeries::new).collect()),
-            Some(not_a_list) => {
-                other.insert("series".to_string(), not_a_list);
-                None
-            }
-            None => None,
-        };
-        OutResult {
-            statement_id,
-            series,
-            messages: other.remove("messages"),
-            partial: other.remove("partial"),
-            error: other.remove("error"),
-            other,
+            _ => write_member(out, key, raw),
         }
     }
-}
-
-/// A series (InfluxDB's `Row`) with InfluxDB's key order.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum OutSeries {
-    Row {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        name: Option<Value>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        tags: Option<Value>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        columns: Option<Value>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        values: Option<Value>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        partial: Option<Value>,
-        #[serde(flatten)]
-        other: Map<String, Value>,
-    },
-    Other(Value),
-}
-
-impl OutSeries {
-    fn new(series: Value) -> OutSeries {
-        match series {
-            Value::Object(mut other) => OutSeries::Row {
-                name: other.remove("name"),
-                tags: other.remove("tags"),
-                columns: other.remove("columns"),
-                values: other.remove("values"),
-                partial: other.remove("partial"),
-                other,
-            },
-            not_an_object => OutSeries::Other(not_an_object),
+    for (key, raw) in &result.members {
+        let placed = RESULT_ORDER.contains(&key.as_str()) && (key != "series" || series_list.is_some());
+        if !placed && key != "statement_id" {
+            write_member(out, key, raw);
         }
+    }
+    out.push(b'}');
+}
+
+/// Writes a series in InfluxDB's key order (anything but an object as is).
+fn write_series(out: &mut Vec<u8>, series: &RawValue) {
+    let members = match series.get().starts_with('{') {
+        true => serde_json::from_str::<BTreeMap<String, &RawValue>>(series.get()).ok(),
+        false => None,
+    };
+    let Some(members) = members else {
+        out.extend_from_slice(series.get().as_bytes());
+        return;
+    };
+    out.push(b'{');
+    let mark = out.len();
+    let ordered = SERIES_ORDER.iter().filter_map(|&k| members.get_key_value(k));
+    let others = members.iter().filter(|(k, _)| !SERIES_ORDER.contains(&k.as_str()));
+    for (key, raw) in ordered.chain(others) {
+        if out.len() > mark {
+            out.push(b',');
+        }
+        write_key_value(out, key, raw);
+    }
+    out.push(b'}');
+}
+
+/// `,"key":raw`, after the `statement_id` that always comes first.
+fn write_member(out: &mut Vec<u8>, key: &str, raw: &RawValue) {
+    out.push(b',');
+    write_key_value(out, key, raw);
+}
+
+/// `,"key":` (the key JSON-escaped).
+fn write_key(out: &mut Vec<u8>, key: &str) {
+    out.push(b',');
+    write_string(out, key);
+    out.push(b':');
+}
+
+fn write_key_value(out: &mut Vec<u8>, key: &str, raw: &RawValue) {
+    write_string(out, key);
+    out.push(b':');
+    out.extend_from_slice(raw.get().as_bytes());
+}
+
+fn write_string(out: &mut Vec<u8>, text: &str) {
+    // Writing a string to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+/// Appends the JSON text `json` re-indented as serde_json's
+/// `PrettyFormatter` with 4 spaces prints it (InfluxDB's `pretty=true`):
+/// each array element and object member on its own line, `"key": value`,
+/// empty arrays and objects as `[]` and `{}`. `depth` is the indentation of
+/// `json` itself (its first line is not indented, its later lines are).
+/// Whitespace between tokens is dropped; strings are copied unchanged.
+fn write_pretty(out: &mut Vec<u8>, json: &[u8], depth: usize) {
+    let newline = |out: &mut Vec<u8>, depth: usize| {
+        out.push(b'\n');
+        out.extend(std::iter::repeat_n(b' ', 4 * depth));
+    };
+    let mut depth = depth;
+    let mut i = 0;
+    while i < json.len() {
+        let b = json[i];
+        match b {
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < json.len() && json[i] != b'"' {
+                    i += if json[i] == b'\\' { 2 } else { 1 };
+                }
+                i = (i + 1).min(json.len());
+                out.extend_from_slice(&json[start..i]);
+                continue;
+            }
+            b'{' | b'[' => {
+                let close = if b == b'{' { b'}' } else { b']' };
+                let next = json[i + 1..].iter().position(|c| !c.is_ascii_whitespace()).map(|p| i + 1 + p);
+                out.push(b);
+                if let Some(next) = next.filter(|&n| json[n] == close) {
+                    out.push(close);
+                    i = next;
+                } else {
+                    depth += 1;
+                    newline(out, depth);
+                }
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                newline(out, depth);
+                out.push(b);
+            }
+            b',' => {
+                out.push(b',');
+                newline(out, depth);
+            }
+            b':' => out.extend_from_slice(b": "),
+            b' ' | b'\t' | b'\n' | b'\r' => {}
+            _ => out.push(b),
+        }
+        i += 1;
     }
 }
 
@@ -673,11 +876,12 @@ mod tests {
     fn first_result_reads_influxdb_bodies() {
         let body = br#"{"results":[{"statement_id":0,"series":[{"name":"databases","columns":["name"],"values":[["a"]]}]}]}"#;
         assert_eq!(
-            first_result(body),
+            first_result(body).map(|r| r.to_value()),
             Ok(json!({"statement_id":0,"series":[{"name":"databases","columns":["name"],"values":[["a"]]}]}))
         );
         assert_eq!(
-            first_result(br#"{"results":[{"statement_id":0,"error":"database not found: x"}]}"#),
+            first_result(br#"{"results":[{"statement_id":0,"error":"database not found: x"}]}"#)
+                .map(|r| r.to_value()),
             Ok(json!({"statement_id":0,"error":"database not found: x"}))
         );
         assert_eq!(

@@ -40,7 +40,8 @@ use super::{allow, join_all, Proxy};
 use crate::error::ProxyError;
 use crate::http::{decode_params, Method, Request, Response};
 use crate::results::{
-    first_result, merge_select_results, merge_statement_results, window_show_rows, ResultsWriter,
+    answer_results, error_result, first_result, merge_select_results, merge_statement_results,
+    window_show_rows, ResultsWriter, StatementResult,
 };
 use crate::route::ReplicaSet;
 use crate::statement::{
@@ -49,7 +50,6 @@ use crate::statement::{
 use crate::storage::Storage;
 use crate::transport::{Transport, TransportError};
 use crate::write_queue::{Credentials, Record};
-use serde_json::Value;
 use std::io::Write;
 
 /// The statement [`Proxy::check_syntax`] appends to a query so that InfluxDB
@@ -146,10 +146,10 @@ enum StopAt {
 
 /// What one statement gave: its result object (which may carry InfluxDB's
 /// `error`), or a failure of the whole statement.
-type Outcome = Result<Value, ProxyError>;
+type Outcome = Result<StatementResult, ProxyError>;
 
 fn failed(outcome: &Outcome) -> bool {
-    outcome.as_ref().map_or(true, |v| v.get("error").is_some())
+    outcome.as_ref().map_or(true, StatementResult::has_error)
 }
 
 impl<T: Transport, S: Storage> Proxy<T, S> {
@@ -241,12 +241,12 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                                 return Err(ProxyError::Backend { status: 502, message });
                             }
                             out.pop(before);
-                            out.push(crate::results::error_result(&message));
+                            out.push(error_result(&message).into());
                             break 'statements;
                         }
                     }
                     Err(e) if !mutated => return Err(e),
-                    Err(e) => out.push(crate::results::error_result(e.message())),
+                    Err(e) => out.push(error_result(e.message()).into()),
                 }
                 if stop {
                     break 'statements;
@@ -254,7 +254,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             }
         }
         while out.len() < plans.len() {
-            out.push(crate::results::error_result("not executed"));
+            out.push(error_result("not executed").into());
         }
         let mut response = Response::json(200, out.finish());
         response.headers.push(("x-influxdb-build".into(), "OSS".into()));
@@ -416,8 +416,10 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 Some(e) if !every_healthy || values.is_empty() => Err(e),
                 _ => Ok(match merge {
                     Merge::One => values.into_iter().next().unwrap_or_default(),
+                    // SHOW answers are parsed whole: their rows are sorted and united.
                     Merge::Show { limit, offset } => {
-                        window_show_rows(merge_statement_results(values), limit, offset)
+                        let values = values.iter().map(StatementResult::to_value).collect();
+                        window_show_rows(merge_statement_results(values), limit, offset).into()
                     }
                     Merge::Select => merge_select_results(values),
                 }),
@@ -672,12 +674,12 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                     return (Err(e), changed);
                 }
             };
-            if let Some(e) = result.get("error").and_then(|e| e.as_str()) {
-                return (Ok(crate::results::error_result(&format!("backend {name}: {e}"))), changed);
+            if let Some(e) = result.error_message() {
+                return (Ok(error_result(&format!("backend {name}: {e}")).into()), changed);
             }
             first.get_or_insert(result);
         }
-        (Ok(first.unwrap_or_else(|| Value::Object(Default::default()))), changed)
+        (Ok(first.unwrap_or_default()), changed)
     }
 }
 
@@ -712,25 +714,13 @@ fn batch_end(plans: &[Planned<'_>], start: usize) -> usize {
 /// statements) that InfluxDB executed: those before the first result that
 /// carries an `error`, is missing, or is out of order. Error: the body is
 /// not InfluxDB JSON, or is a top-level `{"error": ...}`.
-fn batch_results(body: &[u8], n: usize) -> Result<Vec<Value>, String> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
-        format!("backend answer is not InfluxDB JSON ({e}): {}", text.trim())
-    })?;
-    let mut object = match value {
-        Value::Object(object) => object,
-        _ => return Err("backend answer is not InfluxDB JSON: not an object".to_string()),
-    };
-    if let Some(error) = object.get("error") {
-        return Err(error.as_str().map_or_else(|| error.to_string(), str::to_string));
-    }
-    let Some(Value::Array(results)) = object.remove("results") else {
-        return Err("backend answer has no results".to_string());
-    };
-    let mut executed = Vec::with_capacity(n);
-    for (i, result) in results.into_iter().take(n).enumerate() {
-        let in_order = result.get("statement_id").and_then(Value::as_u64).is_none_or(|id| id == i as u64);
-        if !result.is_object() || result.get("error").is_some() || !in_order {
+fn batch_results(body: &[u8], n: usize) -> Result<Vec<StatementResult>, String> {
+    let results = answer_results(body)?;
+    let mut executed = Vec::with_capacity(n.min(results.len()));
+    for (i, raw) in results.into_iter().take(n).enumerate() {
+        let Ok(result) = StatementResult::from_json(raw.get()) else { break };
+        let in_order = result.statement_id().is_none_or(|id| id == i as u64);
+        if result.has_error() || !in_order {
             break;
         }
         executed.push(result);
