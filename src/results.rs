@@ -717,6 +717,7 @@ pub fn error_result(message: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Serialize;
     use serde_json::json;
 
     #[test]
@@ -990,5 +991,120 @@ mod tests {
         );
         let failed = merge_select_results(vec![json!({"error":"boom"}), json!({"error":"bang"})]);
         assert_eq!(failed, json!({"error":"boom"}));
+    }
+
+    #[test]
+    fn pretty_reindenting_prints_as_serde_json_pretty() {
+        let values = [
+            json!({"statement_id":0,"series":[{"name":"c\"p{u]","tags":{"h":"a,b: c"},"columns":["time","v"],
+                "values":[[1,-1.5e-7],[2,null],[3,"x\\\"[{,:"],[4,true]]}]}),
+            json!({"a":[],"b":{},"c":[[],{}],"d":"\u{e9}\u{1F600}\n\t","e":[{"f":[1,[2,[3]]]}]}),
+            json!([]),
+            json!("plain"),
+            json!(12),
+        ];
+        for value in values {
+            let mut out = Vec::new();
+            write_pretty(&mut out, value.to_string().as_bytes(), 0);
+            let mut expected = Vec::new();
+            let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+            value.serialize(&mut serde_json::Serializer::with_formatter(&mut expected, formatter)).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), String::from_utf8(expected).unwrap());
+        }
+        // Whitespace between tokens is dropped; later lines are indented by depth.
+        let mut out = Vec::new();
+        write_pretty(&mut out, b" { \"a\" : [ 1 , 2 ] } ", 1);
+        assert_eq!(String::from_utf8(out).unwrap(), "{\n        \"a\": [\n            1,\n            2\n        ]\n    }");
+    }
+
+    #[test]
+    fn rows_are_copied_as_the_backend_wrote_them() {
+        // Numbers keep their text (InfluxDB's Go encoding), through the
+        // select merge and the writer: nothing is re-encoded.
+        let a = br#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["time","v"],"values":[[1,1e+21],[2,1.50]]}]}]}"#;
+        let b = br#"{"results":[{"statement_id":0,"series":[{"name":"mem","columns":["time","v"],"values":[[1,2.0E-7]]}]}]}"#;
+        let merged = merge_select_results(vec![first_result(a).unwrap(), first_result(b).unwrap()]);
+        let body = String::from_utf8(combine(vec![merged], false)).unwrap();
+        assert_eq!(
+            body,
+            concat!(
+                r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["time","v"],"values":[[1,1e+21],[2,1.50]]},"#,
+                r#"{"name":"mem","columns":["time","v"],"values":[[1,2.0E-7]]}]}]}"#,
+                "\n"
+            )
+        );
+        // A single backend's result: passed on as it was, minus statement_id and partial.
+        let only = merge_select_results(vec![
+            first_result(br#"{"results":[{"statement_id":3,"series":[{"name":"m","columns":["time"],"values":[[1]]}],"partial":true}]}"#).unwrap(),
+            error_result("down").into(),
+        ]);
+        assert_eq!(only, json!({"series":[{"name":"m","columns":["time"],"values":[[1]]}]}));
+    }
+
+    #[test]
+    fn malformed_backend_answers_are_errors_never_panics() {
+        let deep = "[".repeat(10_000);
+        let bodies: Vec<&[u8]> = vec![
+            b"",
+            b"{",
+            b"null",
+            b"[]",
+            b"\"results\"",
+            b"{\"results\":{}}",
+            b"{\"results\":\"x\"}",
+            b"{\"results\":[{\"series\":[",
+            b"{\"results\":[{\"series\":[{\"values\":[[1,2]]}]}]",
+            b"{\"results\":[]} trailing",
+            b"{\"results\":[{\"statement_id\":0}]}\xff",
+            b"{\"results\":[{\"error\":\"\xff\xfe\"}]}",
+            b"{\"error\":{\"nested\":1}}",
+            deep.as_bytes(),
+        ];
+        for body in bodies {
+            let text = String::from_utf8_lossy(body);
+            assert!(first_result(body).is_err(), "{text}");
+            assert!(answer_results(body).is_err(), "{text}");
+        }
+        assert_eq!(first_result(br#"{"error":{"nested":1}}"#).unwrap_err(), r#"{"nested":1}"#);
+        assert!(first_result(br#"{"results":[[1]]}"#).is_err());
+        assert!(first_result(br#"{"results":["x"]}"#).is_err());
+
+        // Odd but well-formed shapes parse, merge and print without panicking.
+        let odd: Vec<&[u8]> = vec![
+            br#"{"results":[{}]}"#,
+            br#"{"results":[{"series":"odd","statement_id":"x"}]}"#,
+            br#"{"results":[{"series":[1,"s",null,[],{}],"messages":"m"}]}"#,
+            br#"{"results":[{"series":[{"name":1,"tags":[1],"columns":{},"values":"v"}],"messages":[1]}]}"#,
+            br#"{"results":[{"series":[{"name":"a","name":"b"}],"error":null}]}"#,
+            br#"{"results":[{"series":[{"values":[[1e400]]}]}]}"#,
+        ];
+        let parsed: Vec<StatementResult> = odd.into_iter().map(|b| first_result(b).unwrap()).collect();
+        let merged = merge_select_results(parsed.clone());
+        for pretty in [false, true] {
+            let body = combine(parsed.iter().cloned().chain([merged.clone()]).collect(), pretty);
+            // Syntax only: 1e400 is valid JSON that a Value cannot hold.
+            let value: BTreeMap<String, Vec<&RawValue>> =
+                serde_json::from_slice(&body).expect("the combined body is JSON");
+            assert_eq!(value["results"].len(), parsed.len() + 1);
+        }
+    }
+
+    #[test]
+    fn answer_results_borrow_each_statement_result() {
+        let body = br#"{"results":[{"statement_id":0,"series":[{"name":"m","columns":["time"],"values":[[1]]}]},{"statement_id":1,"error":"x"}]}"#;
+        let results = answer_results(body).unwrap();
+        assert_eq!(results.len(), 2);
+        assert_eq!(results[1].get(), r#"{"statement_id":1,"error":"x"}"#);
+        let second = StatementResult::from_json(results[1].get()).unwrap();
+        assert!(second.has_error());
+        assert_eq!(second.error_message().as_deref(), Some("x"));
+        assert_eq!(second.statement_id(), Some(1));
+        let first = StatementResult::from_json(results[0].get()).unwrap();
+        assert!(!first.has_error());
+        assert_eq!(first.error_message(), None);
+        assert_eq!(
+            answer_results(br#"{"error":"error parsing query: found EOF"}"#).unwrap_err(),
+            "error parsing query: found EOF"
+        );
     }
 }
