@@ -1014,7 +1014,10 @@ mod tests {
         // Whitespace between tokens is dropped; later lines are indented by depth.
         let mut out = Vec::new();
         write_pretty(&mut out, b" { \"a\" : [ 1 , 2 ] } ", 1);
-        assert_eq!(String::from_utf8(out).unwrap(), "{\n        \"a\": [\n            1,\n            2\n        ]\n    }");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\n        \"a\": [\n            1,\n            2\n        ]\n    }"
+        );
     }
 
     #[test]
