@@ -12,8 +12,20 @@
 //! RSS (`VmHWM`). Checks that the proxy's answer equals influxd's (both
 //! backends hold the same databases, so the merged answer is a's answer).
 //!
+//! Then the memory of answers the proxy parses (issue 6: "any single request
+//! peaks at no more than about 3 x max_body_bytes + 20 MB RSS"): writes
+//! `--points` points (600,000) of measurement `big` through the proxy, and
+//! for each query below starts a fresh proxy (`big` on a and b,
+//! `_default_` on b, so a regex FROM reads both replica sets and merges),
+//! runs the query once and prints the answer's size and the proxy's peak RSS
+//! against 3 x the answer + 20 MB: `SELECT * FROM /bi.*/` (merged), `SELECT *
+//! FROM big` (passed through), `SELECT * FROM big; SELECT * FROM big` (split
+//! and combined) and 1,000 x `SELECT * FROM big LIMIT 1000` in one query.
+//! Each answer is checked against influxd a's answer to the same query.
+//!
 //! ```text
-//! cargo bench --bench query [-- --runs N]   (BENCH_QUERY_RUNS, 3)
+//! cargo bench --bench query [-- --runs N] [--points N]   (BENCH_QUERY_RUNS, 3;
+//!                                                         BENCH_QUERY_POINTS, 600000; 0 skips)
 //! ```
 //! Panics, saying how to install it, when `influxd` is missing. Linux only
 //! (`/proc`).
@@ -30,10 +42,15 @@ const STATEMENTS: usize = 69_905;
 
 fn main() {
     let mut runs: usize = std::env::var("BENCH_QUERY_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let mut points: usize =
+        std::env::var("BENCH_QUERY_POINTS").ok().and_then(|v| v.parse().ok()).unwrap_or(600_000);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         if arg == "--runs" {
             runs = args.next().and_then(|v| v.parse().ok()).expect("--runs takes a number");
+        }
+        if arg == "--points" {
+            points = args.next().and_then(|v| v.parse().ok()).expect("--points takes a number");
         }
     }
     let runs = runs.max(1);
@@ -69,6 +86,61 @@ fn main() {
         );
     }
     println!("proxy peak RSS (VmHWM): {:.1} MiB", peak_rss_kib(pid) as f64 / 1024.0);
+    if points > 0 {
+        parsed_answer_memory(&c, points);
+    }
+}
+
+/// The memory scenario (see the module doc): peak RSS of a fresh proxy per
+/// query whose answer it parses.
+fn parsed_answer_memory(c: &Cluster, points: usize) {
+    const BODY_LINES: usize = 100_000;
+    for start in (0..points).step_by(BODY_LINES) {
+        let n = BODY_LINES.min(points - start);
+        c.proxy.write_ok("bench", &lines("big", n, T0 + start as u64));
+    }
+    let mut config = Proxy::config(&[&c.a, &c.b]);
+    config["keymaps"] = serde_json::json!({ "big": ["a", "b"], "_default_": ["b"] });
+    config["backend_max_response_bytes"] = serde_json::json!(1u64 << 30);
+    // One batch of 1,000 statements takes influxd 1.6 longer than the tests' 2 s.
+    config["request_timeout_ms"] = serde_json::json!(120_000);
+    let limits = vec!["SELECT * FROM big LIMIT 1000"; 1000].join("; ");
+    let cases = [
+        ("regex FROM, merged", "SELECT * FROM /bi.*/"),
+        ("one statement, passed through", "SELECT * FROM big"),
+        ("two statements, split and combined", "SELECT * FROM big; SELECT * FROM big"),
+        ("1,000 x LIMIT 1000", limits.as_str()),
+    ];
+    println!();
+    println!("parsed answers: {points} points of `big`, one fresh proxy per query");
+    println!("| query | answer | proxy peak RSS | 3 x answer + 20 MB | proxy -> a, b |");
+    println!("|---|---|---|---|---|");
+    for (name, q) in cases {
+        let proxy = Proxy::start(Mode::Native, config.clone());
+        let pid = proxy.pid().expect("the proxy runs");
+        let body = form(&[("q", q), ("db", "bench")]).into_bytes();
+        let (_, expected) = post(&format!("{}/query", c.a.url()), &body);
+        let start = Instant::now();
+        let resp = http(
+            "POST",
+            &format!("{}/query", proxy.url()),
+            // As curl asks: a plain answer, not gzip.
+            &[("content-type", "application/x-www-form-urlencoded"), ("accept-encoding", "identity")],
+            Some(body),
+        );
+        let elapsed = start.elapsed();
+        assert_eq!(resp.status, 200, "{name}: {}", resp.error());
+        let mb = |bytes: u64| bytes as f64 / 1e6;
+        let answer = resp.body.len() as u64;
+        println!(
+            "| {name} | {:.1} MB | {:.1} MB | {:.1} MB | {:.2} s |",
+            mb(answer),
+            mb(peak_rss_kib(pid) * 1024),
+            mb(3 * answer) + 20.0,
+            elapsed.as_secs_f64()
+        );
+        assert!(resp.json() == expected, "{name}: the proxy's answer differs from influxd's");
+    }
 }
 
 /// POSTs a form body; the wall time and the answer's JSON. Panics unless 200.
