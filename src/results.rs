@@ -146,7 +146,7 @@ pub fn window_show_rows(mut result: Value, limit: Option<u64>, offset: Option<u6
 /// series' `name`, `tags` and `columns` are parsed, its rows are copied as
 /// text, so memory stays proportional to the answers' size.
 pub fn merge_select_results<R: Into<StatementResult>>(results: Vec<R>) -> StatementResult {
-    let (ok, errored): (Vec<StatementResult>, Vec<StatementResult>) =
+    let (mut ok, errored): (Vec<StatementResult>, Vec<StatementResult>) =
         results.into_iter().map(Into::into).partition(|r| !r.has_error());
     if ok.len() <= 1 {
         let Some(mut only) = ok.into_iter().chain(errored).next() else {
@@ -159,31 +159,52 @@ pub fn merge_select_results<R: Into<StatementResult>>(results: Vec<R>) -> Statem
         return only;
     }
     let mut seen: HashMap<String, ()> = HashMap::new();
-    let mut series_out = String::from("[");
     let mut messages: Vec<Value> = Vec::new();
-    for result in ok {
+    // Per result, the indexes of the series taken from it (first seen).
+    let mut taken: Vec<Vec<usize>> = Vec::with_capacity(ok.len());
+    let mut counts: Vec<usize> = Vec::with_capacity(ok.len());
+    for result in &ok {
         if let Some(raw) = result.members.get("messages") {
             unite_messages(&mut messages, &json_value(raw));
         }
-        let Some(raw) = result.members.get("series") else { continue };
-        let Ok(series) = serde_json::from_str::<Vec<&RawValue>>(raw.get()) else { continue };
-        for one in series {
+        let series = result_series(result);
+        counts.push(series.len());
+        let mut from_this = Vec::new();
+        for (i, one) in series.iter().enumerate() {
             // Series that are not objects are left out, as by merge_statement_results.
             if !one.get().starts_with('{') {
                 continue;
             }
             let Ok(head) = serde_json::from_str::<SeriesHead>(one.get()) else { continue };
             if seen.insert(head.key(), ()).is_none() {
-                if series_out.len() > 1 {
-                    series_out.push(',');
-                }
-                series_out.push_str(one.get());
+                from_this.push(i);
+            }
+        }
+        taken.push(from_this);
+    }
+    let contributors: Vec<usize> = (0..ok.len()).filter(|&r| !taken[r].is_empty()).collect();
+    let mut out = StatementResult::default();
+    if let [only] = contributors.as_slice() {
+        if taken[*only].len() == counts[*only] {
+            // Every series of one result (the usual regex FROM: the
+            // measurement lives in one replica set): moved, not copied.
+            if let Some(series) = ok[*only].members.remove("series") {
+                out.members.insert("series".into(), series);
             }
         }
     }
-    series_out.push(']');
-    let mut out = StatementResult::default();
-    if series_out.len() > 2 {
+    if !contributors.is_empty() && !out.members.contains_key("series") {
+        let mut series_out = String::from("[");
+        for &r in &contributors {
+            let series = result_series(&ok[r]);
+            for &i in &taken[r] {
+                if series_out.len() > 1 {
+                    series_out.push(',');
+                }
+                series_out.push_str(series[i].get());
+            }
+        }
+        series_out.push(']');
         if let Ok(series) = RawValue::from_string(series_out) {
             out.members.insert("series".into(), series);
         }
@@ -192,6 +213,15 @@ pub fn merge_select_results<R: Into<StatementResult>>(results: Vec<R>) -> Statem
         out.insert_value("messages", &Value::Array(messages));
     }
     out
+}
+
+/// The elements of `result`'s `series`, borrowed (none if it is not an array).
+fn result_series(result: &StatementResult) -> Vec<&RawValue> {
+    result
+        .members
+        .get("series")
+        .and_then(|raw| serde_json::from_str::<Vec<&RawValue>>(raw.get()).ok())
+        .unwrap_or_default()
 }
 
 /// The identifying members of a series, its rows skipped unparsed.
@@ -1109,5 +1139,20 @@ mod tests {
             answer_results(br#"{"error":"error parsing query: found EOF"}"#).unwrap_err(),
             "error parsing query: found EOF"
         );
+    }
+
+    #[test]
+    fn select_merge_from_one_contributing_backend_gives_its_series_once() {
+        let cpu = json!({"name":"cpu","columns":["time","v"],"values":[[1,1]]});
+        let mem = json!({"name":"mem","columns":["time","v"],"values":[[2,2]]});
+        // b holds the same series as a (a measurement on both replica sets) or none.
+        let a = json!({"series":[cpu.clone(), mem.clone()]});
+        let b = json!({"series":[{"name":"cpu","columns":["time","v"],"values":[[9,9]]}]});
+        assert_eq!(merge_select_results(vec![a.clone(), b]), json!({"series":[cpu.clone(), mem.clone()]}));
+        assert_eq!(merge_select_results(vec![json!({}), a]), json!({"series":[cpu.clone(), mem.clone()]}));
+        // A series repeated inside one answer is taken once.
+        let twice = json!({"series":[cpu.clone(), cpu.clone(), mem.clone()]});
+        assert_eq!(merge_select_results(vec![twice, json!({})]), json!({"series":[cpu, mem]}));
+        assert_eq!(merge_select_results(vec![json!({}), json!({})]), json!({}));
     }
 }
