@@ -22,7 +22,9 @@
 //! Consecutive reads that go to the same backends are sent together, one
 //! request per backend per batch of at most [`MAX_BATCH_STATEMENTS`]
 //! statements, and the answer is written one result at a time
-//! ([`ResultsWriter`]): time and memory grow linearly with the query.
+//! ([`ResultsWriter`]): time and memory grow linearly with the query. Each
+//! result is kept as the backend's JSON text ([`StatementResult`]), parsed
+//! only where a merge needs it, so an answer costs about its size in memory.
 //!
 //! As InfluxDB, the statements after a failed one are not executed. Before
 //! any statement changed something, a failure is the answer's status (4xx
