@@ -469,8 +469,14 @@ fn json_value(raw: &RawValue) -> Value {
 struct Answer<'a> {
     #[serde(borrow, default)]
     results: Option<&'a RawValue>,
-    #[serde(default)]
-    error: Option<Value>,
+    /// Present, even as `null`, means the request failed (as a `Value`'s `get`).
+    #[serde(default, deserialize_with = "present")]
+    error: Option<Box<RawValue>>,
+}
+
+/// A member that is present, whatever its value (`null` included).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
 }
 
 /// The elements of a backend's answer `{"results":[...]}`, as text borrowed
@@ -488,7 +494,7 @@ pub fn answer_results(body: &[u8]) -> Result<Vec<&RawValue>, String> {
     }
     let answer: Answer = serde_json::from_str(whole.get()).map_err(|e| not_json(&e))?;
     if let Some(error) = answer.error {
-        return Err(match error {
+        return Err(match json_value(&error) {
             Value::String(message) => message,
             other => other.to_string(),
         });
@@ -1099,6 +1105,7 @@ mod tests {
             assert!(answer_results(body).is_err(), "{text}");
         }
         assert_eq!(first_result(br#"{"error":{"nested":1}}"#).unwrap_err(), r#"{"nested":1}"#);
+        assert_eq!(first_result(br#"{"error":null,"results":[{}]}"#).unwrap_err(), "null");
         assert!(first_result(br#"{"results":[[1]]}"#).is_err());
         assert!(first_result(br#"{"results":["x"]}"#).is_err());
 
