@@ -168,9 +168,7 @@ fn serve(
     let mut conn = conn;
     let Some((head, body)) = read_request(&mut reader) else { return };
     let mut mode = Behaviour::from_code(behaviour.load(Ordering::SeqCst));
-    if budget.load(Ordering::SeqCst) >= 0
-        && (!head.starts_with("POST /write") || budget.fetch_sub(1, Ordering::SeqCst) <= 0)
-    {
+    if exhausted(budget, head.starts_with("POST /write")) {
         mode = Behaviour::Hang;
     }
     match mode {
@@ -215,6 +213,19 @@ fn serve(
             let _ = conn.shutdown(Shutdown::Both);
         }
     }
+}
+
+/// Whether the write budget ([`Relay::hang_after_writes`]) is used up, taking
+/// one from it for a write that may still pass. A negative budget is no limit;
+/// a used-up budget stays at 0 (every later request hangs).
+fn exhausted(budget: &AtomicI64, is_write: bool) -> bool {
+    if budget.load(Ordering::SeqCst) < 0 {
+        return false;
+    }
+    if !is_write {
+        return budget.load(Ordering::SeqCst) == 0;
+    }
+    budget.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| (b > 0).then(|| b - 1)).is_err()
 }
 
 /// Sends the request upstream with `Connection: close` and returns the raw
