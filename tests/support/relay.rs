@@ -109,8 +109,9 @@ impl Relay {
         self.behaviour.store(behaviour.code(), Ordering::SeqCst);
     }
 
-    /// Forwards `n` more `POST /write` requests, then hangs (as [`Behaviour::Hang`])
-    /// on every request after them.
+    /// Forwards `n` more `POST /write` requests that reach the upstream (one
+    /// the upstream does not take does not count), then hangs (as
+    /// [`Behaviour::Hang`]) on every request after them.
     pub fn hang_after_writes(&self, n: i64) {
         self.budget.store(n, Ordering::SeqCst);
     }
@@ -195,6 +196,10 @@ fn serve(
                 && is_write
                 && writes.fetch_add(1, Ordering::SeqCst) % 3 == 2;
             let answer = forward(upstream, &head, &body);
+            if answer.is_none() && is_write && budget.load(Ordering::SeqCst) >= 0 {
+                // Not delivered (the upstream is down): it does not use up the budget.
+                budget.fetch_add(1, Ordering::SeqCst);
+            }
             if fail {
                 injected.fetch_add(1, Ordering::SeqCst);
                 let body = b"{\"error\":\"injected by the test relay\"}\n";
