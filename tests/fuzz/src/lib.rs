@@ -46,7 +46,7 @@ pub type Target = fn(&[u8], Workarounds);
 /// `regressions/` folders).
 pub const TARGETS: &[(&str, Target)] = &[
     ("line_protocol", |data, _| line_protocol(data)),
-    ("statement", |data, _| statement(data)),
+    ("statement", statement),
     ("request_head", request_head),
     ("backend_response", backend_response),
 ];
@@ -70,17 +70,33 @@ pub struct Workarounds {
     /// stream): wake the task after each read that returned data. The
     /// [`MemoryStream`] does that here while this is on.
     pub wake_after_each_read: bool,
+    /// `show_statement_for_backends` removes `OFFSET m` from a fanned-out
+    /// `SHOW`; when a `/` follows the clause, the text before the clause now
+    /// decides whether that `/` is a division or starts a regex, so the rest
+    /// of the statement can read differently (`SHOW SERIES% OFFSET 2 / b` is
+    /// sent as `SHOW SERIES% / b`: an unterminated regex). Only statements
+    /// InfluxQL refuses anyway reach this (nothing valid follows OFFSET with
+    /// a `/`), so the backends answer with a parse error either way; replacing
+    /// the clause by `OFFSET 0` would keep the tokens. Skips the rewrite
+    /// checks when a `/` follows the first `OFFSET`.
+    pub skip_show_rewrite_before_slash: bool,
 }
 
 impl Workarounds {
     /// None: what the fuzzer should run once every known fault is fixed.
-    pub const NONE: Workarounds =
-        Workarounds { skip_non_ascii_backend_headers: false, wake_after_each_read: false };
+    pub const NONE: Workarounds = Workarounds {
+        skip_non_ascii_backend_headers: false,
+        wake_after_each_read: false,
+        skip_show_rewrite_before_slash: false,
+    };
 }
 
 /// The workarounds the fuzz binaries use: one for each fault still open.
-pub const KNOWN_FAULTS: Workarounds =
-    Workarounds { skip_non_ascii_backend_headers: true, wake_after_each_read: true };
+pub const KNOWN_FAULTS: Workarounds = Workarounds {
+    skip_non_ascii_backend_headers: true,
+    wake_after_each_read: true,
+    skip_show_rewrite_before_slash: true,
+};
 
 /// The timestamp the write path appends to a point without one (any integer
 /// does; this is a nanosecond one, as the proxy makes by default).
@@ -154,7 +170,7 @@ pub fn line_protocol(data: &[u8]) {
 /// `SHOW` ([`StatementKind::ShowAll`]): its LIMIT/OFFSET read, and the text
 /// sent to backends is still such a `SHOW`, without OFFSET, with LIMIT n+m
 /// (or unchanged when there was no OFFSET).
-pub fn statement(data: &[u8]) {
+pub fn statement(data: &[u8], workarounds: Workarounds) {
     let Ok(query) = std::str::from_utf8(data) else { return };
     let _ = classify(query);
     let Ok(statements) = split_statements(query) else { return };
@@ -166,13 +182,13 @@ pub fn statement(data: &[u8]) {
         assert!(!statement.is_empty(), "empty statement in {statements:?}");
         let trimmed = statement.trim_matches(|c: char| c.is_ascii_whitespace());
         assert_eq!(trimmed, statement, "statement not trimmed");
-        check_statement(statement);
+        check_statement(statement, workarounds);
     }
     let joined = statements.join(";");
     assert_eq!(split_statements(&joined).as_ref(), Ok(&statements), "re-split of {joined:?}");
 }
 
-fn check_statement(statement: &str) {
+fn check_statement(statement: &str, workarounds: Workarounds) {
     static FILTER: OnceLock<StatementFilter> = OnceLock::new();
     let filter = FILTER.get_or_init(|| {
         let forbidden: Vec<String> = DEFAULT_FORBIDDEN.iter().map(|p| p.to_string()).collect();
@@ -183,7 +199,7 @@ fn check_statement(statement: &str) {
         Ok(kind) => kind,
         Err(e) => {
             assert!(
-                !e.contains("several"),
+                !e.contains("found several"),
                 "one statement of split_statements is several: {statement:?}: {e}"
             );
             return;
@@ -203,6 +219,12 @@ fn check_statement(statement: &str) {
     if offset.is_none() {
         assert_eq!(sent, statement, "a SHOW without OFFSET is sent unchanged");
         return;
+    }
+    if workarounds.skip_show_rewrite_before_slash {
+        let lower = statement.to_ascii_lowercase();
+        if lower.find("offset").is_some_and(|at| lower[at..].contains('/')) {
+            return;
+        }
     }
     // Still routed as a fanned-out SHOW (or refused: `SHOW OFFSET 1` is
     // routed, and answered by the backends' parse error, but `SHOW` is not).
