@@ -55,11 +55,11 @@ for t in "${targets[@]}"; do
   echo "fuzz: $t: $(get execs_done) executions in $(get run_time) s ($(get execs_per_sec)/s), corpus $(get corpus_count), crashes $crashes, hangs $hangs"
   if [ "$hangs" -gt 0 ]; then
     echo "fuzz: $t: inputs that ran over 2 s (not counted as failures):"
-    find "$out/default/hangs" -name 'id:*' | sed 's/^/  tests\/fuzz\//'
+    find "$out/default/hangs" -name 'id:*' | head -5 | sed 's/^/  tests\/fuzz\//'
   fi
   if [ "$crashes" -gt 0 ]; then
-    echo "fuzz: $t CRASHED; reproduce with tests/fuzz/target/release/$t < FILE:" >&2
-    find "$out/default/crashes" -name 'id:*' | sed 's/^/  tests\/fuzz\//' >&2
+    echo "fuzz: $t CRASHED; reproduce with tests/fuzz/target/release/$t < FILE, for example:" >&2
+    find "$out/default/crashes" -name 'id:*' | sort | head -5 | sed 's/^/  tests\/fuzz\//' >&2
     failed=1
   fi
 done

@@ -60,6 +60,15 @@ pub struct Workarounds {
     /// Off once the backend side reads heads through its guard (and
     /// [`read_backend_response`] calls that entry point).
     pub skip_non_ascii_backend_headers: bool,
+    /// The trailer section of a chunked body (after `0\r\n`) is parsed by
+    /// async-h1's chunked decoder, and a trailer value with non-ASCII bytes
+    /// panics in http-types as in fault 1, on both sides: the request-head
+    /// guard only reads the head. Natively the server catches the panic and
+    /// drops the connection without an answer; on wasm32 the component
+    /// aborts. Skips inputs with a byte of 0x80 or more after what could be
+    /// a last-chunk line (a blind spot: a later pipelined request's head).
+    /// Off once the guards cover trailers (or refuse them).
+    pub skip_non_ascii_trailers: bool,
     /// async-h1 2.3.4's chunked decoder (`chunked/decoder.rs`, state
     /// `Trailers`) returns `Poll::Pending` without arranging a wake-up when
     /// the part after the last chunk (`0\r\n`) arrives incomplete, e.g. its
@@ -86,6 +95,7 @@ impl Workarounds {
     /// None: what the fuzzer should run once every known fault is fixed.
     pub const NONE: Workarounds = Workarounds {
         skip_non_ascii_backend_headers: false,
+        skip_non_ascii_trailers: false,
         wake_after_each_read: false,
         skip_show_rewrite_before_slash: false,
     };
@@ -94,6 +104,7 @@ impl Workarounds {
 /// The workarounds the fuzz binaries use: one for each fault still open.
 pub const KNOWN_FAULTS: Workarounds = Workarounds {
     skip_non_ascii_backend_headers: true,
+    skip_non_ascii_trailers: true,
     wake_after_each_read: true,
     skip_show_rewrite_before_slash: true,
 };
@@ -256,6 +267,9 @@ pub const MAX_BODY_BYTES: u64 = 4096;
 /// function changes.
 pub fn request_head(data: &[u8], workarounds: Workarounds) {
     let Some((&chunk, input)) = data.split_first() else { return };
+    if workarounds.skip_non_ascii_trailers && non_ascii_trailer(input) {
+        return;
+    }
     let stream = MemoryStream::new(input, chunk, workarounds.wake_after_each_read);
     let options = ConnectionOptions { max_body_bytes: MAX_BODY_BYTES, idle_timeout_ms: 60_000 };
     let requests = Cell::new(0usize);
@@ -316,6 +330,9 @@ pub fn backend_response(data: &[u8], workarounds: Workarounds) {
     if workarounds.skip_non_ascii_backend_headers && non_ascii_header(input) {
         return;
     }
+    if workarounds.skip_non_ascii_trailers && non_ascii_trailer(input) {
+        return;
+    }
     let stream = MemoryStream::new(input, control >> 2, workarounds.wake_after_each_read);
     let Ok(response) = run_to_end(read_backend_response(method, stream)) else { return };
     assert!((100..=599).contains(&response.status), "status {}", response.status);
@@ -366,6 +383,29 @@ fn non_ascii_header(input: &[u8]) -> bool {
     let mut lines = input.split(|&b| b == b'\n');
     lines.next();
     lines.take_while(|line| !line.is_empty() && *line != b"\r").any(|line| line.iter().any(|&b| b >= 0x80))
+}
+
+/// Whether `input` (a message: head, then body) has a chunked body in which
+/// a byte of 0x80 or more follows a line that async-h1 could read as the
+/// last chunk (zero or more `0`s, then CR LF: it reads an empty size as 0).
+/// Errs on the side of yes.
+fn non_ascii_trailer(input: &[u8]) -> bool {
+    let find =
+        |needle: &[u8]| input.windows(needle.len()).position(|w| w == needle).map(|p| p + needle.len());
+    let Some(body_start) = [find(b"\r\n\r\n"), find(b"\n\n")].into_iter().flatten().min() else {
+        return false;
+    };
+    if !input[..body_start].to_ascii_lowercase().windows(7).any(|w| w == b"chunked") {
+        return false;
+    }
+    let body = &input[body_start..];
+    let line_starts =
+        std::iter::once(0).chain(body.iter().enumerate().filter(|(_, &b)| b == b'\n').map(|(i, _)| i + 1));
+    line_starts.into_iter().any(|start| {
+        let line = &body[start..];
+        let zeros = line.iter().take_while(|&&b| b == b'0').count();
+        line[zeros..].starts_with(b"\r\n") && line[zeros + 2..].iter().any(|&b| b >= 0x80)
+    })
 }
 
 /// Visible ASCII, spaces and tabs (an HTTP field value, RFC 9110 section 5.5).
