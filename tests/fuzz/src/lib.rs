@@ -65,8 +65,8 @@ pub struct Workarounds {
     /// panics in http-types as in fault 1, on both sides: the request-head
     /// guard only reads the head. Natively the server catches the panic and
     /// drops the connection without an answer; on wasm32 the component
-    /// aborts. Skips inputs with a byte of 0x80 or more after what could be
-    /// a last-chunk line (a blind spot: a later pipelined request's head).
+    /// aborts. Skips inputs with a chunked body holding a byte of 0x80 or
+    /// more (a blind spot: a later pipelined request's head).
     /// Off once the guards cover trailers (or refuse them).
     pub skip_non_ascii_trailers: bool,
     /// async-h1 2.3.4's chunked decoder (`chunked/decoder.rs`, state
@@ -385,27 +385,17 @@ fn non_ascii_header(input: &[u8]) -> bool {
     lines.take_while(|line| !line.is_empty() && *line != b"\r").any(|line| line.iter().any(|&b| b >= 0x80))
 }
 
-/// Whether `input` (a message: head, then body) has a chunked body in which
-/// a byte of 0x80 or more follows a line that async-h1 could read as the
-/// last chunk (zero or more `0`s, then CR LF: it reads an empty size as 0).
-/// Errs on the side of yes.
+/// Whether `input` (a message: head, then body) has a chunked body with a
+/// byte of 0x80 or more: async-h1 can read trailers anywhere in it (after a
+/// last chunk, an empty chunk size, or a chunk size it refused and read on).
 fn non_ascii_trailer(input: &[u8]) -> bool {
     let find =
         |needle: &[u8]| input.windows(needle.len()).position(|w| w == needle).map(|p| p + needle.len());
     let Some(body_start) = [find(b"\r\n\r\n"), find(b"\n\n")].into_iter().flatten().min() else {
         return false;
     };
-    if !input[..body_start].to_ascii_lowercase().windows(7).any(|w| w == b"chunked") {
-        return false;
-    }
-    let body = &input[body_start..];
-    let line_starts =
-        std::iter::once(0).chain(body.iter().enumerate().filter(|(_, &b)| b == b'\n').map(|(i, _)| i + 1));
-    line_starts.into_iter().any(|start| {
-        let line = &body[start..];
-        let zeros = line.iter().take_while(|&&b| b == b'0').count();
-        line[zeros..].starts_with(b"\r\n") && line[zeros + 2..].iter().any(|&b| b >= 0x80)
-    })
+    input[..body_start].to_ascii_lowercase().windows(7).any(|w| w == b"chunked")
+        && input[body_start..].iter().any(|&b| b >= 0x80)
 }
 
 /// Visible ASCII, spaces and tabs (an HTTP field value, RFC 9110 section 5.5).
