@@ -71,6 +71,14 @@ bench: wasm
 check config="config/proxy.json":
     cargo run --release --bin influx-proxy -- check --config {{config}}
 
+# Coverage-guided fuzzing (cargo-afl, stable Rust) of TARGET (line_protocol, statement, request_head, backend_response, or all) for SECONDS each, on one core; resumes tests/fuzz/findings/. Fails if a crash is found.
+fuzz target="all" seconds="60":
+    tests/fuzz/fuzz.sh {{target}} {{seconds}}
+
+# CI's bounded fuzzing run: each target for 25 s from its seeds (plus the build, ~3 min cold); fails if a crash is found.
+fuzz-ci:
+    tests/fuzz/fuzz.sh all 25 --fresh
+
 # Formatting and lints.
 lint:
     cargo fmt --all -- --check
