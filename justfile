@@ -75,8 +75,9 @@ check config="config/proxy.json":
 fuzz target="all" seconds="60":
     tests/fuzz/fuzz.sh {{target}} {{seconds}}
 
-# CI's bounded fuzzing run: each target for 25 s from its seeds (plus the build, ~3 min cold); fails if a crash is found.
+# CI's bounded fuzzing run: the committed regression inputs replayed, then each target for 25 s from its seeds (plus the build, ~3 min cold); fails if a crash is found.
 fuzz-ci:
+    cd tests/fuzz && cargo test --lib
     tests/fuzz/fuzz.sh all 25 --fresh
 
 # Formatting and lints.

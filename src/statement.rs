@@ -228,7 +228,13 @@ pub fn show_statement_for_backends(statement: &str) -> Result<String, String> {
         return Ok(statement.to_string());
     };
     // Edits as (start, end, replacement) byte spans, applied left to right.
-    let mut edits: Vec<(usize, usize, String)> = vec![(offset.clause_start, offset.end, String::new())];
+    // Removing the clause joins the tokens around it; where a `/` follows,
+    // what precedes it decides whether it divides or starts a regex, so the
+    // clause is kept there as a harmless `OFFSET 0` (found by fuzzing:
+    // `SHOW SERIES% OFFSET 2 / b` must not become `SHOW SERIES% / b`).
+    let slash_follows = statement[offset.end..].trim_start().starts_with('/');
+    let removed = if slash_follows { " OFFSET 0".to_string() } else { String::new() };
+    let mut edits: Vec<(usize, usize, String)> = vec![(offset.clause_start, offset.end, removed)];
     if let Some(limit) = clauses.limit.filter(|l| l.value > 0) {
         let raised = limit.value.saturating_add(offset.value).min(MAX_ROWS);
         edits.push((limit.keyword_start, limit.end, format!("LIMIT {raised}")));
@@ -1077,6 +1083,15 @@ mod tests {
         assert!(show_statement_for_backends("SHOW MEASUREMENTS OFFSET x").is_err());
     }
 
+    /// Found by fuzzing (tests/fuzz/regressions/statement): removing the
+    /// OFFSET clause before a `/` turned a division into the start of a regex.
+    #[test]
+    fn offset_removed_before_a_slash_keeps_the_tokens_apart() {
+        let sent = show_statement_for_backends("SHOW SERIES% OFFSET 2 / b").unwrap();
+        assert_eq!(sent, "SHOW SERIES% OFFSET 0 / b");
+        assert_eq!(show_limit_offset(&sent), Ok((None, Some(0))));
+    }
+
     fn default_filter() -> StatementFilter {
         let forbidden: Vec<String> = DEFAULT_FORBIDDEN.iter().map(|s| s.to_string()).collect();
         StatementFilter::new(&forbidden, &[]).unwrap()
@@ -1199,10 +1214,11 @@ mod tests {
             let _ = classify(&text);
             let _ = filter.check(&text);
             if let Ok((limit, offset)) = show_limit_offset(&text) {
-                // The backends' statement has no OFFSET and LIMIT n+m.
+                // The backends' statement has no OFFSET (or `OFFSET 0` before
+                // a `/`) and LIMIT n+m.
                 let sent = show_statement_for_backends(&text).unwrap();
                 let (sent_limit, sent_offset) = show_limit_offset(&sent).unwrap();
-                assert_eq!(sent_offset, None, "{text:?} -> {sent:?}");
+                assert!(matches!(sent_offset, None | Some(0)), "{text:?} -> {sent:?}");
                 let want = match (limit, offset) {
                     (Some(n), Some(m)) if n > 0 => Some(n + m),
                     _ => limit,
