@@ -19,6 +19,8 @@
 //! - [`line_protocol`]: splitting a write body into points and reading each
 //!   point's measurement.
 //! - [`route`]: measurement name -> replica set (keymaps).
+//! - [`placement`]: shard key -> the backends of a shard group that hold it
+//!   (rendezvous hashing).
 //! - [`statement`]: InfluxQL statements: splitting, classification, the
 //!   forbidden/allowed filter.
 //! - [`results`]: InfluxDB query result JSON: merging fanned-out `SHOW` answers.
@@ -39,6 +41,7 @@ pub mod host;
 pub mod http;
 pub mod line_protocol;
 pub mod metrics;
+pub mod placement;
 pub mod proxy;
 pub mod results;
 pub mod route;
