@@ -566,15 +566,16 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     }
 
     /// Turns the deliveries of one write or schema statement into the
-    /// client's answer: the first backend 4xx, else 503 if any backend could
-    /// not keep it, else the delivered responses.
+    /// client's answer: 503 if any backend could not keep it, else the first
+    /// backend refusal (4xx), else the delivered responses.
     fn settle(&self, deliveries: Vec<(usize, Delivery)>) -> Result<Vec<(usize, Response)>, ProxyError> {
         let mut delivered = Vec::new();
         let mut not_kept = Vec::new();
+        let mut rejected = None;
         for (backend, delivery) in deliveries {
             match delivery {
                 Delivery::Rejected { status, message } => {
-                    return Err(ProxyError::Backend { status, message })
+                    rejected.get_or_insert(ProxyError::Backend { status, message });
                 }
                 Delivery::NotKept(e) => {
                     not_kept.push(format!("backend {}: {e}", self.backends[backend].name))
@@ -583,10 +584,15 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 Delivery::Queued => {}
             }
         }
+        // Not kept wins over a refusal: the client must retry (a 4xx would
+        // make it drop the write, lost for the backend that could not keep it).
         if !not_kept.is_empty() {
             return Err(ProxyError::QueueFull(format!("write not kept: {}", not_kept.join("; "))));
         }
-        Ok(delivered)
+        match rejected {
+            Some(e) => Err(e),
+            None => Ok(delivered),
+        }
     }
 
     fn ping(&self, request: &Request) -> Result<Response, ProxyError> {
@@ -770,7 +776,7 @@ fn statement_error(record: &Record, response: &Response) -> Option<String> {
 /// to the client with its status and never queued (on the direct path), or
 /// dead-lettered at once (in replay); it does not count against the
 /// backend's health.
-fn refuses_request(response: &Response) -> bool {
+pub(crate) fn refuses_request(response: &Response) -> bool {
     (400..500).contains(&response.status)
         || (response.status == 500 && error_message(response).starts_with("retention policy not found"))
 }

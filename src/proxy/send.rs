@@ -81,7 +81,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                         todo.push(first);
                     }
                 }
-                Ok(r) if judge_each && (400..500).contains(&r.status) => {
+                // A refusal (4xx, or InfluxDB's 500 for a missing retention
+                // policy) of this piece alone: dead-lettered, the rest goes on.
+                Ok(r) if judge_each && super::refuses_request(&r) => {
                     refused.push(piece);
                     refusal.get_or_insert(r);
                 }

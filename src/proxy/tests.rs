@@ -503,6 +503,21 @@ fn disk_failure_while_backend_down_is_503() {
     assert_eq!(r.status, 503, "{}", error_of(&r));
 }
 
+/// One replica refuses the write (4xx) while the other can neither take it
+/// nor keep it: the client must hear 503 (retry), not the 4xx (drop), or the
+/// write is lost for the second replica.
+#[test]
+fn a_refusal_and_a_write_not_kept_answer_503() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), "");
+    t.set("a", Behaviour::Status(400, r#"{"error":"partial write: field type conflict"}"#));
+    t.set("b", Behaviour::Down);
+    p.storage.fail_appends(true);
+    let r = write(&p, "db=x", "cpu v=1 1\n");
+    assert_eq!(r.status, 503, "{}", error_of(&r));
+    assert!(error_of(&r).contains("write not kept"), "{}", error_of(&r));
+}
+
 #[test]
 fn queue_survives_a_restart() {
     let t = MockTransport::default();

@@ -209,15 +209,15 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
 /// After a batch failed with `e`: a backend 4xx is kept in `rejected` (the
 /// first one is the answer) and the later batches are still sent, each being
 /// judged on its own as InfluxDB judges the points of a partial write; any
-/// other error (503: a batch could not be kept) ends the write at once,
-/// answered with the first 4xx if there was one.
+/// other error (503: a batch could not be kept) ends the write at once with
+/// that error, so that the client retries rather than drops the write.
 fn keep_going(e: ProxyError, rejected: &mut Option<ProxyError>) -> Result<(), ProxyError> {
     match e {
         ProxyError::Backend { .. } => {
             rejected.get_or_insert(e);
             Ok(())
         }
-        other => Err(rejected.take().unwrap_or(other)),
+        other => Err(other),
     }
 }
 
