@@ -448,6 +448,11 @@ fn check_head(head: &[u8]) -> Result<CheckedHead, ProxyError> {
     if lengths.iter().any(|l| l != &lengths[0]) {
         return Err(bad(format!("conflicting Content-Length headers ({})", quoted(&lengths))));
     }
+    // async-h1 keeps the length as a usize: on wasm32 a length past 4 GiB
+    // would wrap to a small one and pass the body limit.
+    if lengths.first().and_then(|l| l.parse::<u64>().ok()).is_some_and(|n| usize::try_from(n).is_err()) {
+        return Err(ProxyError::TooLarge(format!("request body too large: Content-Length {}", lengths[0])));
+    }
 
     let encodings = values("transfer-encoding");
     if !encodings.is_empty() {

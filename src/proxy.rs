@@ -273,11 +273,12 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// reports as failed): moved to the dead-letter file so it never blocks the
     /// queue. No answer or another status (5xx): the backend's `/ping` is
     /// asked whether it is otherwise healthy.
-    /// - `/ping` fails too (connection refused, timeout, non-2xx): the backend
+    /// - `/ping` fails too (connection refused, timeout, a 5xx): the backend
     ///   is down; the record is kept and retried without limit (neither
     ///   attempts nor age count against it), after a backoff that doubles
     ///   from `replay_backoff_min_ms` to `replay_backoff_max_ms`.
-    /// - `/ping` answers 2xx: the failure is about this record; it is retried
+    /// - `/ping` answers below 500 (2xx, or 401 with `ping-auth-enabled`):
+    ///   the failure is about this record; it is retried
     ///   the same way until it has failed so `replay_max_attempts` times, or
     ///   fails once more when older than `replay_max_age_ms` (age = `now_ms`
     ///   minus its push time; records queued by a version without push times
@@ -396,8 +397,10 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let mut replay = state.replay.get();
         replay.attempts += 1;
         state.replay.set(replay);
+        // Any answer below 500 means the backend serves requests (a 401 is
+        // InfluxDB with `ping-auth-enabled`); no answer or a 5xx: down.
         let ping = self.transport.send(addr, Request::new(Method::Get, "/ping")).await;
-        if !matches!(&ping, Ok(r) if (200..300).contains(&r.status)) {
+        if !matches!(&ping, Ok(r) if r.status < 500) {
             // Down: wait for it without limit.
             return self.replay_failed(backend, error, now_ms);
         }

@@ -43,22 +43,20 @@ impl WriteQueue {
         now_ms: u64,
     ) -> Result<(), QueueError> {
         let path = format!("{}/{DEAD_LETTER_FILE}", self.dir);
+        // The dead-letter file is a record of what the backend refused, never
+        // a reason to stop the queue: when its line cannot be written (disk
+        // full, quota, an IO error, a torn tail that cannot be cut), the
+        // record still leaves the queue and is counted.
         if state.dead_letter_dirty {
-            storage
-                .truncate(&path, state.dead_letter_len)
-                .await
-                .map_err(|e| io_err("cannot repair", &path, e))?;
-            state.dead_letter_dirty = false;
+            state.dead_letter_dirty = storage.truncate(&path, state.dead_letter_len).await.is_err();
         }
         let line = dead_letter_line(record, reason, now_ms)?;
-        if state.dead_letter_len + line.len() as u64 <= self.options.dead_letter_max_bytes {
+        let fits = state.dead_letter_len + line.len() as u64 <= self.options.dead_letter_max_bytes;
+        if fits && !state.dead_letter_dirty {
             match storage.append(&path, &line).await {
                 Ok(()) => state.dead_letter_len += line.len() as u64,
-                Err(e) => {
+                Err(_) => {
                     state.dead_letter_dirty = storage.truncate(&path, state.dead_letter_len).await.is_err();
-                    if e.kind() != io::ErrorKind::StorageFull {
-                        return Err(io_err("cannot append to", &path, e));
-                    }
                 }
             }
         }

@@ -53,8 +53,8 @@
 //! 9. **A full disk does not stop replay.** Acknowledging overwrites bytes of
 //!    the preallocated `ack` file in place ([`Storage::write_at`]) and then
 //!    removes consumed segments, so with 0 bytes free the queue still drains;
-//!    a dead letter that cannot be written for lack of space is still removed
-//!    and counted. Pushes fail (503) while the disk is full and are accepted
+//!    a dead letter whose line cannot be written (no space, a quota, an IO
+//!    error, a torn tail that cannot be cut) is still removed and counted. Pushes fail (503) while the disk is full and are accepted
 //!    again as soon as space frees (by replay or otherwise).
 //!
 //! # Replay policy

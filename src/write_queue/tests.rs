@@ -918,6 +918,29 @@ fn dead_letter_on_a_full_disk_still_removes_the_record() {
     assert_eq!(drain(&q, &s), writes(1..2), "the queue flows on");
 }
 
+/// Any failure to write the dead-letter line (here an IO error, not ENOSPC:
+/// a quota, EIO, or ENOSPC as WASI reports it) still lets the record leave
+/// the queue: the file is a record of refusals, never a reason to stop.
+#[test]
+fn dead_letter_whose_line_cannot_be_written_still_removes_the_record() {
+    let s = Flaky::default();
+    let o = options(1 << 20, DEFAULT_SEGMENT_BYTES);
+    let q = open(&s, o);
+    for i in 0..3 {
+        push(&q, &s, &write(i));
+    }
+    // The line's append fails half-way (not ENOSPC) and the torn tail cannot
+    // be cut either.
+    s.tear_next_append.set(Some(5));
+    s.fail_truncate.set(true);
+    for _ in 0..2 {
+        let (id, r) = block_on(q.peek(&s)).unwrap().unwrap();
+        block_on(q.dead_letter(&s, id, &r, "HTTP 400: bad", NOW)).unwrap();
+    }
+    assert_eq!(q.dead_letters(), 2);
+    assert_eq!(drain(&q, &s), vec![write(2)], "the queue flows on");
+}
+
 /// The `ack` file's two slots: a torn overwrite of one leaves the other.
 #[test]
 fn torn_ack_slot_write_falls_back_to_the_previous_position() {
