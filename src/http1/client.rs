@@ -155,11 +155,6 @@ impl<H: BackendHost> BackendClient<H> {
         self
     }
 
-    /// The host's primitives.
-    pub fn host(&self) -> &H {
-        &self.host
-    }
-
     /// Idle pooled connections to `backend` right now.
     pub fn idle_connections(&self, backend: &BackendAddr) -> usize {
         self.pools.borrow().get(&backend.authority()).map_or(0, Vec::len)
