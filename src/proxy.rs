@@ -620,9 +620,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let mut backends = Vec::new();
         let mut up = 0;
         for (i, (addr, state)) in self.backends.iter().zip(&self.states).enumerate() {
+            let gauges = self.backend_gauges(i, state, now_ms);
             let health = state.health.borrow();
-            let depth = state.queue.depth();
-            up += usize::from(health.is_healthy());
+            up += usize::from(gauges.healthy);
             // The most recent of the last backend error and the last loop restart.
             let loop_error = state.last_loop_error.borrow();
             let (last_error, last_error_ms) = match (&*loop_error, health.last_error_ms()) {
@@ -633,16 +633,16 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             backends.push(serde_json::json!({
                 "name": addr.name,
                 "url": addr.url,
-                "healthy": health.is_healthy(),
+                "healthy": gauges.healthy,
                 "last_error": last_error,
                 "last_error_ms": last_error_ms,
                 "last_write_ms": health.last_write_ms(),
-                "queue_records": depth.records,
-                "queue_bytes": depth.bytes,
-                "dead_letters": state.queue.dead_letters(),
+                "queue_records": gauges.queue_records,
+                "queue_bytes": gauges.queue_bytes,
+                "dead_letters": gauges.dead_letters,
                 "replay_given_up": self.metrics.replay_given_up_count(&addr.name),
                 "oldest_record_age_ms": self.oldest_record_age_ms(i, now_ms),
-                "replay_attempts": self.replay_attempts(i),
+                "replay_attempts": gauges.replay_attempts,
                 "loop_restarts": state.loop_restarts.get(),
             }));
         }
@@ -662,6 +662,20 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         Ok(Response::json(code, bytes))
     }
 
+    /// Backend `i`'s queue and health figures, as `/health` and `/metrics`
+    /// show them (the oldest record's age is 0 for an empty queue here).
+    fn backend_gauges(&self, i: usize, state: &BackendState, now_ms: u64) -> BackendGauges {
+        let depth = state.queue.depth();
+        BackendGauges {
+            queue_records: depth.records,
+            queue_bytes: depth.bytes,
+            dead_letters: state.queue.dead_letters(),
+            healthy: state.health.borrow().is_healthy(),
+            oldest_record_age_ms: self.oldest_record_age_ms(i, now_ms).unwrap_or(0),
+            replay_attempts: self.replay_attempts(i),
+        }
+    }
+
     fn metrics(&self, request: &Request, now_ms: u64) -> Result<Response, ProxyError> {
         allow(request, &[Method::Get, Method::Head])?;
         let gauges: Vec<(&str, BackendGauges)> = self
@@ -669,20 +683,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             .iter()
             .zip(&self.states)
             .enumerate()
-            .map(|(i, (addr, s))| {
-                let depth = s.queue.depth();
-                (
-                    addr.name.as_str(),
-                    BackendGauges {
-                        queue_records: depth.records,
-                        queue_bytes: depth.bytes,
-                        dead_letters: s.queue.dead_letters(),
-                        healthy: s.health.borrow().is_healthy(),
-                        oldest_record_age_ms: self.oldest_record_age_ms(i, now_ms).unwrap_or(0),
-                        replay_attempts: self.replay_attempts(i),
-                    },
-                )
-            })
+            .map(|(i, (addr, s))| (addr.name.as_str(), self.backend_gauges(i, s, now_ms)))
             .collect();
         let text = self.metrics.render(&gauges);
         Ok(Response {
