@@ -348,7 +348,7 @@ fn each_reload_attempt_is_logged_on_one_line() {
     let file = Rc::new(RefCell::new(text(AB, r#"{ "_default_": ["b"] }"#, r#", "replay_max_attempts": 5"#)));
     with_file(&mut p, &file);
     run(p.reload_file(NOW)).unwrap();
-    *file.borrow_mut() = "[]".into();
+    *file.borrow_mut() = "{".into();
     run(p.reload_file(NOW)).unwrap_err();
     let lines = lines.borrow();
     assert_eq!(lines.len(), 2);
@@ -359,7 +359,7 @@ fn each_reload_attempt_is_logged_on_one_line() {
     );
     assert!(
         lines[1].starts_with(
-            "configuration reload refused, the old configuration keeps serving: test.json: $: invalid type"
+            "configuration reload refused, the old configuration keeps serving: test.json: $: EOF while parsing"
         ),
         "{}",
         lines[1]
