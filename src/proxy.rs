@@ -15,7 +15,7 @@ mod reload;
 mod send;
 mod write;
 
-pub use reload::{is_loopback, moves_data, ConfigReader, ReloadReport, Topology, RESTART_ONLY};
+pub use reload::{is_loopback, moves_data, ConfigReader, LogSink, ReloadReport, Topology, RESTART_ONLY};
 
 use crate::config::Config;
 use crate::error::ProxyError;
@@ -61,7 +61,7 @@ pub struct Proxy<T, S> {
     /// The configuration file and how to read it ([`Proxy::set_config_file`]).
     config_file: Option<(String, ConfigReader)>,
     /// Where log lines go ([`Proxy::set_log`]).
-    log: Option<Rc<dyn Fn(&str)>>,
+    log: Option<LogSink>,
     /// The host's loop starter waiting in [`Proxy::loops_wanted`].
     loop_starter: RefCell<Option<std::task::Waker>>,
     /// Timed into the backend-request histograms once a clock is set.

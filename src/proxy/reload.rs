@@ -502,7 +502,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// Gives the proxy a sink for its log lines (one line each, no newline):
     /// today one per reload attempt and one per backend that has left.
     /// Without it nothing is logged.
-    pub fn set_log(&mut self, log: Rc<dyn Fn(&str)>) {
+    pub fn set_log(&mut self, log: LogSink) {
         self.log = Some(log);
     }
 
@@ -515,6 +515,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
 
 /// Reads the configuration file at the path given ([`Proxy::set_config_file`]).
 pub type ConfigReader = Rc<dyn Fn(&str) -> Result<String, String>>;
+
+/// Takes one log line ([`Proxy::set_log`]).
+pub type LogSink = Rc<dyn Fn(&str)>;
 
 /// Whether `/reload` may be answered to `peer`: only a loopback address (IPv4
 /// `127.0.0.0/8`, IPv6 `::1`, or an IPv4-mapped loopback); an unknown peer is
