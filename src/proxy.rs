@@ -9,6 +9,11 @@
 //! answer or a 5xx, it is appended to the queue (durable when the append
 //! returns). A client hears 204 only when every targeted backend acknowledged
 //! the write or has it in its queue on disk.
+//!
+//! The configuration and what derives from it (routes, filters, the backend
+//! list) form one [`Topology`] snapshot, taken at the start of each request
+//! and swapped by a live reload (`proxy/reload.rs`: [`Proxy::reload`], `POST
+//! /reload`).
 
 mod query;
 mod reload;

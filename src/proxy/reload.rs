@@ -377,7 +377,11 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             states[i].retired.set(false);
         }
         let topology = Topology { generation, config: new, backends, states, active, router, filter };
-        self.superseded.borrow_mut().push(Rc::downgrade(&old));
+        {
+            let mut superseded = self.superseded.borrow_mut();
+            superseded.retain(|weak| weak.strong_count() > 0);
+            superseded.push(Rc::downgrade(&old));
+        }
         *self.topology.borrow_mut() = Rc::new(topology);
         self.wake_loop_starter();
         Ok(ReloadReport { generation, changes })
