@@ -10,8 +10,12 @@
 //! clock (`now_ms`, ms since the Unix epoch, passed to the core's functions),
 //! a monotonic clock (`monotonic_us`, also given to the proxy with
 //! [`Proxy::set_clock`] for the duration histograms), and whether to stop.
-//! Then, for each backend, it spawns [`run_health_checks`] and [`run_replay`]
-//! on its executor. Both loops drive the core only through
+//! Then it runs [`run_backend_loops`], which asks the proxy which loops to
+//! start ([`Proxy::claim_loops`]: at start every backend's health-check and
+//! replay loop, after a reload those of each backend added) and has the host
+//! spawn each, [`run_loop`], on its executor. A backend removed by a reload
+//! keeps its loops until its write queue is delivered
+//! ([`Proxy::retire_if_drained`]); then they end. Both loops drive the core only through
 //! [`Proxy::check_health`] and [`Proxy::replay_step`]; their timing rules
 //! (every `health_check_interval_ms`; replay at once after progress, after
 //! [`REPLAY_IDLE_MS`] when the queue is empty, after the step's backoff when
@@ -90,6 +94,11 @@ pub const RESTART_BACKOFF_MAX_MS: u64 = 30_000;
 /// [`RESTART_BACKOFF_MIN_MS`] again.
 pub const RESTART_RESET_AFTER_MS: u64 = 60_000;
 
+/// The longest the loop starter ([`run_backend_loops`]) waits between two
+/// looks at the loops wanted, in ms (it is woken at once by a reload; this
+/// bounds how late it notices the host stopping).
+pub const LOOP_STARTER_POLL_MS: u64 = 1000;
+
 /// Which background loop of a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoopKind {
@@ -153,37 +162,88 @@ pub async fn run_replay<T: Transport, S: Storage, H: Host>(host: &H, proxy: &Pro
     supervise(host, proxy, LoopKind::Replay, backend, || replay_loop(host, proxy, backend)).await
 }
 
-/// The health-check loop, unsupervised: check, sleep the interval, until the
-/// host stops.
+/// The health-check loop, unsupervised: check, sleep the interval (read
+/// again each time: a reload may change it), until the host stops or the
+/// backend has left ([`Proxy::runs_loops`]).
 pub async fn health_check_loop<T: Transport, S: Storage, H: Host>(
     host: &H,
     proxy: &Proxy<T, S>,
     backend: usize,
 ) {
-    let interval_ms = proxy.config().health_check_interval_ms;
-    while !host.stopping() {
+    while !host.stopping() && proxy.runs_loops(backend) {
         proxy.check_health(backend, host.now_ms()).await;
-        host.sleep(interval_ms).await;
+        host.sleep(proxy.topology().config().health_check_interval_ms).await;
     }
 }
 
 /// The replay loop, unsupervised: one [`Proxy::replay_step`] after another,
-/// waiting as the step says, until the host stops.
+/// waiting as the step says, until the host stops or the backend has left
+/// (removed by a reload, checked whenever its queue is empty:
+/// [`Proxy::retire_if_drained`]).
 pub async fn replay_loop<T: Transport, S: Storage, H: Host>(host: &H, proxy: &Proxy<T, S>, backend: usize) {
-    while !host.stopping() {
+    while !host.stopping() && proxy.runs_loops(backend) {
         match proxy.replay_step(backend, host.now_ms()).await {
             // Let requests run between deliveries.
             ReplayStep::Progress => futures_lite::future::yield_now().await,
-            ReplayStep::Idle => host.sleep(REPLAY_IDLE_MS).await,
+            ReplayStep::Idle => {
+                if proxy.retire_if_drained(backend) {
+                    return;
+                }
+                host.sleep(REPLAY_IDLE_MS).await
+            }
             ReplayStep::RetryAfter(ms) => host.sleep(ms).await,
         }
+    }
+}
+
+/// Runs loop `kind` of backend `backend` (supervised: [`run_health_checks`]
+/// or [`run_replay`]) as handed out by [`Proxy::claim_loops`], and tells the
+/// proxy when it has returned ([`Proxy::loop_ended`], also if it panics), so
+/// that it can be started again if the backend is added back.
+pub async fn run_loop<T: Transport, S: Storage, H: Host>(
+    host: &H,
+    proxy: &Proxy<T, S>,
+    backend: usize,
+    kind: LoopKind,
+) {
+    struct Ended<'a, T: Transport, S: Storage>(&'a Proxy<T, S>, usize, LoopKind);
+    impl<T: Transport, S: Storage> Drop for Ended<'_, T, S> {
+        fn drop(&mut self) {
+            self.0.loop_ended(self.1, self.2);
+        }
+    }
+    let _ended = Ended(proxy, backend, kind);
+    match kind {
+        LoopKind::HealthCheck => run_health_checks(host, proxy, backend).await,
+        LoopKind::Replay => run_replay(host, proxy, backend).await,
+    }
+}
+
+/// The host's loop starter: until the host stops, hands every loop the proxy
+/// wants started ([`Proxy::claim_loops`]) to `spawn(backend, kind)`, which
+/// must spawn [`run_loop`] for it on the host's executor; then waits for a
+/// reload to add a backend ([`Proxy::loops_wanted`], or at most
+/// [`LOOP_STARTER_POLL_MS`]). Run it once per proxy, as its own task.
+pub async fn run_backend_loops<T, S, H, F>(host: &H, proxy: &Proxy<T, S>, mut spawn: F)
+where
+    T: Transport,
+    S: Storage,
+    H: Host,
+    F: FnMut(usize, LoopKind),
+{
+    while !host.stopping() {
+        for (backend, kind) in proxy.claim_loops() {
+            spawn(backend, kind);
+        }
+        proxy.loops_wanted().or(host.sleep(LOOP_STARTER_POLL_MS)).await;
     }
 }
 
 /// Runs the loop made by `start` until the host stops; restarts it (after a
 /// backoff, see the module doc) whenever it returns early or panics, and
 /// records each restart with [`Proxy::record_loop_restart`]. Returns once the
-/// host is stopping and the loop has returned (or panicked).
+/// host is stopping (or the backend has left, [`Proxy::runs_loops`]) and the
+/// loop has returned (or panicked).
 pub async fn supervise<T, S, H, F, L>(
     host: &H,
     proxy: &Proxy<T, S>,
@@ -201,7 +261,7 @@ pub async fn supervise<T, S, H, F, L>(
     loop {
         let started_us = host.monotonic_us();
         let outcome = AssertUnwindSafe(start()).catch_unwind().await;
-        if host.stopping() {
+        if host.stopping() || !proxy.runs_loops(backend) {
             return;
         }
         let reason = match outcome {
@@ -213,7 +273,7 @@ pub async fn supervise<T, S, H, F, L>(
             backoff_ms = RESTART_BACKOFF_MIN_MS;
         }
         host.sleep(backoff_ms).await;
-        if host.stopping() {
+        if host.stopping() || !proxy.runs_loops(backend) {
             return;
         }
         backoff_ms = backoff_ms.saturating_mul(2).min(RESTART_BACKOFF_MAX_MS);

@@ -49,12 +49,24 @@ pub struct Request {
     /// Header names in lower case, values as sent.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The client's IP address as the host's socket saw it (no proxy
+    /// headers are trusted), `None` when the host does not know it (and in
+    /// requests the core sends to backends). Used to answer `POST /reload`
+    /// only to loopback peers.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 impl Request {
-    /// A request with no query, headers or body.
+    /// A request with no query, headers or body, and no peer address.
     pub fn new(method: Method, path: &str) -> Request {
-        Request { method, path: path.to_string(), query: Vec::new(), headers: Vec::new(), body: Vec::new() }
+        Request {
+            method,
+            path: path.to_string(),
+            query: Vec::new(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            peer: None,
+        }
     }
 
     /// The first value of query parameter `name`, if present.

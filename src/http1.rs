@@ -638,6 +638,7 @@ async fn read_request(
         query: url.query().map(decode_params).unwrap_or_default(),
         headers,
         body,
+        peer: None,
     })
 }
 

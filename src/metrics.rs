@@ -17,6 +17,8 @@
 //! | `influx_proxy_write_queue_oldest_age_seconds` | gauge | backend | age of the oldest record waiting (0 when empty) |
 //! | `influx_proxy_write_queue_replay_attempts` | gauge | backend | failed replay attempts of the oldest record |
 //! | `influx_proxy_loop_restarts_total` | counter | loop (`health_check`, `replay`), backend | background loops restarted by the supervisor after a panic or an unexpected end ([`crate::host`]) |
+//! | `influx_proxy_config_reloads_total` | counter | result (`applied`, `refused`) | configuration reload attempts ([`crate::proxy::Proxy::reload`]) |
+//! | `influx_proxy_config_generation` | gauge | | the configuration's generation: 1 at start, +1 per applied reload |
 //! | `influx_proxy_request_duration_seconds` | histogram | endpoint | time from a parsed client request to its answer, in [`crate::proxy::Proxy::handle`] (body reading and writing excluded) |
 //! | `influx_proxy_backend_request_duration_seconds` | histogram | backend | time of each request to the backend, answered or not (writes, queries, replay, health checks) |
 //!
@@ -64,6 +66,11 @@ struct LoopLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     endpoint: String,
     status: u16,
@@ -104,6 +111,8 @@ pub struct Metrics {
     queue_oldest_age: Family<BackendLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     queue_replay_attempts: Family<BackendLabels, Gauge>,
     loop_restarts: Family<LoopLabels, Counter>,
+    config_reloads: Family<ResultLabels, Counter>,
+    config_generation: Gauge,
     request_duration: HistogramFamily<EndpointLabels>,
     backend_request_duration: HistogramFamily<BackendLabels>,
 }
@@ -143,6 +152,12 @@ impl Metrics {
         let queue_oldest_age = Family::<BackendLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         let queue_replay_attempts = Family::<BackendLabels, Gauge>::default();
         let loop_restarts = Family::<LoopLabels, Counter>::default();
+        let config_reloads = Family::<ResultLabels, Counter>::default();
+        for result in ["applied", "refused"] {
+            let _ = config_reloads.get_or_create(&ResultLabels { result: result.into() });
+        }
+        let config_generation = Gauge::default();
+        config_generation.set(1);
         let request_duration: HistogramFamily<EndpointLabels> =
             Family::new_with_constructor(duration_histogram);
         let backend_request_duration: HistogramFamily<BackendLabels> =
@@ -193,6 +208,16 @@ impl Metrics {
             "Background loops (health_check, replay) restarted after a panic or an unexpected end",
             loop_restarts.clone(),
         );
+        registry.register(
+            "config_reloads",
+            "Configuration reload attempts, by result (applied, refused)",
+            config_reloads.clone(),
+        );
+        registry.register(
+            "config_generation",
+            "The configuration's generation: 1 at start, +1 per applied reload",
+            config_generation.clone(),
+        );
         registry.register_with_unit(
             "request_duration",
             "Time from a parsed client request to its answer, by endpoint",
@@ -220,6 +245,8 @@ impl Metrics {
             queue_oldest_age,
             queue_replay_attempts,
             loop_restarts,
+            config_reloads,
+            config_generation,
             request_duration,
             backend_request_duration,
         }
@@ -231,6 +258,30 @@ impl Metrics {
         self.loop_restarts
             .get_or_create(&LoopLabels { r#loop: loop_name.to_string(), backend: backend_name.to_string() })
             .inc();
+    }
+
+    /// Counts one configuration reload attempt; `result` is `"applied"` or
+    /// `"refused"`.
+    pub fn config_reload(&self, result: &str) {
+        self.config_reloads.get_or_create(&ResultLabels { result: result.to_string() }).inc();
+    }
+
+    /// Removes `backend`'s gauges (its queue, health and replay figures):
+    /// called when a backend removed by a reload has left, so that no stale
+    /// values stay exposed. Its counters stay (they only ever grow).
+    pub fn forget_backend(&self, backend_name: &str) {
+        let labels = backend(backend_name);
+        self.queue_records.remove(&labels);
+        self.queue_bytes.remove(&labels);
+        self.dead_letters.remove(&labels);
+        self.healthy.remove(&labels);
+        self.queue_oldest_age.remove(&labels);
+        self.queue_replay_attempts.remove(&labels);
+    }
+
+    /// Sets the configuration generation gauge.
+    pub fn config_generation(&self, generation: u64) {
+        self.config_generation.set(gauge_value(generation));
     }
 
     /// Observes one client request to `endpoint` that took `micros` µs.

@@ -9,24 +9,32 @@
 //! answer or a 5xx, it is appended to the queue (durable when the append
 //! returns). A client hears 204 only when every targeted backend acknowledged
 //! the write or has it in its queue on disk.
+//!
+//! The configuration and what derives from it (routes, filters, the backend
+//! list) form one [`Topology`] snapshot, taken at the start of each request
+//! and swapped by a live reload (`proxy/reload.rs`: [`Proxy::reload`], `POST
+//! /reload`).
 
 mod query;
+mod reload;
 mod send;
 mod write;
+
+pub use reload::{is_loopback, moves_data, ConfigReader, LogSink, ReloadReport, Topology, RESTART_ONLY};
 
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::health_check::Health;
 use crate::http::{Method, Request, Response};
 use crate::metrics::{BackendGauges, Metrics, MonotonicClock, TimedTransport};
-use crate::route::Router;
 use crate::statement::StatementFilter;
 use crate::storage::Storage;
-use crate::transport::{BackendAddr, Transport};
+use crate::transport::Transport;
 use crate::write_queue::{QueueError, Record, RecordId, WriteQueue};
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::{Rc, Weak};
 use std::task::Poll;
 
 /// What [`Proxy::replay_step`] did, and when the host should call it again.
@@ -45,14 +53,25 @@ pub enum ReplayStep {
 /// The proxy: configuration, backends, their health and write queues.
 /// Single-threaded: hosts run it on one executor thread and share it by `Rc`.
 pub struct Proxy<T, S> {
-    config: Config,
-    backends: Vec<BackendAddr>,
-    router: Router,
-    filter: StatementFilter,
+    /// The configuration in force and what derives from it; borrowed only to
+    /// clone the `Rc` ([`Proxy::topology`]), never across an `.await`.
+    topology: RefCell<Rc<Topology>>,
+    /// Topologies replaced by a reload, while requests may still hold them
+    /// (see [`Proxy::retire_if_drained`]).
+    superseded: RefCell<Vec<Weak<Topology>>>,
+    /// Held by the reload in progress: reloads run one at a time.
+    reloads: async_lock::Mutex<()>,
+    /// The last reload attempt, for `/health`.
+    last_reload: RefCell<Option<reload::LastReload>>,
+    /// The configuration file and how to read it ([`Proxy::set_config_file`]).
+    config_file: Option<(String, ConfigReader)>,
+    /// Where log lines go ([`Proxy::set_log`]).
+    log: Option<LogSink>,
+    /// The host's loop starter waiting in [`Proxy::loops_wanted`].
+    loop_starter: RefCell<Option<std::task::Waker>>,
     /// Timed into the backend-request histograms once a clock is set.
     transport: TimedTransport<T>,
     storage: S,
-    states: Vec<BackendState>,
     metrics: Metrics,
     /// The host's monotonic clock (µs), for the duration histograms; none
     /// until [`Proxy::set_clock`].
@@ -75,6 +94,28 @@ struct BackendState {
     /// The replay policy's view of the head record (not persisted: counts
     /// restart at 0 when the proxy restarts).
     replay: Cell<HeadReplay>,
+    /// Removed by a reload and its queue delivered: it has left, its loops
+    /// end ([`Proxy::retire_if_drained`]); cleared if it is added back.
+    retired: Cell<bool>,
+    /// Whether its health-check (0) and replay (1) loops are running
+    /// ([`Proxy::claim_loops`], [`Proxy::loop_ended`]).
+    loops: [Cell<bool>; 2],
+}
+
+impl BackendState {
+    /// The state of a backend whose queue was just opened: up, no backoff.
+    fn new(queue: WriteQueue) -> BackendState {
+        BackendState {
+            queue,
+            health: RefCell::new(Health::new()),
+            backoff_ms: Cell::new(0),
+            replay: Cell::new(HeadReplay::default()),
+            loop_restarts: Cell::new(0),
+            last_loop_error: RefCell::new(None),
+            retired: Cell::new(false),
+            loops: [Cell::new(false), Cell::new(false)],
+        }
+    }
 }
 
 /// Replay attempts of one queue's head record.
@@ -114,32 +155,29 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// by [`Config::parse`]), or a queue that cannot be opened; the message
     /// names the backend.
     pub async fn open(config: Config, transport: T, storage: S) -> Result<Self, String> {
-        let backends = config.backend_addrs().map_err(|e| e.to_string())?;
-        let router = config.router().map_err(|e| e.to_string())?;
-        let filter = StatementFilter::new(&config.forbidden_statements, &config.allowed_statements)?;
-        let mut states = Vec::with_capacity(backends.len());
-        for name in backends.iter().map(|b| &b.name) {
+        // Checked before any queue is opened.
+        config.backend_addrs().map_err(|e| e.to_string())?;
+        config.router().map_err(|e| e.to_string())?;
+        StatementFilter::new(&config.forbidden_statements, &config.allowed_statements)?;
+        let mut states = Vec::with_capacity(config.backends.len());
+        for name in config.backends.keys() {
             let queue = WriteQueue::open(&storage, &format!("queue/{name}"), config.queue_max_bytes)
                 .await
                 .map_err(|e| format!("write queue of backend {name}: {e}"))?;
-            states.push(BackendState {
-                queue,
-                health: RefCell::new(Health::new()),
-                backoff_ms: Cell::new(0),
-                replay: Cell::new(HeadReplay::default()),
-                loop_restarts: Cell::new(0),
-                last_loop_error: RefCell::new(None),
-            });
+            states.push(Rc::new(BackendState::new(queue)));
         }
+        let topology = Topology::first(config, states)?;
         let metrics = Metrics::new();
         Ok(Proxy {
-            config,
-            backends,
-            router,
-            filter,
+            topology: RefCell::new(Rc::new(topology)),
+            superseded: RefCell::new(Vec::new()),
+            reloads: async_lock::Mutex::new(()),
+            last_reload: RefCell::new(None),
+            config_file: None,
+            log: None,
+            loop_starter: RefCell::new(None),
             transport: metrics.timed(transport),
             storage,
-            states,
             metrics,
             clock: None,
             last_default_ns: Cell::new(0),
@@ -171,7 +209,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         reason: &str,
         now_ms: u64,
     ) {
-        let (Some(state), Some(addr)) = (self.states.get(backend), self.backends.get(backend)) else {
+        let topo = self.topology();
+        let (Some(state), Some(addr)) = (topo.states.get(backend), topo.backends.get(backend)) else {
             return;
         };
         state.loop_restarts.set(state.loop_restarts.get().saturating_add(1));
@@ -196,27 +235,20 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
 
     /// How many times backend `backend`'s background loops were restarted.
     pub fn loop_restarts(&self, backend: usize) -> u64 {
-        self.states.get(backend).map_or(0, |s| s.loop_restarts.get())
-    }
-
-    /// The configuration in force.
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    /// The backends, in index order.
-    pub fn backends(&self) -> &[BackendAddr] {
-        &self.backends
+        let topo = self.topology();
+        topo.states.get(backend).map_or(0, |s| s.loop_restarts.get())
     }
 
     /// Whether backend `backend` (index) is up according to its health checks.
     pub fn is_healthy(&self, backend: usize) -> bool {
-        self.states.get(backend).is_some_and(|s| s.health.borrow().is_healthy())
+        let topo = self.topology();
+        topo.states.get(backend).is_some_and(|s| s.health.borrow().is_healthy())
     }
 
     /// Records and bytes waiting in backend `backend`'s write queue.
     pub fn queue_depth(&self, backend: usize) -> crate::write_queue::QueueDepth {
-        self.states.get(backend).map(|s| s.queue.depth()).unwrap_or_default()
+        let topo = self.topology();
+        topo.states.get(backend).map(|s| s.queue.depth()).unwrap_or_default()
     }
 
     /// Answers one client request (`/ping`, `/write`, `/api/v2/write`, `/query`,
@@ -233,15 +265,20 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             "/query" => "query",
             "/health" => "health",
             "/metrics" => "metrics",
+            "/reload" => "reload",
             _ => "other",
         };
+        // The request's snapshot: a reload while it runs does not change
+        // its routes, filters or limits.
+        let topology = self.topology();
         let result = match endpoint {
             "ping" => self.ping(&request),
-            "write" => self.write(&request, write::WriteApi::V1, now_ms).await,
-            "api_v2_write" => self.write(&request, write::WriteApi::V2, now_ms).await,
-            "query" => self.query(&request, now_ms).await,
+            "write" => self.write(&topology, &request, write::WriteApi::V1, now_ms).await,
+            "api_v2_write" => self.write(&topology, &request, write::WriteApi::V2, now_ms).await,
+            "query" => self.query(&topology, &request, now_ms).await,
             "health" => self.health(&request, now_ms),
             "metrics" => self.metrics(&request, now_ms),
+            "reload" => self.reload_endpoint(&request, now_ms).await,
             _ => Err(ProxyError::NotFound(format!("404 page not found: {}", request.path))),
         };
         let mut response = result.unwrap_or_else(|e| e.to_response());
@@ -260,7 +297,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// 2xx. Marks the backend down after `health_check_fall` failures in a row
     /// and up after `health_check_rise` successes in a row.
     pub async fn check_health(&self, backend: usize, now_ms: u64) {
-        let Some(addr) = self.backends.get(backend) else { return };
+        let topo = self.topology();
+        let Some(addr) = topo.backends.get(backend) else { return };
         match self.transport.send(addr, Request::new(Method::Get, "/ping")).await {
             Ok(r) if (200..300).contains(&r.status) => self.record_ok(backend),
             Ok(r) => self.record_failure(backend, format!("ping answered HTTP {}", r.status), now_ms),
@@ -285,7 +323,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     ///   have no age), then moved to the dead-letter file with the reason, so
     ///   the records behind it flow.
     pub async fn replay_step(&self, backend: usize, now_ms: u64) -> ReplayStep {
-        let (Some(addr), Some(state)) = (self.backends.get(backend), self.states.get(backend)) else {
+        let topo = self.topology();
+        let (Some(addr), Some(state)) = (topo.backends.get(backend), topo.states.get(backend)) else {
             return ReplayStep::Idle;
         };
         let (id, record) = match state.queue.peek(&self.storage).await {
@@ -295,7 +334,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                     replay = HeadReplay { head: Some((id.segment, id.offset)), ..HeadReplay::default() };
                     state.replay.set(replay);
                 }
-                let max_attempts = u64::from(self.config.replay_max_attempts);
+                let max_attempts = u64::from(topo.config.replay_max_attempts);
                 if replay.restarts > 0 && replay.record_failures >= max_attempts {
                     let reason = format!(
                         "replay gave up after {} attempts, {} of them ending with the replay loop \
@@ -312,7 +351,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             }
             Err(e) => {
                 self.record_failure(backend, format!("write queue: {e}"), now_ms);
-                return ReplayStep::RetryAfter(self.config.replay_backoff_max_ms);
+                return ReplayStep::RetryAfter(topo.config.replay_backoff_max_ms);
             }
         };
         let sent = self.send_record_judging_each(backend, &record).await;
@@ -368,7 +407,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             // The record was delivered but could not be removed: it will be
             // delivered again (line protocol writes are idempotent).
             self.record_failure(backend, format!("write queue: {e}"), now_ms);
-            return ReplayStep::RetryAfter(self.config.replay_backoff_max_ms);
+            return ReplayStep::RetryAfter(topo.config.replay_backoff_max_ms);
         }
         if rejection.is_none() {
             self.metrics.replayed(&addr.name);
@@ -393,7 +432,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         error: String,
         now_ms: u64,
     ) -> ReplayStep {
-        let (state, addr) = (&self.states[backend], &self.backends[backend]);
+        let topo = self.topology();
+        let (state, addr) = (&topo.states[backend], &topo.backends[backend]);
         let mut replay = state.replay.get();
         replay.attempts += 1;
         state.replay.set(replay);
@@ -406,7 +446,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         }
         replay.record_failures += 1;
         state.replay.set(replay);
-        let max_attempts = u64::from(self.config.replay_max_attempts);
+        let max_attempts = u64::from(topo.config.replay_max_attempts);
         let age_ms = id.pushed_ms.map(|t| now_ms.saturating_sub(t));
         let reason = if replay.record_failures >= max_attempts {
             format!(
@@ -414,11 +454,11 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                  (replay_max_attempts {max_attempts}): {error}",
                 replay.record_failures
             )
-        } else if let Some(age) = age_ms.filter(|&a| a >= self.config.replay_max_age_ms) {
+        } else if let Some(age) = age_ms.filter(|&a| a >= topo.config.replay_max_age_ms) {
             format!(
                 "replay gave up: record queued {age} ms ago (replay_max_age_ms {}), \
                  failing while the backend answered /ping: {error}",
-                self.config.replay_max_age_ms
+                topo.config.replay_max_age_ms
             )
         } else {
             return self.replay_failed(backend, error, now_ms);
@@ -436,7 +476,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         reason: &str,
         now_ms: u64,
     ) -> ReplayStep {
-        let (state, addr) = (&self.states[backend], &self.backends[backend]);
+        let topo = self.topology();
+        let (state, addr) = (&topo.states[backend], &topo.backends[backend]);
         self.metrics.backend_error(&addr.name);
         match state.queue.dead_letter(&self.storage, id, record, reason, now_ms).await {
             Ok(()) => {
@@ -447,7 +488,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             }
             Err(e) => {
                 self.record_failure(backend, format!("write queue: {e}"), now_ms);
-                ReplayStep::RetryAfter(self.config.replay_backoff_max_ms)
+                ReplayStep::RetryAfter(topo.config.replay_backoff_max_ms)
             }
         }
     }
@@ -455,45 +496,51 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// Age in ms of the oldest record in backend `backend`'s queue at
     /// `now_ms`; `None` when the queue is empty or its head has no push time.
     pub fn oldest_record_age_ms(&self, backend: usize, now_ms: u64) -> Option<u64> {
-        let pushed = self.states.get(backend)?.queue.oldest_pushed_ms()?;
+        let topo = self.topology();
+        let pushed = topo.states.get(backend)?.queue.oldest_pushed_ms()?;
         Some(now_ms.saturating_sub(pushed))
     }
 
     /// Failed replay attempts of the head record of backend `backend`'s
     /// queue (since it became the head, counted since the proxy started).
     pub fn replay_attempts(&self, backend: usize) -> u64 {
-        self.states.get(backend).map_or(0, |s| s.replay.get().attempts)
+        let topo = self.topology();
+        topo.states.get(backend).map_or(0, |s| s.replay.get().attempts)
     }
 
     fn replay_failed(&self, backend: usize, error: String, now_ms: u64) -> ReplayStep {
+        let topo = self.topology();
         self.record_write_failure(backend, error, now_ms);
-        let state = &self.states[backend];
-        let min = self.config.replay_backoff_min_ms.max(1);
+        let state = &topo.states[backend];
+        let min = topo.config.replay_backoff_min_ms.max(1);
         let next = match state.backoff_ms.get() {
             0 => min,
-            b => b.saturating_mul(2).min(self.config.replay_backoff_max_ms.max(min)),
+            b => b.saturating_mul(2).min(topo.config.replay_backoff_max_ms.max(min)),
         };
         state.backoff_ms.set(next);
         ReplayStep::RetryAfter(next)
     }
 
     fn record_ok(&self, backend: usize) {
-        if let Some(s) = self.states.get(backend) {
-            s.health.borrow_mut().record_ok(self.config.health_check_rise);
+        let topo = self.topology();
+        if let Some(s) = topo.states.get(backend) {
+            s.health.borrow_mut().record_ok(topo.config.health_check_rise);
         }
     }
 
     fn record_failure(&self, backend: usize, error: String, now_ms: u64) {
-        if let (Some(s), Some(addr)) = (self.states.get(backend), self.backends.get(backend)) {
+        let topo = self.topology();
+        if let (Some(s), Some(addr)) = (topo.states.get(backend), topo.backends.get(backend)) {
             self.metrics.backend_error(&addr.name);
-            s.health.borrow_mut().record_failure(self.config.health_check_fall, error, now_ms);
+            s.health.borrow_mut().record_failure(topo.config.health_check_fall, error, now_ms);
         }
     }
 
     /// A write (direct or replayed) the backend answered: see
     /// [`Health::record_write_ok`].
     fn record_write_ok(&self, backend: usize) {
-        if let Some(s) = self.states.get(backend) {
+        let topo = self.topology();
+        if let Some(s) = topo.states.get(backend) {
             s.health.borrow_mut().record_write_ok();
         }
     }
@@ -501,9 +548,10 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// A write (direct or replayed) with no answer, a timeout or a 5xx:
     /// counts towards `health_check_fall` ([`Health::record_write_failure`]).
     fn record_write_failure(&self, backend: usize, error: String, now_ms: u64) {
-        if let (Some(s), Some(addr)) = (self.states.get(backend), self.backends.get(backend)) {
+        let topo = self.topology();
+        if let (Some(s), Some(addr)) = (topo.states.get(backend), topo.backends.get(backend)) {
             self.metrics.backend_error(&addr.name);
-            s.health.borrow_mut().record_write_failure(self.config.health_check_fall, error, now_ms);
+            s.health.borrow_mut().record_write_failure(topo.config.health_check_fall, error, now_ms);
         }
     }
 
@@ -520,8 +568,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// are queued (one record) and count as one failure towards
     /// `health_check_fall`. A 4xx (also a 413 for a single point) is passed on.
     async fn deliver_shared(&self, backend: usize, record: &Record, points: u64, now_ms: u64) -> Delivery {
-        let state = &self.states[backend];
-        let addr = &self.backends[backend];
+        let topo = self.topology();
+        let state = &topo.states[backend];
+        let addr = &topo.backends[backend];
         if !state.queue.is_empty() || !state.health.borrow().is_healthy() {
             return self.enqueue(backend, record, now_ms).await;
         }
@@ -562,7 +611,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     }
 
     async fn enqueue(&self, backend: usize, record: &Record, now_ms: u64) -> Delivery {
-        match self.states[backend].queue.push(&self.storage, record, now_ms).await {
+        let topo = self.topology();
+        match topo.states[backend].queue.push(&self.storage, record, now_ms).await {
             Ok(()) => Delivery::Queued,
             Err(e) => Delivery::NotKept(e),
         }
@@ -572,6 +622,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// client's answer: 503 if any backend could not keep it, else the first
     /// backend refusal (4xx), else the delivered responses.
     fn settle(&self, deliveries: Vec<(usize, Delivery)>) -> Result<Vec<(usize, Response)>, ProxyError> {
+        let topo = self.topology();
         let mut delivered = Vec::new();
         let mut not_kept = Vec::new();
         let mut rejected = None;
@@ -581,7 +632,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                     rejected.get_or_insert(ProxyError::Backend { status, message });
                 }
                 Delivery::NotKept(e) => {
-                    not_kept.push(format!("backend {}: {e}", self.backends[backend].name))
+                    not_kept.push(format!("backend {}: {e}", topo.backends[backend].name))
                 }
                 Delivery::Delivered(r) => delivered.push((backend, r)),
                 Delivery::Queued => {}
@@ -616,13 +667,19 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// `GET /health`: 200 with `"status":"pass"` when every backend is up,
     /// `"warn"` when some are down, 503 `"fail"` when all are down.
     fn health(&self, request: &Request, now_ms: u64) -> Result<Response, ProxyError> {
+        let topo = self.topology();
         allow(request, &[Method::Get, Method::Head])?;
         let mut backends = Vec::new();
         let mut up = 0;
-        for (i, (addr, state)) in self.backends.iter().zip(&self.states).enumerate() {
+        for (i, (addr, state)) in topo.backends.iter().zip(&topo.states).enumerate() {
+            let active = topo.is_active(i);
+            if !active && state.retired.get() {
+                // Removed by a reload and left: nothing more to show.
+                continue;
+            }
             let gauges = self.backend_gauges(i, state, now_ms);
             let health = state.health.borrow();
-            up += usize::from(gauges.healthy);
+            up += usize::from(gauges.healthy && active);
             // The most recent of the last backend error and the last loop restart.
             let loop_error = state.last_loop_error.borrow();
             let (last_error, last_error_ms) = match (&*loop_error, health.last_error_ms()) {
@@ -644,17 +701,35 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 "oldest_record_age_ms": self.oldest_record_age_ms(i, now_ms),
                 "replay_attempts": gauges.replay_attempts,
                 "loop_restarts": state.loop_restarts.get(),
+                // "leaving": removed by a reload, delivering its queue.
+                "state": if active { "active" } else { "leaving" },
             }));
         }
         let (status, code) = match up {
-            n if n == self.backends.len() => ("pass", 200),
+            n if n == topo.active.len() => ("pass", 200),
             0 => ("fail", 503),
             _ => ("warn", 200),
         };
+        let last_reload = self.last_reload.borrow().as_ref().map(|last| match &last.result {
+            Ok(report) => serde_json::json!({
+                "at_ms": last.at_ms,
+                "result": "applied",
+                "changes": report.changes,
+                "error": null,
+            }),
+            Err(e) => serde_json::json!({
+                "at_ms": last.at_ms,
+                "result": "refused",
+                "changes": [],
+                "error": e,
+            }),
+        });
         let body = serde_json::json!({
             "name": "influx-proxy",
             "version": crate::VERSION,
             "status": status,
+            "config_generation": topo.generation,
+            "last_reload": last_reload,
             "backends": backends,
         });
         let mut bytes = serde_json::to_vec_pretty(&body).map_err(|e| ProxyError::Internal(e.to_string()))?;
@@ -677,14 +752,18 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     }
 
     fn metrics(&self, request: &Request, now_ms: u64) -> Result<Response, ProxyError> {
+        let topo = self.topology();
         allow(request, &[Method::Get, Method::Head])?;
-        let gauges: Vec<(&str, BackendGauges)> = self
+        // The configured backends and the leaving ones, not those that left.
+        let gauges: Vec<(&str, BackendGauges)> = topo
             .backends
             .iter()
-            .zip(&self.states)
+            .zip(&topo.states)
             .enumerate()
+            .filter(|(i, (_, s))| topo.is_active(*i) || !s.retired.get())
             .map(|(i, (addr, s))| (addr.name.as_str(), self.backend_gauges(i, s, now_ms)))
             .collect();
+        self.metrics.config_generation(topo.generation);
         let text = self.metrics.render(&gauges);
         Ok(Response {
             status: 200,
@@ -694,6 +773,32 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             )],
             body: text.into_bytes(),
         })
+    }
+}
+
+impl<T: Transport, S: Storage> Proxy<T, S> {
+    /// `POST /reload`: re-reads the configuration file and applies it
+    /// ([`Proxy::reload_file`]). Answered only to loopback peers (403
+    /// otherwise, and when the host does not know the peer); 405 for another
+    /// method; 404 when the proxy was given no file. 200 `{"generation":N,
+    /// "changes":[...]}`, or 400 `{"error":"<the one-line reason>"}` when the
+    /// file is invalid or the change refused (the old configuration keeps
+    /// serving).
+    async fn reload_endpoint(&self, request: &Request, now_ms: u64) -> Result<Response, ProxyError> {
+        allow(request, &[Method::Post])?;
+        if !is_loopback(request.peer) {
+            return Err(ProxyError::Forbidden(
+                "/reload is answered only to clients on a loopback address".into(),
+            ));
+        }
+        if self.config_file.is_none() {
+            return Err(ProxyError::NotFound("404 page not found: /reload (no configuration file)".into()));
+        }
+        let report = self.reload_file(now_ms).await.map_err(ProxyError::BadRequest)?;
+        let body = serde_json::json!({ "generation": report.generation, "changes": report.changes });
+        let mut bytes = serde_json::to_vec(&body).map_err(|e| ProxyError::Internal(e.to_string()))?;
+        bytes.push(b'\n');
+        Ok(Response::json(200, bytes))
     }
 }
 

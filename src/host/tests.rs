@@ -322,3 +322,74 @@ fn a_record_that_makes_every_replay_attempt_panic_is_dead_lettered_and_the_queue
     assert_eq!(b["dead_letters"], 1, "{b}");
     assert!(get(&proxy, "/metrics").contains("influx_proxy_replay_given_up_total{backend=\"b\"} 1"));
 }
+
+/// Two backends, a and b, both in `_default_`.
+fn two_backends(with_b: bool) -> Config {
+    let (backends, keymap) = if with_b {
+        (
+            r#""a": { "url": "http://127.0.0.1:8086" }, "b": { "url": "http://127.0.0.1:8087" }"#,
+            r#"["a", "b"]"#,
+        )
+    } else {
+        (r#""a": { "url": "http://127.0.0.1:8086" }"#, r#"["a"]"#)
+    };
+    let text = format!(r#"{{ "backends": {{ {backends} }}, "keymaps": {{ "_default_": {keymap} }} }}"#);
+    Config::parse("test.json", &text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn the_loop_starter_starts_the_loops_of_a_backend_added_by_a_reload() {
+    let p = block_on(Proxy::open(two_backends(false), Mock::default(), MemStorage::default())).unwrap();
+    let stop = Rc::new(Cell::new(false));
+    let host = {
+        let stop = stop.clone();
+        TestHost::new(move || stop.get())
+    };
+    let spawned: RefCell<Vec<(usize, LoopKind)>> = RefCell::new(Vec::new());
+    block_on(futures_lite::future::zip(
+        run_backend_loops(&host, &p, |backend, kind| spawned.borrow_mut().push((backend, kind))),
+        async {
+            futures_lite::future::yield_now().await;
+            assert_eq!(*spawned.borrow(), [(0, LoopKind::HealthCheck), (0, LoopKind::Replay)]);
+            p.reload(two_backends(true), 5).await.unwrap();
+            for _ in 0..3 {
+                futures_lite::future::yield_now().await;
+            }
+            stop.set(true);
+        },
+    ));
+    assert_eq!(
+        *spawned.borrow(),
+        [
+            (0, LoopKind::HealthCheck),
+            (0, LoopKind::Replay),
+            (1, LoopKind::HealthCheck),
+            (1, LoopKind::Replay)
+        ]
+    );
+}
+
+#[test]
+fn a_removed_backends_loops_end_once_its_queue_is_delivered() {
+    let mock = Mock::default();
+    let p = block_on(Proxy::open(two_backends(true), mock.clone(), MemStorage::default())).unwrap();
+    assert_eq!(p.claim_loops().len(), 4);
+    // The first two sends (to a, then to b) are refused: both queue the write.
+    mock.plan(&[Next::Refuse, Next::Refuse]);
+    let mut request = Request::new(Method::Post, "/write");
+    request.query = vec![("db".into(), "telegraf".into())];
+    request.body = b"cpu v=1 1\n".to_vec();
+    assert_eq!(block_on(p.handle(request, 1_000)).status, 204);
+    assert_eq!(p.queue_depth(1).records, 1);
+    block_on(p.reload(two_backends(false), 2_000)).unwrap();
+
+    let host = TestHost::new(|| false);
+    block_on(run_loop(&host, &p, 1, LoopKind::Replay));
+    assert!(host.sleeps.borrow().len() < 10_000, "the replay loop ended by itself");
+    assert_eq!(p.queue_depth(1).records, 0, "its queue was delivered first");
+    assert!(mock.answered("/write").iter().any(|b| b == "cpu v=1 1\n"));
+    assert!(!p.runs_loops(1));
+    block_on(run_loop(&host, &p, 1, LoopKind::HealthCheck));
+    // Nothing to start again for it; the configured backend's loops still run.
+    assert_eq!(p.claim_loops(), []);
+}

@@ -26,6 +26,7 @@ use crate::proxy::Proxy;
 use futures_lite::{FutureExt, StreamExt};
 use smol::channel::{Receiver, Sender};
 use smol::{LocalExecutor, Timer};
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -93,6 +94,12 @@ pub fn load_config(path: &str) -> Result<Config, String> {
     Config::parse(path, &text).map_err(|e| one_line(&e.to_string()))
 }
 
+/// Reads the configuration file whole for a reload. Error: one line,
+/// `FILE: cannot read the file: ...`.
+fn read_config_file(path: &str) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| one_line(&format!("{path}: cannot read the file: {e}")))
+}
+
 /// Binds the configured `listen` address. Errors are one line naming the file
 /// and `$.listen`, e.g. `config/proxy.json: $.listen: address 127.0.0.1:7076
 /// already in use`.
@@ -108,7 +115,8 @@ pub fn bind(config_file: &str, listen: &str) -> Result<std::net::TcpListener, St
 }
 
 /// Runs the proxy described by the configuration file until SIGINT or SIGTERM,
-/// then shuts down gracefully (stop accepting, finish requests in flight for
+/// applying the file again on SIGHUP or `POST /reload` from a loopback
+/// client ([`Proxy::reload_file`]), then shuts down gracefully (stop accepting, finish requests in flight for
 /// at most 10 s, let each replay step in progress end). A second signal during
 /// the shutdown stops at once.
 ///
@@ -145,17 +153,42 @@ async fn serve_proxy(
         .await
         .map_err(|e| one_line(&format!("cannot open the write queues in {data_dir}: {e}")))?;
     proxy.set_clock(Rc::new(monotonic_us));
+    proxy.set_config_file(config_path.to_string(), Rc::new(read_config_file));
+    proxy.set_log(Rc::new(|line: &str| eprintln!("influx-proxy: {line}")));
     let proxy: Rc<NativeProxy> = Rc::new(proxy);
 
     // Closed at shutdown: background loops stop after their current step.
     let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
     let host = Rc::new(NativeHost::new(stop_rx));
-    let mut replay_tasks = Vec::new();
-    for backend in 0..proxy.backends().len() {
+    // Every backend's health-check and replay loops, now and for each
+    // backend a reload adds; the replay tasks are awaited at shutdown.
+    let replay_tasks: Rc<RefCell<Vec<smol::Task<()>>>> = Rc::default();
+    let loop_starter = {
+        let (p, h, tasks) = (proxy.clone(), host.clone(), replay_tasks.clone());
+        let spawn = move |backend: usize, kind: crate::host::LoopKind| {
+            let (p, h) = (p.clone(), h.clone());
+            let task = ex.spawn(async move { crate::host::run_loop(&*h, &*p, backend, kind).await });
+            match kind {
+                crate::host::LoopKind::Replay => tasks.borrow_mut().push(task),
+                crate::host::LoopKind::HealthCheck => task.detach(),
+            }
+        };
         let (p, h) = (proxy.clone(), host.clone());
-        ex.spawn(async move { crate::host::run_health_checks(&*h, &*p, backend).await }).detach();
-        let (p, h) = (proxy.clone(), host.clone());
-        replay_tasks.push(ex.spawn(async move { crate::host::run_replay(&*h, &*p, backend).await }));
+        async move { crate::host::run_backend_loops(&*h, &*p, spawn).await }
+    };
+
+    // SIGHUP: re-read the configuration file and apply it (logged by the proxy).
+    let mut hangups = async_signal::Signals::new([async_signal::Signal::Hup])
+        .map_err(|e| one_line(&format!("cannot install the signal handlers: {e}")))?;
+    {
+        let proxy = proxy.clone();
+        ex.spawn(async move {
+            while hangups.next().await.is_some() {
+                // The outcome is logged and shown in /health.
+                let _ = proxy.reload_file(now_ms()).await;
+            }
+        })
+        .detach();
     }
 
     // First signal: graceful shutdown; second: stop at once.
@@ -181,7 +214,12 @@ async fn serve_proxy(
         first_rx.recv().await.ok();
     };
     let graceful = async {
-        let busy = serve(ex, listener, handler, options, shutdown).await;
+        let busy = serve(ex, listener, handler, options, shutdown)
+            .or(async {
+                loop_starter.await;
+                std::future::pending().await
+            })
+            .await;
         if busy > 0 {
             eprintln!(
                 "influx-proxy: {busy} connection(s) still busy after the shutdown grace period, closed"
@@ -189,7 +227,8 @@ async fn serve_proxy(
         }
         drop(stop_tx);
         let replay_done = async {
-            for task in replay_tasks {
+            let tasks = std::mem::take(&mut *replay_tasks.borrow_mut());
+            for task in tasks {
                 task.await;
             }
         };

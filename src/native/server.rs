@@ -101,13 +101,18 @@ where
             .await;
         match accepted {
             None => break,
-            Some(Ok((stream, _peer))) => {
+            Some(Ok((stream, peer))) => {
                 stream.set_nodelay(true).ok();
                 let host = NativeConnection { shared: shared.clone(), stop: stop_rx.clone() };
                 let (handler, connection) = (handler.clone(), connection.clone());
                 shared.active.set(shared.active.get() + 1);
                 ex.spawn(async move {
-                    serve_connection(stream, &connection, &host, |request| (*handler)(request)).await;
+                    // The peer address as the socket gives it (for `/reload`'s loopback check).
+                    let with_peer = |mut request: Request| {
+                        request.peer = Some(peer.ip());
+                        (*handler)(request)
+                    };
+                    serve_connection(stream, &connection, &host, with_peer).await;
                     host.shared.active.set(host.shared.active.get() - 1);
                 })
                 .detach();

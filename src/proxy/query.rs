@@ -38,7 +38,7 @@
 //! `{"results":[...]}` body.
 
 use super::Delivery;
-use super::{allow, join_all, Proxy};
+use super::{allow, join_all, Proxy, Topology};
 use crate::error::ProxyError;
 use crate::http::{decode_params, Method, Request, Response};
 use crate::results::{
@@ -155,7 +155,12 @@ fn failed(outcome: &Outcome) -> bool {
 }
 
 impl<T: Transport, S: Storage> Proxy<T, S> {
-    pub(super) async fn query(&self, request: &Request, now_ms: u64) -> Result<Response, ProxyError> {
+    pub(super) async fn query(
+        &self,
+        topo: &Topology,
+        request: &Request,
+        now_ms: u64,
+    ) -> Result<Response, ProxyError> {
         allow(request, &[Method::Get, Method::Post])?;
         let params = query_params(request);
         let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
@@ -186,12 +191,12 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         if statements.is_empty() {
             return Err(ProxyError::BadRequest("error parsing query: empty query".into()));
         }
-        let plans = self.plan(&statements)?;
+        let plans = self.plan(topo, &statements)?;
         // The proxy's planner reads only what routing needs: a statement
         // InfluxDB cannot parse after a mutation would reach a backend after
         // the mutation ran. InfluxDB parses the whole query first.
         if plans.len() > 1 && plans.iter().any(|p| matches!(p.action, Action::Mutate { .. })) {
-            self.check_syntax(&q, &ctx, now_ms).await?;
+            self.check_syntax(topo, &q, &ctx, now_ms).await?;
         }
 
         // One read statement served by one backend: pass its answer through.
@@ -220,7 +225,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 }
                 Action::Read { reach, .. } => {
                     let end = batch_end(&plans, next);
-                    let outcomes = self.read_batch(&plans[next..end], reach, &ctx, now_ms).await;
+                    let outcomes = self.read_batch(topo, &plans[next..end], reach, &ctx, now_ms).await;
                     next = end;
                     outcomes
                 }
@@ -234,7 +239,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                         out.push(result);
                         // Each backend answer is bounded by the transport; the
                         // combined answer by the same limit.
-                        let limit = self.config.backend_max_response_bytes;
+                        let limit = topo.config.backend_max_response_bytes;
                         if out.bytes() as u64 > limit {
                             let message = format!(
                                 "query answer larger than backend_max_response_bytes ({limit} bytes)"
@@ -273,9 +278,15 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// fails the request with that 400 before anything is sent. No answer,
     /// or any other answer (401 without credentials, ...), checks nothing:
     /// the query runs as planned.
-    async fn check_syntax(&self, q: &str, ctx: &QueryContext, now_ms: u64) -> Result<(), ProxyError> {
+    async fn check_syntax(
+        &self,
+        topo: &Topology,
+        q: &str,
+        ctx: &QueryContext,
+        now_ms: u64,
+    ) -> Result<(), ProxyError> {
         let probe = format!("{q}\n;{SYNTAX_PROBE}");
-        let every: Vec<usize> = (0..self.backends.len()).collect();
+        let every: Vec<usize> = topo.active.clone();
         match self.read_one(&every, &probe, ctx, false, now_ms).await {
             Err(ProxyError::Backend { status: 400, message })
                 if message.starts_with("error parsing query") && !message.contains(SYNTAX_PROBE) =>
@@ -289,15 +300,15 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// Plans every statement before anything is sent: the statement filter
     /// (403), then classification, routing and a fanned-out SHOW's
     /// LIMIT/OFFSET (400). The first refusal fails the whole request.
-    fn plan<'q>(&self, statements: &[&'q str]) -> Result<Vec<Planned<'q>>, ProxyError> {
+    fn plan<'q>(&self, topo: &Topology, statements: &[&'q str]) -> Result<Vec<Planned<'q>>, ProxyError> {
         for statement in statements {
-            self.filter.check(statement).map_err(ProxyError::Forbidden)?;
+            topo.filter.check(statement).map_err(ProxyError::Forbidden)?;
         }
         let bad = |e: String| ProxyError::BadRequest(format!("error parsing query: {e}"));
         let mut plans = Vec::with_capacity(statements.len());
         for &text in statements {
             let action = match classify(text).map_err(bad)? {
-                StatementKind::ReadFrom(sources) => match self.read_plan(&sources)? {
+                StatementKind::ReadFrom(sources) => match self.read_plan(topo, &sources)? {
                     ReadPlan::One(set) => Action::Read {
                         sent: text.to_string(),
                         reach: Reach::EachSet(vec![set]),
@@ -333,12 +344,12 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                         merge: Merge::Show { limit, offset },
                     }
                 }
-                StatementKind::SchemaAll => Action::Mutate { targets: (0..self.backends.len()).collect() },
+                StatementKind::SchemaAll => Action::Mutate { targets: topo.active.clone() },
                 StatementKind::SchemaMeasurement(m) => Action::Mutate {
-                    targets: self.router.route(&m.name).ok_or_else(|| no_route(&m.name))?.clone(),
+                    targets: topo.router.route(&m.name).ok_or_else(|| no_route(&m.name))?.clone(),
                 },
                 StatementKind::SelectInto(sources) => {
-                    let mut targets: Vec<usize> = match self.read_plan(&sources)? {
+                    let mut targets: Vec<usize> = match self.read_plan(topo, &sources)? {
                         ReadPlan::One(set) => set,
                         ReadPlan::Cover(sets) => sets.into_iter().flatten().collect(),
                     };
@@ -358,6 +369,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// replica set (InfluxDB does not execute the statements after it).
     async fn read_batch(
         &self,
+        topo: &Topology,
         batch: &[Planned<'_>],
         reach: &Reach,
         ctx: &QueryContext,
@@ -385,9 +397,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             }
             Reach::EveryHealthy => {
                 let mut targets: Vec<usize> =
-                    (0..self.backends.len()).filter(|&b| self.is_healthy(b)).collect();
+                    topo.active.iter().copied().filter(|&b| self.is_healthy(b)).collect();
                 if targets.is_empty() {
-                    targets = (0..self.backends.len()).collect();
+                    targets = topo.active.clone();
                 }
                 let singles: Vec<[usize; 1]> = targets.iter().map(|&b| [b]).collect();
                 let asks = singles
@@ -520,7 +532,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// error and kept as its `last_error`, but not towards
     /// `health_check_fall` (see [`Self::read_one`]).
     fn record_query_failure(&self, backend: usize, error: String, now_ms: u64) {
-        if let (Some(s), Some(addr)) = (self.states.get(backend), self.backends.get(backend)) {
+        let topo = self.topology();
+        if let (Some(s), Some(addr)) = (topo.states.get(backend), topo.backends.get(backend)) {
             self.metrics.backend_error(&addr.name);
             s.health.borrow_mut().record_query_failure(error, now_ms);
         }
@@ -532,13 +545,13 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         first_result(&response.body).map_err(|e| ProxyError::Unavailable(format!("bad backend answer: {e}")))
     }
 
-    fn read_plan(&self, sources: &[Source]) -> Result<ReadPlan, ProxyError> {
+    fn read_plan(&self, topo: &Topology, sources: &[Source]) -> Result<ReadPlan, ProxyError> {
         let mut sets: Vec<ReplicaSet> = Vec::new();
         let mut regex = false;
         for source in sources {
             match source {
                 Source::Measurement(m) => {
-                    let set = self.router.route(&m.name).ok_or_else(|| no_route(&m.name))?;
+                    let set = topo.router.route(&m.name).ok_or_else(|| no_route(&m.name))?;
                     if !sets.contains(set) {
                         sets.push(set.clone());
                     }
@@ -547,7 +560,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             }
         }
         if regex {
-            for (_, set) in self.router.describe() {
+            for (_, set) in topo.router.describe() {
                 if !sets.contains(&set) {
                     sets.push(set);
                 }
@@ -584,26 +597,28 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         now_ms: u64,
     ) -> Result<Response, ProxyError> {
         let mut errors = Vec::new();
+        // The backends' current addresses (a reload may have changed a URL).
+        let topo = self.topology();
         for backend in self.read_order(set) {
             let request = query_request(statement, ctx, passthrough);
-            match self.transport.send(&self.backends[backend], request).await {
+            match self.transport.send(&topo.backends[backend], request).await {
                 Ok(r) if (200..300).contains(&r.status) => return Ok(r),
                 Ok(r) if (400..500).contains(&r.status) => {
                     return Err(ProxyError::Backend { status: r.status, message: super::error_message(&r) });
                 }
                 Ok(r) => {
                     let e = format!("query answered HTTP {}: {}", r.status, super::error_message(&r));
-                    errors.push(format!("{}: {e}", self.backends[backend].name));
+                    errors.push(format!("{}: {e}", topo.backends[backend].name));
                     self.record_query_failure(backend, e, now_ms);
                 }
                 // Up, but answering more than the proxy buffers: no
                 // failover (another replica answers the same), not down.
                 Err(e @ TransportError::ResponseTooLarge { .. }) => {
-                    let message = format!("backend {}: {e}", self.backends[backend].name);
+                    let message = format!("backend {}: {e}", topo.backends[backend].name);
                     return Err(ProxyError::Backend { status: 502, message });
                 }
                 Err(e) => {
-                    errors.push(format!("{}: query: {e}", self.backends[backend].name));
+                    errors.push(format!("{}: query: {e}", topo.backends[backend].name));
                     self.record_query_failure(backend, format!("query: {e}"), now_ms);
                 }
             }
@@ -616,8 +631,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// replaying (its answers may miss queued writes), then down.
     fn read_order(&self, set: &[usize]) -> Vec<usize> {
         let mut tiers: [Vec<usize>; 3] = Default::default();
+        let topo = self.topology();
         for &b in set {
-            let state = &self.states[b];
+            let state = &topo.states[b];
             let tier = match (state.health.borrow().is_healthy(), state.queue.is_empty()) {
                 (true, true) => 0,
                 (true, false) => 1,
@@ -667,8 +683,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         };
         // Any backend that reports the statement failed makes it a failure.
         let mut first = None;
+        let topo = self.topology();
         for (backend, r) in delivered {
-            let name = &self.backends[backend].name;
+            let name = &topo.backends[backend].name;
             let result = match first_result(&r.body) {
                 Ok(result) => result,
                 Err(e) => {

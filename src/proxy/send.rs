@@ -58,12 +58,13 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     }
 
     async fn send_pieces(&self, backend: usize, record: &Record, judge_each: bool) -> Sent {
-        let addr = &self.backends[backend];
+        let topo = self.topology();
+        let addr = &topo.backends[backend];
         let Record::Write { body, .. } = record else {
             let outcome = self.transport.send(addr, record_request(record)).await;
             return Sent { outcome, acked: 0, refused: Vec::new() };
         };
-        let limit = usize::try_from(self.config.backend_max_body_bytes).unwrap_or(usize::MAX);
+        let limit = usize::try_from(topo.config.backend_max_body_bytes).unwrap_or(usize::MAX);
         // A stack of the pieces still to send, the next one last.
         let mut todo = split_points(body, 0..body.len(), limit);
         todo.reverse();

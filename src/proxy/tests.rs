@@ -4,7 +4,7 @@
 use super::query::MAX_BATCH_STATEMENTS;
 use super::*;
 use crate::storage::MemStorage;
-use crate::transport::TransportError;
+use crate::transport::{BackendAddr, TransportError};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -1244,3 +1244,4 @@ fn health_and_metrics_show_the_oldest_record_age_and_its_replay_attempts() {
     assert_eq!(v["backends"][1]["replay_attempts"], 0);
 }
 mod batches;
+mod reload;

@@ -16,7 +16,7 @@
 //! `backend_max_body_bytes`; backends that get the same points (replicas of
 //! the same sets) share one batch; each backend's request copies one batch.
 
-use super::{allow, join_all, Proxy};
+use super::{allow, join_all, Proxy, Topology};
 use crate::error::ProxyError;
 use crate::http::{Method, Request, Response};
 use crate::line_protocol::{normalize_precision, points, Point};
@@ -48,13 +48,14 @@ struct WriteTarget {
 impl<T: Transport, S: Storage> Proxy<T, S> {
     pub(super) async fn write(
         &self,
+        topo: &Topology,
         request: &Request,
         api: WriteApi,
         now_ms: u64,
     ) -> Result<Response, ProxyError> {
         allow(request, &[Method::Post])?;
         let target = WriteTarget::from_request(request, api)?;
-        let body = decode_body(request, self.config.max_body_bytes)?;
+        let body = decode_body(request, topo.config.max_body_bytes)?;
         let text = std::str::from_utf8(&body).map_err(|e| {
             ProxyError::BadRequest(format!(
                 "unable to parse body: not valid UTF-8 at byte {}",
@@ -71,7 +72,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let (mut line_bytes, mut without_timestamp) = (0usize, 0usize);
         for point in points(text) {
             let point = point.map_err(|e| ProxyError::BadRequest(e.to_string()))?;
-            let set = self.route_point(&point, &mut last)?;
+            let set = self.route_point(topo, &point, &mut last)?;
             if !sets.contains(&set) {
                 sets.push(set);
             }
@@ -87,7 +88,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         // Backends that get exactly the same points (they are in the same
         // used replica sets) form a group sharing one batch body.
         let mut groups: Vec<Group> = Vec::new();
-        for backend in 0..self.backends.len() {
+        for backend in 0..topo.backends.len() {
             let sets_of: Vec<bool> = sets.iter().map(|s| s.contains(&backend)).collect();
             if !sets_of.contains(&true) {
                 continue;
@@ -106,13 +107,13 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         // Pass 2: fill the groups' batches (all of them together at most
         // `backend_max_body_bytes`, counted with the timestamps added) and
         // hand them over whenever the next point would not fit.
-        let limit = usize::try_from(self.config.backend_max_body_bytes).unwrap_or(usize::MAX);
+        let limit = usize::try_from(topo.config.backend_max_body_bytes).unwrap_or(usize::MAX);
         let mut buffered = 0;
         // The first backend 4xx: the later batches are still sent.
         let mut rejected = None;
         for point in points(text) {
             let point = point.map_err(|e| ProxyError::BadRequest(e.to_string()))?;
-            let set = self.route_point(&point, &mut last)?;
+            let set = self.route_point(topo, &point, &mut last)?;
             let targets = match sets.iter().position(|s| *s == set) {
                 Some(k) => &set_groups[k],
                 None => return Err(ProxyError::Internal("a point changed its route".into())),
@@ -148,7 +149,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// The replica set of `point`; `last` caches the previous lookup (bodies
     /// usually hold runs of one measurement). Error: no route (400).
     fn route_point<'a, 'p>(
-        &'p self,
+        &self,
+        topo: &'p Topology,
         point: &Point<'a>,
         last: &mut Option<(&'a str, &'p ReplicaSet)>,
     ) -> Result<&'p ReplicaSet, ProxyError> {
@@ -157,7 +159,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 return Ok(set);
             }
         }
-        let set = self.router.route(&point.measurement).ok_or_else(|| {
+        let set = topo.router.route(&point.measurement).ok_or_else(|| {
             ProxyError::BadRequest(format!(
                 "no route for measurement \"{}\" (line {}): add a keymap or \"_default_\"",
                 point.measurement, point.line_number

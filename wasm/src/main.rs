@@ -19,6 +19,11 @@
 //!
 //! There are no signals in WASI: stopping wasmtime (SIGTERM, SIGKILL) loses
 //! nothing that was answered 204, since every queue append is synced first.
+//! For the same reason there is no SIGHUP: after editing the config file,
+//! `POST /reload` from a loopback client (e.g. `curl -XPOST
+//! http://127.0.0.1:7076/reload`) re-reads `--config` through the preopened
+//! directory and applies it without a restart (see the root crate's
+//! `proxy::reload`).
 #![forbid(unsafe_code)]
 
 #[cfg(target_os = "wasi")]
@@ -147,6 +152,14 @@ async fn run(args: Args) -> Result<(), String> {
     let listen = config.listen.clone();
     let mut proxy = Host::open(config, transport, storage).await?;
     proxy.set_clock(Rc::new(monotonic_us));
+    // For POST /reload: the same file, read again through the preopened directory.
+    proxy.set_config_file(
+        args.config.clone(),
+        Rc::new(|path: &str| {
+            std::fs::read_to_string(path).map_err(|e| format!("{path}: cannot read the file: {e}"))
+        }),
+    );
+    proxy.set_log(Rc::new(|line: &str| eprintln!("influx-proxy: {line}")));
     let proxy = Rc::new(proxy);
     let listener = wstd::net::TcpListener::bind(&listen).await.map_err(|e| {
         format!("cannot listen on {listen}: {e} (run wasmtime with -S inherit-network; the address must be ip:port)")
@@ -155,18 +168,52 @@ async fn run(args: Args) -> Result<(), String> {
     // The shared, supervised loops (influx_proxy::host). Panics abort a
     // wasm32 component (panic=abort), so the supervisor restarts only loops
     // that return; the defence against panics is that nothing panics.
-    for backend in 0..proxy.backends().len() {
-        let p = proxy.clone();
-        wstd::runtime::spawn(
-            async move { influx_proxy::host::run_health_checks(&WasiHost, &*p, backend).await },
-        )
-        .detach();
-        let p = proxy.clone();
-        wstd::runtime::spawn(async move { influx_proxy::host::run_replay(&WasiHost, &*p, backend).await })
+    // The loop starter starts them for every backend now and for each
+    // backend a reload adds.
+    let starter = proxy.clone();
+    wstd::runtime::spawn(async move {
+        let spawner = starter.clone();
+        let spawn = move |backend: usize, kind: influx_proxy::host::LoopKind| {
+            let p = spawner.clone();
+            wstd::runtime::spawn(
+                async move { influx_proxy::host::run_loop(&WasiHost, &*p, backend, kind).await },
+            )
             .detach();
-    }
+        };
+        influx_proxy::host::run_backend_loops(&WasiHost, &*starter, spawn).await
+    })
+    .detach();
     server::serve(proxy, listener).await;
     Ok(())
+}
+
+/// The peer's IP address from wstd's `TcpStream::peer_addr`, which gives
+/// only the `Debug` text of WASI's `ip-socket-address`
+/// (`IpSocketAddress::Ipv4(Ipv4SocketAddress { port: 5, address: (127, 0, 0, 1) })`,
+/// or 8 numbers for IPv6). `None` if it does not read as one (the proxy then
+/// treats the peer as not loopback).
+#[cfg_attr(not(target_os = "wasi"), allow(dead_code))]
+fn peer_ip(debug: &str) -> Option<std::net::IpAddr> {
+    let start = debug.find("address: (")? + "address: (".len();
+    let end = start + debug[start..].find(')')?;
+    let parts: Vec<&str> = debug[start..end].split(',').map(str::trim).collect();
+    match parts.len() {
+        4 => {
+            let mut octets = [0u8; 4];
+            for (o, p) in octets.iter_mut().zip(&parts) {
+                *o = p.parse().ok()?;
+            }
+            Some(std::net::IpAddr::from(octets))
+        }
+        8 => {
+            let mut segments = [0u16; 8];
+            for (s, p) in segments.iter_mut().zip(&parts) {
+                *s = p.parse().ok()?;
+            }
+            Some(std::net::IpAddr::from(segments))
+        }
+        _ => None,
+    }
 }
 
 #[cfg(not(target_os = "wasi"))]
@@ -188,6 +235,19 @@ mod tests {
         let a = monotonic_us();
         std::thread::sleep(std::time::Duration::from_millis(2));
         assert!(monotonic_us() >= a + 2_000);
+    }
+
+    #[test]
+    fn the_peer_address_is_read_from_wasis_debug_text() {
+        let v4 = "IpSocketAddress::Ipv4(Ipv4SocketAddress { port: 54321, address: (127, 0, 0, 1) })";
+        assert_eq!(peer_ip(v4), Some("127.0.0.1".parse().unwrap()));
+        let v6 = "IpSocketAddress::Ipv6(Ipv6SocketAddress { port: 1, flow-info: 0, \
+                  address: (0, 0, 0, 0, 0, 0, 0, 1), scope-id: 0 })";
+        assert_eq!(peer_ip(v6), Some("::1".parse().unwrap()));
+        let other = "IpSocketAddress::Ipv4(Ipv4SocketAddress { port: 1, address: (10, 1, 2, 3) })";
+        assert_eq!(peer_ip(other), Some("10.1.2.3".parse().unwrap()));
+        assert_eq!(peer_ip("something else"), None);
+        assert_eq!(peer_ip("address: (1, 2, 300, 4)"), None);
     }
 
     #[test]

@@ -27,7 +27,7 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 ///
 /// [`Proxy::handle`]: influx_proxy::proxy::Proxy::handle
 pub async fn serve(proxy: Rc<Host>, listener: TcpListener) {
-    let options = ConnectionOptions::from_config(proxy.config());
+    let options = ConnectionOptions::from_config(proxy.topology().config());
     accept_loop(listener, options, move |request| {
         let proxy = proxy.clone();
         async move { proxy.handle(request, now_ms()).await }
@@ -56,8 +56,14 @@ where
             }
         };
         let (handler, options) = (handler.clone(), options.clone());
+        // The peer address as the socket gives it (for `/reload`'s loopback check).
+        let peer = conn.peer_addr().ok().and_then(|a| crate::peer_ip(&a));
         wstd::runtime::spawn(async move {
-            serve_connection(Stream::new(conn), &options, &WasiTimers, |request| (*handler)(request)).await;
+            let with_peer = |mut request: Request| {
+                request.peer = peer;
+                (*handler)(request)
+            };
+            serve_connection(Stream::new(conn), &options, &WasiTimers, with_peer).await;
         })
         .detach();
     }
@@ -125,12 +131,16 @@ mod tests {
     fn a_stalled_body_is_408_and_its_connection_closed() {
         wstd::runtime::block_on(async {
             let (addr, _server) = start().await;
-            let answer = exchange(addr, b"POST /write?db=x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\ncpu")
-                .await
-                .expect("the connection is closed within 5 s");
+            let answer =
+                exchange(addr, b"POST /write?db=x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\ncpu")
+                    .await
+                    .expect("the connection is closed within 5 s");
             assert!(answer.starts_with("HTTP/1.1 408 "), "{answer:?}");
             assert!(answer.contains("connection: close"), "{answer:?}");
-            assert!(answer.ends_with("{\"error\":\"timeout reading the request body (limit 300 ms)\"}\n"), "{answer:?}");
+            assert!(
+                answer.ends_with("{\"error\":\"timeout reading the request body (limit 300 ms)\"}\n"),
+                "{answer:?}"
+            );
         });
     }
 
@@ -142,7 +152,10 @@ mod tests {
                 .await
                 .expect("the connection is closed within 5 s");
             assert!(answer.starts_with("HTTP/1.1 408 "), "{answer:?}");
-            assert!(answer.contains("{\"error\":\"timeout reading the request head (limit 300 ms)\"}"), "{answer:?}");
+            assert!(
+                answer.contains("{\"error\":\"timeout reading the request head (limit 300 ms)\"}"),
+                "{answer:?}"
+            );
         });
     }
 

@@ -1,0 +1,289 @@
+//! Issue 7, live reload, end to end: the real proxy (native, and the wasm
+//! component under wasmtime) in front of real `influxd` servers, its config
+//! file edited while it runs and applied with `POST /reload` (both hosts) or
+//! SIGHUP (native), checked as a user sees it: the answer of `/reload`,
+//! `/health`, `/metrics`, and the points on each backend read directly.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::Duration;
+use support::*;
+
+const DB: &str = "itest";
+/// How long a reload's effect (SIGHUP) or a leaving backend's replay may take.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The config file the proxy runs with (written by [`Proxy::start`]).
+fn config_path(proxy: &Proxy) -> PathBuf {
+    let dir = proxy.log_path().parent().expect("the proxy's directory").to_path_buf();
+    dir.join("config").join("proxy.json")
+}
+
+fn read_config(proxy: &Proxy) -> Value {
+    let text = std::fs::read_to_string(config_path(proxy)).expect("read proxy.json");
+    serde_json::from_str(&text).expect("proxy.json is JSON")
+}
+
+/// Rewrites the running proxy's config file with `edit` applied (listen and
+/// data_dir stay as the proxy started with them).
+fn edit_config(proxy: &Proxy, edit: impl FnOnce(&mut Value)) {
+    let mut config = read_config(proxy);
+    edit(&mut config);
+    let text = serde_json::to_string_pretty(&config).expect("serialize proxy.json");
+    std::fs::write(config_path(proxy), text).expect("write proxy.json");
+}
+
+/// `POST /reload` from loopback.
+fn post_reload(proxy: &Proxy) -> Resp {
+    proxy.request("POST", "/reload", &[], None)
+}
+
+/// SIGHUP to the native proxy.
+fn hangup(proxy: &Proxy) {
+    let pid = proxy.pid().expect("the proxy runs");
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("a valid pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).expect("send SIGHUP");
+}
+
+/// `n` points of `measurement` from second `start_s`, `v` = their index.
+fn points(measurement: &str, n: usize, start_s: u64) -> String {
+    lines(measurement, n, start_s)
+}
+
+/// The config with `b` added as a backend and `_default_` on a and b.
+fn add_b(config: &mut Value, b: &Influxd) {
+    config["backends"]["b"] = json!({ "url": b.url() });
+    config["keymaps"] = json!({ "_default_": ["a", "b"] });
+}
+
+/// How the reload is triggered.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Trigger {
+    Post,
+    Hangup,
+}
+
+/// Backend a only; b added to the file, then the reload: answer 200 (POST) or
+/// the generation in `/health` (SIGHUP), writes now reach b, `/health` and
+/// `/metrics` show generation 2.
+fn added_backend_gets_writes_after_reload(mode: Mode, trigger: Trigger) {
+    let a = Influxd::start("a");
+    let b = Influxd::start("b");
+    let proxy = Proxy::start(mode, Proxy::config(&[&a]));
+    proxy.query_ok(&format!("CREATE DATABASE {DB}"), "");
+    proxy.write_ok(DB, &points("cpu", 10, 1_600_000_000));
+    assert_eq!(proxy.health()["config_generation"], 1);
+
+    edit_config(&proxy, |c| add_b(c, &b));
+    match trigger {
+        Trigger::Post => {
+            let r = post_reload(&proxy);
+            assert_eq!(r.status, 200, "POST /reload: {r:?}");
+            let v = r.json();
+            assert_eq!(v["generation"], 2, "{v}");
+            let changes: Vec<&str> =
+                v["changes"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+            assert!(changes.contains(&format!("backend b added ({})", b.url()).as_str()), "{v}");
+        }
+        Trigger::Hangup => {
+            hangup(&proxy);
+            wait_until(PATIENCE, "generation 2 after SIGHUP", || {
+                let h = proxy.health();
+                if h["config_generation"] == 2 {
+                    Ok(())
+                } else {
+                    Err(format!("{h}"))
+                }
+            });
+            let log = std::fs::read_to_string(proxy.log_path()).unwrap_or_default();
+            assert!(log.contains("configuration reloaded (generation 2): backend b added"), "{log}");
+        }
+    }
+    let h = proxy.health();
+    assert_eq!(h["config_generation"], 2, "{h}");
+    assert_eq!(h["last_reload"]["result"], "applied", "{h}");
+    assert_eq!(h["backends"][1]["name"], "b", "{h}");
+    assert_eq!(h["backends"][1]["state"], "active", "{h}");
+    // A new backend has no databases: CREATE DATABASE again (idempotent) reaches it.
+    proxy.query_ok(&format!("CREATE DATABASE {DB}"), "");
+    assert!(b.databases().contains(&DB.to_string()));
+    proxy.write_ok(DB, &points("cpu", 5, 1_600_001_000));
+    assert_eq!(a.count(DB, "cpu"), 15);
+    assert_eq!(b.count(DB, "cpu"), 5, "only what was written after the reload (no backfill)");
+    let metrics = proxy.get("/metrics").body;
+    assert!(metrics.contains("influx_proxy_config_reloads_total{result=\"applied\"} 1"), "{metrics}");
+    assert!(metrics.contains("influx_proxy_config_generation 2"), "{metrics}");
+    assert!(metrics.contains("influx_proxy_write_queue_records{backend=\"b\"} 0"), "{metrics}");
+}
+
+fn post_reload_adds_a_backend(mode: Mode) {
+    added_backend_gets_writes_after_reload(mode, Trigger::Post)
+}
+
+fn sighup_adds_a_backend(mode: Mode) {
+    assert_eq!(mode, Mode::Native, "WASI has no signals");
+    added_backend_gets_writes_after_reload(mode, Trigger::Hangup)
+}
+
+/// A config file that does not validate: 400 with the one-line error, the
+/// old configuration keeps serving.
+fn broken_config_is_refused_and_writes_still_work(mode: Mode) {
+    let a = Influxd::start("a");
+    let proxy = Proxy::start(mode, Proxy::config(&[&a]));
+    proxy.query_ok(&format!("CREATE DATABASE {DB}"), "");
+    let path = config_path(&proxy);
+    let good = std::fs::read_to_string(&path).unwrap();
+    let mut text = good.clone();
+    // A trailing comma after the last key.
+    let end = text.rfind('}').unwrap();
+    text.insert(end, ',');
+    std::fs::write(&path, text).unwrap();
+
+    let r = post_reload(&proxy);
+    assert_eq!(r.status, 400, "{r:?}");
+    let e = r.error();
+    let file = match mode {
+        Mode::Native => path.display().to_string(),
+        Mode::Wasm => "/config/proxy.json".to_string(),
+    };
+    assert!(e.starts_with(&format!("{file}: $: trailing comma at line ")), "{e}");
+    assert!(!e.contains('\n'));
+    let h = proxy.health();
+    assert_eq!(h["config_generation"], 1, "{h}");
+    assert_eq!(h["last_reload"]["result"], "refused", "{h}");
+    assert_eq!(h["last_reload"]["error"], e.as_str(), "{h}");
+    proxy.write_ok(DB, &points("cpu", 3, 1_600_000_000));
+    assert_eq!(a.count(DB, "cpu"), 3);
+
+    // A key that cannot change live names the key; still nothing changes.
+    std::fs::write(&path, good).unwrap();
+    edit_config(&proxy, |c| c["listen"] = json!("127.0.0.1:1"));
+    let r = post_reload(&proxy);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.error().starts_with(&format!("{file}: $.listen: cannot change while the proxy runs")), "{r:?}");
+    let metrics = proxy.get("/metrics").body;
+    assert!(metrics.contains("influx_proxy_config_reloads_total{result=\"refused\"} 2"), "{metrics}");
+    let log = std::fs::read_to_string(proxy.log_path()).unwrap_or_default();
+    assert_eq!(
+        log.matches("configuration reload refused, the old configuration keeps serving").count(),
+        2,
+        "{log}"
+    );
+    proxy.write_ok(DB, &points("cpu", 3, 1_600_000_100));
+    assert_eq!(a.count(DB, "cpu"), 6);
+}
+
+/// A backend removed while its write queue holds acknowledged points: it gets
+/// nothing new, is shown leaving, delivers its queue once back up, then leaves.
+fn removed_backend_delivers_its_queue_then_leaves(mode: Mode) {
+    let a = Influxd::start("a");
+    let mut b = Influxd::start("b");
+    let proxy = Proxy::start(mode, Proxy::config(&[&a, &b]));
+    proxy.query_ok(&format!("CREATE DATABASE {DB}"), "");
+    b.stop();
+    proxy.write_ok(DB, &points("cpu", 20, 1_600_000_000));
+    wait_until(PATIENCE, "b's queue holds the write", || {
+        let h = proxy.health();
+        if h["backends"][1]["queue_records"].as_u64().unwrap_or(0) > 0 {
+            Ok(())
+        } else {
+            Err(format!("{h}"))
+        }
+    });
+
+    edit_config(&proxy, |c| {
+        c["backends"].as_object_mut().unwrap().remove("b");
+        c["keymaps"] = json!({ "_default_": ["a"] });
+    });
+    let r = post_reload(&proxy);
+    assert_eq!(r.status, 200, "{r:?}");
+    let h = proxy.health();
+    assert_eq!(h["backends"][1]["state"], "leaving", "{h}");
+    assert_eq!(h["status"], "pass", "a leaving backend that is down does not degrade the proxy: {h}");
+    proxy.write_ok(DB, &points("cpu", 5, 1_600_001_000));
+
+    b.restart();
+    wait_until(PATIENCE, "b has left", || {
+        let h = proxy.health();
+        match h["backends"].as_array() {
+            Some(list) if list.len() == 1 => Ok(()),
+            _ => Err(format!("{h}")),
+        }
+    });
+    assert_eq!(b.count(DB, "cpu"), 20, "b got what it had acknowledged in its queue, nothing after");
+    assert_eq!(a.count(DB, "cpu"), 25);
+    let log = std::fs::read_to_string(proxy.log_path()).unwrap_or_default();
+    assert!(log.contains("backend b left: its write queue is delivered"), "{log}");
+}
+
+/// The first non-loopback IPv4 address of this machine, if it has one (the
+/// address a UDP socket "connected" towards a public address would use; no
+/// packet is sent).
+fn local_non_loopback_ip() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    for target in ["192.0.2.1:9", "10.255.255.1:9", "8.8.8.8:53"] {
+        if socket.connect(target).is_ok() {
+            if let Ok(local) = socket.local_addr() {
+                if !local.ip().is_loopback() && !local.ip().is_unspecified() {
+                    return Some(local.ip());
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Bound to 0.0.0.0, the proxy answers `/reload` with 403 to a client on a
+/// non-loopback address and 200 to one on loopback.
+fn reload_from_a_non_loopback_peer_is_403(mode: Mode) {
+    let Some(ip) = local_non_loopback_ip() else {
+        // Said out loud: the check itself is unit-tested
+        // (proxy::tests::reload::post_reload_is_answered_only_to_loopback_peers).
+        eprintln!(
+            "NOTE: this machine has no non-loopback address; 403 to a remote peer not tested end to end"
+        );
+        return;
+    };
+    let a = Influxd::start("a");
+    let mut proxy = Proxy::start(mode, Proxy::config(&[&a]));
+    proxy.kill();
+    let port = proxy.addr().rsplit(':').next().unwrap().to_string();
+    edit_config(&proxy, |c| c["listen"] = json!(format!("0.0.0.0:{port}")));
+    proxy.restart();
+    let remote = http("POST", &format!("http://{ip}:{port}/reload"), &[], None);
+    assert_eq!(remote.status, 403, "{remote:?}");
+    assert_eq!(remote.error(), "/reload is answered only to clients on a loopback address");
+    let local = post_reload(&proxy);
+    assert_eq!(local.status, 200, "{local:?}");
+    assert_eq!(local.json()["changes"], json!([]), "the file did not change since the start");
+}
+
+macro_rules! scenarios {
+    ($module:ident, $mode:expr; $($name:ident),* $(,)?) => {
+        mod $module {
+            use super::support::Mode;
+            $(
+                #[test]
+                fn $name() {
+                    super::$name($mode)
+                }
+            )*
+        }
+    };
+}
+
+scenarios!(native, Mode::Native;
+    post_reload_adds_a_backend,
+    sighup_adds_a_backend,
+    broken_config_is_refused_and_writes_still_work,
+    removed_backend_delivers_its_queue_then_leaves,
+    reload_from_a_non_loopback_peer_is_403,
+);
+scenarios!(wasm, Mode::Wasm;
+    post_reload_adds_a_backend,
+    broken_config_is_refused_and_writes_still_work,
+    removed_backend_delivers_its_queue_then_leaves,
+    reload_from_a_non_loopback_peer_is_403,
+);
