@@ -11,6 +11,7 @@
 //! the write or has it in its queue on disk.
 
 mod query;
+mod replica;
 mod send;
 mod write;
 
@@ -220,7 +221,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     }
 
     /// Answers one client request (`/ping`, `/write`, `/api/v2/write`, `/query`,
-    /// `/health`, `/metrics`). Never panics on bad input: errors are
+    /// `/health`, `/metrics`, `/replica`). Never panics on bad input: errors are
     /// InfluxDB-style `{"error":"..."}` responses. `now_ms` is the time (ms since
     /// the Unix epoch). The host has already refused bodies over
     /// `config().max_body_bytes` with 413.
@@ -233,6 +234,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             "/query" => "query",
             "/health" => "health",
             "/metrics" => "metrics",
+            "/replica" => "replica",
             _ => "other",
         };
         let result = match endpoint {
@@ -242,6 +244,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             "query" => self.query(&request, now_ms).await,
             "health" => self.health(&request, now_ms),
             "metrics" => self.metrics(&request, now_ms),
+            "replica" => self.replica(&request),
             _ => Err(ProxyError::NotFound(format!("404 page not found: {}", request.path))),
         };
         let mut response = result.unwrap_or_else(|e| e.to_response());

@@ -1244,3 +1244,4 @@ fn health_and_metrics_show_the_oldest_record_age_and_its_replay_attempts() {
     assert_eq!(v["backends"][1]["replay_attempts"], 0);
 }
 mod batches;
+mod shard_groups;
