@@ -607,7 +607,7 @@ pub fn tag_value<'a>(line: &'a str, key: &str) -> Option<Cow<'a, str>> {
     // The end (exclusive) of the key or value starting at `i`: the next
     // unescaped byte of `stops`.
     let end = |mut i: usize, stops: &[u8]| {
-        while i < b.len() && !(stops.contains(&b[i]) && !escaped(i)) {
+        while i < b.len() && (escaped(i) || !stops.contains(&b[i])) {
             i += 1;
         }
         i

@@ -168,7 +168,7 @@ pub fn merge_select_results<R: Into<StatementResult>>(results: Vec<R>) -> Statem
     // Per result, the indexes of the series taken from it (first seen).
     let mut taken: Vec<Vec<usize>> = Vec::with_capacity(ok.len());
     // Every series taken: (InfluxDB's sort key, result, index).
-    let mut order: Vec<((String, Vec<(String, String)>), usize, usize)> = Vec::new();
+    let mut order: Vec<(SeriesSortKey, usize, usize)> = Vec::new();
     let mut counts: Vec<usize> = Vec::with_capacity(ok.len());
     for result in &ok {
         if let Some(raw) = result.members.get("messages") {
@@ -244,10 +244,13 @@ struct SeriesHead {
     columns: Option<Value>,
 }
 
+/// A series' name and its tags sorted by key (see [`series_sort_key`]).
+type SeriesSortKey = (String, Vec<(String, String)>);
+
 /// A series' place in InfluxDB's order (InfluxDB 1.x sorts a query's series
 /// by measurement name, then tag set): its name, then its tags sorted by key,
 /// as text.
-fn series_sort_key(name: Option<&Value>, tags: Option<&Value>) -> (String, Vec<(String, String)>) {
+fn series_sort_key(name: Option<&Value>, tags: Option<&Value>) -> SeriesSortKey {
     let text = |v: &Value| match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -263,7 +266,7 @@ fn series_sort_key(name: Option<&Value>, tags: Option<&Value>) -> (String, Vec<(
 
 impl SeriesHead {
     /// See [`series_sort_key`].
-    fn sort_key(&self) -> (String, Vec<(String, String)>) {
+    fn sort_key(&self) -> SeriesSortKey {
         series_sort_key(self.name.as_ref(), self.tags.as_ref())
     }
 

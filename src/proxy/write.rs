@@ -247,8 +247,11 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
 /// database is the request's.
 #[derive(Default)]
 struct LastRoute<'a, 'p> {
-    key: Option<(&'a str, Option<(&'p str, Cow<'a, str>)>, usize)>,
+    key: Option<(&'a str, Option<ShardTagValue<'a, 'p>>, usize)>,
 }
+
+/// A point's shard tag (the group's, borrowed from the router) and its value.
+type ShardTagValue<'a, 'p> = (&'p str, Cow<'a, str>);
 
 /// After a batch failed with `e`: a backend 4xx is kept in `rejected` (the
 /// first one is the answer) and the later batches are still sent, each being
