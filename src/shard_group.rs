@@ -148,6 +148,17 @@ impl ShardGroup {
         set
     }
 
+    /// The first backend of `among` (in its order, e.g. the backends of a
+    /// cover that answered) that holds `key`, if any: which answer to take a
+    /// key's data from when several backends of a cover hold it (with RF > 1
+    /// they share keys, so each key's rows must be taken from one of them).
+    /// Any cover of [`ShardGroup::cover_size`] backends of the group holds a
+    /// replica of every key, so then the answer is always `Some`.
+    pub fn owner_among(&self, key: &ShardKey<'_>, among: &[usize]) -> Option<usize> {
+        let replicas = self.key_replicas(key);
+        among.iter().copied().find(|b| replicas.contains(b))
+    }
+
     /// How many distinct backends of the group a read of every shard must
     /// reach: `N - RF + 1` (any that many meet every replica set; see the
     /// module doc).
@@ -228,6 +239,22 @@ mod tests {
         assert_eq!(group(3, None).cover_size(), 1);
         assert!(group(3, None).is_full_copy());
         assert_eq!(group(1, None).cover_size(), 3);
+    }
+
+    #[test]
+    fn owner_among_a_cover_is_the_first_of_it_holding_the_key() {
+        let g = group(2, Some("customer"));
+        for i in 0..200 {
+            let value = format!("v{i}");
+            let key = g.key("db", "m", Some(&value));
+            let replicas = g.key_replicas(&key);
+            for cover in [[1, 2], [4, 1], [2, 4]] {
+                let owner = g.owner_among(&key, &cover).expect("a cover holds every key");
+                assert!(replicas.contains(&owner));
+                assert_eq!(owner, *cover.iter().find(|b| replicas.contains(b)).unwrap());
+            }
+            assert_eq!(g.owner_among(&key, &[0, 3]), None, "backends outside the group hold nothing");
+        }
     }
 
     #[test]

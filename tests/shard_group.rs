@@ -343,3 +343,4 @@ macro_rules! scenarios {
 }
 
 scenarios!(native, Mode::Native);
+scenarios!(wasm, Mode::Wasm);

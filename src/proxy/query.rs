@@ -368,6 +368,20 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                     Action::Mutate { targets: self.schema_targets(&m.name, m.database.as_deref().or(db))? }
                 }
                 StatementKind::SelectInto(sources) => {
+                    // Each replica computes its own copy of the target into
+                    // its own store: in a shard group the target would then
+                    // live on the sources' replicas, not on its own key's.
+                    let grouped = sources.iter().any(|source| match source {
+                        Source::Measurement(m) => matches!(self.router.route(&m.name), Some(Route::Group(_))),
+                        Source::Regex(_) => !self.router.groups().is_empty(),
+                    });
+                    if grouped {
+                        return Err(ProxyError::BadRequest(
+                            "SELECT ... INTO from measurements of a shard group is not supported: the target \
+                             would not be placed by its own shard key (read the data and write it through the proxy)"
+                                .into(),
+                        ));
+                    }
                     let mut targets: Vec<usize> = match self.read_plan(&sources, db, true)? {
                         ReadPlan::One(set) => set,
                         ReadPlan::Cover { sets, pools } => sets

@@ -330,6 +330,22 @@ fn schema_statements_go_to_every_replica_that_may_hold_the_measurement() {
 }
 
 #[test]
+fn select_into_from_a_shard_group_is_400_and_reaches_no_backend() {
+    let t = MockTransport::default();
+    let p = open_groups(&t, r#", "allowed_statements": ["^select"]"#);
+    for q in ["SELECT * INTO copy FROM m1", "SELECT * INTO copy FROM /m/", "SELECT * INTO copy FROM req"] {
+        let r = query_db(&p, q, "telegraf");
+        assert_eq!(r.status, 400, "{q}");
+        assert!(error_of(&r).contains("SELECT ... INTO from measurements of a shard group is not supported"));
+    }
+    assert!(NAMES.iter().all(|b| t.statements(b).is_empty()));
+    // From an explicit keymap it runs on its replicas, as before.
+    let r = query_db(&p, "SELECT * INTO copy FROM pinned", "telegraf");
+    assert_eq!(r.status, 200, "{}", error_of(&r));
+    assert_eq!(asked(&t, "INTO copy FROM pinned"), ["a"]);
+}
+
+#[test]
 fn get_replica_answers_where_a_key_lives() {
     let t = MockTransport::default();
     let p = open_groups(&t, "");
