@@ -546,7 +546,9 @@ fn bad_shard_tag(tag: &str) -> Option<String> {
         return Some("must not be empty (leave shard_tag out to shard by measurement)".to_string());
     }
     if tag == "time" {
-        return Some("\"time\" cannot be a shard tag (InfluxDB stores no tag named time)".to_string());
+        return Some(
+            "\"time\" cannot be a shard tag (InfluxDB 1.x refuses points with a tag named time)".to_string(),
+        );
     }
     if tag.chars().any(char::is_control) {
         return Some(format!("{tag:?} holds a control character (no point can carry such a tag)"));
@@ -685,7 +687,7 @@ mod tests {
             ),
             (
                 r#"{"main": {"backends": ["a"], "replication_factor": 1, "shard_tag": "time"}}"#,
-                r#"proxy.json: $.shard_groups.main.shard_tag: "time" cannot be a shard tag (InfluxDB stores no tag named time)"#,
+                r#"proxy.json: $.shard_groups.main.shard_tag: "time" cannot be a shard tag (InfluxDB 1.x refuses points with a tag named time)"#,
             ),
             (
                 r#"{"main": {"backends": ["a"], "replication_factor": 1, "shard_tag": "a\nb"}}"#,

@@ -11,7 +11,8 @@
 //! made meanwhile reach it through its write queue when it returns.
 //!
 //! Every scenario is a plain function of the way the proxy runs ([`Mode`]),
-//! instantiated per mode by `scenarios!` at the end of the file.
+//! instantiated per mode (native binary and wasm component) by `scenarios!`
+//! at the end of the file.
 
 mod support;
 
@@ -233,6 +234,9 @@ fn one_backend_down_reads_still_answer_and_its_writes_arrive_when_it_returns(mod
     }
     let index = s.backends.iter().position(|b| b.name() == "b").expect("backend b");
     s.backends[index].stop();
+    // At once, while the proxy may still think b is up: a replica or cover
+    // backend that does not answer is replaced by another.
+    assert_reads_as_the_reference(&s, 1, "b just stopped");
     wait_until(Duration::from_secs(10), "the proxy sees b down", || {
         let health = s.proxy.health();
         match health_backend(&health, "b").and_then(is_healthy) {

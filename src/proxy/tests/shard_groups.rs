@@ -258,6 +258,7 @@ fn regex_from_and_show_without_from_read_a_cover_of_the_group_failing_over() {
     // One backend down: the other two answer (each cover that picked it
     // replaced it).
     t.set("b", Behaviour::Down);
+    let before = t.attempts("b");
     fastrand::seed(11);
     for i in 0..10 {
         let q = format!("SHOW MEASUREMENTS LIMIT {}", i + 1);
@@ -267,6 +268,8 @@ fn regex_from_and_show_without_from_read_a_cover_of_the_group_failing_over() {
         got.retain(|b| *b != "b");
         assert_eq!(got, ["a", "c"], "{q}");
     }
+    // b (still marked healthy: no health check ran) was picked and replaced.
+    assert!(t.attempts("b") > before + 3, "b was asked {} times", t.attempts("b") - before);
     // Two down: not every shard can answer, 503.
     t.set("c", Behaviour::Down);
     let r = query_db(&p, "SHOW MEASUREMENTS", "telegraf");
