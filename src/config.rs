@@ -266,8 +266,11 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Parses and validates `text` (the contents of `file`): JSON syntax, unknown
     /// keys, types, at least one backend, every backend URL
-    /// ([`crate::transport::BackendAddr::parse`]), every keymap naming known
-    /// backends and non-empty, every statement regex compiling, non-zero limits.
+    /// ([`crate::transport::BackendAddr::parse`]), every shard group (known
+    /// backends, each once; a replication factor from 1 to its size; a
+    /// usable `shard_tag`), every keymap naming known backends and non-empty
+    /// or a known shard group, every statement regex compiling, non-zero
+    /// limits.
     ///
     /// The first problem found is returned; see [`ConfigError`] for its shape.
     pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
