@@ -9,9 +9,10 @@
 //! holds anything but letters, digits and `_`), `[n]` an array element
 //! (0-based). JSON syntax errors have path `$` and give line and column.
 
-use crate::route::Router;
+use crate::route::{Keymap, Router};
+use crate::shard_group::ShardGroup;
 use crate::transport::BackendAddr;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -32,10 +33,16 @@ pub struct Config {
     /// sorted by name) gives the backend indices used everywhere
     /// ([`Config::backend_names`]).
     pub backends: BTreeMap<String, BackendConfig>,
-    /// Measurement key -> names of the backends that each hold a full copy
-    /// (the replica set). Key `_default_` matches any measurement no other key
-    /// matches. See [`crate::route`].
-    pub keymaps: BTreeMap<String, Vec<String>>,
+    /// Measurement key -> either a list of the names of the backends that
+    /// each hold a full copy (an explicit replica set) or the name of a shard
+    /// group of `shard_groups` (a string). Key `_default_` matches any
+    /// measurement no other key matches. See [`crate::route`].
+    pub keymaps: BTreeMap<String, Keymap>,
+    /// Shard groups by name: backends over which the measurements of the
+    /// keymaps naming the group are spread, each shard key on
+    /// `replication_factor` of them ([`crate::shard_group`]). Default: none.
+    #[serde(default)]
+    pub shard_groups: BTreeMap<String, ShardGroupConfig>,
     /// Regexes (regex-lite, matched case-insensitively against the statement)
     /// of InfluxQL statements refused with 403. Default: GRANT, REVOKE, user
     /// management, SELECT INTO, continuous queries, KILL QUERY (see
@@ -131,6 +138,47 @@ pub struct BackendConfig {
     pub url: String,
 }
 
+/// One shard group (`shard_groups.<name>`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ShardGroupConfig {
+    /// Names of the group's backends (of `backends`), at least one, each
+    /// once; their order does not matter.
+    pub backends: Vec<String>,
+    /// Copies of each shard key: from 1 to the number of `backends`.
+    pub replication_factor: usize,
+    /// Tag whose value joins the shard key (`(db, measurement, value)`); a
+    /// point without it goes to the shard of the empty value. Default: none,
+    /// the key is `(db, measurement)`.
+    #[serde(default)]
+    pub shard_tag: Option<String>,
+}
+
+/// A keymap value: a JSON array of backend names or a string naming a shard
+/// group. Errors keep the JSON path of the element (`$.keymaps.cpu[1]`).
+impl<'de> Deserialize<'de> for Keymap {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Keymap, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Keymap;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of backend names or the name of a shard group")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Keymap, E> {
+                Ok(Keymap::Group(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Keymap, A::Error> {
+                let mut names = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+                while let Some(name) = seq.next_element::<String>()? {
+                    names.push(name);
+                }
+                Ok(Keymap::Backends(names))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 mod defaults {
     pub fn listen() -> String {
         "127.0.0.1:7076".into()
@@ -218,8 +266,11 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Parses and validates `text` (the contents of `file`): JSON syntax, unknown
     /// keys, types, at least one backend, every backend URL
-    /// ([`crate::transport::BackendAddr::parse`]), every keymap naming known
-    /// backends and non-empty, every statement regex compiling, non-zero limits.
+    /// ([`crate::transport::BackendAddr::parse`]), every shard group (known
+    /// backends, each once; a replication factor from 1 to its size; a
+    /// usable `shard_tag`), every keymap naming known backends and non-empty
+    /// or a known shard group, every statement regex compiling, non-zero
+    /// limits.
     ///
     /// The first problem found is returned; see [`ConfigError`] for its shape.
     pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
@@ -269,11 +320,51 @@ impl Config {
             .collect()
     }
 
-    /// The router built from `keymaps` over [`Config::backend_names`]. Error
-    /// (only for a config not checked by [`Config::parse`]): a keymap naming an
-    /// unknown backend or none.
+    /// The shard groups of `shard_groups` over [`Config::backend_names`], in
+    /// name order. Error (only for a config not checked by [`Config::parse`]):
+    /// a group with no, an unknown or a repeated backend, or a bad
+    /// replication factor or shard tag.
+    pub fn shard_groups(&self) -> Result<Vec<ShardGroup>, ConfigError> {
+        self.shard_groups_over(&self.backend_names())
+    }
+
+    /// [`Config::shard_groups`] with backend indices into `names` (the
+    /// proxy's stable backend order, which a live reload extends at the end:
+    /// `Topology::names`) instead of [`Config::backend_names`]. Error: a
+    /// group naming a backend that is not in `names`.
+    pub fn shard_groups_over(&self, names: &[String]) -> Result<Vec<ShardGroup>, ConfigError> {
+        self.shard_groups
+            .iter()
+            .map(|(name, group)| {
+                ShardGroup::new(
+                    name,
+                    &group.backends,
+                    names,
+                    group.replication_factor,
+                    group.shard_tag.as_deref(),
+                )
+                .map_err(|problem| ConfigError {
+                    file: String::new(),
+                    path: format!("$.shard_groups{}", key_segment(name)),
+                    problem,
+                })
+            })
+            .collect()
+    }
+
+    /// The router built from `keymaps` and `shard_groups` over
+    /// [`Config::backend_names`]. Error (only for a config not checked by
+    /// [`Config::parse`]): a keymap naming an unknown backend or group, or
+    /// none; a bad group (see [`Config::shard_groups`]).
     pub fn router(&self) -> Result<Router, ConfigError> {
-        Router::new(&self.keymaps, &self.backend_names()).map_err(|problem| ConfigError {
+        self.router_over(&self.backend_names())
+    }
+
+    /// [`Config::router`] with backend indices into `names` (see
+    /// [`Config::shard_groups_over`]).
+    pub fn router_over(&self, names: &[String]) -> Result<Router, ConfigError> {
+        let groups = self.shard_groups_over(names)?;
+        Router::new(&self.keymaps, groups, names).map_err(|problem| ConfigError {
             file: String::new(),
             path: "$.keymaps".to_string(),
             problem,
@@ -319,7 +410,50 @@ impl Config {
                 ),
             );
         }
-        for (key, names) in &self.keymaps {
+        for (name, group) in &self.shard_groups {
+            let path = format!("$.shard_groups{}", key_segment(name));
+            if name.is_empty() {
+                return fail(&path, "a shard group name must not be empty".to_string());
+            }
+            if group.backends.is_empty() {
+                return fail(
+                    &format!("{path}.backends"),
+                    "names no backend (a shard group needs at least one)".to_string(),
+                );
+            }
+            for (i, backend) in group.backends.iter().enumerate() {
+                if !self.backends.contains_key(backend) {
+                    return fail(&format!("{path}.backends[{i}]"), format!("unknown backend {backend:?}"));
+                }
+                if group.backends[..i].contains(backend) {
+                    return fail(
+                        &format!("{path}.backends[{i}]"),
+                        format!("backend {backend:?} is listed twice"),
+                    );
+                }
+            }
+            let rf_path = format!("{path}.replication_factor");
+            if group.replication_factor == 0 {
+                return fail(&rf_path, "must be at least 1".to_string());
+            }
+            if group.replication_factor > group.backends.len() {
+                return fail(
+                    &rf_path,
+                    format!(
+                        "{} is more than the group's {} backends",
+                        group.replication_factor,
+                        group.backends.len()
+                    ),
+                );
+            }
+            if let Some(tag) = &group.shard_tag {
+                if let Some(problem) = bad_shard_tag(tag) {
+                    return fail(&format!("{path}.shard_tag"), problem);
+                }
+            }
+        }
+
+        for (key, keymap) in &self.keymaps {
             let path = format!("$.keymaps{}", key_segment(key));
             if key.is_empty() {
                 return fail(
@@ -327,13 +461,27 @@ impl Config {
                     format!("empty key (use {:?} to match every measurement)", crate::route::DEFAULT_KEY),
                 );
             }
-            if names.is_empty() {
-                return fail(&path, "names no backend (a keymap needs at least one)".to_string());
-            }
-            for (i, name) in names.iter().enumerate() {
-                if !self.backends.contains_key(name) {
-                    return fail(&format!("{path}[{i}]"), format!("unknown backend {name:?}"));
+            match keymap {
+                Keymap::Backends(names) => {
+                    if names.is_empty() {
+                        return fail(&path, "names no backend (a keymap needs at least one)".to_string());
+                    }
+                    for (i, name) in names.iter().enumerate() {
+                        if !self.backends.contains_key(name) {
+                            return fail(&format!("{path}[{i}]"), format!("unknown backend {name:?}"));
+                        }
+                    }
                 }
+                Keymap::Group(group) if !self.shard_groups.contains_key(group) => {
+                    let known = if self.shard_groups.is_empty() {
+                        "no shard_groups are configured".to_string()
+                    } else {
+                        let names: Vec<&str> = self.shard_groups.keys().map(String::as_str).collect();
+                        format!("shard_groups has {}", names.join(", "))
+                    };
+                    return fail(&path, format!("unknown shard group {group:?} ({known})"));
+                }
+                Keymap::Group(_) => {}
             }
         }
 
@@ -408,8 +556,24 @@ fn bad_backend_name(name: &str) -> Option<String> {
     None
 }
 
+/// Why `tag` cannot be a group's `shard_tag`, if it can't.
+fn bad_shard_tag(tag: &str) -> Option<String> {
+    if tag.is_empty() {
+        return Some("must not be empty (leave shard_tag out to shard by measurement)".to_string());
+    }
+    if tag == "time" {
+        return Some(
+            "\"time\" cannot be a shard tag (InfluxDB 1.x refuses points with a tag named time)".to_string(),
+        );
+    }
+    if tag.chars().any(char::is_control) {
+        return Some(format!("{tag:?} holds a control character (no point can carry such a tag)"));
+    }
+    None
+}
+
 /// `.key` for plain keys, `["key"]` (JSON string syntax) for any other.
-fn key_segment(key: &str) -> String {
+pub(crate) fn key_segment(key: &str) -> String {
     let plain = !key.is_empty()
         && !key.starts_with(|c: char| c.is_ascii_digit())
         && key.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_');
@@ -466,9 +630,128 @@ mod tests {
         let addrs = config.backend_addrs().unwrap();
         assert_eq!(addrs[1].authority(), "127.0.0.1:8087");
         let router = config.router().unwrap();
-        assert_eq!(router.route("cpu"), Some(&vec![0, 1]));
-        assert_eq!(router.route("cpu.load.1"), Some(&vec![1]));
-        assert_eq!(router.route("mem"), Some(&vec![0, 1]));
+        assert_eq!(router.replicas("db", "cpu", None), Some(vec![0, 1]));
+        assert_eq!(router.replicas("db", "cpu.load.1", None), Some(vec![1]));
+        assert_eq!(router.replicas("db", "mem", None), Some(vec![0, 1]));
+        assert!(config.shard_groups.is_empty());
+    }
+
+    #[test]
+    fn the_shard_group_example_config_parses() {
+        let text = include_str!("../config/shard-groups.json");
+        let config = Config::parse("config/shard-groups.json", text).unwrap();
+        assert_eq!(config.backend_names(), ["a", "b", "c", "d", "e"]);
+        let groups = config.shard_groups().unwrap();
+        assert_eq!(groups.len(), 2);
+        assert_eq!(
+            (groups[0].name(), groups[0].backends(), groups[0].replication_factor()),
+            ("main", &[0, 1, 2][..], 2)
+        );
+        assert_eq!(groups[1].shard_tag(), Some("customer_id"));
+        let router = config.router().unwrap();
+        assert!(matches!(router.route("cpu.load"), Some(crate::route::Route::Set(s)) if *s == vec![1]));
+        assert!(
+            matches!(router.route("requests"), Some(crate::route::Route::Group(g)) if g.name() == "tenants")
+        );
+        assert!(matches!(router.route("mem"), Some(crate::route::Route::Group(g)) if g.name() == "main"));
+        // placement's golden placement of (telegraf, cpu) over a, b, c with RF 2.
+        assert_eq!(router.replicas("telegraf", "cpu", None), Some(vec![1, 2]));
+    }
+
+    /// `MINIMAL`'s backends a, b, c with these `shard_groups` and `keymaps`.
+    fn groups(shard_groups: &str, keymaps: &str) -> String {
+        format!(
+            r#"{{"backends": {{"a": {{"url": "http://x:1"}}, "b": {{"url": "http://x:2"}}, "c": {{"url": "http://x:3"}}}},
+                "shard_groups": {shard_groups}, "keymaps": {keymaps}}}"#
+        )
+    }
+
+    #[test]
+    fn shard_groups_are_checked() {
+        let ok = groups(
+            r#"{"main": {"backends": ["c", "a", "b"], "replication_factor": 2},
+                "t": {"backends": ["a", "b"], "replication_factor": 1, "shard_tag": "customer"}}"#,
+            r#"{"req": "t", "cpu": ["a"], "_default_": "main"}"#,
+        );
+        let c = Config::parse("proxy.json", &ok).unwrap();
+        assert_eq!(c.keymaps["req"], Keymap::Group("t".into()));
+        assert_eq!(c.shard_groups["t"].shard_tag.as_deref(), Some("customer"));
+        let cases = [
+            (
+                r#"{"main": {"backends": ["a", "x"], "replication_factor": 1}}"#,
+                r#"proxy.json: $.shard_groups.main.backends[1]: unknown backend "x""#,
+            ),
+            (
+                r#"{"main": {"backends": ["a", "b", "a"], "replication_factor": 1}}"#,
+                r#"proxy.json: $.shard_groups.main.backends[2]: backend "a" is listed twice"#,
+            ),
+            (
+                r#"{"main": {"backends": [], "replication_factor": 1}}"#,
+                "proxy.json: $.shard_groups.main.backends: names no backend (a shard group needs at least one)",
+            ),
+            (
+                r#"{"main": {"backends": ["a", "b"], "replication_factor": 0}}"#,
+                "proxy.json: $.shard_groups.main.replication_factor: must be at least 1",
+            ),
+            (
+                r#"{"main": {"backends": ["a", "b"], "replication_factor": 3}}"#,
+                "proxy.json: $.shard_groups.main.replication_factor: 3 is more than the group's 2 backends",
+            ),
+            (
+                r#"{"main": {"backends": ["a"], "replication_factor": 1, "shard_tag": ""}}"#,
+                "proxy.json: $.shard_groups.main.shard_tag: must not be empty (leave shard_tag out to shard by measurement)",
+            ),
+            (
+                r#"{"main": {"backends": ["a"], "replication_factor": 1, "shard_tag": "time"}}"#,
+                r#"proxy.json: $.shard_groups.main.shard_tag: "time" cannot be a shard tag (InfluxDB 1.x refuses points with a tag named time)"#,
+            ),
+            (
+                r#"{"main": {"backends": ["a"], "replication_factor": 1, "shard_tag": "a\nb"}}"#,
+                r#"proxy.json: $.shard_groups.main.shard_tag: "a\nb" holds a control character (no point can carry such a tag)"#,
+            ),
+            (
+                r#"{"": {"backends": ["a"], "replication_factor": 1}}"#,
+                r#"proxy.json: $.shard_groups[""]: a shard group name must not be empty"#,
+            ),
+        ];
+        for (shard_groups, want) in cases {
+            assert_eq!(error(&groups(shard_groups, r#"{"_default_": ["a"]}"#)), want, "{shard_groups}");
+        }
+        let e = error(&groups(
+            r#"{"main": {"backends": ["a"], "replication_factor": -1}}"#,
+            r#"{"_default_": ["a"]}"#,
+        ));
+        assert!(
+            e.starts_with("proxy.json: $.shard_groups.main.replication_factor: invalid value: integer `-1`"),
+            "{e}"
+        );
+        let e = error(&groups(
+            r#"{"main": {"backends": ["a"], "replication_factor": 1, "rf": 2}}"#,
+            r#"{"_default_": ["a"]}"#,
+        ));
+        assert!(e.starts_with("proxy.json: $.shard_groups.main.rf: unknown field `rf`"), "{e}");
+        let e = error(&groups(r#"{"main": {"backends": ["a"]}}"#, r#"{"_default_": ["a"]}"#));
+        assert!(e.starts_with("proxy.json: $.shard_groups.main: missing field `replication_factor`"), "{e}");
+    }
+
+    #[test]
+    fn a_keymap_naming_an_unknown_group_or_neither_is_an_error() {
+        let main = r#"{"main": {"backends": ["a", "b"], "replication_factor": 2}}"#;
+        assert_eq!(
+            error(&groups(main, r#"{"req": "tenants", "_default_": "main"}"#)),
+            r#"proxy.json: $.keymaps.req: unknown shard group "tenants" (shard_groups has main)"#
+        );
+        assert_eq!(
+            error(r#"{"backends": {"a": {"url": "http://x:1"}}, "keymaps": {"_default_": "main"}}"#),
+            r#"proxy.json: $.keymaps._default_: unknown shard group "main" (no shard_groups are configured)"#
+        );
+        let e = error(&groups(main, r#"{"_default_": 3}"#));
+        assert!(
+            e.starts_with(
+                "proxy.json: $.keymaps._default_: invalid type: integer `3`, expected a list of backend names or the name of a shard group"
+            ),
+            "{e}"
+        );
     }
 
     #[test]
@@ -622,10 +905,19 @@ mod tests {
     #[test]
     fn errors_about_in_memory_configs_leave_the_file_out() {
         let mut c = Config::parse("p", MINIMAL).unwrap();
-        c.keymaps.insert("cpu".into(), vec!["zz".into()]);
+        c.keymaps.insert("cpu".into(), Keymap::Backends(vec!["zz".into()]));
         assert_eq!(
             c.router().unwrap_err().to_string(),
             r#"$.keymaps: keymap "cpu" names unknown backend "zz""#
         );
+        c.shard_groups.insert(
+            "g".into(),
+            ShardGroupConfig { backends: vec!["a".into()], replication_factor: 2, shard_tag: None },
+        );
+        assert!(c
+            .router()
+            .unwrap_err()
+            .to_string()
+            .starts_with(r#"$.shard_groups.g: shard group "g": replication_factor 2"#));
     }
 }

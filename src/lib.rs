@@ -19,6 +19,8 @@
 //! - [`line_protocol`]: splitting a write body into points and reading each
 //!   point's measurement.
 //! - [`route`]: measurement name -> replica set (keymaps).
+//! - [`shard_group`]: a shard group (backends, replication factor, shard tag)
+//!   and the replicas of a shard key in it.
 //! - [`placement`]: shard key -> the backends of a shard group that hold it
 //!   (rendezvous hashing).
 //! - [`statement`]: InfluxQL statements: splitting, classification, the
@@ -45,6 +47,7 @@ pub mod placement;
 pub mod proxy;
 pub mod results;
 pub mod route;
+pub mod shard_group;
 pub mod statement;
 pub mod storage;
 pub mod transport;

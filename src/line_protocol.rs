@@ -595,6 +595,55 @@ fn unescape_measurement(raw: &str) -> String {
     out
 }
 
+/// The value of tag `key` in `line`, a point's line as validated by
+/// [`points`] ([`Point::line`]), with escapes removed (`\,`, `\ ` and `\=`
+/// in keys and values, as InfluxDB 1.x unescapes them); `None` when the point
+/// has no such tag. Used to place a point by its shard tag
+/// ([`crate::shard_group`]). Reads the measurement and tag set only; borrows
+/// unless the value holds escapes.
+pub fn tag_value<'a>(line: &'a str, key: &str) -> Option<Cow<'a, str>> {
+    let b = line.as_bytes();
+    let escaped = |i: usize| i > 0 && b[i - 1] == b'\\';
+    // The end (exclusive) of the key or value starting at `i`: the next
+    // unescaped byte of `stops`.
+    let end = |mut i: usize, stops: &[u8]| {
+        while i < b.len() && (escaped(i) || !stops.contains(&b[i])) {
+            i += 1;
+        }
+        i
+    };
+    let mut i = end(1.min(b.len()), b", ");
+    while i < b.len() && b[i] == b',' {
+        let key_start = i + 1;
+        let key_end = end(key_start, b"=");
+        let value_start = (key_end + 1).min(b.len());
+        i = end(value_start, b", ");
+        if unescape_tag(&line[key_start..key_end]) == key {
+            return Some(unescape_tag(&line[value_start..i]));
+        }
+    }
+    None
+}
+
+/// `\,`, `\ ` and `\=` -> `,`, ` `, `=`; other backslashes stay.
+fn unescape_tag(raw: &str) -> Cow<'_, str> {
+    if !raw.contains('\\') {
+        return Cow::Borrowed(raw);
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('\\', Some(&next @ (',' | ' ' | '='))) => {
+                out.push(next);
+                chars.next();
+            }
+            _ => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// The error for a point starting at `start` whose problem was found at `at`:
 /// the text from `start` to the end of the physical line holding `at`.
 fn error_at(body: &str, start: usize, at: usize, line_number: usize, reason: Reason) -> LineProtocolError {
@@ -889,5 +938,28 @@ mod tests {
             }
             assert_eq!(fits_i64(t.as_bytes()), t.parse::<i64>().is_ok(), "{t:?}");
         }
+    }
+
+    #[test]
+    fn tag_value_reads_one_tag_of_a_point_unescaped() {
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            ("cpu,host=a,customer=c1 v=1 1", "customer", Some("c1")),
+            ("cpu,customer=c1,host=a v=1", "customer", Some("c1")),
+            ("cpu,host=a v=1", "customer", None),
+            ("cpu v=1,customer=\"x\"", "customer", None),
+            ("c\\,pu,customer=x v=1", "customer", Some("x")),
+            ("c\\ pu,customer=x v=1", "customer", Some("x")),
+            ("cpu,cust\\=omer=x,customer=y v=1", "cust=omer", Some("x")),
+            ("cpu,cust\\=omer=x,customer=y v=1", "customer", Some("y")),
+            ("cpu,customer=a\\ b\\,c\\=d,host=h v=1", "customer", Some("a b,c=d")),
+            ("cpu,customer=a\\b v=1", "customer", Some("a\\b")),
+            ("cpu,host=customer v=1", "customer", None),
+            ("cpu,customers=x v=1", "customer", None),
+        ];
+        for (line, key, want) in cases {
+            let point = parse_points(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_eq!(tag_value(point[0].line, key).as_deref(), *want, "{line}");
+        }
+        assert!(matches!(tag_value("m,t=v x=1", "t"), Some(Cow::Borrowed("v"))));
     }
 }

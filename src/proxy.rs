@@ -17,6 +17,7 @@
 
 mod query;
 mod reload;
+mod replica;
 mod send;
 mod write;
 
@@ -252,7 +253,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     }
 
     /// Answers one client request (`/ping`, `/write`, `/api/v2/write`, `/query`,
-    /// `/health`, `/metrics`). Never panics on bad input: errors are
+    /// `/health`, `/metrics`, `/replica`). Never panics on bad input: errors are
     /// InfluxDB-style `{"error":"..."}` responses. `now_ms` is the time (ms since
     /// the Unix epoch). The host has already refused bodies over
     /// `config().max_body_bytes` with 413.
@@ -266,6 +267,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             "/health" => "health",
             "/metrics" => "metrics",
             "/reload" => "reload",
+            "/replica" => "replica",
             _ => "other",
         };
         // The request's snapshot: a reload while it runs does not change
@@ -279,6 +281,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             "health" => self.health(&request, now_ms),
             "metrics" => self.metrics(&request, now_ms),
             "reload" => self.reload_endpoint(&request, now_ms).await,
+            "replica" => self.replica(&request),
             _ => Err(ProxyError::NotFound(format!("404 page not found: {}", request.path))),
         };
         let mut response = result.unwrap_or_else(|e| e.to_response());

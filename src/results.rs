@@ -19,8 +19,10 @@ use std::collections::{BTreeMap, HashMap};
 /// numbers by value, strings lexicographically), which orders SHOW answers
 /// lexicographically and SELECT answers by time. When the first column is
 /// `time` and every joined input lists its rows by descending time
-/// (`ORDER BY time DESC`), the merged rows are descending too. Series keep
-/// the order in which they first appear.
+/// (`ORDER BY time DESC`), the merged rows are descending too. Series are
+/// in InfluxDB's order: by measurement name, then by tag values in tag key
+/// order (series with equal names and tags keep the order in which they
+/// first appear).
 /// `messages` (InfluxDB's warnings) are united; `partial` is dropped. Inputs
 /// with neither series nor error give `{}` (InfluxDB prints
 /// `{"statement_id":0}` for an empty answer). A single usable input is returned
@@ -70,6 +72,7 @@ pub fn merge_statement_results(results: Vec<Value>) -> Value {
 
     let mut out = Map::new();
     if !merged.is_empty() {
+        merged.sort_by_cached_key(|m| series_sort_key(m.name.as_ref(), m.tags.as_ref()));
         let series = merged.into_iter().map(MergedSeries::into_value).collect();
         out.insert("series".to_string(), Value::Array(series));
     }
@@ -139,8 +142,10 @@ pub fn window_show_rows(mut result: Value, limit: Option<u64>, offset: Option<u6
 /// sets): each series (same name, tags and columns) is taken whole from the
 /// first backend that returned it, rows untouched, so two equal rows of one
 /// series stay two rows (unlike [`merge_statement_results`], which unites rows
-/// and suits `SHOW`). Errors as in [`merge_statement_results`]. `statement_id`
-/// is not set.
+/// and suits `SHOW`). Series taken from several backends are put in
+/// InfluxDB's order: by measurement name, then by tag values in tag key order
+/// (InfluxDB 1.x sorts a query's series by name and tag set). Errors as in
+/// [`merge_statement_results`]. `statement_id` is not set.
 ///
 /// Works on the backends' JSON text ([`StatementResult`]): only each
 /// series' `name`, `tags` and `columns` are parsed, its rows are copied as
@@ -162,6 +167,8 @@ pub fn merge_select_results<R: Into<StatementResult>>(results: Vec<R>) -> Statem
     let mut messages: Vec<Value> = Vec::new();
     // Per result, the indexes of the series taken from it (first seen).
     let mut taken: Vec<Vec<usize>> = Vec::with_capacity(ok.len());
+    // Every series taken: (InfluxDB's sort key, result, index).
+    let mut order: Vec<(SeriesSortKey, usize, usize)> = Vec::new();
     let mut counts: Vec<usize> = Vec::with_capacity(ok.len());
     for result in &ok {
         if let Some(raw) = result.members.get("messages") {
@@ -176,8 +183,10 @@ pub fn merge_select_results<R: Into<StatementResult>>(results: Vec<R>) -> Statem
                 continue;
             }
             let Ok(head) = serde_json::from_str::<SeriesHead>(one.get()) else { continue };
+            let sort_key = head.sort_key();
             if seen.insert(head.key(), ()).is_none() {
                 from_this.push(i);
+                order.push((sort_key, taken.len(), i));
             }
         }
         taken.push(from_this);
@@ -194,15 +203,15 @@ pub fn merge_select_results<R: Into<StatementResult>>(results: Vec<R>) -> Statem
         }
     }
     if !contributors.is_empty() && !out.members.contains_key("series") {
+        // Stable: series with equal keys keep the backends' order.
+        order.sort_by(|x, y| x.0.cmp(&y.0));
+        let all_series: Vec<Vec<&RawValue>> = ok.iter().map(result_series).collect();
         let mut series_out = String::from("[");
-        for &r in &contributors {
-            let series = result_series(&ok[r]);
-            for &i in &taken[r] {
-                if series_out.len() > 1 {
-                    series_out.push(',');
-                }
-                series_out.push_str(series[i].get());
+        for (_, r, i) in &order {
+            if series_out.len() > 1 {
+                series_out.push(',');
             }
+            series_out.push_str(all_series[*r][*i].get());
         }
         series_out.push(']');
         if let Ok(series) = RawValue::from_string(series_out) {
@@ -235,7 +244,32 @@ struct SeriesHead {
     columns: Option<Value>,
 }
 
+/// A series' name and its tags sorted by key (see [`series_sort_key`]).
+type SeriesSortKey = (String, Vec<(String, String)>);
+
+/// A series' place in InfluxDB's order (InfluxDB 1.x sorts a query's series
+/// by measurement name, then tag set): its name, then its tags sorted by key,
+/// as text.
+fn series_sort_key(name: Option<&Value>, tags: Option<&Value>) -> SeriesSortKey {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let name = name.map(text).unwrap_or_default();
+    let mut tags: Vec<(String, String)> = match tags {
+        Some(Value::Object(map)) => map.iter().map(|(k, v)| (k.clone(), text(v))).collect(),
+        _ => Vec::new(),
+    };
+    tags.sort();
+    (name, tags)
+}
+
 impl SeriesHead {
+    /// See [`series_sort_key`].
+    fn sort_key(&self) -> SeriesSortKey {
+        series_sort_key(self.name.as_ref(), self.tags.as_ref())
+    }
+
     /// As [`series_key`].
     fn key(self) -> String {
         let mut map = Map::new();
@@ -1027,6 +1061,32 @@ mod tests {
         );
         let failed = merge_select_results(vec![json!({"error":"boom"}), json!({"error":"bang"})]);
         assert_eq!(failed, json!({"error":"boom"}));
+    }
+
+    #[test]
+    fn show_merge_puts_series_in_influxdb_order() {
+        let keys = |name: &str| json!({"name":name,"columns":["tagKey"],"values":[["host"]]});
+        let a = json!({"series":[keys("m00"), keys("m02"), keys("m03")]});
+        let b = json!({"series":[keys("m01"), keys("m02"), keys("m10")]});
+        assert_eq!(
+            merge_statement_results(vec![a, b]),
+            json!({"series":[keys("m00"), keys("m01"), keys("m02"), keys("m03"), keys("m10")]})
+        );
+    }
+
+    /// Series of several backends (measurements of different replica sets)
+    /// come out as one InfluxDB sorts them: by name, then by tag values.
+    #[test]
+    fn select_merge_puts_series_of_several_backends_in_influxdb_order() {
+        let series = |name: &str, host: &str| json!({"name":name,"tags":{"host":host},"columns":["time","v"],"values":[[1,1]]});
+        let a = json!({"series":[series("m2", "h0"), series("m2", "h1"), series("m4", "h0")]});
+        let b = json!({"series":[series("m1", "h1"), series("m2", "h0"), series("m3", "h0")]});
+        let c = json!({"series":[series("m1", "h0"), series("m10", "h0")]});
+        assert_eq!(
+            merge_select_results(vec![a, b, c]),
+            json!({"series":[series("m1", "h0"), series("m1", "h1"), series("m10", "h0"), series("m2", "h0"),
+                             series("m2", "h1"), series("m3", "h0"), series("m4", "h0")]})
+        );
     }
 
     #[test]

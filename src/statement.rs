@@ -193,6 +193,31 @@ pub fn classify(statement: &str) -> Result<StatementKind, String> {
     }
 }
 
+/// The database of a `SHOW ... ON db ...` statement (`db` unquoted), if it
+/// names one: InfluxQL's `ON_clause` of SHOW MEASUREMENTS, SERIES, TAG KEYS,
+/// TAG VALUES, FIELD KEYS and RETENTION POLICIES. `None` for any other
+/// statement or one that does not tokenize.
+pub fn show_on_database(statement: &str) -> Option<String> {
+    let tokens = tokenize(statement).ok()?;
+    if !tokens.first()?.is_keyword("SHOW") {
+        return None;
+    }
+    let mut depth = 0usize;
+    for (i, token) in tokens.iter().enumerate() {
+        if token.is_punct("(") {
+            depth += 1;
+        } else if token.is_punct(")") {
+            depth = depth.saturating_sub(1);
+        } else if depth == 0 && token.is_keyword("ON") {
+            return match &tokens.get(i + 1)?.kind {
+                TokenKind::Ident(name) | TokenKind::QuotedIdent(name) => Some(name.clone()),
+                _ => None,
+            };
+        }
+    }
+    None
+}
+
 /// The top-level `LIMIT n` and `OFFSET m` of a `SHOW` statement, as
 /// `(limit, offset)`; `None` for a clause that is absent. InfluxQL
 /// specification: `SHOW MEASUREMENTS ... [LIMIT_clause] [OFFSET_clause]`, and
@@ -1226,5 +1251,14 @@ mod tests {
                 assert_eq!(sent_limit, want, "{text:?} -> {sent:?}");
             }
         }
+    }
+
+    #[test]
+    fn show_on_database_reads_the_on_clause() {
+        assert_eq!(show_on_database("SHOW TAG KEYS ON telegraf FROM cpu").as_deref(), Some("telegraf"));
+        assert_eq!(show_on_database(r#"show measurements on "my db" limit 1"#).as_deref(), Some("my db"));
+        assert_eq!(show_on_database("SHOW TAG KEYS FROM cpu"), None);
+        assert_eq!(show_on_database("SELECT * FROM cpu"), None);
+        assert_eq!(show_on_database("SHOW TAG VALUES WITH KEY = \"on\""), None);
     }
 }

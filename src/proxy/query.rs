@@ -13,9 +13,21 @@
 //! - reads with FROM go to one backend of the measurement's replica set,
 //!   healthy ones first in random order, failing over on no answer or 5xx;
 //!   regex or multi-set sources read one backend per replica set and merge;
+//!   in a shard group ([`crate::shard_group`]) a measurement's replica set is
+//!   that of its shard key `(db, measurement)` (db from `db.rp.m`, `SHOW ...
+//!   ON db` or the `db` parameter), and a regex FROM reads a cover of the
+//!   group: `N - RF + 1` distinct backends, healthy first, each that does not
+//!   answer replaced by another backend of the group;
 //! - `SHOW` without FROM goes to every healthy backend and the answers are
-//!   merged, so one backend down does not break it; its `LIMIT n OFFSET m`
-//!   is sent as `LIMIT n+m` and re-applied to the merged rows;
+//!   merged, so one backend down does not break it; with shard groups in the
+//!   keymaps it goes to one backend of each explicit replica set and a cover
+//!   of each group instead, so that every shard answers; its `LIMIT n OFFSET
+//!   m` is sent as `LIMIT n+m` and re-applied to the merged rows;
+//! - a measurement of a group sharded by a tag lives on several replica sets
+//!   (one per tag value): `SHOW ... FROM` it reads a cover of the group (rows
+//!   united, exact), and a `SELECT` from it is refused with 400 until the
+//!   exact merge of partial answers is wired in, unless the group keeps
+//!   every key on every backend (RF = N);
 //! - schema statements go to every backend concerned through the same delivery
 //!   rule as writes (queued for backends that are down).
 //!
@@ -45,9 +57,10 @@ use crate::results::{
     answer_results, error_result, first_result, merge_select_results, merge_statement_results,
     window_show_rows, ResultsWriter, StatementResult,
 };
-use crate::route::ReplicaSet;
+use crate::route::{ReplicaSet, Route};
 use crate::statement::{
-    classify, show_limit_offset, show_statement_for_backends, split_statements, Source, StatementKind,
+    classify, show_limit_offset, show_on_database, show_statement_for_backends, split_statements, Source,
+    StatementKind,
 };
 use crate::storage::Storage;
 use crate::transport::{Transport, TransportError};
@@ -75,8 +88,17 @@ enum ReadPlan {
     /// Every source lives on each of these backends: ask one.
     One(ReplicaSet),
     /// Sources span several replica sets (or a regex): ask one backend of each
-    /// and merge.
-    Cover(Vec<ReplicaSet>),
+    /// set and [`Pool::count`] distinct backends of each pool (shard groups
+    /// read whole), and merge.
+    Cover { sets: Vec<ReplicaSet>, pools: Vec<Pool> },
+}
+
+/// A shard group read whole: `count` distinct backends of `backends`, any
+/// that many being a cover of the group (see [`crate::shard_group`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pool {
+    backends: Vec<usize>,
+    count: usize,
 }
 
 /// Most statements sent to one backend in one request. Consecutive read
@@ -118,6 +140,10 @@ enum Reach {
     /// Every healthy backend (every backend if none is); one answer is
     /// enough.
     EveryHealthy,
+    /// One backend of each replica set (as `EachSet`) and `count` distinct
+    /// backends of each pool, healthy first, a backend that does not answer
+    /// replaced by another of its pool; every one must answer.
+    Cover { sets: Vec<ReplicaSet>, pools: Vec<Pool> },
 }
 
 /// How the answers to one read statement are combined.
@@ -191,7 +217,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         if statements.is_empty() {
             return Err(ProxyError::BadRequest("error parsing query: empty query".into()));
         }
-        let plans = self.plan(topo, &statements)?;
+        let plans = self.plan(topo, &statements, ctx.db.as_deref())?;
         // The proxy's planner reads only what routing needs: a statement
         // InfluxDB cannot parse after a mutation would reach a backend after
         // the mutation ran. InfluxDB parses the whole query first.
@@ -300,39 +326,48 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// Plans every statement before anything is sent: the statement filter
     /// (403), then classification, routing and a fanned-out SHOW's
     /// LIMIT/OFFSET (400). The first refusal fails the whole request.
-    fn plan<'q>(&self, topo: &Topology, statements: &[&'q str]) -> Result<Vec<Planned<'q>>, ProxyError> {
+    fn plan<'q>(
+        &self,
+        topo: &Topology,
+        statements: &[&'q str],
+        db: Option<&str>,
+    ) -> Result<Vec<Planned<'q>>, ProxyError> {
         for statement in statements {
             topo.filter.check(statement).map_err(ProxyError::Forbidden)?;
         }
         let bad = |e: String| ProxyError::BadRequest(format!("error parsing query: {e}"));
         let mut plans = Vec::with_capacity(statements.len());
         for &text in statements {
+            let is_show = text.split_whitespace().next().is_some_and(|w| w.eq_ignore_ascii_case("SHOW"));
+            // The database of the statement's shard keys: `SHOW ... ON db`,
+            // else the `db` parameter (a `db.rp.m` source names its own).
+            let on = if is_show { show_on_database(text) } else { None };
+            let db = on.as_deref().or(db);
             let action = match classify(text).map_err(bad)? {
-                StatementKind::ReadFrom(sources) => match self.read_plan(topo, &sources)? {
+                StatementKind::ReadFrom(sources) => match self.read_plan(topo, &sources, db, !is_show)? {
                     ReadPlan::One(set) => Action::Read {
                         sent: text.to_string(),
                         reach: Reach::EachSet(vec![set]),
                         merge: Merge::One,
                     },
-                    ReadPlan::Cover(sets) => {
+                    ReadPlan::Cover { sets, pools } => {
+                        let reach = if pools.is_empty() {
+                            Reach::EachSet(sets)
+                        } else {
+                            Reach::Cover { sets, pools }
+                        };
                         // SHOW ... FROM several replica sets: rows are united and
                         // LIMIT/OFFSET re-applied, as for SHOW without FROM;
                         // SELECT: each series from the backend that holds it.
-                        let is_show =
-                            text.split_whitespace().next().is_some_and(|w| w.eq_ignore_ascii_case("SHOW"));
                         if is_show {
                             let (limit, offset) = show_limit_offset(text).map_err(bad)?;
                             Action::Read {
                                 sent: show_statement_for_backends(text).map_err(bad)?,
-                                reach: Reach::EachSet(sets),
+                                reach,
                                 merge: Merge::Show { limit, offset },
                             }
                         } else {
-                            Action::Read {
-                                sent: text.to_string(),
-                                reach: Reach::EachSet(sets),
-                                merge: Merge::Select,
-                            }
+                            Action::Read { sent: text.to_string(), reach, merge: Merge::Select }
                         }
                     }
                 },
@@ -340,18 +375,36 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                     let (limit, offset) = show_limit_offset(text).map_err(bad)?;
                     Action::Read {
                         sent: show_statement_for_backends(text).map_err(bad)?,
-                        reach: Reach::EveryHealthy,
+                        reach: self.show_all_reach(topo),
                         merge: Merge::Show { limit, offset },
                     }
                 }
                 StatementKind::SchemaAll => Action::Mutate { targets: topo.active.clone() },
                 StatementKind::SchemaMeasurement(m) => Action::Mutate {
-                    targets: topo.router.route(&m.name).ok_or_else(|| no_route(&m.name))?.clone(),
+                    targets: self.schema_targets(topo, &m.name, m.database.as_deref().or(db))?,
                 },
                 StatementKind::SelectInto(sources) => {
-                    let mut targets: Vec<usize> = match self.read_plan(topo, &sources)? {
+                    // Each replica computes its own copy of the target into
+                    // its own store: in a shard group the target would then
+                    // live on the sources' replicas, not on its own key's.
+                    let grouped = sources.iter().any(|source| match source {
+                        Source::Measurement(m) => matches!(topo.router.route(&m.name), Some(Route::Group(_))),
+                        Source::Regex(_) => !topo.router.groups().is_empty(),
+                    });
+                    if grouped {
+                        return Err(ProxyError::BadRequest(
+                            "SELECT ... INTO from measurements of a shard group is not supported: the target \
+                             would not be placed by its own shard key (read the data and write it through the proxy)"
+                                .into(),
+                        ));
+                    }
+                    let mut targets: Vec<usize> = match self.read_plan(topo, &sources, db, true)? {
                         ReadPlan::One(set) => set,
-                        ReadPlan::Cover(sets) => sets.into_iter().flatten().collect(),
+                        ReadPlan::Cover { sets, pools } => sets
+                            .into_iter()
+                            .flatten()
+                            .chain(pools.into_iter().flat_map(|p| p.backends))
+                            .collect(),
                     };
                     targets.sort_unstable();
                     targets.dedup();
@@ -394,6 +447,15 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 let stop_at = if sets.len() == 1 { StopAt::Failure } else { StopAt::NoAnswer };
                 let asks = sets.iter().map(|set| self.ask_batch(set, &sent, ctx, stop_at, now_ms)).collect();
                 (join_all(asks).await, false)
+            }
+            Reach::Cover { sets, pools } => {
+                let parts: Vec<Pool> = sets
+                    .iter()
+                    .map(|set| Pool { backends: set.clone(), count: 1 })
+                    .chain(pools.iter().cloned())
+                    .collect();
+                let asks = parts.iter().map(|part| self.ask_pool(part, &sent, ctx, now_ms)).collect();
+                (join_all(asks).await.into_iter().flatten().collect(), false)
             }
             Reach::EveryHealthy => {
                 let mut targets: Vec<usize> =
@@ -545,37 +607,176 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         first_result(&response.body).map_err(|e| ProxyError::Unavailable(format!("bad backend answer: {e}")))
     }
 
-    fn read_plan(&self, topo: &Topology, sources: &[Source]) -> Result<ReadPlan, ProxyError> {
+    /// Where a read of `sources` goes: one replica set holding every source,
+    /// or one backend of each of several sets plus a cover of each shard
+    /// group read whole. `db` is the database of sources that do not name
+    /// one (`db.rp.m`); without any, a measurement of a group is asked of
+    /// any backend of the group (which answers InfluxDB's "database name
+    /// required"). `select`: a SELECT, which cannot be answered exactly by
+    /// uniting the answers of a group sharded by a tag (400 for now); SHOW
+    /// statements can.
+    fn read_plan(
+        &self,
+        topo: &Topology,
+        sources: &[Source],
+        db: Option<&str>,
+        select: bool,
+    ) -> Result<ReadPlan, ProxyError> {
         let mut sets: Vec<ReplicaSet> = Vec::new();
+        let mut pools: Vec<Pool> = Vec::new();
         let mut regex = false;
+        let add_set = |sets: &mut Vec<ReplicaSet>, set: ReplicaSet| {
+            if !sets.contains(&set) {
+                sets.push(set);
+            }
+        };
         for source in sources {
             match source {
                 Source::Measurement(m) => {
-                    let set = topo.router.route(&m.name).ok_or_else(|| no_route(&m.name))?;
-                    if !sets.contains(set) {
-                        sets.push(set.clone());
+                    match topo.router.route(&m.name).ok_or_else(|| no_route(&m.name))? {
+                        Route::Set(set) => add_set(&mut sets, set.clone()),
+                        Route::Group(group) => match (m.database.as_deref().or(db), group.shard_tag()) {
+                            _ if group.is_full_copy() => add_set(&mut sets, group.backends().to_vec()),
+                            (Some(db), None) => add_set(&mut sets, group.replicas(db, &m.name, None)),
+                            (None, None) => add_set(&mut sets, group.backends().to_vec()),
+                            (_, Some(tag)) if select => {
+                                return Err(tag_sharded_select(
+                                    &format!("measurement \"{}\"", m.name),
+                                    group.name(),
+                                    tag,
+                                ))
+                            }
+                            (_, Some(_)) => {
+                                let pool =
+                                    Pool { backends: group.backends().to_vec(), count: group.cover_size() };
+                                if !pools.contains(&pool) {
+                                    pools.push(pool);
+                                }
+                            }
+                        },
                     }
                 }
                 Source::Regex(_) => regex = true,
             }
         }
         if regex {
-            for (_, set) in topo.router.describe() {
-                if !sets.contains(&set) {
-                    sets.push(set);
+            for route in topo.router.destinations() {
+                match route {
+                    Route::Set(set) => add_set(&mut sets, set.clone()),
+                    Route::Group(group) if group.is_full_copy() => {
+                        add_set(&mut sets, group.backends().to_vec())
+                    }
+                    Route::Group(group) => {
+                        if let (Some(tag), true) = (group.shard_tag(), select) {
+                            return Err(tag_sharded_select(
+                                "a regex FROM, which may match measurements",
+                                group.name(),
+                                tag,
+                            ));
+                        }
+                        let pool = Pool { backends: group.backends().to_vec(), count: group.cover_size() };
+                        if !pools.contains(&pool) {
+                            pools.push(pool);
+                        }
+                    }
                 }
             }
-            return Ok(ReadPlan::Cover(sets));
+            return Ok(ReadPlan::Cover { sets, pools });
         }
         let common: ReplicaSet = match sets.first() {
-            Some(first) => first.iter().copied().filter(|b| sets.iter().all(|s| s.contains(b))).collect(),
-            None => Vec::new(),
+            Some(first) if pools.is_empty() => {
+                first.iter().copied().filter(|b| sets.iter().all(|s| s.contains(b))).collect()
+            }
+            _ => Vec::new(),
         };
         if common.is_empty() {
-            Ok(ReadPlan::Cover(sets))
+            Ok(ReadPlan::Cover { sets, pools })
         } else {
             Ok(ReadPlan::One(common))
         }
+    }
+
+    /// Where `SHOW` without FROM goes: every healthy backend when the
+    /// keymaps name explicit replica sets only (as before shard groups: one
+    /// answer is enough); with a shard group, one backend of each explicit
+    /// set and a cover of each group, so that every shard answers.
+    fn show_all_reach(&self, topo: &Topology) -> Reach {
+        let destinations = topo.router.destinations();
+        if !destinations.iter().any(|d| matches!(d, Route::Group(_))) {
+            return Reach::EveryHealthy;
+        }
+        let (mut sets, mut pools) = (Vec::new(), Vec::new());
+        for route in destinations {
+            match route {
+                Route::Set(set) => sets.push(set.clone()),
+                Route::Group(group) => {
+                    pools.push(Pool { backends: group.backends().to_vec(), count: group.cover_size() })
+                }
+            }
+        }
+        Reach::Cover { sets, pools }
+    }
+
+    /// The backends a `DROP MEASUREMENT`, `DELETE` or `DROP SERIES FROM
+    /// measurement` goes to: every replica that may hold it (the explicit
+    /// set; in a group sharded by measurement the replicas of `(db,
+    /// measurement)`, every backend of the group without a database; in a
+    /// group sharded by a tag, every backend of the group).
+    fn schema_targets(
+        &self,
+        topo: &Topology,
+        measurement: &str,
+        db: Option<&str>,
+    ) -> Result<Vec<usize>, ProxyError> {
+        Ok(match topo.router.route(measurement).ok_or_else(|| no_route(measurement))? {
+            Route::Set(set) => set.clone(),
+            Route::Group(group) => match (db, group.shard_tag()) {
+                (Some(db), None) => group.replicas(db, measurement, None),
+                _ => group.backends().to_vec(),
+            },
+        })
+    }
+
+    /// One read of `statements` from `pool`: one answer (all its outcomes)
+    /// per backend asked, `pool.count` of them. A set (`count` 1) is asked
+    /// as [`Self::ask_batch`] asks it, failing over inside the set. A cover
+    /// (`count` > 1) asks that many distinct backends at once, healthy ones
+    /// first ([`Self::read_order`]); each that does not answer every
+    /// statement is replaced by the next backend of the pool. When the pool
+    /// runs out, the failed answers stand in for the missing ones, so that
+    /// the statements they could not answer fail.
+    async fn ask_pool(
+        &self,
+        pool: &Pool,
+        statements: &[&str],
+        ctx: &QueryContext,
+        now_ms: u64,
+    ) -> Vec<Vec<Outcome>> {
+        if pool.count <= 1 {
+            return vec![self.ask_batch(&pool.backends, statements, ctx, StopAt::NoAnswer, now_ms).await];
+        }
+        let order = self.read_order(&pool.backends);
+        let (mut answered, mut failed) = (Vec::new(), Vec::new());
+        let mut next = 0;
+        while answered.len() < pool.count && next < order.len() {
+            let take = (pool.count - answered.len()).min(order.len() - next);
+            let singles: Vec<[usize; 1]> = order[next..next + take].iter().map(|&b| [b]).collect();
+            next += take;
+            let asks = singles
+                .iter()
+                .map(|one| self.ask_batch(one, statements, ctx, StopAt::NoAnswer, now_ms))
+                .collect();
+            for outcomes in join_all(asks).await {
+                if outcomes.len() == statements.len() && outcomes.iter().all(Result::is_ok) {
+                    answered.push(outcomes);
+                } else {
+                    failed.push(outcomes);
+                }
+            }
+        }
+        let missing = pool.count.saturating_sub(answered.len());
+        answered.extend(failed.into_iter().take(missing));
+        answered
     }
 
     /// Asks one backend of `set`: healthy ones first, in random order, then
@@ -745,6 +946,14 @@ fn batch_results(body: &[u8], n: usize) -> Result<Vec<StatementResult>, String> 
         executed.push(result);
     }
     Ok(executed)
+}
+
+/// The 400 for a SELECT that would need the answers of several shards of a
+/// group sharded by `tag` merged: `what` is what the SELECT reads.
+fn tag_sharded_select(what: &str, group: &str, tag: &str) -> ProxyError {
+    ProxyError::BadRequest(format!(
+        "SELECT from {what} sharded by tag \"{tag}\" (shard group \"{group}\"): tag-sharded fan-out queries are not supported yet"
+    ))
 }
 
 fn no_route(measurement: &str) -> ProxyError {

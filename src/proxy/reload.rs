@@ -137,7 +137,7 @@ impl Topology {
     pub(super) fn first(config: Config, states: Vec<Rc<BackendState>>) -> Result<Topology, String> {
         let backends = config.backend_addrs().map_err(|e| e.to_string())?;
         let names: Vec<String> = backends.iter().map(|b| b.name.clone()).collect();
-        let router = Router::new(&config.keymaps, &names)?;
+        let router = config.router_over(&names).map_err(|e| e.to_string())?;
         let filter = StatementFilter::new(&config.forbidden_statements, &config.allowed_statements)?;
         let active = (0..backends.len()).collect();
         Ok(Topology { generation: 1, config, backends, states, active, router, filter })
@@ -214,14 +214,69 @@ fn restart_only(old: &Config, new: &Config) -> Option<String> {
     })
 }
 
-/// The hook that refuses a reload which would move data between backends
-/// (one-line reason naming the key), until the rebalance is wired into the
-/// reload. Today nothing is refused here: explicit keymaps apply live (a
-/// changed replica set is not backfilled, see the module doc). The shard
-/// groups' changes that move data (a group's backends or replication factor,
-/// a keymap pointed at another group) are to be refused here.
+/// Refuses a reload that would move data of a shard group between backends
+/// (one-line reason naming the key), as long as the rebalance
+/// (`crate::rebalance`) is not driven by the reload: placement is a function
+/// of the group's backends and replication factor (`crate::placement`), so
+/// changing them, or the shard tag, or pointing an existing keymap at or away
+/// from a group, would make the proxy read keys where their data is not.
+/// Refused: a group used by a keymap whose `backends` (as a set),
+/// `replication_factor` or `shard_tag` changed, or that was removed; an
+/// existing keymap whose value changed to or from a group. Applied live:
+/// new groups, new keymaps, changes of groups no keymap uses, and explicit
+/// keymaps (a changed explicit replica set is not backfilled, see the module
+/// doc).
 pub fn moves_data(old: &Config, new: &Config) -> Option<String> {
-    let _ = (old, new);
+    use crate::route::Keymap;
+    let used = |config: &Config, group: &str| {
+        config.keymaps.values().any(|k| matches!(k, Keymap::Group(g) if g == group))
+    };
+    let refuse = |path: String, what: &str| {
+        Some(format!(
+            "{path}: {what} would move data between backends, which a live reload does not do yet; \
+             keep it as it is"
+        ))
+    };
+    for (name, before) in &old.shard_groups {
+        if !used(old, name) {
+            continue;
+        }
+        let path = format!("$.shard_groups{}", crate::config::key_segment(name));
+        let Some(after) = new.shard_groups.get(name) else {
+            return refuse(path, "removing a shard group in use");
+        };
+        let set = |g: &crate::config::ShardGroupConfig| {
+            let mut b = g.backends.clone();
+            b.sort_unstable();
+            b
+        };
+        if set(before) != set(after) {
+            return refuse(format!("{path}.backends"), "changing a shard group's backends");
+        }
+        if before.replication_factor != after.replication_factor {
+            return refuse(
+                format!("{path}.replication_factor"),
+                "changing a shard group's replication factor",
+            );
+        }
+        if before.shard_tag != after.shard_tag {
+            return refuse(format!("{path}.shard_tag"), "changing a shard group's shard tag");
+        }
+    }
+    for (key, before) in &old.keymaps {
+        match new.keymaps.get(key) {
+            Some(after) if after == before => {}
+            Some(_) | None if matches!(before, Keymap::Group(_)) => {
+                let path = format!("$.keymaps{}", crate::config::key_segment(key));
+                return refuse(path, "changing or removing a keymap of a shard group");
+            }
+            Some(Keymap::Group(_)) => {
+                let path = format!("$.keymaps{}", crate::config::key_segment(key));
+                return refuse(path, "pointing an existing keymap at a shard group");
+            }
+            _ => {}
+        }
+    }
     None
 }
 
@@ -365,7 +420,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             new.backends.keys().filter_map(|name| backends.iter().position(|b| &b.name == name)).collect();
         active.sort_unstable();
         let names: Vec<String> = backends.iter().map(|b| b.name.clone()).collect();
-        let router = Router::new(&new.keymaps, &names).map_err(|e| format!("$.keymaps: {e}"))?;
+        let router = new.router_over(&names).map_err(|e| e.to_string())?;
         let filter = StatementFilter::new(&new.forbidden_statements, &new.allowed_statements)?;
         changes.extend(setting_changes(&old.config, &new));
         if changes.is_empty() {

@@ -1245,3 +1245,4 @@ fn health_and_metrics_show_the_oldest_record_age_and_its_replay_attempts() {
 }
 mod batches;
 mod reload;
+mod shard_groups;

@@ -2,7 +2,9 @@
 //! (InfluxDB 1.8's 2.x compatibility API, "Write data with the InfluxDB API").
 //!
 //! The body (plain or gzip) is validated whole and each point routed by its
-//! measurement to its replica set before anything is sent. Then each
+//! measurement to its replica set before anything is sent: the keymap's
+//! explicit set, or in a shard group the replicas of the point's shard key
+//! `(db, measurement[, shard tag value])` ([`crate::shard_group`]). Then each
 //! backend gets just its points, the backends concurrently, in batches of at
 //! most `backend_max_body_bytes` (counted with the timestamps added, cut at
 //! point boundaries, sent or queued in body order, each its own write queue
@@ -19,8 +21,8 @@
 use super::{allow, join_all, Proxy, Topology};
 use crate::error::ProxyError;
 use crate::http::{Method, Request, Response};
-use crate::line_protocol::{normalize_precision, points, Point};
-use crate::route::ReplicaSet;
+use crate::line_protocol::{normalize_precision, points, tag_value, Point};
+use crate::route::{ReplicaSet, Route};
 use crate::storage::Storage;
 use crate::transport::Transport;
 use crate::write_queue::{Credentials, Record};
@@ -67,15 +69,12 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         // anything: a bad line or a point with no route fails the whole write
         // and nothing is written. Nothing is kept per point, only the
         // distinct replica sets used.
-        let mut last = None;
-        let mut sets: Vec<&ReplicaSet> = Vec::new();
+        let mut last = LastRoute::default();
+        let mut sets: Vec<ReplicaSet> = Vec::new();
         let (mut line_bytes, mut without_timestamp) = (0usize, 0usize);
         for point in points(text) {
             let point = point.map_err(|e| ProxyError::BadRequest(e.to_string()))?;
-            let set = self.route_point(topo, &point, &mut last)?;
-            if !sets.contains(&set) {
-                sets.push(set);
-            }
+            self.route_point(topo, &target.db, &point, &mut last, &mut sets)?;
             line_bytes += point.line.len() + 1;
             without_timestamp += usize::from(!point.has_timestamp);
         }
@@ -111,12 +110,13 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let mut buffered = 0;
         // The first backend 4xx: the later batches are still sent.
         let mut rejected = None;
+        let used = sets.len();
         for point in points(text) {
             let point = point.map_err(|e| ProxyError::BadRequest(e.to_string()))?;
-            let set = self.route_point(topo, &point, &mut last)?;
-            let targets = match sets.iter().position(|s| *s == set) {
-                Some(k) => &set_groups[k],
-                None => return Err(ProxyError::Internal("a point changed its route".into())),
+            let k = self.route_point(topo, &target.db, &point, &mut last, &mut sets)?;
+            let targets = match set_groups.get(k) {
+                Some(targets) if sets.len() == used => targets,
+                _ => return Err(ProxyError::Internal("a point changed its route".into())),
             };
             let stamp = if point.has_timestamp { None } else { default_timestamp.as_deref() };
             let size = point.line.len() + 1 + stamp.map_or(0, |_| stamp_bytes);
@@ -146,30 +146,65 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         }
     }
 
-    /// The replica set of `point`; `last` caches the previous lookup (bodies
-    /// usually hold runs of one measurement). Error: no route (400).
+    /// The index in `sets` of the replica set of `point` written to `db`
+    /// (added to `sets` when new): the keymap's explicit set, or the
+    /// replicas of the point's shard key in its shard group. `last` caches
+    /// the previous point's key and set (bodies usually hold runs of one
+    /// measurement, and of one tag value): a run of an explicit keymap costs
+    /// one comparison per point, no trie walk and no hashing. Error: no
+    /// route (400).
     fn route_point<'a, 'p>(
         &self,
         topo: &'p Topology,
+        db: &str,
         point: &Point<'a>,
-        last: &mut Option<(&'a str, &'p ReplicaSet)>,
-    ) -> Result<&'p ReplicaSet, ProxyError> {
-        if let Some((m, set)) = *last {
-            if m == point.measurement {
-                return Ok(set);
+        last: &mut LastRoute<'a, 'p>,
+        sets: &mut Vec<ReplicaSet>,
+    ) -> Result<usize, ProxyError> {
+        if let Some((m, tag, k)) = &last.key {
+            if *m == point.measurement {
+                match tag {
+                    // An explicit set or a measurement-sharded group: the
+                    // measurement is the whole key (the db is the request's).
+                    None => return Ok(*k),
+                    Some((key, value)) => {
+                        if tag_value(point.line, key).as_deref().unwrap_or("") == value.as_ref() {
+                            return Ok(*k);
+                        }
+                    }
+                }
             }
         }
-        let set = topo.router.route(&point.measurement).ok_or_else(|| {
+        let route = topo.router.route(&point.measurement).ok_or_else(|| {
             ProxyError::BadRequest(format!(
                 "no route for measurement \"{}\" (line {}): add a keymap or \"_default_\"",
                 point.measurement, point.line_number
             ))
         })?;
-        *last = match point.measurement {
-            Cow::Borrowed(m) => Some((m, set)),
+        let (set, tag) = match route {
+            Route::Set(set) => (Cow::Borrowed(set), None),
+            Route::Group(group) => {
+                // A point without the shard tag is placed (and cached) as the
+                // shard of the empty value.
+                let tag = group
+                    .shard_tag()
+                    .map(|key| (key, tag_value(point.line, key).unwrap_or(Cow::Borrowed(""))));
+                let value = tag.as_ref().map(|(_, v)| v.as_ref());
+                (Cow::Owned(group.replicas(db, &point.measurement, value)), tag)
+            }
+        };
+        let k = match sets.iter().position(|s| *s == *set) {
+            Some(k) => k,
+            None => {
+                sets.push(set.into_owned());
+                sets.len() - 1
+            }
+        };
+        last.key = match point.measurement {
+            Cow::Borrowed(m) => Some((m, tag, k)),
             Cow::Owned(_) => None,
         };
-        Ok(set)
+        Ok(k)
     }
 
     /// Hands the groups' batches over (emptying them): each backend of a
@@ -207,6 +242,18 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         Ok(())
     }
 }
+
+/// The key and replica set (index into the request's used sets) of the
+/// previous point: `(measurement, Some((shard tag, its value)) in a
+/// tag-sharded group, index)`. A measurement-sharded group needs no tag: the
+/// database is the request's.
+#[derive(Default)]
+struct LastRoute<'a, 'p> {
+    key: Option<(&'a str, Option<ShardTagValue<'a, 'p>>, usize)>,
+}
+
+/// A point's shard tag (the group's, borrowed from the router) and its value.
+type ShardTagValue<'a, 'p> = (&'p str, Cow<'a, str>);
 
 /// After a batch failed with `e`: a backend 4xx is kept in `rejected` (the
 /// first one is the answer) and the later batches are still sent, each being

@@ -424,6 +424,22 @@ bind-address = "127.0.0.1:{rpc_port}"
         server
     }
 
+    /// Starts one server per name ([`Influxd::start`]), in parallel
+    /// threads, in the order of `names`.
+    pub fn start_many(names: &[&str]) -> Vec<Influxd> {
+        let handles: Vec<_> = names
+            .iter()
+            .map(|name| {
+                let name = name.to_string();
+                std::thread::spawn(move || Influxd::start(&name))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| panic!("starting an influxd panicked (see above)")))
+            .collect()
+    }
+
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "influxd {} is already running", self.name);
         let log = self.log_path();

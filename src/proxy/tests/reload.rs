@@ -365,3 +365,37 @@ fn each_reload_attempt_is_logged_on_one_line() {
         lines[1]
     );
 }
+
+#[test]
+fn a_reload_that_would_move_shard_group_data_is_refused_naming_the_key() {
+    const ABC: &str = r#"{ "a": { "url": "http://127.0.0.1:8086" }, "b": { "url": "http://127.0.0.1:8087" },
+                           "c": { "url": "http://127.0.0.1:8088" } }"#;
+    let group = |backends: &str, rf: u32| {
+        format!(r#", "shard_groups": {{ "main": {{ "backends": {backends}, "replication_factor": {rf} }} }}"#)
+    };
+    let t = MockTransport::default();
+    let first = text(ABC, r#"{ "_default_": "main" }"#, &group(r#"["a", "b"]"#, 1));
+    let mut p = match run(Proxy::open(parse(&first), t.clone(), MemStorage::new())) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    };
+    let file = Rc::new(RefCell::new(first));
+    with_file(&mut p, &file);
+    let generation = p.topology().generation();
+    for (keymaps, groups, key) in [
+        (r#"{ "_default_": "main" }"#, group(r#"["a", "b", "c"]"#, 1), "$.shard_groups.main.backends"),
+        (r#"{ "_default_": "main" }"#, group(r#"["a", "b"]"#, 2), "$.shard_groups.main.replication_factor"),
+        (r#"{ "_default_": ["a"] }"#, group(r#"["a", "b"]"#, 1), "$.keymaps._default_"),
+    ] {
+        *file.borrow_mut() = text(ABC, keymaps, &groups);
+        let e = run(p.reload_file(NOW)).unwrap_err();
+        assert!(e.starts_with(&format!("test.json: {key}: ")), "{e}");
+        assert!(e.contains("would move data between backends"), "{e}");
+    }
+    assert_eq!(p.topology().generation(), generation, "nothing of the refused files applied");
+    // The same backends listed in another order place every key the same way: applied.
+    *file.borrow_mut() = text(ABC, r#"{ "_default_": "main", "cpu": ["c"] }"#, &group(r#"["b", "a"]"#, 1));
+    run(p.reload_file(NOW)).unwrap();
+    assert_eq!(write(&p, "db=x", "cpu v=1 1\n").status, 204);
+    assert_eq!(t.writes("c").len(), 1, "the new explicit keymap applies live");
+}
