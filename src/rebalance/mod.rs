@@ -211,6 +211,8 @@
 //! `state.rs`: the state file; `tests.rs`: mock backends.
 
 mod convert;
+#[cfg(test)]
+mod influxd_tests;
 mod machine;
 mod plan;
 mod state;

@@ -995,8 +995,7 @@ fn writes_during_the_move_reach_old_and_new_owners_and_reads_switch_after_verifi
     let moves = plan(before, after, &keys);
     let rb = start(&c, moves.clone(), None);
     let mut now = NOW;
-    let mut t = 50;
-    for _ in 0..200 {
+    for t in 50..250 {
         c.deliver_all();
         // A live write to every key between steps (newer values of old points too).
         for key in &keys {
@@ -1004,7 +1003,6 @@ fn writes_during_the_move_reach_old_and_new_owners_and_reads_switch_after_verifi
             c.write(Some(&rb), key, &before.owners(key), &line);
             reference.apply(&write_record(&key.db, None, &line));
         }
-        t += 1;
         match block_on(rb.step(&c, &c.storage, now)).unwrap() {
             StepOutcome::Idle => break,
             StepOutcome::Again { at_ms } => now = at_ms.max(now + 1),
