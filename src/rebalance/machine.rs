@@ -95,6 +95,23 @@ struct Inner {
     next_at: Vec<u64>,
     consecutive_errors: Vec<u32>,
     next_token: u64,
+    /// No chunk is copied (by any key) before this time: the rate limit is
+    /// for the whole group.
+    copy_gate_ms: u64,
+    /// Memory holds progress the file does not have yet.
+    dirty: bool,
+    last_save_ms: Option<u64>,
+}
+
+impl Inner {
+    /// When key `i` is due, `None` when it has nothing to do.
+    fn due_at(&self, i: usize) -> Option<u64> {
+        match self.state.keys[i].phase {
+            Phase::Verified | Phase::Cleaned => None,
+            Phase::Copying => Some(self.next_at[i].max(self.copy_gate_ms)),
+            _ => Some(self.next_at[i]),
+        }
+    }
 }
 
 /// The rebalance of one shard group: its moving keys' durable state, the
@@ -123,6 +140,8 @@ pub enum StepOutcome {
 enum Action {
     /// Done; wait this long before the key's next step.
     Next(u64),
+    /// A chunk was copied: no key copies again for this long (the rate limit).
+    Copied(u64),
     /// A precondition does not hold yet: try again after this long.
     Wait(u64),
 }
@@ -195,6 +214,9 @@ impl Rebalance {
             next_at: vec![0; n],
             consecutive_errors: vec![0; n],
             next_token: 0,
+            copy_gate_ms: 0,
+            dirty: false,
+            last_save_ms: None,
         };
         Rebalance { path, options, inner: RefCell::new(inner) }
     }
@@ -357,8 +379,12 @@ impl Rebalance {
         }
     }
 
-    /// Advances one key by one step (the one due first) and saves the state
-    /// when it changed. Failures of backends are counted on the key and
+    /// Advances one key by one step (the one due first) and saves the state:
+    /// at once when the key's phase changed (routing depends on it), else
+    /// progress (cursors, counters) at most every `save_interval_ms` (a crash
+    /// re-copies what was not saved, harmlessly; [`Rebalance::flush`] saves
+    /// it). The rate limit holds for the whole group: after a chunk of P
+    /// points no key copies for P / `points_per_s` seconds. Failures of backends are counted on the key and
     /// retried with [`backoff_ms`]; only a failure to save the state is
     /// returned (the step's work is redone after a restart, harmlessly).
     pub async fn step<B: Backends, S: Storage>(
@@ -369,14 +395,11 @@ impl Rebalance {
     ) -> Result<StepOutcome, RebalanceError> {
         let due = {
             let inner = self.inner.borrow();
-            let active = (0..inner.state.keys.len())
-                .filter(|&i| !matches!(inner.state.keys[i].phase, Phase::Verified | Phase::Cleaned));
-            match active.min_by_key(|&i| inner.next_at[i]) {
+            let next = (0..inner.state.keys.len()).filter_map(|i| inner.due_at(i).map(|t| (t, i))).min();
+            match next {
                 None => return Ok(StepOutcome::Idle),
-                Some(i) if inner.next_at[i] > now_ms => {
-                    return Ok(StepOutcome::Again { at_ms: inner.next_at[i] })
-                }
-                Some(i) => i,
+                Some((at_ms, _)) if at_ms > now_ms => return Ok(StepOutcome::Again { at_ms }),
+                Some((_, i)) => i,
             }
         };
         let phase = self.inner.borrow().state.keys[due].phase;
@@ -390,10 +413,16 @@ impl Rebalance {
         };
         let save = {
             let mut inner = self.inner.borrow_mut();
-            let (delay, save) = match result {
+            let changed_phase = inner.state.keys[due].phase != phase;
+            let (delay, progressed) = match result {
                 Ok(Action::Next(d)) => {
                     inner.consecutive_errors[due] = 0;
                     (d, true)
+                }
+                Ok(Action::Copied(d)) => {
+                    inner.consecutive_errors[due] = 0;
+                    inner.copy_gate_ms = now_ms.saturating_add(d);
+                    (0, true)
                 }
                 Ok(Action::Wait(d)) => (d, false),
                 Err(e) => {
@@ -410,19 +439,49 @@ impl Rebalance {
                 live.writes.clear();
                 live.window = None;
             }
-            save.then(|| inner.state.clone())
+            inner.dirty |= progressed;
+            let interval_passed = inner
+                .last_save_ms
+                .is_none_or(|last| now_ms.saturating_sub(last) >= self.options.save_interval_ms);
+            // A phase change is saved at once (it changes routing); progress
+            // inside a phase (cursors, counts) at most every save_interval_ms.
+            (inner.dirty && (changed_phase || interval_passed)).then(|| {
+                inner.dirty = false;
+                inner.last_save_ms = Some(now_ms);
+                inner.state.clone()
+            })
         };
         if let Some(snapshot) = save {
-            state::save(storage, &self.path, &snapshot).await?;
+            if let Err(e) = state::save(storage, &self.path, &snapshot).await {
+                self.inner.borrow_mut().dirty = true;
+                return Err(e);
+            }
         }
         Ok(self.outcome(now_ms))
+    }
+
+    /// Saves progress not yet in the file (the host calls it on shutdown).
+    pub async fn flush<S: Storage>(&self, storage: &S) -> Result<(), RebalanceError> {
+        let snapshot = {
+            let mut inner = self.inner.borrow_mut();
+            if !inner.dirty {
+                return Ok(());
+            }
+            inner.dirty = false;
+            inner.state.clone()
+        };
+        if let Err(e) = state::save(storage, &self.path, &snapshot).await {
+            self.inner.borrow_mut().dirty = true;
+            return Err(e);
+        }
+        Ok(())
     }
 
     fn outcome(&self, now_ms: u64) -> StepOutcome {
         let inner = self.inner.borrow();
         (0..inner.state.keys.len())
-            .filter(|&i| !matches!(inner.state.keys[i].phase, Phase::Verified | Phase::Cleaned))
-            .map(|i| inner.next_at[i].max(now_ms))
+            .filter_map(|i| inner.due_at(i))
+            .map(|t| t.max(now_ms))
             .min()
             .map_or(StepOutcome::Idle, |at_ms| StepOutcome::Again { at_ms })
     }
@@ -612,7 +671,7 @@ impl Rebalance {
             rc.done = true;
         }
         k.points_copied += points;
-        Ok(Action::Next(convert::rate_delay_ms(points, self.options.points_per_s)))
+        Ok(Action::Copied(convert::rate_delay_ms(points, self.options.points_per_s)))
     }
 
     fn begin_window(&self, i: usize) {

@@ -176,10 +176,12 @@
 //! crc32fast, as the write queue), payload = JSON of [`TransferState`] (each
 //! key's move, phase, per retention policy the range, cursor and chunk
 //! length, points copied, errors). It is replaced with
-//! [`Storage::write_atomic`] after every step that changed it, *after* that
-//! step's appends, so a crash at any point leaves the state of a completed
-//! step and redoes at most one step: schema statements again (idempotent), a
-//! chunk again (harmless, above), counts again. Moving forward only after
+//! [`Storage::write_atomic`] *after* a step's appends: at once when the step
+//! changed the key's phase, and for progress inside a phase (cursors) at most
+//! every `save_interval_ms` (so thousands of keys do not rewrite the file per
+//! chunk). A crash at any point leaves the state of a completed step and
+//! redoes what followed it: schema statements again (idempotent), chunks
+//! again (harmless, above), counts again. Moving forward only after
 //! the appends matters once: a key enters `Schema` (new owners become write
 //! targets) only once its schema statements are durable in their queues. A
 //! damaged file is refused ([`RebalanceError::Damaged`]), never guessed.
@@ -293,6 +295,9 @@ pub struct RebalanceOptions {
     pub initial_span_ns: i64,
     /// Count mismatches in a row before a key is copied again.
     pub max_verify_mismatches: u32,
+    /// Progress inside a phase is saved at most this often, ms (phase
+    /// changes are saved at once).
+    pub save_interval_ms: u64,
     /// Credentials put on the copy's records and statements (the proxy's own
     /// backend credentials; default none).
     pub credentials: Credentials,
@@ -300,7 +305,7 @@ pub struct RebalanceOptions {
 
 impl Default for RebalanceOptions {
     /// Not single-writer; 10,000 points per chunk; 50,000 points/s; first
-    /// chunk 1 hour; 3 mismatches.
+    /// chunk 1 hour; 3 mismatches; progress saved every second.
     fn default() -> RebalanceOptions {
         RebalanceOptions {
             single_writer: false,
@@ -308,6 +313,7 @@ impl Default for RebalanceOptions {
             points_per_s: 50_000,
             initial_span_ns: 3_600_000_000_000,
             max_verify_mismatches: 3,
+            save_interval_ms: 1000,
             credentials: Credentials::default(),
         }
     }

@@ -643,6 +643,27 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// [`Cluster::write`] that stops at the first push the storage refuses
+    /// (the proxy killed mid-write: the client got no answer); true when the
+    /// write was acknowledged.
+    fn try_write(&self, rb: &Rebalance, key: &KeyId, owners: &[String], line: &str) -> bool {
+        let record = write_record(&key.db, None, line);
+        let targets = rb.write_targets(key).unwrap_or_else(|| owners.to_vec());
+        let token = rb.live_write(key, &record);
+        for t in &targets {
+            if block_on(self.queues[t].push(&self.storage, &record, NOW)).is_err() {
+                return false;
+            }
+        }
+        self.deliver_all();
+        if let Some(token) = token {
+            rb.source_answered(token, SourceOutcome::Acked);
+        }
+        !self.storage.tripped.get()
+    }
+}
+
 fn write_record(db: &str, rp: Option<&str>, body: &str) -> Record {
     Record::Write {
         db: db.into(),
@@ -688,6 +709,7 @@ fn options() -> RebalanceOptions {
         points_per_chunk: 4,
         points_per_s: 0,
         initial_span_ns: 3,
+        save_interval_ms: 0,
         ..RebalanceOptions::default()
     }
 }
@@ -695,8 +717,22 @@ fn options() -> RebalanceOptions {
 /// Steps (delivering queues in between) until idle; false if the storage
 /// "crashed" on the way.
 fn drive(rb: &Rebalance, c: &Cluster, now: &mut u64) -> bool {
+    drive_with(rb, c, now, &mut |_, _| {})
+}
+
+/// [`drive`], calling `between` (live traffic) before every step.
+fn drive_with(
+    rb: &Rebalance,
+    c: &Cluster,
+    now: &mut u64,
+    between: &mut dyn FnMut(&Rebalance, &Cluster),
+) -> bool {
     for _ in 0..100_000 {
         c.deliver_all();
+        if c.storage.tripped.get() {
+            return false;
+        }
+        between(rb, c);
         if c.storage.tripped.get() {
             return false;
         }
@@ -1117,19 +1153,43 @@ fn crash_scenario() -> (BTreeSet<KeyId>, Placement<'static>, Placement<'static>)
 /// Runs the whole move with the proxy killed just before its `k`-th write to
 /// disk (queue appends, acks, state file), restarts it and finishes; returns
 /// whether the kill happened.
-fn move_killed_at(k: Option<u64>) -> (bool, u64) {
+/// Runs the whole move with the proxy killed just before its `k`-th write to
+/// disk (queue appends, acks, state file), restarts it and finishes; returns
+/// whether the kill happened and how many writes the run made. With `live`,
+/// clients write to every key between steps, new values of old points too.
+fn move_killed_at(k: Option<u64>, options: RebalanceOptions, live: bool) -> (bool, u64) {
     let (keys, before, after) = crash_scenario();
     let (c, reference) = seeded(&keys, before, &GROUP_AFTER);
+    let reference = RefCell::new(reference);
     let moves = plan(before, after, &keys);
     let base = c.storage.ops.get();
     c.storage.fail_from.set(k.map(|k| base + k));
     let mut now = NOW;
-    let started = block_on(Rebalance::start(&c.storage, "main", None, moves.clone(), options()));
+    let mut t = 0u64;
+    // A new value of a history point (host=h{t%2}, time t%6) of every key.
+    let mut traffic = |rb: &Rebalance, c: &Cluster| {
+        if !live {
+            return;
+        }
+        t += 1;
+        for key in &keys {
+            let line = format!("{},host=h{} f={t}.75 {}", key.measurement, t % 2, t % 6);
+            if c.try_write(rb, key, &before.owners(key), &line) {
+                reference.borrow_mut().apply(&write_record(&key.db, None, &line));
+            } else {
+                return;
+            }
+        }
+    };
+    let started = block_on(Rebalance::start(&c.storage, "main", None, moves.clone(), options.clone()));
     let mut killed = c.storage.tripped.get();
     let mut finished = false;
     let mut c = c;
     if let Ok(rb) = &started {
-        if drive(rb, &c, &mut now) && block_on(rb.cleanup(&c.storage)).is_ok() && drive(rb, &c, &mut now) {
+        if drive_with(rb, &c, &mut now, &mut traffic)
+            && block_on(rb.cleanup(&c.storage)).is_ok()
+            && drive_with(rb, &c, &mut now, &mut traffic)
+        {
             finished = true;
         }
     }
@@ -1138,30 +1198,90 @@ fn move_killed_at(k: Option<u64>) -> (bool, u64) {
     if !finished {
         assert!(killed);
         c = c.restart();
-        let rb = match block_on(Rebalance::open(&c.storage, "main", options())).expect("open") {
+        let rb = match block_on(Rebalance::open(&c.storage, "main", options.clone())).expect("open") {
             Some(rb) => rb,
             // Killed before the state file was first written: start again.
-            None => {
-                block_on(Rebalance::start(&c.storage, "main", None, moves.clone(), options())).expect("start")
-            }
+            None => block_on(Rebalance::start(&c.storage, "main", None, moves.clone(), options.clone()))
+                .expect("start"),
         };
-        assert!(drive(&rb, &c, &mut now));
+        if live {
+            // The write the kill interrupted reached some owners only (its
+            // client got no answer); the client writes those points again.
+            for key in &keys {
+                for time in 0..6 {
+                    let line = format!("{},host=h{} f=999.25 {time}", key.measurement, time % 2);
+                    assert!(c.try_write(&rb, key, &before.owners(key), &line));
+                    reference.borrow_mut().apply(&write_record(&key.db, None, &line));
+                }
+            }
+        }
+        assert!(drive_with(&rb, &c, &mut now, &mut traffic));
         block_on(rb.cleanup(&c.storage)).expect("cleanup");
-        assert!(drive(&rb, &c, &mut now));
+        assert!(drive_with(&rb, &c, &mut now, &mut traffic));
         assert_eq!(rb.progress().keys_cleaned, moves.len() as u64);
+        assert_eq!(rb.live_writes_held(), 0);
     }
-    check_placement(&c, &reference, &moves, &keys, after, true);
+    check_placement(&c, &reference.borrow(), &moves, &keys, after, true);
     (killed, ops)
 }
 
 #[test]
 fn a_proxy_killed_at_every_step_of_a_move_resumes_and_loses_nothing() {
-    let (killed, total) = move_killed_at(None);
+    // Every state change saved at once, and progress saved only every 5 s
+    // (more is re-copied after the kill).
+    for save_interval_ms in [0, 5_000] {
+        let opts = RebalanceOptions { save_interval_ms, ..options() };
+        let (killed, total) = move_killed_at(None, opts.clone(), false);
+        assert!(!killed);
+        assert!(total > 20, "{total} writes");
+        for k in 0..total {
+            let (killed, _) = move_killed_at(Some(k), opts.clone(), false);
+            assert!(killed, "kill at {k} of {total}");
+        }
+    }
+}
+
+#[test]
+fn a_proxy_killed_at_every_step_of_a_move_under_write_load_resumes_and_loses_nothing() {
+    let (killed, total) = move_killed_at(None, options(), true);
     assert!(!killed);
-    assert!(total > 20, "{total} writes");
     for k in 0..total {
-        let (killed, _) = move_killed_at(Some(k));
+        let (killed, _) = move_killed_at(Some(k), options(), true);
         assert!(killed, "kill at {k} of {total}");
+    }
+}
+
+#[test]
+fn the_rate_limit_holds_for_the_whole_group() {
+    let keys = all_keys(6);
+    let before = Placement { backends: &GROUP_BEFORE, replication_factor: 2 };
+    let after = Placement { backends: &GROUP_AFTER, replication_factor: 2 };
+    let (c, _) = seeded(&keys, before, &GROUP_AFTER);
+    let moves = plan(before, after, &keys);
+    assert!(moves.len() >= 2);
+    let rate = 4; // points/s
+    let opts = RebalanceOptions { points_per_s: rate, ..options() };
+    let rb = block_on(Rebalance::start(&c.storage, "main", None, moves, opts)).unwrap();
+    let mut now = NOW;
+    let mut copies: Vec<(u64, u64)> = Vec::new();
+    let mut copied = 0;
+    loop {
+        c.deliver_all();
+        let outcome = block_on(rb.step(&c, &c.storage, now)).unwrap();
+        let p = rb.progress().points_copied;
+        if p > copied {
+            copies.push((now, p - copied));
+            copied = p;
+        }
+        match outcome {
+            StepOutcome::Idle => break,
+            StepOutcome::Again { at_ms } => now = at_ms.max(now + 1),
+        }
+    }
+    assert!(copies.len() > 2, "{copies:?}");
+    for pair in copies.windows(2) {
+        let ((t0, points), (t1, _)) = (pair[0], pair[1]);
+        assert!(t1 - t0 >= points * 1000 / rate, "{copies:?}");
     }
 }
 
