@@ -77,13 +77,11 @@ impl Live {
 
     /// Drops closed writes no open window needs.
     fn gc(&mut self) {
-        let keep: Vec<u64> = self
-            .writes
-            .iter()
-            .filter(|(id, w)| w.status != LiveStatus::Closed || self.in_window(**id))
-            .map(|(id, _)| *id)
-            .collect();
-        self.writes.retain(|id, _| keep.contains(id));
+        let window = &self.window;
+        self.writes.retain(|id, w| {
+            w.status != LiveStatus::Closed
+                || window.as_ref().is_some_and(|w| *id >= w.start || w.snapshot.contains(id))
+        });
     }
 }
 
@@ -293,10 +291,14 @@ impl Rebalance {
 
     /// Registers a live write of `key` (the record the write path sends to
     /// the key's owners: db, rp, precision, credentials and the key's lines,
-    /// every point with a timestamp) before its first send. `Some` while the
-    /// key is in `Schema`, `Copying` or `Verifying` (a mismatch copies again): the host then reports the copy
-    /// source's answer with [`Rebalance::source_answered`]. The record is kept
-    /// in memory until the source took it and no chunk read needs it.
+    /// every point with a timestamp) before its first send, with no `.await`
+    /// between routing the write and this call. `Some` while the key is in
+    /// `Schema`, `Copying` or `Verifying` (a mismatch copies again): the host
+    /// then reports the copy source's answer with
+    /// [`Rebalance::source_answered`]. The record is kept in memory until the
+    /// source took it and no chunk read needs it, so memory is bounded by the
+    /// writes in flight to the source (plus those accepted during one chunk
+    /// read and its appends).
     pub fn live_write(&self, key: &KeyId, record: &Record) -> Option<LiveToken> {
         let mut inner = self.inner.borrow_mut();
         let i = *inner.index.get(key)?;
@@ -309,24 +311,27 @@ impl Rebalance {
         Some(LiveToken { key: i, id })
     }
 
-    /// The copy source's answer to a registered live write.
+    /// The copy source's answer to a registered live write. Every token
+    /// [`Rebalance::live_write`] gave must be answered once (a write future
+    /// dropped before the source answered: `Failed`), else its record stays
+    /// in memory until the key leaves `Verifying`.
     pub fn source_answered(&self, token: LiveToken, outcome: SourceOutcome) {
         let mut inner = self.inner.borrow_mut();
         let Some(live) = inner.live.get_mut(token.key) else { return };
         let in_window = live.in_window(token.id);
-        if let Some(w) = live.writes.get_mut(&token.id) {
-            w.status = match outcome {
-                SourceOutcome::Acked => LiveStatus::Closed,
-                SourceOutcome::Queued => LiveStatus::Queued,
-                SourceOutcome::Failed => LiveStatus::Closed,
-            };
-        }
+        let Some(w) = live.writes.get_mut(&token.id) else { return };
+        w.status = match outcome {
+            SourceOutcome::Acked | SourceOutcome::Failed => LiveStatus::Closed,
+            SourceOutcome::Queued => LiveStatus::Queued,
+        };
         if outcome == SourceOutcome::Failed && in_window {
             if let Some(w) = live.window.as_mut() {
                 w.spoiled = true;
             }
         }
-        live.gc();
+        if w.status == LiveStatus::Closed && !in_window {
+            live.writes.remove(&token.id);
+        }
     }
 
     /// Live writes kept in memory (all keys).

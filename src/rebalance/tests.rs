@@ -1602,3 +1602,61 @@ fn progress_counts_keys_points_and_errors() {
     assert!(p.points_copied > 0);
     let _ = c.queries.get();
 }
+
+#[test]
+fn live_writes_are_held_only_until_the_source_has_them_and_a_failed_one_spoils_the_chunk() {
+    let keys: BTreeSet<KeyId> = [KeyId::new("db0", "m0", None)].into();
+    let key = keys.first().unwrap().clone();
+    let (c, _) = seeded(&keys, Placement { backends: &["a"], replication_factor: 1 }, &["a", "n"]);
+    let mv = KeyMove {
+        key: key.clone(),
+        old_owners: vec!["a".into()],
+        new_owners: vec!["n".into()],
+        source: Some("a".into()),
+    };
+    let opts = RebalanceOptions { initial_span_ns: 1000, ..options() };
+    let rb = Rc::new(block_on(Rebalance::start(&c.storage, "main", None, vec![mv], opts)).unwrap());
+    let record = write_record("db0", None, "m0,host=h0 f=1.5 0");
+    assert!(rb.live_write(&key, &record).is_none(), "Pending: n is no write target yet");
+    let mut now = NOW;
+    block_on(rb.step(&c, &c.storage, now)).unwrap();
+    c.deliver_all();
+    assert_eq!(rb.phase(&key), Some(Phase::Schema));
+    let t1 = rb.live_write(&key, &record).unwrap();
+    assert_eq!(rb.live_writes_held(), 1);
+    rb.source_answered(t1, SourceOutcome::Acked);
+    assert_eq!(rb.live_writes_held(), 0);
+    // Queued at the source: held until the source's queue is seen empty.
+    let t2 = rb.live_write(&key, &record).unwrap();
+    rb.source_answered(t2, SourceOutcome::Queued);
+    assert_eq!(rb.live_writes_held(), 1);
+    block_on(c.queues["a"].push(&c.storage, &record, NOW)).unwrap();
+    now += 1;
+    block_on(rb.step(&c, &c.storage, now)).unwrap(); // Schema -> Copying
+    now += 1;
+    block_on(rb.step(&c, &c.storage, now)).unwrap(); // waits: the source's queue is not empty
+    assert_eq!(rb.live_writes_held(), 1);
+    c.deliver_all();
+    now += 1_000;
+    block_on(rb.step(&c, &c.storage, now)).unwrap(); // bounds
+    assert_eq!(rb.live_writes_held(), 0);
+    // A write the source failed during the chunk read: the chunk is read again.
+    let (rb_h, rec) = (Rc::clone(&rb), record.clone());
+    let mut once = true;
+    *c.hook.borrow_mut() = Some(Box::new(move |_, _, _| {
+        if std::mem::take(&mut once) {
+            let t = rb_h.live_write(&KeyId::new("db0", "m0", None), &rec).unwrap();
+            rb_h.source_answered(t, SourceOutcome::Failed);
+        }
+    }));
+    now += 1;
+    block_on(rb.step(&c, &c.storage, now)).unwrap();
+    assert_eq!(rb.progress().points_copied, 0, "spoiled chunk not counted");
+    assert_eq!(rb.live_writes_held(), 0);
+    now += 1;
+    block_on(rb.step(&c, &c.storage, now)).unwrap();
+    assert_eq!(rb.progress().points_copied, 6);
+    *c.hook.borrow_mut() = None;
+    assert!(drive(&rb, &c, &mut now));
+    assert!(rb.live_write(&key, &record).is_none(), "Verified: no more tracking");
+}
