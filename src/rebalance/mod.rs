@@ -66,9 +66,9 @@
 //!    and appended, as one `Record::Write` with that rp and no precision
 //!    (ns), to every added owner's write queue. The chunk length adapts to
 //!    `points_per_chunk` ([`next_span_ns`]); a `partial` answer (the backend's
-//!    `max-row-limit`) shortens it by 4 and reads again. After a chunk the key
-//!    waits [`rate_delay_ms`] (`points_per_s`), so live traffic keeps
-//!    priority.
+//!    `max-row-limit`) shortens it by 4 and reads again. After a chunk of P
+//!    points no key of the group copies for [`rate_delay_ms`] (P /
+//!    `points_per_s`), so live traffic keeps priority.
 //!
 //! Each chunk read needs a *caught-up* source: healthy and with an empty
 //! write queue at the moment the read begins.
