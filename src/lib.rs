@@ -23,6 +23,8 @@
 //!   and the replicas of a shard key in it.
 //! - [`placement`]: shard key -> the backends of a shard group that hold it
 //!   (rendezvous hashing).
+//! - [`rebalance`]: moving shard keys between backends live (plan, per-key
+//!   state machine, copy of history, verification, durable transfer state).
 //! - [`statement`]: InfluxQL statements: splitting, classification, the
 //!   forbidden/allowed filter.
 //! - [`results`]: InfluxDB query result JSON: merging fanned-out `SHOW` answers.
@@ -45,6 +47,7 @@ pub mod line_protocol;
 pub mod metrics;
 pub mod placement;
 pub mod proxy;
+pub mod rebalance;
 pub mod results;
 pub mod route;
 pub mod shard_group;

@@ -443,6 +443,14 @@ impl StatementResult {
         self.members.get("statement_id").and_then(|raw| serde_json::from_str::<u64>(raw.get()).ok())
     }
 
+    /// The JSON text of member `name` exactly as the backend sent it (e.g.
+    /// `series` with all its rows), without parsing its numbers: the copy of
+    /// history (`crate::rebalance`) reads floats from this text so they keep
+    /// every bit.
+    pub fn raw_member(&self, name: &str) -> Option<&str> {
+        self.members.get(name).map(|raw| raw.get())
+    }
+
     /// The `error` member when it is a string.
     pub fn error_message(&self) -> Option<String> {
         self.members.get("error").and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
