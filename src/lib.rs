@@ -56,6 +56,9 @@ pub mod storage;
 pub mod transport;
 pub mod write_queue;
 
+#[cfg(test)]
+mod test_influxd;
+
 /// The write queue's files on a real file system: the durability rules
 /// written once for both hosts (feature `host-fs`, part of `native`; the
 /// `wasm/` crate enables it).

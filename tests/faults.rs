@@ -15,6 +15,7 @@
 //! Each scenario is a plain function of [`Mode`], instantiated for both builds
 //! by `scenarios!` at the end of the file.
 
+#[macro_use]
 mod support;
 
 use std::collections::BTreeSet;
@@ -430,32 +431,13 @@ fn intermittent_500s_lose_nothing_and_add_nothing(mode: Mode) {
     assert_replica_holds(&b, &ledger, true);
 }
 
-/// `scenarios!(module, mode)`: one `#[test]` per scenario above, in `module`.
-macro_rules! scenarios {
-    ($module:ident, $mode:expr) => {
-        mod $module {
-            use super::*;
-            scenarios!(@tests $mode;
-                backend_killed_under_load_loses_nothing,
-                proxy_killed_under_load_with_a_queue_loses_nothing,
-                proxy_killed_mid_replay_loses_nothing,
-                overwrites_across_an_outage_keep_the_newest_value,
-                torn_tail_is_dropped_and_the_rest_replayed,
-                corrupted_tail_record_is_skipped_and_the_rest_replayed,
-                a_hanging_backend_queues_and_catches_up,
-                intermittent_500s_lose_nothing_and_add_nothing,
-            );
-        }
-    };
-    (@tests $mode:expr; $($name:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $name() {
-                super::$name($mode);
-            }
-        )*
-    };
-}
-
-scenarios!(native, Mode::Native);
-scenarios!(wasm, Mode::Wasm);
+scenarios!(native: Mode::Native, wasm: Mode::Wasm; [
+    backend_killed_under_load_loses_nothing,
+    proxy_killed_under_load_with_a_queue_loses_nothing,
+    proxy_killed_mid_replay_loses_nothing,
+    overwrites_across_an_outage_keep_the_newest_value,
+    torn_tail_is_dropped_and_the_rest_replayed,
+    corrupted_tail_record_is_skipped_and_the_rest_replayed,
+    a_hanging_backend_queues_and_catches_up,
+    intermittent_500s_lose_nothing_and_add_nothing,
+]);

@@ -8,6 +8,7 @@
 //! test starts its own pair of `influxd` servers and its own proxy on free
 //! ports, so the tests run in parallel.
 
+#[macro_use]
 mod support;
 
 use serde_json::{json, Value};
@@ -1166,46 +1167,26 @@ fn many_statements_and_a_failed_one_answer_as_influxd(mode: Mode) {
     }
 }
 
-/// `scenarios!(module, mode)`: one `#[test]` per scenario above, in `module`,
-/// running the proxy in `mode`.
-macro_rules! scenarios {
-    ($module:ident, $mode:expr) => {
-        mod $module {
-            use super::support::Mode;
-            scenarios!(@tests $mode;
-                create_database_lands_on_both_backends,
-                writes_of_10000_lines_land_on_both_backends,
-                keymaps_route_each_measurement_only_where_configured,
-                select_and_merged_show_answers,
-                forbidden_statements_are_refused_and_reach_no_backend,
-                backend_down_then_replay_makes_both_identical,
-                proxy_killed_with_a_queue_loses_nothing,
-                bad_writes_get_4xx_and_write_nothing,
-                bad_requests_and_queries_get_4xx,
-                ambiguous_or_slow_requests_are_refused_and_write_nothing,
-                ping_health_and_metrics,
-                sigterm_stops_and_keeps_the_queue,
-                many_statements_and_a_failed_one_answer_as_influxd,
-                disk_full_then_backend_back_drains_the_queue_and_writes_resume,
-                backend_headers_that_are_not_ascii_reach_the_client_as_influxdb_errors,
-                query_and_write_with_ff_bytes_get_influxdb_s_answer,
-                replay_gets_past_a_backend_header_that_is_not_ascii,
-                answers_over_backend_max_response_bytes_are_502,
-                a_write_over_influxd_body_limit_after_timestamps_lands_in_batches,
-                a_write_to_a_missing_retention_policy_gets_influxd_s_500_and_blocks_nothing,
-                a_combined_query_answer_over_backend_max_response_bytes_is_502,
-            );
-        }
-    };
-    (@tests $mode:expr; $($name:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $name() {
-                super::$name($mode)
-            }
-        )*
-    };
-}
-
-scenarios!(native, Mode::Native);
-scenarios!(wasm, Mode::Wasm);
+scenarios!(native: Mode::Native, wasm: Mode::Wasm; [
+    create_database_lands_on_both_backends,
+    writes_of_10000_lines_land_on_both_backends,
+    keymaps_route_each_measurement_only_where_configured,
+    select_and_merged_show_answers,
+    forbidden_statements_are_refused_and_reach_no_backend,
+    backend_down_then_replay_makes_both_identical,
+    proxy_killed_with_a_queue_loses_nothing,
+    bad_writes_get_4xx_and_write_nothing,
+    bad_requests_and_queries_get_4xx,
+    ambiguous_or_slow_requests_are_refused_and_write_nothing,
+    ping_health_and_metrics,
+    sigterm_stops_and_keeps_the_queue,
+    many_statements_and_a_failed_one_answer_as_influxd,
+    disk_full_then_backend_back_drains_the_queue_and_writes_resume,
+    backend_headers_that_are_not_ascii_reach_the_client_as_influxdb_errors,
+    query_and_write_with_ff_bytes_get_influxdb_s_answer,
+    replay_gets_past_a_backend_header_that_is_not_ascii,
+    answers_over_backend_max_response_bytes_are_502,
+    a_write_over_influxd_body_limit_after_timestamps_lands_in_batches,
+    a_write_to_a_missing_retention_policy_gets_influxd_s_500_and_blocks_nothing,
+    a_combined_query_answer_over_backend_max_response_bytes_is_502,
+]);

@@ -4,6 +4,7 @@
 //! SIGHUP (native), checked as a user sees it: the answer of `/reload`,
 //! `/health`, `/metrics`, and the points on each backend read directly.
 
+#[macro_use]
 mod support;
 
 use serde_json::{json, Value};
@@ -258,30 +259,16 @@ fn reload_from_a_non_loopback_peer_is_403(mode: Mode) {
     assert_eq!(local.json()["changes"], json!([]), "the file did not change since the start");
 }
 
-macro_rules! scenarios {
-    ($module:ident, $mode:expr; $($name:ident),* $(,)?) => {
-        mod $module {
-            use super::support::Mode;
-            $(
-                #[test]
-                fn $name() {
-                    super::$name($mode)
-                }
-            )*
-        }
-    };
-}
-
-scenarios!(native, Mode::Native;
+scenarios!(native: Mode::Native; [
     post_reload_adds_a_backend,
     sighup_adds_a_backend,
     broken_config_is_refused_and_writes_still_work,
     removed_backend_delivers_its_queue_then_leaves,
     reload_from_a_non_loopback_peer_is_403,
-);
-scenarios!(wasm, Mode::Wasm;
+]);
+scenarios!(wasm: Mode::Wasm; [
     post_reload_adds_a_backend,
     broken_config_is_refused_and_writes_still_work,
     removed_backend_delivers_its_queue_then_leaves,
     reload_from_a_non_loopback_peer_is_403,
-);
+]);

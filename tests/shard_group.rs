@@ -14,6 +14,7 @@
 //! instantiated per mode (native binary and wasm component) by `scenarios!`
 //! at the end of the file.
 
+#[macro_use]
 mod support;
 
 use influx_proxy::placement::{place, ShardKey};
@@ -323,28 +324,8 @@ fn tag_sharded_points_are_on_their_owners_shows_unite_and_selects_across_shards_
     assert!(e.contains("tag-sharded fan-out queries are not supported yet"), "{e}");
 }
 
-/// `scenarios!(module, mode)`: one `#[test]` per scenario above, in `module`,
-/// running the proxy in `mode`.
-macro_rules! scenarios {
-    ($module:ident, $mode:expr) => {
-        mod $module {
-            use super::support::Mode;
-            scenarios!(@tests $mode;
-                fifty_measurements_in_two_databases_are_on_exactly_their_owners_and_read_as_one_influxd,
-                one_backend_down_reads_still_answer_and_its_writes_arrive_when_it_returns,
-                tag_sharded_points_are_on_their_owners_shows_unite_and_selects_across_shards_are_400,
-            );
-        }
-    };
-    (@tests $mode:expr; $($name:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $name() {
-                super::$name($mode)
-            }
-        )*
-    };
-}
-
-scenarios!(native, Mode::Native);
-scenarios!(wasm, Mode::Wasm);
+scenarios!(native: Mode::Native, wasm: Mode::Wasm; [
+    fifty_measurements_in_two_databases_are_on_exactly_their_owners_and_read_as_one_influxd,
+    one_backend_down_reads_still_answer_and_its_writes_arrive_when_it_returns,
+    tag_sharded_points_are_on_their_owners_shows_unite_and_selects_across_shards_are_400,
+]);

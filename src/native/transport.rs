@@ -95,91 +95,11 @@ mod tests {
     use futures_lite::future;
     use std::io::{BufRead, BufReader, Read as _, Write as _};
     use std::net::{TcpListener as StdListener, TcpStream as StdStream};
-    use std::process::{Child, Command, Stdio};
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
     use std::time::Instant;
 
-    /// A real InfluxDB 1.x server in a temporary directory, stopped on drop.
-    struct Influxd {
-        child: Child,
-        port: u16,
-        _dir: tempfile::TempDir,
-    }
-
-    impl Drop for Influxd {
-        fn drop(&mut self) {
-            self.child.kill().ok();
-            self.child.wait().ok();
-        }
-    }
-
-    fn free_port() -> u16 {
-        StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-    }
-
-    /// Starts influxd on free loopback ports; tries again (new ports) if it
-    /// exits early, e.g. because another test took a port in between.
-    fn start_influxd() -> Influxd {
-        start_influxd_with("")
-    }
-
-    /// Like [`start_influxd`], with `http` added to its `[http]` section.
-    fn start_influxd_with(http: &str) -> Influxd {
-        let mut last_log = String::new();
-        for _ in 0..3 {
-            match try_start_influxd(http) {
-                Ok(server) => return server,
-                Err(log) => last_log = log,
-            }
-        }
-        panic!("influxd did not start; its log:\n{last_log}");
-    }
-
-    fn try_start_influxd(http: &str) -> Result<Influxd, String> {
-        let dir = tempfile::tempdir().unwrap();
-        let (port, rpc_port) = (free_port(), free_port());
-        let d = dir.path().display();
-        let config = format!(
-            "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc_port}\"\n\
-             [meta]\n  dir = \"{d}/meta\"\n\
-             [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
-             [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n{http}\n\
-             [monitor]\n  store-enabled = false\n"
-        );
-        let config_path = dir.path().join("influxdb.conf");
-        std::fs::write(&config_path, config).unwrap();
-        let log_path = dir.path().join("influxd.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let child = match Command::new("influxd")
-            .arg("-config")
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-        {
-            Ok(c) => c,
-            Err(e) => panic!("cannot start influxd ({e}): apt-get install influxdb"),
-        };
-        let mut server = Influxd { child, port, _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(mut c) = StdStream::connect(("127.0.0.1", port)) {
-                // Our influxd answers /ping; anything else holds the port.
-                c.set_read_timeout(Some(Duration::from_secs(5))).ok();
-                c.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n").ok();
-                let mut head = [0u8; 12];
-                if c.read_exact(&mut head).is_ok() && &head == b"HTTP/1.1 204" {
-                    return Ok(server);
-                }
-            }
-            let exited = server.child.try_wait().ok().flatten().is_some();
-            if exited || Instant::now() > deadline {
-                return Err(std::fs::read_to_string(&log_path).unwrap_or_default());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+    use crate::test_influxd::{free_port, start as start_influxd, start_with as start_influxd_with};
 
     fn backend(port: u16) -> BackendAddr {
         BackendAddr::parse("a", &format!("http://127.0.0.1:{port}")).unwrap()

@@ -7,71 +7,9 @@ use super::*;
 use crate::storage::MemStorage;
 use crate::write_queue::Record;
 use futures_lite::future::block_on;
-use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-struct Influxd {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Influxd {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn start_influxd() -> Influxd {
-    for _ in 0..3 {
-        let dir = tempfile::tempdir().unwrap();
-        let (port, rpc) = (free_port(), free_port());
-        let d = dir.path().display();
-        let config = format!(
-            "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n\
-             [meta]\n  dir = \"{d}/meta\"\n\
-             [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
-             [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n\
-             [monitor]\n  store-enabled = false\n"
-        );
-        let path = dir.path().join("influxdb.conf");
-        std::fs::write(&path, config).unwrap();
-        let child = match Command::new("influxd")
-            .arg("-config")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(c) => c,
-            Err(e) => panic!("cannot start influxd ({e}): install it with `apt-get install influxdb`"),
-        };
-        let mut server = Influxd { child, port, _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) {
-                c.set_read_timeout(Some(Duration::from_secs(5))).ok();
-                c.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n").ok();
-                let mut head = [0u8; 12];
-                if c.read_exact(&mut head).is_ok() && &head == b"HTTP/1.1 204" {
-                    return server;
-                }
-            }
-            if server.child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    panic!("influxd did not start");
-}
+use crate::test_influxd::start as start_influxd;
 
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()

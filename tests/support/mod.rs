@@ -20,6 +20,28 @@
 //! threads: everything lives on free ports and in temporary directories.
 #![allow(dead_code)]
 
+/// `scenarios!(native: Mode::Native, wasm: Mode::Wasm; [a, b, ...])`: for
+/// each `module: mode`, a module `module` with one `#[test]` per scenario
+/// function `a`, `b`, ... of the test file, running it in `mode`. The test
+/// file declares `#[macro_use] mod support;`.
+#[allow(unused_macros)]
+macro_rules! scenarios {
+    ($($module:ident: $mode:expr),+ ; $names:tt) => {
+        $( scenarios!(@module $module, $mode, $names); )+
+    };
+    (@module $module:ident, $mode:expr, [$($name:ident),* $(,)?]) => {
+        mod $module {
+            use super::support::Mode;
+            $(
+                #[test]
+                fn $name() {
+                    super::$name($mode)
+                }
+            )*
+        }
+    };
+}
+
 pub mod relay;
 
 use serde_json::{json, Value};
