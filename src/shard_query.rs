@@ -176,7 +176,9 @@ impl Token {
     }
     fn ends_operand(&self) -> bool {
         match &self.tok {
-            Tok::Ident(w) => !["SELECT", "FROM", "WHERE", "AND", "OR", "BY"].iter().any(|k| w.eq_ignore_ascii_case(k)),
+            Tok::Ident(w) => {
+                !["SELECT", "FROM", "WHERE", "AND", "OR", "BY"].iter().any(|k| w.eq_ignore_ascii_case(k))
+            }
             Tok::Quoted(_) | Tok::Str(_) | Tok::Regex | Tok::Num => true,
             Tok::Punct(p) => p == ")",
         }
@@ -401,7 +403,7 @@ fn parse_field(text: &str, tokens: &[Token]) -> Field {
             FieldKind::Ref(t.name().unwrap_or_default().to_string())
         }
         [f, open, rest @ .., close]
-            if matches!(f.tok, Tok::Ident(_)) && open.is_p("(") && close.is_p(")") && {
+            if f.name().is_some() && open.is_p("(") && close.is_p(")") && {
                 // The parentheses must enclose the whole rest.
                 let mut depth = 0;
                 rest.iter().all(|t| {
@@ -428,9 +430,11 @@ fn parse_field(text: &str, tokens: &[Token]) -> Field {
         }
         _ => {
             // The first function called, if any, names the expression.
-            let call = body.windows(2).find(|w| matches!(w[0].tok, Tok::Ident(_)) && w[1].is_p("("));
+            let call = body.windows(2).find(|w| w[0].name().is_some() && w[1].is_p("("));
             match call {
-                Some(w) => FieldKind::OtherCall { name: w[0].name().unwrap_or_default().to_ascii_lowercase() },
+                Some(w) => {
+                    FieldKind::OtherCall { name: w[0].name().unwrap_or_default().to_ascii_lowercase() }
+                }
                 None => FieldKind::Expr,
             }
         }
@@ -455,7 +459,8 @@ fn parse_select(text: &str) -> Result<Select, String> {
         return Err("expected a SELECT statement".to_string());
     }
     // Top-level clause keywords (index into tokens).
-    let clause_kws = ["FROM", "WHERE", "GROUP", "ORDER", "LIMIT", "OFFSET", "SLIMIT", "SOFFSET", "FILL", "TZ", "INTO"];
+    let clause_kws =
+        ["FROM", "WHERE", "GROUP", "ORDER", "LIMIT", "OFFSET", "SLIMIT", "SOFFSET", "FILL", "TZ", "INTO"];
     let mut marks: Vec<(String, usize)> = Vec::new();
     let mut depth = 0i32;
     for (i, t) in tokens.iter().enumerate() {
@@ -530,7 +535,8 @@ fn parse_select(text: &str) -> Result<Select, String> {
                 [t] if t.name().is_some() => s.dim_tags.push(t.name().unwrap_or_default().to_string()),
                 [t, open, rest @ ..] if t.is_kw("time") && open.is_p("(") => {
                     let lit = rest.first().map(|d| text[d.start..d.end].to_string()).unwrap_or_default();
-                    let ns = duration_ns(&lit).ok_or_else(|| format!("invalid GROUP BY time interval {lit:?}"))?;
+                    let ns =
+                        duration_ns(&lit).ok_or_else(|| format!("invalid GROUP BY time interval {lit:?}"))?;
                     s.time_dim = Some((span(text, &dim), ns));
                 }
                 _ => s.dim_regex = true,
@@ -757,9 +763,11 @@ pub fn plan(statement: &str, shard_tag: &str) -> Result<ShardQuery, String> {
         Some("none") => Fill::None,
         Some("previous") => Fill::Previous,
         Some("linear") => Fill::Linear,
-        Some(n) => Fill::Number(serde_json::from_str::<Value>(n).ok().filter(Value::is_number).ok_or_else(|| {
-            format!("fill({n}) is not a fill option (none, null, previous, linear or a number)")
-        })?),
+        Some(n) => {
+            Fill::Number(serde_json::from_str::<Value>(n).ok().filter(Value::is_number).ok_or_else(|| {
+                format!("fill({n}) is not a fill option (none, null, previous, linear or a number)")
+            })?)
+        }
     };
     let grouped_by_tag = s.dim_star || s.dim_tags.iter().any(|t| t == shard_tag);
     let mut q = ShardQuery {
@@ -816,7 +824,8 @@ pub fn plan(statement: &str, shard_tag: &str) -> Result<ShardQuery, String> {
     if s.dim_regex {
         return Err(refuse("GROUP BY /regex/", shard_tag));
     }
-    let has_call = s.fields.iter().any(|f| matches!(f.kind, FieldKind::Call { .. } | FieldKind::OtherCall { .. }));
+    let has_call =
+        s.fields.iter().any(|f| matches!(f.kind, FieldKind::Call { .. } | FieldKind::OtherCall { .. }));
     if !has_call {
         let star = s.fields.iter().any(|f| matches!(f.kind, FieldKind::Star));
         let aux = if star {
@@ -856,7 +865,9 @@ pub fn plan(statement: &str, shard_tag: &str) -> Result<ShardQuery, String> {
     }
     for f in &s.fields {
         let (name, arg) = match &f.kind {
-            FieldKind::Call { name, arg } if MERGEABLE.contains(&name.as_str()) => (name.clone(), arg.clone()),
+            FieldKind::Call { name, arg } if MERGEABLE.contains(&name.as_str()) => {
+                (name.clone(), arg.clone())
+            }
             FieldKind::Call { name, .. } | FieldKind::OtherCall { name } => {
                 let what = if MERGEABLE.contains(&name.as_str()) {
                     format!("{name}() with this argument (a wildcard, regex, nested call or expression)")
@@ -902,8 +913,11 @@ pub fn plan(statement: &str, shard_tag: &str) -> Result<ShardQuery, String> {
     let single_selector = s.time_dim.is_none()
         && calls.len() == 1
         && ["min", "max", "first", "last"].contains(&calls[0].func.as_str());
-    let fields: Vec<String> =
-        partials.iter().enumerate().map(|(i, (p, arg))| format!("{}({arg}) AS \"_sq{i}\"", p.name())).collect();
+    let fields: Vec<String> = partials
+        .iter()
+        .enumerate()
+        .map(|(i, (p, arg))| format!("{}({arg}) AS \"_sq{i}\"", p.name()))
+        .collect();
     let backend_fill = if s.time_dim.is_none() {
         None
     } else if fill == Fill::None {
@@ -912,7 +926,8 @@ pub fn plan(statement: &str, shard_tag: &str) -> Result<ShardQuery, String> {
         Some("null")
     };
     q.backend_statement = format!("SELECT {} {}", fields.join(", "), tail(backend_fill, false, true));
-    q.mode = Mode::Aggregate { calls, partials: partials.into_iter().map(|p| p.0).collect(), single_selector };
+    q.mode =
+        Mode::Aggregate { calls, partials: partials.into_iter().map(|p| p.0).collect(), single_selector };
     Ok(q)
 }
 
@@ -938,7 +953,9 @@ fn read_series(result: &Value) -> Vec<Series> {
             let tags = obj
                 .get("tags")
                 .and_then(Value::as_object)
-                .map(|t| t.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+                .map(|t| {
+                    t.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect()
+                })
                 .unwrap_or_default();
             let columns = obj
                 .get("columns")
@@ -950,7 +967,13 @@ fn read_series(result: &Value) -> Vec<Series> {
                 .and_then(Value::as_array)
                 .map(|rows| rows.iter().map(|r| r.as_array().cloned().unwrap_or_default()).collect())
                 .unwrap_or_default();
-            Some(Series { name: obj.get("name").cloned().unwrap_or(Value::Null), tags, columns, values, original: s.clone() })
+            Some(Series {
+                name: obj.get("name").cloned().unwrap_or(Value::Null),
+                tags,
+                columns,
+                values,
+                original: s.clone(),
+            })
         })
         .collect()
 }
@@ -1043,16 +1066,19 @@ fn is_integer(v: &Value) -> bool {
 
 fn add_values(a: &Value, b: &Value) -> Result<Value, String> {
     match (a.as_i64(), b.as_i64()) {
-        (Some(x), Some(y)) if is_integer(a) && is_integer(b) => {
-            x.checked_add(y).map(Value::from).ok_or_else(|| "an integer sum overflows across shards".to_string())
-        }
+        (Some(x), Some(y)) if is_integer(a) && is_integer(b) => x
+            .checked_add(y)
+            .map(Value::from)
+            .ok_or_else(|| "an integer sum overflows across shards".to_string()),
         _ => Ok(float_value(a.as_f64().unwrap_or(0.0) + b.as_f64().unwrap_or(0.0))),
     }
 }
 
 fn sub_values(a: &Value, b: &Value) -> Value {
     match (a.as_i64(), b.as_i64()) {
-        (Some(x), Some(y)) if is_integer(a) && is_integer(b) => x.checked_sub(y).map_or(Value::Null, Value::from),
+        (Some(x), Some(y)) if is_integer(a) && is_integer(b) => {
+            x.checked_sub(y).map_or(Value::Null, Value::from)
+        }
         _ => float_value(a.as_f64().unwrap_or(0.0) - b.as_f64().unwrap_or(0.0)),
     }
 }
@@ -1086,6 +1112,13 @@ impl ShardQuery {
         let mut kept: Vec<Series> = Vec::new();
         let mut messages: Vec<Value> = Vec::new();
         for (backend, result) in &answers {
+            if result.to_value().get("partial") == Some(&Value::Bool(true)) {
+                return Err(format!(
+                    "a shard answered only part of the result (\"partial\": true, its max-row-limit or chunking), \
+                     so the merge over tag {:?} would be wrong; narrow the query or pin the tag in WHERE",
+                    self.shard_tag
+                ));
+            }
             if result.has_error() {
                 let mut v = result.to_value();
                 if let Some(o) = v.as_object_mut() {
@@ -1110,12 +1143,8 @@ impl ShardQuery {
         }
         let mut out: Vec<Value> = match &self.mode {
             Mode::Disjoint => {
-                kept.sort_by(|a, b| series_order(a, b));
-                let mut list: Vec<Value> = kept.into_iter().map(|s| s.original).collect();
-                if self.desc {
-                    list.reverse();
-                }
-                list
+                kept.sort_by(series_order);
+                kept.into_iter().map(|s| s.original).collect()
             }
             Mode::Raw { star, aux } => self.merge_raw(kept, *star, aux.as_deref())?,
             Mode::Aggregate { calls, partials, single_selector } => {
@@ -1126,6 +1155,13 @@ impl ShardQuery {
         out = out.into_iter().skip(skip).collect();
         if self.slimit > 0 {
             out.truncate(usize::try_from(self.slimit).unwrap_or(usize::MAX));
+        }
+        // InfluxDB applies SLIMIT/SOFFSET to the tag sets in ascending order
+        // (`LimitTagSets`), then emits the series in descending order with
+        // `ORDER BY time DESC` (the merge heaps compare names and tags in
+        // reverse).
+        if self.desc {
+            out.reverse();
         }
         let mut obj = Map::new();
         if !out.is_empty() {
@@ -1139,7 +1175,8 @@ impl ShardQuery {
 
     /// Output series key: name and the user's tag dimensions.
     fn group_key(&self, s: &Series) -> (String, Vec<(String, String)>) {
-        let tags = self.user_dims.iter().map(|k| (k.clone(), s.tags.get(k).cloned().unwrap_or_default())).collect();
+        let tags =
+            self.user_dims.iter().map(|k| (k.clone(), s.tags.get(k).cloned().unwrap_or_default())).collect();
         (s.name.as_str().unwrap_or_default().to_string(), tags)
     }
 
@@ -1149,18 +1186,20 @@ impl ShardQuery {
         for s in kept {
             map.entry(self.group_key(&s)).or_default().push(s);
         }
-        let mut list: Vec<_> = map.into_iter().collect();
-        if self.desc {
-            list.reverse();
-        }
-        list
+        map.into_iter().collect()
     }
 
-    fn series_value(&self, key: &(String, Vec<(String, String)>), columns: Vec<String>, rows: Vec<Vec<Value>>) -> Value {
+    fn series_value(
+        &self,
+        key: &(String, Vec<(String, String)>),
+        columns: Vec<String>,
+        rows: Vec<Vec<Value>>,
+    ) -> Value {
         let mut obj = Map::new();
         obj.insert("name".to_string(), Value::String(key.0.clone()));
         if !self.user_dims.is_empty() {
-            let tags: Map<String, Value> = key.1.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+            let tags: Map<String, Value> =
+                key.1.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
             obj.insert("tags".to_string(), Value::Object(tags));
         }
         obj.insert("columns".to_string(), Value::Array(columns.into_iter().map(Value::String).collect()));
@@ -1205,7 +1244,8 @@ impl ShardQuery {
                 aux_names.iter().map(|n| columns.iter().position(|c| c == n && !n.is_empty())).collect();
             let mut rows: Vec<Vec<Value>> = Vec::new();
             for s in &group {
-                let map: Vec<Option<usize>> = columns.iter().map(|c| s.columns.iter().position(|x| x == c)).collect();
+                let map: Vec<Option<usize>> =
+                    columns.iter().map(|c| s.columns.iter().position(|x| x == c)).collect();
                 for r in &s.values {
                     let row: Vec<Value> = columns
                         .iter()
@@ -1237,18 +1277,18 @@ impl ShardQuery {
                 None
             };
             rows.sort_by(|a, b| {
-                let t = time_key(&a[0]).cmp(&time_key(&b[0]));
+                let t = time_key(row_time(a)).cmp(&time_key(row_time(b)));
                 let t = if desc { t.reverse() } else { t };
                 t.then_with(|| aux_cmp(a, b).unwrap_or(Ordering::Equal))
             });
             for pair in rows.windows(2) {
-                if time_key(&pair[0][0]) == time_key(&pair[1][0]) && pair[0] != pair[1] && aux_cmp(&pair[0], &pair[1]).is_none()
-                {
+                let same_time = time_key(row_time(&pair[0])) == time_key(row_time(&pair[1]));
+                if same_time && pair[0] != pair[1] && aux_cmp(&pair[0], &pair[1]).is_none() {
                     return Err(format!(
                         "rows of different series share the time {}: one InfluxDB orders them by its storage \
                          layout, which a fan-out over the shards of tag {tag:?} cannot reproduce; pin the tag in \
                          WHERE ({tag} = '...') or add GROUP BY {tag} to make the query exact",
-                        pair[0][0]
+                        row_time(&pair[0])
                     ));
                 }
             }
@@ -1274,13 +1314,15 @@ impl ShardQuery {
             let mut buckets: BTreeMap<i128, (Value, Vec<Vec<Contribution>>)> = BTreeMap::new();
             for s in &group {
                 let value = s.tags.get(tag).cloned().unwrap_or_default();
-                let idx: Vec<Option<usize>> =
-                    (0..partials.len()).map(|i| s.columns.iter().position(|c| *c == format!("_sq{i}"))).collect();
+                let idx: Vec<Option<usize>> = (0..partials.len())
+                    .map(|i| s.columns.iter().position(|c| *c == format!("_sq{i}")))
+                    .collect();
                 for r in &s.values {
                     let time = r.first().cloned().unwrap_or(Value::Null);
                     let bucket = if self.grouped_by_time.is_some() { time_key(&time) } else { 0 };
-                    let entry =
-                        buckets.entry(bucket).or_insert_with(|| (time.clone(), vec![Vec::new(); partials.len()]));
+                    let entry = buckets
+                        .entry(bucket)
+                        .or_insert_with(|| (time.clone(), vec![Vec::new(); partials.len()]));
                     for (i, ix) in idx.iter().enumerate() {
                         let v = ix.and_then(|ix| r.get(ix)).cloned().unwrap_or(Value::Null);
                         if v.is_null() || (partials[i] == Partial::Count && v.as_i64() == Some(0)) {
@@ -1329,23 +1371,25 @@ impl ShardQuery {
                             (Fill::Null, _) if call.func == "count" => Value::from(0),
                             (Fill::Number(x), _) => x.clone(),
                             (Fill::Previous, _) => prev.as_ref().map_or(Value::Null, |p| p.1.clone()),
-                            (Fill::Linear, Some(interval)) => match (&prev, (i + 1..n).find(|&j| col[j].is_some())) {
-                                (Some((pi, pv)), Some(ni)) => {
-                                    let nv = col[ni].clone().unwrap_or(Value::Null);
-                                    linear(
-                                        keys[i],
-                                        keys[*pi],
-                                        keys[ni],
-                                        interval,
-                                        pv,
-                                        &nv,
-                                        call.func == "count",
-                                        call.func == "mean",
-                                        col,
-                                    )?
+                            (Fill::Linear, Some(interval)) => {
+                                match (&prev, (i + 1..n).find(|&j| col[j].is_some())) {
+                                    (Some((pi, pv)), Some(ni)) => {
+                                        let nv = col[ni].clone().unwrap_or(Value::Null);
+                                        linear(
+                                            keys[i],
+                                            keys[*pi],
+                                            keys[ni],
+                                            interval,
+                                            pv,
+                                            &nv,
+                                            call.func == "count",
+                                            call.func == "mean",
+                                            col,
+                                        )?
+                                    }
+                                    _ => Value::Null,
                                 }
-                                _ => Value::Null,
-                            },
+                            }
                             _ => Value::Null,
                         },
                     };
@@ -1364,7 +1408,9 @@ impl ShardQuery {
             }
             let rows = self.window(rows);
             if !rows.is_empty() {
-                let columns = std::iter::once("time".to_string()).chain(calls.iter().map(|c| c.column.clone())).collect();
+                let columns = std::iter::once("time".to_string())
+                    .chain(calls.iter().map(|c| c.column.clone()))
+                    .collect();
                 out.push(self.series_value(&key, columns, rows));
             }
         }
@@ -1394,7 +1440,7 @@ fn linear(
     let all_integral = col.iter().flatten().all(is_integer);
     if integer_type || (!float_type && all_integral && fv.fract() == 0.0) {
         if let (Some(a), Some(b)) = (prev.as_i64(), next.as_i64()) {
-            let m = (b - a) as f64 / (x2 - x1) as f64;
+            let m = b.wrapping_sub(a) as f64 / (x2 - x1) as f64;
             return Ok(Value::from((m * (x - x1) as f64 + a as f64) as i64));
         }
     }
@@ -1462,6 +1508,23 @@ fn combine(
                 }
             });
         }
+        if let (Some(b), Partial::First | Partial::Last) = (best, p) {
+            // Several values of the tag at the selected time: one InfluxDB
+            // picks among them by its layout (not by `FloatLastReduce`'s
+            // value rule, as measured on 1.6.7), so no shard order is exact.
+            let tie = cs
+                .iter()
+                .any(|c| c.group != b.group && time_key(&c.time) == time_key(&b.time) && c.value != b.value);
+            if tie {
+                return Err(format!(
+                    "{}() has points of several values of tag {tag:?} at the selected time {}: one InfluxDB picks \
+                     among them by its storage layout, which a fan-out cannot reproduce; pin the tag in WHERE \
+                     ({tag} = '...') or add GROUP BY {tag} to make the query exact",
+                    p.name(),
+                    b.time
+                ));
+            }
+        }
         Ok(best.cloned())
     };
     let _ = partials;
@@ -1496,6 +1559,11 @@ fn combine(
     })
 }
 
+/// The first column of a row (the time), `null` for an empty row.
+fn row_time(row: &[Value]) -> &Value {
+    row.first().unwrap_or(&Value::Null)
+}
+
 /// InfluxDB's series order: by name, then tag set (values in key order).
 fn series_order(a: &Series, b: &Series) -> Ordering {
     let na = a.name.as_str().unwrap_or_default();
@@ -1517,7 +1585,10 @@ mod tests {
             p("SELECT v FROM m WHERE (customer_id = 'b' OR customer_id = 'a') AND time > now() - 1h"),
             Some(vec!["a".to_string(), "b".to_string()])
         );
-        assert_eq!(p("SELECT v FROM m WHERE host = 'x' AND (customer_id::tag = 'a')"), Some(vec!["a".to_string()]));
+        assert_eq!(
+            p("SELECT v FROM m WHERE host = 'x' AND (customer_id::tag = 'a')"),
+            Some(vec!["a".to_string()])
+        );
         assert_eq!(p("SELECT v FROM m WHERE customer_id != 'a'"), None);
         assert_eq!(p("SELECT v FROM m WHERE customer_id =~ /a/"), None);
         assert_eq!(p("SELECT v FROM m WHERE customer_id = 'a' OR host = 'x'"), None);
@@ -1527,8 +1598,11 @@ mod tests {
 
     #[test]
     fn plans_name_partials_and_add_the_shard_tag() {
-        let q = plan("SELECT mean(v) AS m, spread(v) FROM cpu WHERE time >= 0 GROUP BY time(1m) fill(linear) LIMIT 3", "c")
-            .unwrap();
+        let q = plan(
+            "SELECT mean(v) AS m, spread(v) FROM cpu WHERE time >= 0 GROUP BY time(1m) fill(linear) LIMIT 3",
+            "c",
+        )
+        .unwrap();
         assert_eq!(
             q.backend_statement(),
             "SELECT sum(v) AS \"_sq0\", count(v) AS \"_sq1\", max(v) AS \"_sq2\", min(v) AS \"_sq3\" FROM cpu \
