@@ -22,12 +22,15 @@
 //!    answers it **400** `{"error": message}` without asking anyone. The
 //!    message names the function (or construct) and says how to make the
 //!    query exact (pin the shard tag in WHERE, or GROUP BY it).
-//! 3. Every asked backend gets the same statement,
-//!    [`ShardQuery::backend_statement`] (one statement; same db, rp, epoch
-//!    and credentials as the client's request).
+//! 3. Every asked backend gets the same request, `q` =
+//!    [`ShardQuery::backend_query`] (the statements of
+//!    [`ShardQuery::backend_statements`]: the SELECT, plus
+//!    `SHOW FIELD KEYS FROM m` when the merge needs field types; same db, rp,
+//!    epoch and credentials as the client's request).
 //! 4. [`ShardQuery::merge`]`(answers, owner)`: `answers` is one
-//!    `(backend index, StatementResult)` per asked backend (the backend's
-//!    result object for that statement), `owner(v)` the index of the asked
+//!    `(backend index, Vec<StatementResult>)` per asked backend (the
+//!    backend's result objects, in order, e.g. from
+//!    [`crate::results::answer_results`]), `owner(v)` the index of the asked
 //!    backend whose answer counts for shard tag value `v` (`""` for points
 //!    without the tag): the first of `v`'s replicas, in placement order,
 //!    that was asked. Returns the merged result (no `statement_id`: the
@@ -44,7 +47,7 @@
 //!     None => asked = one healthy replica of each of N-RF+1 group backends,
 //! }
 //! let q = shard_query::plan(stmt, tag).map_err(bad_request_400)?;
-//! let answers = ask each asked backend q.backend_statement();   // Vec<(usize, StatementResult)>
+//! let answers = ask each asked backend q.backend_query();   // Vec<(usize, Vec<StatementResult>)>
 //! let owner = |v: &str| place(group_names, rf, &ShardKey{db, measurement, tag_value: Some(v)})
 //!     .into_iter().map(|i| group.backends[i]).find(|b| asked.contains(b));
 //! q.merge(answers, &owner)?   // Err -> 400
@@ -75,9 +78,10 @@
 //!   InfluxDB does (by `Tags.ID()`: values in tag key order, bytewise), then
 //!   `SOFFSET`/`SLIMIT` are applied.
 //! - **Raw `SELECT`:** asked with the shard tag grouped, without
-//!   LIMIT/OFFSET/SLIMIT/SOFFSET (a shard cannot know which of its rows fall
-//!   in the global window: LIMIT is not pushed down, so the answer costs as
-//!   much as the full result). Rows of one output series are merged by time
+//!   SLIMIT/SOFFSET, and `LIMIT n OFFSET m` asked as `LIMIT n+m+1` per
+//!   series (the first n+m merged rows are among each series' first n+m;
+//!   the extra row tells whether a series was cut inside a run of equal
+//!   times, see ties). Rows of one output series are merged by time
 //!   (descending with `ORDER BY time DESC`); `SELECT *` columns are the
 //!   sorted union of the shards' columns with the shard tag column put back
 //!   (InfluxDB leaves a grouped tag out of `*`; `""` becomes `null`), then
@@ -124,10 +128,19 @@
 //!   is a bucket start (`GROUP BY time`, or several calls) and two shard tag
 //!   values have points in the same bucket (which point is first is then
 //!   unknowable: InfluxDB reports the bucket start, not the point's time);
-//!   undecidable raw ties (above); `fill(linear)` whose interpolated value
-//!   is fractional when the column's type cannot be told (every value
-//!   integral: an integer field truncates, a float field does not); an
-//!   integer sum that overflows.
+//!   a single selector `first`/`last` whose selected time several values
+//!   share with different values (InfluxDB 1.6.7 then picks by layout, not
+//!   by `FloatLastReduce`'s value rule: measured); undecidable raw ties
+//!   (above), and a pushed-down LIMIT that ends inside a tie of one value's
+//!   series; `fill(linear)` whose interpolated value is fractional when the
+//!   field's type is unknown to SHOW FIELD KEYS and every value is integral
+//!   (an integer field truncates, a float field does not); an integer sum
+//!   that overflows; a shard's `"partial": true` answer.
+//! - Not detectable, hence documented: ties among several series of *one*
+//!   shard tag value (e.g. two hosts of one customer with points at the same
+//!   time) are ordered by that value's owner as it stores them, which may
+//!   differ from one InfluxDB holding every value (raw rows at the same time,
+//!   and which of them `first`/`last` select).
 //! - Inherent, not refused: floating-point sums (and means) are added in a
 //!   different order than one server adds them, so they can differ in the
 //!   last bits unless the partial sums are exactly representable (one
@@ -296,7 +309,7 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
 #[derive(Debug, Clone)]
 enum FieldKind {
     /// `name(arg)` with one identifier argument.
-    Call { name: String, arg: String },
+    Call { name: String, arg: String, field: String },
     /// A call of another shape (nested, several or wildcard arguments).
     OtherCall { name: String },
     /// A field or tag reference.
@@ -423,7 +436,8 @@ fn parse_field(text: &str, tokens: &[Token]) -> Field {
                 _ => false,
             };
             if arg_ok {
-                FieldKind::Call { name, arg: span(text, rest) }
+                let field = rest.first().and_then(Token::name).unwrap_or_default().to_string();
+                FieldKind::Call { name, arg: span(text, rest), field }
             } else {
                 FieldKind::OtherCall { name }
             }
@@ -652,7 +666,9 @@ fn split_kw<'t>(tokens: &'t [Token], kw: &str) -> Vec<&'t [Token]> {
 /// does not tokenize or is not a SELECT.
 pub fn pinned_values(statement: &str, shard_tag: &str) -> Result<Option<Vec<String>>, String> {
     let s = parse_select(statement)?;
-    if s.where_tokens.is_empty() {
+    // A subquery may aggregate over every value before the outer WHERE
+    // filters: not pinned.
+    if s.where_tokens.is_empty() || s.from_text.trim_start().starts_with('(') {
         return Ok(None);
     }
     Ok(pins(&s.where_tokens, shard_tag).map(|mut v| {
@@ -694,6 +710,8 @@ impl Partial {
 #[derive(Debug, Clone)]
 struct OutCall {
     func: String,
+    /// The field the function reads (unquoted).
+    field: String,
     column: String,
     /// Indexes of its partials in the backend statement.
     partials: Vec<usize>,
@@ -715,7 +733,7 @@ enum Mode {
 /// the module doc).
 #[derive(Debug, Clone)]
 pub struct ShardQuery {
-    backend_statement: String,
+    backend_statements: Vec<String>,
     shard_tag: String,
     mode: Mode,
     user_dims: Vec<String>,
@@ -726,6 +744,8 @@ pub struct ShardQuery {
     offset: u64,
     slimit: u64,
     soffset: u64,
+    /// The LIMIT asked of the backends for a raw SELECT (0: none).
+    pushed_limit: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -771,7 +791,7 @@ pub fn plan(statement: &str, shard_tag: &str) -> Result<ShardQuery, String> {
     };
     let grouped_by_tag = s.dim_star || s.dim_tags.iter().any(|t| t == shard_tag);
     let mut q = ShardQuery {
-        backend_statement: String::new(),
+        backend_statements: Vec::new(),
         shard_tag: shard_tag.to_string(),
         mode: Mode::Disjoint,
         user_dims: s.dim_tags.clone(),
@@ -782,8 +802,9 @@ pub fn plan(statement: &str, shard_tag: &str) -> Result<ShardQuery, String> {
         offset: s.offset,
         slimit: s.slimit,
         soffset: s.soffset,
+        pushed_limit: 0,
     };
-    let tail = |with_fill: Option<&str>, with_limits: bool, extra_tag: bool| {
+    let tail = |with_fill: Option<&str>, limits: (u64, u64), extra_tag: bool| {
         let mut out = format!("FROM {}", s.from_text);
         if let Some(w) = &s.where_text {
             out.push_str(&format!(" WHERE {w}"));
@@ -801,13 +822,11 @@ pub fn plan(statement: &str, shard_tag: &str) -> Result<ShardQuery, String> {
         if let Some(o) = &s.order_text {
             out.push_str(&format!(" ORDER {o}"));
         }
-        if with_limits {
-            if s.limit > 0 {
-                out.push_str(&format!(" LIMIT {}", s.limit));
-            }
-            if s.offset > 0 {
-                out.push_str(&format!(" OFFSET {}", s.offset));
-            }
+        if limits.0 > 0 {
+            out.push_str(&format!(" LIMIT {}", limits.0));
+        }
+        if limits.1 > 0 {
+            out.push_str(&format!(" OFFSET {}", limits.1));
         }
         if let Some(tz) = &s.tz_text {
             out.push_str(&format!(" tz{tz}"));
@@ -818,7 +837,8 @@ pub fn plan(statement: &str, shard_tag: &str) -> Result<ShardQuery, String> {
         if s.dim_regex {
             return Err(refuse("GROUP BY /regex/", shard_tag));
         }
-        q.backend_statement = format!("SELECT {} {}", s.fields_text, tail(s.fill.as_deref(), true, false));
+        q.backend_statements =
+            vec![format!("SELECT {} {}", s.fields_text, tail(s.fill.as_deref(), (s.limit, s.offset), false))];
         return Ok(q);
     }
     if s.dim_regex {
@@ -845,7 +865,14 @@ pub fn plan(statement: &str, shard_tag: &str) -> Result<ShardQuery, String> {
             Some(names)
         };
         q.mode = Mode::Raw { star, aux };
-        q.backend_statement = format!("SELECT {} {}", s.fields_text, tail(None, false, true));
+        // LIMIT n OFFSET m is asked as LIMIT n+m+1 per series: the first
+        // n+m rows of the merge are among each series' first n+m, and the
+        // extra row shows whether a series' rows were cut inside a tie.
+        if s.limit > 0 {
+            q.pushed_limit = s.limit.saturating_add(s.offset).saturating_add(1);
+        }
+        q.backend_statements =
+            vec![format!("SELECT {} {}", s.fields_text, tail(None, (q.pushed_limit, 0), true))];
         return Ok(q);
     }
     // Aggregates.
@@ -864,9 +891,9 @@ pub fn plan(statement: &str, shard_tag: &str) -> Result<ShardQuery, String> {
         }
     }
     for f in &s.fields {
-        let (name, arg) = match &f.kind {
-            FieldKind::Call { name, arg } if MERGEABLE.contains(&name.as_str()) => {
-                (name.clone(), arg.clone())
+        let (name, arg, field) = match &f.kind {
+            FieldKind::Call { name, arg, field } if MERGEABLE.contains(&name.as_str()) => {
+                (name.clone(), arg.clone(), field.clone())
             }
             FieldKind::Call { name, .. } | FieldKind::OtherCall { name } => {
                 let what = if MERGEABLE.contains(&name.as_str()) {
@@ -908,7 +935,7 @@ pub fn plan(statement: &str, shard_tag: &str) -> Result<ShardQuery, String> {
             "spread" => vec![add(Partial::Max, &arg), add(Partial::Min, &arg)],
             _ => vec![add(Partial::Sum, &arg), add(Partial::Count, &arg)],
         };
-        calls.push(OutCall { func: name, column, partials: ps });
+        calls.push(OutCall { func: name, field, column, partials: ps });
     }
     let single_selector = s.time_dim.is_none()
         && calls.len() == 1
@@ -925,7 +952,13 @@ pub fn plan(statement: &str, shard_tag: &str) -> Result<ShardQuery, String> {
     } else {
         Some("null")
     };
-    q.backend_statement = format!("SELECT {} {}", fields.join(", "), tail(backend_fill, false, true));
+    q.backend_statements = vec![format!("SELECT {} {}", fields.join(", "), tail(backend_fill, (0, 0), true))];
+    // fill(linear) interpolates integers (truncating) and floats
+    // differently, and InfluxDB's JSON prints the float 3.0 as `3`: the field
+    // types come from SHOW FIELD KEYS, asked in the same request.
+    if fill == Fill::Linear && calls.iter().any(|c| c.func != "count" && c.func != "mean") {
+        q.backend_statements.push(format!("SHOW FIELD KEYS FROM {}", s.from_text));
+    }
     q.mode =
         Mode::Aggregate { calls, partials: partials.into_iter().map(|p| p.0).collect(), single_selector };
     Ok(q)
@@ -1093,9 +1126,16 @@ struct Contribution {
 }
 
 impl ShardQuery {
-    /// The statement every asked backend gets (see the module doc).
-    pub fn backend_statement(&self) -> &str {
-        &self.backend_statement
+    /// The statements every asked backend gets, in one request (see the
+    /// module doc): the SELECT, and `SHOW FIELD KEYS FROM m` when the merge
+    /// needs the field types (`fill(linear)`).
+    pub fn backend_statements(&self) -> &[String] {
+        &self.backend_statements
+    }
+
+    /// [`ShardQuery::backend_statements`] as the `q` of one request.
+    pub fn backend_query(&self) -> String {
+        self.backend_statements.join("; ")
     }
 
     /// Merges the asked backends' results (see the module doc): `answers`
@@ -1106,12 +1146,30 @@ impl ShardQuery {
     /// merge inexact.
     pub fn merge(
         &self,
-        answers: Vec<(usize, StatementResult)>,
+        answers: Vec<(usize, Vec<StatementResult>)>,
         owner: &dyn Fn(&str) -> Option<usize>,
     ) -> Result<StatementResult, String> {
         let mut kept: Vec<Series> = Vec::new();
         let mut messages: Vec<Value> = Vec::new();
-        for (backend, result) in &answers {
+        let mut field_types: HashMap<String, String> = HashMap::new();
+        for (backend, results) in &answers {
+            if results.len() != self.backend_statements.len() {
+                return Err(format!(
+                    "a shard answered {} results to {} statements",
+                    results.len(),
+                    self.backend_statements.len()
+                ));
+            }
+            if let Some(keys) = results.get(1) {
+                for s in read_series(&keys.to_value()) {
+                    for row in &s.values {
+                        if let (Some(Value::String(k)), Some(Value::String(t))) = (row.first(), row.get(1)) {
+                            field_types.entry(k.clone()).or_insert_with(|| t.clone());
+                        }
+                    }
+                }
+            }
+            let Some(result) = results.first() else { continue };
             if result.to_value().get("partial") == Some(&Value::Bool(true)) {
                 return Err(format!(
                     "a shard answered only part of the result (\"partial\": true, its max-row-limit or chunking), \
@@ -1148,7 +1206,7 @@ impl ShardQuery {
             }
             Mode::Raw { star, aux } => self.merge_raw(kept, *star, aux.as_deref())?,
             Mode::Aggregate { calls, partials, single_selector } => {
-                self.merge_aggregate(kept, calls, partials, *single_selector)?
+                self.merge_aggregate(kept, calls, partials, *single_selector, &field_types)?
             }
         };
         let skip = usize::try_from(self.soffset).unwrap_or(usize::MAX);
@@ -1243,7 +1301,17 @@ impl ShardQuery {
             let aux_idx: Vec<Option<usize>> =
                 aux_names.iter().map(|n| columns.iter().position(|c| c == n && !n.is_empty())).collect();
             let mut rows: Vec<Vec<Value>> = Vec::new();
+            // Times at which a series cut by the pushed-down LIMIT may have
+            // more rows than it returned (its last two rows share the time).
+            let mut cut_ties: Vec<i128> = Vec::new();
             for s in &group {
+                let n = s.values.len();
+                if self.pushed_limit > 0 && n as u64 >= self.pushed_limit && n >= 2 {
+                    let last = time_key(row_time(&s.values[n - 1]));
+                    if time_key(row_time(&s.values[n - 2])) == last {
+                        cut_ties.push(last);
+                    }
+                }
                 let map: Vec<Option<usize>> =
                     columns.iter().map(|c| s.columns.iter().position(|x| x == c)).collect();
                 for r in &s.values {
@@ -1281,7 +1349,27 @@ impl ShardQuery {
                 let t = if desc { t.reverse() } else { t };
                 t.then_with(|| aux_cmp(a, b).unwrap_or(Ordering::Equal))
             });
-            for pair in rows.windows(2) {
+            // Only ties that touch the window matter.
+            let off = usize::try_from(self.offset).unwrap_or(usize::MAX).min(rows.len());
+            let end = if self.limit > 0 {
+                usize::try_from(self.offset.saturating_add(self.limit)).unwrap_or(usize::MAX).min(rows.len())
+            } else {
+                rows.len()
+            };
+            if end > off {
+                let last = time_key(row_time(&rows[end - 1]));
+                if cut_ties.iter().any(|&t| if desc { last <= t } else { last >= t }) {
+                    return Err(format!(
+                        "LIMIT/OFFSET end among rows of one value of tag {tag:?} that share a time, which one \
+                         InfluxDB orders by its storage layout; pin the tag in WHERE ({tag} = '...') or add \
+                         GROUP BY {tag} to make the query exact"
+                    ));
+                }
+            }
+            for (i, pair) in rows.windows(2).enumerate() {
+                if i + 1 < off || i >= end {
+                    continue;
+                }
                 let same_time = time_key(row_time(&pair[0])) == time_key(row_time(&pair[1]));
                 if same_time && pair[0] != pair[1] && aux_cmp(&pair[0], &pair[1]).is_none() {
                     return Err(format!(
@@ -1306,6 +1394,7 @@ impl ShardQuery {
         calls: &[OutCall],
         partials: &[Partial],
         single_selector: bool,
+        field_types: &HashMap<String, String>,
     ) -> Result<Vec<Value>, String> {
         let tag = &self.shard_tag;
         let mut out = Vec::new();
@@ -1382,8 +1471,14 @@ impl ShardQuery {
                                             interval,
                                             pv,
                                             &nv,
-                                            call.func == "count",
-                                            call.func == "mean",
+                                            call.func == "count"
+                                                || matches!(
+                                                    field_types.get(&call.field).map(String::as_str),
+                                                    Some("integer" | "unsigned")
+                                                ),
+                                            call.func == "mean"
+                                                || field_types.get(&call.field).map(String::as_str)
+                                                    == Some("float"),
                                             col,
                                         )?
                                     }
@@ -1594,6 +1689,7 @@ mod tests {
         assert_eq!(p("SELECT v FROM m WHERE customer_id = 'a' OR host = 'x'"), None);
         assert_eq!(p("SELECT v FROM m"), None);
         assert_eq!(p("SELECT v FROM m WHERE other = 'a'"), None);
+        assert_eq!(p("SELECT max(v) FROM (SELECT max(v) AS v FROM m) WHERE customer_id = 'a'"), None);
     }
 
     #[test]
@@ -1603,15 +1699,16 @@ mod tests {
             "c",
         )
         .unwrap();
+        assert_eq!(q.backend_statements()[1], "SHOW FIELD KEYS FROM cpu");
         assert_eq!(
-            q.backend_statement(),
+            q.backend_statements()[0],
             "SELECT sum(v) AS \"_sq0\", count(v) AS \"_sq1\", max(v) AS \"_sq2\", min(v) AS \"_sq3\" FROM cpu \
              WHERE time >= 0 GROUP BY time(1m), \"c\" fill(null)"
         );
         let q = plan("SELECT * FROM cpu ORDER BY time DESC LIMIT 2 SLIMIT 1", "c").unwrap();
-        assert_eq!(q.backend_statement(), "SELECT * FROM cpu GROUP BY \"c\" ORDER BY time DESC");
+        assert_eq!(q.backend_query(), "SELECT * FROM cpu GROUP BY \"c\" ORDER BY time DESC LIMIT 3");
         let q = plan("SELECT percentile(v, 90) FROM cpu GROUP BY c SLIMIT 1", "c").unwrap();
-        assert_eq!(q.backend_statement(), "SELECT percentile(v, 90) FROM cpu GROUP BY c");
+        assert_eq!(q.backend_query(), "SELECT percentile(v, 90) FROM cpu GROUP BY c");
     }
 
     #[test]
@@ -1633,6 +1730,10 @@ mod tests {
         StatementResult::from(v)
     }
 
+    fn one(v: Value) -> Vec<StatementResult> {
+        vec![result(v)]
+    }
+
     #[test]
     fn merges_counts_from_owners_only() {
         let q = plan("SELECT count(v) FROM m", "c").unwrap();
@@ -1642,7 +1743,7 @@ mod tests {
         let b = json!({"series":[
             {"name":"m","tags":{"c":"y"},"columns":["time","_sq0"],"values":[["1970-01-01T00:00:00Z",3]]}]});
         let owner = |v: &str| Some(if v == "x" { 0 } else { 1 });
-        let merged = q.merge(vec![(0, result(a)), (1, result(b))], &owner).unwrap();
+        let merged = q.merge(vec![(0, one(a)), (1, one(b))], &owner).unwrap();
         assert_eq!(
             merged,
             json!({"series":[{"name":"m","columns":["time","count"],"values":[["1970-01-01T00:00:00Z",5]]}]})
@@ -1655,8 +1756,90 @@ mod tests {
         let a = json!({"series":[
             {"name":"m","tags":{"c":"x"},"columns":["time","_sq0"],"values":[["1970-01-01T00:00:00Z",2]]},
             {"name":"m","tags":{"c":"y"},"columns":["time","_sq0"],"values":[["1970-01-01T00:00:00Z",3]]}]});
-        let e = q.merge(vec![(0, result(a))], &|_| Some(0)).unwrap_err();
+        let e = q.merge(vec![(0, one(a))], &|_| Some(0)).unwrap_err();
         assert!(e.contains("first()"), "{e}");
+    }
+
+    fn raw(rows: Value) -> Value {
+        json!({"name":"m","tags":{"c":"x"},"columns":["time","host","v"],"values":rows})
+    }
+
+    #[test]
+    fn raw_ties_are_ordered_by_leading_strings_or_refused() {
+        let q = plan("SELECT host, v FROM m", "c").unwrap();
+        let mut y = raw(json!([["1970-01-01T00:00:01Z", "a", 1], ["1970-01-01T00:00:02Z", "c", 3]]));
+        y["tags"]["c"] = json!("y");
+        let x = raw(json!([["1970-01-01T00:00:01Z", "b", 2]]));
+        let merged = q.merge(vec![(0, one(json!({"series":[x, y]})))], &|_| Some(0)).unwrap();
+        assert_eq!(
+            merged.to_value()["series"][0]["values"],
+            json!([
+                ["1970-01-01T00:00:01Z", "a", 1],
+                ["1970-01-01T00:00:01Z", "b", 2],
+                ["1970-01-01T00:00:02Z", "c", 3]
+            ])
+        );
+        // `a` sorts first (InfluxDB sorts the auxiliary fields by name): a
+        // float decides nothing.
+        let q = plan("SELECT host, a FROM m", "c").unwrap();
+        let x = json!({"name":"m","tags":{"c":"x"},"columns":["time","host","a"],"values":[["1970-01-01T00:00:01Z","a",1]]});
+        let y = json!({"name":"m","tags":{"c":"y"},"columns":["time","host","a"],"values":[["1970-01-01T00:00:01Z","b",2]]});
+        let e = q.merge(vec![(0, one(json!({"series":[x, y]})))], &|_| Some(0)).unwrap_err();
+        assert!(e.contains("share the time"), "{e}");
+    }
+
+    #[test]
+    fn a_pushed_down_limit_cut_inside_a_tie_is_refused() {
+        let q = plan("SELECT host, v FROM m LIMIT 1", "c").unwrap();
+        assert_eq!(q.backend_query(), "SELECT host, v FROM m GROUP BY \"c\" LIMIT 2");
+        // x's two rows share t1: a third row at t1 may sort before them.
+        let x = raw(json!([["1970-01-01T00:00:01Z", "b", 1], ["1970-01-01T00:00:01Z", "c", 2]]));
+        let e = q.merge(vec![(0, one(json!({"series":[x.clone()]})))], &|_| Some(0)).unwrap_err();
+        assert!(e.contains("LIMIT"), "{e}");
+        // With an earlier row of y the window ends before t1: exact.
+        let mut y = raw(json!([["1970-01-01T00:00:00Z", "z", 5]]));
+        y["tags"]["c"] = json!("y");
+        let merged = q.merge(vec![(0, one(json!({"series":[x, y]})))], &|_| Some(0)).unwrap();
+        assert_eq!(merged.to_value()["series"][0]["values"], json!([["1970-01-01T00:00:00Z", "z", 5]]));
+    }
+
+    #[test]
+    fn fill_linear_and_previous_follow_influxdb() {
+        let q = plan(
+            "SELECT mean(v), sum(n) FROM m WHERE time >= 0 AND time < 4m GROUP BY time(1m) fill(linear)",
+            "c",
+        )
+        .unwrap();
+        let row = |t: &str, s: Value, c: Value, n: Value| json!([t, s, c, n]);
+        let x = json!({"name":"m","tags":{"c":"x"},"columns":["time","_sq0","_sq1","_sq2"],"values":[
+            row("1970-01-01T00:00:00Z", json!(1), json!(1), json!(10)),
+            row("1970-01-01T00:01:00Z", Value::Null, json!(0), Value::Null),
+            row("1970-01-01T00:02:00Z", Value::Null, json!(0), Value::Null),
+            row("1970-01-01T00:03:00Z", json!(2), json!(1), json!(21))]});
+        assert_eq!(q.backend_statements()[1], "SHOW FIELD KEYS FROM m");
+        let keys = json!({"series":[{"name":"m","columns":["fieldKey","fieldType"],
+            "values":[["n","integer"],["v","float"]]}]});
+        let merged =
+            q.merge(vec![(0, vec![result(json!({"series":[x]})), result(keys)])], &|_| Some(0)).unwrap();
+        // linearFloat for the mean; linearInteger (truncating) for the integer sum.
+        assert_eq!(
+            merged.to_value()["series"][0]["values"],
+            json!([
+                ["1970-01-01T00:00:00Z", 1, 10],
+                ["1970-01-01T00:01:00Z", 1.3333333333333333, 13],
+                ["1970-01-01T00:02:00Z", 1.6666666666666665, 17],
+                ["1970-01-01T00:03:00Z", 2, 21]
+            ])
+        );
+    }
+
+    #[test]
+    fn errors_and_partial_answers_are_not_merged() {
+        let q = plan("SELECT count(v) FROM m", "c").unwrap();
+        let merged = q.merge(vec![(0, one(json!({"error":"database not found: d"})))], &|_| Some(0)).unwrap();
+        assert_eq!(merged, json!({"error":"database not found: d"}));
+        let e = q.merge(vec![(0, one(json!({"series":[], "partial": true})))], &|_| Some(0)).unwrap_err();
+        assert!(e.contains("partial"), "{e}");
     }
 
     #[test]
