@@ -67,7 +67,13 @@
 //! and it races with writes of new values between the two steps; (a) is one
 //! round trip and the restriction is applied to the very answer merged.
 //! The cost of (a): a backend answers one series per tag value (per output
-//! series), instead of one.
+//! series), instead of one. Points without the tag come back under the
+//! value `""`, whose owner is that of the shard of the empty value (where
+//! writes put them).
+//!
+//! A backend `error` result is returned as the statement's answer (an
+//! answer from fewer shards would be silently wrong); the proxy must not ask
+//! with `chunked=true` (a chunked answer is split into several results).
 //!
 //! # What is merged, and how (InfluxDB 1.6.7 `query/`)
 //!
@@ -76,7 +82,10 @@
 //!   the backends get the statement without `SLIMIT`/`SOFFSET`, each series
 //!   is taken from its value's owner, series are ordered by tag set as
 //!   InfluxDB does (by `Tags.ID()`: values in tag key order, bytewise), then
-//!   `SOFFSET`/`SLIMIT` are applied.
+//!   `SOFFSET`/`SLIMIT` are applied. In every mode, `ORDER BY time DESC`
+//!   emits the series in descending tag order, but SLIMIT/SOFFSET still
+//!   count them in ascending order (`LimitTagSets` runs on the ascending tag
+//!   sets; measured on 1.6.7).
 //! - **Raw `SELECT`:** asked with the shard tag grouped, without
 //!   SLIMIT/SOFFSET, and `LIMIT n OFFSET m` asked as `LIMIT n+m+1` per
 //!   series (the first n+m merged rows are among each series' first n+m;
@@ -105,9 +114,9 @@
 //!   bound, and the union over values is then the output series' range).
 //!   Partials are combined per output series and bucket: counts and sums
 //!   added (integers stay integers), min/max by value with InfluxDB's tie
-//!   rule (`FloatMinReduce`: equal values keep the earlier time),
-//!   first/last by time with its tie rule (`FloatFirstReduce`: equal times
-//!   keep the greater value), mean = sum / count; then fill is applied per
+//!   rule (`FloatMinReduce`: equal values keep the earlier time, checked),
+//!   first/last by time (the earliest / latest; a tie between values is
+//!   refused, below), mean = sum / count; then fill is applied per
 //!   column as `floatFillIterator` does (`count`'s null fill is 0;
 //!   `previous` and `linear` per series in output order; `linear` with
 //!   `linearFloat`/`linearInteger`), then OFFSET/LIMIT and SOFFSET/SLIMIT.
@@ -145,7 +154,11 @@
 //!   different order than one server adds them, so they can differ in the
 //!   last bits unless the partial sums are exactly representable (one
 //!   InfluxDB itself adds per TSM shard in shard order). `now()` is read by
-//!   each backend itself.
+//!   each backend itself (with `GROUP BY time` and fill but no upper time
+//!   bound, the last bucket is each backend's own now()). Which of several
+//!   points with equal times a selector picks also depends, inside one
+//!   InfluxDB, on how many parallel groups it splits the series into
+//!   (`GOMAXPROCS`): one InfluxDB on another machine may differ too.
 
 use crate::results::StatementResult;
 use serde_json::{Map, Value};
@@ -1116,6 +1129,13 @@ fn sub_values(a: &Value, b: &Value) -> Value {
     }
 }
 
+/// An output series: measurement name and the user's GROUP BY tags (key, value).
+type OutputKey = (String, Vec<(String, String)>);
+
+/// One bucket of an output series: its reported time and, per partial, the
+/// shards' contributions.
+type Bucket = (Value, Vec<Vec<Contribution>>);
+
 /// One value of a partial for a bucket: the value, the reported time, the
 /// contributing tag value.
 #[derive(Debug, Clone)]
@@ -1232,15 +1252,15 @@ impl ShardQuery {
     }
 
     /// Output series key: name and the user's tag dimensions.
-    fn group_key(&self, s: &Series) -> (String, Vec<(String, String)>) {
+    fn group_key(&self, s: &Series) -> OutputKey {
         let tags =
             self.user_dims.iter().map(|k| (k.clone(), s.tags.get(k).cloned().unwrap_or_default())).collect();
         (s.name.as_str().unwrap_or_default().to_string(), tags)
     }
 
     /// Groups series by output key, in InfluxDB's series order.
-    fn by_output(&self, kept: Vec<Series>) -> Vec<((String, Vec<(String, String)>), Vec<Series>)> {
-        let mut map: BTreeMap<(String, Vec<(String, String)>), Vec<Series>> = BTreeMap::new();
+    fn by_output(&self, kept: Vec<Series>) -> Vec<(OutputKey, Vec<Series>)> {
+        let mut map: BTreeMap<OutputKey, Vec<Series>> = BTreeMap::new();
         for s in kept {
             map.entry(self.group_key(&s)).or_default().push(s);
         }
@@ -1400,7 +1420,7 @@ impl ShardQuery {
         let mut out = Vec::new();
         for (key, group) in self.by_output(kept) {
             // bucket key -> (time, contributions per partial)
-            let mut buckets: BTreeMap<i128, (Value, Vec<Vec<Contribution>>)> = BTreeMap::new();
+            let mut buckets: BTreeMap<i128, Bucket> = BTreeMap::new();
             for s in &group {
                 let value = s.tags.get(tag).cloned().unwrap_or_default();
                 let idx: Vec<Option<usize>> = (0..partials.len())
@@ -1421,7 +1441,7 @@ impl ShardQuery {
                     }
                 }
             }
-            let mut bucket_list: Vec<(i128, (Value, Vec<Vec<Contribution>>))> = buckets.into_iter().collect();
+            let mut bucket_list: Vec<(i128, Bucket)> = buckets.into_iter().collect();
             if self.desc {
                 bucket_list.reverse();
             }
