@@ -25,15 +25,18 @@
 //! 3. Every asked backend gets the same request, `q` =
 //!    [`ShardQuery::backend_query`] (the statements of
 //!    [`ShardQuery::backend_statements`]: the SELECT, plus
-//!    `SHOW FIELD KEYS FROM m` when the merge needs field types; same db, rp,
-//!    epoch and credentials as the client's request).
-//! 4. [`ShardQuery::merge`]`(answers, owner)`: `answers` is one
+//!    `SHOW FIELD KEYS FROM m` when the merge needs field types; same db, rp
+//!    and credentials as the client's request, but **without `epoch`** and
+//!    `chunked`: the merge reads RFC 3339 times, exact to the nanosecond, so
+//!    buckets and ties are not blurred by a coarse epoch).
+//! 4. [`ShardQuery::merge`]`(answers, owner, epoch)`: `answers` is one
 //!    `(backend index, Vec<StatementResult>)` per asked backend (the
 //!    backend's result objects, in order, e.g. from
 //!    [`crate::results::answer_results`]), `owner(v)` the index of the asked
 //!    backend whose answer counts for shard tag value `v` (`""` for points
 //!    without the tag): the first of `v`'s replicas, in placement order,
-//!    that was asked. Returns the merged result (no `statement_id`: the
+//!    that was asked; `epoch` the client's `epoch` parameter (the merged
+//!    times are converted as InfluxDB converts them). Returns the merged result (no `statement_id`: the
 //!    caller's [`crate::results::ResultsWriter`] numbers it), a backend's
 //!    `error` result as it is, or `Err(message)` (answered 400, see
 //!    "refused at merge time" below).
@@ -50,7 +53,7 @@
 //! let answers = ask each asked backend q.backend_query();   // Vec<(usize, Vec<StatementResult>)>
 //! let owner = |v: &str| place(group_names, rf, &ShardKey{db, measurement, tag_value: Some(v)})
 //!     .into_iter().map(|i| group.backends[i]).find(|b| asked.contains(b));
-//! q.merge(answers, &owner)?   // Err -> 400
+//! q.merge(answers, &owner, params.get("epoch"))?   // Err -> 400
 //! ```
 //!
 //! # Disjointness: choice (a), `GROUP BY <shard_tag>` and owners
@@ -969,7 +972,10 @@ pub fn plan(statement: &str, shard_tag: &str) -> Result<ShardQuery, String> {
     // fill(linear) interpolates integers (truncating) and floats
     // differently, and InfluxDB's JSON prints the float 3.0 as `3`: the field
     // types come from SHOW FIELD KEYS, asked in the same request.
-    if fill == Fill::Linear && calls.iter().any(|c| c.func != "count" && c.func != "mean") {
+    let fractional_fill = matches!(&fill, Fill::Number(n) if n.as_f64().is_some_and(|f| f.fract() != 0.0));
+    if (fill == Fill::Linear || fractional_fill)
+        && calls.iter().any(|c| c.func != "count" && c.func != "mean")
+    {
         q.backend_statements.push(format!("SHOW FIELD KEYS FROM {}", s.from_text));
     }
     q.mode =
@@ -1168,6 +1174,7 @@ impl ShardQuery {
         &self,
         answers: Vec<(usize, Vec<StatementResult>)>,
         owner: &dyn Fn(&str) -> Option<usize>,
+        epoch: Option<&str>,
     ) -> Result<StatementResult, String> {
         let mut kept: Vec<Series> = Vec::new();
         let mut messages: Vec<Value> = Vec::new();
@@ -1240,6 +1247,11 @@ impl ShardQuery {
         // reverse).
         if self.desc {
             out.reverse();
+        }
+        if let Some(epoch) = epoch.map(str::trim).filter(|e| !e.is_empty()) {
+            for series in &mut out {
+                to_epoch(series, epoch);
+            }
         }
         let mut obj = Map::new();
         if !out.is_empty() {
@@ -1478,6 +1490,11 @@ impl ShardQuery {
                         }
                         None => match (&self.fill, self.grouped_by_time) {
                             (Fill::Null, _) if call.func == "count" => Value::from(0),
+                            // castToInteger truncates the fill number for an
+                            // integer iterator.
+                            (Fill::Number(x), _) if integer_column(call, field_types) => {
+                                Value::from(x.as_f64().unwrap_or(0.0) as i64)
+                            }
                             (Fill::Number(x), _) => x.clone(),
                             (Fill::Previous, _) => prev.as_ref().map_or(Value::Null, |p| p.1.clone()),
                             (Fill::Linear, Some(interval)) => {
@@ -1491,11 +1508,7 @@ impl ShardQuery {
                                             interval,
                                             pv,
                                             &nv,
-                                            call.func == "count"
-                                                || matches!(
-                                                    field_types.get(&call.field).map(String::as_str),
-                                                    Some("integer" | "unsigned")
-                                                ),
+                                            integer_column(call, field_types),
                                             call.func == "mean"
                                                 || field_types.get(&call.field).map(String::as_str)
                                                     == Some("float"),
@@ -1531,6 +1544,14 @@ impl ShardQuery {
         }
         Ok(out)
     }
+}
+
+/// Whether InfluxDB computes `call`'s column with an integer iterator:
+/// `count`, or a function other than `mean` over an integer field.
+fn integer_column(call: &OutCall, field_types: &HashMap<String, String>) -> bool {
+    call.func == "count"
+        || (call.func != "mean"
+            && matches!(field_types.get(&call.field).map(String::as_str), Some("integer" | "unsigned")))
 }
 
 /// InfluxDB's `linearFloat` / `linearInteger` (`query/linear.go`) between
@@ -1674,6 +1695,29 @@ fn combine(
     })
 }
 
+/// Rewrites the first column of `series`' rows from RFC 3339 to an integer
+/// count of `epoch` units, as InfluxDB's `convertToEpoch`
+/// (`services/httpd/handler.go`): `u`, `ms`, `s`, `m`, `h`, anything else
+/// nanoseconds; Go's division truncates toward zero, as Rust's does.
+fn to_epoch(series: &mut Value, epoch: &str) {
+    let divisor: i128 = match epoch {
+        "u" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        _ => 1,
+    };
+    let Some(Value::Array(rows)) = series.get_mut("values") else { return };
+    for row in rows {
+        if let Some(first) = row.as_array_mut().and_then(|r| r.first_mut()) {
+            if let Some(ns) = first.as_str().and_then(parse_rfc3339) {
+                *first = i64::try_from(ns / divisor).map_or(Value::Null, Value::from);
+            }
+        }
+    }
+}
+
 /// The first column of a row (the time), `null` for an empty row.
 fn row_time(row: &[Value]) -> &Value {
     row.first().unwrap_or(&Value::Null)
@@ -1763,7 +1807,7 @@ mod tests {
         let b = json!({"series":[
             {"name":"m","tags":{"c":"y"},"columns":["time","_sq0"],"values":[["1970-01-01T00:00:00Z",3]]}]});
         let owner = |v: &str| Some(if v == "x" { 0 } else { 1 });
-        let merged = q.merge(vec![(0, one(a)), (1, one(b))], &owner).unwrap();
+        let merged = q.merge(vec![(0, one(a)), (1, one(b))], &owner, None).unwrap();
         assert_eq!(
             merged,
             json!({"series":[{"name":"m","columns":["time","count"],"values":[["1970-01-01T00:00:00Z",5]]}]})
@@ -1776,7 +1820,7 @@ mod tests {
         let a = json!({"series":[
             {"name":"m","tags":{"c":"x"},"columns":["time","_sq0"],"values":[["1970-01-01T00:00:00Z",2]]},
             {"name":"m","tags":{"c":"y"},"columns":["time","_sq0"],"values":[["1970-01-01T00:00:00Z",3]]}]});
-        let e = q.merge(vec![(0, one(a))], &|_| Some(0)).unwrap_err();
+        let e = q.merge(vec![(0, one(a))], &|_| Some(0), None).unwrap_err();
         assert!(e.contains("first()"), "{e}");
     }
 
@@ -1790,7 +1834,7 @@ mod tests {
         let mut y = raw(json!([["1970-01-01T00:00:01Z", "a", 1], ["1970-01-01T00:00:02Z", "c", 3]]));
         y["tags"]["c"] = json!("y");
         let x = raw(json!([["1970-01-01T00:00:01Z", "b", 2]]));
-        let merged = q.merge(vec![(0, one(json!({"series":[x, y]})))], &|_| Some(0)).unwrap();
+        let merged = q.merge(vec![(0, one(json!({"series":[x, y]})))], &|_| Some(0), None).unwrap();
         assert_eq!(
             merged.to_value()["series"][0]["values"],
             json!([
@@ -1804,7 +1848,7 @@ mod tests {
         let q = plan("SELECT host, a FROM m", "c").unwrap();
         let x = json!({"name":"m","tags":{"c":"x"},"columns":["time","host","a"],"values":[["1970-01-01T00:00:01Z","a",1]]});
         let y = json!({"name":"m","tags":{"c":"y"},"columns":["time","host","a"],"values":[["1970-01-01T00:00:01Z","b",2]]});
-        let e = q.merge(vec![(0, one(json!({"series":[x, y]})))], &|_| Some(0)).unwrap_err();
+        let e = q.merge(vec![(0, one(json!({"series":[x, y]})))], &|_| Some(0), None).unwrap_err();
         assert!(e.contains("share the time"), "{e}");
     }
 
@@ -1814,12 +1858,12 @@ mod tests {
         assert_eq!(q.backend_query(), "SELECT host, v FROM m GROUP BY \"c\" LIMIT 2");
         // x's two rows share t1: a third row at t1 may sort before them.
         let x = raw(json!([["1970-01-01T00:00:01Z", "b", 1], ["1970-01-01T00:00:01Z", "c", 2]]));
-        let e = q.merge(vec![(0, one(json!({"series":[x.clone()]})))], &|_| Some(0)).unwrap_err();
+        let e = q.merge(vec![(0, one(json!({"series":[x.clone()]})))], &|_| Some(0), None).unwrap_err();
         assert!(e.contains("LIMIT"), "{e}");
         // With an earlier row of y the window ends before t1: exact.
         let mut y = raw(json!([["1970-01-01T00:00:00Z", "z", 5]]));
         y["tags"]["c"] = json!("y");
-        let merged = q.merge(vec![(0, one(json!({"series":[x, y]})))], &|_| Some(0)).unwrap();
+        let merged = q.merge(vec![(0, one(json!({"series":[x, y]})))], &|_| Some(0), None).unwrap();
         assert_eq!(merged.to_value()["series"][0]["values"], json!([["1970-01-01T00:00:00Z", "z", 5]]));
     }
 
@@ -1839,8 +1883,9 @@ mod tests {
         assert_eq!(q.backend_statements()[1], "SHOW FIELD KEYS FROM m");
         let keys = json!({"series":[{"name":"m","columns":["fieldKey","fieldType"],
             "values":[["n","integer"],["v","float"]]}]});
-        let merged =
-            q.merge(vec![(0, vec![result(json!({"series":[x]})), result(keys)])], &|_| Some(0)).unwrap();
+        let merged = q
+            .merge(vec![(0, vec![result(json!({"series":[x]})), result(keys)])], &|_| Some(0), None)
+            .unwrap();
         // linearFloat for the mean; linearInteger (truncating) for the integer sum.
         assert_eq!(
             merged.to_value()["series"][0]["values"],
@@ -1856,9 +1901,11 @@ mod tests {
     #[test]
     fn errors_and_partial_answers_are_not_merged() {
         let q = plan("SELECT count(v) FROM m", "c").unwrap();
-        let merged = q.merge(vec![(0, one(json!({"error":"database not found: d"})))], &|_| Some(0)).unwrap();
+        let merged =
+            q.merge(vec![(0, one(json!({"error":"database not found: d"})))], &|_| Some(0), None).unwrap();
         assert_eq!(merged, json!({"error":"database not found: d"}));
-        let e = q.merge(vec![(0, one(json!({"series":[], "partial": true})))], &|_| Some(0)).unwrap_err();
+        let e =
+            q.merge(vec![(0, one(json!({"series":[], "partial": true})))], &|_| Some(0), None).unwrap_err();
         assert!(e.contains("partial"), "{e}");
     }
 

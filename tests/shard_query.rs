@@ -104,8 +104,25 @@ impl Fixture {
         first_result(&self.reference.query(DB, q))
     }
 
-    /// Plans `q`, asks each shard in `asked` directly, merges.
+    /// The reference's answer with the client's `epoch`.
+    fn reference_epoch(&self, q: &str, epoch: &str) -> Value {
+        let resp = http(
+            "POST",
+            &format!("{}/query", self.reference.url()),
+            &[("content-type", "application/x-www-form-urlencoded")],
+            Some(form(&[("q", q), ("db", DB), ("epoch", epoch)]).into_bytes()),
+        );
+        assert_eq!(resp.status, 200, "reference: {q} epoch={epoch}: {resp:?}");
+        first_result(&resp.json())
+    }
+
+    /// Plans `q`, asks each shard in `asked` directly (without epoch),
+    /// merges.
     fn merged(&self, q: &str, asked: &[usize]) -> Result<Value, String> {
+        self.merged_epoch(q, asked, None)
+    }
+
+    fn merged_epoch(&self, q: &str, asked: &[usize], epoch: Option<&str>) -> Result<Value, String> {
         let planned = plan(q, TAG)?;
         let answers: Vec<(usize, Vec<StatementResult>)> = asked
             .iter()
@@ -116,7 +133,7 @@ impl Fixture {
             })
             .collect();
         let owner = |v: &str| owners(v).into_iter().find(|i| asked.contains(i));
-        planned.merge(answers, &owner).map(|r| r.to_value())
+        planned.merge(answers, &owner, epoch).map(|r| r.to_value())
     }
 
     /// Checks `q` with every backend asked and with only s0 and s1 (any
@@ -186,6 +203,8 @@ fn fanned_out_queries_equal_one_influxd() {
         format!("SELECT mean(v), count(n) FROM {M} WHERE {r} GROUP BY time(1m) fill(linear)"),
         format!("SELECT mean(v) FROM {M} WHERE {r} GROUP BY time(1m) fill(null) ORDER BY time DESC LIMIT 4 OFFSET 1"),
         format!("SELECT count(v) FROM {M} WHERE {r} GROUP BY time(1m) fill(0) LIMIT 3"),
+        // A fractional fill number is truncated for integer columns.
+        format!("SELECT count(v), sum(n), max(v), mean(n) FROM {M} WHERE {r} GROUP BY time(1m) fill(-2.5)"),
         format!("SELECT max(v) FROM {M} WHERE {r} GROUP BY host SLIMIT 1 SOFFSET 1"),
         format!("SELECT \"mean\"(\"v\") FROM \"{M}\" WHERE \"host\" = 'h1'"),
         // Raw SELECTs: ties ordered by the leading string (customer_id), tag
@@ -226,6 +245,22 @@ fn fanned_out_queries_equal_one_influxd() {
     let mut bad = Vec::new();
     for q in &statements {
         bad.extend(f.check(q));
+    }
+    // The client's epoch: times converted after the merge, as InfluxDB does
+    // (with `h`, 1m buckets and ties collapse to equal numbers).
+    for q in [
+        format!("SELECT mean(v), count(n) FROM {M} WHERE {r} GROUP BY time(1m), host fill(previous)"),
+        format!("SELECT {TAG}, v FROM {M} ORDER BY time DESC LIMIT 6"),
+        format!("SELECT max(f) FROM {M}"),
+        format!("SELECT count(v) FROM {M} GROUP BY {TAG}"),
+    ] {
+        for epoch in ["ns", "u", "ms", "s", "m", "h"] {
+            let want = f.reference_epoch(&q, epoch);
+            match f.merged_epoch(&q, &[0, 1], Some(epoch)) {
+                Ok(got) if got == want => {}
+                other => bad.push(format!("{q} (epoch={epoch}):\n  want {want}\n  got  {other:?}")),
+            }
+        }
     }
     assert!(
         bad.is_empty(),
