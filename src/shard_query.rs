@@ -993,15 +993,18 @@ struct Series {
     tags: BTreeMap<String, String>,
     columns: Vec<String>,
     values: Vec<Vec<Value>>,
-    /// The original object (Disjoint mode keeps it).
+    /// The whole series object (kept in Disjoint mode only, else null).
     original: Value,
 }
 
-fn read_series(result: &Value) -> Vec<Series> {
-    let Some(list) = result.get("series").and_then(Value::as_array) else { return Vec::new() };
-    list.iter()
+/// The series of a result, moved out of it; `disjoint`: keep each series
+/// object whole in `original` (rows not split out).
+fn read_series(result: Value, disjoint: bool) -> Vec<Series> {
+    let Value::Object(mut result) = result else { return Vec::new() };
+    let Some(Value::Array(list)) = result.remove("series") else { return Vec::new() };
+    list.into_iter()
         .filter_map(|s| {
-            let obj = s.as_object()?;
+            let Value::Object(mut obj) = s else { return None };
             let tags = obj
                 .get("tags")
                 .and_then(Value::as_object)
@@ -1014,18 +1017,23 @@ fn read_series(result: &Value) -> Vec<Series> {
                 .and_then(Value::as_array)
                 .map(|c| c.iter().map(|c| c.as_str().unwrap_or_default().to_string()).collect())
                 .unwrap_or_default();
-            let values = obj
-                .get("values")
-                .and_then(Value::as_array)
-                .map(|rows| rows.iter().map(|r| r.as_array().cloned().unwrap_or_default()).collect())
-                .unwrap_or_default();
-            Some(Series {
-                name: obj.get("name").cloned().unwrap_or(Value::Null),
-                tags,
-                columns,
-                values,
-                original: s.clone(),
-            })
+            let name = obj.get("name").cloned().unwrap_or(Value::Null);
+            let values = if disjoint {
+                Vec::new()
+            } else {
+                match obj.remove("values") {
+                    Some(Value::Array(rows)) => rows
+                        .into_iter()
+                        .map(|r| match r {
+                            Value::Array(row) => row,
+                            _ => Vec::new(),
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                }
+            };
+            let original = if disjoint { Value::Object(obj) } else { Value::Null };
+            Some(Series { name, tags, columns, values, original })
         })
         .collect()
 }
@@ -1188,7 +1196,7 @@ impl ShardQuery {
                 ));
             }
             if let Some(keys) = results.get(1) {
-                for s in read_series(&keys.to_value()) {
+                for s in read_series(keys.to_value(), false) {
                     for row in &s.values {
                         if let (Some(Value::String(k)), Some(Value::String(t))) = (row.first(), row.get(1)) {
                             field_types.entry(k.clone()).or_insert_with(|| t.clone());
@@ -1219,7 +1227,7 @@ impl ShardQuery {
                     }
                 }
             }
-            for s in read_series(&v) {
+            for s in read_series(v, matches!(self.mode, Mode::Disjoint)) {
                 let value = s.tags.get(&self.shard_tag).map_or("", String::as_str);
                 if owner(value) == Some(*backend) {
                     kept.push(s);
