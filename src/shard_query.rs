@@ -125,14 +125,18 @@
 //!   `linearFloat`/`linearInteger`), then OFFSET/LIMIT and SOFFSET/SLIMIT.
 //!   The time column: a single selector (`min`/`max`/`first`/`last` alone,
 //!   without `GROUP BY time`) reports the selected point's time; otherwise
-//!   the bucket (or query) start, which every shard reports alike.
+//!   the bucket (or query) start, which every shard reports alike. Fields
+//!   and tags next to one selector (`SELECT max(v), host`) are asked as
+//!   written and taken from the selected row (null in filled buckets, as
+//!   the fill iterator's empty auxiliary fields).
 //!
 //! # Not exact, hence refused (400)
 //!
 //! - At plan time: any other function (`percentile`, `median`, `mode`,
 //!   `stddev`, `distinct`, `count(distinct(..))`, `top`, `bottom`,
 //!   `integral`, `derivative`, `difference`, `moving_average`, `sample`, ...),
-//!   arithmetic over calls, raw fields next to aggregates, wildcard or regex
+//!   arithmetic over calls, fields or tags next to aggregates other than one
+//!   selector (InfluxDB refuses most of these itself), wildcard or regex
 //!   arguments (`count(*)`), subqueries, regex or several measurements in
 //!   FROM, `GROUP BY /regex/`, `INTO`, unless GROUP BY includes the shard tag
 //!   (then everything is exact, subqueries and INTO excepted).
@@ -144,7 +148,10 @@
 //!   share with different values (InfluxDB 1.6.7 then picks by layout, not
 //!   by `FloatLastReduce`'s value rule: measured); undecidable raw ties
 //!   (above), and a pushed-down LIMIT that ends inside a tie of one value's
-//!   series; `fill(linear)` whose interpolated value is fractional when the
+//!   series; a `min`/`max` with fields or tags next to it whose value
+//!   several tag values reach with different fields, where the reported
+//!   time cannot break the tie (a bucket start), or ties in time too;
+//!   `fill(linear)` whose interpolated value is fractional when the
 //!   field's type is unknown to SHOW FIELD KEYS and every value is integral
 //!   (an integer field truncates, a float field does not); an integer sum
 //!   that overflows; a shard's `"partial": true` answer.
@@ -340,6 +347,8 @@ enum FieldKind {
 struct Field {
     kind: FieldKind,
     alias: Option<String>,
+    /// The field as written (with its alias).
+    text: String,
 }
 
 #[derive(Debug, Clone)]
@@ -469,7 +478,7 @@ fn parse_field(text: &str, tokens: &[Token]) -> Field {
             }
         }
     };
-    Field { kind, alias }
+    Field { kind, alias, text: span(text, tokens) }
 }
 
 fn parse_u64(tokens: &[Token], i: usize, text: &str, what: &str) -> Result<u64, String> {
@@ -722,6 +731,14 @@ impl Partial {
     }
 }
 
+/// An output column of an aggregate statement: the i-th call or the i-th
+/// auxiliary field.
+#[derive(Debug, Clone, Copy)]
+enum Col {
+    Call(usize),
+    Aux(usize),
+}
+
 /// One output column of an aggregate statement.
 #[derive(Debug, Clone)]
 struct OutCall {
@@ -741,7 +758,16 @@ enum Mode {
     /// (InfluxDB's `opt.Aux`), `None` for `SELECT *` (all columns).
     Raw { star: bool, aux: Option<Vec<String>> },
     /// Aggregates re-combined from partials.
-    Aggregate { calls: Vec<OutCall>, partials: Vec<Partial>, single_selector: bool },
+    Aggregate {
+        calls: Vec<OutCall>,
+        partials: Vec<Partial>,
+        single_selector: bool,
+        /// Fields and tags next to one selector (`max(v), host`): their
+        /// column names, values taken from the selected point's row.
+        aux: Vec<String>,
+        /// Output columns after `time`, in the statement's order.
+        layout: Vec<Col>,
+    },
 }
 
 /// The plan of one fanned-out SELECT over a tag-sharded measurement: the
@@ -906,10 +932,21 @@ pub fn plan(statement: &str, shard_tag: &str) -> Result<ShardQuery, String> {
             names.insert(a.clone(), 1);
         }
     }
+    let mut aux: Vec<String> = Vec::new();
+    let mut aux_texts: Vec<String> = Vec::new();
+    let mut layout: Vec<Col> = Vec::new();
     for f in &s.fields {
         let (name, arg, field) = match &f.kind {
             FieldKind::Call { name, arg, field } if MERGEABLE.contains(&name.as_str()) => {
                 (name.clone(), arg.clone(), field.clone())
+            }
+            FieldKind::Ref(r) => {
+                let column = f.alias.clone().unwrap_or_else(|| r.clone());
+                *names.entry(column.clone()).or_insert(0) += 1;
+                layout.push(Col::Aux(aux.len()));
+                aux.push(column);
+                aux_texts.push(f.text.clone());
+                continue;
             }
             FieldKind::Call { name, .. } | FieldKind::OtherCall { name } => {
                 let what = if MERGEABLE.contains(&name.as_str()) {
@@ -951,7 +988,16 @@ pub fn plan(statement: &str, shard_tag: &str) -> Result<ShardQuery, String> {
             "spread" => vec![add(Partial::Max, &arg), add(Partial::Min, &arg)],
             _ => vec![add(Partial::Sum, &arg), add(Partial::Count, &arg)],
         };
+        layout.push(Col::Call(calls.len()));
         calls.push(OutCall { func: name, field, column, partials: ps });
+    }
+    // InfluxDB allows fields and tags next to one selector only.
+    let one_selector = calls.len() == 1 && ["min", "max", "first", "last"].contains(&calls[0].func.as_str());
+    if !aux.is_empty() && !one_selector {
+        return Err(refuse(
+            "a field or tag next to aggregate functions (other than one selector)",
+            shard_tag,
+        ));
     }
     let single_selector = s.time_dim.is_none()
         && calls.len() == 1
@@ -960,6 +1006,7 @@ pub fn plan(statement: &str, shard_tag: &str) -> Result<ShardQuery, String> {
         .iter()
         .enumerate()
         .map(|(i, (p, arg))| format!("{}({arg}) AS \"_sq{i}\"", p.name()))
+        .chain(aux_texts)
         .collect();
     let backend_fill = if s.time_dim.is_none() {
         None
@@ -978,8 +1025,13 @@ pub fn plan(statement: &str, shard_tag: &str) -> Result<ShardQuery, String> {
     {
         q.backend_statements.push(format!("SHOW FIELD KEYS FROM {}", s.from_text));
     }
-    q.mode =
-        Mode::Aggregate { calls, partials: partials.into_iter().map(|p| p.0).collect(), single_selector };
+    q.mode = Mode::Aggregate {
+        calls,
+        partials: partials.into_iter().map(|p| p.0).collect(),
+        single_selector,
+        aux,
+        layout,
+    };
     Ok(q)
 }
 
@@ -1157,6 +1209,8 @@ struct Contribution {
     value: Value,
     time: Value,
     group: String,
+    /// The row's auxiliary values (fields and tags next to a selector).
+    aux: Vec<Value>,
 }
 
 impl ShardQuery {
@@ -1240,8 +1294,8 @@ impl ShardQuery {
                 kept.into_iter().map(|s| s.original).collect()
             }
             Mode::Raw { star, aux } => self.merge_raw(kept, *star, aux.as_deref())?,
-            Mode::Aggregate { calls, partials, single_selector } => {
-                self.merge_aggregate(kept, calls, partials, *single_selector, &field_types)?
+            Mode::Aggregate { calls, partials, single_selector, aux, layout } => {
+                self.merge_aggregate(kept, calls, partials, *single_selector, aux, layout, &field_types)?
             }
         };
         let skip = usize::try_from(self.soffset).unwrap_or(usize::MAX);
@@ -1434,6 +1488,8 @@ impl ShardQuery {
         calls: &[OutCall],
         partials: &[Partial],
         single_selector: bool,
+        aux: &[String],
+        layout: &[Col],
         field_types: &HashMap<String, String>,
     ) -> Result<Vec<Value>, String> {
         let tag = &self.shard_tag;
@@ -1446,6 +1502,8 @@ impl ShardQuery {
                 let idx: Vec<Option<usize>> = (0..partials.len())
                     .map(|i| s.columns.iter().position(|c| *c == format!("_sq{i}")))
                     .collect();
+                let aux_idx: Vec<Option<usize>> =
+                    aux.iter().map(|a| s.columns.iter().position(|c| c == a)).collect();
                 for r in &s.values {
                     let time = r.first().cloned().unwrap_or(Value::Null);
                     let bucket = if self.grouped_by_time.is_some() { time_key(&time) } else { 0 };
@@ -1457,7 +1515,15 @@ impl ShardQuery {
                         if v.is_null() || (partials[i] == Partial::Count && v.as_i64() == Some(0)) {
                             continue;
                         }
-                        entry.1[i].push(Contribution { value: v, time: time.clone(), group: value.clone() });
+                        let aux_values = aux_idx
+                            .iter()
+                            .map(|ix| ix.and_then(|ix| r.get(ix)).cloned().unwrap_or(Value::Null));
+                        entry.1[i].push(Contribution {
+                            value: v,
+                            time: time.clone(),
+                            group: value.clone(),
+                            aux: aux_values.collect(),
+                        });
                     }
                 }
             }
@@ -1469,17 +1535,24 @@ impl ShardQuery {
             let mut times: Vec<Value> = Vec::new();
             let mut keys: Vec<i128> = Vec::new();
             let mut cols: Vec<Vec<Option<Value>>> = vec![Vec::new(); calls.len()];
+            let mut aux_rows: Vec<Vec<Value>> = Vec::new();
             for (bkey, (time, contribs)) in bucket_list {
                 let mut row_time = time;
+                let mut row_aux = vec![Value::Null; aux.len()];
                 for (c, call) in calls.iter().enumerate() {
-                    let (v, t) = combine(call, partials, &contribs, single_selector, tag)?;
+                    let (v, t, a) =
+                        combine(call, partials, &contribs, single_selector, !aux.is_empty(), tag)?;
                     if single_selector {
                         if let Some(t) = t {
                             row_time = t;
                         }
                     }
+                    if let Some(a) = a {
+                        row_aux = a;
+                    }
                     cols[c].push(v);
                 }
+                aux_rows.push(row_aux);
                 times.push(row_time);
                 keys.push(bkey);
             }
@@ -1537,15 +1610,21 @@ impl ShardQuery {
                     continue;
                 }
                 let mut row = vec![times[i].clone()];
-                for f in &filled {
-                    row.push(f[i].clone());
+                for col in layout {
+                    row.push(match *col {
+                        Col::Call(c) => filled[c][i].clone(),
+                        Col::Aux(a) => aux_rows[i].get(a).cloned().unwrap_or(Value::Null),
+                    });
                 }
                 rows.push(row);
             }
             let rows = self.window(rows);
             if !rows.is_empty() {
                 let columns = std::iter::once("time".to_string())
-                    .chain(calls.iter().map(|c| c.column.clone()))
+                    .chain(layout.iter().map(|col| match *col {
+                        Col::Call(c) => calls[c].column.clone(),
+                        Col::Aux(a) => aux[a].clone(),
+                    }))
                     .collect();
                 out.push(self.series_value(&key, columns, rows));
             }
@@ -1596,6 +1675,10 @@ fn linear(
     Ok(float_value(fv))
 }
 
+/// A column's value for a bucket (`None`: no shard had data), the selected
+/// point's time and auxiliary values (selectors).
+type Selected = (Option<Value>, Option<Value>, Option<Vec<Value>>);
+
 /// Combines one output column's partials for a bucket: the value (`None`
 /// when no shard had data) and, for selectors, the selected point's time.
 fn combine(
@@ -1603,8 +1686,9 @@ fn combine(
     partials: &[Partial],
     contribs: &[Vec<Contribution>],
     single_selector: bool,
+    has_aux: bool,
     tag: &str,
-) -> Result<(Option<Value>, Option<Value>), String> {
+) -> Result<Selected, String> {
     let part = |i: usize| &contribs[call.partials[i]];
     let sum = |cs: &[Contribution]| -> Result<Option<Value>, String> {
         let mut acc: Option<Value> = None;
@@ -1620,6 +1704,7 @@ fn combine(
     let select = |cs: &[Contribution], p: Partial| -> Result<Option<Contribution>, String> {
         if matches!(p, Partial::First | Partial::Last) && !single_selector {
             let mut groups: Vec<&str> = cs.iter().map(|c| c.group.as_str()).collect();
+            groups.sort_unstable();
             groups.dedup();
             if groups.len() > 1 {
                 return Err(format!(
@@ -1656,9 +1741,11 @@ fn combine(
             // Several values of the tag at the selected time: one InfluxDB
             // picks among them by its layout (not by `FloatLastReduce`'s
             // value rule, as measured on 1.6.7), so no shard order is exact.
-            let tie = cs
-                .iter()
-                .any(|c| c.group != b.group && time_key(&c.time) == time_key(&b.time) && c.value != b.value);
+            let tie = cs.iter().any(|c| {
+                c.group != b.group
+                    && time_key(&c.time) == time_key(&b.time)
+                    && (c.value != b.value || (has_aux && c.aux != b.aux))
+            });
             if tie {
                 return Err(format!(
                     "{}() has points of several values of tag {tag:?} at the selected time {}: one InfluxDB picks \
@@ -1669,24 +1756,42 @@ fn combine(
                 ));
             }
         }
+        if let (Some(b), Partial::Min | Partial::Max, true) = (best, p, has_aux) {
+            // Equal values of several tag values, with different fields or
+            // tags next to the selector: which row is reported is decided by
+            // time when it is the point's (earlier wins), else by layout.
+            let tie = cs.iter().any(|c| {
+                c.group != b.group
+                    && cmp_values(&c.value, &b.value) == Ordering::Equal
+                    && (!single_selector || time_key(&c.time) == time_key(&b.time))
+                    && c.aux != b.aux
+            });
+            if tie {
+                return Err(format!(
+                    "{}() selects equal values of several values of tag {tag:?} whose other fields differ: one \
+                     InfluxDB picks among them by its storage layout; pin the tag in WHERE ({tag} = '...') or \
+                     add GROUP BY {tag} to make the query exact",
+                    p.name()
+                ));
+            }
+        }
         Ok(best.cloned())
     };
-    let _ = partials;
     Ok(match call.func.as_str() {
-        "count" | "sum" => (sum(part(0))?, None),
+        "count" | "sum" => (sum(part(0))?, None, None),
         "min" | "max" | "first" | "last" => {
             let p = partials[call.partials[0]];
             match select(part(0), p)? {
-                Some(c) => (Some(c.value), Some(c.time)),
-                None => (None, None),
+                Some(c) => (Some(c.value), Some(c.time), Some(c.aux)),
+                None => (None, None, None),
             }
         }
         "spread" => {
             let max = select(part(0), Partial::Max)?;
             let min = select(part(1), Partial::Min)?;
             match (max, min) {
-                (Some(a), Some(b)) => (Some(sub_values(&a.value, &b.value)), None),
-                _ => (None, None),
+                (Some(a), Some(b)) => (Some(sub_values(&a.value, &b.value)), None, None),
+                _ => (None, None, None),
             }
         }
         _ => {
@@ -1695,9 +1800,9 @@ fn combine(
             let n = sum(part(1))?;
             match (s, n) {
                 (Some(s), Some(n)) if n.as_f64().unwrap_or(0.0) > 0.0 => {
-                    (Some(float_value(s.as_f64().unwrap_or(0.0) / n.as_f64().unwrap_or(1.0))), None)
+                    (Some(float_value(s.as_f64().unwrap_or(0.0) / n.as_f64().unwrap_or(1.0))), None, None)
                 }
-                _ => (None, None),
+                _ => (None, None, None),
             }
         }
     })
@@ -1792,6 +1897,8 @@ mod tests {
             ("SELECT top(v, 3) FROM cpu", "top()"),
             ("SELECT derivative(mean(v)) FROM cpu GROUP BY time(1m)", "derivative()"),
             ("SELECT mean(v) FROM (SELECT v FROM cpu)", "subquery"),
+            ("SELECT mean(v), host FROM cpu", "other than one selector"),
+            ("SELECT max(v), min(v), host FROM cpu", "other than one selector"),
         ] {
             let e = plan(q, "customer_id").unwrap_err();
             assert!(e.contains(f) && e.contains("GROUP BY customer_id"), "{q}: {e}");

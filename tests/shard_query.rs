@@ -59,8 +59,8 @@ fn data() -> Vec<(String, String)> {
         }
     }
     for k in [1u64, 7, 25] {
-        points
-            .push((String::new(), format!("{M},host=h9 v={}.5,n={k}i,s=\"none\" {}\n", k, T0 + k * 10 + 3)));
+        let line = format!("{M},host=h9 v={k}.5,n={}i,s=\"none\",f=9.{k:02} {}\n", 1000 + k, T0 + k * 10 + 3);
+        points.push((String::new(), line));
     }
     points
 }
@@ -235,6 +235,11 @@ fn fanned_out_queries_equal_one_influxd() {
         format!("SELECT sum(n), mean(v) FROM {M} WHERE {r} GROUP BY time(1m, 15s) fill(linear)"),
         format!("SELECT count(v), max(v) FROM {M} WHERE {r} GROUP BY time(2m), host fill(none) tz('Asia/Kolkata')"),
         format!("SELECT * FROM {M} WHERE {TAG} =~ /c[1-3]/ AND {r} LIMIT 4 OFFSET 2 tz('Europe/Paris')"),
+        // Fields and tags next to one selector: taken from the selected row.
+        format!("SELECT max(v), host, {TAG} FROM {M}"),
+        format!("SELECT min(n), s AS label FROM {M} WHERE {r} GROUP BY time(1m) fill(null)"),
+        format!("SELECT {TAG}, last(f) FROM {M} WHERE time > {}s AND time < {}s", T0 + 10, T0 + 260),
+        format!("SELECT min(v), {TAG}, host FROM {M} WHERE v = 3.5"),
         // min/max ties: equal values at different times keep the earlier one.
         format!("SELECT min(v) FROM {M} WHERE v = 3.5"),
         format!("SELECT max(v) FROM {M} WHERE v = 3.5"),
@@ -325,6 +330,8 @@ fn unmergeable_queries_are_refused_with_how_to_fix() {
         // A single selector whose time several customers share.
         (format!("SELECT last(v) FROM {M}"), "selected time"),
         (format!("SELECT first(n) FROM {M}"), "selected time"),
+        // Equal values in one bucket, other fields differ: which row is unknown.
+        (format!("SELECT max(v), host FROM {M} WHERE v = 3.5 AND {r} GROUP BY time(10m)"), "equal values"),
         // Equal timestamps of different customers, ordered by one InfluxDB's layout.
         (format!("SELECT v FROM {M}"), "share the time"),
     ] {
