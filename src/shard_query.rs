@@ -731,6 +731,19 @@ impl Partial {
     }
 }
 
+/// The merge of an aggregate statement.
+#[derive(Debug, Clone)]
+struct AggregatePlan {
+    calls: Vec<OutCall>,
+    partials: Vec<Partial>,
+    single_selector: bool,
+    /// Fields and tags next to one selector (`max(v), host`): their column
+    /// names, values taken from the selected point's row.
+    aux: Vec<String>,
+    /// Output columns after `time`, in the statement's order.
+    layout: Vec<Col>,
+}
+
 /// An output column of an aggregate statement: the i-th call or the i-th
 /// auxiliary field.
 #[derive(Debug, Clone, Copy)]
@@ -758,16 +771,7 @@ enum Mode {
     /// (InfluxDB's `opt.Aux`), `None` for `SELECT *` (all columns).
     Raw { star: bool, aux: Option<Vec<String>> },
     /// Aggregates re-combined from partials.
-    Aggregate {
-        calls: Vec<OutCall>,
-        partials: Vec<Partial>,
-        single_selector: bool,
-        /// Fields and tags next to one selector (`max(v), host`): their
-        /// column names, values taken from the selected point's row.
-        aux: Vec<String>,
-        /// Output columns after `time`, in the statement's order.
-        layout: Vec<Col>,
-    },
+    Aggregate(AggregatePlan),
 }
 
 /// The plan of one fanned-out SELECT over a tag-sharded measurement: the
@@ -1025,13 +1029,13 @@ pub fn plan(statement: &str, shard_tag: &str) -> Result<ShardQuery, String> {
     {
         q.backend_statements.push(format!("SHOW FIELD KEYS FROM {}", s.from_text));
     }
-    q.mode = Mode::Aggregate {
+    q.mode = Mode::Aggregate(AggregatePlan {
         calls,
         partials: partials.into_iter().map(|p| p.0).collect(),
         single_selector,
         aux,
         layout,
-    };
+    });
     Ok(q)
 }
 
@@ -1294,9 +1298,7 @@ impl ShardQuery {
                 kept.into_iter().map(|s| s.original).collect()
             }
             Mode::Raw { star, aux } => self.merge_raw(kept, *star, aux.as_deref())?,
-            Mode::Aggregate { calls, partials, single_selector, aux, layout } => {
-                self.merge_aggregate(kept, calls, partials, *single_selector, aux, layout, &field_types)?
-            }
+            Mode::Aggregate(plan) => self.merge_aggregate(kept, plan, &field_types)?,
         };
         let skip = usize::try_from(self.soffset).unwrap_or(usize::MAX);
         out = out.into_iter().skip(skip).collect();
@@ -1485,13 +1487,11 @@ impl ShardQuery {
     fn merge_aggregate(
         &self,
         kept: Vec<Series>,
-        calls: &[OutCall],
-        partials: &[Partial],
-        single_selector: bool,
-        aux: &[String],
-        layout: &[Col],
+        plan: &AggregatePlan,
         field_types: &HashMap<String, String>,
     ) -> Result<Vec<Value>, String> {
+        let AggregatePlan { calls, partials, single_selector, aux, layout } = plan;
+        let single_selector = *single_selector;
         let tag = &self.shard_tag;
         let mut out = Vec::new();
         for (key, group) in self.by_output(kept) {
