@@ -108,7 +108,10 @@
 //!   refused at merge time.
 //! - **Aggregates** `count`, `sum`, `min`, `max`, `first`, `last`, `spread`
 //!   (asked as `max` and `min`), `mean` (asked as `sum` and `count`), several
-//!   in one statement, with aliases, optional `GROUP BY time(...)` and other
+//!   in one statement, with aliases, wildcard and regex arguments
+//!   (`count(*)`, `max(/re/)`: asked as written, expanded at merge time to
+//!   one `<name>_<field>` column per field any shard answered, in field name
+//!   order, as one InfluxDB expands them), optional `GROUP BY time(...)` and other
 //!   tags, `fill(none|null|previous|linear|<number>)`: each shard is asked
 //!   the partial calls (aliased `_sq0`, `_sq1`, ...) with `fill(none)` or,
 //!   for any other fill, `fill(null)` (so each shard reports the bucket range
@@ -136,8 +139,8 @@
 //!   `stddev`, `distinct`, `count(distinct(..))`, `top`, `bottom`,
 //!   `integral`, `derivative`, `difference`, `moving_average`, `sample`, ...),
 //!   arithmetic over calls, fields or tags next to aggregates other than one
-//!   selector (InfluxDB refuses most of these itself), wildcard or regex
-//!   arguments (`count(*)`), subqueries, regex or several measurements in
+//!   selector (InfluxDB refuses most of these itself), subqueries, regex or
+//!   several measurements in
 //!   FROM, `GROUP BY /regex/`, `INTO`, unless GROUP BY includes the shard tag
 //!   (then everything is exact, subqueries and INTO excepted).
 //! - At merge time (the data decides): `first`/`last` where the reported time
@@ -332,7 +335,9 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
 #[derive(Debug, Clone)]
 enum FieldKind {
     /// `name(arg)` with one identifier argument.
-    Call { name: String, arg: String, field: String },
+    /// `wildcard`: the argument is `*` or a `/regex/` (one column per
+    /// matching field, named `<name>_<field>`); `field` is then empty.
+    Call { name: String, arg: String, field: String, wildcard: bool },
     /// A call of another shape (nested, several or wildcard arguments).
     OtherCall { name: String },
     /// A field or tag reference.
@@ -460,9 +465,14 @@ fn parse_field(text: &str, tokens: &[Token]) -> Field {
                 [a, c, ty] => a.name().is_some() && c.is_p("::") && ty.name().is_some(),
                 _ => false,
             };
-            if arg_ok {
-                let field = rest.first().and_then(Token::name).unwrap_or_default().to_string();
-                FieldKind::Call { name, arg: span(text, rest), field }
+            let wildcard = matches!(rest, [a] if a.is_p("*") || a.tok == Tok::Regex);
+            if arg_ok || wildcard {
+                let field = if wildcard {
+                    String::new()
+                } else {
+                    rest.first().and_then(Token::name).unwrap_or_default().to_string()
+                };
+                FieldKind::Call { name, arg: span(text, rest), field, wildcard }
             } else {
                 FieldKind::OtherCall { name }
             }
@@ -736,12 +746,82 @@ impl Partial {
 struct AggregatePlan {
     calls: Vec<OutCall>,
     partials: Vec<Partial>,
+    /// The backend column of each partial (`_sq0`; `_sq0_<field>` once a
+    /// wildcard is expanded).
+    partial_columns: Vec<String>,
     single_selector: bool,
     /// Fields and tags next to one selector (`max(v), host`): their column
     /// names, values taken from the selected point's row.
     aux: Vec<String>,
     /// Output columns after `time`, in the statement's order.
     layout: Vec<Col>,
+}
+
+impl AggregatePlan {
+    /// The plan with each wildcard call replaced by one call per field the
+    /// shards answered a column for (`_sq0_<field>`), fields in name order,
+    /// columns named `<name>_<field>` as InfluxDB names them. The field set
+    /// is the union over the shards, as one InfluxDB expands `*` over the
+    /// fields of all its shards.
+    fn expand(&self, series: &[Series]) -> AggregatePlan {
+        let mut out = AggregatePlan {
+            calls: Vec::new(),
+            partials: Vec::new(),
+            partial_columns: Vec::new(),
+            single_selector: false,
+            aux: self.aux.clone(),
+            layout: Vec::new(),
+        };
+        for col in &self.layout {
+            let Col::Call(c) = *col else {
+                out.layout.push(*col);
+                continue;
+            };
+            let call = &self.calls[c];
+            if !call.wildcard {
+                let partials = call
+                    .partials
+                    .iter()
+                    .map(|&p| {
+                        out.partials.push(self.partials[p]);
+                        out.partial_columns.push(self.partial_columns[p].clone());
+                        out.partials.len() - 1
+                    })
+                    .collect();
+                out.layout.push(Col::Call(out.calls.len()));
+                out.calls.push(OutCall { partials, ..call.clone() });
+                continue;
+            }
+            // The fields of the first partial (sum for mean, max for spread).
+            let prefix = format!("{}_", self.partial_columns[call.partials[0]]);
+            let mut fields: Vec<&str> = series
+                .iter()
+                .flat_map(|s| s.columns.iter().filter_map(|c| c.strip_prefix(&prefix)))
+                .collect();
+            fields.sort_unstable();
+            fields.dedup();
+            for field in fields {
+                let partials = call
+                    .partials
+                    .iter()
+                    .map(|&p| {
+                        out.partials.push(self.partials[p]);
+                        out.partial_columns.push(format!("{}_{field}", self.partial_columns[p]));
+                        out.partials.len() - 1
+                    })
+                    .collect();
+                out.layout.push(Col::Call(out.calls.len()));
+                out.calls.push(OutCall {
+                    func: call.func.clone(),
+                    wildcard: false,
+                    field: field.to_string(),
+                    column: format!("{}_{field}", call.column),
+                    partials,
+                });
+            }
+        }
+        out
+    }
 }
 
 /// An output column of an aggregate statement: the i-th call or the i-th
@@ -756,6 +836,8 @@ enum Col {
 #[derive(Debug, Clone)]
 struct OutCall {
     func: String,
+    /// `*` or `/regex/` argument, expanded per field at merge time.
+    wildcard: bool,
     /// The field the function reads (unquoted).
     field: String,
     column: String,
@@ -939,10 +1021,11 @@ pub fn plan(statement: &str, shard_tag: &str) -> Result<ShardQuery, String> {
     let mut aux: Vec<String> = Vec::new();
     let mut aux_texts: Vec<String> = Vec::new();
     let mut layout: Vec<Col> = Vec::new();
+    let mut any_wildcard = false;
     for f in &s.fields {
-        let (name, arg, field) = match &f.kind {
-            FieldKind::Call { name, arg, field } if MERGEABLE.contains(&name.as_str()) => {
-                (name.clone(), arg.clone(), field.clone())
+        let (name, arg, field, wildcard) = match &f.kind {
+            FieldKind::Call { name, arg, field, wildcard } if MERGEABLE.contains(&name.as_str()) => {
+                (name.clone(), arg.clone(), field.clone(), *wildcard)
             }
             FieldKind::Ref(r) => {
                 let column = f.alias.clone().unwrap_or_else(|| r.clone());
@@ -954,7 +1037,7 @@ pub fn plan(statement: &str, shard_tag: &str) -> Result<ShardQuery, String> {
             }
             FieldKind::Call { name, .. } | FieldKind::OtherCall { name } => {
                 let what = if MERGEABLE.contains(&name.as_str()) {
-                    format!("{name}() with this argument (a wildcard, regex, nested call or expression)")
+                    format!("{name}() with this argument (a nested call or an expression)")
                 } else {
                     format!("{name}()")
                 };
@@ -993,19 +1076,21 @@ pub fn plan(statement: &str, shard_tag: &str) -> Result<ShardQuery, String> {
             _ => vec![add(Partial::Sum, &arg), add(Partial::Count, &arg)],
         };
         layout.push(Col::Call(calls.len()));
-        calls.push(OutCall { func: name, field, column, partials: ps });
+        any_wildcard |= wildcard;
+        calls.push(OutCall { func: name, field, column, partials: ps, wildcard });
     }
-    // InfluxDB allows fields and tags next to one selector only.
-    let one_selector = calls.len() == 1 && ["min", "max", "first", "last"].contains(&calls[0].func.as_str());
+    // InfluxDB allows fields and tags next to one selector only. A wildcard
+    // selector reads several fields: its time is the query's start.
+    let one_selector = calls.len() == 1
+        && !any_wildcard
+        && ["min", "max", "first", "last"].contains(&calls[0].func.as_str());
     if !aux.is_empty() && !one_selector {
         return Err(refuse(
             "a field or tag next to aggregate functions (other than one selector)",
             shard_tag,
         ));
     }
-    let single_selector = s.time_dim.is_none()
-        && calls.len() == 1
-        && ["min", "max", "first", "last"].contains(&calls[0].func.as_str());
+    let single_selector = s.time_dim.is_none() && one_selector;
     let fields: Vec<String> = partials
         .iter()
         .enumerate()
@@ -1031,6 +1116,7 @@ pub fn plan(statement: &str, shard_tag: &str) -> Result<ShardQuery, String> {
     }
     q.mode = Mode::Aggregate(AggregatePlan {
         calls,
+        partial_columns: (0..partials.len()).map(|i| format!("_sq{i}")).collect(),
         partials: partials.into_iter().map(|p| p.0).collect(),
         single_selector,
         aux,
@@ -1490,7 +1576,14 @@ impl ShardQuery {
         plan: &AggregatePlan,
         field_types: &HashMap<String, String>,
     ) -> Result<Vec<Value>, String> {
-        let AggregatePlan { calls, partials, single_selector, aux, layout } = plan;
+        let expanded;
+        let plan = if plan.calls.iter().any(|c| c.wildcard) {
+            expanded = plan.expand(&kept);
+            &expanded
+        } else {
+            plan
+        };
+        let AggregatePlan { calls, partials, single_selector, aux, layout, .. } = plan;
         let single_selector = *single_selector;
         let tag = &self.shard_tag;
         let mut out = Vec::new();
@@ -1499,8 +1592,10 @@ impl ShardQuery {
             let mut buckets: BTreeMap<i128, Bucket> = BTreeMap::new();
             for s in &group {
                 let value = s.tags.get(tag).cloned().unwrap_or_default();
-                let idx: Vec<Option<usize>> = (0..partials.len())
-                    .map(|i| s.columns.iter().position(|c| *c == format!("_sq{i}")))
+                let idx: Vec<Option<usize>> = plan
+                    .partial_columns
+                    .iter()
+                    .map(|name| s.columns.iter().position(|c| c == name))
                     .collect();
                 let aux_idx: Vec<Option<usize>> =
                     aux.iter().map(|a| s.columns.iter().position(|c| c == a)).collect();

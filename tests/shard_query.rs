@@ -235,6 +235,11 @@ fn fanned_out_queries_equal_one_influxd() {
         format!("SELECT sum(n), mean(v) FROM {M} WHERE {r} GROUP BY time(1m, 15s) fill(linear)"),
         format!("SELECT count(v), max(v) FROM {M} WHERE {r} GROUP BY time(2m), host fill(none) tz('Asia/Kolkata')"),
         format!("SELECT * FROM {M} WHERE {TAG} =~ /c[1-3]/ AND {r} LIMIT 4 OFFSET 2 tz('Europe/Paris')"),
+        // Wildcard and regex arguments: one column per field.
+        format!("SELECT count(*) FROM {M}"),
+        format!("SELECT max(*), min(/[nv]/) AS low, spread(*) FROM {M} GROUP BY host"),
+        format!("SELECT mean(/[nv]/) AS m, count(*) FROM {M} WHERE {r} GROUP BY time(1m) fill(null)"),
+        format!("SELECT sum(/[nv]/), last(*) FROM {M} WHERE {TAG} = 'c2' AND {r} GROUP BY time(1m) fill(linear)"),
         // Fields and tags next to one selector: taken from the selected row.
         format!("SELECT max(v), host, {TAG} FROM {M}"),
         format!("SELECT min(n), s AS label FROM {M} WHERE {r} GROUP BY time(1m) fill(null)"),
@@ -313,7 +318,6 @@ fn unmergeable_queries_are_refused_with_how_to_fix() {
         (format!("SELECT derivative(mean(v), 1m) FROM {M} WHERE {r} GROUP BY time(1m)"), "derivative()"),
         (format!("SELECT mean(v) * 2 FROM {M}"), "mean()"),
         (format!("SELECT mean(v) FROM (SELECT v FROM {M})"), "subquery"),
-        (format!("SELECT count(*) FROM {M}"), "count()"),
     ] {
         // One influxd answers it (so the refusal is the proxy's).
         let want = f.reference_answer(&q);
