@@ -85,7 +85,9 @@
 //!   the backends get the statement without `SLIMIT`/`SOFFSET`, each series
 //!   is taken from its value's owner, series are ordered by tag set as
 //!   InfluxDB does (by `Tags.ID()`: values in tag key order, bytewise), then
-//!   `SOFFSET`/`SLIMIT` are applied. In every mode, `ORDER BY time DESC`
+//!   `SOFFSET`/`SLIMIT` choose series in the order of their tag set keys
+//!   (`MakeTagsKey`, which differs when a series lacks a grouped tag; see
+//!   `limit_series`). In every mode, `ORDER BY time DESC`
 //!   emits the series in descending tag order, but SLIMIT/SOFFSET still
 //!   count them in ascending order (`LimitTagSets` runs on the ascending tag
 //!   sets; measured on 1.6.7).
@@ -163,7 +165,12 @@
 //!   time) are ordered by that value's owner as it stores them, which may
 //!   differ from one InfluxDB holding every value (raw rows at the same time,
 //!   and which of them `first`/`last` select).
-//! - Inherent, not refused: floating-point sums (and means) are added in a
+//! - Inherent, not refused: SLIMIT/SOFFSET are applied by InfluxDB per TSM
+//!   shard (`LimitTagSets` in each shard's `createVarRefIterator`), so
+//!   where the queried data span several shard groups one InfluxDB may
+//!   answer more than SLIMIT series, chosen per shard from the series each
+//!   holds; the merge applies them once over all series (exact when the
+//!   data lie in one shard group). Floating-point sums (and means) are added in a
 //!   different order than one server adds them, so they can differ in the
 //!   last bits unless the partial sums are exactly representable (one
 //!   InfluxDB itself adds per TSM shard in shard order). `now()` is read by
@@ -922,7 +929,13 @@ pub fn plan(statement: &str, shard_tag: &str) -> Result<ShardQuery, String> {
         backend_statements: Vec::new(),
         shard_tag: shard_tag.to_string(),
         mode: Mode::Disjoint,
-        user_dims: s.dim_tags.clone(),
+        user_dims: {
+            // Tag key order, as `Tags.ID()` compares tag sets.
+            let mut dims = s.dim_tags.clone();
+            dims.sort();
+            dims.dedup();
+            dims
+        },
         grouped_by_time: s.time_dim.as_ref().map(|t| t.1),
         fill: fill.clone(),
         desc: s.desc,
@@ -1386,10 +1399,8 @@ impl ShardQuery {
             Mode::Raw { star, aux } => self.merge_raw(kept, *star, aux.as_deref())?,
             Mode::Aggregate(plan) => self.merge_aggregate(kept, plan, &field_types)?,
         };
-        let skip = usize::try_from(self.soffset).unwrap_or(usize::MAX);
-        out = out.into_iter().skip(skip).collect();
-        if self.slimit > 0 {
-            out.truncate(usize::try_from(self.slimit).unwrap_or(usize::MAX));
+        if self.slimit > 0 || self.soffset > 0 {
+            out = limit_series(out, self.slimit, self.soffset);
         }
         // InfluxDB applies SLIMIT/SOFFSET to the tag sets in ascending order
         // (`LimitTagSets`), then emits the series in descending order with
@@ -1924,6 +1935,50 @@ fn to_epoch(series: &mut Value, epoch: &str) {
             }
         }
     }
+}
+
+/// Applies SOFFSET/SLIMIT to `series` (in output order) as InfluxDB 1.6's
+/// `LimitTagSets` does: over the tag sets sorted by their key from
+/// `tsdb.MakeTagsKey`, the grouped tag keys a series *has* (non-empty
+/// values), sorted, joined by `|`, then `|` and their values joined by `|`
+/// (so a series without one of the tags sorts by a shorter key: `host|h9`
+/// before `host|region|h0|r0`, measured); the chosen series keep their
+/// output order. (InfluxDB applies it per TSM shard: over data spanning
+/// several shard groups one InfluxDB may answer more series, see the
+/// module doc.)
+fn limit_series(series: Vec<Value>, slimit: u64, soffset: u64) -> Vec<Value> {
+    let key = |s: &Value| -> Vec<u8> {
+        let mut present: Vec<(&str, &str)> = s
+            .get("tags")
+            .and_then(Value::as_object)
+            .map(|t| {
+                t.iter()
+                    .filter_map(|(k, v)| Some((k.as_str(), v.as_str()?)))
+                    .filter(|(_, v)| !v.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        present.sort_unstable();
+        let keys: Vec<&str> = present.iter().map(|p| p.0).collect();
+        let values: Vec<&str> = present.iter().map(|p| p.1).collect();
+        let mut out = s.get("name").and_then(Value::as_str).unwrap_or_default().as_bytes().to_vec();
+        out.push(0);
+        if !present.is_empty() {
+            out.extend_from_slice(keys.join("|").as_bytes());
+            out.push(b'|');
+            out.extend_from_slice(values.join("|").as_bytes());
+        }
+        out
+    };
+    let mut order: Vec<usize> = (0..series.len()).collect();
+    order.sort_by_key(|&i| key(&series[i]));
+    let skip = usize::try_from(soffset).unwrap_or(usize::MAX);
+    let take = if slimit > 0 { usize::try_from(slimit).unwrap_or(usize::MAX) } else { usize::MAX };
+    let mut chosen = vec![false; series.len()];
+    for &i in order.iter().skip(skip).take(take) {
+        chosen[i] = true;
+    }
+    series.into_iter().zip(chosen).filter_map(|(s, keep)| keep.then_some(s)).collect()
 }
 
 /// The first column of a row (the time), `null` for an empty row.

@@ -50,8 +50,9 @@ fn data() -> Vec<(String, String)> {
             // merge unchanged.
             let f = format!("{}.{:02}", c, (k * 37 + c * 11) % 100);
             let line = format!(
-                "{M},{TAG}=c{c},host=h{} v={v},n={n}i,s=\"x{}\",f={f} {}\n",
+                "{M},{TAG}=c{c},host=h{},region=r{} v={v},n={n}i,s=\"x{}\",f={f} {}\n",
                 c % 2,
+                c % 3,
                 (k + c) % 4,
                 T0 + k * 10
             );
@@ -206,6 +207,10 @@ fn fanned_out_queries_equal_one_influxd() {
         // A fractional fill number is truncated for integer columns.
         format!("SELECT count(v), sum(n), max(v), mean(n) FROM {M} WHERE {r} GROUP BY time(1m) fill(-2.5)"),
         format!("SELECT max(v) FROM {M} WHERE {r} GROUP BY host SLIMIT 1 SOFFSET 1"),
+        // Several tags: series ordered by tag key, whatever the GROUP BY order.
+        format!("SELECT count(v), mean(n) FROM {M} GROUP BY region, host"),
+        format!("SELECT {TAG}, v FROM {M} WHERE {r} GROUP BY region, host ORDER BY time DESC LIMIT 2 SLIMIT 3"),
+        format!("SELECT sum(n) FROM {M} WHERE {r} GROUP BY time(2m), region, host fill(none) SLIMIT 2 SOFFSET 1"),
         format!("SELECT \"mean\"(\"v\") FROM \"{M}\" WHERE \"host\" = 'h1'"),
         // Raw SELECTs: ties ordered by the leading string (customer_id), tag
         // columns, SELECT *, ORDER BY time DESC, LIMIT/OFFSET, SLIMIT.
