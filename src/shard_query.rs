@@ -2175,6 +2175,26 @@ mod tests {
     }
 
     #[test]
+    fn slimit_chooses_by_influxdb_tag_set_key_and_epoch_converts_times() {
+        let series = |host: &str, region: &str| {
+            json!({"name":"m","tags":{"host":host,"region":region},"columns":["time","v"],
+                   "values":[["1970-01-01T00:00:01.5Z", 1]]})
+        };
+        // Output order h0/r0, h0/r1, h9/"": the series without region has
+        // the key `host|h9`, before `host|region|h0|r0`.
+        let out = vec![series("h0", "r0"), series("h0", "r1"), series("h9", "")];
+        let chosen = limit_series(out.clone(), 2, 0);
+        assert_eq!(chosen, vec![series("h0", "r0"), series("h9", "")]);
+        assert_eq!(limit_series(out, 0, 2), vec![series("h0", "r1")]);
+        let mut one = series("h0", "r0");
+        to_epoch(&mut one, "ms");
+        assert_eq!(one["values"], json!([[1500, 1]]));
+        let mut one = series("h0", "r0");
+        to_epoch(&mut one, "s");
+        assert_eq!(one["values"], json!([[1, 1]]));
+    }
+
+    #[test]
     fn parses_rfc3339() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:01Z"), Some(1_000_000_000));
         assert_eq!(parse_rfc3339("1970-01-01T00:00:01.5Z"), Some(1_500_000_000));

@@ -207,6 +207,10 @@ fn fanned_out_queries_equal_one_influxd() {
         // A fractional fill number is truncated for integer columns.
         format!("SELECT count(v), sum(n), max(v), mean(n) FROM {M} WHERE {r} GROUP BY time(1m) fill(-2.5)"),
         format!("SELECT max(v) FROM {M} WHERE {r} GROUP BY host SLIMIT 1 SOFFSET 1"),
+        format!("SELECT mean(v), sum(n) FROM {M} WHERE {r} GROUP BY time(1m) fill(previous) ORDER BY time DESC"),
+        format!("SELECT mean(v), sum(n) FROM {M} WHERE {r} GROUP BY time(1m), host fill(linear) ORDER BY time DESC"),
+        format!("SELECT max(v) AS \"my max\", min(v) AS \"min\" FROM {M} WHERE {r} GROUP BY time(1m)"),
+        format!("SELECT * FROM {M} WHERE {r} GROUP BY region ORDER BY time DESC LIMIT 3"),
         // Several tags: series ordered by tag key, whatever the GROUP BY order.
         format!("SELECT count(v), mean(n) FROM {M} GROUP BY region, host"),
         format!("SELECT {TAG}, v FROM {M} WHERE {r} GROUP BY region, host ORDER BY time DESC LIMIT 2 SLIMIT 3"),
