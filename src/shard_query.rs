@@ -35,11 +35,12 @@
 //!    [`crate::results::answer_results`]), `owner(v)` the index of the asked
 //!    backend whose answer counts for shard tag value `v` (`""` for points
 //!    without the tag): the first of `v`'s replicas, in placement order,
-//!    that was asked; `epoch` the client's `epoch` parameter (the merged
-//!    times are converted as InfluxDB converts them). Returns the merged result (no `statement_id`: the
-//!    caller's [`crate::results::ResultsWriter`] numbers it), a backend's
-//!    `error` result as it is, or `Err(message)` (answered 400, see
-//!    "refused at merge time" below).
+//!    that was asked (`None`: a value not asked for, its series dropped);
+//!    `epoch` the client's `epoch` parameter (the merged times are
+//!    converted as InfluxDB converts them). Returns the merged result (no
+//!    `statement_id`: the caller's [`crate::results::ResultsWriter`]
+//!    numbers it), a backend's `error` result as it is, or `Err(message)`
+//!    (answered 400, see "refused at merge time" below).
 //!
 //! Sketch for `query.rs` (lead):
 //!
