@@ -148,7 +148,8 @@
 //!   (then everything is exact, subqueries and INTO excepted).
 //! - At merge time (the data decides): `first`/`last` where the reported time
 //!   is a bucket start (`GROUP BY time`, or several calls) and two shard tag
-//!   values have points in the same bucket (which point is first is then
+//!   values have points in the same bucket whose first (last) values differ
+//!   (which point is first is then
 //!   unknowable: InfluxDB reports the bucket start, not the point's time);
 //!   a single selector `first`/`last` whose selected time several values
 //!   share with different values (InfluxDB 1.6.7 then picks by layout, not
@@ -1813,7 +1814,10 @@ fn combine(
             let mut groups: Vec<&str> = cs.iter().map(|c| c.group.as_str()).collect();
             groups.sort_unstable();
             groups.dedup();
-            if groups.len() > 1 {
+            // Several values in one bucket: exact only if they all report
+            // the same (then any of them is the answer).
+            let all_same = cs.windows(2).all(|w| w[0].value == w[1].value && w[0].aux == w[1].aux);
+            if groups.len() > 1 && !all_same {
                 return Err(format!(
                     "{}() over several values of tag {tag:?} in one bucket: InfluxDB reports the bucket start, \
                      not the point's time, so the shards' {}() values cannot be ordered; pin the tag in WHERE \

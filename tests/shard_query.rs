@@ -240,6 +240,8 @@ fn fanned_out_queries_equal_one_influxd() {
         format!("SELECT max(f), min(f) FROM {M} WHERE {r} GROUP BY time(1m), host fill(linear)"),
         format!("SELECT {TAG}, f FROM {M} WHERE {r} ORDER BY time DESC LIMIT 9"),
         format!("SELECT max(f) FROM {M}"),
+        // first/last per bucket over several customers whose first points agree.
+        format!("SELECT first(s), last(s) FROM {M} WHERE s = 'x1' AND {r} GROUP BY time(1m)"),
         // Offsets and time zones of GROUP BY time.
         format!("SELECT sum(n), mean(v) FROM {M} WHERE {r} GROUP BY time(1m, 15s) fill(linear)"),
         format!("SELECT count(v), max(v) FROM {M} WHERE {r} GROUP BY time(2m), host fill(none) tz('Asia/Kolkata')"),
