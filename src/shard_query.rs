@@ -51,7 +51,9 @@
 //!     None => asked = one healthy replica of each of N-RF+1 group backends,
 //! }
 //! let q = shard_query::plan(stmt, tag).map_err(bad_request_400)?;
-//! let answers = ask each asked backend q.backend_query();   // Vec<(usize, Vec<StatementResult>)>
+//! // query_request(&q.backend_query(), ctx, false) without the `epoch` pair;
+//! // each body's results: answer_results(body) -> StatementResult::from_json
+//! let answers = ask each asked backend;   // Vec<(usize, Vec<StatementResult>)>
 //! let owner = |v: &str| place(group_names, rf, &ShardKey{db, measurement, tag_value: Some(v)})
 //!     .into_iter().map(|i| group.backends[i]).find(|b| asked.contains(b));
 //! q.merge(answers, &owner, params.get("epoch"))?   // Err -> 400
@@ -1347,6 +1349,15 @@ impl ShardQuery {
         let mut messages: Vec<Value> = Vec::new();
         let mut field_types: HashMap<String, String> = HashMap::new();
         for (backend, results) in &answers {
+            // A failed statement is the answer (InfluxDB stops a request at
+            // its first failed statement, so later results may be missing).
+            if let Some(failed) = results.iter().find(|r| r.has_error()) {
+                let mut v = failed.to_value();
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("statement_id");
+                }
+                return Ok(StatementResult::from(v));
+            }
             if results.len() != self.backend_statements.len() {
                 return Err(format!(
                     "a shard answered {} results to {} statements",
@@ -1370,13 +1381,6 @@ impl ShardQuery {
                      so the merge over tag {:?} would be wrong; narrow the query or pin the tag in WHERE",
                     self.shard_tag
                 ));
-            }
-            if result.has_error() {
-                let mut v = result.to_value();
-                if let Some(o) = v.as_object_mut() {
-                    o.remove("statement_id");
-                }
-                return Ok(StatementResult::from(v));
             }
             let v = result.to_value();
             if let Some(Value::Array(ms)) = v.get("messages") {
@@ -2177,6 +2181,14 @@ mod tests {
         let e =
             q.merge(vec![(0, one(json!({"series":[], "partial": true})))], &|_| Some(0), None).unwrap_err();
         assert!(e.contains("partial"), "{e}");
+        // The SHOW FIELD KEYS of a fill(linear) plan failing: its error is the answer.
+        let q =
+            plan("SELECT max(v) FROM m WHERE time >= 0 AND time < 1m GROUP BY time(10s) fill(linear)", "c")
+                .unwrap();
+        let answers = vec![(0, vec![result(json!({"series":[]})), result(json!({"error":"boom"}))])];
+        assert_eq!(q.merge(answers, &|_| Some(0), None).unwrap(), json!({"error":"boom"}));
+        let e = q.merge(vec![(0, one(json!({})))], &|_| Some(0), None).unwrap_err();
+        assert!(e.contains("1 results to 2 statements"), "{e}");
     }
 
     #[test]
