@@ -2142,7 +2142,7 @@ mod tests {
     }
 
     #[test]
-    fn fill_linear_and_previous_follow_influxdb() {
+    fn fill_linear_interpolates_floats_and_truncates_integers() {
         let q = plan(
             "SELECT mean(v), sum(n) FROM m WHERE time >= 0 AND time < 4m GROUP BY time(1m) fill(linear)",
             "c",
