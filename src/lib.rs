@@ -28,6 +28,8 @@
 //! - [`statement`]: InfluxQL statements: splitting, classification, the
 //!   forbidden/allowed filter.
 //! - [`results`]: InfluxDB query result JSON: merging fanned-out `SHOW` answers.
+//! - [`shard_query`]: SELECTs over a tag-sharded measurement: pinning, the
+//!   statement each shard is asked, the exact merge of their answers.
 //! - [`write_queue`]: the durable per-backend write queue (record format, torn-tail
 //!   recovery, dead letters).
 //! - [`health_check`]: backend up/down after consecutive results.
@@ -51,6 +53,7 @@ pub mod rebalance;
 pub mod results;
 pub mod route;
 pub mod shard_group;
+pub mod shard_query;
 pub mod statement;
 pub mod storage;
 pub mod transport;
