@@ -258,6 +258,85 @@ fn reload_from_a_non_loopback_peer_is_403(mode: Mode) {
     assert_eq!(local.json()["changes"], json!([]), "the file did not change since the start");
 }
 
+/// A SIGHUP that arrives while the proxy is still starting (opening its write
+/// queues, which takes a while with a large backlog to recover) must not kill
+/// it: the reload is applied once the proxy serves. The slow start is made
+/// deterministic with a FIFO as backend a's queue `ack` file: the proxy's read
+/// of it blocks until this test opens and closes the FIFO's write end.
+fn sighup_while_the_queues_open_is_applied_once_serving(mode: Mode) {
+    use std::process::{Command, Stdio};
+    assert_eq!(mode, Mode::Native, "WASI has no signals");
+    let a = Influxd::start("a");
+    let dir = tempfile::Builder::new().prefix("itest-proxy-").tempdir().expect("a temporary directory");
+    let port = free_port();
+    let mut config = Proxy::config(&[&a]);
+    config["listen"] = json!(format!("127.0.0.1:{port}"));
+    config["data_dir"] = json!(dir.path().join("data").display().to_string());
+    let config_file = dir.path().join("proxy.json");
+    std::fs::write(&config_file, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    let queue = dir.path().join("data").join("queue").join("a");
+    std::fs::create_dir_all(&queue).unwrap();
+    let ack = queue.join("ack");
+    let made = Command::new("mkfifo").arg(&ack).status().expect("run mkfifo (GNU coreutils)");
+    assert!(made.success(), "mkfifo {}", ack.display());
+
+    let log_path = dir.path().join("proxy.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_influx-proxy"))
+        .arg("--config")
+        .arg(&config_file)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawn the proxy");
+    struct Reaped(std::process::Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Reaped(child);
+
+    // Opening the write end returns once the proxy has opened the read end:
+    // it is inside the opening of its write queues, its read blocked.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let fifo = ack.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::OpenOptions::new().write(true).open(fifo));
+    });
+    let writer = rx
+        .recv_timeout(PATIENCE)
+        .unwrap_or_else(|_| panic!("the proxy never read {}; log:\n{}", ack.display(), log_tail(&log_path)))
+        .expect("open the FIFO's write end");
+    let pid = rustix::process::Pid::from_raw(child.0.id() as i32).expect("a valid pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).expect("send SIGHUP");
+    // From now on the path is an empty regular file (an ack file the queue
+    // resets); closing the write end ends the proxy's read of the FIFO.
+    let regular = queue.join("ack.regular");
+    std::fs::write(&regular, b"").unwrap();
+    std::fs::rename(&regular, &ack).unwrap();
+    drop(writer);
+
+    let url = format!("http://127.0.0.1:{port}");
+    let health = wait_until(PATIENCE, "the proxy serves and has applied the SIGHUP", || {
+        if let Ok(Some(status)) = child.0.try_wait() {
+            panic!("a SIGHUP during start-up killed the proxy ({status}); log:\n{}", log_tail(&log_path));
+        }
+        let h = try_http("GET", &format!("{url}/health"), &[], None)?.json();
+        if h["last_reload"].is_null() {
+            Err(format!("{h}"))
+        } else {
+            Ok(h)
+        }
+    });
+    assert_eq!(health["last_reload"]["result"], "applied", "{health}");
+    assert_eq!(health["config_generation"], 1, "the file did not change: {health}");
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(log.contains("configuration reloaded: no change (generation 1)"), "{log}");
+}
+
 macro_rules! scenarios {
     ($module:ident, $mode:expr; $($name:ident),* $(,)?) => {
         mod $module {
@@ -278,6 +357,7 @@ scenarios!(native, Mode::Native;
     broken_config_is_refused_and_writes_still_work,
     removed_backend_delivers_its_queue_then_leaves,
     reload_from_a_non_loopback_peer_is_403,
+    sighup_while_the_queues_open_is_applied_once_serving,
 );
 scenarios!(wasm, Mode::Wasm;
     post_reload_adds_a_backend,
