@@ -218,6 +218,46 @@ fn removed_backend_delivers_its_queue_then_leaves(mode: Mode) {
     assert!(log.contains("backend b left: its write queue is delivered"), "{log}");
 }
 
+/// A restart while a removed backend is still leaving (down, its queue
+/// holding acknowledged points) keeps it leaving: once it is back up it gets
+/// its queue, then leaves.
+fn a_restart_keeps_a_removed_backend_leaving(mode: Mode) {
+    let a = Influxd::start("a");
+    let mut b = Influxd::start("b");
+    let mut proxy = Proxy::start(mode, Proxy::config(&[&a, &b]));
+    proxy.query_ok(&format!("CREATE DATABASE {DB}"), "");
+    b.stop();
+    proxy.write_ok(DB, &points("cpu", 20, 1_600_000_000));
+    wait_until(PATIENCE, "b's queue holds the write", || {
+        let h = proxy.health();
+        if h["backends"][1]["queue_records"].as_u64().unwrap_or(0) > 0 {
+            Ok(())
+        } else {
+            Err(format!("{h}"))
+        }
+    });
+    edit_config(&proxy, |c| {
+        c["backends"].as_object_mut().unwrap().remove("b");
+        c["keymaps"] = json!({ "_default_": ["a"] });
+    });
+    assert_eq!(post_reload(&proxy).status, 200);
+
+    proxy.kill();
+    proxy.restart();
+    let h = proxy.health();
+    assert_eq!(h["backends"][1]["name"], "b", "{h}");
+    assert_eq!(h["backends"][1]["state"], "leaving", "{h}");
+    b.restart();
+    wait_until(PATIENCE, "b has left", || {
+        let h = proxy.health();
+        match h["backends"].as_array() {
+            Some(list) if list.len() == 1 => Ok(()),
+            _ => Err(format!("{h}")),
+        }
+    });
+    assert_eq!(b.count(DB, "cpu"), 20, "b got the points acknowledged before the restart");
+}
+
 /// The first non-loopback IPv4 address of this machine, if it has one (the
 /// address a UDP socket "connected" towards a public address would use; no
 /// packet is sent).
@@ -358,10 +398,12 @@ scenarios!(native, Mode::Native;
     removed_backend_delivers_its_queue_then_leaves,
     reload_from_a_non_loopback_peer_is_403,
     sighup_while_the_queues_open_is_applied_once_serving,
+    a_restart_keeps_a_removed_backend_leaving,
 );
 scenarios!(wasm, Mode::Wasm;
     post_reload_adds_a_backend,
     broken_config_is_refused_and_writes_still_work,
     removed_backend_delivers_its_queue_then_leaves,
     reload_from_a_non_loopback_peer_is_403,
+    a_restart_keeps_a_removed_backend_leaving,
 );
