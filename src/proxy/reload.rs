@@ -340,9 +340,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// Ok: the generation now in force and the changes (none: nothing to
     /// do). Err (one line; nothing changed, the old configuration keeps
     /// serving): a [`RESTART_ONLY`] key changed (`$.listen: cannot change
-    /// ...`), [`moves_data`] refused, a new backend's write queue could
-    /// not be opened, or the leaving backends could not be recorded
-    /// ([`LEAVING_FILE`]). Each attempt is logged (one line through
+    /// ...`), [`moves_data`] refused, or a new backend's write queue could
+    /// not be opened. (The leaving backends not recorded in
+    /// [`LEAVING_FILE`] is said in the report, not refused.) Each attempt is logged (one line through
     /// [`Proxy::set_log`]), counted in
     /// `influx_proxy_config_reloads_total{result}` and shown in `/health`.
     pub async fn reload(&self, new: Config, now_ms: u64) -> Result<ReloadReport, String> {
@@ -434,16 +434,18 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let generation = old.generation + 1;
         let topology = Topology { generation, config: new, backends, states, active, router, filter };
         // Kept for a restart: without it a restart would strand the queues of
-        // the backends still leaving.
+        // the backends still leaving. Not a reason to refuse (a full disk
+        // must not keep a dead backend configured): said in the report.
         let leaving = topology.leaving();
         if leaving != old.leaving() {
             let text = serde_json::to_vec(&leaving).map_err(|e| e.to_string())?;
-            self.storage
-                .write_atomic(LEAVING_FILE, &text)
-                .await
-                .map_err(|e| format!("cannot record the leaving backends in {LEAVING_FILE}: {e}"))?;
+            if let Err(e) = self.storage.write_atomic(LEAVING_FILE, &text).await {
+                changes.push(format!(
+                    "the leaving backends could not be recorded in {LEAVING_FILE} ({e}): \
+                     a restart before they have left would not deliver their queues"
+                ));
+            }
         }
-        // Nothing can fail from here on.
         for &i in &topology.active {
             topology.states[i].retired.set(false);
         }

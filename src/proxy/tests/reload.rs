@@ -377,14 +377,24 @@ fn a_restart_while_a_removed_backend_is_leaving_keeps_it_leaving_until_its_queue
     }
     assert_eq!(write(&p, "db=x", "cpu v=1 1\n").status, 204);
     let only_a = text(r#"{ "a": { "url": "http://127.0.0.1:8086" } }"#, r#"{ "_default_": ["a"] }"#, "");
-    // The leaving backends must be recorded for a restart: a disk that
-    // cannot take that refuses the reload, nothing changed.
+    // A disk that cannot record the leaving backends does not keep b
+    // configured, but the report says what a restart would then do.
     p.storage.fail_appends(true);
-    let e = run(p.reload(parse(&only_a), NOW)).unwrap_err();
-    assert_eq!(e, "cannot record the leaving backends in leaving.json: simulated disk failure");
-    assert_eq!(health(&p)["backends"][1]["state"], "active");
+    let report = run(p.reload(parse(&only_a), NOW)).unwrap();
+    assert!(
+        report.changes.contains(
+            &"the leaving backends could not be recorded in leaving.json (simulated disk failure): \
+              a restart before they have left would not deliver their queues"
+                .to_string()
+        ),
+        "{report:?}"
+    );
+    assert_eq!(health(&p)["backends"][1]["state"], "leaving");
     p.storage.fail_appends(false);
-    run(p.reload(parse(&only_a), NOW)).unwrap();
+    // Added back, then removed again with a working disk: recorded.
+    run(p.reload(config(""), NOW)).unwrap();
+    let report = run(p.reload(parse(&only_a), NOW)).unwrap();
+    assert!(!report.changes.iter().any(|c| c.contains("could not be recorded")), "{report:?}");
     assert_eq!(health(&p)["backends"][1]["state"], "leaving");
 
     // The proxy restarts (an upgrade, a reboot) with the file it was
