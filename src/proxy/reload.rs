@@ -341,9 +341,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// do). Err (one line; nothing changed, the old configuration keeps
     /// serving): a [`RESTART_ONLY`] key changed (`$.listen: cannot change
     /// ...`), [`moves_data`] refused, or a new backend's write queue could
-    /// not be opened. (The leaving backends not recorded in
-    /// [`LEAVING_FILE`] is said in the report, not refused.) Each attempt is logged (one line through
-    /// [`Proxy::set_log`]), counted in
+    /// not be opened. (A failure to record the leaving backends in
+    /// [`LEAVING_FILE`] is said in the report, not refused.) Each attempt is
+    /// logged (one line through [`Proxy::set_log`]), counted in
     /// `influx_proxy_config_reloads_total{result}` and shown in `/health`.
     pub async fn reload(&self, new: Config, now_ms: u64) -> Result<ReloadReport, String> {
         let _one_at_a_time = self.reloads.lock().await;
