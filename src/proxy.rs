@@ -21,7 +21,9 @@ mod replica;
 mod send;
 mod write;
 
-pub use reload::{is_loopback, moves_data, ConfigReader, LogSink, ReloadReport, Topology, RESTART_ONLY};
+pub use reload::{
+    is_loopback, moves_data, ConfigReader, LogSink, ReloadReport, Topology, LEAVING_FILE, RESTART_ONLY,
+};
 
 use crate::config::Config;
 use crate::error::ProxyError;
@@ -151,10 +153,12 @@ enum Delivery {
 impl<T: Transport, S: Storage> Proxy<T, S> {
     /// Builds the proxy from a validated config and opens every backend's write
     /// queue in directory `queue/<backend>` of `storage` (recovering from a
-    /// crash: torn tail records dropped, replay resumes where it was).
+    /// crash: torn tail records dropped, replay resumes where it was), and
+    /// those of the backends a reload removed that had not left yet
+    /// ([`reload::LEAVING_FILE`]), which are leaving again.
     /// Errors: a bad backend URL, keymap or statement pattern (normally caught
-    /// by [`Config::parse`]), or a queue that cannot be opened; the message
-    /// names the backend.
+    /// by [`Config::parse`]), a queue that cannot be opened (the message
+    /// names the backend), or a [`reload::LEAVING_FILE`] that cannot be read.
     pub async fn open(config: Config, transport: T, storage: S) -> Result<Self, String> {
         // Checked before any queue is opened.
         config.backend_addrs().map_err(|e| e.to_string())?;
@@ -167,7 +171,10 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 .map_err(|e| format!("write queue of backend {name}: {e}"))?;
             states.push(Rc::new(BackendState::new(queue)));
         }
-        let topology = Topology::first(config, states)?;
+        // Backends removed by a reload before a restart whose queues still
+        // hold acknowledged writes: leaving again.
+        let leaving = reload::open_leaving(&config, &storage).await?;
+        let topology = Topology::first(config, states, leaving)?;
         let metrics = Metrics::new();
         Ok(Proxy {
             topology: RefCell::new(Rc::new(topology)),

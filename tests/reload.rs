@@ -219,6 +219,46 @@ fn removed_backend_delivers_its_queue_then_leaves(mode: Mode) {
     assert!(log.contains("backend b left: its write queue is delivered"), "{log}");
 }
 
+/// A restart while a removed backend is still leaving (down, its queue
+/// holding acknowledged points) keeps it leaving: once it is back up it gets
+/// its queue, then leaves.
+fn a_restart_keeps_a_removed_backend_leaving(mode: Mode) {
+    let a = Influxd::start("a");
+    let mut b = Influxd::start("b");
+    let mut proxy = Proxy::start(mode, Proxy::config(&[&a, &b]));
+    proxy.query_ok(&format!("CREATE DATABASE {DB}"), "");
+    b.stop();
+    proxy.write_ok(DB, &points("cpu", 20, 1_600_000_000));
+    wait_until(PATIENCE, "b's queue holds the write", || {
+        let h = proxy.health();
+        if h["backends"][1]["queue_records"].as_u64().unwrap_or(0) > 0 {
+            Ok(())
+        } else {
+            Err(format!("{h}"))
+        }
+    });
+    edit_config(&proxy, |c| {
+        c["backends"].as_object_mut().unwrap().remove("b");
+        c["keymaps"] = json!({ "_default_": ["a"] });
+    });
+    assert_eq!(post_reload(&proxy).status, 200);
+
+    proxy.kill();
+    proxy.restart();
+    let h = proxy.health();
+    assert_eq!(h["backends"][1]["name"], "b", "{h}");
+    assert_eq!(h["backends"][1]["state"], "leaving", "{h}");
+    b.restart();
+    wait_until(PATIENCE, "b has left", || {
+        let h = proxy.health();
+        match h["backends"].as_array() {
+            Some(list) if list.len() == 1 => Ok(()),
+            _ => Err(format!("{h}")),
+        }
+    });
+    assert_eq!(b.count(DB, "cpu"), 20, "b got the points acknowledged before the restart");
+}
+
 /// The first non-loopback IPv4 address of this machine, if it has one (the
 /// address a UDP socket "connected" towards a public address would use; no
 /// packet is sent).
@@ -259,16 +299,98 @@ fn reload_from_a_non_loopback_peer_is_403(mode: Mode) {
     assert_eq!(local.json()["changes"], json!([]), "the file did not change since the start");
 }
 
+/// A SIGHUP that arrives while the proxy is still starting (opening its write
+/// queues, which takes a while with a large backlog to recover) must not kill
+/// it: the reload is applied once the proxy serves. The slow start is made
+/// deterministic with a FIFO as backend a's queue `ack` file: the proxy's read
+/// of it blocks until this test opens and closes the FIFO's write end.
+fn sighup_while_the_queues_open_is_applied_once_serving(mode: Mode) {
+    use std::process::{Command, Stdio};
+    assert_eq!(mode, Mode::Native, "WASI has no signals");
+    let a = Influxd::start("a");
+    let dir = tempfile::Builder::new().prefix("itest-proxy-").tempdir().expect("a temporary directory");
+    let port = free_port();
+    let mut config = Proxy::config(&[&a]);
+    config["listen"] = json!(format!("127.0.0.1:{port}"));
+    config["data_dir"] = json!(dir.path().join("data").display().to_string());
+    let config_file = dir.path().join("proxy.json");
+    std::fs::write(&config_file, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    let queue = dir.path().join("data").join("queue").join("a");
+    std::fs::create_dir_all(&queue).unwrap();
+    let ack = queue.join("ack");
+    let made = Command::new("mkfifo").arg(&ack).status().expect("run mkfifo (GNU coreutils)");
+    assert!(made.success(), "mkfifo {}", ack.display());
+
+    let log_path = dir.path().join("proxy.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_influx-proxy"))
+        .arg("--config")
+        .arg(&config_file)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawn the proxy");
+    struct Reaped(std::process::Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Reaped(child);
+
+    // Opening the write end returns once the proxy has opened the read end:
+    // it is inside the opening of its write queues, its read blocked.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let fifo = ack.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::OpenOptions::new().write(true).open(fifo));
+    });
+    let writer = rx
+        .recv_timeout(PATIENCE)
+        .unwrap_or_else(|_| panic!("the proxy never read {}; log:\n{}", ack.display(), log_tail(&log_path)))
+        .expect("open the FIFO's write end");
+    let pid = rustix::process::Pid::from_raw(child.0.id() as i32).expect("a valid pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).expect("send SIGHUP");
+    // From now on the path is an empty regular file (an ack file the queue
+    // resets); closing the write end ends the proxy's read of the FIFO.
+    let regular = queue.join("ack.regular");
+    std::fs::write(&regular, b"").unwrap();
+    std::fs::rename(&regular, &ack).unwrap();
+    drop(writer);
+
+    let url = format!("http://127.0.0.1:{port}");
+    let health = wait_until(PATIENCE, "the proxy serves and has applied the SIGHUP", || {
+        if let Ok(Some(status)) = child.0.try_wait() {
+            panic!("a SIGHUP during start-up killed the proxy ({status}); log:\n{}", log_tail(&log_path));
+        }
+        let h = try_http("GET", &format!("{url}/health"), &[], None)?.json();
+        if h["last_reload"].is_null() {
+            Err(format!("{h}"))
+        } else {
+            Ok(h)
+        }
+    });
+    assert_eq!(health["last_reload"]["result"], "applied", "{health}");
+    assert_eq!(health["config_generation"], 1, "the file did not change: {health}");
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(log.contains("configuration reloaded: no change (generation 1)"), "{log}");
+}
+
 scenarios!(native: Mode::Native; [
     post_reload_adds_a_backend,
     sighup_adds_a_backend,
     broken_config_is_refused_and_writes_still_work,
     removed_backend_delivers_its_queue_then_leaves,
     reload_from_a_non_loopback_peer_is_403,
+    sighup_while_the_queues_open_is_applied_once_serving,
+    a_restart_keeps_a_removed_backend_leaving,
 ]);
 scenarios!(wasm: Mode::Wasm; [
     post_reload_adds_a_backend,
     broken_config_is_refused_and_writes_still_work,
     removed_backend_delivers_its_queue_then_leaves,
     reload_from_a_non_loopback_peer_is_403,
+    a_restart_keeps_a_removed_backend_leaving,
 ]);

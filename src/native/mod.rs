@@ -142,6 +142,11 @@ async fn serve_proxy(
     let local_addr = listener.local_addr().map_or_else(|_| config.listen.clone(), |a| a.to_string());
     let mut signals = async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term])
         .map_err(|e| one_line(&format!("cannot install the signal handlers: {e}")))?;
+    // Installed before the write queues open (slow with a large backlog): a
+    // SIGHUP meanwhile would otherwise kill the proxy (its default action);
+    // it is kept and applied once the proxy runs.
+    let mut hangups = async_signal::Signals::new([async_signal::Signal::Hup])
+        .map_err(|e| one_line(&format!("cannot install the signal handlers: {e}")))?;
 
     let transport = NativeTransport::new(config.request_timeout_ms, config.pool_max_idle)
         .with_max_open(config.pool_max_open)
@@ -178,8 +183,6 @@ async fn serve_proxy(
     };
 
     // SIGHUP: re-read the configuration file and apply it (logged by the proxy).
-    let mut hangups = async_signal::Signals::new([async_signal::Signal::Hup])
-        .map_err(|e| one_line(&format!("cannot install the signal handlers: {e}")))?;
     {
         let proxy = proxy.clone();
         ex.spawn(async move {

@@ -40,7 +40,9 @@
 //!   loops until its queue is empty and no request still running on an older
 //!   topology can hand it a write; then it has *left*: its loops end and it
 //!   is no longer shown. A leaving backend that stays down stays leaving
-//!   (its records are kept); adding it back makes it a normal backend again.
+//!   (its records are kept), also across a restart (the leaving backends
+//!   are recorded in [`LEAVING_FILE`]); adding it back makes it a normal
+//!   backend again.
 //! - **A backend's URL changed:** requests sent from then on (new
 //!   connections included) go to the new address; its queue, health and
 //!   counters are kept (it is the same backend under its name).
@@ -133,15 +135,71 @@ impl Topology {
     }
 
     /// The topology of the configuration the proxy starts with: indices in
-    /// the config's order. Errors as [`Proxy::open`]'s.
-    pub(super) fn first(config: Config, states: Vec<Rc<BackendState>>) -> Result<Topology, String> {
-        let backends = config.backend_addrs().map_err(|e| e.to_string())?;
+    /// the config's order, then the `leaving` backends ([`open_leaving`]).
+    /// Errors as [`Proxy::open`]'s.
+    pub(super) fn first(
+        config: Config,
+        mut states: Vec<Rc<BackendState>>,
+        leaving: Vec<(BackendAddr, Rc<BackendState>)>,
+    ) -> Result<Topology, String> {
+        let mut backends = config.backend_addrs().map_err(|e| e.to_string())?;
+        let active = (0..backends.len()).collect();
+        for (addr, state) in leaving {
+            backends.push(addr);
+            states.push(state);
+        }
         let names: Vec<String> = backends.iter().map(|b| b.name.clone()).collect();
         let router = config.router_over(&names).map_err(|e| e.to_string())?;
         let filter = StatementFilter::new(&config.forbidden_statements, &config.allowed_statements)?;
-        let active = (0..backends.len()).collect();
         Ok(Topology { generation: 1, config, backends, states, active, router, filter })
     }
+
+    /// The leaving backends (removed, not yet left) by name, with their URLs.
+    fn leaving(&self) -> std::collections::BTreeMap<&str, &str> {
+        (0..self.backends.len())
+            .filter(|&i| !self.is_active(i) && !self.states[i].retired.get())
+            .map(|i| (self.backends[i].name.as_str(), self.backends[i].url.as_str()))
+            .collect()
+    }
+}
+
+/// The file in the storage (`data_dir`) that names the backends removed by a
+/// reload and not yet left, so that a restart keeps them leaving until their
+/// write queues are delivered: a JSON object, backend name -> URL, rewritten
+/// (atomically) by each reload that changes the set. Entries of backends that
+/// have left since are ignored at start (their queues are empty).
+pub const LEAVING_FILE: &str = "leaving.json";
+
+/// At start: the backends of [`LEAVING_FILE`] that `config` does not name and
+/// whose write queue (reopened) still holds records. Errors (one line): the
+/// file unreadable or not such a JSON object, a URL that does not parse, a
+/// queue that cannot be opened.
+pub(super) async fn open_leaving<S: Storage>(
+    config: &Config,
+    storage: &S,
+) -> Result<Vec<(BackendAddr, Rc<BackendState>)>, String> {
+    let bytes = match storage.read(LEAVING_FILE).await {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("{LEAVING_FILE}: {e}")),
+    };
+    let listed: std::collections::BTreeMap<String, String> = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{LEAVING_FILE}: {e} (remove it to forget the leaving backends)"))?;
+    let mut out = Vec::new();
+    for (name, url) in listed {
+        if config.backends.contains_key(&name) {
+            continue;
+        }
+        let addr =
+            BackendAddr::parse(&name, &url).map_err(|e| format!("{LEAVING_FILE}: backend {name}: {e}"))?;
+        let queue = WriteQueue::open(storage, &format!("queue/{name}"), config.queue_max_bytes)
+            .await
+            .map_err(|e| format!("write queue of leaving backend {name}: {e}"))?;
+        if !queue.is_empty() {
+            out.push((addr, Rc::new(BackendState::new(queue))));
+        }
+    }
+    Ok(out)
 }
 
 /// What an applied reload did.
@@ -338,8 +396,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// do). Err (one line; nothing changed, the old configuration keeps
     /// serving): a [`RESTART_ONLY`] key changed (`$.listen: cannot change
     /// ...`), [`moves_data`] refused, or a new backend's write queue could
-    /// not be opened. Each attempt is logged (one line through
-    /// [`Proxy::set_log`]), counted in
+    /// not be opened. (A failure to record the leaving backends in
+    /// [`LEAVING_FILE`] is said in the report, not refused.) Each attempt is
+    /// logged (one line through [`Proxy::set_log`]), counted in
     /// `influx_proxy_config_reloads_total{result}` and shown in `/health`.
     pub async fn reload(&self, new: Config, now_ms: u64) -> Result<ReloadReport, String> {
         let _one_at_a_time = self.reloads.lock().await;
@@ -428,10 +487,23 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             changes.push("configuration changed".to_string());
         }
         let generation = old.generation + 1;
-        for &i in &active {
-            states[i].retired.set(false);
-        }
         let topology = Topology { generation, config: new, backends, states, active, router, filter };
+        // Kept for a restart: without it a restart would strand the queues of
+        // the backends still leaving. Not a reason to refuse (a full disk
+        // must not keep a dead backend configured): said in the report.
+        let leaving = topology.leaving();
+        if leaving != old.leaving() {
+            let text = serde_json::to_vec(&leaving).map_err(|e| e.to_string())?;
+            if let Err(e) = self.storage.write_atomic(LEAVING_FILE, &text).await {
+                changes.push(format!(
+                    "the leaving backends could not be recorded in {LEAVING_FILE} ({e}): \
+                     a restart before they have left would not deliver their queues"
+                ));
+            }
+        }
+        for &i in &topology.active {
+            topology.states[i].retired.set(false);
+        }
         {
             let mut superseded = self.superseded.borrow_mut();
             superseded.retain(|weak| weak.strong_count() > 0);

@@ -399,3 +399,69 @@ fn a_reload_that_would_move_shard_group_data_is_refused_naming_the_key() {
     assert_eq!(write(&p, "db=x", "cpu v=1 1\n").status, 204);
     assert_eq!(t.writes("c").len(), 1, "the new explicit keymap applies live");
 }
+
+#[test]
+fn a_restart_while_a_removed_backend_is_leaving_keeps_it_leaving_until_its_queue_is_delivered() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), "");
+    // b is down: the write waits in its queue, acknowledged to the client.
+    t.set("b", Behaviour::Down);
+    for _ in 0..2 {
+        run(p.check_health(1, NOW));
+    }
+    assert_eq!(write(&p, "db=x", "cpu v=1 1\n").status, 204);
+    let only_a = text(r#"{ "a": { "url": "http://127.0.0.1:8086" } }"#, r#"{ "_default_": ["a"] }"#, "");
+    // A disk that cannot record the leaving backends does not keep b
+    // configured, but the report says what a restart would then do.
+    p.storage.fail_appends(true);
+    let report = run(p.reload(parse(&only_a), NOW)).unwrap();
+    assert!(
+        report.changes.contains(
+            &"the leaving backends could not be recorded in leaving.json (simulated disk failure): \
+              a restart before they have left would not deliver their queues"
+                .to_string()
+        ),
+        "{report:?}"
+    );
+    assert_eq!(health(&p)["backends"][1]["state"], "leaving");
+    p.storage.fail_appends(false);
+    // Added back, then removed again with a working disk: recorded.
+    run(p.reload(config(""), NOW)).unwrap();
+    let report = run(p.reload(parse(&only_a), NOW)).unwrap();
+    assert!(!report.changes.iter().any(|c| c.contains("could not be recorded")), "{report:?}");
+    assert_eq!(health(&p)["backends"][1]["state"], "leaving");
+
+    // The proxy restarts (an upgrade, a reboot) with the file it was
+    // reloaded with, which no longer names b.
+    let files = p.storage.snapshot();
+    drop(p);
+    let p = run(Proxy::open(parse(&only_a), t.clone(), MemStorage::from_snapshot(files))).unwrap();
+    let h = health(&p);
+    assert_eq!(h["backends"][1]["name"], "b", "b's acknowledged write is still waiting: {h}");
+    assert_eq!(h["backends"][1]["state"], "leaving", "{h}");
+    assert_eq!(h["backends"][1]["queue_records"], 1, "{h}");
+    assert_eq!(h["status"], "pass", "{h}");
+    assert_eq!(
+        p.claim_loops(),
+        [
+            (0, LoopKind::HealthCheck),
+            (0, LoopKind::Replay),
+            (1, LoopKind::HealthCheck),
+            (1, LoopKind::Replay)
+        ]
+    );
+    // Nothing new for b; once it is back, its queue is delivered and it leaves.
+    assert_eq!(write(&p, "db=x", "cpu v=2 2\n").status, 204);
+    t.set("b", Behaviour::Up);
+    run(p.check_health(1, NOW));
+    drain(&p, 1);
+    assert_eq!(t.writes("b"), ["cpu v=1 1\n"]);
+    assert!(p.retire_if_drained(1));
+
+    // Once it has left, a later restart does not bring it back.
+    let files = p.storage.snapshot();
+    drop(p);
+    let p = run(Proxy::open(parse(&only_a), t.clone(), MemStorage::from_snapshot(files))).unwrap();
+    assert_eq!(health(&p)["backends"].as_array().map(Vec::len), Some(1));
+    assert_eq!(p.claim_loops(), [(0, LoopKind::HealthCheck), (0, LoopKind::Replay)]);
+}
