@@ -58,6 +58,7 @@ use crate::results::{
     window_show_rows, ResultsWriter, StatementResult,
 };
 use crate::route::{ReplicaSet, Route};
+use crate::shard_query::{self, ShardQuery};
 use crate::statement::{
     classify, show_limit_offset, show_on_database, show_statement_for_backends, split_statements, Source,
     StatementKind,
@@ -129,6 +130,23 @@ enum Action {
     /// `SELECT ... INTO`: to every backend of `targets` through the delivery
     /// rule.
     Mutate { targets: Vec<usize> },
+    /// A SELECT over a measurement sharded by a tag that no single replica
+    /// set answers: `query` ([`crate::shard_query`]) is asked of a cover of
+    /// the group and the answers are merged exactly (see
+    /// [`Proxy::sharded_select`]).
+    Sharded(Box<Sharded>),
+}
+
+/// The fan-out of one SELECT over a tag-sharded measurement.
+struct Sharded {
+    query: ShardQuery,
+    /// The cover asked: the group's backends, `cover_size` of them.
+    pool: Pool,
+    /// The group's index in `Router::groups`.
+    group: usize,
+    /// The shard key's database and measurement.
+    db: String,
+    measurement: String,
 }
 
 /// Which backends a read goes to.
@@ -249,6 +267,10 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                     next += 1;
                     vec![outcome]
                 }
+                Action::Sharded(sharded) => {
+                    next += 1;
+                    vec![self.sharded_select(topo, sharded, &ctx, now_ms).await]
+                }
                 Action::Read { reach, .. } => {
                     let end = batch_end(&plans, next);
                     let outcomes = self.read_batch(topo, &plans[next..end], reach, &ctx, now_ms).await;
@@ -344,6 +366,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             let on = if is_show { show_on_database(text) } else { None };
             let db = on.as_deref().or(db);
             let action = match classify(text).map_err(bad)? {
+                StatementKind::ReadFrom(sources) if !is_show && tag_sharded(topo, &sources, db).is_some() => {
+                    self.plan_sharded_select(topo, text, &sources, db)?
+                }
                 StatementKind::ReadFrom(sources) => match self.read_plan(topo, &sources, db, !is_show)? {
                     ReadPlan::One(set) => Action::Read {
                         sent: text.to_string(),
@@ -432,14 +457,14 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             .iter()
             .map(|p| match &p.action {
                 Action::Read { sent, .. } => sent.as_str(),
-                Action::Mutate { .. } => p.text,
+                Action::Mutate { .. } | Action::Sharded(_) => p.text,
             })
             .collect();
         let merges: Vec<Merge> = batch
             .iter()
             .map(|p| match &p.action {
                 Action::Read { merge, .. } => *merge,
-                Action::Mutate { .. } => Merge::One,
+                Action::Mutate { .. } | Action::Sharded(_) => Merge::One,
             })
             .collect();
         let (answers, every_healthy) = match reach {
@@ -755,6 +780,24 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         if pool.count <= 1 {
             return vec![self.ask_batch(&pool.backends, statements, ctx, StopAt::NoAnswer, now_ms).await];
         }
+        self.ask_cover(pool, statements, ctx, now_ms)
+            .await
+            .into_iter()
+            .map(|(_, outcomes)| outcomes)
+            .collect()
+    }
+
+    /// [`Self::ask_pool`] for a cover (`pool.count` distinct backends, each
+    /// asked alone), with the index of the backend of each answer: answers
+    /// of every statement first, in the order they were asked, then the
+    /// failed ones standing in for the backends missing.
+    async fn ask_cover(
+        &self,
+        pool: &Pool,
+        statements: &[&str],
+        ctx: &QueryContext,
+        now_ms: u64,
+    ) -> Vec<(usize, Vec<Outcome>)> {
         let order = self.read_order(&pool.backends);
         let (mut answered, mut failed) = (Vec::new(), Vec::new());
         let mut next = 0;
@@ -764,19 +807,119 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             next += take;
             let asks = singles
                 .iter()
-                .map(|one| self.ask_batch(one, statements, ctx, StopAt::NoAnswer, now_ms))
+                .map(|one| async move {
+                    (one[0], self.ask_batch(one, statements, ctx, StopAt::NoAnswer, now_ms).await)
+                })
                 .collect();
-            for outcomes in join_all(asks).await {
+            for (backend, outcomes) in join_all(asks).await {
                 if outcomes.len() == statements.len() && outcomes.iter().all(Result::is_ok) {
-                    answered.push(outcomes);
+                    answered.push((backend, outcomes));
                 } else {
-                    failed.push(outcomes);
+                    failed.push((backend, outcomes));
                 }
             }
         }
         let missing = pool.count.saturating_sub(answered.len());
         answered.extend(failed.into_iter().take(missing));
         answered
+    }
+
+    /// Plans a SELECT of one measurement of a group sharded by a tag (see
+    /// [`tag_sharded`]): a `WHERE` that pins the shard tag to values one
+    /// backend holds all of goes to that replica set as it is, like any
+    /// read of one replica set; otherwise the statement is planned by
+    /// [`crate::shard_query::plan`] for a fan-out to a cover of the group,
+    /// or refused with its 400 (a function that cannot be merged exactly,
+    /// naming how to make the query exact).
+    fn plan_sharded_select(
+        &self,
+        topo: &Topology,
+        text: &str,
+        sources: &[Source],
+        db: Option<&str>,
+    ) -> Result<Action, ProxyError> {
+        let Some((index, measurement, db)) = tag_sharded(topo, sources, db) else {
+            return Err(ProxyError::Internal("not a tag-sharded SELECT".into()));
+        };
+        let Some(group) = topo.router.groups().get(index) else {
+            return Err(ProxyError::Internal("no such shard group".into()));
+        };
+        let Some(tag) = group.shard_tag() else {
+            return Err(ProxyError::Internal("shard group without a shard tag".into()));
+        };
+        let pinned = shard_query::pinned_values(text, tag)
+            .map_err(|e| ProxyError::BadRequest(format!("error parsing query: {e}")))?;
+        if let Some(values) = pinned {
+            let mut common: Option<ReplicaSet> = None;
+            for value in &values {
+                let replicas = group.replicas(db, measurement, Some(value));
+                common = Some(match common {
+                    None => replicas,
+                    Some(c) => c.into_iter().filter(|b| replicas.contains(b)).collect(),
+                });
+            }
+            if let Some(set) = common.filter(|c| !c.is_empty()) {
+                return Ok(Action::Read {
+                    sent: text.to_string(),
+                    reach: Reach::EachSet(vec![set]),
+                    merge: Merge::One,
+                });
+            }
+        }
+        let query = shard_query::plan(text, tag).map_err(ProxyError::BadRequest)?;
+        Ok(Action::Sharded(Box::new(Sharded {
+            query,
+            pool: Pool { backends: group.backends().to_vec(), count: group.cover_size() },
+            group: index,
+            db: db.to_string(),
+            measurement: measurement.to_string(),
+        })))
+    }
+
+    /// Runs a planned tag-sharded fan-out: the backends' statements
+    /// ([`ShardQuery::backend_statements`]) asked of a cover of the group
+    /// ([`Self::ask_cover`]: healthy first, a backend that does not answer
+    /// replaced by another of the group), without the client's `epoch` and
+    /// `chunked` (the merge reads RFC 3339 times and applies `epoch` itself),
+    /// then merged with each tag value's series taken from the first
+    /// backend asked that holds it ([`crate::shard_group::ShardGroup::owner_among`]).
+    /// A statement a backend could not answer fails as unanswered reads do;
+    /// a merge the data make inexact is a 400.
+    async fn sharded_select(
+        &self,
+        topo: &Topology,
+        sharded: &Sharded,
+        ctx: &QueryContext,
+        now_ms: u64,
+    ) -> Outcome {
+        let epoch = ctx.forwarded.iter().find(|(k, _)| k == "epoch").map(|(_, v)| v.clone());
+        let inner = QueryContext {
+            db: ctx.db.clone(),
+            forwarded: ctx
+                .forwarded
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "epoch" | "chunked" | "chunk_size"))
+                .cloned()
+                .collect(),
+            credentials: ctx.credentials.clone(),
+            accept: None,
+            pretty: false,
+        };
+        let statements: Vec<&str> = sharded.query.backend_statements().iter().map(String::as_str).collect();
+        let mut asked = Vec::new();
+        let mut answers = Vec::new();
+        for (backend, outcomes) in self.ask_cover(&sharded.pool, &statements, &inner, now_ms).await {
+            let results = outcomes.into_iter().collect::<Result<Vec<_>, _>>()?;
+            asked.push(backend);
+            answers.push((backend, results));
+        }
+        let Some(group) = topo.router.groups().get(sharded.group) else {
+            return Err(ProxyError::Internal("no such shard group".into()));
+        };
+        let owner = |value: &str| {
+            group.owner_among(&group.key(&sharded.db, &sharded.measurement, Some(value)), &asked)
+        };
+        sharded.query.merge(answers, &owner, epoch.as_deref()).map_err(ProxyError::BadRequest)
     }
 
     /// Asks one backend of `set`: healthy ones first, in random order, then
@@ -948,11 +1091,36 @@ fn batch_results(body: &[u8], n: usize) -> Result<Vec<StatementResult>, String> 
     Ok(executed)
 }
 
-/// The 400 for a SELECT that would need the answers of several shards of a
-/// group sharded by `tag` merged: `what` is what the SELECT reads.
+/// A read of exactly one measurement of a group sharded by a tag (not a
+/// full copy), with a database (`db.rp.m` or the `db` parameter): the
+/// group's index in `Router::groups`, the measurement and the database.
+fn tag_sharded<'s>(
+    topo: &Topology,
+    sources: &'s [Source],
+    db: Option<&'s str>,
+) -> Option<(usize, &'s str, &'s str)> {
+    let [Source::Measurement(m)] = sources else {
+        return None;
+    };
+    let Some(Route::Group(group)) = topo.router.route(&m.name) else {
+        return None;
+    };
+    if group.shard_tag().is_none() || group.is_full_copy() {
+        return None;
+    }
+    let db = m.database.as_deref().or(db)?;
+    let index = topo.router.groups().iter().position(|g| g.name() == group.name())?;
+    Some((index, m.name.as_str(), db))
+}
+
+/// The 400 for a SELECT of several measurements (or a regex) that would
+/// need the answers of several shards of a group sharded by `tag` merged
+/// (a SELECT of one such measurement is merged exactly: see
+/// [`crate::shard_query`]): `what` is what the SELECT reads.
 fn tag_sharded_select(what: &str, group: &str, tag: &str) -> ProxyError {
     ProxyError::BadRequest(format!(
-        "SELECT from {what} sharded by tag \"{tag}\" (shard group \"{group}\"): tag-sharded fan-out queries are not supported yet"
+        "SELECT from {what} sharded by tag \"{tag}\" (shard group \"{group}\") cannot be merged exactly across \
+         its shards: select from one measurement of the group at a time"
     ))
 }
 

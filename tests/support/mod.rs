@@ -359,25 +359,69 @@ fn log_file(path: &Path) -> File {
 /// Polls `GET <url>/ping` until 204, while checking that `child` is still
 /// running. Panics with `log`'s tail when the child exits or `timeout` passes.
 fn wait_for_ping(name: &str, child: &mut Child, url: &str, log: &Path, timeout: Duration) {
+    if let Err(e) = try_wait_for_ping(name, child, url, log, timeout) {
+        panic!("{e}");
+    }
+}
+
+/// [`wait_for_ping`], with the failure returned: `Err` when `child` exited
+/// (e.g. its port was taken between [`free_port`] and its bind) or did not
+/// answer in time (then it is killed). A `/ping` answered on the port counts
+/// only once `child` itself listens on it ([`listens_on`]): tests start
+/// servers in parallel, and another test's server that got the same port
+/// would otherwise be taken for this one.
+fn try_wait_for_ping(
+    name: &str,
+    child: &mut Child,
+    url: &str,
+    log: &Path,
+    timeout: Duration,
+) -> Result<(), String> {
+    let port: u16 = url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a url ending in :port");
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{name} exited during start-up with {status}; log tail:\n{}", log_tail(log));
+            return Err(format!("{name} exited during start-up with {status}; log tail:\n{}", log_tail(log)));
         }
         if let Ok(resp) = try_http("GET", &format!("{url}/ping"), &[], None) {
-            if resp.status == 204 {
-                return;
+            if resp.status == 204 && listens_on(child.id(), port) {
+                return Ok(());
             }
         }
         if Instant::now() >= deadline {
             kill_and_reap(child);
-            panic!(
-                "{name} did not answer GET {url}/ping with 204 within {timeout:?}; log tail:\n{}",
+            return Err(format!(
+                "{name} did not answer GET {url}/ping with 204 from its own socket within {timeout:?}; log tail:\n{}",
                 log_tail(log)
-            );
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Whether process `pid` holds a TCP socket listening on `port` (Linux:
+/// the listening sockets of `/proc/net/tcp{,6}` and the descriptors of
+/// `/proc/<pid>/fd`).
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = fs::read_to_string(table) else { continue };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) = (fields.get(1), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            let local_port = local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            if *state == "0A" && local_port == Some(port) {
+                inodes.push(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    fds.flatten().any(|fd| {
+        fs::read_link(fd.path()).is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -407,9 +451,26 @@ impl Influxd {
             .prefix(&format!("itest-influxd-{name}-"))
             .tempdir()
             .expect("create a temporary directory");
-        let http_port = free_port();
-        let rpc_port = free_port();
-        let root = dir.path();
+        let mut server = Influxd { name: name.to_string(), dir, http_port: 0, child: None };
+        // A port taken between free_port and influxd's bind (by another
+        // test's server or a connection's source port): start again on others.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            server.http_port = free_port();
+            server.write_config(free_port());
+            match server.try_spawn() {
+                Ok(()) => return server,
+                Err(e) if attempts >= 3 => panic!("{e}"),
+                Err(_) => continue,
+            }
+        }
+    }
+
+    /// Writes `influxd.conf` for `self.http_port` and RPC port `rpc_port`.
+    fn write_config(&self, rpc_port: u16) {
+        let http_port = self.http_port;
+        let root = self.dir.path();
         let config = format!(
             r#"reporting-disabled = true
 bind-address = "127.0.0.1:{rpc_port}"
@@ -441,9 +502,6 @@ bind-address = "127.0.0.1:{rpc_port}"
             wal = root.join("wal").display(),
         );
         fs::write(root.join("influxd.conf"), config).expect("write influxd.conf");
-        let mut server = Influxd { name: name.to_string(), dir, http_port, child: None };
-        server.spawn();
-        server
     }
 
     /// Starts one server per name ([`Influxd::start`]), in parallel
@@ -463,6 +521,12 @@ bind-address = "127.0.0.1:{rpc_port}"
     }
 
     fn spawn(&mut self) {
+        if let Err(e) = self.try_spawn() {
+            panic!("{e}");
+        }
+    }
+
+    fn try_spawn(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "influxd {} is already running", self.name);
         let log = self.log_path();
         let mut child = Command::new(influxd_binary())
@@ -475,8 +539,9 @@ bind-address = "127.0.0.1:{rpc_port}"
             .stderr(log_file(&log))
             .spawn()
             .unwrap_or_else(|e| panic!("spawn influxd {}: {e}", self.name));
-        wait_for_ping(&format!("influxd {}", self.name), &mut child, &self.url(), &log, START_TIMEOUT);
+        try_wait_for_ping(&format!("influxd {}", self.name), &mut child, &self.url(), &log, START_TIMEOUT)?;
         self.child = Some(child);
+        Ok(())
     }
 
     /// `http://127.0.0.1:<port>`.

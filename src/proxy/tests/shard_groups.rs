@@ -277,22 +277,33 @@ fn regex_from_and_show_without_from_read_a_cover_of_the_group_failing_over() {
 }
 
 #[test]
-fn tag_sharded_selects_across_shards_are_400_but_shows_fan_out() {
+fn tag_sharded_selects_are_pinned_or_fanned_out_and_the_unmergeable_are_400() {
     let t = MockTransport::default();
     let p = open_groups(&t, "");
-    for q in [
-        "SELECT v FROM req",
-        "SELECT mean(v) FROM req WHERE customer = 'c1'",
-        "SELECT v FROM /.*/",
-        "SELECT v FROM m1, req",
+    // Pinned: the statement as it is, to the value's replica only.
+    let q = "SELECT mean(v) FROM req WHERE customer = 'c1'";
+    let r = query_db(&p, q, "app");
+    assert_eq!(r.status, 200, "{q}: {}", error_of(&r));
+    assert_eq!(asked(&t, q).len(), 1, "{q}");
+    // Not pinned: every backend of the RF-1 group (its cover is all 3),
+    // asked with the shard tag grouped so each value is taken from one.
+    let q = "SELECT count(v) FROM req";
+    let r = query_db(&p, q, "app");
+    assert_eq!(r.status, 200, "{q}: {}", error_of(&r));
+    assert_eq!(asked(&t, "FROM req GROUP BY"), NAMES, "{q}");
+    for (q, want) in [
+        ("SELECT v FROM /.*/", "cannot be merged exactly across its shards"),
+        ("SELECT v FROM m1, req", "cannot be merged exactly across its shards"),
+        ("SELECT percentile(v, 90) FROM req", "percentile"),
     ] {
+        let before: usize = NAMES.iter().map(|b| t.statements(b).len()).sum();
         let r = query_db(&p, q, "app");
         assert_eq!(r.status, 400, "{q}");
         let e = error_of(&r);
-        assert!(e.contains("tag-sharded fan-out queries are not supported yet"), "{q}: {e}");
-        assert!(e.contains("\"customer\"") && e.contains("\"tenants\""), "{e}");
+        assert!(e.contains(want), "{q}: {e}");
+        let after: usize = NAMES.iter().map(|b| t.statements(b).len()).sum();
+        assert_eq!(before, after, "a refused query reaches no backend: {q}");
     }
-    assert!(NAMES.iter().all(|b| t.statements(b).is_empty()), "a refused query reaches no backend");
     // SHOW unites exactly: every backend of the RF-1 group (cover 3).
     for q in ["SHOW TAG VALUES FROM req WITH KEY = customer", "SHOW SERIES FROM req"] {
         let r = query_db(&p, q, "app");
