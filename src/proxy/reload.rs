@@ -416,12 +416,18 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let Some((path, read)) = self.config_file.as_ref() else {
             return Err("no configuration file is known to this proxy".to_string());
         };
+        // The file is read under the lock too, so that of two reloads the
+        // one applied last is the one that read the file last.
+        let _one_at_a_time = self.reloads.lock().await;
         let parsed = read(path).and_then(|text| Config::parse(path, &text).map_err(|e| e.to_string()));
         match parsed {
-            Ok(config) => self.reload(config, now_ms).await.map_err(|e| format!("{path}: {e}")),
+            Ok(config) => {
+                let result = self.apply(config).await;
+                self.record_reload(result.clone(), now_ms);
+                result.map_err(|e| format!("{path}: {e}"))
+            }
             Err(e) => {
                 let e = one_line(&e);
-                let _one_at_a_time = self.reloads.lock().await;
                 self.record_reload(Err(e.clone()), now_ms);
                 Err(e)
             }
