@@ -663,7 +663,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                         Route::Group(group) => match (m.database.as_deref().or(db), group.shard_tag()) {
                             _ if group.is_full_copy() => add_set(&mut sets, group.backends().to_vec()),
                             (Some(db), None) => add_set(&mut sets, group.replicas(db, &m.name, None)),
-                            (None, None) => add_set(&mut sets, group.backends().to_vec()),
+                            // No database: any backend answers InfluxDB's
+                            // "database name required".
+                            (None, _) => add_set(&mut sets, group.backends().to_vec()),
                             (_, Some(tag)) if select => {
                                 return Err(tag_sharded_select(
                                     &format!("measurement \"{}\"", m.name),
