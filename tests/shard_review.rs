@@ -84,7 +84,43 @@ fn a_tag_sharded_select_without_a_database_answers_database_name_required(mode: 
     }
 }
 
+/// A backend of a measurement-sharded group that lost a database (dropped
+/// behind the proxy's back, as a server that lost its data) answers reads of
+/// it with an `error` result. A read of a cover of the group (regex FROM,
+/// `SHOW SERIES` without FROM) that asks it must not drop that error and answer the
+/// other backends' data as if complete: the keys it shares with the backend
+/// left out of the cover would be missing. It fails over to that backend
+/// instead. Asked several times, since the cover is picked at random.
+fn a_cover_backend_answering_an_error_is_replaced_not_ignored(mode: Mode) {
+    let group = ["a", "b", "c"];
+    let mut servers = Influxd::start_many(&["a", "b", "c", "reference"]);
+    let reference = servers.pop().expect("the reference");
+    let mut config = Proxy::config(&servers.iter().collect::<Vec<_>>());
+    config["shard_groups"] = json!({ "main": { "backends": group, "replication_factor": 2 } });
+    config["keymaps"] = json!({ "_default_": "main" });
+    let proxy = Proxy::start(mode, config);
+    proxy.query_ok("CREATE DATABASE app", "");
+    reference.query_ok("", "CREATE DATABASE app");
+    let body: String = (0..12).map(|i| format!("m{i:02},host=h{} v={i} {}\n", i % 3, T0 + i)).collect();
+    proxy.write_ok("app", &body);
+    reference.write("app", &body);
+    // Some key lives on c and one other backend only.
+    assert!((0..12).any(|i| owners(&group, 2, "app", &format!("m{i:02}"), None).contains(&"c")));
+    servers[2].query_ok("", "DROP DATABASE app");
+    // (`SHOW MEASUREMENTS` of a missing database is an empty answer, not an
+    // error: nothing tells the proxy, only a resync can.)
+    for q in ["SELECT count(v) FROM /m.*/", "SHOW SERIES", "SELECT v FROM /m0.*/ WHERE time >= 0"] {
+        let want = reference.query_ok("app", q);
+        for round in 0..8 {
+            let (status, got) = proxy.query(q, "app");
+            assert_eq!(status, 200, "{q}: {got}");
+            assert_eq!(got, want, "{q} (round {round}): the proxy (left) differs from one influxd (right)");
+        }
+    }
+}
+
 scenarios!(native: Mode::Native, wasm: Mode::Wasm; [
     a_pinned_value_with_an_escaped_double_quote_reads_its_own_shard,
     a_tag_sharded_select_without_a_database_answers_database_name_required,
+    a_cover_backend_answering_an_error_is_replaced_not_ignored,
 ]);
