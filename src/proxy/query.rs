@@ -814,7 +814,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 })
                 .collect();
             for (backend, outcomes) in join_all(asks).await {
-                if outcomes.len() == statements.len() && outcomes.iter().all(Result::is_ok) {
+                // An `error` result counts as no answer: the merge would
+                // drop it and answer the other backends' keys as complete.
+                if outcomes.len() == statements.len() && !outcomes.iter().any(self::failed) {
                     answered.push((backend, outcomes));
                 } else {
                     failed.push((backend, outcomes));
