@@ -244,9 +244,10 @@ fn scan_quoted(text: &str, start: usize, quote: u8) -> Result<(String, usize), S
         if b == b'\\' && i + 1 < bytes.len() {
             let next = text[i + 1..].chars().next().unwrap_or('\\');
             match next {
+                // As influxql's `ScanString`, for strings and quoted
+                // identifiers alike: `\n`, `\\`, `\"` and `\'`.
                 'n' => out.push('\n'),
-                '\\' => out.push('\\'),
-                c if c as u32 == quote as u32 => out.push(c),
+                c @ ('\\' | '"' | '\'') => out.push(c),
                 c => {
                     out.push('\\');
                     out.push(c);
@@ -2011,6 +2012,7 @@ mod tests {
     fn pinned_values_of_where_clauses() {
         let p = |s: &str| pinned_values(s, "customer_id").unwrap();
         assert_eq!(p("SELECT v FROM m WHERE customer_id = 'a'"), Some(vec!["a".to_string()]));
+        assert_eq!(p(r#"SELECT v FROM m WHERE customer_id = 'a\"b\'c'"#), Some(vec![r#"a"b'c"#.to_string()]));
         assert_eq!(p("SELECT v FROM m WHERE 'a' = \"customer_id\""), Some(vec!["a".to_string()]));
         assert_eq!(
             p("SELECT v FROM m WHERE (customer_id = 'b' OR customer_id = 'a') AND time > now() - 1h"),

@@ -183,8 +183,8 @@ enum StopAt {
     /// set, whose failure is the statement's.
     Failure,
     /// At a statement without an answer: one of several replica sets, each
-    /// of which must answer (an `error` result of one set may be outweighed
-    /// by the others' answers).
+    /// of which must answer (an `error` result of one set is then the
+    /// statement's answer, see [`Proxy::read_batch`]).
     NoAnswer,
     /// Never: one of every healthy backend, where one answer is enough.
     Never,
@@ -444,7 +444,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// Runs a batch of read statements that share `reach` and combines the
     /// answers per statement. The outcomes are in statement order, one per
     /// statement, except that they end at a failed statement on a single
-    /// replica set (InfluxDB does not execute the statements after it).
+    /// replica set (InfluxDB does not execute the statements after it). An
+    /// `error` result from one of several sets or cover backends is the
+    /// statement's answer (the others' rows alone would look complete).
     async fn read_batch(
         &self,
         topo: &Topology,
@@ -512,9 +514,16 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                     None => return outcomes,
                 }
             }
+            // An `error` result of one of several sets or cover backends is
+            // the statement's answer: merged away, the others' rows would
+            // be answered as complete.
+            let errored = (!every_healthy && values.len() > 1)
+                .then(|| values.iter().position(StatementResult::has_error))
+                .flatten();
             let outcome = match first_error {
                 // Every set must answer, except that SHOW without FROM needs one backend.
                 Some(e) if !every_healthy || values.is_empty() => Err(e),
+                _ if errored.is_some() => Ok(values.swap_remove(errored.unwrap_or_default())),
                 _ => Ok(match merge {
                     Merge::One => values.into_iter().next().unwrap_or_default(),
                     // SHOW answers are parsed whole: their rows are sorted and united.
@@ -663,7 +672,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                         Route::Group(group) => match (m.database.as_deref().or(db), group.shard_tag()) {
                             _ if group.is_full_copy() => add_set(&mut sets, group.backends().to_vec()),
                             (Some(db), None) => add_set(&mut sets, group.replicas(db, &m.name, None)),
-                            (None, None) => add_set(&mut sets, group.backends().to_vec()),
+                            // No database: any backend answers InfluxDB's
+                            // "database name required".
+                            (None, _) => add_set(&mut sets, group.backends().to_vec()),
                             (_, Some(tag)) if select => {
                                 return Err(tag_sharded_select(
                                     &format!("measurement \"{}\"", m.name),
@@ -812,7 +823,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 })
                 .collect();
             for (backend, outcomes) in join_all(asks).await {
-                if outcomes.len() == statements.len() && outcomes.iter().all(Result::is_ok) {
+                // An `error` result counts as no answer: the merge would
+                // drop it and answer the other backends' keys as complete.
+                if outcomes.len() == statements.len() && !outcomes.iter().any(self::failed) {
                     answered.push((backend, outcomes));
                 } else {
                     failed.push((backend, outcomes));
