@@ -330,6 +330,20 @@ fn tag_sharded_points_are_on_their_owners_and_shows_and_selects_answer_as_one_in
         format!("SELECT count(v), sum(v), mean(v) FROM req WHERE {range} GROUP BY time(50s) fill(none)"),
         format!("SELECT count(v), max(v) FROM req WHERE {range} GROUP BY time(50s) fill(0)"),
         format!("SELECT mean(v) FROM req WHERE {range} GROUP BY time(40s), host fill(null)"),
+        // One customer per 10 s bucket (from T0 + 10 s on): selectors over
+        // bucket starts are exact there.
+        format!(
+            "SELECT min(v), spread(v), first(v), last(v) FROM req WHERE time >= {}s AND time < {}s \
+             GROUP BY time(10s)",
+            T0 + 10,
+            T0 + 200
+        ),
+        format!(
+            "SELECT first(v), last(v), count(v) FROM req WHERE time >= {}s AND time < {}s \
+             GROUP BY time(10s) fill(previous)",
+            T0 + 10,
+            T0 + 200
+        ),
         "SELECT * FROM req".to_string(),
         "SELECT * FROM req ORDER BY time DESC LIMIT 5 OFFSET 2".to_string(),
         "SELECT v, host FROM req WHERE customer = 'c3' OR customer = 'c7'".to_string(),
