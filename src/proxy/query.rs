@@ -636,6 +636,32 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                     match topo.router.route(&m.name).ok_or_else(|| no_route(&m.name))? {
                         Route::Set(set) => add_set(&mut sets, set.clone()),
                         Route::Group(group) => match (m.database.as_deref().or(db), group.shard_tag()) {
+                            // A key being moved: its old owners until verified.
+                            (Some(db), None) if moving(topo, group) => {
+                                let key = crate::rebalance::KeyId::new(db, &m.name, None);
+                                let set = match topo
+                                    .moves
+                                    .get(group.name())
+                                    .and_then(|mv| mv.rebalance.read_targets(&key))
+                                {
+                                    Some(names) => super::moves::indices_of(topo, &names),
+                                    None => group.replicas(db, &m.name, None),
+                                };
+                                add_set(&mut sets, set)
+                            }
+                            (_, Some(tag)) if select && moving(topo, group) => {
+                                return Err(tag_sharded_select(
+                                    &format!("measurement \"{}\"", m.name),
+                                    group.name(),
+                                    tag,
+                                ))
+                            }
+                            (_, Some(_)) if moving(topo, group) => {
+                                let pool = group_pool(topo, group);
+                                if !pools.contains(&pool) {
+                                    pools.push(pool);
+                                }
+                            }
                             _ if group.is_full_copy() => add_set(&mut sets, group.backends().to_vec()),
                             (Some(db), None) => add_set(&mut sets, group.replicas(db, &m.name, None)),
                             (None, None) => add_set(&mut sets, group.backends().to_vec()),
@@ -663,7 +689,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             for route in topo.router.destinations() {
                 match route {
                     Route::Set(set) => add_set(&mut sets, set.clone()),
-                    Route::Group(group) if group.is_full_copy() => {
+                    Route::Group(group) if group.is_full_copy() && !moving(topo, group) => {
                         add_set(&mut sets, group.backends().to_vec())
                     }
                     Route::Group(group) => {
@@ -674,7 +700,16 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                                 tag,
                             ));
                         }
-                        let pool = Pool { backends: group.backends().to_vec(), count: group.cover_size() };
+                        if select && topo.moves.get(group.name()).is_some_and(|mv| mv.refuses_cover_select())
+                        {
+                            return Err(ProxyError::BadRequest(format!(
+                                "a regex FROM over shard group \"{}\" cannot be answered exactly while its keys \
+                                 are being copied between backends that also hold other keys; name the \
+                                 measurements, or retry once the move is verified (/health)",
+                                group.name()
+                            )));
+                        }
+                        let pool = group_pool(topo, group);
                         if !pools.contains(&pool) {
                             pools.push(pool);
                         }
@@ -709,9 +744,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         for route in destinations {
             match route {
                 Route::Set(set) => sets.push(set.clone()),
-                Route::Group(group) => {
-                    pools.push(Pool { backends: group.backends().to_vec(), count: group.cover_size() })
-                }
+                Route::Group(group) => pools.push(group_pool(topo, group)),
             }
         }
         Reach::Cover { sets, pools }
@@ -728,7 +761,43 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         measurement: &str,
         db: Option<&str>,
     ) -> Result<Vec<usize>, ProxyError> {
-        Ok(match topo.router.route(measurement).ok_or_else(|| no_route(measurement))? {
+        let route = topo.router.route(measurement).ok_or_else(|| no_route(measurement))?;
+        if let Route::Group(group) = route {
+            if let Some(mv) = topo.moves.get(group.name()) {
+                let refuse = || {
+                    ProxyError::BadRequest(format!(
+                        "measurement \"{measurement}\" is being moved between backends (shard group \"{}\"): \
+                         DELETE, DROP SERIES and DROP MEASUREMENT are refused until its copy is done; retry later",
+                        group.name()
+                    ))
+                };
+                let mut targets: Vec<usize> = match (db, group.shard_tag()) {
+                    (Some(db), None) => {
+                        let key = crate::rebalance::KeyId::new(db, measurement, None);
+                        if !mv.rebalance.delete_allowed(&key) {
+                            return Err(refuse());
+                        }
+                        match mv.rebalance.write_targets(&key) {
+                            Some(names) => super::moves::indices_of(topo, &names),
+                            None => group.replicas(db, measurement, None),
+                        }
+                    }
+                    _ => {
+                        if !mv.rebalance.delete_allowed_measurement(db, measurement) {
+                            return Err(refuse());
+                        }
+                        let (old, _, _) = mv.rebalance.owner_summary();
+                        let mut all = group.backends().to_vec();
+                        all.extend(super::moves::indices_of(topo, &old.into_iter().collect::<Vec<_>>()));
+                        all
+                    }
+                };
+                targets.sort_unstable();
+                targets.dedup();
+                return Ok(targets);
+            }
+        }
+        Ok(match route {
             Route::Set(set) => set.clone(),
             Route::Group(group) => match (db, group.shard_tag()) {
                 (Some(db), None) => group.replicas(db, measurement, None),
@@ -950,6 +1019,21 @@ fn batch_results(body: &[u8], n: usize) -> Result<Vec<StatementResult>, String> 
 
 /// The 400 for a SELECT that would need the answers of several shards of a
 /// group sharded by `tag` merged: `what` is what the SELECT reads.
+/// Whether reads of `group` are still on the old owners of a move.
+fn moving(topo: &Topology, group: &crate::shard_group::ShardGroup) -> bool {
+    topo.moves.get(group.name()).is_some_and(|mv| mv.reads_moving())
+}
+
+/// The backends a read of the whole of `group` asks: a cover of the group,
+/// or while a move's keys are not verified a cover of the backends holding
+/// every key whole (`proxy/moves.rs`).
+fn group_pool(topo: &Topology, group: &crate::shard_group::ShardGroup) -> Pool {
+    if let Some((backends, count)) = topo.moves.get(group.name()).and_then(|mv| mv.read_pool(topo)) {
+        return Pool { backends, count };
+    }
+    Pool { backends: group.backends().to_vec(), count: group.cover_size() }
+}
+
 fn tag_sharded_select(what: &str, group: &str, tag: &str) -> ProxyError {
     ProxyError::BadRequest(format!(
         "SELECT from {what} sharded by tag \"{tag}\" (shard group \"{group}\"): tag-sharded fan-out queries are not supported yet"
