@@ -716,3 +716,24 @@ fn json_answer(value: &serde_json::Value) -> Result<Response, ProxyError> {
     bytes.push(b'\n');
     Ok(Response::json(200, bytes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_in_flight_hold_back_only_the_epochs_noted_after_they_started() {
+        let inflight = InFlight::default();
+        let first = inflight.start();
+        let noted = inflight.next_seq();
+        // A request that started before the epoch was noted is still in flight.
+        assert!(!inflight.done_before(noted));
+        let later = inflight.start();
+        drop(first);
+        // Only a request that started after it remains: the epoch is clear.
+        assert!(inflight.done_before(noted));
+        assert!(!inflight.done_before(inflight.next_seq()));
+        drop(later);
+        assert!(inflight.done_before(inflight.next_seq()));
+    }
+}
