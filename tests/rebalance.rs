@@ -374,8 +374,7 @@ fn topology_change_loses_nothing(mode: Mode, change: Change) {
         // last, so it is still copying now.
         let last_moving = (0..MEASUREMENTS)
             .map(measurement)
-            .filter(|m| owners(&before, m) != owners(&after, m))
-            .next_back()
+            .rfind(|m| owners(&before, m) != owners(&after, m))
             .expect("some key moves");
         std::thread::sleep(Duration::from_millis(500));
         let (status, v) = proxy.query(&format!("DELETE FROM {last_moving} WHERE time < 1000"), DB);
