@@ -523,7 +523,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 let p = mv.rebalance.progress();
                 let state = if p.keys_moving > 0 {
                     "moving"
-                } else if p.keys_cleaned == p.keys {
+                } else if p.keys > 0 && p.keys_cleaned == p.keys {
                     "cleaned"
                 } else {
                     "verified"
