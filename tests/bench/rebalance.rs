@@ -4,9 +4,9 @@
 //!
 //! Starts four `influxd` and the proxy (native) with shard group `main` =
 //! a, b, c (RF 2), writes `--points` points of history (20 measurements),
-//! then runs `--writers` closed-loop writer threads (each request: one point
-//! of every measurement, 5 times, i.e. 100 lines) for `--seconds` without a
-//! move (the baseline); then adds backend d (config edited, `POST /reload`)
+//! then runs `--writers` writer threads, each sending `--requests-per-s`
+//! requests per second (each request: one point of every measurement, 5
+//! times, i.e. 100 lines) for `--seconds` without a move (the baseline); then adds backend d (config edited, `POST /reload`)
 //! and runs the same load until `/health` says the move is verified.
 //! Prints, for both phases: requests, lines/s, p50 and p99 latency; and the
 //! move's points copied, duration and copy rate (points/s). The copy is
@@ -14,8 +14,13 @@
 //! config default).
 //!
 //! ```text
-//! cargo bench --bench rebalance [-- --points N] [--writers N] [--seconds S] [--rate N]
+//! cargo bench --bench rebalance [-- --points N] [--writers N] [--requests-per-s N] [--seconds S] [--rate N]
 //! ```
+//! A paced load, not a saturating one: every write to a new owner goes
+//! through its write queue while the move runs, and replay delivers one
+//! record per request, so a load above the new owner's replay rate grows its
+//! queue faster than it drains and the move cannot verify (it needs the
+//! queue empty) until the load drops.
 //! Panics, saying how to install it, when `influxd` is missing.
 
 #[allow(unused_imports)]
@@ -45,8 +50,10 @@ fn arg(name: &str, default: u64) -> u64 {
     default
 }
 
-/// Closed-loop writers until `stop`: latencies (µs) of acknowledged requests.
-fn load(url: &str, writers: u64, stop: Arc<AtomicBool>, seq: Arc<AtomicU64>) -> (Vec<u64>, u64) {
+/// Writers until `stop`, each sending `per_s` requests per second (paced:
+/// a fixed offered load, so that the two phases compare): latencies (µs) of
+/// acknowledged requests, and the failed requests.
+fn load(url: &str, writers: u64, per_s: u64, stop: Arc<AtomicBool>, seq: Arc<AtomicU64>) -> (Vec<u64>, u64) {
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let failures = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = (0..writers)
@@ -56,7 +63,13 @@ fn load(url: &str, writers: u64, stop: Arc<AtomicBool>, seq: Arc<AtomicU64>) -> 
             std::thread::spawn(move || {
                 let path = format!("{url}/write?{}", form(&[("db", DB), ("precision", "s")]));
                 let mut mine = Vec::new();
+                let period = Duration::from_micros(1_000_000 / per_s.max(1));
+                let mut next = Instant::now();
                 while !stop.load(Ordering::SeqCst) {
+                    next += period;
+                    if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
                     let n = seq.fetch_add(5, Ordering::SeqCst);
                     let mut body = String::new();
                     for k in 0..5 {
@@ -114,6 +127,7 @@ fn main() {
     let writers = arg("--writers", 2);
     let seconds = arg("--seconds", 5);
     let rate = arg("--rate", 50_000);
+    let per_s = arg("--requests-per-s", 100);
     let servers = Influxd::start_many(&["a", "b", "c", "d"]);
     let mut config = Proxy::config(&servers[..3].iter().collect::<Vec<_>>());
     config["shard_groups"] = json!({ "main": { "backends": ["a", "b", "c"], "replication_factor": 2 } });
@@ -135,7 +149,8 @@ fn main() {
         j += 250;
     }
     println!(
-        "rebalance benchmark: {} points of history in {MEASUREMENTS} measurements, {writers} writers, rate limit {rate} points/s",
+        "rebalance benchmark: {} points of history in {MEASUREMENTS} measurements, {writers} writers x {per_s} \
+         requests/s x 100 lines, copy rate limit {rate} points/s",
         per * MEASUREMENTS as u64
     );
     let seq = Arc::new(AtomicU64::new(0));
@@ -145,7 +160,7 @@ fn main() {
     let started = Instant::now();
     let handle = {
         let (url, stop, seq) = (proxy.url(), stop.clone(), seq.clone());
-        std::thread::spawn(move || load(&url, writers, stop, seq))
+        std::thread::spawn(move || load(&url, writers, per_s, stop, seq))
     };
     std::thread::sleep(Duration::from_secs(seconds));
     stop.store(true, Ordering::SeqCst);
@@ -165,7 +180,7 @@ fn main() {
     let stop = Arc::new(AtomicBool::new(false));
     let handle = {
         let (url, stop, seq) = (proxy.url(), stop.clone(), seq.clone());
-        std::thread::spawn(move || load(&url, writers, stop, seq))
+        std::thread::spawn(move || load(&url, writers, per_s, stop, seq))
     };
     let mv = loop {
         let h = proxy.health();
