@@ -477,6 +477,78 @@ fn refusals(mode: Mode) {
     assert_eq!(r.status, 400, "resync of an unknown backend: {r:?}");
 }
 
+/// The owners (names, sorted) of `(DB, m, tag value)` in a tag-sharded
+/// group of `group` with RF 2.
+fn tag_owners(group: &[&str], m: &str, value: &str) -> Vec<String> {
+    let key = ShardKey { db: DB, measurement: m, tag_value: Some(value) };
+    let mut names: Vec<String> = place(group, 2, &key).into_iter().map(|i| group[i].to_string()).collect();
+    names.sort_unstable();
+    names
+}
+
+/// Points of `req` on `server` with `customer` = `value` ('' = without it).
+fn tag_count(server: &Influxd, value: &str) -> u64 {
+    count_of(&server.query_ok(DB, &format!("SELECT count(v) FROM req WHERE customer = '{value}'")))
+}
+
+/// A group sharded by tag `customer`: keys `(db, req, value)` are found with
+/// `SHOW TAG VALUES` (and the points without the tag as the empty value),
+/// moved to a fourth backend, and after cleanup each is on exactly its new
+/// owners.
+fn tag_sharded_keys_move_too(mode: Mode) {
+    let servers = Influxd::start_many(&["a", "b", "c", "d"]);
+    let mut config = Proxy::config(&servers[..3].iter().collect::<Vec<_>>());
+    config["shard_groups"] = json!({ "tenants": { "backends": ["a", "b", "c"], "replication_factor": 2, "shard_tag": "customer" } });
+    config["keymaps"] = json!({ "_default_": "tenants" });
+    config["rebalance_single_writer"] = json!(true);
+    let proxy = Proxy::start(mode, config);
+    proxy.query_ok(&format!("CREATE DATABASE {DB}"), "");
+    let values: Vec<String> = (0..12).map(|i| format!("c{i}")).chain([String::new()]).collect();
+    let mut body = String::new();
+    for j in 0..40u64 {
+        for v in &values {
+            let tag = if v.is_empty() { String::new() } else { format!(",customer={v}") };
+            body.push_str(&format!("req{tag} v={j}i {}\n", T0 + j));
+        }
+    }
+    proxy.write_ok(DB, &body);
+    let d_url = servers[3].url();
+    edit_config(&proxy, |c| {
+        c["backends"]["d"] = json!({ "url": d_url });
+        c["shard_groups"]["tenants"]["backends"] = json!(["a", "b", "c", "d"]);
+    });
+    let r = proxy.request("POST", "/reload", &[], None);
+    assert_eq!(r.status, 200, "POST /reload: {r:?}");
+    wait_until(MOVE_PATIENCE, "the move verified", || {
+        let h = proxy.health();
+        match move_of(&h, "tenants") {
+            Some(mv) if mv["keys_moving"] == 0 && mv["keys"].as_u64().unwrap_or(0) > 0 => Ok(()),
+            _ => Err(format!("{}", h["rebalance"])),
+        }
+    });
+    let r = proxy.request("POST", "/cleanup?group=tenants", &[], None);
+    assert_eq!(r.status, 200, "POST /cleanup: {r:?}");
+    wait_until(MOVE_PATIENCE, "the old copies deleted", || {
+        let h = proxy.health();
+        match move_of(&h, "tenants") {
+            Some(mv) if mv["state"] == "cleaned" => Ok(()),
+            _ => Err(format!("{}", h["rebalance"])),
+        }
+    });
+    wait_queues_empty(&proxy);
+    let group = ["a", "b", "c", "d"];
+    for v in &values {
+        let owners = tag_owners(&group, "req", v);
+        for s in &servers {
+            let want = if owners.iter().any(|o| o == s.name()) { 40 } else { 0 };
+            assert_eq!(tag_count(s, v), want, "(req, customer={v:?}) on {} (owners {owners:?})", s.name());
+        }
+    }
+    // SHOW through the proxy still sees every value.
+    let v = proxy.query_ok("SHOW TAG VALUES FROM req WITH KEY = customer", DB);
+    assert_eq!(column(&v, "value").len(), 12, "{v}");
+}
+
 macro_rules! scenarios {
     ($($mode:ident: $modname:ident),*) => {$(
         mod $modname {
@@ -496,6 +568,10 @@ macro_rules! scenarios {
             #[test]
             fn a_backend_removed_from_the_group_leaves_its_keys_on_the_others() {
                 topology_change_loses_nothing(Mode::$mode, Change::Remove);
+            }
+            #[test]
+            fn a_tag_sharded_groups_keys_move_to_a_new_backend() {
+                tag_sharded_keys_move_too(Mode::$mode);
             }
             #[test]
             fn cleanup_resync_and_a_move_without_single_writer_are_refused_saying_why() {
