@@ -283,9 +283,15 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             "/resync" => "resync",
             _ => "other",
         };
-        // In flight until answered: a move waits for requests routed before
-        // its routing changed (`proxy/moves.rs`).
-        let _in_flight = self.inflight.start();
+        // Writes and queries: wait while a reload lists the keys of a move it
+        // starts, then in flight until answered (a move waits for requests
+        // routed before its routing changed; `proxy/moves.rs`).
+        let _in_flight = if matches!(endpoint, "write" | "api_v2_write" | "query") {
+            self.inflight.unfrozen().await;
+            Some(self.inflight.start())
+        } else {
+            None
+        };
         // The request's snapshot: a reload while it runs does not change
         // its routes, filters or limits.
         let topology = self.topology();

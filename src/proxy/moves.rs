@@ -45,8 +45,16 @@
 //!
 //! The keys to move are discovered (`SHOW DATABASES`, `SHOW MEASUREMENTS`,
 //! `SHOW TAG VALUES`) on every backend of the group before the new topology
-//! is installed; a key whose first point is written between that discovery
-//! and the installation lands on its old owners only and is not moved.
+//! is installed. A key first written between the discovery and the
+//! installation would land on its old owners only and not be moved, so a
+//! reload that starts a move *freezes* the proxy's writes and queries
+//! ([`InFlight::freeze`]): new ones wait before taking their topology, the
+//! ones already running are let finish, then the keys are listed, the move
+//! started and the new topology installed, and the waiting requests go on
+//! with it. Writes and queries therefore pause for the time of the listing
+//! (a few queries per database and backend). `POST /resync` needs no freeze:
+//! the placement does not change, a key first written meanwhile is placed on
+//! all its owners, the resynced backend included.
 
 use super::{Proxy, Topology};
 use crate::error::ProxyError;
@@ -154,11 +162,19 @@ pub(super) fn indices_of(topo: &Topology, names: &[String]) -> ReplicaSet {
     set
 }
 
-/// Requests in flight, by sequence number ([`Proxy::request_started`]).
+/// Write and query requests in flight, by sequence number, and the freeze
+/// a reload that starts a move holds while it lists the keys.
 #[derive(Default)]
 pub(super) struct InFlight {
     next_seq: Cell<u64>,
     live: RefCell<BTreeMap<u64, usize>>,
+    /// Woken whenever a request ends (a reload waiting for older ones).
+    ended: RefCell<Vec<std::task::Waker>>,
+    /// While true, new write and query requests wait before they take
+    /// their topology ([`InFlight::unfrozen`]).
+    frozen: Cell<bool>,
+    /// Requests waiting for the freeze to end.
+    thawed: RefCell<Vec<std::task::Waker>>,
 }
 
 /// Ends a request's time in flight when dropped.
@@ -169,12 +185,29 @@ pub(super) struct InFlightGuard<'a> {
 
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
-        let mut live = self.inflight.live.borrow_mut();
-        if let Some(n) = live.get_mut(&self.seq) {
-            *n -= 1;
-            if *n == 0 {
-                live.remove(&self.seq);
+        {
+            let mut live = self.inflight.live.borrow_mut();
+            if let Some(n) = live.get_mut(&self.seq) {
+                *n -= 1;
+                if *n == 0 {
+                    live.remove(&self.seq);
+                }
             }
+        }
+        for waker in self.inflight.ended.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+}
+
+/// Ends a freeze when dropped (also when the reload fails or is dropped).
+pub(super) struct FreezeGuard<'a>(&'a InFlight);
+
+impl Drop for FreezeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.frozen.set(false);
+        for waker in self.0.thawed.borrow_mut().drain(..) {
+            waker.wake();
         }
     }
 }
@@ -193,6 +226,39 @@ impl InFlight {
 
     pub(super) fn next_seq(&self) -> u64 {
         self.next_seq.get()
+    }
+
+    /// Completes once no freeze is held (at once when none is).
+    pub(super) async fn unfrozen(&self) {
+        std::future::poll_fn(|cx| {
+            if self.frozen.get() {
+                self.thawed.borrow_mut().push(cx.waker().clone());
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+        .await
+    }
+
+    /// Freezes new requests and completes once every request that started
+    /// before is done: from then on no request routes with the old
+    /// topology and none has begun with it, so keys listed now are every
+    /// key written so far.
+    pub(super) async fn freeze(&self) -> FreezeGuard<'_> {
+        self.frozen.set(true);
+        let guard = FreezeGuard(self);
+        let seq = self.next_seq.get();
+        std::future::poll_fn(|cx| {
+            if self.done_before(seq) {
+                std::task::Poll::Ready(())
+            } else {
+                self.ended.borrow_mut().push(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+        guard
     }
 
     /// True when no request with a sequence number below `seq` is in flight.
@@ -333,7 +399,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         new: &crate::config::Config,
         router: &crate::route::Router,
         new_addrs: &[BackendAddr],
-    ) -> Result<(BTreeMap<String, Rc<GroupMove>>, Vec<String>), String> {
+    ) -> Result<(BTreeMap<String, Rc<GroupMove>>, Vec<String>, Option<FreezeGuard<'_>>), String> {
         use crate::route::Keymap;
         let mut moves = BTreeMap::new();
         let mut changes = Vec::new();
@@ -365,6 +431,10 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             }
             starts.push((name.clone(), before.clone(), after.clone()));
         }
+        // Writes and queries wait while the keys are listed and the move is
+        // installed, so that no key is first written in between (it would
+        // land on its old owners only and not be moved).
+        let freeze = if starts.is_empty() { None } else { Some(self.inflight.freeze().await) };
         for (name, before, after) in starts {
             // Every backend that may hold a key: old and new members.
             let mut members: BTreeSet<String> = before.backends.iter().cloned().collect();
@@ -405,7 +475,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 Rc::new(GroupMove::new(&name, rebalance, pool, self.inflight.next_seq())),
             );
         }
-        Ok((moves, changes))
+        Ok((moves, changes, freeze))
     }
 
     /// Saves the read pool of a move about to start (before its state).
@@ -735,5 +805,21 @@ mod tests {
         assert!(!inflight.done_before(inflight.next_seq()));
         drop(later);
         assert!(inflight.done_before(inflight.next_seq()));
+    }
+
+    #[test]
+    fn a_freeze_lets_running_requests_finish_and_holds_new_ones_until_it_ends() {
+        use futures_lite::future::{block_on, poll_once};
+        let inflight = InFlight::default();
+        let running = inflight.start();
+        let mut freeze = Box::pin(inflight.freeze());
+        assert!(block_on(poll_once(&mut freeze)).is_none(), "waits for the running request");
+        let mut newcomer = Box::pin(inflight.unfrozen());
+        assert!(block_on(poll_once(&mut newcomer)).is_none(), "a new request waits");
+        drop(running);
+        let guard = block_on(poll_once(&mut freeze)).expect("the running request ended");
+        assert!(block_on(poll_once(&mut newcomer)).is_none(), "still frozen");
+        drop(guard);
+        assert!(block_on(poll_once(&mut newcomer)).is_some(), "the freeze ended");
     }
 }

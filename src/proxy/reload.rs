@@ -424,7 +424,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let filter = StatementFilter::new(&new.forbidden_statements, &new.allowed_statements)?;
         let new_addrs = new.backend_addrs().map_err(|e| e.to_string())?;
         // Last: a move started here is durable (a restart resumes it).
-        let (moves, move_changes) = self.moves_for_reload(&old, &new, &router, &new_addrs).await?;
+        let (moves, move_changes, _freeze) = self.moves_for_reload(&old, &new, &router, &new_addrs).await?;
         changes.extend(move_changes);
         changes.extend(setting_changes(&old.config, &new));
         if changes.is_empty() {
