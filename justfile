@@ -66,6 +66,7 @@ wasm:
 bench: wasm
     INFLUX_PROXY_WASM="$PWD/wasm/target/wasm32-wasip2/release/influx-proxy.wasm" cargo bench --bench write
     cargo bench --bench query
+    cargo bench --bench rebalance
 
 # Validate a config and print its routes.
 check config="config/proxy.json":

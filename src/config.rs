@@ -128,6 +128,20 @@ pub struct Config {
     /// Default 64.
     #[serde(default = "defaults::pool_max_open")]
     pub pool_max_open: usize,
+    /// The operator states that this proxy is the only one writing to the
+    /// shard groups' backends. A reload that changes a shard group's
+    /// placement (a backend added or removed, the replication factor) moves
+    /// the keys live (`crate::rebalance`), and a move refuses to start or
+    /// resume without it (see README "Moving shard keys"). Default false.
+    #[serde(default)]
+    pub rebalance_single_writer: bool,
+    /// Copy rate limit of a move, points per second per shard group (0: no
+    /// limit). Default 50,000.
+    #[serde(default = "defaults::rebalance_points_per_s")]
+    pub rebalance_points_per_s: u64,
+    /// Target points per copied chunk of a move. Default 10,000.
+    #[serde(default = "defaults::rebalance_points_per_chunk")]
+    pub rebalance_points_per_chunk: u64,
 }
 
 /// One backend.
@@ -236,6 +250,12 @@ mod defaults {
     }
     pub fn pool_max_open() -> usize {
         64
+    }
+    pub fn rebalance_points_per_s() -> u64 {
+        50_000
+    }
+    pub fn rebalance_points_per_chunk() -> u64 {
+        10_000
     }
 }
 
@@ -512,6 +532,7 @@ impl Config {
             ("replay_backoff_min_ms", self.replay_backoff_min_ms),
             ("replay_backoff_max_ms", self.replay_backoff_max_ms),
             ("pool_max_open", self.pool_max_open as u64),
+            ("rebalance_points_per_chunk", self.rebalance_points_per_chunk),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -886,6 +907,7 @@ mod tests {
             "replay_backoff_min_ms",
             "replay_backoff_max_ms",
             "pool_max_open",
+            "rebalance_points_per_chunk",
         ] {
             assert_eq!(error(&with(key, "0")), format!("proxy.json: $.{key}: must be at least 1"));
         }

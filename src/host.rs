@@ -231,11 +231,62 @@ where
     H: Host,
     F: FnMut(usize, LoopKind),
 {
-    while !host.stopping() {
-        for (backend, kind) in proxy.claim_loops() {
-            spawn(backend, kind);
+    let starter = async {
+        while !host.stopping() {
+            for (backend, kind) in proxy.claim_loops() {
+                spawn(backend, kind);
+            }
+            proxy.loops_wanted().or(host.sleep(LOOP_STARTER_POLL_MS)).await;
         }
-        proxy.loops_wanted().or(host.sleep(LOOP_STARTER_POLL_MS)).await;
+    };
+    futures_lite::future::zip(starter, run_moves(host, proxy)).await;
+}
+
+/// The longest the move loop sleeps between two looks at the moves, in ms
+/// (a move started by a reload or `/resync` is stepped within this).
+pub const MOVE_POLL_MS: u64 = 200;
+
+/// The move loop ([`run_backend_loops`] runs it next to the loop starter):
+/// steps the shard groups' moves ([`Proxy::step_moves`], each group at the
+/// time its last step asked for: its rate limit, backoff or wait), sleeping
+/// in between, until the host stops; then saves their progress
+/// ([`Proxy::flush_moves`]). Supervised like the backends' loops: if it
+/// returns early or panics it is restarted after a backoff, recorded with
+/// [`Proxy::record_move_loop_restart`] (`/health` `move_loop_restarts`). A
+/// step dropped by a panic is redone from the durable state (harmless, see
+/// `crate::rebalance`).
+pub async fn run_moves<T: Transport, S: Storage, H: Host>(host: &H, proxy: &Proxy<T, S>) {
+    let mut backoff_ms = RESTART_BACKOFF_MIN_MS;
+    while !host.stopping() {
+        let started_us = host.monotonic_us();
+        let outcome = AssertUnwindSafe(move_loop(host, proxy)).catch_unwind().await;
+        if host.stopping() {
+            break;
+        }
+        let reason = match outcome {
+            Ok(()) => "after it ended".to_string(),
+            Err(payload) => format!("after panic: {}", panic_message(payload.as_ref())),
+        };
+        proxy.record_move_loop_restart(&reason);
+        if host.monotonic_us().saturating_sub(started_us) >= RESTART_RESET_AFTER_MS * 1000 {
+            backoff_ms = RESTART_BACKOFF_MIN_MS;
+        }
+        host.sleep(backoff_ms).await;
+        backoff_ms = backoff_ms.saturating_mul(2).min(RESTART_BACKOFF_MAX_MS);
+    }
+    proxy.flush_moves().await;
+}
+
+/// The move loop, unsupervised.
+async fn move_loop<T: Transport, S: Storage, H: Host>(host: &H, proxy: &Proxy<T, S>) {
+    while !host.stopping() {
+        let next = proxy.step_moves(host.now_ms()).await;
+        let wait = next.saturating_sub(host.now_ms()).min(MOVE_POLL_MS);
+        if wait == 0 {
+            futures_lite::future::yield_now().await;
+        } else {
+            host.sleep(wait).await;
+        }
     }
 }
 

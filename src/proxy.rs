@@ -15,6 +15,7 @@
 //! and swapped by a live reload (`proxy/reload.rs`: [`Proxy::reload`], `POST
 //! /reload`).
 
+mod moves;
 mod query;
 mod reload;
 mod replica;
@@ -82,6 +83,11 @@ pub struct Proxy<T, S> {
     /// Last default timestamp given at ns / µs precision (see `write.rs`).
     last_default_ns: Cell<u128>,
     last_default_us: Cell<u128>,
+    /// Requests in flight, for the moves' `requests_done_before`.
+    inflight: moves::InFlight,
+    /// Restarts of the host's move loop and the last one's reason.
+    move_loop_restarts: Cell<u64>,
+    last_move_loop_error: RefCell<Option<String>>,
 }
 
 /// Per-backend state.
@@ -174,7 +180,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         // Backends removed by a reload before a restart whose queues still
         // hold acknowledged writes: leaving again.
         let leaving = reload::open_leaving(&config, &storage).await?;
-        let topology = Topology::first(config, states, leaving)?;
+        let moves = Self::open_moves(&storage, &config).await?;
+        let mut topology = Topology::first(config, states, leaving)?;
+        topology.moves = moves;
         let metrics = Metrics::new();
         Ok(Proxy {
             topology: RefCell::new(Rc::new(topology)),
@@ -190,6 +198,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             clock: None,
             last_default_ns: Cell::new(0),
             last_default_us: Cell::new(0),
+            inflight: moves::InFlight::default(),
+            move_loop_restarts: Cell::new(0),
+            last_move_loop_error: RefCell::new(None),
         })
     }
 
@@ -275,7 +286,18 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             "/metrics" => "metrics",
             "/reload" => "reload",
             "/replica" => "replica",
+            "/cleanup" => "cleanup",
+            "/resync" => "resync",
             _ => "other",
+        };
+        // Writes and queries: wait while a reload lists the keys of a move it
+        // starts, then in flight until answered (a move waits for requests
+        // routed before its routing changed; `proxy/moves.rs`).
+        let _in_flight = if matches!(endpoint, "write" | "api_v2_write" | "query") {
+            self.inflight.unfrozen().await;
+            Some(self.inflight.start())
+        } else {
+            None
         };
         // The request's snapshot: a reload while it runs does not change
         // its routes, filters or limits.
@@ -289,6 +311,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             "metrics" => self.metrics(&request, now_ms),
             "reload" => self.reload_endpoint(&request, now_ms).await,
             "replica" => self.replica(&request),
+            "cleanup" => self.cleanup_endpoint(&request).await,
+            "resync" => self.resync_endpoint(&request).await,
             _ => Err(ProxyError::NotFound(format!("404 page not found: {}", request.path))),
         };
         let mut response = result.unwrap_or_else(|e| e.to_response());
@@ -741,6 +765,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             "config_generation": topo.generation,
             "last_reload": last_reload,
             "backends": backends,
+            "rebalance": self.moves_health(),
+            "move_loop_restarts": self.move_loop_restarts.get(),
+            "move_loop_last_error": self.last_move_loop_error.borrow().clone(),
         });
         let mut bytes = serde_json::to_vec_pretty(&body).map_err(|e| ProxyError::Internal(e.to_string()))?;
         bytes.push(b'\n');
@@ -774,7 +801,14 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             .map(|(i, (addr, s))| (addr.name.as_str(), self.backend_gauges(i, s, now_ms)))
             .collect();
         self.metrics.config_generation(topo.generation);
-        let text = self.metrics.render(&gauges);
+        let mut text = self.metrics.render(&gauges);
+        let moves = self.moves_metrics();
+        if !moves.is_empty() {
+            match text.rfind("# EOF") {
+                Some(at) => text.insert_str(at, &moves),
+                None => text.push_str(&moves),
+            }
+        }
         Ok(Response {
             status: 200,
             headers: vec![(

@@ -240,6 +240,9 @@ async fn serve_proxy(
                 Timer::after(Duration::from_secs(5)).await;
             })
             .await;
+        // The moves' progress not yet saved (the move loop was dropped with
+        // the loop starter).
+        proxy.flush_moves().await;
     };
     graceful
         .or(async {

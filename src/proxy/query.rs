@@ -670,6 +670,32 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                     match topo.router.route(&m.name).ok_or_else(|| no_route(&m.name))? {
                         Route::Set(set) => add_set(&mut sets, set.clone()),
                         Route::Group(group) => match (m.database.as_deref().or(db), group.shard_tag()) {
+                            // A key being moved: its old owners until verified.
+                            (Some(db), None) if moving(topo, group) => {
+                                let key = crate::rebalance::KeyId::new(db, &m.name, None);
+                                let set = match topo
+                                    .moves
+                                    .get(group.name())
+                                    .and_then(|mv| mv.rebalance.read_targets(&key))
+                                {
+                                    Some(names) => super::moves::indices_of(topo, &names),
+                                    None => group.replicas(db, &m.name, None),
+                                };
+                                add_set(&mut sets, set)
+                            }
+                            (_, Some(tag)) if select && moving(topo, group) => {
+                                return Err(tag_sharded_select(
+                                    &format!("measurement \"{}\"", m.name),
+                                    group.name(),
+                                    tag,
+                                ))
+                            }
+                            (_, Some(_)) if moving(topo, group) => {
+                                let pool = group_pool(topo, group);
+                                if !pools.contains(&pool) {
+                                    pools.push(pool);
+                                }
+                            }
                             _ if group.is_full_copy() => add_set(&mut sets, group.backends().to_vec()),
                             (Some(db), None) => add_set(&mut sets, group.replicas(db, &m.name, None)),
                             // No database: any backend answers InfluxDB's
@@ -699,7 +725,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             for route in topo.router.destinations() {
                 match route {
                     Route::Set(set) => add_set(&mut sets, set.clone()),
-                    Route::Group(group) if group.is_full_copy() => {
+                    Route::Group(group) if group.is_full_copy() && !moving(topo, group) => {
                         add_set(&mut sets, group.backends().to_vec())
                     }
                     Route::Group(group) => {
@@ -710,7 +736,16 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                                 tag,
                             ));
                         }
-                        let pool = Pool { backends: group.backends().to_vec(), count: group.cover_size() };
+                        if select && topo.moves.get(group.name()).is_some_and(|mv| mv.refuses_cover_select())
+                        {
+                            return Err(ProxyError::BadRequest(format!(
+                                "a regex FROM over shard group \"{}\" cannot be answered exactly while its keys \
+                                 are being copied between backends that also hold other keys; name the \
+                                 measurements, or retry once the move is verified (/health)",
+                                group.name()
+                            )));
+                        }
+                        let pool = group_pool(topo, group);
                         if !pools.contains(&pool) {
                             pools.push(pool);
                         }
@@ -745,9 +780,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         for route in destinations {
             match route {
                 Route::Set(set) => sets.push(set.clone()),
-                Route::Group(group) => {
-                    pools.push(Pool { backends: group.backends().to_vec(), count: group.cover_size() })
-                }
+                Route::Group(group) => pools.push(group_pool(topo, group)),
             }
         }
         Reach::Cover { sets, pools }
@@ -764,7 +797,43 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         measurement: &str,
         db: Option<&str>,
     ) -> Result<Vec<usize>, ProxyError> {
-        Ok(match topo.router.route(measurement).ok_or_else(|| no_route(measurement))? {
+        let route = topo.router.route(measurement).ok_or_else(|| no_route(measurement))?;
+        if let Route::Group(group) = route {
+            if let Some(mv) = topo.moves.get(group.name()) {
+                let refuse = || {
+                    ProxyError::BadRequest(format!(
+                        "measurement \"{measurement}\" is being moved between backends (shard group \"{}\"): \
+                         DELETE, DROP SERIES and DROP MEASUREMENT are refused until its copy is done; retry later",
+                        group.name()
+                    ))
+                };
+                let mut targets: Vec<usize> = match (db, group.shard_tag()) {
+                    (Some(db), None) => {
+                        let key = crate::rebalance::KeyId::new(db, measurement, None);
+                        if !mv.rebalance.delete_allowed(&key) {
+                            return Err(refuse());
+                        }
+                        match mv.rebalance.write_targets(&key) {
+                            Some(names) => super::moves::indices_of(topo, &names),
+                            None => group.replicas(db, measurement, None),
+                        }
+                    }
+                    _ => {
+                        if !mv.rebalance.delete_allowed_measurement(db, measurement) {
+                            return Err(refuse());
+                        }
+                        let (old, _, _) = mv.rebalance.owner_summary();
+                        let mut all = group.backends().to_vec();
+                        all.extend(super::moves::indices_of(topo, &old.into_iter().collect::<Vec<_>>()));
+                        all
+                    }
+                };
+                targets.sort_unstable();
+                targets.dedup();
+                return Ok(targets);
+            }
+        }
+        Ok(match route {
             Route::Set(set) => set.clone(),
             Route::Group(group) => match (db, group.shard_tag()) {
                 (Some(db), None) => group.replicas(db, measurement, None),
@@ -865,7 +934,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         if let Some(values) = pinned {
             let mut common: Option<ReplicaSet> = None;
             for value in &values {
-                let replicas = group.replicas(db, measurement, Some(value));
+                let replicas = read_replicas(topo, group, db, measurement, Some(value));
                 common = Some(match common {
                     None => replicas,
                     Some(c) => c.into_iter().filter(|b| replicas.contains(b)).collect(),
@@ -882,7 +951,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let query = shard_query::plan(text, tag).map_err(ProxyError::BadRequest)?;
         Ok(Action::Sharded(Box::new(Sharded {
             query,
-            pool: Pool { backends: group.backends().to_vec(), count: group.cover_size() },
+            pool: group_pool(topo, group),
             group: index,
             db: db.to_string(),
             measurement: measurement.to_string(),
@@ -929,8 +998,12 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let Some(group) = topo.router.groups().get(sharded.group) else {
             return Err(ProxyError::Internal("no such shard group".into()));
         };
+        // Each value's series from the first asked backend that holds the
+        // key whole: its replicas, or its old owners while a move has not
+        // verified it.
         let owner = |value: &str| {
-            group.owner_among(&group.key(&sharded.db, &sharded.measurement, Some(value)), &asked)
+            let holders = read_replicas(topo, group, &sharded.db, &sharded.measurement, Some(value));
+            asked.iter().copied().find(|b| holders.contains(b))
         };
         sharded.query.merge(answers, &owner, epoch.as_deref()).map_err(ProxyError::BadRequest)
     }
@@ -1102,6 +1175,40 @@ fn batch_results(body: &[u8], n: usize) -> Result<Vec<StatementResult>, String> 
         executed.push(result);
     }
     Ok(executed)
+}
+
+/// Whether reads of `group` are still on the old owners of a move.
+fn moving(topo: &Topology, group: &crate::shard_group::ShardGroup) -> bool {
+    topo.moves.get(group.name()).is_some_and(|mv| mv.reads_moving())
+}
+
+/// The backends a read of the whole of `group` asks: a cover of the group,
+/// or while a move's keys are not verified a cover of the backends holding
+/// every key whole (`proxy/moves.rs`).
+fn group_pool(topo: &Topology, group: &crate::shard_group::ShardGroup) -> Pool {
+    if let Some((backends, count)) = topo.moves.get(group.name()).and_then(|mv| mv.read_pool(topo)) {
+        return Pool { backends, count };
+    }
+    Pool { backends: group.backends().to_vec(), count: group.cover_size() }
+}
+
+/// The backends that hold shard key `(db, measurement[, tag value])` of
+/// `group` whole for a read: its old owners while a move of the group has
+/// not verified it (`proxy/moves.rs`), else its replicas.
+fn read_replicas(
+    topo: &Topology,
+    group: &crate::shard_group::ShardGroup,
+    db: &str,
+    measurement: &str,
+    tag_value: Option<&str>,
+) -> ReplicaSet {
+    if moving(topo, group) {
+        let key = crate::rebalance::KeyId::new(db, measurement, tag_value);
+        if let Some(names) = topo.moves.get(group.name()).and_then(|mv| mv.rebalance.read_targets(&key)) {
+            return super::moves::indices_of(topo, &names);
+        }
+    }
+    group.replicas(db, measurement, tag_value)
 }
 
 /// A read of exactly one measurement of a group sharded by a tag (not a

@@ -61,6 +61,7 @@
 //! A reload that changes nothing is reported as applied with no changes and
 //! leaves the generation as it is.
 
+use super::moves::GroupMove;
 use super::{BackendState, Proxy};
 use crate::config::Config;
 use crate::host::LoopKind;
@@ -69,6 +70,7 @@ use crate::statement::StatementFilter;
 use crate::storage::Storage;
 use crate::transport::{BackendAddr, Transport};
 use crate::write_queue::WriteQueue;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 /// The configuration in force and everything derived from it: one snapshot,
@@ -89,6 +91,9 @@ pub struct Topology {
     /// Routes over [`Topology::names`].
     pub(super) router: Router,
     pub(super) filter: StatementFilter,
+    /// The moves of shard groups this topology's placement is moving to, by
+    /// group name (`proxy/moves.rs`).
+    pub(super) moves: BTreeMap<String, Rc<GroupMove>>,
 }
 
 impl Topology {
@@ -151,7 +156,16 @@ impl Topology {
         let names: Vec<String> = backends.iter().map(|b| b.name.clone()).collect();
         let router = config.router_over(&names).map_err(|e| e.to_string())?;
         let filter = StatementFilter::new(&config.forbidden_statements, &config.allowed_statements)?;
-        Ok(Topology { generation: 1, config, backends, states, active, router, filter })
+        Ok(Topology {
+            generation: 1,
+            config,
+            backends,
+            states,
+            active,
+            router,
+            filter,
+            moves: BTreeMap::new(),
+        })
     }
 
     /// The leaving backends (removed, not yet left) by name, with their URLs.
@@ -273,17 +287,15 @@ fn restart_only(old: &Config, new: &Config) -> Option<String> {
 }
 
 /// Refuses a reload that would move data of a shard group between backends
-/// (one-line reason naming the key), as long as the rebalance
-/// (`crate::rebalance`) is not driven by the reload: placement is a function
-/// of the group's backends and replication factor (`crate::placement`), so
-/// changing them, or the shard tag, or pointing an existing keymap at or away
-/// from a group, would make the proxy read keys where their data is not.
-/// Refused: a group used by a keymap whose `backends` (as a set),
-/// `replication_factor` or `shard_tag` changed, or that was removed; an
-/// existing keymap whose value changed to or from a group. Applied live:
-/// new groups, new keymaps, changes of groups no keymap uses, and explicit
-/// keymaps (a changed explicit replica set is not backfilled, see the module
-/// doc).
+/// in a way the rebalance (`crate::rebalance`, `proxy/moves.rs`) does not do
+/// (one-line reason naming the key): changing the shard tag of a group in
+/// use (it changes what a key is), removing a group in use, or pointing an
+/// existing keymap at or away from a group. A group in use whose `backends`
+/// or `replication_factor` changed is not refused here: the reload starts a
+/// move of its keys ([`Proxy::reload`]), which needs
+/// `rebalance_single_writer`. Applied live: new groups, new keymaps, changes
+/// of groups no keymap uses, and explicit keymaps (a changed explicit replica
+/// set is not backfilled, see the module doc).
 pub fn moves_data(old: &Config, new: &Config) -> Option<String> {
     use crate::route::Keymap;
     let used = |config: &Config, group: &str| {
@@ -303,20 +315,8 @@ pub fn moves_data(old: &Config, new: &Config) -> Option<String> {
         let Some(after) = new.shard_groups.get(name) else {
             return refuse(path, "removing a shard group in use");
         };
-        let set = |g: &crate::config::ShardGroupConfig| {
-            let mut b = g.backends.clone();
-            b.sort_unstable();
-            b
-        };
-        if set(before) != set(after) {
-            return refuse(format!("{path}.backends"), "changing a shard group's backends");
-        }
-        if before.replication_factor != after.replication_factor {
-            return refuse(
-                format!("{path}.replication_factor"),
-                "changing a shard group's replication factor",
-            );
-        }
+        // A changed backend set or replication factor is a move
+        // (`Proxy::moves_for_reload`), which has its own refusals.
         if before.shard_tag != after.shard_tag {
             return refuse(format!("{path}.shard_tag"), "changing a shard group's shard tag");
         }
@@ -487,13 +487,17 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let names: Vec<String> = backends.iter().map(|b| b.name.clone()).collect();
         let router = new.router_over(&names).map_err(|e| e.to_string())?;
         let filter = StatementFilter::new(&new.forbidden_statements, &new.allowed_statements)?;
+        let new_addrs = new.backend_addrs().map_err(|e| e.to_string())?;
+        // Last: a move started here is durable (a restart resumes it).
+        let (moves, move_changes, _freeze) = self.moves_for_reload(&old, &new, &router, &new_addrs).await?;
+        changes.extend(move_changes);
         changes.extend(setting_changes(&old.config, &new));
         if changes.is_empty() {
             // Keys this module does not describe (added since).
             changes.push("configuration changed".to_string());
         }
         let generation = old.generation + 1;
-        let topology = Topology { generation, config: new, backends, states, active, router, filter };
+        let topology = Topology { generation, config: new, backends, states, active, router, filter, moves };
         // Kept for a restart: without it a restart would strand the queues of
         // the backends still leaving. Not a reason to refuse (a full disk
         // must not keep a dead backend configured): said in the report.
@@ -518,6 +522,27 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         *self.topology.borrow_mut() = Rc::new(topology);
         self.wake_loop_starter();
         Ok(ReloadReport { generation, changes })
+    }
+
+    /// Installs a topology equal to `old` but with `moves` (a resync: the
+    /// placement does not change, the generation neither).
+    pub(super) fn install_moves(&self, old: &Rc<Topology>, moves: BTreeMap<String, Rc<GroupMove>>) {
+        let topology = Topology {
+            generation: old.generation,
+            config: old.config.clone(),
+            backends: old.backends.clone(),
+            states: old.states.clone(),
+            active: old.active.clone(),
+            router: old.router.clone(),
+            filter: old.filter.clone(),
+            moves,
+        };
+        {
+            let mut superseded = self.superseded.borrow_mut();
+            superseded.retain(|weak| weak.strong_count() > 0);
+            superseded.push(Rc::downgrade(old));
+        }
+        *self.topology.borrow_mut() = Rc::new(topology);
     }
 
     /// Keeps the attempt for `/health`, counts it and logs it.
@@ -614,6 +639,11 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         if topology.is_active(backend) || state.retired.get() || !state.queue.is_empty() {
             return false;
         }
+        // A backend removed from a shard group leaves only once no move
+        // writes to it (its keys are verified elsewhere and cleaned up).
+        if self.moves_write_to(&topology.backends[backend].name) {
+            return false;
+        }
         let mut superseded = self.superseded.borrow_mut();
         superseded.retain(|weak| weak.strong_count() > 0);
         let still_used =
@@ -643,7 +673,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         self.log = Some(log);
     }
 
-    fn log(&self, line: &str) {
+    pub(super) fn log(&self, line: &str) {
         if let Some(log) = &self.log {
             log(line);
         }

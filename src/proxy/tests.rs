@@ -1244,5 +1244,6 @@ fn health_and_metrics_show_the_oldest_record_age_and_its_replay_attempts() {
     assert_eq!(v["backends"][1]["replay_attempts"], 0);
 }
 mod batches;
+mod moves;
 mod reload;
 mod shard_groups;

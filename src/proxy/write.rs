@@ -18,16 +18,20 @@
 //! `backend_max_body_bytes`; backends that get the same points (replicas of
 //! the same sets) share one batch; each backend's request copies one batch.
 
-use super::{allow, join_all, Proxy, Topology};
+use super::moves::GroupMove;
+use super::{allow, join_all, Delivery, Proxy, Topology};
 use crate::error::ProxyError;
 use crate::http::{Method, Request, Response};
 use crate::line_protocol::{normalize_precision, points, tag_value, Point};
+use crate::rebalance::{KeyId, LiveToken, SourceOutcome};
 use crate::route::{ReplicaSet, Route};
 use crate::storage::Storage;
 use crate::transport::Transport;
 use crate::write_queue::{Credentials, Record};
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::io::Read;
+use std::rc::Rc;
 
 /// Which write API the request came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +112,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         // hand them over whenever the next point would not fit.
         let limit = usize::try_from(topo.config.backend_max_body_bytes).unwrap_or(usize::MAX);
         let mut buffered = 0;
+        let mut live: LiveBodies = BTreeMap::new();
         // The first backend 4xx: the later batches are still sent.
         let mut rejected = None;
         let used = sets.len();
@@ -121,8 +126,24 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             let stamp = if point.has_timestamp { None } else { default_timestamp.as_deref() };
             let size = point.line.len() + 1 + stamp.map_or(0, |_| stamp_bytes);
             if buffered > 0 && buffered + size * targets.len() > limit {
-                self.flush(&target, &mut groups, now_ms).await.or_else(|e| keep_going(e, &mut rejected))?;
+                self.flush(topo, &target, &mut groups, &mut live, now_ms)
+                    .await
+                    .or_else(|e| keep_going(e, &mut rejected))?;
                 buffered = 0;
+            }
+            // A point of a key being moved: also kept as that key's own
+            // record, registered with the move when its batch is sent.
+            if let Some((mv, key)) = &last.moving {
+                let body = match live.get_mut(key) {
+                    Some((_, body)) => body,
+                    None => &mut live.entry(key.clone()).or_insert((mv.clone(), Vec::new())).1,
+                };
+                body.extend_from_slice(point.line.as_bytes());
+                if let Some(ts) = stamp {
+                    body.push(b' ');
+                    body.extend_from_slice(ts.as_bytes());
+                }
+                body.push(b'\n');
             }
             for &g in targets {
                 let batch = &mut groups[g];
@@ -139,7 +160,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 buffered += size;
             }
         }
-        self.flush(&target, &mut groups, now_ms).await.or_else(|e| keep_going(e, &mut rejected))?;
+        self.flush(topo, &target, &mut groups, &mut live, now_ms)
+            .await
+            .or_else(|e| keep_going(e, &mut rejected))?;
         match rejected {
             Some(e) => Err(e),
             None => Ok(Response::empty(204)),
@@ -162,6 +185,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         sets: &mut Vec<ReplicaSet>,
     ) -> Result<usize, ProxyError> {
         if let Some((m, tag, k)) = &last.key {
+            // (`last.moving` is the cached key's move, if any.)
             if *m == point.measurement {
                 match tag {
                     // An explicit set or a measurement-sharded group: the
@@ -181,6 +205,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 point.measurement, point.line_number
             ))
         })?;
+        last.moving = None;
         let (set, tag) = match route {
             Route::Set(set) => (Cow::Borrowed(set), None),
             Route::Group(group) => {
@@ -190,7 +215,31 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                     .shard_tag()
                     .map(|key| (key, tag_value(point.line, key).unwrap_or(Cow::Borrowed(""))));
                 let value = tag.as_ref().map(|(_, v)| v.as_ref());
-                (Cow::Owned(group.replicas(db, &point.measurement, value)), tag)
+                let placed = || group.replicas(db, &point.measurement, value);
+                match topo.moves.get(group.name()) {
+                    // A key of a move: its targets as the move says, fixed
+                    // for the whole request at its first point (both passes
+                    // must agree).
+                    Some(mv) => {
+                        let key = KeyId::new(db, &point.measurement, value);
+                        let set = match last.memo.get(&key) {
+                            Some(set) => set.clone(),
+                            None => {
+                                let set = match mv.rebalance.write_targets(&key) {
+                                    Some(names) => super::moves::indices_of(topo, &names),
+                                    None => placed(),
+                                };
+                                last.memo.insert(key.clone(), set.clone());
+                                set
+                            }
+                        };
+                        if mv.rebalance.phase(&key).is_some() {
+                            last.moving = Some((mv.clone(), key));
+                        }
+                        (Cow::Owned(set), tag)
+                    }
+                    None => (Cow::Owned(placed()), tag),
+                }
             }
         };
         let k = match sets.iter().position(|s| *s == *set) {
@@ -211,7 +260,31 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// group gets its group's batch as one record, the backends concurrently.
     /// Error: the first backend 4xx, or 503 when a backend could neither take
     /// a batch nor queue it ([`Proxy::settle`]).
-    async fn flush(&self, target: &WriteTarget, groups: &mut [Group], now_ms: u64) -> Result<(), ProxyError> {
+    async fn flush(
+        &self,
+        topo: &Topology,
+        target: &WriteTarget,
+        groups: &mut [Group],
+        live: &mut LiveBodies,
+        now_ms: u64,
+    ) -> Result<(), ProxyError> {
+        // Live writes of moving keys, registered before anything is sent
+        // (no await in between); each is answered with the copy source's
+        // delivery, or Failed if this future is dropped first.
+        let mut tokens = LiveTokens(Vec::new());
+        for (key, (mv, body)) in std::mem::take(live) {
+            let record = Record::Write {
+                db: target.db.clone(),
+                rp: target.rp.clone(),
+                precision: target.precision.clone(),
+                credentials: target.credentials.clone(),
+                body,
+            };
+            if let Some(token) = mv.rebalance.live_write(&key, &record) {
+                let source = mv.rebalance.source(&key).and_then(|n| topo.index_of(&n));
+                tokens.0.push((mv, token, source));
+            }
+        }
         // One record per group, shared by its backends.
         let records: Vec<(&[usize], Record, u64)> = groups
             .iter_mut()
@@ -238,8 +311,31 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 .collect(),
         )
         .await;
+        for (mv, token, source) in std::mem::take(&mut tokens.0) {
+            let outcome = match deliveries.iter().find(|(b, _)| Some(*b) == source).map(|(_, d)| d) {
+                Some(Delivery::Delivered(_)) => SourceOutcome::Acked,
+                Some(Delivery::Queued) => SourceOutcome::Queued,
+                _ => SourceOutcome::Failed,
+            };
+            mv.rebalance.source_answered(token, outcome);
+        }
         self.settle(deliveries)?;
         Ok(())
+    }
+}
+
+/// Per moving key of a request's batch: its move and its own lines.
+type LiveBodies = BTreeMap<KeyId, (Rc<GroupMove>, Vec<u8>)>;
+
+/// Registered live writes not yet answered: answered `Failed` when dropped
+/// (the write future was dropped before the source answered).
+struct LiveTokens(Vec<(Rc<GroupMove>, LiveToken, Option<usize>)>);
+
+impl Drop for LiveTokens {
+    fn drop(&mut self) {
+        for (mv, token, _) in self.0.drain(..) {
+            mv.rebalance.source_answered(token, SourceOutcome::Failed);
+        }
     }
 }
 
@@ -250,6 +346,10 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
 #[derive(Default)]
 struct LastRoute<'a, 'p> {
     key: Option<(&'a str, Option<ShardTagValue<'a, 'p>>, usize)>,
+    /// The previous point's key when it is being moved, with its move.
+    moving: Option<(Rc<GroupMove>, KeyId)>,
+    /// The replica set of each key of a move seen by this request.
+    memo: BTreeMap<KeyId, ReplicaSet>,
 }
 
 /// A point's shard tag (the group's, borrowed from the router) and its value.

@@ -262,6 +262,60 @@ impl Rebalance {
         })
     }
 
+    /// The copy source of `key` (the old owner whose answers to live writes
+    /// [`Rebalance::source_answered`] wants), `None` when the key is not
+    /// moving or has no source.
+    pub fn source(&self, key: &KeyId) -> Option<String> {
+        let inner = self.inner.borrow();
+        inner.state.keys[*inner.index.get(key)?].key_move.source.clone()
+    }
+
+    /// True when every key is `Verified` or later (reads follow the new
+    /// placement; nothing is copied any more).
+    pub fn all_verified(&self) -> bool {
+        self.inner.borrow().state.keys.iter().all(|k| k.phase >= Phase::Verified)
+    }
+
+    /// Whether backend `name` is still a write target of some key
+    /// ([`Rebalance::write_targets`]): a backend removed from the group must
+    /// not leave while it is.
+    pub fn writes_to(&self, name: &str) -> bool {
+        self.inner.borrow().state.keys.iter().any(|k| {
+            let m = &k.key_move;
+            match k.phase {
+                Phase::Pending => m.old_owners.iter().any(|o| o == name),
+                Phase::Cleaning | Phase::Cleaned => m.new_owners.iter().any(|o| o == name),
+                _ => m.old_owners.iter().chain(&m.new_owners).any(|o| o == name),
+            }
+        })
+    }
+
+    /// The moving keys' old owners (united), the added owners (united), and
+    /// the fewest old owners a key has: what a cover read of the group needs
+    /// while keys are not verified (see `crate::proxy` moves).
+    pub fn owner_summary(&self) -> (BTreeSet<String>, BTreeSet<String>, usize) {
+        let inner = self.inner.borrow();
+        let (mut old, mut added, mut fewest) = (BTreeSet::new(), BTreeSet::new(), usize::MAX);
+        for k in &inner.state.keys {
+            old.extend(k.key_move.old_owners.iter().cloned());
+            added.extend(k.key_move.added());
+            fewest = fewest.min(k.key_move.old_owners.len());
+        }
+        (old, added, fewest)
+    }
+
+    /// False when some key of measurement `measurement` (in database `db`,
+    /// any database when `None`) may not be deleted now
+    /// ([`Rebalance::delete_allowed`]).
+    pub fn delete_allowed_measurement(&self, db: Option<&str>, measurement: &str) -> bool {
+        self.inner.borrow().state.keys.iter().all(|k| {
+            let key = &k.key_move.key;
+            key.measurement != measurement
+                || db.is_some_and(|db| key.db != db)
+                || !matches!(k.phase, Phase::Schema | Phase::Copying)
+        })
+    }
+
     /// False while `key` is in `Schema` or `Copying`: a `DELETE`/`DROP
     /// SERIES`/`DROP MEASUREMENT` then could be undone on a new owner by a
     /// chunk read before it (the proxy should answer it with an error saying

@@ -588,6 +588,19 @@ bind-address = "127.0.0.1:{rpc_port}"
         self.spawn();
     }
 
+    /// A server that lost its disk: stops it, deletes its meta, data and WAL
+    /// directories, and starts it again empty on the same ports.
+    pub fn wipe(&mut self) {
+        self.stop();
+        for dir in ["meta", "data", "wal"] {
+            let path = self.dir.path().join(dir);
+            if path.exists() {
+                fs::remove_dir_all(&path).unwrap_or_else(|e| panic!("wipe {}: {e}", path.display()));
+            }
+        }
+        self.spawn();
+    }
+
     /// Runs InfluxQL `q` on this server directly (POST /query, form body,
     /// `db` when not empty) and returns the JSON answer. Panics unless the
     /// server answers 200.

@@ -382,15 +382,21 @@ fn a_reload_that_would_move_shard_group_data_is_refused_naming_the_key() {
     let file = Rc::new(RefCell::new(first));
     with_file(&mut p, &file);
     let generation = p.topology().generation();
-    for (keymaps, groups, key) in [
-        (r#"{ "_default_": "main" }"#, group(r#"["a", "b", "c"]"#, 1), "$.shard_groups.main.backends"),
-        (r#"{ "_default_": "main" }"#, group(r#"["a", "b"]"#, 2), "$.shard_groups.main.replication_factor"),
-        (r#"{ "_default_": ["a"] }"#, group(r#"["a", "b"]"#, 1), "$.keymaps._default_"),
+    // A changed placement is a move, which needs rebalance_single_writer.
+    for (keymaps, groups, key, why) in [
+        (r#"{ "_default_": "main" }"#, group(r#"["a", "b", "c"]"#, 1), "$.shard_groups.main", "only writer"),
+        (r#"{ "_default_": "main" }"#, group(r#"["a", "b"]"#, 2), "$.shard_groups.main", "only writer"),
+        (
+            r#"{ "_default_": ["a"] }"#,
+            group(r#"["a", "b"]"#, 1),
+            "$.keymaps._default_",
+            "would move data between backends",
+        ),
     ] {
         *file.borrow_mut() = text(ABC, keymaps, &groups);
         let e = run(p.reload_file(NOW)).unwrap_err();
         assert!(e.starts_with(&format!("test.json: {key}: ")), "{e}");
-        assert!(e.contains("would move data between backends"), "{e}");
+        assert!(e.contains(why), "{e}");
     }
     assert_eq!(p.topology().generation(), generation, "nothing of the refused files applied");
     // The same backends listed in another order place every key the same way: applied.
