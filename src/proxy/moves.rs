@@ -435,6 +435,11 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         // installed, so that no key is first written in between (it would
         // land on its old owners only and not be moved).
         let freeze = if starts.is_empty() { None } else { Some(self.inflight.freeze().await) };
+        // First every group's keys are listed and planned (a backend that
+        // does not answer refuses the reload before anything is saved), then
+        // the moves are saved; a save that fails takes back the ones saved
+        // before it, so a refused reload leaves no move behind.
+        let mut planned = Vec::with_capacity(starts.len());
         for (name, before, after) in starts {
             // Every backend that may hold a key: old and new members.
             let mut members: BTreeSet<String> = before.backends.iter().cloned().collect();
@@ -457,19 +462,37 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 Placement { backends: &new_names, replication_factor: after.replication_factor },
                 &keys,
             );
+            planned.push((name, before, after, key_moves, keys.len()));
+        }
+        let mut saved: Vec<String> = Vec::new();
+        for (name, before, after, key_moves, total) in planned {
             let n = key_moves.len();
             let pool = SavedPool { backends: before.backends.clone(), fewest: before.replication_factor };
-            self.save_pool(&name, &pool).await?;
-            let rebalance = Rebalance::start(
-                &self.storage,
-                &name,
-                after.shard_tag.as_deref(),
-                key_moves,
-                Self::move_options(new),
-            )
-            .await
-            .map_err(|e| format!("$.shard_groups.{name}: {e}"))?;
-            changes.push(format!("shard group {name}: moving {n} of {} keys", keys.len()));
+            let started = match self.save_pool(&name, &pool).await {
+                Ok(()) => Rebalance::start(
+                    &self.storage,
+                    &name,
+                    after.shard_tag.as_deref(),
+                    key_moves,
+                    Self::move_options(new),
+                )
+                .await
+                .map_err(|e| format!("$.shard_groups.{name}: {e}")),
+                Err(e) => Err(e),
+            };
+            let rebalance = match started {
+                Ok(rebalance) => rebalance,
+                Err(e) => {
+                    saved.push(name);
+                    for group in &saved {
+                        let _ = self.storage.remove(&crate::rebalance::state_path(group)).await;
+                        let _ = self.storage.remove(&pool_path(group)).await;
+                    }
+                    return Err(e);
+                }
+            };
+            saved.push(name.clone());
+            changes.push(format!("shard group {name}: moving {n} of {total} keys"));
             moves.insert(
                 name.clone(),
                 Rc::new(GroupMove::new(&name, rebalance, pool, self.inflight.next_seq())),

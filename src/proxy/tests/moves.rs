@@ -138,3 +138,39 @@ fn query_db_x(p: &Proxy<MockTransport, MemStorage>, q: &str) -> Response {
 fn p_get(p: &Proxy<MockTransport, MemStorage>, path: &str) -> Response {
     run(p.handle(Request::new(Method::Get, path), T0))
 }
+
+#[test]
+fn a_reload_moving_two_groups_refused_for_the_second_saves_no_move_of_the_first() {
+    let t = MockTransport::default();
+    let text = |g1: &str, g2: &str| {
+        format!(
+            r#"{{
+                "backends": {{ "a": {{ "url": "http://127.0.0.1:1" }}, "b": {{ "url": "http://127.0.0.1:2" }},
+                               "c": {{ "url": "http://127.0.0.1:3" }}, "d": {{ "url": "http://127.0.0.1:4" }},
+                               "e": {{ "url": "http://127.0.0.1:5" }} }},
+                "shard_groups": {{ "g1": {{ "backends": {g1}, "replication_factor": 1 }},
+                                   "g2": {{ "backends": {g2}, "replication_factor": 1 }} }},
+                "keymaps": {{ "cpu": "g1", "_default_": "g2" }},
+                "rebalance_single_writer": true
+            }}"#
+        )
+    };
+    let first = text(r#"["a", "b"]"#, r#"["d", "e"]"#);
+    let config = Config::parse("test.json", &first).unwrap_or_else(|e| panic!("{e}"));
+    let mut p = run(Proxy::open(config, t.clone(), MemStorage::new())).unwrap_or_else(|e| panic!("{e}"));
+    let file = Rc::new(RefCell::new(text(r#"["a", "b", "c"]"#, r#"["c", "d", "e"]"#)));
+    let read = file.clone();
+    p.set_config_file("test.json".into(), Rc::new(move |_| Ok(read.borrow().clone())));
+    // g2's keys cannot be listed: e does not answer.
+    t.set("e", Behaviour::Down);
+    let e = run(p.reload_file(1_700_000_000_000)).expect_err("refused");
+    assert!(e.contains("g2") || e.contains("\"e\"") || e.contains(" e"), "{e}");
+    assert_eq!(p.topology().generation(), 1, "the old configuration keeps serving");
+    assert!(p.topology().moves.is_empty(), "no move installed");
+    let files = p.storage.snapshot();
+    assert!(
+        files.keys().all(|path| !path.starts_with("rebalance/")),
+        "a refused reload leaves no move saved: {:?}",
+        files.keys().collect::<Vec<_>>()
+    );
+}
