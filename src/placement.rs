@@ -163,6 +163,7 @@ mod tests {
         }
         let fraction = moved as f64 / 10_000.0;
         let expected = rf as f64 / (before.len() + 1) as f64;
+        eprintln!("adding d to a, b, c (RF {rf}) moved {moved} of 10,000 keys: {fraction} (RF/(N+1) = {expected:.3})");
         assert!(
             (fraction - expected).abs() < 0.03,
             "moved {fraction} of the keys, expected about {expected}"
