@@ -185,160 +185,10 @@
 //!   (`GOMAXPROCS`): one InfluxDB on another machine may differ too.
 
 use crate::results::StatementResult;
+use crate::statement::{tokenize, Token, TokenKind};
 use serde_json::{Map, Value};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
-
-// ---------------------------------------------------------------------------
-// Tokens
-// ---------------------------------------------------------------------------
-
-#[derive(Debug, Clone, PartialEq)]
-enum Tok {
-    Ident(String),
-    Quoted(String),
-    Str(String),
-    Regex,
-    Num,
-    Punct(String),
-}
-
-#[derive(Debug, Clone)]
-struct Token {
-    tok: Tok,
-    start: usize,
-    end: usize,
-}
-
-impl Token {
-    fn is_kw(&self, kw: &str) -> bool {
-        matches!(&self.tok, Tok::Ident(w) if w.eq_ignore_ascii_case(kw))
-    }
-    fn is_p(&self, p: &str) -> bool {
-        matches!(&self.tok, Tok::Punct(q) if q == p)
-    }
-    /// The name of an identifier (plain or double-quoted).
-    fn name(&self) -> Option<&str> {
-        match &self.tok {
-            Tok::Ident(w) | Tok::Quoted(w) => Some(w),
-            _ => None,
-        }
-    }
-    fn ends_operand(&self) -> bool {
-        match &self.tok {
-            Tok::Ident(w) => {
-                !["SELECT", "FROM", "WHERE", "AND", "OR", "BY"].iter().any(|k| w.eq_ignore_ascii_case(k))
-            }
-            Tok::Quoted(_) | Tok::Str(_) | Tok::Regex | Tok::Num => true,
-            Tok::Punct(p) => p == ")",
-        }
-    }
-}
-
-fn scan_quoted(text: &str, start: usize, quote: u8) -> Result<(String, usize), String> {
-    let bytes = text.as_bytes();
-    let mut out = String::new();
-    let mut i = start + 1;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b == b'\\' && i + 1 < bytes.len() {
-            let next = text[i + 1..].chars().next().unwrap_or('\\');
-            match next {
-                // As influxql's `ScanString`, for strings and quoted
-                // identifiers alike: `\n`, `\\`, `\"` and `\'`.
-                'n' => out.push('\n'),
-                c @ ('\\' | '"' | '\'') => out.push(c),
-                c => {
-                    out.push('\\');
-                    out.push(c);
-                }
-            }
-            i += 1 + next.len_utf8();
-        } else if b == quote {
-            return Ok((out, i + 1));
-        } else {
-            let c = text[i..].chars().next().unwrap_or(' ');
-            out.push(c);
-            i += c.len_utf8();
-        }
-    }
-    Err(if quote == b'\'' { "unterminated string" } else { "unterminated quoted identifier" }.to_string())
-}
-
-/// InfluxQL tokens of `text` (whitespace and comments skipped).
-fn tokenize(text: &str) -> Result<Vec<Token>, String> {
-    let bytes = text.as_bytes();
-    let mut out: Vec<Token> = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        let start = i;
-        let b = bytes[i];
-        let tok = match b {
-            _ if b.is_ascii_whitespace() => {
-                i += 1;
-                continue;
-            }
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                i = text[i..].find('\n').map_or(bytes.len(), |n| i + n + 1);
-                continue;
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                let close = text[i + 2..].find("*/").ok_or("unterminated /* comment")?;
-                i += 2 + close + 2;
-                continue;
-            }
-            b'/' if !out.last().is_some_and(Token::ends_operand) => {
-                i += 1;
-                loop {
-                    match bytes.get(i) {
-                        None => return Err("unterminated regex".to_string()),
-                        Some(b'\\') => i += 2,
-                        Some(b'/') => {
-                            i += 1;
-                            break;
-                        }
-                        Some(_) => i += 1,
-                    }
-                }
-                Tok::Regex
-            }
-            b'\'' | b'"' => {
-                let (value, end) = scan_quoted(text, i, b)?;
-                i = end;
-                if b == b'\'' {
-                    Tok::Str(value)
-                } else {
-                    Tok::Quoted(value)
-                }
-            }
-            _ if b.is_ascii_alphabetic() || b == b'_' => {
-                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
-                    i += 1;
-                }
-                Tok::Ident(text[start..i].to_string())
-            }
-            _ if b.is_ascii_digit() || (b == b'.' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)) => {
-                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'.') {
-                    i += 1;
-                }
-                Tok::Num
-            }
-            _ => {
-                let two = text.get(i..i + 2).unwrap_or("");
-                let p = if ["!=", "<>", "<=", ">=", "=~", "!~", "::"].contains(&two) {
-                    two.to_string()
-                } else {
-                    let c = text[i..].chars().next().unwrap_or(' ');
-                    c.to_string()
-                };
-                i += p.len();
-                Tok::Punct(p)
-            }
-        };
-        out.push(Token { tok, start, end: i });
-    }
-    Ok(out)
-}
 
 // ---------------------------------------------------------------------------
 // SELECT statement, as far as the merge needs it
@@ -404,12 +254,12 @@ fn split_top(tokens: &[Token], sep: &str) -> Vec<Vec<Token>> {
     let mut out = vec![Vec::new()];
     let mut depth = 0i32;
     for t in tokens {
-        if t.is_p("(") {
+        if t.is_punct("(") {
             depth += 1;
-        } else if t.is_p(")") {
+        } else if t.is_punct(")") {
             depth -= 1;
         }
-        if depth == 0 && t.is_p(sep) {
+        if depth == 0 && t.is_punct(sep) {
             out.push(Vec::new());
         } else if let Some(last) = out.last_mut() {
             last.push(t.clone());
@@ -447,24 +297,24 @@ fn duration_ns(lit: &str) -> Option<i64> {
 fn parse_field(text: &str, tokens: &[Token]) -> Field {
     let mut body = tokens;
     let mut alias = None;
-    if body.len() >= 3 && body[body.len() - 2].is_kw("AS") {
+    if body.len() >= 3 && body[body.len() - 2].is_keyword("AS") {
         alias = body[body.len() - 1].name().map(str::to_string);
         body = &body[..body.len() - 2];
     }
     let kind = match body {
-        [t] if t.is_p("*") => FieldKind::Star,
+        [t] if t.is_punct("*") => FieldKind::Star,
         [t] if t.name().is_some() => FieldKind::Ref(t.name().unwrap_or_default().to_string()),
-        [t, c, ty] if t.name().is_some() && c.is_p("::") && ty.name().is_some() => {
+        [t, c, ty] if t.name().is_some() && c.is_punct("::") && ty.name().is_some() => {
             FieldKind::Ref(t.name().unwrap_or_default().to_string())
         }
         [f, open, rest @ .., close]
-            if f.name().is_some() && open.is_p("(") && close.is_p(")") && {
+            if f.name().is_some() && open.is_punct("(") && close.is_punct(")") && {
                 // The parentheses must enclose the whole rest.
                 let mut depth = 0;
                 rest.iter().all(|t| {
-                    if t.is_p("(") {
+                    if t.is_punct("(") {
                         depth += 1;
-                    } else if t.is_p(")") {
+                    } else if t.is_punct(")") {
                         depth -= 1;
                     }
                     depth >= 0
@@ -474,10 +324,10 @@ fn parse_field(text: &str, tokens: &[Token]) -> Field {
             let name = f.name().unwrap_or_default().to_ascii_lowercase();
             let arg_ok = match rest {
                 [a] => a.name().is_some(),
-                [a, c, ty] => a.name().is_some() && c.is_p("::") && ty.name().is_some(),
+                [a, c, ty] => a.name().is_some() && c.is_punct("::") && ty.name().is_some(),
                 _ => false,
             };
-            let wildcard = matches!(rest, [a] if a.is_p("*") || a.tok == Tok::Regex);
+            let wildcard = matches!(rest, [a] if a.is_punct("*") || matches!(a.kind, TokenKind::Regex(_)));
             if arg_ok || wildcard {
                 let field = if wildcard {
                     String::new()
@@ -491,7 +341,7 @@ fn parse_field(text: &str, tokens: &[Token]) -> Field {
         }
         _ => {
             // The first function called, if any, names the expression.
-            let call = body.windows(2).find(|w| w[0].name().is_some() && w[1].is_p("("));
+            let call = body.windows(2).find(|w| w[0].name().is_some() && w[1].is_punct("("));
             match call {
                 Some(w) => {
                     FieldKind::OtherCall { name: w[0].name().unwrap_or_default().to_ascii_lowercase() }
@@ -506,17 +356,17 @@ fn parse_field(text: &str, tokens: &[Token]) -> Field {
 fn parse_u64(tokens: &[Token], i: usize, text: &str, what: &str) -> Result<u64, String> {
     tokens
         .get(i)
-        .filter(|t| t.tok == Tok::Num)
+        .filter(|t| t.kind == TokenKind::Number)
         .and_then(|t| text[t.start..t.end].parse().ok())
         .ok_or_else(|| format!("found bad {what} in SELECT"))
 }
 
 fn parse_select(text: &str) -> Result<Select, String> {
     let mut tokens = tokenize(text)?;
-    if tokens.last().is_some_and(|t| t.is_p(";")) {
+    if tokens.last().is_some_and(|t| t.is_punct(";")) {
         tokens.pop();
     }
-    if !tokens.first().is_some_and(|t| t.is_kw("SELECT")) {
+    if !tokens.first().is_some_and(|t| t.is_keyword("SELECT")) {
         return Err("expected a SELECT statement".to_string());
     }
     // Top-level clause keywords (index into tokens).
@@ -525,17 +375,17 @@ fn parse_select(text: &str) -> Result<Select, String> {
     let mut marks: Vec<(String, usize)> = Vec::new();
     let mut depth = 0i32;
     for (i, t) in tokens.iter().enumerate() {
-        if t.is_p("(") {
+        if t.is_punct("(") {
             depth += 1;
-        } else if t.is_p(")") {
+        } else if t.is_punct(")") {
             depth -= 1;
         } else if depth == 0 && i > 0 {
-            if let Tok::Ident(w) = &t.tok {
+            if let TokenKind::Ident(w) = &t.kind {
                 let up = w.to_ascii_uppercase();
                 let seen_from = marks.iter().any(|(k, _)| k == "FROM");
                 let ok = match up.as_str() {
                     "FROM" | "INTO" => !seen_from,
-                    "FILL" | "TZ" => seen_from && tokens.get(i + 1).is_some_and(|n| n.is_p("(")),
+                    "FILL" | "TZ" => seen_from && tokens.get(i + 1).is_some_and(|n| n.is_punct("(")),
                     k => seen_from && clause_kws.contains(&k),
                 };
                 if ok {
@@ -554,7 +404,8 @@ fn parse_select(text: &str) -> Result<Select, String> {
     let field_tokens = &tokens[1..field_end];
     let fields: Vec<Field> = split_top(field_tokens, ",").iter().map(|f| parse_field(text, f)).collect();
     let from = clause("FROM").ok_or("SELECT without FROM")?;
-    let from_plain = !from.iter().any(|t| t.is_p("(") || t.is_p(",") || t.tok == Tok::Regex);
+    let from_plain =
+        !from.iter().any(|t| t.is_punct("(") || t.is_punct(",") || matches!(t.kind, TokenKind::Regex(_)));
     let measurement = if from_plain { from.last().and_then(Token::name).map(str::to_string) } else { None };
     let where_tokens = clause("WHERE").map(<[Token]>::to_vec).unwrap_or_default();
     let mut s = Select {
@@ -584,17 +435,17 @@ fn parse_select(text: &str) -> Result<Select, String> {
         *fill = fill.trim_start_matches('(').trim_end_matches(')').trim().to_ascii_lowercase();
     }
     if let Some(order) = clause("ORDER") {
-        s.desc = order.iter().any(|t| t.is_kw("DESC"));
+        s.desc = order.iter().any(|t| t.is_keyword("DESC"));
     }
     if let Some(group) = clause("GROUP") {
-        let group = if group.first().is_some_and(|t| t.is_kw("BY")) { &group[1..] } else { group };
+        let group = if group.first().is_some_and(|t| t.is_keyword("BY")) { &group[1..] } else { group };
         for dim in split_top(group, ",") {
             s.dims_text.push(span(text, &dim));
             match dim.as_slice() {
-                [t] if t.is_p("*") => s.dim_star = true,
-                [t] if t.tok == Tok::Regex => s.dim_regex = true,
+                [t] if t.is_punct("*") => s.dim_star = true,
+                [t] if matches!(t.kind, TokenKind::Regex(_)) => s.dim_regex = true,
                 [t] if t.name().is_some() => s.dim_tags.push(t.name().unwrap_or_default().to_string()),
-                [t, open, rest @ ..] if t.is_kw("time") && open.is_p("(") => {
+                [t, open, rest @ ..] if t.is_keyword("time") && open.is_punct("(") => {
                     let lit = rest.first().map(|d| text[d.start..d.end].to_string()).unwrap_or_default();
                     let ns =
                         duration_ns(&lit).ok_or_else(|| format!("invalid GROUP BY time interval {lit:?}"))?;
@@ -651,22 +502,24 @@ fn pins(tokens: &[Token], tag: &str) -> Option<Vec<String>> {
         return result;
     }
     match tokens {
-        [open, inner @ .., close] if open.is_p("(") && close.is_p(")") && balanced(inner) => pins(inner, tag),
+        [open, inner @ .., close] if open.is_punct("(") && close.is_punct(")") && balanced(inner) => {
+            pins(inner, tag)
+        }
         _ => {
             let is_tag = |ts: &[Token]| match ts {
                 [t] => t.name() == Some(tag),
-                [t, c, ty] => t.name() == Some(tag) && c.is_p("::") && ty.is_kw("tag"),
+                [t, c, ty] => t.name() == Some(tag) && c.is_punct("::") && ty.is_keyword("tag"),
                 _ => false,
             };
-            let eq = tokens.iter().position(|t| t.is_p("="))?;
+            let eq = tokens.iter().position(|t| t.is_punct("="))?;
             let (left, right) = (&tokens[..eq], &tokens[eq + 1..]);
             match (left, right) {
-                (l, [s]) if is_tag(l) => match &s.tok {
-                    Tok::Str(v) => Some(vec![v.clone()]),
+                (l, [s]) if is_tag(l) => match &s.kind {
+                    TokenKind::Str(v) => Some(vec![v.clone()]),
                     _ => None,
                 },
-                ([s], r) if is_tag(r) => match &s.tok {
-                    Tok::Str(v) => Some(vec![v.clone()]),
+                ([s], r) if is_tag(r) => match &s.kind {
+                    TokenKind::Str(v) => Some(vec![v.clone()]),
                     _ => None,
                 },
                 _ => None,
@@ -678,9 +531,9 @@ fn pins(tokens: &[Token], tag: &str) -> Option<Vec<String>> {
 fn balanced(tokens: &[Token]) -> bool {
     let mut depth = 0;
     for t in tokens {
-        if t.is_p("(") {
+        if t.is_punct("(") {
             depth += 1;
-        } else if t.is_p(")") {
+        } else if t.is_punct(")") {
             depth -= 1;
             if depth < 0 {
                 return false;
@@ -695,11 +548,11 @@ fn split_kw<'t>(tokens: &'t [Token], kw: &str) -> Vec<&'t [Token]> {
     let mut depth = 0;
     let mut start = 0;
     for (i, t) in tokens.iter().enumerate() {
-        if t.is_p("(") {
+        if t.is_punct("(") {
             depth += 1;
-        } else if t.is_p(")") {
+        } else if t.is_punct(")") {
             depth -= 1;
-        } else if depth == 0 && t.is_kw(kw) {
+        } else if depth == 0 && t.is_keyword(kw) {
             out.push(&tokens[start..i]);
             start = i + 1;
         }
@@ -2028,6 +1881,15 @@ mod tests {
         assert_eq!(p("SELECT v FROM m"), None);
         assert_eq!(p("SELECT v FROM m WHERE other = 'a'"), None);
         assert_eq!(p("SELECT max(v) FROM (SELECT max(v) AS v FROM m) WHERE customer_id = 'a'"), None);
+    }
+
+    /// `time(10µ)` is one duration token (statement.rs's tokenizer, as
+    /// influxql's scanner); shard_query's own tokenizer, now gone, split it
+    /// at the `µ` and refused the interval.
+    #[test]
+    fn group_by_time_reads_a_micro_sign_duration() {
+        let s = parse_select("SELECT count(v) FROM m WHERE time >= 0 GROUP BY time(10µ)").unwrap();
+        assert_eq!(s.time_dim, Some(("time(10µ)".to_string(), 10_000)));
     }
 
     #[test]

@@ -432,8 +432,11 @@ const SOURCE_LIST_END: &[&str] =
 /// expects an expression or a source there, never a division).
 const REGEX_AFTER_KEYWORD: &[&str] = &["SELECT", "FROM", "WHERE", "AND", "OR", "BY"];
 
+/// What an InfluxQL token is (see [`tokenize`]). Shared with the
+/// shard-query merge (`shard_query`), which reads SELECTs with the same
+/// tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum TokenKind {
+pub(crate) enum TokenKind {
     /// An unquoted identifier or keyword, as written.
     Ident(String),
     /// A double-quoted identifier, unquoted and unescaped.
@@ -448,21 +451,33 @@ enum TokenKind {
     Punct(String),
 }
 
-/// One InfluxQL token and its byte span in the text.
+/// One InfluxQL token and its byte span in the text: `text[start..end]` is
+/// the token as written (quotes and escapes included).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Token {
-    kind: TokenKind,
-    start: usize,
-    end: usize,
+pub(crate) struct Token {
+    pub(crate) kind: TokenKind,
+    pub(crate) start: usize,
+    pub(crate) end: usize,
 }
 
 impl Token {
-    fn is_punct(&self, p: &str) -> bool {
+    /// Whether this is the punctuation or operator `p` (`(`, `::`, `=~`, ...).
+    pub(crate) fn is_punct(&self, p: &str) -> bool {
         matches!(&self.kind, TokenKind::Punct(q) if q == p)
     }
 
-    fn is_keyword(&self, keyword: &str) -> bool {
+    /// Whether this is the unquoted word `keyword`, in any case (a quoted
+    /// identifier is never a keyword).
+    pub(crate) fn is_keyword(&self, keyword: &str) -> bool {
         matches!(&self.kind, TokenKind::Ident(word) if word.eq_ignore_ascii_case(keyword))
+    }
+
+    /// The name of an identifier, plain or double-quoted (unescaped).
+    pub(crate) fn name(&self) -> Option<&str> {
+        match &self.kind {
+            TokenKind::Ident(name) | TokenKind::QuotedIdent(name) => Some(name),
+            _ => None,
+        }
     }
 
     fn is_any_keyword(&self, keywords: &[&str]) -> bool {
@@ -471,7 +486,7 @@ impl Token {
 
     /// Whether this token can end an operand, so that a following `/` is a
     /// division rather than the start of a regex.
-    fn ends_operand(&self) -> bool {
+    pub(crate) fn ends_operand(&self) -> bool {
         match &self.kind {
             TokenKind::Ident(_) => !self.is_any_keyword(REGEX_AFTER_KEYWORD),
             TokenKind::QuotedIdent(_) | TokenKind::Str(_) | TokenKind::Regex(_) | TokenKind::Number => true,
@@ -491,9 +506,15 @@ impl Token {
     }
 }
 
-/// Splits InfluxQL text into tokens, skipping whitespace and comments.
+/// Splits InfluxQL text into tokens, skipping whitespace and comments
+/// (`-- ...` to the end of the line, `/* ... */`), as influxql's scanner
+/// does: strings and quoted identifiers are unescaped (`\\`, `\"`, `\'`,
+/// `\n`; see [`scan_quoted`]); numbers and durations follow its
+/// `scanNumber`; a `/` is a regex unless it follows an operand
+/// ([`Token::ends_operand`]), the parser's rule; the two-character operators
+/// are `=~ !~ != <> <= >= ::`.
 /// Errors: an unterminated string, quoted identifier, regex or comment.
-fn tokenize(text: &str) -> Result<Vec<Token>, String> {
+pub(crate) fn tokenize(text: &str) -> Result<Vec<Token>, String> {
     let bytes = text.as_bytes();
     let mut tokens: Vec<Token> = Vec::new();
     let mut i = 0;
@@ -535,24 +556,28 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
                 }
                 TokenKind::Ident(text[start..i].to_string())
             }
-            _ if b.is_ascii_digit() => {
-                while i < bytes.len() && bytes[i].is_ascii_digit() {
-                    i += 1;
-                }
-                if bytes.get(i) == Some(&b'.') && bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
-                    i += 1;
+            // As influxql's `scanNumber`: digits, or `.` and a digit (`.5`).
+            _ if b.is_ascii_digit() || (b == b'.' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)) => {
+                let digits = |mut i: usize| {
                     while i < bytes.len() && bytes[i].is_ascii_digit() {
                         i += 1;
                     }
-                }
-                // Duration units (`5m`, `10ms`, `1µs`) and exponents stay in the literal.
-                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
-                    i += 1;
-                }
-                if text[i..].starts_with('µ') {
-                    i += 'µ'.len_utf8();
-                    while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
-                        i += 1;
+                    i
+                };
+                i = digits(i);
+                if bytes.get(i) == Some(&b'.') {
+                    // A decimal (`1.5`, also `1.`): its digits end it.
+                    i = digits(i + 1);
+                } else if bytes.get(i).is_some_and(u8::is_ascii_alphabetic) || text[i..].starts_with('µ') {
+                    // A duration (`5m`, `10ms`, `1µ`): letters, `µ` and digits.
+                    loop {
+                        if bytes.get(i).is_some_and(u8::is_ascii_alphanumeric) {
+                            i += 1;
+                        } else if text[i..].starts_with('µ') {
+                            i += 'µ'.len_utf8();
+                        } else {
+                            break;
+                        }
                     }
                 }
                 TokenKind::Number
@@ -887,6 +912,33 @@ mod tests {
         for (query, expected) in cases {
             assert_eq!(split_statements(query).as_deref(), Ok(*expected), "query: {query}");
         }
+    }
+
+    /// Numbers and durations end where influxql's `scanNumber` ends them
+    /// (they used to swallow `_`, letters after a decimal, and leave a
+    /// trailing or leading `.` to punctuation).
+    #[test]
+    fn numbers_end_where_influxql_ends_them() {
+        let spans = |text: &str| -> Vec<(TokenKind, String)> {
+            let tokens = tokenize(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            tokens.iter().map(|t| (t.kind.clone(), text[t.start..t.end].to_string())).collect()
+        };
+        let number = |s: &str| (TokenKind::Number, s.to_string());
+        let ident = |s: &str| (TokenKind::Ident(s.to_string()), s.to_string());
+        let punct = |s: &str| (TokenKind::Punct(s.to_string()), s.to_string());
+        assert_eq!(spans("10 1.5 5m 10ms 1µ 2h30m"), ["10", "1.5", "5m", "10ms", "1µ", "2h30m"].map(number));
+        assert_eq!(spans(".5"), [number(".5")]);
+        assert_eq!(spans("1."), [number("1.")]);
+        assert_eq!(spans("1.5.3"), [number("1.5"), number(".3")]);
+        assert_eq!(spans("1.5m"), [number("1.5"), ident("m")]);
+        assert_eq!(spans("1_000"), [number("1"), ident("_000")]);
+        assert_eq!(spans("db..m"), [ident("db"), punct("."), punct("."), ident("m")]);
+        // A `/` after `1.` divides: it used to start a regex that ran on
+        // to the next `/`, swallowing the `;`.
+        assert_eq!(
+            split_statements("SELECT v FROM m WHERE v > 1./2; SELECT w FROM n WHERE w > 1./2"),
+            Ok(vec!["SELECT v FROM m WHERE v > 1./2", "SELECT w FROM n WHERE w > 1./2"])
+        );
     }
 
     #[test]
