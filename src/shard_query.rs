@@ -1229,14 +1229,14 @@ impl ShardQuery {
                 }
             }
             let Some(result) = results.first() else { continue };
-            if result.to_value().get("partial") == Some(&Value::Bool(true)) {
+            let v = result.to_value();
+            if v.get("partial") == Some(&Value::Bool(true)) {
                 return Err(format!(
                     "a shard answered only part of the result (\"partial\": true, its max-row-limit or chunking), \
                      so the merge over tag {:?} would be wrong; narrow the query or pin the tag in WHERE",
                     self.shard_tag
                 ));
             }
-            let v = result.to_value();
             if let Some(Value::Array(ms)) = v.get("messages") {
                 for m in ms {
                     if !messages.contains(m) {
