@@ -169,13 +169,12 @@ pub fn merge_select_results<R: Into<StatementResult>>(results: Vec<R>) -> Statem
     let mut taken: Vec<Vec<usize>> = Vec::with_capacity(ok.len());
     // Every series taken: (InfluxDB's sort key, result, index).
     let mut order: Vec<(SeriesSortKey, usize, usize)> = Vec::new();
-    let mut counts: Vec<usize> = Vec::with_capacity(ok.len());
-    for result in &ok {
+    // Each result's series, borrowed: its `series` text is scanned once.
+    let all_series: Vec<Vec<&RawValue>> = ok.iter().map(result_series).collect();
+    for (result, series) in ok.iter().zip(&all_series) {
         if let Some(raw) = result.members.get("messages") {
             unite_messages(&mut messages, &json_value(raw));
         }
-        let series = result_series(result);
-        counts.push(series.len());
         let mut from_this = Vec::new();
         for (i, one) in series.iter().enumerate() {
             // Series that are not objects are left out, as by merge_statement_results.
@@ -192,20 +191,16 @@ pub fn merge_select_results<R: Into<StatementResult>>(results: Vec<R>) -> Statem
         taken.push(from_this);
     }
     let contributors: Vec<usize> = (0..ok.len()).filter(|&r| !taken[r].is_empty()).collect();
-    let mut out = StatementResult::default();
-    if let [only] = contributors.as_slice() {
-        if taken[*only].len() == counts[*only] {
-            // Every series of one result (the usual regex FROM: the
-            // measurement lives in one replica set): moved, not copied.
-            if let Some(series) = ok[*only].members.remove("series") {
-                out.members.insert("series".into(), series);
-            }
-        }
-    }
-    if !contributors.is_empty() && !out.members.contains_key("series") {
+    // Every series of one result (the usual regex FROM: the measurement
+    // lives in one replica set): moved, not copied.
+    let whole = match contributors.as_slice() {
+        [only] if taken[*only].len() == all_series[*only].len() => Some(*only),
+        _ => None,
+    };
+    let mut series_text = None;
+    if !contributors.is_empty() && whole.is_none() {
         // Stable: series with equal keys keep the backends' order.
         order.sort_by(|x, y| x.0.cmp(&y.0));
-        let all_series: Vec<Vec<&RawValue>> = ok.iter().map(result_series).collect();
         let mut series_out = String::from("[");
         for (_, r, i) in &order {
             if series_out.len() > 1 {
@@ -214,9 +209,15 @@ pub fn merge_select_results<R: Into<StatementResult>>(results: Vec<R>) -> Statem
             series_out.push_str(all_series[*r][*i].get());
         }
         series_out.push(']');
-        if let Ok(series) = RawValue::from_string(series_out) {
-            out.members.insert("series".into(), series);
-        }
+        series_text = Some(series_out);
+    }
+    drop(all_series);
+    let mut out = StatementResult::default();
+    if let Some(series) = whole.and_then(|only| ok[only].members.remove("series")) {
+        out.members.insert("series".into(), series);
+    }
+    if let Some(series) = series_text.and_then(|text| RawValue::from_string(text).ok()) {
+        out.members.insert("series".into(), series);
     }
     if !messages.is_empty() {
         out.insert_value("messages", &Value::Array(messages));

@@ -1229,14 +1229,14 @@ impl ShardQuery {
                 }
             }
             let Some(result) = results.first() else { continue };
-            if result.to_value().get("partial") == Some(&Value::Bool(true)) {
+            let v = result.to_value();
+            if v.get("partial") == Some(&Value::Bool(true)) {
                 return Err(format!(
                     "a shard answered only part of the result (\"partial\": true, its max-row-limit or chunking), \
                      so the merge over tag {:?} would be wrong; narrow the query or pin the tag in WHERE",
                     self.shard_tag
                 ));
             }
-            let v = result.to_value();
             if let Some(Value::Array(ms)) = v.get("messages") {
                 for m in ms {
                     if !messages.contains(m) {
@@ -1624,13 +1624,16 @@ fn linear(
     let i = i128::from(interval.max(1));
     let (x, x1, x2) = ((at / i) as i64, (prev_t / i) as i64, (next_t / i) as i64);
     let (y1, y2) = (prev.as_f64().unwrap_or(0.0), next.as_f64().unwrap_or(0.0));
-    let m = (y2 - y1) / (x2 - x1) as f64;
-    let fv = m * (x - x1) as f64 + y1;
+    // Wrapping, as a release build computes it: the times are a backend's
+    // answer, any numbers (InfluxDB's own stay within ±2^63 ns).
+    let (dx, dx1) = (x2.wrapping_sub(x1), x.wrapping_sub(x1));
+    let m = (y2 - y1) / dx as f64;
+    let fv = m * dx1 as f64 + y1;
     let all_integral = col.iter().flatten().all(is_integer);
     if integer_type || (!float_type && all_integral && fv.fract() == 0.0) {
         if let (Some(a), Some(b)) = (prev.as_i64(), next.as_i64()) {
-            let m = b.wrapping_sub(a) as f64 / (x2 - x1) as f64;
-            return Ok(Value::from((m * (x - x1) as f64 + a as f64) as i64));
+            let m = b.wrapping_sub(a) as f64 / dx as f64;
+            return Ok(Value::from((m * dx1 as f64 + a as f64) as i64));
         }
     }
     if !float_type && all_integral && fv.fract() != 0.0 {
@@ -2034,6 +2037,19 @@ mod tests {
                 ["1970-01-01T00:03:00Z", 2, 21]
             ])
         );
+    }
+
+    #[test]
+    fn fill_linear_between_far_apart_backend_times_does_not_overflow() {
+        // A backend answering epoch times 1.8e19 ns apart (any number is
+        // read as a time): the interpolation must not panic on overflow.
+        let q = plan("SELECT mean(v) FROM m WHERE time >= 0 GROUP BY time(1ns) fill(linear)", "c").unwrap();
+        let x = json!({"name":"m","tags":{"c":"x"},"columns":["time","_sq0","_sq1"],"values":[
+            [-9_000_000_000_000_000_000i64, 1, 1],
+            [0, null, 0],
+            [9_000_000_000_000_000_000i64, 2, 1]]});
+        let merged = q.merge(vec![(0, one(json!({"series":[x]})))], &|_| Some(0), None);
+        assert!(merged.is_ok(), "{merged:?}");
     }
 
     #[test]
