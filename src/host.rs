@@ -256,24 +256,13 @@ pub const MOVE_POLL_MS: u64 = 200;
 /// step dropped by a panic is redone from the durable state (harmless, see
 /// `crate::rebalance`).
 pub async fn run_moves<T: Transport, S: Storage, H: Host>(host: &H, proxy: &Proxy<T, S>) {
-    let mut backoff_ms = RESTART_BACKOFF_MIN_MS;
-    while !host.stopping() {
-        let started_us = host.monotonic_us();
-        let outcome = AssertUnwindSafe(move_loop(host, proxy)).catch_unwind().await;
-        if host.stopping() {
-            break;
-        }
-        let reason = match outcome {
-            Ok(()) => "after it ended".to_string(),
-            Err(payload) => format!("after panic: {}", panic_message(payload.as_ref())),
-        };
-        proxy.record_move_loop_restart(&reason);
-        if host.monotonic_us().saturating_sub(started_us) >= RESTART_RESET_AFTER_MS * 1000 {
-            backoff_ms = RESTART_BACKOFF_MIN_MS;
-        }
-        host.sleep(backoff_ms).await;
-        backoff_ms = backoff_ms.saturating_mul(2).min(RESTART_BACKOFF_MAX_MS);
-    }
+    restart_until(
+        host,
+        || host.stopping(),
+        |reason| proxy.record_move_loop_restart(reason),
+        || move_loop(host, proxy),
+    )
+    .await;
     proxy.flush_moves().await;
 }
 
@@ -295,16 +284,33 @@ async fn move_loop<T: Transport, S: Storage, H: Host>(host: &H, proxy: &Proxy<T,
 /// records each restart with [`Proxy::record_loop_restart`]. Returns once the
 /// host is stopping (or the backend has left, [`Proxy::runs_loops`]) and the
 /// loop has returned (or panicked).
-pub async fn supervise<T, S, H, F, L>(
-    host: &H,
-    proxy: &Proxy<T, S>,
-    kind: LoopKind,
-    backend: usize,
-    mut start: F,
-) where
+pub async fn supervise<T, S, H, F, L>(host: &H, proxy: &Proxy<T, S>, kind: LoopKind, backend: usize, start: F)
+where
     T: Transport,
     S: Storage,
     H: Host,
+    F: FnMut() -> L,
+    L: Future<Output = ()>,
+{
+    restart_until(
+        host,
+        || host.stopping() || !proxy.runs_loops(backend),
+        |reason| proxy.record_loop_restart(kind, backend, reason, host.now_ms()),
+        start,
+    )
+    .await
+}
+
+/// The restart bookkeeping of [`supervise`] and [`run_moves`]: runs the loop
+/// made by `start` until, after it returns (or panics), `done()`; else
+/// `restarted(reason)` records the restart (`after it ended`, `after panic:
+/// ...`) and the loop is started again after a backoff (module doc), unless
+/// `done()` by then.
+async fn restart_until<H, D, R, F, L>(host: &H, done: D, mut restarted: R, mut start: F)
+where
+    H: Host,
+    D: Fn() -> bool,
+    R: FnMut(&str),
     F: FnMut() -> L,
     L: Future<Output = ()>,
 {
@@ -312,19 +318,19 @@ pub async fn supervise<T, S, H, F, L>(
     loop {
         let started_us = host.monotonic_us();
         let outcome = AssertUnwindSafe(start()).catch_unwind().await;
-        if host.stopping() || !proxy.runs_loops(backend) {
+        if done() {
             return;
         }
         let reason = match outcome {
             Ok(()) => "after it ended".to_string(),
             Err(payload) => format!("after panic: {}", panic_message(payload.as_ref())),
         };
-        proxy.record_loop_restart(kind, backend, &reason, host.now_ms());
+        restarted(&reason);
         if host.monotonic_us().saturating_sub(started_us) >= RESTART_RESET_AFTER_MS * 1000 {
             backoff_ms = RESTART_BACKOFF_MIN_MS;
         }
         host.sleep(backoff_ms).await;
-        if host.stopping() || !proxy.runs_loops(backend) {
+        if done() {
             return;
         }
         backoff_ms = backoff_ms.saturating_mul(2).min(RESTART_BACKOFF_MAX_MS);

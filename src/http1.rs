@@ -1147,6 +1147,13 @@ pub(crate) mod tests {
         closed_by_server: bool,
     }
 
+    impl Seen {
+        /// The first answer's status and the body the core got (echoed).
+        fn first_status_and_body(&self) -> (u16, serde_json::Value) {
+            (self.answers[0].status, self.answers[0].json()["body"].clone())
+        }
+    }
+
     /// Serves one connection whose client sends `segments`, with a body limit
     /// of `max_body_bytes`; `head_requests` tells which answers have no body.
     fn serve(max_body_bytes: u64, segments: &[&[u8]], head_requests: &[bool]) -> Seen {
@@ -1260,10 +1267,7 @@ pub(crate) mod tests {
         assert_eq!(a.status, 413);
         assert_eq!(a.error(), "request body too large (limit 10 bytes)");
         let seen = serve(10, &[b"POST /w HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789"], &[]);
-        assert_eq!(
-            (seen.answers[0].status, seen.answers[0].json()["body"].clone()),
-            (200, "0123456789".into())
-        );
+        assert_eq!(seen.first_status_and_body(), (200, "0123456789".into()));
     }
 
     #[test]
@@ -1474,7 +1478,7 @@ pub(crate) mod tests {
             &[b"POST /w HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:  Chunked \r\n\r\n3\r\nabc\r\n0\r\n\r\n"],
             &[],
         );
-        assert_eq!((seen.answers[0].status, seen.answers[0].json()["body"].clone()), (200, "abc".into()));
+        assert_eq!(seen.first_status_and_body(), (200, "abc".into()));
     }
 
     /// The guard rewrites HTTP/1.0 to 1.1 for async-h1 and supplies the
@@ -1562,7 +1566,7 @@ pub(crate) mod tests {
             &[b"POST /write HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: ok\r\n\r\n"],
             &[],
         );
-        assert_eq!((seen.answers[0].status, seen.answers[0].json()["body"].clone()), (200, "abc".into()));
+        assert_eq!(seen.first_status_and_body(), (200, "abc".into()));
     }
 
     #[test]
@@ -1616,9 +1620,9 @@ pub(crate) mod tests {
     fn trailers_in_pieces_or_after_a_bad_last_chunk_do_not_hang_the_connection() {
         let head: &[u8] = b"POST /write HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
         let seen = serve_bounded(&[head, b"3\r\nabc\r\n0\r\nX-T: a", b"b\r\n", b"\r\n"]);
-        assert_eq!((seen.answers[0].status, seen.answers[0].json()["body"].clone()), (200, "abc".into()));
+        assert_eq!(seen.first_status_and_body(), (200, "abc".into()));
         let seen = serve_bounded(&[head, b"3\r\nabc\r\n0\r\n", b"\r", b"\n"]);
-        assert_eq!((seen.answers[0].status, seen.answers[0].json()["body"].clone()), (200, "abc".into()));
+        assert_eq!(seen.first_status_and_body(), (200, "abc".into()));
         // A malformed last chunk that async-h1 refuses, then what looks like
         // the start of trailers.
         let a = only_answer_then_closed(serve_bounded(&[head, b"3\r\nabc\r\n0\r\xff\nX-T:"]));

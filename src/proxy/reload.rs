@@ -514,12 +514,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         for &i in &topology.active {
             topology.states[i].retired.set(false);
         }
-        {
-            let mut superseded = self.superseded.borrow_mut();
-            superseded.retain(|weak| weak.strong_count() > 0);
-            superseded.push(Rc::downgrade(&old));
-        }
-        *self.topology.borrow_mut() = Rc::new(topology);
+        self.supersede(&old, topology);
         self.wake_loop_starter();
         Ok(ReloadReport { generation, changes })
     }
@@ -537,6 +532,12 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             filter: old.filter.clone(),
             moves,
         };
+        self.supersede(old, topology);
+    }
+
+    /// Puts `topology` in force in place of `old`, which is kept (weakly)
+    /// among the superseded ones while requests still hold it.
+    fn supersede(&self, old: &Rc<Topology>, topology: Topology) {
         {
             let mut superseded = self.superseded.borrow_mut();
             superseded.retain(|weak| weak.strong_count() > 0);

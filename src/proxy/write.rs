@@ -184,6 +184,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         last: &mut LastRoute<'a, 'p>,
         sets: &mut Vec<ReplicaSet>,
     ) -> Result<usize, ProxyError> {
+        // The shard tag's value when the cache check below read it (same
+        // measurement, so same group and tag): not scanned for again.
+        let mut read_value = None;
         if let Some((m, tag, k)) = &last.key {
             // (`last.moving` is the cached key's move, if any.)
             if *m == point.measurement {
@@ -192,9 +195,11 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                     // measurement is the whole key (the db is the request's).
                     None => return Ok(*k),
                     Some((key, value)) => {
-                        if tag_value(point.line, key).as_deref().unwrap_or("") == value.as_ref() {
+                        let v = tag_value(point.line, key).unwrap_or(Cow::Borrowed(""));
+                        if v == *value {
                             return Ok(*k);
                         }
+                        read_value = Some(v);
                     }
                 }
             }
@@ -211,9 +216,12 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             Route::Group(group) => {
                 // A point without the shard tag is placed (and cached) as the
                 // shard of the empty value.
-                let tag = group
-                    .shard_tag()
-                    .map(|key| (key, tag_value(point.line, key).unwrap_or(Cow::Borrowed(""))));
+                let tag = group.shard_tag().map(|key| {
+                    let value = read_value
+                        .take()
+                        .unwrap_or_else(|| tag_value(point.line, key).unwrap_or(Cow::Borrowed("")));
+                    (key, value)
+                });
                 let value = tag.as_ref().map(|(_, v)| v.as_ref());
                 let placed = || group.replicas(db, &point.measurement, value);
                 match topo.moves.get(group.name()) {
