@@ -249,6 +249,20 @@ fn wait_verified(proxy: &Proxy, writer: &Writer, servers: &[Influxd], regex_refu
     }
 }
 
+/// `POST /cleanup?group=<group>`, then waits for the move to be `cleaned`
+/// (the old copies deleted).
+fn cleanup(proxy: &Proxy, group: &str) {
+    let r = proxy.request("POST", &format!("/cleanup?group={group}"), &[], None);
+    assert_eq!(r.status, 200, "POST /cleanup: {r:?}");
+    wait_until(MOVE_PATIENCE, "the old copies deleted", || {
+        let h = proxy.health();
+        match move_of(&h, group) {
+            Some(mv) if mv["state"] == "cleaned" => Ok(()),
+            _ => Err(format!("{}", h["rebalance"])),
+        }
+    });
+}
+
 /// Waits until every backend's write queue is delivered.
 fn wait_queues_empty(proxy: &Proxy) {
     wait_until(MOVE_PATIENCE, "every write queue delivered", || {
@@ -433,15 +447,7 @@ fn topology_change_loses_nothing(mode: Mode, change: Change) {
         assert_placed(&servers[..3], &after, HISTORY + acked, true, "resynced");
         return;
     }
-    let r = proxy.request("POST", "/cleanup?group=main", &[], None);
-    assert_eq!(r.status, 200, "POST /cleanup: {r:?}");
-    wait_until(MOVE_PATIENCE, "the old copies deleted", || {
-        let h = proxy.health();
-        match move_of(&h, "main") {
-            Some(mv) if mv["state"] == "cleaned" => Ok(()),
-            _ => Err(format!("{}", h["rebalance"])),
-        }
-    });
+    cleanup(&proxy, "main");
     wait_queues_empty(&proxy);
     assert_placed(&servers, &after, HISTORY + acked, true, "cleaned up");
 }
@@ -531,15 +537,7 @@ fn tag_sharded_keys_move_too(mode: Mode) {
             _ => Err(format!("{}", h["rebalance"])),
         }
     });
-    let r = proxy.request("POST", "/cleanup?group=tenants", &[], None);
-    assert_eq!(r.status, 200, "POST /cleanup: {r:?}");
-    wait_until(MOVE_PATIENCE, "the old copies deleted", || {
-        let h = proxy.health();
-        match move_of(&h, "tenants") {
-            Some(mv) if mv["state"] == "cleaned" => Ok(()),
-            _ => Err(format!("{}", h["rebalance"])),
-        }
-    });
+    cleanup(&proxy, "tenants");
     wait_queues_empty(&proxy);
     let group = ["a", "b", "c", "d"];
     for v in &values {
