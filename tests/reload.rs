@@ -276,7 +276,8 @@ fn reload_from_a_non_loopback_peer_is_403(mode: Mode) {
     let Some(ip) = local_non_loopback_ip() else {
         panic!(
             "this test needs a non-loopback IPv4 address on this machine to connect from; \
-             add one (as root) with `ip addr add 192.0.2.2/32 dev lo` and run it again"
+             add one (as root) with `ip addr add 192.0.2.2/24 dev lo` (a /24: its route to \
+             192.0.2.1 then takes 192.0.2.2 as the source; a /32 has no route) and run it again"
         );
     };
     let a = Influxd::start("a");
