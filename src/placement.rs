@@ -69,9 +69,9 @@ pub fn score(backend: &str, key: &ShardKey<'_>) -> u64 {
 /// `replication_factor` backends that hold `key`, highest score first (ties by
 /// name). Fewer when the group has fewer backends; none for an empty group or
 /// a factor of 0.
-pub fn place(backends: &[&str], replication_factor: usize, key: &ShardKey<'_>) -> Vec<usize> {
+pub fn place<S: AsRef<str>>(backends: &[S], replication_factor: usize, key: &ShardKey<'_>) -> Vec<usize> {
     let mut scored: Vec<(u64, &str, usize)> =
-        backends.iter().enumerate().map(|(i, name)| (score(name, key), *name, i)).collect();
+        backends.iter().enumerate().map(|(i, name)| (score(name.as_ref(), key), name.as_ref(), i)).collect();
     scored.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
     scored.into_iter().take(replication_factor).map(|(_, _, i)| i).collect()
 }
@@ -127,7 +127,7 @@ mod tests {
         assert_eq!(o.len(), 2);
         assert_ne!(o[0], o[1]);
         assert_eq!(owners(&["a", "b"], 3, &k).len(), 2);
-        assert!(place(&[], 2, &k).is_empty());
+        assert!(place::<&str>(&[], 2, &k).is_empty());
         assert!(place(&["a"], 0, &k).is_empty());
     }
 
