@@ -245,7 +245,16 @@ mod tests {
         // placement's golden placement of (telegraf, cpu) over a, b, c, RF 2.
         assert!(out.contains("key telegraf,cpu -> b, c (shard group main)\n"), "{out}");
         assert!(out.contains("key x,cpu.load -> b (keymap replica set)\n"), "{out}");
-        assert!(out.contains("key app,requests,customer-17 -> "), "{out}");
+        let tenant = out.lines().find(|l| l.starts_with("key app,requests,customer-17 -> ")).unwrap_or("");
+        let replicas = tenant.trim_start_matches("key app,requests,customer-17 -> ");
+        let replicas = replicas.strip_suffix(" (shard group tenants)").unwrap_or_else(|| panic!("{out}"));
+        let replicas: Vec<&str> = replicas.split(", ").collect();
+        assert!(
+            replicas.len() == 2
+                && replicas.iter().all(|r| ["c", "d", "e"].contains(r))
+                && replicas[0] != replicas[1],
+            "two of tenants' c, d, e: {out}"
+        );
         let e = check(path, &["nocomma".into()]).unwrap_err();
         assert_eq!(e, r#"--key "nocomma": expected db,measurement[,tagvalue]"#);
     }

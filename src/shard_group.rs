@@ -141,9 +141,8 @@ impl ShardGroup {
     /// The replicas of `key` as sorted backend indices
     /// ([`crate::placement::place`] over the group's backend names).
     pub fn key_replicas(&self, key: &ShardKey<'_>) -> ReplicaSet {
-        let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
         let mut set: ReplicaSet =
-            place(&names, self.replication_factor, key).into_iter().map(|i| self.backends[i]).collect();
+            place(&self.names, self.replication_factor, key).into_iter().map(|i| self.backends[i]).collect();
         set.sort_unstable();
         set
     }

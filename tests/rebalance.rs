@@ -14,6 +14,7 @@
 //! queries asked during the move never miss points acknowledged before the
 //! query started.
 
+#[macro_use]
 mod support;
 
 use influx_proxy::placement::{place, ShardKey};
@@ -249,6 +250,20 @@ fn wait_verified(proxy: &Proxy, writer: &Writer, servers: &[Influxd], regex_refu
     }
 }
 
+/// `POST /cleanup?group=<group>`, then waits for the move to be `cleaned`
+/// (the old copies deleted).
+fn cleanup(proxy: &Proxy, group: &str) {
+    let r = proxy.request("POST", &format!("/cleanup?group={group}"), &[], None);
+    assert_eq!(r.status, 200, "POST /cleanup: {r:?}");
+    wait_until(MOVE_PATIENCE, "the old copies deleted", || {
+        let h = proxy.health();
+        match move_of(&h, group) {
+            Some(mv) if mv["state"] == "cleaned" => Ok(()),
+            _ => Err(format!("{}", h["rebalance"])),
+        }
+    });
+}
+
 /// Waits until every backend's write queue is delivered.
 fn wait_queues_empty(proxy: &Proxy) {
     wait_until(MOVE_PATIENCE, "every write queue delivered", || {
@@ -433,15 +448,7 @@ fn topology_change_loses_nothing(mode: Mode, change: Change) {
         assert_placed(&servers[..3], &after, HISTORY + acked, true, "resynced");
         return;
     }
-    let r = proxy.request("POST", "/cleanup?group=main", &[], None);
-    assert_eq!(r.status, 200, "POST /cleanup: {r:?}");
-    wait_until(MOVE_PATIENCE, "the old copies deleted", || {
-        let h = proxy.health();
-        match move_of(&h, "main") {
-            Some(mv) if mv["state"] == "cleaned" => Ok(()),
-            _ => Err(format!("{}", h["rebalance"])),
-        }
-    });
+    cleanup(&proxy, "main");
     wait_queues_empty(&proxy);
     assert_placed(&servers, &after, HISTORY + acked, true, "cleaned up");
 }
@@ -531,15 +538,7 @@ fn tag_sharded_keys_move_too(mode: Mode) {
             _ => Err(format!("{}", h["rebalance"])),
         }
     });
-    let r = proxy.request("POST", "/cleanup?group=tenants", &[], None);
-    assert_eq!(r.status, 200, "POST /cleanup: {r:?}");
-    wait_until(MOVE_PATIENCE, "the old copies deleted", || {
-        let h = proxy.health();
-        match move_of(&h, "tenants") {
-            Some(mv) if mv["state"] == "cleaned" => Ok(()),
-            _ => Err(format!("{}", h["rebalance"])),
-        }
-    });
+    cleanup(&proxy, "tenants");
     wait_queues_empty(&proxy);
     let group = ["a", "b", "c", "d"];
     for v in &values {
@@ -560,36 +559,35 @@ fn tag_sharded_keys_move_too(mode: Mode) {
     assert_eq!(column(&v, "value").len(), 12, "{v}");
 }
 
-macro_rules! scenarios {
-    ($($mode:ident: $modname:ident),*) => {$(
-        mod $modname {
-            use super::*;
-            #[test]
-            fn a_fourth_backend_added_under_write_load_moves_its_keys_with_nothing_lost() {
-                topology_change_loses_nothing(Mode::$mode, Change::Add);
-            }
-            #[test]
-            fn the_proxy_killed_mid_transfer_resumes_and_finishes_the_move() {
-                topology_change_loses_nothing(Mode::$mode, Change::AddKilledMidTransfer);
-            }
-            #[test]
-            fn a_wiped_backend_is_resynced_from_its_replicas() {
-                topology_change_loses_nothing(Mode::$mode, Change::Resync);
-            }
-            #[test]
-            fn a_backend_removed_from_the_group_leaves_its_keys_on_the_others() {
-                topology_change_loses_nothing(Mode::$mode, Change::Remove);
-            }
-            #[test]
-            fn a_tag_sharded_groups_keys_move_to_a_new_backend() {
-                tag_sharded_keys_move_too(Mode::$mode);
-            }
-            #[test]
-            fn cleanup_resync_and_a_move_without_single_writer_are_refused_saying_why() {
-                refusals(Mode::$mode);
-            }
-        }
-    )*};
+fn a_fourth_backend_added_under_write_load_moves_its_keys_with_nothing_lost(mode: Mode) {
+    topology_change_loses_nothing(mode, Change::Add);
 }
 
-scenarios!(Native: native, Wasm: wasm);
+fn the_proxy_killed_mid_transfer_resumes_and_finishes_the_move(mode: Mode) {
+    topology_change_loses_nothing(mode, Change::AddKilledMidTransfer);
+}
+
+fn a_wiped_backend_is_resynced_from_its_replicas(mode: Mode) {
+    topology_change_loses_nothing(mode, Change::Resync);
+}
+
+fn a_backend_removed_from_the_group_leaves_its_keys_on_the_others(mode: Mode) {
+    topology_change_loses_nothing(mode, Change::Remove);
+}
+
+fn a_tag_sharded_groups_keys_move_to_a_new_backend(mode: Mode) {
+    tag_sharded_keys_move_too(mode);
+}
+
+fn cleanup_resync_and_a_move_without_single_writer_are_refused_saying_why(mode: Mode) {
+    refusals(mode);
+}
+
+scenarios!(native: Mode::Native, wasm: Mode::Wasm; [
+    a_fourth_backend_added_under_write_load_moves_its_keys_with_nothing_lost,
+    the_proxy_killed_mid_transfer_resumes_and_finishes_the_move,
+    a_wiped_backend_is_resynced_from_its_replicas,
+    a_backend_removed_from_the_group_leaves_its_keys_on_the_others,
+    a_tag_sharded_groups_keys_move_to_a_new_backend,
+    cleanup_resync_and_a_move_without_single_writer_are_refused_saying_why,
+]);

@@ -176,9 +176,9 @@ fn broken_config_is_refused_and_writes_still_work(mode: Mode) {
     assert_eq!(a.count(DB, "cpu"), 6);
 }
 
-/// A backend removed while its write queue holds acknowledged points: it gets
-/// nothing new, is shown leaving, delivers its queue once back up, then leaves.
-fn removed_backend_delivers_its_queue_then_leaves(mode: Mode) {
+/// Backends `a` and `b` behind a proxy, database `DB` created, `b` stopped
+/// and 20 `cpu` points written: acknowledged, held in b's queue.
+fn b_down_with_20_points_queued(mode: Mode) -> (Influxd, Influxd, Proxy) {
     let a = Influxd::start("a");
     let mut b = Influxd::start("b");
     let proxy = Proxy::start(mode, Proxy::config(&[&a, &b]));
@@ -193,6 +193,13 @@ fn removed_backend_delivers_its_queue_then_leaves(mode: Mode) {
             Err(format!("{h}"))
         }
     });
+    (a, b, proxy)
+}
+
+/// A backend removed while its write queue holds acknowledged points: it gets
+/// nothing new, is shown leaving, delivers its queue once back up, then leaves.
+fn removed_backend_delivers_its_queue_then_leaves(mode: Mode) {
+    let (a, mut b, proxy) = b_down_with_20_points_queued(mode);
 
     edit_config(&proxy, |c| {
         c["backends"].as_object_mut().unwrap().remove("b");
@@ -223,20 +230,7 @@ fn removed_backend_delivers_its_queue_then_leaves(mode: Mode) {
 /// holding acknowledged points) keeps it leaving: once it is back up it gets
 /// its queue, then leaves.
 fn a_restart_keeps_a_removed_backend_leaving(mode: Mode) {
-    let a = Influxd::start("a");
-    let mut b = Influxd::start("b");
-    let mut proxy = Proxy::start(mode, Proxy::config(&[&a, &b]));
-    proxy.query_ok(&format!("CREATE DATABASE {DB}"), "");
-    b.stop();
-    proxy.write_ok(DB, &points("cpu", 20, 1_600_000_000));
-    wait_until(PATIENCE, "b's queue holds the write", || {
-        let h = proxy.health();
-        if h["backends"][1]["queue_records"].as_u64().unwrap_or(0) > 0 {
-            Ok(())
-        } else {
-            Err(format!("{h}"))
-        }
-    });
+    let (_a, mut b, mut proxy) = b_down_with_20_points_queued(mode);
     edit_config(&proxy, |c| {
         c["backends"].as_object_mut().unwrap().remove("b");
         c["keymaps"] = json!({ "_default_": ["a"] });
@@ -282,7 +276,8 @@ fn reload_from_a_non_loopback_peer_is_403(mode: Mode) {
     let Some(ip) = local_non_loopback_ip() else {
         panic!(
             "this test needs a non-loopback IPv4 address on this machine to connect from; \
-             add one (as root) with `ip addr add 192.0.2.2/32 dev lo` and run it again"
+             add one (as root) with `ip addr add 192.0.2.2/24 dev lo` (a /24: its route to \
+             192.0.2.1 then takes 192.0.2.2 as the source; a /32 has no route) and run it again"
         );
     };
     let a = Influxd::start("a");

@@ -449,27 +449,19 @@ fn a_tag_sharded_select_without_a_database_answers_database_name_required(mode: 
 /// left out of the cover would be missing. It fails over to that backend
 /// instead. Asked several times, since the cover is picked at random.
 fn a_cover_backend_answering_an_error_is_replaced_not_ignored(mode: Mode) {
-    let group = ["a", "b", "c"];
-    let mut servers = Influxd::start_many(&["a", "b", "c", "reference"]);
-    let reference = servers.pop().expect("the reference");
-    let mut config = Proxy::config(&servers.iter().collect::<Vec<_>>());
-    config["shard_groups"] = json!({ "main": { "backends": group, "replication_factor": 2 } });
-    config["keymaps"] = json!({ "_default_": "main" });
-    let proxy = Proxy::start(mode, config);
-    proxy.query_ok("CREATE DATABASE app", "");
-    reference.query_ok("", "CREATE DATABASE app");
+    let s = Setup::start(mode);
+    let (proxy, reference) = (&s.proxy, &s.reference);
     let body: String = (0..12).map(|i| format!("m{i:02},host=h{} v={i} {}\n", i % 3, T0 + i)).collect();
-    proxy.write_ok("app", &body);
-    reference.write("app", &body);
+    s.write("alpha", &body);
     // Some key lives on c and one other backend only.
-    assert!((0..12).any(|i| owners_in(&group, 2, "app", &format!("m{i:02}"), None).contains(&"c")));
-    servers[2].query_ok("", "DROP DATABASE app");
+    assert!((0..12).any(|i| owners_in(&GROUP, 2, "alpha", &format!("m{i:02}"), None).contains(&"c")));
+    s.backend("c").query_ok("", "DROP DATABASE alpha");
     // (`SHOW MEASUREMENTS` of a missing database is an empty answer, not an
     // error: nothing tells the proxy, only a resync can.)
     for q in ["SELECT count(v) FROM /m.*/", "SHOW SERIES", "SELECT v FROM /m0.*/ WHERE time >= 0"] {
-        let want = reference.query_ok("app", q);
+        let want = reference.query_ok("alpha", q);
         for round in 0..8 {
-            let (status, got) = proxy.query(q, "app");
+            let (status, got) = proxy.query(q, "alpha");
             assert_eq!(status, 200, "{q}: {got}");
             assert_eq!(got, want, "{q} (round {round}): the proxy (left) differs from one influxd (right)");
         }
@@ -481,25 +473,17 @@ fn a_cover_backend_answering_an_error_is_replaced_not_ignored(mode: Mode) {
 /// answer is the reference's or an error, never a 200 that silently lacks the
 /// measurements of the set whose backend answered the error.
 fn a_replica_set_answering_an_error_fails_a_multi_set_select_loudly(mode: Mode) {
-    let group = ["a", "b", "c"];
-    let mut servers = Influxd::start_many(&["a", "b", "c", "reference"]);
-    let reference = servers.pop().expect("the reference");
-    let mut config = Proxy::config(&servers.iter().collect::<Vec<_>>());
-    config["shard_groups"] = json!({ "main": { "backends": group, "replication_factor": 2 } });
-    config["keymaps"] = json!({ "_default_": "main" });
-    let proxy = Proxy::start(mode, config);
-    proxy.query_ok("CREATE DATABASE app", "");
-    reference.query_ok("", "CREATE DATABASE app");
+    let s = Setup::start(mode);
+    let (proxy, reference) = (&s.proxy, &s.reference);
     let names: Vec<String> = (0..12).map(|i| format!("m{i:02}")).collect();
     let body: String =
         names.iter().enumerate().map(|(i, m)| format!("{m} v={i} {}\n", T0 + i as u64)).collect();
-    proxy.write_ok("app", &body);
-    reference.write("app", &body);
-    servers[2].query_ok("", "DROP DATABASE app");
+    s.write("alpha", &body);
+    s.backend("c").query_ok("", "DROP DATABASE alpha");
     let q = format!("SELECT v FROM {}", names.join(", "));
-    let want = reference.query_ok("app", &q);
+    let want = reference.query_ok("alpha", &q);
     for round in 0..8 {
-        let (status, got) = proxy.query(&q, "app");
+        let (status, got) = proxy.query(&q, "alpha");
         if status == 200 && query_error(&got).is_none() {
             assert_eq!(got, want, "round {round}: a 200 answer without error must be complete");
         }
