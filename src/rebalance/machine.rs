@@ -692,7 +692,6 @@ impl Rebalance {
             }
             RpRange::Range { first, end } => (first, end),
         };
-        let _ = first;
         if rp.cursor >= end {
             self.inner.borrow_mut().state.keys[i].rps[r].done = true;
             return Ok(Action::Next(0));
