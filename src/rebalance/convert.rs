@@ -36,12 +36,7 @@ impl FieldType {
 pub fn quote_ident(name: &str) -> String {
     let mut out = String::with_capacity(name.len() + 2);
     out.push('"');
-    for c in name.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
+    escape_into(&mut out, name, &['"', '\\']);
     out.push('"');
     out
 }
@@ -50,12 +45,7 @@ pub fn quote_ident(name: &str) -> String {
 pub fn quote_string(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     out.push('\'');
-    for c in value.chars() {
-        if c == '\'' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
+    escape_into(&mut out, value, &['\'', '\\']);
     out.push('\'');
     out
 }
@@ -279,6 +269,7 @@ pub fn chunk_to_line_protocol(
     Ok(out)
 }
 
+/// Appends `s` to `out` with a backslash before each character of `special`.
 fn escape_into(out: &mut String, s: &str, special: &[char]) {
     for c in s.chars() {
         if special.contains(&c) {
@@ -312,12 +303,7 @@ fn field_value(out: &mut String, text: &str, ty: FieldType) -> Result<(), String
         FieldType::String => {
             let s: String = serde_json::from_str(text).map_err(|_| format!("{text} is not a string"))?;
             out.push('"');
-            for c in s.chars() {
-                if c == '"' || c == '\\' {
-                    out.push('\\');
-                }
-                out.push(c);
-            }
+            escape_into(out, &s, &['"', '\\']);
             out.push('"');
         }
     }
