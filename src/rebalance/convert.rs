@@ -5,6 +5,7 @@ use crate::results::StatementResult;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 /// InfluxDB 1.x field types, as `SHOW FIELD KEYS` names them (`fieldType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,12 +37,7 @@ impl FieldType {
 pub fn quote_ident(name: &str) -> String {
     let mut out = String::with_capacity(name.len() + 2);
     out.push('"');
-    for c in name.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
+    escape_into(&mut out, name, &['"', '\\']);
     out.push('"');
     out
 }
@@ -50,12 +46,7 @@ pub fn quote_ident(name: &str) -> String {
 pub fn quote_string(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     out.push('\'');
-    for c in value.chars() {
-        if c == '\'' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
+    escape_into(&mut out, value, &['\'', '\\']);
     out.push('\'');
     out
 }
@@ -228,15 +219,24 @@ pub fn chunk_to_line_protocol(
     if result.raw_member("partial").is_some_and(|p| p.trim() == "true") {
         return Err("partial answer (max-row-limit): ask a shorter range".to_string());
     }
-    let mut out = Converted::default();
+    // Lines are written straight into one buffer; a row with no field is cut
+    // off again. Names are escaped once per series, not per point.
+    let mut body = String::new();
+    let mut points = 0;
     for series in series_of(result)? {
         let time = column(&series.columns, "time")?;
-        let fields: Vec<(usize, &String, FieldType)> = series
+        let fields: Vec<(usize, &String, String, FieldType)> = series
             .columns
             .iter()
             .enumerate()
             .filter(|(i, _)| *i != time)
-            .filter_map(|(i, c)| types.get(c).map(|t| (i, c, *t)))
+            .filter_map(|(i, c)| {
+                types.get(c).map(|t| {
+                    let mut escaped = String::with_capacity(c.len());
+                    escape_into(&mut escaped, c, &[',', '=', ' ']);
+                    (i, c, escaped, *t)
+                })
+            })
             .collect();
         let mut head = String::new();
         escape_into(&mut head, &series.name, &[',', ' ']);
@@ -250,35 +250,35 @@ pub fn chunk_to_line_protocol(
             escape_into(&mut head, v, &[',', '=', ' ']);
         }
         for row in &series.values {
-            let mut line = head.clone();
+            let start = body.len();
+            body.push_str(&head);
             let mut any = false;
-            for (i, name, ty) in &fields {
+            for (i, name, escaped, ty) in &fields {
                 let Some(cell) = row.get(*i) else { continue };
                 let text = cell.get().trim();
                 if text == "null" {
                     continue;
                 }
-                line.push(if any { ',' } else { ' ' });
+                body.push(if any { ',' } else { ' ' });
                 any = true;
-                escape_into(&mut line, name, &[',', '=', ' ']);
-                line.push('=');
-                field_value(&mut line, text, *ty).map_err(|e| format!("field {name:?}: {e}"))?;
+                body.push_str(escaped);
+                body.push('=');
+                field_value(&mut body, text, *ty).map_err(|e| format!("field {name:?}: {e}"))?;
             }
             if !any {
+                body.truncate(start);
                 continue;
             }
             let t = row.get(time).ok_or("short row")?.get();
             let t: i64 = t.parse().map_err(|_| format!("time {t} is not ns (ask with epoch=ns)"))?;
-            line.push(' ');
-            line.push_str(&t.to_string());
-            line.push('\n');
-            out.body.extend_from_slice(line.as_bytes());
-            out.points += 1;
+            let _ = writeln!(body, " {t}");
+            points += 1;
         }
     }
-    Ok(out)
+    Ok(Converted { body: body.into_bytes(), points })
 }
 
+/// Appends `s` to `out` with a backslash before each character of `special`.
 fn escape_into(out: &mut String, s: &str, special: &[char]) {
     for c in s.chars() {
         if special.contains(&c) {
@@ -295,15 +295,15 @@ fn field_value(out: &mut String, text: &str, ty: FieldType) -> Result<(), String
             if !f.is_finite() {
                 return Err(format!("{text} is not finite"));
             }
-            out.push_str(&format!("{f:?}"));
+            let _ = write!(out, "{f:?}");
         }
         FieldType::Integer => {
             let i: i64 = text.parse().map_err(|_| format!("{text} is not an integer"))?;
-            out.push_str(&format!("{i}i"));
+            let _ = write!(out, "{i}i");
         }
         FieldType::Unsigned => {
             let u: u64 = text.parse().map_err(|_| format!("{text} is not unsigned"))?;
-            out.push_str(&format!("{u}u"));
+            let _ = write!(out, "{u}u");
         }
         FieldType::Boolean => match text {
             "true" | "false" => out.push_str(text),
@@ -312,12 +312,7 @@ fn field_value(out: &mut String, text: &str, ty: FieldType) -> Result<(), String
         FieldType::String => {
             let s: String = serde_json::from_str(text).map_err(|_| format!("{text} is not a string"))?;
             out.push('"');
-            for c in s.chars() {
-                if c == '"' || c == '\\' {
-                    out.push('\\');
-                }
-                out.push(c);
-            }
+            escape_into(out, &s, &['"', '\\']);
             out.push('"');
         }
     }

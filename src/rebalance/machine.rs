@@ -692,7 +692,6 @@ impl Rebalance {
             }
             RpRange::Range { first, end } => (first, end),
         };
-        let _ = first;
         if rp.cursor >= end {
             self.inner.borrow_mut().state.keys[i].rps[r].done = true;
             return Ok(Action::Next(0));
@@ -725,7 +724,12 @@ impl Rebalance {
         let k = &mut inner.state.keys[i];
         let rc = &mut k.rps[r];
         rc.cursor = b_end;
-        rc.span_ns = convert::next_span_ns(b_end - a, points, self.options.points_per_chunk, end - first);
+        rc.span_ns = convert::next_span_ns(
+            b_end - a,
+            points,
+            self.options.points_per_chunk,
+            end.saturating_sub(first),
+        );
         if rc.cursor >= end {
             rc.done = true;
         }

@@ -959,6 +959,31 @@ fn adding_a_backend_moves_every_key_to_its_new_owners_then_cleanup_removes_old_c
     check_placement(&c, &reference, &moves, &keys, after, true);
 }
 
+/// A key with points at InfluxDB 1.x's earliest and latest timestamps
+/// (backend data) is copied whole: the length of its range (more than
+/// i64::MAX ns) does not overflow when the next chunk is sized.
+#[test]
+fn a_key_spanning_the_whole_time_range_is_copied() {
+    let keys = all_keys(12);
+    let before = Placement { backends: &GROUP_BEFORE, replication_factor: 2 };
+    let after = Placement { backends: &GROUP_AFTER, replication_factor: 2 };
+    let (c, mut reference) = seeded(&keys, before, &GROUP_AFTER);
+    for key in &keys {
+        for t in [-9_223_372_036_854_775_806i64, 9_223_372_036_854_775_806] {
+            let line = format!("{},host=edge f=2.5 {t}", key.measurement);
+            c.write(None, key, &before.owners(key), &line);
+            reference.apply(&write_record(&key.db, None, &line));
+        }
+    }
+    let moves = plan(before, after, &keys);
+    assert!(!moves.is_empty());
+    let rb = start(&c, moves.clone(), None);
+    let mut now = NOW;
+    assert!(drive(&rb, &c, &mut now));
+    assert_eq!(rb.progress().keys_verified, moves.len() as u64, "{:?}", rb.progress());
+    check_placement(&c, &reference, &moves, &keys, after, false);
+}
+
 #[test]
 fn removing_a_backend_leaves_every_key_with_rf_copies_elsewhere() {
     let keys = all_keys(12);

@@ -7,12 +7,10 @@ impl WriteQueue {
     /// acknowledges it. `record` is what [`WriteQueue::peek`] returned with `id`.
     ///
     /// An id already acknowledged is a no-op (no line is written). Errors as
-    /// [`WriteQueue::ack`]; when the line cannot be written the record stays,
-    /// except on a full disk (`ErrorKind::StorageFull`): then, as past
-    /// `dead_letter_max_bytes`, the line is not written but the record is
-    /// still removed and counted, so a full disk cannot block the queue.
-    /// (Under wasmtime the host's ENOSPC reaches the component as a plain I/O
-    /// error, so there the record stays until space frees.)
+    /// [`WriteQueue::ack`]. When the line cannot be written (a full disk, a
+    /// quota, any I/O error, a torn tail that cannot be cut), as past
+    /// `dead_letter_max_bytes`, the line is left out but the record is still
+    /// removed and counted, so the dead-letter file cannot block the queue.
     pub async fn dead_letter<S: Storage>(
         &self,
         storage: &S,
