@@ -286,6 +286,26 @@ impl<T: Transport, S: Storage> Backends for MoveBackends<'_, T, S> {
         topo.states[i].queue.push(&self.proxy.storage, record, now_ms).await.map_err(|e| e.to_string())
     }
 
+    async fn send(&self, backend: &str, record: &Record) -> Result<(), String> {
+        let topo = self.proxy.topology();
+        let i = topo.index_of(backend).ok_or_else(|| format!("unknown backend {backend}"))?;
+        let addr = &topo.backends[i];
+        let sent = self.proxy.send_record(i, record).await;
+        match sent.outcome {
+            Ok(r) if (200..300).contains(&r.status) => {
+                if let Some(e) = super::statement_error(record, &r) {
+                    return Err(e);
+                }
+                if let Record::Write { body, .. } = record {
+                    self.proxy.metrics.written(&addr.name, super::count_lines(body), body.len() as u64);
+                }
+                Ok(())
+            }
+            Ok(r) => Err(format!("HTTP {}: {}", r.status, super::error_message(&r))),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     fn is_healthy(&self, backend: &str) -> bool {
         let topo = self.proxy.topology();
         topo.index_of(backend).is_some_and(|i| topo.states[i].health.borrow().is_healthy())

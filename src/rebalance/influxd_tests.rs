@@ -69,6 +69,10 @@ impl Backends for Real {
         crate::results::first_result(body.as_bytes())
     }
     async fn push(&self, backend: &str, record: &Record, _now_ms: u64) -> Result<(), String> {
+        self.send(backend, record).await
+    }
+
+    async fn send(&self, backend: &str, record: &Record) -> Result<(), String> {
         let port = self.port(backend);
         let (status, body) = match record {
             Record::Write { db, rp, body, .. } => {

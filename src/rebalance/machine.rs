@@ -52,7 +52,7 @@ struct LiveWrite {
     status: LiveStatus,
 }
 
-/// An open chunk read: the re-append set is `snapshot` plus every write with
+/// An open chunk read: the re-send set is `snapshot` plus every write with
 /// an id at least `start`.
 #[derive(Debug)]
 struct Window {
@@ -60,7 +60,7 @@ struct Window {
     snapshot: BTreeSet<u64>,
     /// A write in the window failed at the source: the chunk is read again.
     spoiled: bool,
-    /// Ids already re-appended.
+    /// Ids already re-sent.
     pushed: BTreeSet<u64>,
 }
 
@@ -463,9 +463,9 @@ impl Rebalance {
         };
         let phase = self.inner.borrow().state.keys[due].phase;
         let result = match phase {
-            Phase::Pending => self.schema_step(backends, due, now_ms).await,
+            Phase::Pending => self.schema_step(backends, due).await,
             Phase::Schema => self.join_step(backends, due),
-            Phase::Copying => self.copy_step(backends, due, now_ms).await,
+            Phase::Copying => self.copy_step(backends, due).await,
             Phase::Verifying => self.verify_step(backends, due).await,
             Phase::Cleaning => self.clean_step(backends, due, now_ms).await,
             Phase::Verified | Phase::Cleaned => Ok(Action::Wait(0)),
@@ -559,8 +559,8 @@ impl Rebalance {
     }
 
     /// Pending -> Schema: the source's retention policies, created on every
-    /// added owner through its write queue; then writes go to old ∪ new.
-    async fn schema_step<B: Backends>(&self, b: &B, i: usize, now_ms: u64) -> Result<Action, String> {
+    /// added owner (sent, acknowledged); then writes go to old ∪ new.
+    async fn schema_step<B: Backends>(&self, b: &B, i: usize) -> Result<Action, String> {
         let m = self.key_move(i);
         let added = m.added();
         if added.is_empty() {
@@ -568,7 +568,7 @@ impl Rebalance {
             return Ok(Action::Next(0));
         }
         let source = m.source.clone().ok_or("no old owner to copy from: the key's history is lost")?;
-        if !b.is_healthy(&source) {
+        if !b.is_healthy(&source) || !caught_up(b, &added) {
             return Ok(Action::Wait(WAIT_MS));
         }
         let db = &m.key.db;
@@ -600,7 +600,7 @@ impl Rebalance {
             for q in &statements {
                 let record =
                     Record::Statement { db: Some(db.clone()), q: q.clone(), credentials: self.credentials() };
-                b.push(n, &record, now_ms).await.map_err(|e| format!("{n}: {e}"))?;
+                b.send(n, &record).await.map_err(|e| format!("{n}: {q}: {e}"))?;
             }
         }
         let mut inner = self.inner.borrow_mut();
@@ -635,10 +635,10 @@ impl Rebalance {
     }
 
     /// One step of the copy: the bounds of a retention policy, or one chunk.
-    async fn copy_step<B: Backends>(&self, b: &B, i: usize, now_ms: u64) -> Result<Action, String> {
+    async fn copy_step<B: Backends>(&self, b: &B, i: usize) -> Result<Action, String> {
         let m = self.key_move(i);
         let source = m.source.clone().ok_or("no old owner to copy from")?;
-        if !b.is_healthy(&source) || !b.queue_is_empty(&source) {
+        if !caught_up(b, std::slice::from_ref(&source)) || !caught_up(b, &m.added()) {
             return Ok(Action::Wait(WAIT_MS));
         }
         // The source's queue is empty: every live write it had queued is
@@ -702,7 +702,7 @@ impl Rebalance {
         let span = rp.span_ns.max(1);
         let b_end = a.saturating_add(span).min(end);
         self.begin_window(i);
-        let result = self.copy_chunk(b, i, &m, &rp.name, cond.as_deref(), &types, a, b_end, now_ms).await;
+        let result = self.copy_chunk(b, i, &m, &rp.name, cond.as_deref(), &types, a, b_end).await;
         let spoiled = self.end_window(i);
         let points = match result {
             Ok(Some(points)) => points,
@@ -746,7 +746,7 @@ impl Rebalance {
         live.window = Some(Window { start, snapshot, spoiled: false, pushed: BTreeSet::new() });
     }
 
-    /// Closes the window (no await between the last re-append check and
+    /// Closes the window (no await between the last re-send check and
     /// this); true when it was spoiled.
     fn end_window(&self, i: usize) -> bool {
         let mut inner = self.inner.borrow_mut();
@@ -756,7 +756,7 @@ impl Rebalance {
         spoiled
     }
 
-    /// The records of the window not yet re-appended, in acceptance order.
+    /// The records of the window not yet re-sent, in acceptance order.
     fn window_records(&self, i: usize) -> Vec<(u64, Record)> {
         let inner = self.inner.borrow();
         let live = &inner.live[i];
@@ -772,9 +772,9 @@ impl Rebalance {
         self.inner.borrow().live[i].window.as_ref().is_some_and(|w| w.spoiled)
     }
 
-    /// Reads chunk `a..end`, appends it to every added owner, then re-appends
+    /// Reads chunk `a..end`, sends it to every added owner, then re-sends
     /// the window's live writes until none is left (see the module doc).
-    /// `Ok(None)`: the window was spoiled before anything was appended.
+    /// `Ok(None)`: the window was spoiled before anything was sent.
     #[allow(clippy::too_many_arguments)]
     async fn copy_chunk<B: Backends>(
         &self,
@@ -786,7 +786,6 @@ impl Rebalance {
         types: &BTreeMap<String, FieldType>,
         a: i64,
         end: i64,
-        now_ms: u64,
     ) -> Result<Option<u64>, ChunkError> {
         let source = m.source.as_deref().unwrap_or_default();
         let db = &m.key.db;
@@ -813,7 +812,7 @@ impl Rebalance {
         };
         let added = m.added();
         for n in &added {
-            b.push(n, &chunk, now_ms).await.map_err(|e| ChunkError::Other(format!("{n}: {e}")))?;
+            b.send(n, &chunk).await.map_err(|e| ChunkError::Other(format!("{n}: chunk {a}..{end}: {e}")))?;
         }
         loop {
             let batch = self.window_records(i);
@@ -822,7 +821,9 @@ impl Rebalance {
             }
             for n in &added {
                 for (_, record) in &batch {
-                    b.push(n, record, now_ms).await.map_err(|e| ChunkError::Other(format!("{n}: {e}")))?;
+                    b.send(n, record)
+                        .await
+                        .map_err(|e| ChunkError::Other(format!("{n}: live write: {e}")))?;
                 }
             }
             let mut inner = self.inner.borrow_mut();
@@ -840,9 +841,7 @@ impl Rebalance {
         let m = self.key_move(i);
         let source = m.source.clone().ok_or("no old owner to copy from")?;
         let added = m.added();
-        let caught_up =
-            std::iter::once(&source).chain(&added).all(|n| b.is_healthy(n) && b.queue_is_empty(n));
-        if !caught_up {
+        if !caught_up(b, std::slice::from_ref(&source)) || !caught_up(b, &added) {
             return Ok(Action::Wait(WAIT_MS));
         }
         let rps = self.inner.borrow().state.keys[i].rps.clone();
@@ -920,6 +919,14 @@ impl Rebalance {
         self.inner.borrow_mut().state.keys[i].phase = Phase::Cleaned;
         Ok(Action::Next(0))
     }
+}
+
+/// True when every backend of `names` is healthy with an empty write queue:
+/// a copy source whose answers show every write it acknowledged, or an added
+/// owner that applies what the copy sends it now, after everything routed to
+/// it before (see "Ordering argument").
+fn caught_up<B: Backends>(b: &B, names: &[String]) -> bool {
+    names.iter().all(|n| b.is_healthy(n) && b.queue_is_empty(n))
 }
 
 enum ChunkError {

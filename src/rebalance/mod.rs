@@ -5,9 +5,10 @@
 //! This documentation is the specification of a move, as the write queue's
 //! (`crate::write_queue`) is of the queue. The module is pure core: it
 //! performs no IO and reads no clock; it reaches backends through the small
-//! [`Backends`] trait (ask a query, append a record to a backend's write
-//! queue, is a backend healthy / its queue empty, are requests of an old
-//! routing still in flight) and keeps its state through
+//! [`Backends`] trait (ask a query, send a record to a backend now and wait
+//! for its acknowledgement, append a record to a backend's write queue, is a
+//! backend healthy / its queue empty, are requests of an old routing still
+//! in flight) and keeps its state through
 //! [`crate::storage::Storage`]; every time comes in as `now_ms`.
 //!
 //! # Terms
@@ -30,7 +31,7 @@
 //!
 //! | phase | writes go to | reads go to | leaves when |
 //! |---|---|---|---|
-//! | `Pending` | old | old | the source's `SHOW RETENTION POLICIES` is read and `CREATE DATABASE` + each retention policy (`ALTER` for `autogen`, `CREATE` for others, with their durations and the default) are appended to every added owner's write queue |
+//! | `Pending` | old | old | every added owner is caught up (healthy, empty write queue), the source's `SHOW RETENTION POLICIES` is read, and `CREATE DATABASE` + each retention policy (`ALTER` for `autogen`, `CREATE` for others, with their durations and the default) are sent to every added owner and acknowledged |
 //! | `Schema` | old ∪ new | old | no request routed before the key entered `Schema` is still in flight ([`Backends::requests_done_before`]) |
 //! | `Copying` | old ∪ new | old | every retention policy's range is copied, chunk by chunk |
 //! | `Verifying` | old ∪ new | old | per-field counts are equal on the source and every added owner over every copied range |
@@ -46,13 +47,15 @@
 //! source (a resync of an RF 1 key) stays `Pending` with that error: its
 //! history is gone and the operator decides.
 //!
-//! **Databases first.** The schema statements go through the added owner's
-//! write queue *before* the key's writes are sent there (the key enters
-//! `Schema`, and so gains the new owners as write targets, only after they
-//! are appended). The queue is one ordered log and, while it is not empty,
-//! every write for that backend is appended behind (`crate::write_queue`), so
-//! no write of the key reaches a new owner before its database and retention
-//! policies exist: never `database not found`.
+//! **Databases first.** The schema statements are applied on the added
+//! owner *before* the key's writes are sent there: the key enters `Schema`,
+//! and so gains the new owners as write targets, only after each added owner
+//! acknowledged every statement (InfluxDB answers a statement once it is
+//! applied). So no write of the key reaches a new owner before its database
+//! and retention policies exist: never `database not found`. A statement the
+//! added owner answers with an error (e.g. a retention policy that conflicts
+//! with one it has) is a failed step, retried and shown in
+//! [`Progress::last_error`].
 //!
 //! # The copy
 //!
@@ -63,15 +66,28 @@
 //! 2. *Chunks*: `SELECT * FROM "db"."rp"."m" WHERE [tag cond AND] time >= a
 //!    AND time < b GROUP BY *` at `epoch=ns`, with the field types of `SHOW
 //!    FIELD KEYS`, is turned into line protocol ([`chunk_to_line_protocol`])
-//!    and appended, as one `Record::Write` with that rp and no precision
-//!    (ns), to every added owner's write queue. The chunk length adapts to
+//!    and sent, as one `Record::Write` with that rp and no precision (ns),
+//!    to every added owner ([`Backends::send`]: now, not through its write
+//!    queue, acknowledged). The chunk length adapts to
 //!    `points_per_chunk` ([`next_span_ns`]); a `partial` answer (the backend's
 //!    `max-row-limit`) shortens it by 4 and reads again. After a chunk of P
 //!    points no key of the group copies for [`rate_delay_ms`] (P /
 //!    `points_per_s`), so live traffic keeps priority.
 //!
-//! Each chunk read needs a *caught-up* source: healthy and with an empty
-//! write queue at the moment the read begins.
+//! Each chunk read needs a *caught-up* source and caught-up added owners:
+//! healthy and with an empty write queue at the moment the read begins.
+//!
+//! **Why not through the added owner's write queue.** While a backend's queue
+//! is not empty, every write to it goes behind (`crate::write_queue`) and is
+//! acknowledged to the client once fsynced there, readable on the backend
+//! only once replayed. An added owner often keeps serving reads of other
+//! keys: the backends that stay after a removal become new owners of the
+//! removed backend's keys; after a replication factor raise every backend
+//! gains keys; after an add or a resync, keys already verified are read from
+//! the added owner while others still copy. History in its queue would hold
+//! every live write to it behind the copy, and a read of any of its keys
+//! could miss points acknowledged a moment before. Sent directly, the copy
+//! leaves the queue to live writes alone, as outside a move.
 //!
 //! # Ordering argument: an old value never overwrites a newer one
 //!
@@ -84,15 +100,19 @@
 //! new owner holds the value of a write that no other write of that point
 //! follows; in particular no copied chunk ever replaces a newer live value.
 //!
-//! Facts used: (Q) an added owner `n` applies everything in its queue order,
-//! and a write is sent to `n` directly only while `n`'s queue is empty, so a
-//! write accepted after a record was appended to `n`'s queue is applied
-//! after it; (A) a 204 (the client's answer) needs each owner to have
-//! acknowledged or durably queued the write; (R) a backend's answer to a
-//! query shows every write it acknowledged before the query began.
+//! Facts used: (Q) InfluxDB applies a write before it acknowledges it, and
+//! the copy waits for the added owner `n`'s acknowledgement of each chunk
+//! and each re-sent write before its next send; so whatever is sent to `n`
+//! after an acknowledgement, by the copy or by the write path (directly or
+//! replayed from `n`'s queue), is applied after what was acknowledged;
+//! (A) a 204 (the client's answer) needs each owner to have acknowledged or
+//! durably queued the write; (R) a backend's answer to a query shows every
+//! write it acknowledged before the query began; (E) `n`'s queue is empty
+//! when a chunk is read, so every live write queued for `n` before the read
+//! was already applied there.
 //!
-//! Let chunk `C` be read from source `s` at time `R` and appended to `n` at
-//! time `P > R`. The danger is a write `W` of the key, applied on `n`
+//! Let chunk `C` be read from source `s` at time `R` and acknowledged by `n`
+//! at time `P > R`. The danger is a write `W` of the key, applied on `n`
 //! *before* `C`, whose value `C` lacks because `s` had not applied `W` at
 //! `R`. Which writes can `C` lack? Every write `s` acknowledged before `R` is
 //! in `C` (R). Writes accepted before the key entered `Schema` were routed to
@@ -108,18 +128,25 @@
 //! ([`Rebalance::source_answered`]); the core keeps the write's record until
 //! `s` acknowledged it and no chunk read needs it. When a read begins, the
 //! core snapshots the set (i) and opens a window that collects (ii). After
-//! `C` is appended to `n`, every write of the window, in acceptance order, is
-//! appended again to `n`'s queue right behind `C`; writes accepted while those
-//! appends run are appended too, until none is left, and the window closes
-//! with no await between the last check and the close. Any write accepted
-//! after the close finds `C` and the re-appends in `n`'s queue (or already
-//! applied) and is applied after them (Q). So on `n`, every write `C` may
-//! lack is applied after `C` at least once: `C` cannot have the last word on
-//! a point any such write touches.
+//! `n` acknowledged `C`, every write of the window, in acceptance order, is
+//! sent again to `n`, each acknowledged before the next; writes accepted
+//! while those sends run are sent too, until none is left, and the window
+//! closes with no await between the last check and the close. Any write
+//! accepted after the close reaches `n` (directly or from its queue) after
+//! `C` and the re-sends were acknowledged, and is applied after them (Q). So
+//! on `n`, every write `C` may lack is applied after `C` at least once: `C`
+//! cannot have the last word on a point any such write touches.
 //!
-//! **The re-appends do not undo newer writes either.** A re-appended `W1`
+//! **Nor does `C` undo a write `n` applied before it.** Say `n` applied a
+//! write `W` of a point before `C`, and `C` holds an older value of that
+//! point. `C` holds, per point, the value of the last write `s` applied
+//! before `R`; so `W` was not applied by `s` before `R` (else `C` would hold
+//! `W`'s value or a newer one): `W` is a write `C` may lack, hence in the
+//! window and re-sent after `C`.
+//!
+//! **The re-sends do not undo newer writes either.** A re-sent `W1`
 //! could only harm if some `W2` that `W1` precedes were applied on `n` before
-//! the re-append and not re-appended itself, so `W2` is outside the window:
+//! the re-send and not re-sent itself, so `W2` is outside the window:
 //! `s` acknowledged `W2` before `R`, and `W2` was accepted before `R`. `W1`
 //! precedes `W2`, so the client had its answer to `W1` before `R`, so `s` had
 //! acknowledged `W1` (then `W1` is not in the window) or queued it (A); a
@@ -128,15 +155,17 @@
 //! window, acceptance order keeps `W1` before `W2`.
 //!
 //! **Duplicates are harmless**: a write applied twice, or a chunk read and
-//! appended again, leaves the same values (InfluxDB's duplicate-point rule),
+//! sent again, leaves the same values (InfluxDB's duplicate-point rule),
 //! provided it is followed by what the argument above puts after it. Hence:
-//! - a chunk whose append or re-appends failed half-way (one added owner got
-//!   it, a push failed, the proxy was killed) is simply read again later:
-//!   the cursor moves only after all its appends, and the new read `C'` at
-//!   `R' > P` is a chunk like any other, applied after `C` on `n`;
+//! - a chunk whose send or re-sends failed half-way (one added owner got
+//!   it, a send failed, the proxy was killed) is simply read again later:
+//!   the cursor moves only after all its sends were acknowledged, and the
+//!   new read `C'` at `R' > P` is a chunk like any other, applied after `C`
+//!   on `n`;
 //! - after a restart nothing of the window is in memory, but nothing is
 //!   needed: requests of the dead process are gone, and writes it had
-//!   accepted are in durable queues, the source's being empty before a read.
+//!   accepted are in durable queues, the source's and the added owners'
+//!   being empty before a read.
 //!
 //! A live write the source answered with a failure (not taken, not queued:
 //! the client got an error) *spoils* an open window: the chunk is dropped
@@ -176,14 +205,15 @@
 //! crc32fast, as the write queue), payload = JSON of [`TransferState`] (each
 //! key's move, phase, per retention policy the range, cursor and chunk
 //! length, points copied, errors). It is replaced with
-//! [`Storage::write_atomic`] *after* a step's appends: at once when the step
+//! [`Storage::write_atomic`] *after* a step's sends (and the cleanup's
+//! appends): at once when the step
 //! changed the key's phase, and for progress inside a phase (cursors) at most
 //! every `save_interval_ms` (so thousands of keys do not rewrite the file per
 //! chunk). A crash at any point leaves the state of a completed step and
 //! redoes what followed it: schema statements again (idempotent), chunks
 //! again (harmless, above), counts again. Moving forward only after
-//! the appends matters once: a key enters `Schema` (new owners become write
-//! targets) only once its schema statements are durable in their queues. A
+//! the sends matters once: a key enters `Schema` (new owners become write
+//! targets) only once its schema statements are applied on them. A
 //! damaged file is refused ([`RebalanceError::Damaged`]), never guessed.
 //!
 //! # Several proxies
@@ -269,8 +299,18 @@ pub trait Backends {
     /// and gives its result. Error: no answer or a non-2xx (the message).
     async fn query(&self, backend: &str, db: &str, q: &str) -> Result<StatementResult, String>;
     /// Appends `record` durably to `backend`'s write queue (its replay
-    /// delivers it in order). Error: the queue refused it (full, disk).
+    /// delivers it in order); used for what a lost owner must apply after
+    /// the writes it was sent (the cleanup's drops). Error: the queue refused
+    /// it (full, disk).
     async fn push(&self, backend: &str, record: &Record, now_ms: u64) -> Result<(), String>;
+    /// Sends `record` to `backend` now, bypassing its write queue, and
+    /// succeeds only on the backend's acknowledgement: a write answered 2xx
+    /// (InfluxDB applies a write before it answers it), a statement answered
+    /// 2xx with no error in its result. The copy's schema statements,
+    /// chunks and re-sent live writes go this way, only to an added owner
+    /// that is healthy with an empty queue. Error: no answer, a non-2xx, a
+    /// statement error (the message).
+    async fn send(&self, backend: &str, record: &Record) -> Result<(), String>;
     /// The health check's verdict on `backend`.
     fn is_healthy(&self, backend: &str) -> bool;
     /// True when `backend`'s write queue holds nothing.
