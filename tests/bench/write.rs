@@ -2,6 +2,9 @@
 //!
 //! Runs, for a plain body and for a `Content-Encoding: gzip` body:
 //! - **direct**: the load sent straight to one sink (the reference);
+//! - **mirror**: the bench itself sends each body to both sinks at once and
+//!   counts it acknowledged when both answered 204: what a proxy that reads
+//!   nothing would at best do (the reference for "proxy vs mirror");
 //! - **native**: the load sent to the real `influx-proxy` binary, whose backends
 //!   `a` and `b` are two sinks (keymap `_default_` -> `[a, b]`);
 //! - **wasm**: the same through `influx-proxy.wasm` under `wasmtime`, only when a
@@ -16,10 +19,21 @@
 //! `lines`-line bodies (distinct points: measurement, tag set, field set,
 //! nanosecond timestamp) back to back for `warmup` + `duration` seconds. Only
 //! requests completed inside the measured window count towards lines/s, req/s
-//! and the latency percentiles; a 204 acknowledges a body's lines, any other
+//! and the latency percentiles; the proxy's CPU time (`utime + stime` of
+//! /proc/PID/stat, warm-up included) is divided by every line it acknowledged
+//! (CPU-s per million lines) and by the load's wall time (cores busy); a 204 acknowledges a body's lines, any other
 //! status or a transport error counts as an error (samples are printed). After
 //! the load, each sink's received line count is checked against the lines the
 //! proxy acknowledged (waiting a little for a replayed write queue).
+//!
+//! **Idle memory** (plain bodies, each proxy build): after the load, the
+//! proxy's RSS (`VmRSS`) is polled every 500 ms until it is under 10 MiB or
+//! `--idle` seconds passed; reported: the last RSS and when it was seen.
+//!
+//! **Targets**: at the end, each figure of issue 8 is printed next to its
+//! target and its reference from the same run (mirror, direct), with `met`
+//! or `MISSED`. Missing a target does not fail the run (the run fails only
+//! on errors and lost lines).
 //!
 //! **Backlog** (native, and wasm when a `.wasm` is given; plain bodies): the
 //! proxy's backend `b` is down for the whole load: the config points `b` at a
@@ -58,12 +72,13 @@
 //!   --lines N          lines per body                (BENCH_LINES, 5000)
 //!   --duration S       measured seconds              (BENCH_DURATION_S, 10)
 //!   --warmup S         warm-up seconds               (BENCH_WARMUP_S, 1)
-//!   --modes LIST       of direct,native,wasm         (BENCH_MODES, all three)
+//!   --modes LIST       of direct,mirror,native,wasm  (BENCH_MODES, all four)
 //!   --wasm PATH        influx-proxy.wasm to run too  (INFLUX_PROXY_WASM, none)
 //!   --wasmtime BIN     wasmtime executable           (WASMTIME, "wasmtime")
 //!   --proxy-bin PATH   native binary to run          (INFLUX_PROXY_BIN, the one cargo built)
 //!   --startup-timeout S  wait for the proxy's /ping  (BENCH_STARTUP_TIMEOUT_S, 60)
 //!   --backlog S        measured seconds with b down  (BENCH_BACKLOG_S, 5; 0 skips it)
+//!   --idle S           wait for idle RSS, plain runs (BENCH_IDLE_S, 60; 0 skips it)
 //! ```
 //!
 //! The process exits 1 when a scenario could not run, had errors, or a sink's
@@ -132,6 +147,7 @@ fn run(options: &Options) -> Result<bool, String> {
         options.warmup.as_secs_f64(),
         options.duration.as_secs_f64()
     );
+    let mut wasm_size = None;
     let wasm = if !options.modes.wasm {
         println!("wasm: skipped (not in --modes)");
         None
@@ -139,6 +155,7 @@ fn run(options: &Options) -> Result<bool, String> {
         let size =
             std::fs::metadata(path).map_err(|e| format!("wasm: cannot read {}: {e}", path.display()))?.len();
         println!("wasm: {} ({:.2} MiB), run by {}", path.display(), mib(size), options.wasmtime);
+        wasm_size = Some(size);
         Some(path.clone())
     } else {
         println!("wasm: skipped (set INFLUX_PROXY_WASM)");
@@ -156,6 +173,9 @@ fn run(options: &Options) -> Result<bool, String> {
     for encoding in [Encoding::Plain, Encoding::Gzip] {
         if options.modes.direct {
             rows.push(run_direct(options, &bodies, encoding, &sinks[0]));
+        }
+        if options.modes.mirror {
+            rows.push(run_mirror(options, &bodies, encoding, &sinks));
         }
         if options.modes.native {
             let command = native_command(&options.proxy_bin);
@@ -188,6 +208,10 @@ fn run(options: &Options) -> Result<bool, String> {
     println!();
     print!("{}", table(&rows));
     for line in ratios(&rows) {
+        println!("{line}");
+    }
+    println!();
+    for line in targets(&rows, options, wasm_size) {
         println!("{line}");
     }
     for row in &rows {
@@ -224,19 +248,23 @@ fn run(options: &Options) -> Result<bool, String> {
 #[derive(Debug, Clone, Copy)]
 struct Modes {
     direct: bool,
+    mirror: bool,
     native: bool,
     wasm: bool,
 }
 
 impl Modes {
     fn parse(list: &str) -> Result<Modes, String> {
-        let mut modes = Modes { direct: false, native: false, wasm: false };
+        let mut modes = Modes { direct: false, mirror: false, native: false, wasm: false };
         for mode in list.split(',').map(str::trim).filter(|m| !m.is_empty()) {
             match mode {
                 "direct" => modes.direct = true,
+                "mirror" => modes.mirror = true,
                 "native" => modes.native = true,
                 "wasm" => modes.wasm = true,
-                other => return Err(format!("unknown mode {other:?} (expected direct, native, wasm)")),
+                other => {
+                    return Err(format!("unknown mode {other:?} (expected direct, mirror, native, wasm)"))
+                }
             }
         }
         Ok(modes)
@@ -258,6 +286,9 @@ struct Options {
     startup_timeout: Duration,
     /// Measured seconds of the backlog scenario; zero skips it.
     backlog: Duration,
+    /// Longest wait after a plain-body proxy scenario for the proxy's RSS to
+    /// fall under [`IDLE_RSS_TARGET`]; zero skips the idle measurement.
+    idle: Duration,
 }
 
 impl Options {
@@ -268,7 +299,7 @@ impl Options {
             duration: seconds("BENCH_DURATION_S", &env_parse("BENCH_DURATION_S", 10.0)?)?,
             warmup: seconds("BENCH_WARMUP_S", &env_parse("BENCH_WARMUP_S", 1.0)?)?,
             modes: Modes::parse(
-                &std::env::var("BENCH_MODES").unwrap_or_else(|_| "direct,native,wasm".into()),
+                &std::env::var("BENCH_MODES").unwrap_or_else(|_| "direct,mirror,native,wasm".into()),
             )
             .map_err(|e| format!("BENCH_MODES: {e}"))?,
             wasm: std::env::var_os("INFLUX_PROXY_WASM").filter(|p| !p.is_empty()).map(PathBuf::from),
@@ -281,6 +312,7 @@ impl Options {
                 &env_parse("BENCH_STARTUP_TIMEOUT_S", 60.0)?,
             )?,
             backlog: seconds("BENCH_BACKLOG_S", &env_parse("BENCH_BACKLOG_S", 5.0)?)?,
+            idle: seconds("BENCH_IDLE_S", &env_parse("BENCH_IDLE_S", 60.0)?)?,
         };
         options.parse_args().map_err(|e| e.to_string())?;
         if options.connections == 0 || options.lines == 0 {
@@ -316,6 +348,7 @@ impl Options {
                     self.startup_timeout = secs("--startup-timeout", parser.value()?.parse()?)?
                 }
                 Long("backlog") => self.backlog = secs("--backlog", parser.value()?.parse()?)?,
+                Long("idle") => self.idle = secs("--idle", parser.value()?.parse()?)?,
                 Short('h') | Long("help") => {
                     println!("{USAGE}");
                     std::process::exit(0);
@@ -333,12 +366,13 @@ usage: cargo bench --bench write [-- OPTIONS]
   --lines N            lines of line protocol per body       (BENCH_LINES, default 5000)
   --duration S         measured seconds per scenario         (BENCH_DURATION_S, default 10)
   --warmup S           warm-up seconds per scenario          (BENCH_WARMUP_S, default 1)
-  --modes LIST         comma list of direct,native,wasm      (BENCH_MODES, default all)
+  --modes LIST         comma list of direct,mirror,native,wasm (BENCH_MODES, default all)
   --wasm PATH          influx-proxy.wasm to benchmark too    (INFLUX_PROXY_WASM, default none)
   --wasmtime BIN       wasmtime executable                   (WASMTIME, default wasmtime)
   --proxy-bin PATH     native binary to run                  (INFLUX_PROXY_BIN, default: cargo's)
   --startup-timeout S  longest wait for the proxy's /ping    (BENCH_STARTUP_TIMEOUT_S, default 60)
-  --backlog S          measured seconds with backend b down  (BENCH_BACKLOG_S, default 5; 0 skips)";
+  --backlog S          measured seconds with backend b down  (BENCH_BACKLOG_S, default 5; 0 skips)
+  --idle S             longest wait for the idle RSS target  (BENCH_IDLE_S, default 60; 0 skips)";
 
 /// Reads `name` from the environment, `default` when unset.
 fn env_parse<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String>
@@ -508,6 +542,14 @@ impl LoadReport {
 /// Drives the load against `addr` on this thread: `options.connections`
 /// connections for warm-up + duration.
 fn run_load(addr: SocketAddr, bodies: &Bodies, encoding: Encoding, options: &Options) -> LoadReport {
+    run_load_to(&[addr], bodies, encoding, options)
+}
+
+/// [`run_load`] where each body is posted to every address of `targets` at
+/// once (one kept-alive connection to each per client connection) and
+/// counts as acknowledged when all answered 204: one target, or two (the
+/// mirror).
+fn run_load_to(targets: &[SocketAddr], bodies: &Bodies, encoding: Encoding, options: &Options) -> LoadReport {
     let executor = LocalExecutor::new();
     let start = Instant::now();
     let measure_from = start + options.warmup;
@@ -516,7 +558,7 @@ fn run_load(addr: SocketAddr, bodies: &Bodies, encoding: Encoding, options: &Opt
         let tasks: Vec<_> = (0..options.connections)
             .map(|worker| {
                 let load = ConnectionLoad {
-                    addr,
+                    targets: targets.to_vec(),
                     bodies: bodies.get(encoding).to_vec(),
                     lines_per_body: bodies.lines_per_body as u64,
                     encoding,
@@ -537,7 +579,8 @@ fn run_load(addr: SocketAddr, bodies: &Bodies, encoding: Encoding, options: &Opt
 
 /// One client connection's share of the load.
 struct ConnectionLoad {
-    addr: SocketAddr,
+    /// One address, or two for the mirror (each body posted to both).
+    targets: Vec<SocketAddr>,
     bodies: Vec<Arc<[u8]>>,
     lines_per_body: u64,
     encoding: Encoding,
@@ -549,29 +592,49 @@ struct ConnectionLoad {
 impl ConnectionLoad {
     async fn run(self) -> LoadReport {
         let mut report = LoadReport::default();
-        let mut stream: Option<TcpStream> = None;
+        let mut streams: Vec<Option<TcpStream>> = vec![None; self.targets.len()];
         let mut next_body = self.first_body;
         while Instant::now() < self.end {
-            let conn = match &stream {
-                Some(conn) => conn.clone(),
-                None => match TcpStream::connect(self.addr).await {
-                    Ok(conn) => {
-                        let _ = conn.set_nodelay(true);
-                        stream = Some(conn.clone());
-                        conn
-                    }
-                    Err(e) => {
-                        report.errors += 1;
-                        report.add_error_sample(format!("connect {}: {e}", self.addr));
-                        Timer::after(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
+            let mut conns = Vec::with_capacity(self.targets.len());
+            for (slot, addr) in streams.iter_mut().zip(&self.targets) {
+                match slot {
+                    Some(conn) => conns.push(conn.clone()),
+                    None => match TcpStream::connect(*addr).await {
+                        Ok(conn) => {
+                            let _ = conn.set_nodelay(true);
+                            *slot = Some(conn.clone());
+                            conns.push(conn);
+                        }
+                        Err(e) => {
+                            report.errors += 1;
+                            report.add_error_sample(format!("connect {addr}: {e}"));
+                            break;
+                        }
+                    },
+                }
+            }
+            if conns.len() < self.targets.len() {
+                Timer::after(Duration::from_millis(50)).await;
+                continue;
+            }
             let body = self.bodies[next_body % self.bodies.len()].clone();
             next_body += 1;
             let started = Instant::now();
-            let result = post_write(conn, self.addr, body, self.encoding).await;
+            let result = match (conns.as_slice(), self.targets.as_slice()) {
+                ([conn], [addr]) => post_write(conn.clone(), *addr, body, self.encoding).await,
+                ([c1, c2], [a1, a2]) => {
+                    let (r1, r2) = futures_lite::future::zip(
+                        post_write(c1.clone(), *a1, body.clone(), self.encoding),
+                        post_write(c2.clone(), *a2, body, self.encoding),
+                    )
+                    .await;
+                    match (r1, r2) {
+                        (Ok((StatusCode::NoContent, _)), r2) => r2,
+                        (r1, _) => r1,
+                    }
+                }
+                _ => Err(format!("{} targets: one or two expected", self.targets.len())),
+            };
             let done = Instant::now();
             match result {
                 Ok((StatusCode::NoContent, _)) => {
@@ -588,8 +651,8 @@ impl ConnectionLoad {
                     report.add_error_sample(format!("{} {}", status as u16, truncate(&text, 200)));
                 }
                 Err(e) => {
-                    // The connection is in an unknown state: open a new one.
-                    stream = None;
+                    // The connections are in an unknown state: open new ones.
+                    streams.iter_mut().for_each(|s| *s = None);
                     report.errors += 1;
                     report.add_error_sample(e);
                     Timer::after(Duration::from_millis(50)).await;
@@ -993,6 +1056,40 @@ impl ProxyProcess {
         Some(kib * 1024)
     }
 
+    /// CPU time used so far (user + system, fields 14 and 15 of
+    /// /proc/PID/stat), in seconds.
+    fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // The command name (field 2) is in parentheses and may hold spaces.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // `rest` starts at field 3 (state): utime is field 14, stime 15.
+        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(ticks as f64 / clock_ticks_per_second())
+    }
+
+    /// Resident set size now (`VmRSS`), in bytes.
+    fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.trim_start_matches("VmRSS:").trim().trim_end_matches("kB").trim().parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    /// Polls the RSS every 500 ms until it is under [`IDLE_RSS_TARGET`] or
+    /// `longest` passed: the last RSS and when it was read.
+    fn wait_idle_rss(&self, longest: Duration) -> Option<(u64, Duration)> {
+        let start = Instant::now();
+        loop {
+            let rss = self.rss_bytes()?;
+            let waited = start.elapsed();
+            if rss < IDLE_RSS_TARGET || waited >= longest {
+                return Some((rss, waited));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     /// The last lines of the proxy's stderr, as `"; stderr tail:\n..."`.
     fn stderr_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
@@ -1059,10 +1156,29 @@ struct Row {
 struct Measured {
     load: LoadReport,
     peak_rss: Option<u64>,
+    /// The proxy's CPU seconds (user + system) over the whole load.
+    cpu_s: Option<f64>,
+    /// Wall time of the whole load (warm-up included).
+    wall: Duration,
+    /// The proxy's RSS after the load, in bytes, and when it was seen (see
+    /// "Idle memory").
+    idle_rss: Option<(u64, Duration)>,
     /// `(sink name, lines received during the scenario)`.
     sinks: Vec<(&'static str, SinkCount)>,
     /// The backlog scenario's queue and catch-up figures.
     backlog: Option<Backlog>,
+}
+
+impl Measured {
+    /// The proxy's CPU seconds per million acknowledged lines.
+    fn cpu_per_million_lines(&self) -> Option<f64> {
+        let cpu = self.cpu_s?;
+        (self.load.acked_lines > 0).then(|| cpu / (self.load.acked_lines as f64 / 1e6))
+    }
+
+    fn lines_per_s(&self) -> Option<f64> {
+        (self.load.window_lines > 0).then(|| self.load.window_lines as f64 / self.load.window.as_secs_f64())
+    }
 }
 
 impl Row {
@@ -1103,7 +1219,21 @@ fn run_direct(options: &Options, bodies: &Bodies, encoding: Encoding, sink: &Sin
     let before = sink.count();
     let load = run_load(sink.addr, bodies, encoding, options);
     let sinks = vec![(sink.name, settle(&[sink], &[before], load.acked_lines)[0])];
-    Row { mode: "direct", encoding, result: Ok(Measured { load, peak_rss: None, sinks, backlog: None }) }
+    let wall = options.warmup + options.duration;
+    let result = Measured { load, peak_rss: None, cpu_s: None, wall, idle_rss: None, sinks, backlog: None };
+    Row { mode: "direct", encoding, result: Ok(result) }
+}
+
+fn run_mirror(options: &Options, bodies: &Bodies, encoding: Encoding, sinks: &[Sink]) -> Row {
+    println!("running mirror {} -> sinks a, b (the bench posts each body to both) ...", encoding.name());
+    let before: Vec<SinkCount> = sinks.iter().map(Sink::count).collect();
+    let targets: Vec<SocketAddr> = sinks.iter().map(|s| s.addr).collect();
+    let load = run_load_to(&targets, bodies, encoding, options);
+    let after = settle(&sinks.iter().collect::<Vec<_>>(), &before, load.acked_lines);
+    let sinks = sinks.iter().map(|s| s.name).zip(after).collect();
+    let wall = options.warmup + options.duration;
+    let result = Measured { load, peak_rss: None, cpu_s: None, wall, idle_rss: None, sinks, backlog: None };
+    Row { mode: "mirror", encoding, result: Ok(result) }
 }
 
 fn run_proxy(
@@ -1122,12 +1252,38 @@ fn run_proxy(
         Err(e) => return Row { mode, encoding, result: Err(format!("proxy did not start: {e}")) },
     };
     let before: Vec<SinkCount> = sinks.iter().map(Sink::count).collect();
+    let cpu_before = proxy.cpu_seconds();
+    let started = Instant::now();
     let load = run_load(proxy.addr, bodies, encoding, options);
+    let wall = started.elapsed();
+    let cpu_s = proxy.cpu_seconds().zip(cpu_before).map(|(after, before)| after - before);
     let peak_rss = proxy.peak_rss_bytes();
     let after = settle(&sinks.iter().collect::<Vec<_>>(), &before, load.acked_lines);
+    let idle_rss = (encoding == Encoding::Plain && !options.idle.is_zero())
+        .then(|| proxy.wait_idle_rss(options.idle))
+        .flatten();
     drop(proxy);
     let sinks = sinks.iter().map(|s| s.name).zip(after).collect();
-    Row { mode, encoding, result: Ok(Measured { load, peak_rss, sinks, backlog: None }) }
+    Row {
+        mode,
+        encoding,
+        result: Ok(Measured { load, peak_rss, cpu_s, wall, idle_rss, sinks, backlog: None }),
+    }
+}
+
+/// Clock ticks per second of /proc/PID/stat (`getconf CLK_TCK`; 100, the
+/// Linux default, if that cannot be asked).
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
+            .filter(|t| *t > 0.0)
+            .unwrap_or(100.0)
+    })
 }
 
 /// Size of the big write: the default `max_body_bytes`.
@@ -1292,7 +1448,8 @@ fn measure_backlog(
         replayed,
     };
     let sinks = vec![(sink_a.name, after[0]), (sink_b.name, after[1])];
-    Ok(Measured { load, peak_rss, sinks, backlog: Some(backlog) })
+    let wall = options.warmup + options.backlog;
+    Ok(Measured { load, peak_rss, cpu_s: None, wall, idle_rss: None, sinks, backlog: Some(backlog) })
 }
 
 /// The backlog scenario's figures beyond the load.
@@ -1429,6 +1586,9 @@ fn table(rows: &[Row]) -> String {
         "p99 ms",
         "errors",
         "peak RSS MiB",
+        "CPU-s/M lines",
+        "cores",
+        "idle RSS MiB",
         "acked lines",
         "sink lines",
         "check",
@@ -1438,7 +1598,7 @@ fn table(rows: &[Row]) -> String {
         let mut line = vec![row.mode.to_string(), row.encoding.name().to_string()];
         match &row.result {
             Err(_) => {
-                line.extend(["-"; 8].iter().map(|s| s.to_string()));
+                line.extend(["-"; 11].iter().map(|s| s.to_string()));
                 line.push("NOT RUN".into());
             }
             Ok(m) => {
@@ -1450,6 +1610,13 @@ fn table(rows: &[Row]) -> String {
                 line.push(fmt_ms(m.load.percentile_ms(99.0)));
                 line.push(m.load.errors.to_string());
                 line.push(m.peak_rss.map_or("-".to_string(), |b| format!("{:.1}", mib(b))));
+                line.push(m.cpu_per_million_lines().map_or("-".to_string(), |c| format!("{c:.3}")));
+                line.push(m.cpu_s.map_or("-".to_string(), |c| format!("{:.2}", c / m.wall.as_secs_f64())));
+                line.push(
+                    m.idle_rss.map_or("-".to_string(), |(b, t)| {
+                        format!("{:.1} at {:.0} s", mib(b), t.as_secs_f64())
+                    }),
+                );
                 line.push(thousands(m.load.acked_lines as f64));
                 line.push(
                     m.sinks
@@ -1470,7 +1637,7 @@ fn table(rows: &[Row]) -> String {
         let mut text = String::new();
         for (i, cell) in line.iter().enumerate() {
             // Text columns left-aligned, numbers right-aligned.
-            if i < 2 || i == 9 {
+            if i < 2 || i == 12 {
                 let _ = write!(text, "{cell:<w$}  ", w = widths[i]);
             } else {
                 let _ = write!(text, "{cell:>w$}  ", w = widths[i]);
@@ -1503,6 +1670,93 @@ fn ratios(rows: &[Row]) -> Vec<String> {
         if !parts.is_empty() {
             out.push(format!("lines/s ratio, {}: {}", encoding.name(), parts.join(", ")));
         }
+    }
+    out
+}
+
+/// Idle RSS target of issue 8: under 10 MiB within a minute after any load.
+const IDLE_RSS_TARGET: u64 = 10 * 1024 * 1024;
+
+/// Each figure of issue 8 next to its target and the same run's reference
+/// (see "Targets" in the module doc).
+fn targets(rows: &[Row], options: &Options, wasm_size: Option<u64>) -> Vec<String> {
+    let find = |mode: &str, encoding: Encoding| {
+        rows.iter().find(|r| r.mode == mode && r.encoding == encoding).and_then(|r| r.result.as_ref().ok())
+    };
+    let verdict = |met: bool| if met { "met" } else { "MISSED" };
+    let mut out = vec![format!(
+        "targets (issue 8; this run: {} connections, {}-line bodies; p99 and RSS targets are for 8 connections, wasm p50 for 4):",
+        options.connections, options.lines
+    )];
+    let reference = |encoding: Encoding| {
+        let rate = |mode: &str| find(mode, encoding).and_then(Measured::lines_per_s);
+        let part = |mode: &str| rate(mode).map(|r| format!("{mode} {}", thousands(r)));
+        [part("mirror"), part("direct")].into_iter().flatten().collect::<Vec<_>>().join(", ")
+    };
+    for (mode, encoding, floor) in [
+        ("native", Encoding::Plain, 8e6),
+        ("native", Encoding::Gzip, 3e6),
+        ("wasm", Encoding::Plain, 0.0),
+        ("wasm", Encoding::Gzip, 0.0),
+    ] {
+        let Some(m) = find(mode, encoding) else { continue };
+        let name = encoding.name();
+        if let Some(rate) = m.lines_per_s() {
+            let mirror = find("mirror", encoding).and_then(Measured::lines_per_s);
+            let ratio = mirror.map_or(String::new(), |r| format!(", {:.2}x the mirror", rate / r));
+            if floor > 0.0 {
+                out.push(format!(
+                    "  {mode} {name} lines/s: {}{ratio} (target >= {}; {}): {}",
+                    thousands(rate),
+                    thousands(floor),
+                    reference(encoding),
+                    verdict(rate >= floor)
+                ));
+            } else if let Some(native) = find("native", encoding).and_then(Measured::lines_per_s) {
+                out.push(format!(
+                    "  {mode} {name} lines/s: {} = {:.2}x native (target >= 0.80x): {}",
+                    thousands(rate),
+                    rate / native,
+                    verdict(rate >= 0.8 * native)
+                ));
+            }
+        }
+        if let Some(cpu) = m.cpu_per_million_lines() {
+            out.push(format!(
+                "  {mode} {name} CPU-s per million lines: {cpu:.3} (target <= 0.10): {}",
+                verdict(cpu <= 0.10)
+            ));
+        }
+        if let Some(p99) = m.load.percentile_ms(99.0) {
+            out.push(format!("  {mode} {name} p99: {p99:.1} ms (target <= 5.0): {}", verdict(p99 <= 5.0)));
+        }
+        if mode == "wasm" {
+            if let Some(p50) = m.load.percentile_ms(50.0) {
+                out.push(format!("  {mode} {name} p50: {p50:.1} ms (target < 5.0): {}", verdict(p50 < 5.0)));
+            }
+        }
+        if let Some(rss) = m.peak_rss {
+            out.push(format!(
+                "  {mode} {name} peak RSS: {:.1} MiB (target <= 20 MB): {}",
+                mib(rss),
+                verdict(rss <= 20_000_000)
+            ));
+        }
+        if let Some((rss, at)) = m.idle_rss {
+            out.push(format!(
+                "  {mode} idle RSS: {:.1} MiB {:.0} s after the load (target < 10 MiB within 60 s): {}",
+                mib(rss),
+                at.as_secs_f64(),
+                verdict(rss < IDLE_RSS_TARGET && at <= Duration::from_secs(60))
+            ));
+        }
+    }
+    if let Some(size) = wasm_size {
+        out.push(format!(
+            "  wasm component: {} bytes (target <= 1,048,576): {}",
+            thousands(size as f64),
+            verdict(size <= 1 << 20)
+        ));
     }
     out
 }
