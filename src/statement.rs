@@ -81,24 +81,84 @@ pub enum StatementKind {
 /// an identifier, number, string or `)` it is a division, so `SELECT a / b`
 /// is not a regex.
 pub fn split_statements(query: &str) -> Result<Vec<&str>, String> {
+    Ok(parse_statements(query)?.into_iter().map(|s| s.text).collect())
+}
+
+/// [`split_statements`], each statement with its tokens: the query is
+/// tokenized once, and the statement filter, the classifier and the
+/// LIMIT/OFFSET rewrite of a statement all read the same tokens.
+pub fn parse_statements(query: &str) -> Result<Vec<Statement<'_>>, String> {
     let tokens = tokenize(query)?;
     let mut statements = Vec::new();
-    let mut first: Option<usize> = None;
-    let mut last = 0;
-    for token in &tokens {
+    // The tokens of the statement being read, offsets still in `query`.
+    let mut current: Vec<Token> = Vec::new();
+    let mut finish = |current: &mut Vec<Token>| {
+        let (Some(first), Some(last)) = (current.first(), current.last()) else { return };
+        let (start, end) = (first.start, last.end);
+        let mut tokens = std::mem::take(current);
+        for token in &mut tokens {
+            token.start -= start;
+            token.end -= start;
+        }
+        statements.push(Statement { text: &query[start..end], tokens });
+    };
+    for token in tokens {
         if token.is_punct(";") {
-            if let Some(start) = first.take() {
-                statements.push(&query[start..last]);
-            }
+            finish(&mut current);
         } else {
-            first.get_or_insert(token.start);
-            last = token.end;
+            current.push(token);
         }
     }
-    if let Some(start) = first {
-        statements.push(&query[start..last]);
-    }
+    finish(&mut current);
     Ok(statements)
+}
+
+/// One InfluxQL statement and its tokens (offsets into [`Statement::text`]),
+/// tokenized once ([`parse_statements`], [`Statement::parse`]).
+#[derive(Debug, Clone)]
+pub struct Statement<'q> {
+    text: &'q str,
+    tokens: Vec<Token>,
+}
+
+impl<'q> Statement<'q> {
+    /// Tokenizes one statement (trimmed). Error: an unterminated string,
+    /// identifier or regex.
+    pub fn parse(text: &'q str) -> Result<Statement<'q>, String> {
+        let text = text.trim();
+        Ok(Statement { text, tokens: tokenize(text)? })
+    }
+
+    /// The statement's text as the client sent it (trimmed).
+    pub fn text(&self) -> &'q str {
+        self.text
+    }
+
+    /// See [`classify`].
+    pub fn classify(&self) -> Result<StatementKind, String> {
+        classify_tokens(self.text, &self.tokens)
+    }
+
+    /// See [`show_on_database`].
+    pub fn show_on_database(&self) -> Option<String> {
+        show_on_database_tokens(&self.tokens)
+    }
+
+    /// See [`show_limit_offset`].
+    pub fn show_limit_offset(&self) -> Result<(Option<u64>, Option<u64>), String> {
+        let clauses = limit_offset_clauses(self.text, &self.tokens)?;
+        Ok((clauses.limit.map(|c| c.value), clauses.offset.map(|c| c.value)))
+    }
+
+    /// See [`show_statement_for_backends`].
+    pub fn for_backends(&self) -> Result<String, String> {
+        show_for_backends(self.text, &self.tokens)
+    }
+
+    /// True when the first word is `SHOW`.
+    pub fn is_show(&self) -> bool {
+        self.tokens.first().is_some_and(|t| t.is_keyword("SHOW"))
+    }
 }
 
 /// Classifies one statement. Errors (answered 400): an empty or unsupported
@@ -110,10 +170,14 @@ pub fn split_statements(query: &str) -> Result<Vec<&str>, String> {
 /// identifiers are case-sensitive). Sources of `FROM (SELECT ...)` subqueries
 /// are those of the innermost FROM clauses.
 pub fn classify(statement: &str) -> Result<StatementKind, String> {
-    let mut tokens = tokenize(statement)?;
-    if tokens.last().is_some_and(|t| t.is_punct(";")) {
-        tokens.pop();
-    }
+    classify_tokens(statement, &tokenize(statement)?)
+}
+
+fn classify_tokens(statement: &str, tokens: &[Token]) -> Result<StatementKind, String> {
+    let tokens = match tokens.split_last() {
+        Some((last, rest)) if last.is_punct(";") => rest,
+        _ => tokens,
+    };
     if tokens.iter().any(|t| t.is_punct(";")) {
         return Err("expected one InfluxQL statement, found several separated by ';'".to_string());
     }
@@ -146,7 +210,7 @@ pub fn classify(statement: &str) -> Result<StatementKind, String> {
             if kind == StatementKind::ShowAll {
                 // The proxy rewrites and re-applies LIMIT/OFFSET of a fanned-out
                 // SHOW, so a malformed clause is refused before anything is sent.
-                limit_offset_clauses(statement)?;
+                limit_offset_clauses(statement, tokens)?;
             }
             Ok(kind)
         }
@@ -198,7 +262,10 @@ pub fn classify(statement: &str) -> Result<StatementKind, String> {
 /// TAG VALUES, FIELD KEYS and RETENTION POLICIES. `None` for any other
 /// statement or one that does not tokenize.
 pub fn show_on_database(statement: &str) -> Option<String> {
-    let tokens = tokenize(statement).ok()?;
+    show_on_database_tokens(&tokenize(statement).ok()?)
+}
+
+fn show_on_database_tokens(tokens: &[Token]) -> Option<String> {
     if !tokens.first()?.is_keyword("SHOW") {
         return None;
     }
@@ -232,8 +299,7 @@ pub fn show_on_database(statement: &str) -> Option<String> {
 /// whole number of rows from 0 to 2^63-1 (`LIMIT x`, `LIMIT 1.5`, `LIMIT -1`),
 /// or a clause is given twice.
 pub fn show_limit_offset(statement: &str) -> Result<(Option<u64>, Option<u64>), String> {
-    let clauses = limit_offset_clauses(statement)?;
-    Ok((clauses.limit.map(|c| c.value), clauses.offset.map(|c| c.value)))
+    Statement::parse(statement)?.show_limit_offset()
 }
 
 /// The text of a `SHOW` statement to send to each backend when the proxy
@@ -248,7 +314,11 @@ pub fn show_limit_offset(statement: &str) -> Result<(Option<u64>, Option<u64>), 
 ///
 /// Errors: as [`show_limit_offset`].
 pub fn show_statement_for_backends(statement: &str) -> Result<String, String> {
-    let clauses = limit_offset_clauses(statement)?;
+    show_for_backends(statement, &tokenize(statement)?)
+}
+
+fn show_for_backends(statement: &str, tokens: &[Token]) -> Result<String, String> {
+    let clauses = limit_offset_clauses(statement, tokens)?;
     let Some(offset) = clauses.offset else {
         return Ok(statement.to_string());
     };
@@ -299,8 +369,7 @@ struct RowClauses {
 }
 
 /// Finds the top-level `LIMIT` and `OFFSET` clauses; see [`show_limit_offset`].
-fn limit_offset_clauses(statement: &str) -> Result<RowClauses, String> {
-    let tokens = tokenize(statement)?;
+fn limit_offset_clauses(statement: &str, tokens: &[Token]) -> Result<RowClauses, String> {
     let mut clauses = RowClauses::default();
     let mut depth = 0usize;
     let mut i = 0;
@@ -383,7 +452,21 @@ impl StatementFilter {
     /// and each whitespace run collapsed to one space, trimmed, so
     /// `GRANT /* x */ ALL` and `grant\n all` look like `GRANT ALL`.
     pub fn check(&self, statement: &str) -> Result<(), String> {
-        let normalised = normalise(statement);
+        let normalised = match tokenize(statement) {
+            Ok(tokens) => normalise(statement, &tokens),
+            // Does not tokenize (an unterminated string...): only the
+            // whitespace is collapsed.
+            Err(_) => statement.split_whitespace().collect::<Vec<_>>().join(" "),
+        };
+        self.check_normalised(normalised)
+    }
+
+    /// [`StatementFilter::check`] of a statement already tokenized.
+    pub fn check_statement(&self, statement: &Statement<'_>) -> Result<(), String> {
+        self.check_normalised(normalise(statement.text, &statement.tokens))
+    }
+
+    fn check_normalised(&self, normalised: String) -> Result<(), String> {
         let forbidden = self.forbidden.iter().any(|re| re.is_match(&normalised));
         if forbidden && !self.allowed.iter().any(|re| re.is_match(&normalised)) {
             return Err(format!("statement forbidden by the proxy: {normalised}"));
@@ -393,27 +476,20 @@ impl StatementFilter {
 }
 
 /// The statement with comments replaced by a space and whitespace runs
-/// collapsed to one space, trimmed. A statement that does not tokenize (an
-/// unterminated string...) only has its whitespace collapsed.
-fn normalise(statement: &str) -> String {
-    let text = match tokenize(statement) {
-        Ok(tokens) => {
-            let mut text = String::with_capacity(statement.len());
-            let mut previous_end = None;
-            for token in &tokens {
-                if let Some(end) = previous_end {
-                    // Whatever lies between two tokens is whitespace or a comment.
-                    if end < token.start {
-                        text.push(' ');
-                    }
-                }
-                text.push_str(&statement[token.start..token.end]);
-                previous_end = Some(token.end);
+/// collapsed to one space, trimmed (`tokens`: the statement's).
+fn normalise(statement: &str, tokens: &[Token]) -> String {
+    let mut text = String::with_capacity(statement.len());
+    let mut previous_end = None;
+    for token in tokens {
+        if let Some(end) = previous_end {
+            // Whatever lies between two tokens is whitespace or a comment.
+            if end < token.start {
+                text.push(' ');
             }
-            text
         }
-        Err(_) => statement.to_string(),
-    };
+        text.push_str(&statement[token.start..token.end]);
+        previous_end = Some(token.end);
+    }
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
@@ -656,12 +732,12 @@ fn excerpt(text: &str) -> String {
 }
 
 /// A cursor over a statement's tokens, for [`classify`].
-struct Parser {
-    tokens: Vec<Token>,
+struct Parser<'t> {
+    tokens: &'t [Token],
     pos: usize,
 }
 
-impl Parser {
+impl Parser<'_> {
     fn peek(&self) -> Option<&Token> {
         self.tokens.get(self.pos)
     }
@@ -911,7 +987,36 @@ mod tests {
         ];
         for (query, expected) in cases {
             assert_eq!(split_statements(query).as_deref(), Ok(*expected), "query: {query}");
+            // Tokenized once: each statement's tokens are those it has alone.
+            for statement in parse_statements(query).unwrap_or_else(|e| panic!("{query}: {e}")) {
+                let alone = tokenize(statement.text()).unwrap_or_else(|e| panic!("{query}: {e}"));
+                assert_eq!(statement.tokens, alone, "query: {query}");
+            }
         }
+    }
+
+    /// The statement filter, the classifier and the SHOW rewrite give the
+    /// same answers from the shared tokens as from the text alone.
+    #[test]
+    fn a_statement_tokenized_once_answers_as_its_text() {
+        let query = "SHOW MEASUREMENTS ON \"db\" LIMIT 2 OFFSET 1; SELECT * FROM m WHERE t = 'a;b'; \
+                     GRANT /* x */ ALL TO u; DROP SERIES FROM cpu WHERE h = 'x'; SHOW TAG KEYS LIMIT 3;\
+                     SHOW SERIES% OFFSET 2 / b";
+        let filter = StatementFilter::new(&["^GRANT ALL".to_string()], &[]).expect("patterns");
+        let statements = parse_statements(query).expect("tokenizes");
+        assert_eq!(statements.len(), 6);
+        for s in &statements {
+            let text = s.text();
+            assert_eq!(s.classify(), classify(text), "{text}");
+            assert_eq!(s.show_on_database(), show_on_database(text), "{text}");
+            assert_eq!(s.show_limit_offset(), show_limit_offset(text), "{text}");
+            assert_eq!(s.for_backends(), show_statement_for_backends(text), "{text}");
+            assert_eq!(filter.check_statement(s), filter.check(text), "{text}");
+            assert_eq!(s.is_show(), text.starts_with("SHOW"), "{text}");
+        }
+        assert_eq!(statements[0].show_on_database().as_deref(), Some("db"));
+        assert_eq!(statements[0].for_backends().as_deref(), Ok("SHOW MEASUREMENTS ON \"db\" LIMIT 3"));
+        assert!(filter.check_statement(&statements[2]).is_err());
     }
 
     /// Numbers and durations end where influxql's `scanNumber` ends them

@@ -59,10 +59,7 @@ use crate::results::{
 };
 use crate::route::{ReplicaSet, Route};
 use crate::shard_query::{self, ShardQuery};
-use crate::statement::{
-    classify, show_limit_offset, show_on_database, show_statement_for_backends, split_statements, Source,
-    StatementKind,
-};
+use crate::statement::{parse_statements, Source, Statement, StatementKind};
 use crate::storage::Storage;
 use crate::transport::{Transport, TransportError};
 use crate::write_queue::{Credentials, Record};
@@ -231,7 +228,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let gzip = accepts_gzip(request);
 
         let statements =
-            split_statements(&q).map_err(|e| ProxyError::BadRequest(format!("error parsing query: {e}")))?;
+            parse_statements(&q).map_err(|e| ProxyError::BadRequest(format!("error parsing query: {e}")))?;
         if statements.is_empty() {
             return Err(ProxyError::BadRequest("error parsing query: empty query".into()));
         }
@@ -351,21 +348,22 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     fn plan<'q>(
         &self,
         topo: &Topology,
-        statements: &[&'q str],
+        statements: &[Statement<'q>],
         db: Option<&str>,
     ) -> Result<Vec<Planned<'q>>, ProxyError> {
         for statement in statements {
-            topo.filter.check(statement).map_err(ProxyError::Forbidden)?;
+            topo.filter.check_statement(statement).map_err(ProxyError::Forbidden)?;
         }
         let bad = |e: String| ProxyError::BadRequest(format!("error parsing query: {e}"));
         let mut plans = Vec::with_capacity(statements.len());
-        for &text in statements {
-            let is_show = text.split_whitespace().next().is_some_and(|w| w.eq_ignore_ascii_case("SHOW"));
+        for statement in statements {
+            let text = statement.text();
+            let is_show = statement.is_show();
             // The database of the statement's shard keys: `SHOW ... ON db`,
             // else the `db` parameter (a `db.rp.m` source names its own).
-            let on = if is_show { show_on_database(text) } else { None };
+            let on = if is_show { statement.show_on_database() } else { None };
             let db = on.as_deref().or(db);
-            let action = match classify(text).map_err(bad)? {
+            let action = match statement.classify().map_err(bad)? {
                 StatementKind::ReadFrom(sources) if !is_show && tag_sharded(topo, &sources, db).is_some() => {
                     self.plan_sharded_select(topo, text, &sources, db)?
                 }
@@ -385,9 +383,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                         // LIMIT/OFFSET re-applied, as for SHOW without FROM;
                         // SELECT: each series from the backend that holds it.
                         if is_show {
-                            let (limit, offset) = show_limit_offset(text).map_err(bad)?;
+                            let (limit, offset) = statement.show_limit_offset().map_err(bad)?;
                             Action::Read {
-                                sent: show_statement_for_backends(text).map_err(bad)?,
+                                sent: statement.for_backends().map_err(bad)?,
                                 reach,
                                 merge: Merge::Show { limit, offset },
                             }
@@ -397,9 +395,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                     }
                 },
                 StatementKind::ShowAll => {
-                    let (limit, offset) = show_limit_offset(text).map_err(bad)?;
+                    let (limit, offset) = statement.show_limit_offset().map_err(bad)?;
                     Action::Read {
-                        sent: show_statement_for_backends(text).map_err(bad)?,
+                        sent: statement.for_backends().map_err(bad)?,
                         reach: self.show_all_reach(topo),
                         merge: Merge::Show { limit, offset },
                     }
