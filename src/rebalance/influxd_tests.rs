@@ -201,3 +201,46 @@ fn a_move_between_two_real_influxd_copies_every_type_and_name_exactly() {
     assert_eq!(left["series"][0]["tags"]["customer"], "c2", "{left}");
     assert!(query(n.port, DB, "SHOW MEASUREMENTS")["series"][0]["values"].as_array().unwrap().len() == 2);
 }
+
+/// A removal or a replication factor raise makes backends that already hold
+/// the database new owners: the proxy sent them every schema statement
+/// (`SchemaAll`), so each has the source's retention policies exactly, also
+/// a `REPLICATION` other than 1 (InfluxDB 1.x keeps `replicaN` as given).
+/// The copy's schema statements must then be no-ops there, not a
+/// `retention policy already exists` that keeps the key `Pending` forever.
+#[test]
+fn a_new_owner_that_already_has_the_retention_policies_gets_its_copy() {
+    let (a, n) = (start_influxd(), start_influxd());
+    let b = Real { servers: vec![("a".into(), a.port), ("n".into(), n.port)] };
+    let db = "x";
+    for port in [a.port, n.port] {
+        query(port, "", "CREATE DATABASE x");
+        query(port, db, "CREATE RETENTION POLICY \"r\" ON \"x\" DURATION 24h REPLICATION 2");
+    }
+    let recent =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
+    write(a.port, db, "r", &format!("cpu v=1 {recent}\ncpu v=2 {}\n", recent - 1_000_000_000));
+    let storage = MemStorage::new();
+    let options = RebalanceOptions { single_writer: true, points_per_s: 0, ..RebalanceOptions::default() };
+    let key = KeyId::new(db, "cpu", None);
+    let moves = vec![KeyMove {
+        key: key.clone(),
+        old_owners: vec!["a".into()],
+        new_owners: vec!["n".into()],
+        source: Some("a".into()),
+    }];
+    let rb = block_on(Rebalance::start(&storage, "main", None, moves, options)).unwrap();
+    let mut now = 1_700_000_000_000;
+    for _ in 0..50 {
+        match block_on(rb.step(&b, &storage, now)).expect("step") {
+            StepOutcome::Idle => break,
+            StepOutcome::Again { at_ms } => now = at_ms.max(now + 1),
+        }
+    }
+    let p = rb.progress();
+    assert_eq!(rb.phase(&key), Some(Phase::Verified), "{p:?}");
+    assert_eq!(p.errors, 0, "{p:?}");
+    assert_eq!(p.points_copied, 2, "{p:?}");
+    let rps = "SHOW RETENTION POLICIES ON \"x\"";
+    assert_eq!(query(n.port, db, rps), query(a.port, db, rps));
+}

@@ -588,10 +588,11 @@ impl Rebalance {
                 )
             } else {
                 format!(
-                    "CREATE RETENTION POLICY {} ON {} DURATION {}s REPLICATION 1 SHARD DURATION {}s{default}",
+                    "CREATE RETENTION POLICY {} ON {} DURATION {}s REPLICATION {} SHARD DURATION {}s{default}",
                     quote_ident(&rp.name),
                     quote_ident(db),
                     rp.duration_s,
+                    rp.replica_n,
                     rp.shard_duration_s
                 )
             });
@@ -948,6 +949,11 @@ pub struct RetentionPolicy {
     pub name: String,
     pub duration_s: u64,
     pub shard_duration_s: u64,
+    /// `replicaN` (InfluxDB 1.x keeps it as created; 1 when not shown):
+    /// created the same on an added owner, so that one which already has
+    /// the policy (the proxy sends schema statements to every backend of a
+    /// group) takes the statement as a no-op rather than a conflict.
+    pub replica_n: u64,
     pub default: bool,
 }
 
@@ -959,6 +965,7 @@ pub fn retention_policies(result: &crate::results::StatementResult) -> Result<Ve
         let col =
             |name: &str| series.columns.iter().position(|c| c == name).ok_or(format!("no column {name}"));
         let (n, d, s, def) = (col("name")?, col("duration")?, col("shardGroupDuration")?, col("default")?);
+        let replica_n = series.columns.iter().position(|c| c == "replicaN");
         for row in &series.values {
             let cell = |j: usize| row.get(j).map(|c| c.get()).ok_or("short row".to_string());
             let text = |j: usize| -> Result<String, String> {
@@ -972,6 +979,13 @@ pub fn retention_policies(result: &crate::results::StatementResult) -> Result<Ve
                 name: text(n)?,
                 duration_s: dur(d)?,
                 shard_duration_s: dur(s)?,
+                replica_n: match replica_n {
+                    Some(j) => cell(j)?
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("bad replicaN {}", cell(j).unwrap_or("")))?,
+                    None => 1,
+                },
                 default: cell(def)?.trim() == "true",
             });
         }

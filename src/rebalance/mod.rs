@@ -31,7 +31,7 @@
 //!
 //! | phase | writes go to | reads go to | leaves when |
 //! |---|---|---|---|
-//! | `Pending` | old | old | every added owner is caught up (healthy, empty write queue), the source's `SHOW RETENTION POLICIES` is read, and `CREATE DATABASE` + each retention policy (`ALTER` for `autogen`, `CREATE` for others, with their durations and the default) are sent to every added owner and acknowledged |
+//! | `Pending` | old | old | every added owner is caught up (healthy, empty write queue), the source's `SHOW RETENTION POLICIES` is read, and `CREATE DATABASE` + each retention policy (`ALTER` for `autogen`, `CREATE` for others, with their durations, replication and the default) are sent to every added owner and acknowledged |
 //! | `Schema` | old ∪ new | old | no request routed before the key entered `Schema` is still in flight ([`Backends::requests_done_before`]) |
 //! | `Copying` | old ∪ new | old | every retention policy's range is copied, chunk by chunk |
 //! | `Verifying` | old ∪ new | old | per-field counts are equal on the source and every added owner over every copied range |

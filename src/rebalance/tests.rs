@@ -1093,6 +1093,52 @@ fn the_copy_waits_for_a_new_owner_that_is_down_or_replaying() {
     check_placement(&c, &reference, &moves, &keys, after, true);
 }
 
+/// A write queued for an added owner before the copy (routed by the old
+/// placement, which included it, e.g. before a resync; the owner failed it)
+/// must be applied there before any chunk: its successor went to the old
+/// owners only (routed while `Pending`), so only the chunk carries the
+/// newer value. The copy reads no chunk until the added owner's queue is
+/// empty; a chunk sent while that write still waits would be overwritten
+/// by it (and counts would not see the older value).
+#[test]
+fn no_chunk_is_sent_to_an_added_owner_whose_queue_still_holds_older_writes() {
+    let keys = all_keys(1);
+    let key = keys.iter().next().unwrap().clone();
+    let placement = Placement { backends: &GROUP_BEFORE, replication_factor: 1 };
+    let (c, _) = seeded(&keys, placement, &GROUP_AFTER);
+    let source = placement.owners(&key)[0].clone();
+    let added = GROUP_BEFORE.iter().find(|n| **n != source).unwrap().to_string();
+    let moves = vec![KeyMove {
+        key: key.clone(),
+        old_owners: vec![source.clone()],
+        new_owners: vec![source.clone(), added.clone()],
+        source: Some(source.clone()),
+    }];
+    let rb = start(&c, moves, None);
+    let mut now = NOW;
+    while rb.phase(&key) != Some(Phase::Copying) {
+        block_on(rb.step(&c, &c.storage, now)).expect("step");
+        now += 1000;
+    }
+    // W0 (old routing, failed by the added owner: in its queue), then W1
+    // (its successor, routed while Pending: on the source only).
+    let m = &key.measurement;
+    let w0 = write_record(&key.db, None, &format!("{m},host=h1 f=100.5 3"));
+    block_on(c.queues[&added].push(&c.storage, &w0, NOW)).unwrap();
+    c.server(&source, |s| s.apply(&write_record(&key.db, None, &format!("{m},host=h1 f=200.5 3"))));
+    // The replay is slow: a few steps before it delivers.
+    for _ in 0..50 {
+        block_on(rb.step(&c, &c.storage, now)).expect("step");
+        now += 1000;
+    }
+    c.deliver(&added);
+    assert!(drive(&rb, &c, &mut now));
+    assert_eq!(rb.phase(&key), Some(Phase::Verified), "{:?}", rb.progress());
+    let (want, got) =
+        (c.server(&source, |s| s.key_data(&key, None)), c.server(&added, |s| s.key_data(&key, None)));
+    assert!(same_data(&want, &got), "the added owner holds an older value:\n{got:?}\nsource:\n{want:?}");
+}
+
 #[test]
 fn a_resynced_empty_backend_is_filled_from_its_replicas() {
     let keys = all_keys(12);
