@@ -699,6 +699,11 @@ impl Rebalance {
         }
         let q = convert::field_keys_query(db, &rp.name, &m.key.measurement);
         let types: BTreeMap<String, FieldType> = convert::field_types(&ask(q).await?)?;
+        // Caught up again at the read itself (the field keys query awaited):
+        // no await from here to the chunk query.
+        if !caught_up(b, std::slice::from_ref(&source)) || !caught_up(b, &m.added()) {
+            return Ok(Action::Wait(WAIT_MS));
+        }
         let a = rp.cursor;
         let span = rp.span_ns.max(1);
         let b_end = a.saturating_add(span).min(end);
@@ -894,8 +899,8 @@ impl Rebalance {
     }
 
     /// Cleaning -> Cleaned: once no request routed before the key left its
-    /// lost owners is in flight, the key is dropped there (through their
-    /// write queues).
+    /// lost owners is in flight, the key is dropped there (sent to a caught-up
+    /// one, through the write queue of one that is not).
     async fn clean_step<B: Backends>(&self, b: &B, i: usize, now_ms: u64) -> Result<Action, String> {
         let (m, epoch) = {
             let inner = self.inner.borrow();
@@ -915,7 +920,18 @@ impl Rebalance {
                 q: q.clone(),
                 credentials: self.credentials(),
             };
-            b.push(&n, &record, now_ms).await.map_err(|e| format!("{n}: {e}"))?;
+            // Caught up: every write it was sent is applied, so the drop is
+            // sent now and its queue stays free for live writes of its other
+            // keys. Else (down, replaying) behind what its queue holds.
+            if caught_up(b, std::slice::from_ref(&n)) {
+                match b.send(&n, &record).await {
+                    // Nothing of the key is left there (a wiped server).
+                    Err(e) if e.contains("database not found") => {}
+                    other => other.map_err(|e| format!("{n}: {q}: {e}"))?,
+                }
+            } else {
+                b.push(&n, &record, now_ms).await.map_err(|e| format!("{n}: {e}"))?;
+            }
         }
         self.inner.borrow_mut().state.keys[i].phase = Phase::Cleaned;
         Ok(Action::Next(0))

@@ -36,7 +36,7 @@
 //! | `Copying` | old ∪ new | old | every retention policy's range is copied, chunk by chunk |
 //! | `Verifying` | old ∪ new | old | per-field counts are equal on the source and every added owner over every copied range |
 //! | `Verified` | old ∪ new | **new** | the operator asks [`Rebalance::cleanup`] |
-//! | `Cleaning` | new | new | no request of the older routing is in flight; then `DROP MEASUREMENT "m"` (or `DROP SERIES FROM "m" WHERE "tag" = 'v'` for a tag-sharded key) is appended to every lost owner's queue |
+//! | `Cleaning` | new | new | no request of the older routing is in flight; then `DROP MEASUREMENT "m"` (or `DROP SERIES FROM "m" WHERE "tag" = 'v'` for a tag-sharded key) is sent to every lost owner that is caught up (so its queue stays free for live writes of its other keys), appended to the queue of one that is not (applied after every write it holds) |
 //! | `Cleaned` | new | new | - |
 //!
 //! [`Rebalance::write_targets`] and [`Rebalance::read_targets`] give these
@@ -108,8 +108,11 @@
 //! (A) a 204 (the client's answer) needs each owner to have acknowledged or
 //! durably queued the write; (R) a backend's answer to a query shows every
 //! write it acknowledged before the query began; (E) `n`'s queue is empty
-//! when a chunk is read, so every live write queued for `n` before the read
-//! was already applied there.
+//! and `n` healthy when a chunk read begins (checked with no await between
+//! the check and the read), so every live write queued for `n` before the
+//! read was already applied there. As for the write queue's replay, a
+//! request that got no answer (a timeout) is taken as not applied: a backend
+//! applying it long after is outside the argument.
 //!
 //! Let chunk `C` be read from source `s` at time `R` and acknowledged by `n`
 //! at time `P > R`. The danger is a write `W` of the key, applied on `n`
@@ -300,7 +303,7 @@ pub trait Backends {
     async fn query(&self, backend: &str, db: &str, q: &str) -> Result<StatementResult, String>;
     /// Appends `record` durably to `backend`'s write queue (its replay
     /// delivers it in order); used for what a lost owner must apply after
-    /// the writes it was sent (the cleanup's drops). Error: the queue refused
+    /// the writes it was sent (the cleanup's drops for a lost owner that is not caught up). Error: the queue refused
     /// it (full, disk).
     async fn push(&self, backend: &str, record: &Record, now_ms: u64) -> Result<(), String>;
     /// Sends `record` to `backend` now, bypassing its write queue, and

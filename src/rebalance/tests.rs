@@ -1036,21 +1036,56 @@ fn a_copy_is_sent_to_its_new_owners_directly_and_never_waits_in_their_write_queu
     let moves = plan(before, after, &keys);
     let rb = start(&c, moves.clone(), None);
     let mut now = NOW;
-    // No delivery between steps: whatever the copy queued would stay queued.
+    drive_without_delivery(&rb, &c, &mut now);
+    assert!(rb.removal_complete("d"), "{:?}", rb.progress());
+    assert!(c.sent.get() > 0);
+    // The cleanup's drops too: sent to the caught-up backends that lose keys.
+    block_on(rb.cleanup(&c.storage)).unwrap();
+    drive_without_delivery(&rb, &c, &mut now);
+    check_placement(&c, &reference, &moves, &keys, after, true);
+}
+
+/// Steps until idle without ever delivering a write queue, asserting after
+/// each step that every queue is empty (nothing of the move waits in one).
+fn drive_without_delivery(rb: &Rebalance, c: &Cluster, now: &mut u64) {
     for _ in 0..100_000 {
-        let outcome = block_on(rb.step(&c, &c.storage, now)).expect("step");
+        let outcome = block_on(rb.step(c, &c.storage, *now)).expect("step");
         for (name, q) in &c.queues {
-            assert!(q.is_empty(), "the copy left records in {name}'s write queue: {:?}", rb.progress());
+            assert!(q.is_empty(), "the move left records in {name}'s write queue: {:?}", rb.progress());
         }
         match outcome {
+            StepOutcome::Idle => return,
+            StepOutcome::Again { at_ms } => *now = at_ms.max(*now + 1),
+        }
+    }
+    panic!("the move does not finish: {:?}", rb.progress());
+}
+
+/// A backend losing keys that is down at cleanup gets its drops through its
+/// write queue, applied when it is back (after what the queue held).
+#[test]
+fn the_cleanup_queues_its_drops_for_a_backend_that_is_down() {
+    let keys = all_keys(8);
+    let before = Placement { backends: &GROUP_BEFORE, replication_factor: 2 };
+    let after = Placement { backends: &GROUP_AFTER, replication_factor: 2 };
+    let (c, reference) = seeded(&keys, before, &GROUP_AFTER);
+    let moves = plan(before, after, &keys);
+    let rb = start(&c, moves.clone(), None);
+    let mut now = NOW;
+    assert!(drive(&rb, &c, &mut now));
+    let loser = moves[0].lost()[0].clone();
+    c.down.borrow_mut().insert(loser.clone());
+    block_on(rb.cleanup(&c.storage)).unwrap();
+    for _ in 0..100_000 {
+        match block_on(rb.step(&c, &c.storage, now)).expect("step") {
             StepOutcome::Idle => break,
             StepOutcome::Again { at_ms } => now = at_ms.max(now + 1),
         }
     }
-    assert!(rb.removal_complete("d"), "{:?}", rb.progress());
-    assert!(c.sent.get() > 0);
-    block_on(rb.cleanup(&c.storage)).unwrap();
-    assert!(drive(&rb, &c, &mut now));
+    assert!(!c.queues[&loser].is_empty(), "the drops wait in {loser}'s queue");
+    assert_eq!(rb.progress().keys_cleaned, moves.len() as u64);
+    c.down.borrow_mut().clear();
+    c.deliver_all();
     check_placement(&c, &reference, &moves, &keys, after, true);
 }
 
