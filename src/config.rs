@@ -490,6 +490,12 @@ impl Config {
                         if !self.backends.contains_key(name) {
                             return fail(&format!("{path}[{i}]"), format!("unknown backend {name:?}"));
                         }
+                        if names[..i].contains(name) {
+                            return fail(
+                                &format!("{path}[{i}]"),
+                                format!("backend {name:?} is listed twice"),
+                            );
+                        }
                     }
                 }
                 Keymap::Group(group) if !self.shard_groups.contains_key(group) => {
@@ -753,6 +759,16 @@ mod tests {
         assert!(e.starts_with("proxy.json: $.shard_groups.main.rf: unknown field `rf`"), "{e}");
         let e = error(&groups(r#"{"main": {"backends": ["a"]}}"#, r#"{"_default_": ["a"]}"#));
         assert!(e.starts_with("proxy.json: $.shard_groups.main: missing field `replication_factor`"), "{e}");
+    }
+
+    /// A replica set names each backend once (twice would write every
+    /// point twice to it and count it as two replicas).
+    #[test]
+    fn a_keymap_naming_a_backend_twice_is_an_error() {
+        assert_eq!(
+            error(&groups("{}", r#"{"cpu": ["a", "b", "a"], "_default_": ["c"]}"#)),
+            r#"proxy.json: $.keymaps.cpu[2]: backend "a" is listed twice"#
+        );
     }
 
     #[test]
