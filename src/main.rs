@@ -17,6 +17,12 @@ use influx_proxy::{native, VERSION};
 use std::ffi::OsString;
 use std::process::ExitCode;
 
+/// jemalloc returns freed memory to the system over time (its decay), where
+/// glibc's malloc keeps the arenas a load grew (measured: 18.6 MiB idle a
+/// minute after the write bench, vs under 10 MiB).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const DEFAULT_CONFIG: &str = "config/proxy.json";
 
 const USAGE: &str = "\
