@@ -128,6 +128,41 @@ mod tests {
     }
 
     #[test]
+    fn expect_100_continue_is_answered_before_the_body_is_sent() {
+        // async-h1 writes `100 Continue` on a clone of the stream and never
+        // flushes it: the stream must still send it (see stream.rs), or a
+        // client waiting for it before sending the body waits forever.
+        wstd::runtime::block_on(async {
+            let (addr, _server) = start().await;
+            let mut client = Stream::connect(addr).await.unwrap();
+            client
+                .write_all(b"POST /write?db=x HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+                .await
+                .unwrap();
+            client.flush().await.unwrap();
+            // Read until the interim answer, for at most 5 s.
+            let mut got = Vec::new();
+            let interim = async {
+                let mut chunk = [0u8; 256];
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match client.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                true
+            };
+            let later = async {
+                wstd::task::sleep(Duration::from_secs(5).into()).await;
+                false
+            };
+            assert!(futures_lite::future::or(interim, later).await, "no answer within 5 s");
+            let head = String::from_utf8_lossy(&got).into_owned();
+            assert!(head.starts_with("HTTP/1.1 100 Continue\r\n"), "{head:?}");
+        });
+    }
+
+    #[test]
     fn a_stalled_body_is_408_and_its_connection_closed() {
         wstd::runtime::block_on(async {
             let (addr, _server) = start().await;
