@@ -88,10 +88,14 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 Ok(r) if (200..300).contains(&r.status) => {
                     return Sent { outcome: Ok(r), acked: body.len(), refused: Vec::new() }
                 }
-                Ok(r) if r.status == 413 => match halve(body, 0..body.len()) {
-                    Some((first, second)) => vec![second, first],
-                    None => vec![0..body.len()],
-                },
+                Ok(r) if r.status == 413 => {
+                    let mut todo = Vec::with_capacity(2);
+                    match halve(body, 0..body.len()) {
+                        Some((first, second)) => todo.extend([second, first]),
+                        None => todo.push(0..body.len()),
+                    }
+                    todo
+                }
                 other => return Sent { outcome: other, acked: 0, refused: Vec::new() },
             },
             None => {
