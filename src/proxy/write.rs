@@ -13,10 +13,26 @@
 //! the proxy's time (at the request's precision) so that every replica, and
 //! a later replay, stores the same point.
 //!
-//! Memory: the body is parsed twice (validate, then batch) instead of keeping
-//! a vector of points; the open batches together hold at most
-//! `backend_max_body_bytes`; backends that get the same points (replicas of
-//! the same sets) share one batch; each backend's request copies one batch.
+//! No copies where the body allows it: the client's body is taken from the
+//! request (not copied) into a reference-counted buffer ([`SharedBytes`]).
+//! When every point has a timestamp, all go to one replica set and the body
+//! holds nothing but its points (each its line and `\n`: no comments, blank
+//! lines, `\r\n` or blanks around a line, which the proxy reads more kindly
+//! than InfluxDB), the body is forwarded as it came: one pass (validate and
+//! route, noting where batches would be cut), then the replicas are sent
+//! slices of that one buffer. A gzip body is then forwarded compressed as it
+//! came (`Content-Encoding: gzip`; InfluxDB 1.x decodes it) when it decodes
+//! to at most `backend_max_body_bytes`; a larger one is sent as batches cut
+//! from the decoded buffer (the backend's limit applies to what it decodes),
+//! and one refused with 413 is sent decoded, halved ([`super::send`]).
+//!
+//! Otherwise (points to stamp, several replica sets, a move under way, or a
+//! body the backends must not see as sent) the body is read twice
+//! (validate, then batch) instead of keeping a vector of points; the open
+//! batches together hold at most `backend_max_body_bytes`; backends that get
+//! the same points (replicas of the same sets) share one batch buffer, which
+//! no backend request copies. A backend that cannot take a body directly
+//! queues a copy of its line protocol (a queue record owns its bytes).
 
 use super::moves::GroupMove;
 use super::{allow, join_all, Delivery, Proxy, Topology};
