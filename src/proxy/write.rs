@@ -138,9 +138,13 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 }
                 _ => batches.into_iter().map(|(range, n)| one(lines.slice(range), None, n)).collect(),
             };
+            // In backend order, as the points path hands them over.
+            let mut backends = set.to_vec();
+            backends.sort_unstable();
+            backends.dedup();
             let mut rejected = None;
             for body in &bodies {
-                self.deliver_to(set, body, now_ms).await.or_else(|e| keep_going(e, &mut rejected))?;
+                self.deliver_to(&backends, body, now_ms).await.or_else(|e| keep_going(e, &mut rejected))?;
             }
             return match rejected {
                 Some(e) => Err(e),
