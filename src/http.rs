@@ -105,6 +105,55 @@ impl Response {
     }
 }
 
+/// Immutable bytes shared by reference count: cloning or slicing copies no
+/// bytes. One write body is sent to every replica of its replica set as one
+/// `SharedBytes` ([`crate::transport::Transport::send_shared`]). An `Arc`
+/// (not an `Rc`) so that a host may hand the bytes to a writer task or
+/// another thread (http-types bodies must be `Send + Sync`).
+#[derive(Clone, Default)]
+pub struct SharedBytes {
+    buf: std::sync::Arc<Vec<u8>>,
+    start: usize,
+    end: usize,
+}
+
+impl SharedBytes {
+    /// Bytes `range` of these (offsets relative to them, clamped to their
+    /// length), sharing the buffer.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> SharedBytes {
+        let end = self.start + range.end.min(self.len());
+        let start = (self.start + range.start).min(end);
+        SharedBytes { buf: self.buf.clone(), start, end }
+    }
+}
+
+impl From<Vec<u8>> for SharedBytes {
+    /// Takes the vector without copying its bytes.
+    fn from(bytes: Vec<u8>) -> SharedBytes {
+        let end = bytes.len();
+        SharedBytes { buf: std::sync::Arc::new(bytes), start: 0, end }
+    }
+}
+
+impl std::ops::Deref for SharedBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+}
+
+impl AsRef<[u8]> for SharedBytes {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl std::fmt::Debug for SharedBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SharedBytes({} bytes)", self.len())
+    }
+}
+
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }

@@ -136,7 +136,7 @@ impl<'a> Iterator for Points<'a> {
             }
             if b[start] == b'#' {
                 // Comment.
-                self.pos = match b[start..].iter().position(|&c| c == b'\n') {
+                self.pos = match memchr::memchr(b'\n', &b[start..]) {
                     Some(p) => start + p + 1,
                     None => b.len(),
                 };
@@ -232,6 +232,9 @@ impl Scan<'_> {
         let mut measurement_escaped = false;
         self.i += 1;
         let has_tags = loop {
+            while b.get(self.i).is_some_and(|&c| !stop(&MEASUREMENT_STOPS, c)) {
+                self.i += 1;
+            }
             match b.get(self.i) {
                 None | Some(b'\n') => return Err("missing fields".into()),
                 Some(&c) => {
@@ -304,6 +307,9 @@ impl Scan<'_> {
                 Some(_) => self.i += 1,
             }
             loop {
+                while b.get(self.i).is_some_and(|&c| !stop(&TAG_STOPS, c)) {
+                    self.i += 1;
+                }
                 match b.get(self.i) {
                     None | Some(b'\n') => return Err("missing tag value".into()),
                     Some(&c) if b[self.i - 1] != b'\\' => match c {
@@ -323,6 +329,9 @@ impl Scan<'_> {
                 Some(_) => self.i += 1,
             }
             let more = loop {
+                while b.get(self.i).is_some_and(|&c| !stop(&TAG_STOPS, c)) {
+                    self.i += 1;
+                }
                 match b.get(self.i) {
                     None | Some(b'\n') => return Err("missing fields".into()),
                     Some(&c) if b[self.i - 1] != b'\\' => match c {
@@ -353,6 +362,9 @@ impl Scan<'_> {
         loop {
             // Field key: up to an unescaped '='.
             let key_start = self.i;
+            while b.get(self.i).is_some_and(|&c| !stop(&FIELD_KEY_STOPS, c)) {
+                self.i += 1;
+            }
             loop {
                 match b.get(self.i) {
                     Some(b'\\') if b.get(self.i + 1).is_some_and(|&c| c != b'\n') => self.i += 2,
@@ -399,22 +411,24 @@ impl Scan<'_> {
         let mut newlines = 0;
         self.i += 1;
         loop {
-            match b.get(self.i) {
-                None => {
-                    // Point at the opening quote so the error shows its line.
-                    self.i = open;
-                    return Err("unbalanced quotes".into());
-                }
-                Some(b'\\') if self.i + 1 < b.len() => {
+            // The next byte that matters inside the string.
+            let Some(p) = memchr::memchr3(b'"', b'\\', b'\n', b.get(self.i..).unwrap_or_default()) else {
+                // Point at the opening quote so the error shows its line.
+                self.i = open;
+                return Err("unbalanced quotes".into());
+            };
+            self.i += p;
+            match b[self.i] {
+                b'\\' if self.i + 1 < b.len() => {
                     newlines += usize::from(b[self.i + 1] == b'\n');
                     self.i += 2;
                 }
-                Some(b'"') => break,
-                Some(b'\n') => {
+                b'"' => break,
+                b'\n' => {
                     newlines += 1;
                     self.i += 1;
                 }
-                Some(_) => self.i += 1,
+                _ => self.i += 1,
             }
         }
         self.i += 1;
@@ -425,6 +439,37 @@ impl Scan<'_> {
             _ => Err("invalid field format".into()),
         }
     }
+}
+
+/// The bytes that end a run of ordinary bytes (a table lookup per byte,
+/// cheaper than comparing with each; the scanners then look at the byte
+/// they stopped on as before). Keys and values are short: a table beats a
+/// vectorised search there (measured), which is used for long runs
+/// (comments, string values, line endings).
+type Stops = [bool; 256];
+
+/// The table of `bytes`.
+const fn stops(bytes: &[u8]) -> Stops {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < bytes.len() {
+        table[bytes[i] as usize] = true;
+        i += 1;
+    }
+    table
+}
+
+/// In a measurement: `,` (tag set), ` ` (field set), `\n` (escaped when
+/// the byte before is `\\`, read at the stop).
+const MEASUREMENT_STOPS: Stops = stops(b", \n");
+/// In a tag key or value.
+const TAG_STOPS: Stops = stops(b", =\n");
+/// In a field key (`\\` escapes the byte after it).
+const FIELD_KEY_STOPS: Stops = stops(b"\\=\n ,");
+
+/// Whether `c` is one of `table`'s bytes.
+fn stop(table: &Stops, c: u8) -> bool {
+    table[usize::from(c)]
 }
 
 /// Skips spaces, tabs and NUL bytes (InfluxDB 1.x's `skipWhitespace`).
@@ -458,7 +503,12 @@ fn blank_to_end_of_line(b: &[u8], i: usize) -> bool {
 /// End of an unquoted field value: the next `,`, space or line ending (or
 /// trailing blanks before it).
 fn token_end(b: &[u8], mut i: usize) -> usize {
-    while let Some(&c) = b.get(i) {
+    const TOKEN_STOPS: Stops = stops(b", \n\r\t\0");
+    loop {
+        while b.get(i).is_some_and(|&c| !stop(&TOKEN_STOPS, c)) {
+            i += 1;
+        }
+        let Some(&c) = b.get(i) else { break };
         match c {
             b',' | b' ' | b'\n' => break,
             b'\r' | b'\t' | 0 if blank_to_end_of_line(b, i) => break,
@@ -477,6 +527,10 @@ fn fits_i64(t: &[u8]) -> bool {
         Some(d) => (d, b"9223372036854775808"),
         None => (t, b"9223372036854775807"),
     };
+    // Fewer digits than the limit: in range.
+    if !digits.is_empty() && digits.len() < limit.len() {
+        return digits.iter().all(u8::is_ascii_digit);
+    }
     // Leading zeros do not change the value.
     let significant = match digits.iter().position(|&c| c != b'0') {
         Some(p) => &digits[p..],
@@ -566,6 +620,10 @@ fn check_boolean(t: &[u8]) -> Result<(), Reason> {
 /// Whether two tag keys (compared as sent) are equal.
 fn has_duplicate_keys(b: &[u8], keys: &mut [(usize, usize)]) -> bool {
     let key = |&(s, e): &(usize, usize)| &b[s..e];
+    // A point has a few tags: comparing each pair is cheaper than sorting.
+    if keys.len() <= 8 {
+        return keys.iter().enumerate().any(|(i, k)| keys[i + 1..].iter().any(|other| key(k) == key(other)));
+    }
     if keys.windows(2).all(|w| key(&w[0]) < key(&w[1])) {
         return false;
     }
@@ -649,7 +707,7 @@ fn unescape_tag(raw: &str) -> Cow<'_, str> {
 fn error_at(body: &str, start: usize, at: usize, line_number: usize, reason: Reason) -> LineProtocolError {
     let b = body.as_bytes();
     let at = at.clamp(start, b.len());
-    let mut end = match b[at..].iter().position(|&c| c == b'\n') {
+    let mut end = match memchr::memchr(b'\n', &b[at..]) {
         Some(p) => at + p,
         None => b.len(),
     };

@@ -384,6 +384,20 @@ impl<T: Transport> TimedTransport<T> {
         self.histogram.get_or_create(&backend(&addr.name)).observe(seconds(clock().saturating_sub(start)));
         outcome
     }
+
+    /// [`TimedTransport::send`] of [`Transport::send_shared`].
+    pub async fn send_shared(
+        &self,
+        addr: &BackendAddr,
+        request: Request,
+        body: crate::http::SharedBytes,
+    ) -> Result<Response, TransportError> {
+        let Some(clock) = &self.clock else { return self.inner.send_shared(addr, request, body).await };
+        let start = clock();
+        let outcome = self.inner.send_shared(addr, request, body).await;
+        self.histogram.get_or_create(&backend(&addr.name)).observe(seconds(clock().saturating_sub(start)));
+        outcome
+    }
 }
 
 impl<T> std::ops::Deref for TimedTransport<T> {

@@ -143,6 +143,13 @@ struct HeadReplay {
     restarts: u64,
 }
 
+/// What [`Proxy::deliver_one`] hands to one backend.
+#[derive(Clone, Copy)]
+enum Outgoing<'a> {
+    Write(&'a write::WriteBody),
+    Statement(&'a Record),
+}
+
 /// The result of handing one record to one backend.
 #[derive(Debug)]
 enum Delivery {
@@ -275,7 +282,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// InfluxDB-style `{"error":"..."}` responses. `now_ms` is the time (ms since
     /// the Unix epoch). The host has already refused bodies over
     /// `config().max_body_bytes` with 413.
-    pub async fn handle(&self, request: Request, now_ms: u64) -> Response {
+    pub async fn handle(&self, mut request: Request, now_ms: u64) -> Response {
         let start = self.clock.as_ref().map(|clock| clock());
         let endpoint = match request.path.as_str() {
             "/ping" => "ping",
@@ -304,8 +311,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let topology = self.topology();
         let result = match endpoint {
             "ping" => self.ping(&request),
-            "write" => self.write(&topology, &request, write::WriteApi::V1, now_ms).await,
-            "api_v2_write" => self.write(&topology, &request, write::WriteApi::V2, now_ms).await,
+            "write" => self.write(&topology, &mut request, write::WriteApi::V1, now_ms).await,
+            "api_v2_write" => self.write(&topology, &mut request, write::WriteApi::V2, now_ms).await,
             "query" => self.query(&topology, &request, now_ms).await,
             "health" => self.health(&request, now_ms),
             "metrics" => self.metrics(&request, now_ms),
@@ -593,26 +600,45 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// `backend`: directly while its queue is empty and it is up, else (or on
     /// no answer / 5xx) through its write queue. See [`Proxy::deliver_shared`].
     async fn deliver(&self, backend: usize, record: Record, points: u64, now_ms: u64) -> Delivery {
-        self.deliver_shared(backend, &record, points, now_ms).await
+        match write::WriteBody::of_record(&record) {
+            Some(mut body) => {
+                body.points = points;
+                self.deliver_shared(backend, &body, now_ms).await
+            }
+            None => self.deliver_one(backend, Outgoing::Statement(&record), now_ms).await,
+        }
     }
 
-    /// [`Proxy::deliver`] of a record shared between replicas. A write is sent
-    /// in pieces of at most `backend_max_body_bytes` ([`Proxy::send_record`]);
-    /// when a piece gets no answer or a 5xx, the pieces not yet acknowledged
-    /// are queued (one record) and count as one failure towards
-    /// `health_check_fall`. A 4xx (also a 413 for a single point) is passed on.
-    async fn deliver_shared(&self, backend: usize, record: &Record, points: u64, now_ms: u64) -> Delivery {
+    /// [`Proxy::deliver`] of a write body shared between replicas (its bytes
+    /// are never copied for a backend that takes it directly; a backend that
+    /// queues it gets its own copy, of the line protocol, never of the gzip
+    /// bytes). A write is sent in pieces of at most `backend_max_body_bytes`
+    /// ([`Proxy::send_write`]); when a piece gets no answer or a 5xx, the
+    /// pieces not yet acknowledged are queued (one record) and count as one
+    /// failure towards `health_check_fall`. A 4xx (also a 413 for a single
+    /// point) is passed on.
+    async fn deliver_shared(&self, backend: usize, body: &write::WriteBody, now_ms: u64) -> Delivery {
+        self.deliver_one(backend, Outgoing::Write(body), now_ms).await
+    }
+
+    async fn deliver_one(&self, backend: usize, outgoing: Outgoing<'_>, now_ms: u64) -> Delivery {
         let topo = self.topology();
         let state = &topo.states[backend];
         let addr = &topo.backends[backend];
         if !state.queue.is_empty() || !state.health.borrow().is_healthy() {
-            return self.enqueue(backend, record, now_ms).await;
+            return match outgoing {
+                Outgoing::Write(body) => self.enqueue(backend, &body.record(0), now_ms).await,
+                Outgoing::Statement(record) => self.enqueue(backend, record, now_ms).await,
+            };
         }
-        let sent = self.send_record(backend, record).await;
+        let sent = match outgoing {
+            Outgoing::Write(body) => self.send_write(backend, body, false).await,
+            Outgoing::Statement(record) => self.send_record(backend, record).await,
+        };
         let error = match sent.outcome {
             Ok(r) if (200..300).contains(&r.status) => {
-                if let Record::Write { body, .. } = record {
-                    self.metrics.written(&addr.name, points, body.len() as u64);
+                if let Outgoing::Write(body) = outgoing {
+                    self.metrics.written(&addr.name, body.points, body.lines.len() as u64);
                     state.health.borrow_mut().record_write(now_ms);
                 }
                 self.record_write_ok(backend);
@@ -627,20 +653,15 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             Err(e) => e.to_string(),
         };
         self.record_write_failure(backend, error, now_ms);
-        match record {
-            Record::Write { db, rp, precision, credentials, body } if sent.acked > 0 => {
-                let acked = &body[..sent.acked.min(body.len())];
-                self.metrics.written(&addr.name, count_lines(acked), acked.len() as u64);
-                let rest = Record::Write {
-                    db: db.clone(),
-                    rp: rp.clone(),
-                    precision: precision.clone(),
-                    credentials: credentials.clone(),
-                    body: body[acked.len()..].to_vec(),
-                };
-                self.enqueue(backend, &rest, now_ms).await
+        match outgoing {
+            Outgoing::Write(body) => {
+                let acked = &body.lines[..sent.acked.min(body.lines.len())];
+                if !acked.is_empty() {
+                    self.metrics.written(&addr.name, count_lines(acked), acked.len() as u64);
+                }
+                self.enqueue(backend, &body.record(acked.len()), now_ms).await
             }
-            _ => self.enqueue(backend, record, now_ms).await,
+            Outgoing::Statement(record) => self.enqueue(backend, record, now_ms).await,
         }
     }
 
@@ -865,17 +886,7 @@ fn allow(request: &Request, methods: &[Method]) -> Result<(), ProxyError> {
 fn record_request(record: &Record) -> Request {
     match record {
         Record::Write { db, rp, precision, credentials, body } => {
-            let mut query = vec![("db".to_string(), db.clone())];
-            if let Some(rp) = rp {
-                query.push(("rp".into(), rp.clone()));
-            }
-            if let Some(p) = precision {
-                query.push(("precision".into(), p.clone()));
-            }
-            let mut request = Request::new(Method::Post, "/write");
-            request.query = query;
-            request.headers.push(("content-type".into(), "text/plain; charset=utf-8".into()));
-            add_credentials(&mut request, credentials);
+            let mut request = write_request(db, rp, precision, credentials);
             request.body = body.clone();
             request
         }
@@ -891,6 +902,27 @@ fn record_request(record: &Record) -> Request {
             request
         }
     }
+}
+
+/// `POST /write?db=&rp=&precision=` with the credentials, without a body.
+fn write_request(
+    db: &str,
+    rp: &Option<String>,
+    precision: &Option<String>,
+    credentials: &crate::write_queue::Credentials,
+) -> Request {
+    let mut query = vec![("db".to_string(), db.to_string())];
+    if let Some(rp) = rp {
+        query.push(("rp".into(), rp.clone()));
+    }
+    if let Some(p) = precision {
+        query.push(("precision".into(), p.clone()));
+    }
+    let mut request = Request::new(Method::Post, "/write");
+    request.query = query;
+    request.headers.push(("content-type".into(), "text/plain; charset=utf-8".into()));
+    add_credentials(&mut request, credentials);
+    request
 }
 
 /// Forwards the client's credentials unchanged (InfluxDB 1.x
@@ -954,7 +986,7 @@ fn error_message(response: &Response) -> String {
 /// field value counts once per line). Only replay uses it: the write path
 /// knows its counts.
 fn count_lines(body: &[u8]) -> u64 {
-    body.iter().filter(|&&b| b == b'\n').count() as u64
+    memchr::memchr_iter(b'\n', body).count() as u64
 }
 
 /// Runs the futures concurrently on the caller's task; outputs in input order.

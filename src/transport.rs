@@ -7,7 +7,7 @@
 //! connection pooling and **timeouts** (the core reads no clock): a request that
 //! takes longer than the configured timeout ends with [`TransportError::Timeout`].
 
-use crate::http::{Request, Response};
+use crate::http::{Request, Response, SharedBytes};
 use std::fmt;
 
 /// Where a backend lives, parsed from its configured URL
@@ -130,6 +130,20 @@ impl fmt::Display for TransportError {
 #[allow(async_fn_in_trait)]
 pub trait Transport {
     async fn send(&self, backend: &BackendAddr, request: Request) -> Result<Response, TransportError>;
+
+    /// [`Transport::send`] with `body` as the request's body (in place of
+    /// `request.body`, which is ignored): the replicas of a write share one
+    /// buffer. The default copies `body` into the request; transports that
+    /// can send shared bytes (the HTTP/1.1 client of both hosts) override it.
+    async fn send_shared(
+        &self,
+        backend: &BackendAddr,
+        mut request: Request,
+        body: SharedBytes,
+    ) -> Result<Response, TransportError> {
+        request.body = body.to_vec();
+        self.send(backend, request).await
+    }
 }
 
 #[cfg(test)]

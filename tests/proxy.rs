@@ -289,6 +289,33 @@ fn forbidden_statements_are_refused_and_reach_no_backend(mode: Mode) {
     }
 }
 
+/// Issue 8: a body whose points all have a timestamp and go to one replica
+/// set is forwarded as the client sent it (a gzip body compressed): influxd
+/// stores the same points as from the points path. The last line of the
+/// plain body has no line ending, a string value spans lines, and a `\r\n`
+/// body (not forwarded as sent) lands the same way.
+fn a_write_forwarded_as_sent_lands_on_both_backends(mode: Mode) {
+    let c = Cluster::start(mode);
+    c.create_database(DB);
+    let plain = format!("fwd,host=a v=1 {T0}\nfwd,host=b v=2,s=\"two\nlines\" {}", T0 + 1);
+    let (status, body) = c.proxy.write(DB, &plain, false);
+    assert_eq!(status, 204, "plain write forwarded as sent: {body}");
+    let (status, body) = c.proxy.write(DB, &lines("fwdgz", 3_000, T0), true);
+    assert_eq!(status, 204, "gzip write forwarded compressed: {body}");
+    let crlf = format!("fwdcrlf v=1 {T0}\r\nfwdcrlf v=2 {}\r\n", T0 + 1);
+    let (status, body) = c.proxy.write(DB, &crlf, true);
+    assert_eq!(status, 204, "gzip write with CRLF line endings: {body}");
+    for server in c.backends() {
+        let (columns, rows) = server.rows(DB, "fwd");
+        assert_eq!(columns, json!(["time", "host", "s", "v"]), "columns on {}", server.name());
+        assert_eq!(rows.len(), 2, "points of the plain body on {}: {rows:?}", server.name());
+        assert_eq!(rows[1][2], json!("two\nlines"), "the string spanning lines on {}", server.name());
+        assert_eq!(server.count(DB, "fwdgz"), 3_000, "gzip points on {}", server.name());
+        assert_eq!(server.count(DB, "fwdcrlf"), 2, "CRLF points on {}", server.name());
+    }
+    assert_same_points(&c, "fwdgz");
+}
+
 // ---------------------------------------------------------------------------
 // 6. A backend down: writes accepted, reads fail over, replay catches up
 // ---------------------------------------------------------------------------
@@ -1170,6 +1197,7 @@ fn many_statements_and_a_failed_one_answer_as_influxd(mode: Mode) {
 scenarios!(native: Mode::Native, wasm: Mode::Wasm; [
     create_database_lands_on_both_backends,
     writes_of_10000_lines_land_on_both_backends,
+    a_write_forwarded_as_sent_lands_on_both_backends,
     keymaps_route_each_measurement_only_where_configured,
     select_and_merged_show_answers,
     forbidden_statements_are_refused_and_reach_no_backend,

@@ -43,7 +43,7 @@ pub mod response;
 
 pub use response::{decode_backend_response, decode_backend_response_bytes, DecodedResponse};
 
-use crate::http::{encode_params, Method, Request, Response};
+use crate::http::{encode_params, Method, Request, Response, SharedBytes};
 use crate::transport::{BackendAddr, Transport, TransportError};
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use std::cell::{Cell, RefCell};
@@ -189,7 +189,7 @@ impl<H: BackendHost> BackendClient<H> {
         &self,
         backend: &BackendAddr,
         request: &Request,
-        body: &SharedBody,
+        body: &SharedBytes,
         mut stream: H::Stream,
     ) -> Result<Response, Failure> {
         let prefix = |error: TransportError| match error {
@@ -223,15 +223,15 @@ impl<H: BackendHost> BackendClient<H> {
         }
     }
 
+    /// One request with `body` (shared by both tries, never copied).
     async fn send_with_retry(
         &self,
         backend: &BackendAddr,
-        mut request: Request,
+        request: Request,
+        body: SharedBytes,
     ) -> Result<Response, TransportError> {
         let authority = backend.authority();
         let _permit = self.limits.acquire(&authority).await;
-        // Shared by both tries, never copied.
-        let body = SharedBody(Arc::new(std::mem::take(&mut request.body)));
         if let Some(stream) = self.take_pooled(&authority).await {
             match self.send_once(backend, &request, &body, stream).await {
                 Ok(response) => return Ok(response),
@@ -246,12 +246,22 @@ impl<H: BackendHost> BackendClient<H> {
 }
 
 impl<H: BackendHost> Transport for BackendClient<H> {
-    async fn send(&self, backend: &BackendAddr, request: Request) -> Result<Response, TransportError> {
+    async fn send(&self, backend: &BackendAddr, mut request: Request) -> Result<Response, TransportError> {
+        let body = SharedBytes::from(std::mem::take(&mut request.body));
+        self.send_shared(backend, request, body).await
+    }
+
+    async fn send_shared(
+        &self,
+        backend: &BackendAddr,
+        request: Request,
+        body: SharedBytes,
+    ) -> Result<Response, TransportError> {
         let timeout = async {
             self.host.sleep(self.timeout_ms).await;
             Err(TransportError::Timeout)
         };
-        futures_lite::future::or(self.send_with_retry(backend, request), timeout).await
+        futures_lite::future::or(self.send_with_retry(backend, request, body), timeout).await
     }
 }
 
@@ -282,7 +292,8 @@ const NOT_FORWARDED: &[&str] = &[
     "expect",
 ];
 
-/// A request body read by the first try and a retry without copying it.
+/// A body for [`to_backend_request`] built from a vector (the client itself
+/// sends [`SharedBytes`]).
 #[derive(Debug, Clone)]
 pub struct SharedBody(pub Arc<Vec<u8>>);
 
@@ -298,11 +309,14 @@ impl AsRef<[u8]> for SharedBody {
 /// and invalid ones (never a panic), and `body` (not `request.body`) with its
 /// length for a POST or a non-empty body. Error: a method the proxy never sends,
 /// or a URL that does not parse.
-pub fn to_backend_request(
+pub fn to_backend_request<B>(
     backend: &BackendAddr,
     request: &Request,
-    body: &SharedBody,
-) -> Result<http_types::Request, TransportError> {
+    body: &B,
+) -> Result<http_types::Request, TransportError>
+where
+    B: AsRef<[u8]> + Clone + Unpin + Send + Sync + 'static,
+{
     let method = match request.method {
         Method::Get => http_types::Method::Get,
         Method::Head => http_types::Method::Head,
@@ -316,8 +330,8 @@ pub fn to_backend_request(
     }
     let url = http_types::Url::parse(&url).map_err(|e| TransportError::Io(format!("{url}: {e}")))?;
     let mut out = http_types::Request::new(method, url);
-    if request.method == Method::Post || !body.0.is_empty() {
-        let len = body.0.len();
+    if request.method == Method::Post || !body.as_ref().is_empty() {
+        let len = body.as_ref().len();
         out.set_body(http_types::Body::from_reader(futures_lite::io::Cursor::new(body.clone()), Some(len)));
         // `set_body` adds `content-type: application/octet-stream`; only the
         // client's own content type is passed on.

@@ -86,6 +86,15 @@ impl Transport for NativeTransport {
     async fn send(&self, backend: &BackendAddr, request: Request) -> Result<Response, TransportError> {
         self.0.send(backend, request).await
     }
+
+    async fn send_shared(
+        &self,
+        backend: &BackendAddr,
+        request: Request,
+        body: crate::http::SharedBytes,
+    ) -> Result<Response, TransportError> {
+        self.0.send_shared(backend, request, body).await
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! backend still refuses with 413 ends as that 413 (a 4xx: the client's
 //! error on the direct path, a dead letter in replay), never as a retry.
 
+use super::write::WriteBody;
 use super::{record_request, Proxy};
 use crate::http::Response;
 use crate::line_protocol;
@@ -58,20 +59,56 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     }
 
     async fn send_pieces(&self, backend: usize, record: &Record, judge_each: bool) -> Sent {
+        match WriteBody::of_record(record) {
+            Some(body) => self.send_write(backend, &body, judge_each).await,
+            None => {
+                let topo = self.topology();
+                let outcome = self.transport.send(&topo.backends[backend], record_request(record)).await;
+                Sent { outcome, acked: 0, refused: Vec::new() }
+            }
+        }
+    }
+
+    /// [`Proxy::send_record`] (`judge_each`: [`Proxy::send_record_judging_each`])
+    /// of a write body shared between replicas: each piece is a slice of the
+    /// one buffer, never a copy. A body forwarded with its client's gzip
+    /// bytes ([`WriteBody::gzip`]; the write path forwards them only when
+    /// the decoded body is at most `backend_max_body_bytes`) is sent as one
+    /// request with `Content-Encoding: gzip`; refused with 413, it is sent
+    /// decoded instead, in the two halves of its points (each halved again
+    /// on a 413 as usual).
+    pub(super) async fn send_write(&self, backend: usize, write: &WriteBody, judge_each: bool) -> Sent {
         let topo = self.topology();
         let addr = &topo.backends[backend];
-        let Record::Write { body, .. } = record else {
-            let outcome = self.transport.send(addr, record_request(record)).await;
-            return Sent { outcome, acked: 0, refused: Vec::new() };
-        };
+        let body = &write.lines[..];
         let limit = usize::try_from(topo.config.backend_max_body_bytes).unwrap_or(usize::MAX);
         // A stack of the pieces still to send, the next one last.
-        let mut todo = split_points(body, 0..body.len(), limit);
-        todo.reverse();
+        let mut todo = match write.gzip.as_ref().filter(|_| body.len() <= limit) {
+            Some(gzip) => match self.transport.send_shared(addr, write.request(true), gzip.clone()).await {
+                Ok(r) if (200..300).contains(&r.status) => {
+                    return Sent { outcome: Ok(r), acked: body.len(), refused: Vec::new() }
+                }
+                Ok(r) if r.status == 413 => {
+                    let mut todo = Vec::with_capacity(2);
+                    match halve(body, 0..body.len()) {
+                        Some((first, second)) => todo.extend([second, first]),
+                        None => todo.push(0..body.len()),
+                    }
+                    todo
+                }
+                other => return Sent { outcome: other, acked: 0, refused: Vec::new() },
+            },
+            None => {
+                let mut todo = split_points(body, 0..body.len(), limit);
+                todo.reverse();
+                todo
+            }
+        };
         let (mut acked, mut last) = (0, None);
         let (mut refused, mut refusal) = (Vec::new(), None);
         while let Some(piece) = todo.pop() {
-            match self.transport.send(addr, piece_request(record, piece.clone())).await {
+            let bytes = write.lines.slice(piece.clone());
+            match self.transport.send_shared(addr, write.request(false), bytes).await {
                 Ok(r) if (200..300).contains(&r.status) => {
                     acked = piece.end;
                     last = Some(r);
@@ -96,22 +133,6 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             None => last.unwrap_or_else(|| Response::empty(204)),
         };
         Sent { outcome: Ok(outcome), acked, refused }
-    }
-}
-
-/// The request for bytes `piece` of write record `record`'s body.
-fn piece_request(record: &Record, piece: Range<usize>) -> crate::http::Request {
-    match record {
-        Record::Write { db, rp, precision, credentials, body } if piece.len() < body.len() => {
-            record_request(&Record::Write {
-                db: db.clone(),
-                rp: rp.clone(),
-                precision: precision.clone(),
-                credentials: credentials.clone(),
-                body: body.get(piece).unwrap_or_default().to_vec(),
-            })
-        }
-        _ => record_request(record),
     }
 }
 

@@ -82,12 +82,24 @@ impl MockTransport {
     fn attempts(&self, backend: &str) -> usize {
         self.0.borrow().attempts.get(backend).map_or(0, Vec::len)
     }
-    /// Bodies of the `/write` requests `backend` answered, as text.
+    /// Bodies of the `/write` requests `backend` answered, as text (a gzip
+    /// body decoded, as InfluxDB decodes it).
     fn writes(&self, backend: &str) -> Vec<String> {
         self.received(backend)
             .iter()
             .filter(|r| r.path == "/write")
-            .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+            .map(|r| match r.header("content-encoding") {
+                Some("gzip") => {
+                    let mut out = Vec::new();
+                    let decoded = std::io::Read::read_to_end(
+                        &mut flate2::read::MultiGzDecoder::new(&r.body[..]),
+                        &mut out,
+                    );
+                    assert!(decoded.is_ok(), "a gzip body that does not decode: {decoded:?}");
+                    String::from_utf8_lossy(&out).into_owned()
+                }
+                _ => String::from_utf8_lossy(&r.body).into_owned(),
+            })
             .collect()
     }
     /// `q` of the `/query` requests `backend` answered.
@@ -1244,6 +1256,7 @@ fn health_and_metrics_show_the_oldest_record_age_and_its_replay_attempts() {
     assert_eq!(v["backends"][1]["replay_attempts"], 0);
 }
 mod batches;
+mod forward;
 mod moves;
 mod reload;
 mod shard_groups;

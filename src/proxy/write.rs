@@ -13,15 +13,31 @@
 //! the proxy's time (at the request's precision) so that every replica, and
 //! a later replay, stores the same point.
 //!
-//! Memory: the body is parsed twice (validate, then batch) instead of keeping
-//! a vector of points; the open batches together hold at most
-//! `backend_max_body_bytes`; backends that get the same points (replicas of
-//! the same sets) share one batch; each backend's request copies one batch.
+//! No copies where the body allows it: the client's body is taken from the
+//! request (not copied) into a reference-counted buffer ([`SharedBytes`]).
+//! When every point has a timestamp, all go to one replica set and the body
+//! holds nothing but its points (each its line and `\n`: no comments, blank
+//! lines, `\r\n` or blanks around a line, which the proxy reads more kindly
+//! than InfluxDB), the body is forwarded as it came: one pass (validate and
+//! route, noting where batches would be cut), then the replicas are sent
+//! slices of that one buffer. A gzip body is then forwarded compressed as it
+//! came (`Content-Encoding: gzip`; InfluxDB 1.x decodes it) when it decodes
+//! to at most `backend_max_body_bytes`; a larger one is sent as batches cut
+//! from the decoded buffer (the backend's limit applies to what it decodes),
+//! and one refused with 413 is sent decoded, halved ([`super::send`]).
+//!
+//! Otherwise (points to stamp, several replica sets, a move under way, or a
+//! body the backends must not see as sent) the body is read twice
+//! (validate, then batch) instead of keeping a vector of points; the open
+//! batches together hold at most `backend_max_body_bytes`; backends that get
+//! the same points (replicas of the same sets) share one batch buffer, which
+//! no backend request copies. A backend that cannot take a body directly
+//! queues a copy of its line protocol (a queue record owns its bytes).
 
 use super::moves::GroupMove;
 use super::{allow, join_all, Delivery, Proxy, Topology};
 use crate::error::ProxyError;
-use crate::http::{Method, Request, Response};
+use crate::http::{Method, Request, Response, SharedBytes};
 use crate::line_protocol::{normalize_precision, points, tag_value, Point};
 use crate::rebalance::{KeyId, LiveToken, SourceOutcome};
 use crate::route::{ReplicaSet, Route};
@@ -55,33 +71,87 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     pub(super) async fn write(
         &self,
         topo: &Topology,
-        request: &Request,
+        request: &mut Request,
         api: WriteApi,
         now_ms: u64,
     ) -> Result<Response, ProxyError> {
         allow(request, &[Method::Post])?;
         let target = WriteTarget::from_request(request, api)?;
-        let body = decode_body(request, topo.config.max_body_bytes)?;
-        let text = std::str::from_utf8(&body).map_err(|e| {
+        // The client's bytes, taken without copying; shared by every
+        // backend request that forwards them.
+        let raw = SharedBytes::from(std::mem::take(&mut request.body));
+        let (lines, gzip) =
+            match decode(&raw, request.header("content-encoding"), topo.config.max_body_bytes)? {
+                Cow::Borrowed(_) => (raw.clone(), None),
+                Cow::Owned(decoded) => (SharedBytes::from(decoded), Some(raw.clone())),
+            };
+        let text = std::str::from_utf8(&lines).map_err(|e| {
             ProxyError::BadRequest(format!(
                 "unable to parse body: not valid UTF-8 at byte {}",
                 e.valid_up_to()
             ))
         })?;
+        let limit = usize::try_from(topo.config.backend_max_body_bytes).unwrap_or(usize::MAX);
 
         // Pass 1: validate every line and route every point before sending
         // anything: a bad line or a point with no route fails the whole write
         // and nothing is written. Nothing is kept per point, only the
-        // distinct replica sets used.
+        // distinct replica sets used and where the body would be cut into
+        // batches if it is forwarded as it came.
         let mut last = LastRoute::default();
         let mut sets: Vec<ReplicaSet> = Vec::new();
         let (mut line_bytes, mut without_timestamp) = (0usize, 0usize);
+        let mut as_sent = AsSent::default();
+        let mut moving = false;
         for point in points(text) {
             let point = point.map_err(|e| ProxyError::BadRequest(e.to_string()))?;
             self.route_point(topo, &target.db, &point, &mut last, &mut sets)?;
+            moving |= last.moving.is_some();
             line_bytes += point.line.len() + 1;
             without_timestamp += usize::from(!point.has_timestamp);
+            as_sent.point(text.as_bytes(), &point, limit);
         }
+        let batches = as_sent.finish(text.len());
+
+        // Every point has a timestamp, all go to one replica set, and the
+        // body holds nothing but them (no comments, blank lines, `\r\n` or
+        // padding the backend might read differently): the client's bytes
+        // are sent as they came, the same buffer to every replica. A gzip
+        // body is forwarded compressed when it decodes to at most
+        // `backend_max_body_bytes`; a larger one is sent decoded, cut at
+        // point boundaries into batches of at most that size (as the points
+        // path would cut it), each batch a slice of the one decoded buffer.
+        if let (Some(batches), [set], 0, false) = (batches, &sets[..], without_timestamp, moving) {
+            let one = |lines: SharedBytes, gzip, points| WriteBody {
+                db: target.db.clone(),
+                rp: target.rp.clone(),
+                precision: target.precision.clone(),
+                credentials: target.credentials.clone(),
+                lines,
+                gzip,
+                points,
+            };
+            let bodies: Vec<WriteBody> = match gzip {
+                Some(gzip) if lines.len() <= limit => {
+                    let points = batches.iter().map(|(_, n)| n).sum();
+                    vec![one(lines, Some(gzip), points)]
+                }
+                _ => batches.into_iter().map(|(range, n)| one(lines.slice(range), None, n)).collect(),
+            };
+            // In backend order, as the points path hands them over.
+            let mut backends = set.to_vec();
+            backends.sort_unstable();
+            backends.dedup();
+            let mut rejected = None;
+            for body in &bodies {
+                self.deliver_to(&backends, body, now_ms).await.or_else(|e| keep_going(e, &mut rejected))?;
+            }
+            return match rejected {
+                Some(e) => Err(e),
+                None => Ok(Response::empty(204)),
+            };
+        }
+
         // Given only when some point lacks a timestamp.
         let default_timestamp =
             (without_timestamp > 0).then(|| self.default_timestamp(target.precision.as_deref(), now_ms));
@@ -89,7 +159,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let total = line_bytes + without_timestamp * stamp_bytes;
 
         // Backends that get exactly the same points (they are in the same
-        // used replica sets) form a group sharing one batch body.
+        // used replica sets) form a group sharing one batch body: with one
+        // replica set, or sets that do not overlap, one body per replica set.
         let mut groups: Vec<Group> = Vec::new();
         for backend in 0..topo.backends.len() {
             let sets_of: Vec<bool> = sets.iter().map(|s| s.contains(&backend)).collect();
@@ -110,7 +181,6 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         // Pass 2: fill the groups' batches (all of them together at most
         // `backend_max_body_bytes`, counted with the timestamps added) and
         // hand them over whenever the next point would not fit.
-        let limit = usize::try_from(topo.config.backend_max_body_bytes).unwrap_or(usize::MAX);
         let mut buffered = 0;
         let mut live: LiveBodies = BTreeMap::new();
         // The first backend 4xx: the later batches are still sent.
@@ -138,24 +208,14 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                     Some((_, body)) => body,
                     None => &mut live.entry(key.clone()).or_insert((mv.clone(), Vec::new())).1,
                 };
-                body.extend_from_slice(point.line.as_bytes());
-                if let Some(ts) = stamp {
-                    body.push(b' ');
-                    body.extend_from_slice(ts.as_bytes());
-                }
-                body.push(b'\n');
+                push_point(body, point.line, stamp);
             }
             for &g in targets {
                 let batch = &mut groups[g];
                 if batch.body.capacity() == 0 {
                     batch.body.reserve(limit.min(total));
                 }
-                batch.body.extend_from_slice(point.line.as_bytes());
-                if let Some(ts) = stamp {
-                    batch.body.push(b' ');
-                    batch.body.extend_from_slice(ts.as_bytes());
-                }
-                batch.body.push(b'\n');
+                push_point(&mut batch.body, point.line, stamp);
                 batch.points += 1;
                 buffered += size;
             }
@@ -167,6 +227,20 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             Some(e) => Err(e),
             None => Ok(Response::empty(204)),
         }
+    }
+
+    /// Hands `body` to each backend of `backends` (one replica set),
+    /// concurrently, all sharing its bytes. Error as [`Proxy::settle`].
+    async fn deliver_to(&self, backends: &[usize], body: &WriteBody, now_ms: u64) -> Result<(), ProxyError> {
+        let deliveries = join_all(
+            backends
+                .iter()
+                .map(|&backend| async move { (backend, self.deliver_shared(backend, body, now_ms).await) })
+                .collect(),
+        )
+        .await;
+        self.settle(deliveries)?;
+        Ok(())
     }
 
     /// The index in `sets` of the replica set of `point` written to `db`
@@ -293,27 +367,29 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 tokens.0.push((mv, token, source));
             }
         }
-        // One record per group, shared by its backends.
-        let records: Vec<(&[usize], Record, u64)> = groups
+        // One body per group, shared by its backends.
+        let bodies: Vec<(&[usize], WriteBody)> = groups
             .iter_mut()
             .filter(|g| g.points > 0)
             .map(|g| {
-                let record = Record::Write {
+                let body = WriteBody {
                     db: target.db.clone(),
                     rp: target.rp.clone(),
                     precision: target.precision.clone(),
                     credentials: target.credentials.clone(),
-                    body: std::mem::take(&mut g.body),
+                    lines: SharedBytes::from(std::mem::take(&mut g.body)),
+                    gzip: None,
+                    points: std::mem::take(&mut g.points),
                 };
-                (&g.backends[..], record, std::mem::take(&mut g.points))
+                (&g.backends[..], body)
             })
             .collect();
         let deliveries = join_all(
-            records
+            bodies
                 .iter()
-                .flat_map(|(backends, record, points)| {
+                .flat_map(|(backends, body)| {
                     backends.iter().map(move |&backend| async move {
-                        (backend, self.deliver_shared(backend, record, *points, now_ms).await)
+                        (backend, self.deliver_shared(backend, body, now_ms).await)
                     })
                 })
                 .collect(),
@@ -329,6 +405,129 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         }
         self.settle(deliveries)?;
         Ok(())
+    }
+}
+
+/// One write body for the backends of one replica set (or of one group of
+/// backends that get the same points), shared by them: one buffer, whatever
+/// the number of replicas ([`Proxy::deliver_shared`]).
+#[derive(Debug, Clone)]
+pub(super) struct WriteBody {
+    pub(super) db: String,
+    pub(super) rp: Option<String>,
+    /// InfluxDB 1.x's `precision` (`None` = ns).
+    pub(super) precision: Option<String>,
+    pub(super) credentials: Credentials,
+    /// Line protocol: whole points, each ending with `\n` (the last one may
+    /// lack it when the client's bytes are forwarded as they came).
+    pub(super) lines: SharedBytes,
+    /// The client's gzip body when it is forwarded compressed as it came
+    /// (it decodes to `lines`); sent with `Content-Encoding: gzip`.
+    pub(super) gzip: Option<SharedBytes>,
+    /// Points in `lines` (for the `written` metrics).
+    pub(super) points: u64,
+}
+
+impl WriteBody {
+    /// The body of a write record (its bytes copied once, however many
+    /// pieces it is sent in); `None` for a statement. Points counted by line.
+    pub(super) fn of_record(record: &Record) -> Option<WriteBody> {
+        match record {
+            Record::Write { db, rp, precision, credentials, body } => Some(WriteBody {
+                db: db.clone(),
+                rp: rp.clone(),
+                precision: precision.clone(),
+                credentials: credentials.clone(),
+                lines: SharedBytes::from(body.clone()),
+                gzip: None,
+                points: super::count_lines(body),
+            }),
+            Record::Statement { .. } => None,
+        }
+    }
+
+    /// The write queue record of bytes `from..` of `lines`: copied (a record
+    /// owns its body), and never the gzip bytes (a record is line protocol).
+    pub(super) fn record(&self, from: usize) -> Record {
+        Record::Write {
+            db: self.db.clone(),
+            rp: self.rp.clone(),
+            precision: self.precision.clone(),
+            credentials: self.credentials.clone(),
+            body: self.lines.get(from..).unwrap_or_default().to_vec(),
+        }
+    }
+
+    /// The `POST /write` request without its body (sent with
+    /// [`Transport::send_shared`]); `gzip` adds `Content-Encoding: gzip`.
+    pub(super) fn request(&self, gzip: bool) -> Request {
+        let mut request = super::write_request(&self.db, &self.rp, &self.precision, &self.credentials);
+        if gzip {
+            request.headers.push(("content-encoding".into(), "gzip".into()));
+        }
+        request
+    }
+}
+
+/// Appends a point's `line`, the default timestamp `stamp` when it had
+/// none, and a line ending to `body`.
+fn push_point(body: &mut Vec<u8>, line: &str, stamp: Option<&str>) {
+    body.extend_from_slice(line.as_bytes());
+    if let Some(ts) = stamp {
+        body.push(b' ');
+        body.extend_from_slice(ts.as_bytes());
+    }
+    body.push(b'\n');
+}
+
+/// Kept while pass 1 reads a body's points: whether the body is nothing but
+/// its points, each its [`Point::line`] and `\n` (the last one's `\n` may be
+/// missing), and where it would be cut into batches of at most
+/// `backend_max_body_bytes` (at point boundaries, as [`super::send`] cuts
+/// a record, so a forwarded body goes in the same batches).
+#[derive(Default)]
+struct AsSent {
+    /// Start of the byte after the last point read.
+    next: usize,
+    /// Something other than a point's exact line was seen.
+    broken: bool,
+    batch_start: usize,
+    batch_points: u64,
+    /// Full batches: byte ranges and point counts.
+    batches: Vec<(std::ops::Range<usize>, u64)>,
+}
+
+impl AsSent {
+    /// Point `point` of body `b` was read.
+    fn point(&mut self, b: &[u8], point: &Point<'_>, limit: usize) {
+        if self.broken {
+            return;
+        }
+        let end = point.start + point.line.len();
+        let exact = point.start == self.next
+            && ((point.next == end + 1 && b.get(end) == Some(&b'\n'))
+                || (point.next == end && end == b.len()));
+        if !exact {
+            self.broken = true;
+            return;
+        }
+        if point.next - self.batch_start > limit && point.start > self.batch_start {
+            self.batches.push((self.batch_start..point.start, self.batch_points));
+            self.batch_start = point.start;
+            self.batch_points = 0;
+        }
+        self.batch_points += 1;
+        self.next = point.next;
+    }
+
+    /// The batches covering the whole body of `len` bytes, if it is nothing
+    /// but points (and holds one).
+    fn finish(mut self, len: usize) -> Option<Vec<(std::ops::Range<usize>, u64)>> {
+        if self.broken || self.next != len || self.batch_points == 0 {
+            return None;
+        }
+        self.batches.push((self.batch_start..len, self.batch_points));
+        Some(self.batches)
     }
 }
 
@@ -436,17 +635,17 @@ impl WriteTarget {
     }
 }
 
-/// The body, gunzipped when `Content-Encoding: gzip`. Errors: bad gzip (400),
-/// decoded size over `max_bytes` (413), another encoding (400).
-pub(crate) fn decode_body(request: &Request, max_bytes: u64) -> Result<Cow<'_, [u8]>, ProxyError> {
-    match request.header("content-encoding").map(str::trim) {
-        None | Some("") | Some("identity") => Ok(Cow::Borrowed(&request.body)),
+/// `body` sent with `Content-Encoding: encoding`, gunzipped when that is
+/// gzip. Errors: bad gzip (400), decoded size over `max_bytes` (413), another
+/// encoding (400).
+fn decode<'b>(body: &'b [u8], encoding: Option<&str>, max_bytes: u64) -> Result<Cow<'b, [u8]>, ProxyError> {
+    match encoding.map(str::trim) {
+        None | Some("") | Some("identity") => Ok(Cow::Borrowed(body)),
         Some(e) if e.eq_ignore_ascii_case("gzip") => {
             // A guess (the decoded size is unknown), never over the limit.
-            let guess =
-                request.body.len().saturating_mul(4).min(usize::try_from(max_bytes).unwrap_or(usize::MAX));
+            let guess = body.len().saturating_mul(4).min(usize::try_from(max_bytes).unwrap_or(usize::MAX));
             let mut out = Vec::with_capacity(guess);
-            flate2::read::MultiGzDecoder::new(&request.body[..])
+            flate2::read::MultiGzDecoder::new(body)
                 .take(max_bytes.saturating_add(1))
                 .read_to_end(&mut out)
                 .map_err(|e| ProxyError::BadRequest(format!("unable to decode gzip body: {e}")))?;

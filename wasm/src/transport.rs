@@ -73,6 +73,15 @@ impl Transport for WasiTransport {
     async fn send(&self, backend: &BackendAddr, request: Request) -> Result<Response, TransportError> {
         self.0.send(backend, request).await
     }
+
+    async fn send_shared(
+        &self,
+        backend: &BackendAddr,
+        request: Request,
+        body: influx_proxy::http::SharedBytes,
+    ) -> Result<Response, TransportError> {
+        self.0.send_shared(backend, request, body).await
+    }
 }
 
 /// The addresses of `host`: an IP literal as is, a name through

@@ -1,0 +1,166 @@
+//! Issue 8 on the write path: a body whose points all have a timestamp and
+//! all go to one replica set is forwarded as the client sent it (a gzip
+//! body compressed as it came), one shared buffer for every replica; other
+//! bodies are still split and stamped point by point.
+
+use super::*;
+
+/// `body` gzip-compressed.
+fn gzip(body: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, body).unwrap();
+    gz.finish().unwrap()
+}
+
+/// `bytes` gunzipped.
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(bytes), &mut out).unwrap();
+    out
+}
+
+/// `POST /write?<query>` with a gzip body `compressed`.
+fn write_gzip(proxy: &Proxy<MockTransport, MemStorage>, query: &str, compressed: Vec<u8>) -> Response {
+    let mut request = Request::new(Method::Post, "/write");
+    request.query = crate::http::decode_params(query);
+    request.headers.push(("content-encoding".into(), "gzip".into()));
+    request.body = compressed;
+    run(proxy.handle(request, 1_700_000_000_000))
+}
+
+/// The `/write` requests `backend` answered.
+fn write_requests(t: &MockTransport, backend: &str) -> Vec<Request> {
+    t.received(backend).into_iter().filter(|r| r.path == "/write").collect()
+}
+
+#[test]
+fn a_timestamped_body_for_one_replica_set_reaches_every_replica_byte_identical() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), "");
+    // `_default_` is [a, b]; the last line has no line ending: sent as it came.
+    let body = "disk,host=a used=1i 1700000000000000000\ndisk,host=b used=2i,free=3u 1700000000000000001\n\
+                swap in=1.5,out=t 1700000000000000002";
+    assert_eq!(write(&p, "db=x&precision=ns", body).status, 204);
+    for backend in ["a", "b"] {
+        let got = write_requests(&t, backend);
+        assert_eq!(got.len(), 1, "one request on {backend}");
+        assert_eq!(got[0].body, body.as_bytes(), "bytes on {backend}");
+        assert_eq!(got[0].header("content-encoding"), None, "plain on {backend}");
+        assert_eq!(got[0].param("db"), Some("x"));
+    }
+}
+
+#[test]
+fn a_timestamped_gzip_body_for_one_replica_set_is_forwarded_compressed_as_it_came() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), "");
+    let lines = "cpu,host=a v=1 1\ncpu,host=b v=2 2\ncpu,host=c v=3 3\n";
+    let compressed = gzip(lines.as_bytes());
+    assert_eq!(write_gzip(&p, "db=x", compressed.clone()).status, 204);
+    for backend in ["a", "b"] {
+        let got = write_requests(&t, backend);
+        assert_eq!(got.len(), 1, "one request on {backend}");
+        assert_eq!(got[0].body, compressed, "the client's gzip bytes on {backend}");
+        assert_eq!(got[0].header("content-encoding"), Some("gzip"), "on {backend}");
+        assert_eq!(gunzip(&got[0].body), lines.as_bytes());
+    }
+}
+
+#[test]
+fn a_gzip_body_with_a_point_lacking_a_timestamp_is_decoded_and_stamped() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), "");
+    let compressed = gzip(b"cpu v=1 1\ncpu v=2\n");
+    assert_eq!(write_gzip(&p, "db=x&precision=ms", compressed).status, 204);
+    for backend in ["a", "b"] {
+        let got = write_requests(&t, backend);
+        assert_eq!(got.len(), 1, "one request on {backend}");
+        assert_eq!(got[0].header("content-encoding"), None, "decoded on {backend}");
+        assert_eq!(String::from_utf8_lossy(&got[0].body), "cpu v=1 1\ncpu v=2 1700000000000\n");
+    }
+}
+
+#[test]
+fn a_gzip_body_spanning_two_replica_sets_is_decoded_and_split() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), "");
+    // cpu -> [a, b], mem -> [a], cpu.load -> [b].
+    let compressed = gzip(b"cpu v=1 1\nmem v=2 2\ncpu.load v=3 3\n");
+    assert_eq!(write_gzip(&p, "db=x", compressed).status, 204);
+    assert_eq!(t.writes("a"), ["cpu v=1 1\nmem v=2 2\n"]);
+    assert_eq!(t.writes("b"), ["cpu v=1 1\ncpu.load v=3 3\n"]);
+    for backend in ["a", "b"] {
+        assert!(write_requests(&t, backend).iter().all(|r| r.header("content-encoding").is_none()));
+    }
+}
+
+#[test]
+fn a_body_with_comments_or_crlf_is_sent_as_points_not_as_it_came() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), "");
+    assert_eq!(write(&p, "db=x", "# c\ncpu v=1 1\r\n  cpu v=2 2  \n\ncpu v=3 3").status, 204);
+    assert_eq!(t.writes("a"), ["cpu v=1 1\ncpu v=2 2\ncpu v=3 3\n"]);
+    assert_eq!(t.writes("b"), t.writes("a"));
+}
+
+#[test]
+fn a_forwarded_body_over_backend_max_body_bytes_goes_in_batches_of_whole_points() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), r#", "backend_max_body_bytes": 20"#);
+    let body = "cpu v=1 1\ncpu v=2 2\ncpu v=3 3\ncpu v=4 4\ncpu v=5 5";
+    assert_eq!(write(&p, "db=x", body).status, 204);
+    assert_eq!(t.writes("a"), ["cpu v=1 1\ncpu v=2 2\n", "cpu v=3 3\ncpu v=4 4\n", "cpu v=5 5"]);
+    assert_eq!(t.writes("b"), t.writes("a"));
+    // A gzip body that decodes to more than the limit is sent decoded, in
+    // the same batches (cut from the decoded body).
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), r#", "backend_max_body_bytes": 20"#);
+    assert_eq!(write_gzip(&p, "db=x", gzip(body.as_bytes())).status, 204);
+    assert_eq!(t.writes("a"), ["cpu v=1 1\ncpu v=2 2\n", "cpu v=3 3\ncpu v=4 4\n", "cpu v=5 5"]);
+    assert!(write_requests(&t, "a").iter().all(|r| r.header("content-encoding").is_none()));
+}
+
+#[test]
+fn a_forwarded_gzip_body_refused_with_413_is_sent_decoded_in_halves() {
+    let t = MockTransport::default();
+    // Over 20 bytes is refused: the gzip body (about 40 bytes), then the
+    // decoded body's halves (20 bytes each) are taken.
+    t.set("a", Behaviour::MaxBody(20));
+    let p = open(&t, MemStorage::new(), "");
+    let lines = "cpu v=1 1\ncpu v=2 2\ncpu v=3 3\ncpu v=4 4\n";
+    let compressed = gzip(lines.as_bytes());
+    assert!(compressed.len() > 20);
+    assert_eq!(write_gzip(&p, "db=x", compressed.clone()).status, 204);
+    assert_eq!(t.writes("a"), ["cpu v=1 1\ncpu v=2 2\n", "cpu v=3 3\ncpu v=4 4\n"]);
+    assert!(write_requests(&t, "a").iter().all(|r| r.header("content-encoding").is_none()));
+    let b = write_requests(&t, "b");
+    assert_eq!((b.len(), &b[0].body), (1, &compressed), "b took the gzip body as it came");
+    assert_eq!(p.queue_depth(0).records, 0);
+}
+
+#[test]
+fn a_queued_forwarded_body_replays_as_the_points_it_holds() {
+    let t = MockTransport::default();
+    t.set("b", Behaviour::Down);
+    let p = open(&t, MemStorage::new(), "");
+    let lines = "cpu v=1 1\ncpu v=2 2\n";
+    let compressed = gzip(lines.as_bytes());
+    assert_eq!(write_gzip(&p, "db=x&precision=s", compressed.clone()).status, 204);
+    assert_eq!(write(&p, "db=x&precision=s", "cpu v=3 3\ncpu v=4 4").status, 204);
+    assert_eq!(write_requests(&t, "a")[0].body, compressed);
+    assert_eq!(write_requests(&t, "a")[1].body, b"cpu v=3 3\ncpu v=4 4");
+    assert_eq!(p.queue_depth(1).records, 2);
+    t.set("b", Behaviour::Up);
+    drain(&p, 1);
+    assert_eq!(p.queue_depth(1).records, 0);
+    let replayed = write_requests(&t, "b");
+    let bodies: Vec<String> =
+        replayed.iter().map(|r| String::from_utf8_lossy(&r.body).into_owned()).collect();
+    assert_eq!(bodies, ["cpu v=1 1\ncpu v=2 2\n", "cpu v=3 3\ncpu v=4 4\n"]);
+    for r in &replayed {
+        assert_eq!(
+            (r.header("content-encoding"), r.param("db"), r.param("precision")),
+            (None, Some("x"), Some("s"))
+        );
+    }
+}
