@@ -59,15 +59,15 @@
 //!    again as soon as space frees (by replay or otherwise).
 //!
 //! 10. **Batches keep the order and the guarantees.** [`WriteQueue::peek_batch`]
-//!    gives the head and the consecutive records after it that can share its
-//!    request (writes with the same db, rp, precision and credentials,
-//!    [`Record::can_share_request`]; never a statement), bodies concatenated
-//!    in queue order (each ends in `\n`, guarantee 7); [`WriteQueue::ack_batch`]
-//!    acknowledges them (or their first ones) with one write of the `ack`
-//!    file, so a crash before it delivers the whole batch again
-//!    (at-least-once, guarantee 3) and a crash during it leaves the previous
-//!    position (the older slot). A batch stays within one segment, so the
-//!    acknowledged position is always a record boundary in one segment.
+//!     gives the head and the consecutive records after it that can share its
+//!     request (writes with the same db, rp, precision and credentials,
+//!     [`Record::can_share_request`]; never a statement), bodies concatenated
+//!     in queue order (each ends in `\n`, guarantee 7); [`WriteQueue::ack_batch`]
+//!     acknowledges them (or their first ones) with one write of the `ack`
+//!     file, so a crash before it delivers the whole batch again
+//!     (at-least-once, guarantee 3) and a crash during it leaves the previous
+//!     position (the older slot). A batch stays within one segment, so the
+//!     acknowledged position is always a record boundary in one segment.
 //!
 //! # Replay policy
 //!
@@ -781,6 +781,10 @@ impl WriteQueue {
         };
         let mut ends = vec![body.len()];
         let mut body = std::mem::take(body);
+        // What a payload holds besides the body (db, rp, precision,
+        // credentials, push time): the same for every record that can share
+        // the head's request (of its format version).
+        let meta = (head.end - head.offset).saturating_sub(RECORD_HEADER_BYTES + body.len() as u64);
         let Some(front) = state.segments.front().copied() else {
             return Ok(Some(Batch { ids, record, ends }));
         };
@@ -791,8 +795,10 @@ impl WriteQueue {
             let Ok(header) = storage.read_at(&path, at, HEADER).await else { break };
             let Some((len, crc, version)) = parse_header(&header) else { break };
             let end = at + RECORD_HEADER_BYTES + len;
-            // The payload holds the body and more: a bound on the body.
-            if end > front.len || body.len() as u64 + len > max_body_bytes {
+            // A record that would pass the limit is not read (its body is
+            // its payload less the head's metadata if it can share the
+            // request; checked again once decoded).
+            if end > front.len || body.len() as u64 + len.saturating_sub(meta) > max_body_bytes {
                 break;
             }
             let Ok(len) = usize::try_from(len) else { break };
@@ -802,7 +808,13 @@ impl WriteQueue {
             }
             let Some((pushed_ms, next)) = check_payload(&payload, crc, version) else { break };
             drop(payload);
-            if !record.can_share_request(&next) {
+            let fits = match &next {
+                Record::Write { body: next_body, .. } => {
+                    (body.len() + next_body.len()) as u64 <= max_body_bytes
+                }
+                Record::Statement { .. } => false,
+            };
+            if !fits || !record.can_share_request(&next) {
                 break;
             }
             if let Record::Write { body: next_body, .. } = next {

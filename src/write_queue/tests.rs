@@ -1129,9 +1129,11 @@ fn a_batch_stops_at_the_byte_limit_a_segment_end_and_a_record_that_cannot_share_
     // 3 writes that share a request, then five records that each differ from
     // the one before in what a request carries: each alone.
     let one = bodies(0..1).len() as u64;
-    let batch = peek_batch(&q, &s, 2 * one, 100);
-    assert_eq!(batch.ids.len(), 1, "the payload of the second passes the limit with its metadata");
-    let batch = peek_batch(&q, &s, 3 * one + 200, 100);
+    assert_eq!(peek_batch(&q, &s, 2 * one - 1, 100).ids.len(), 1, "bodies over the limit");
+    assert_eq!(peek_batch(&q, &s, 2 * one, 100).ids.len(), 2, "bodies up to the limit");
+    assert_eq!(peek_batch(&q, &s, one / 2, 100).ids.len(), 1, "the head alone may be longer");
+    assert_eq!(peek_batch(&q, &s, 1 << 20, 2).ids.len(), 2, "at most max_records");
+    let batch = peek_batch(&q, &s, 1 << 20, 100);
     assert_eq!(batch.ids.len(), 3, "up to the other db");
     block_on(q.ack_batch(&s, &batch.ids)).unwrap();
     let mut alone = Vec::new();
