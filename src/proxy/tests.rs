@@ -1258,6 +1258,22 @@ fn health_and_metrics_show_the_oldest_record_age_and_its_replay_attempts() {
     assert_eq!(v["backends"][1]["oldest_record_age_ms"], serde_json::Value::Null);
     assert_eq!(v["backends"][1]["replay_attempts"], 0);
 }
+#[test]
+fn count_lines_counts_every_newline_at_any_position() {
+    for len in 0..40 {
+        for newline_every in 1..10 {
+            let body: Vec<u8> = (0..len)
+                .map(|i| if i % newline_every == 0 { b'\n' } else { b'a' + (i % 26) as u8 })
+                .collect();
+            let expected = body.iter().filter(|&&b| b == b'\n').count() as u64;
+            assert_eq!(count_lines(&body), expected, "{:?}", String::from_utf8_lossy(&body));
+        }
+    }
+    // Bytes that differ from `\n` in one bit only, and high bytes.
+    let tricky = [0x0b, 0x08, 0x8a, 0x0a, 0xff, 0x00, 0x7f, 0x0a, 0x0a, 0x2a, 0x4a, 0x0e];
+    assert_eq!(count_lines(&tricky), 3);
+}
+
 /// `/write` requests `backend` answered: (query parameters, body).
 fn write_requests(t: &MockTransport, backend: &str) -> Vec<(String, String)> {
     t.received(backend)

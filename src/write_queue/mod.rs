@@ -538,6 +538,14 @@ pub struct WriteQueue {
     head_pushed_ms: AtomicU64,
 }
 
+/// `record` with `body` as its body when it is a write.
+fn with_body(mut record: Record, body: Vec<u8>) -> Record {
+    if let Record::Write { body: slot, .. } = &mut record {
+        *slot = body;
+    }
+    record
+}
+
 fn io_err(what: &str, path: &str, e: io::Error) -> QueueError {
     QueueError::Io(format!("{what} {path}: {e}"))
 }
@@ -780,14 +788,22 @@ impl WriteQueue {
             return Ok(Some(Batch { ids, record, ends: vec![0] }));
         };
         let mut ends = vec![body.len()];
-        let mut body = std::mem::take(body);
+        let head_body = std::mem::take(body);
         // What a payload holds besides the body (db, rp, precision,
         // credentials, push time): the same for every record that can share
         // the head's request (of its format version).
-        let meta = (head.end - head.offset).saturating_sub(RECORD_HEADER_BYTES + body.len() as u64);
+        let meta = (head.end - head.offset).saturating_sub(RECORD_HEADER_BYTES + head_body.len() as u64);
         let Some(front) = state.segments.front().copied() else {
+            record = with_body(record, head_body);
             return Ok(Some(Batch { ids, record, ends }));
         };
+        // Room for the whole batch at once (pages never written cost
+        // nothing), so the body is never copied to grow.
+        let room = (front.len - head.end).min(max_body_bytes.saturating_sub(head_body.len() as u64));
+        let mut body = head_body;
+        if room > 0 && max_records > 1 {
+            body.reserve(usize::try_from(room).unwrap_or(0));
+        }
         let path = segment_path(&self.dir, front.seq);
         let mut at = head.end;
         while ids.len() < max_records && at < front.len {
@@ -806,27 +822,20 @@ impl WriteQueue {
             if payload.len() != len {
                 break;
             }
-            let Some((pushed_ms, next)) = check_payload(&payload, crc, version) else { break };
-            drop(payload);
-            let fits = match &next {
-                Record::Write { body: next_body, .. } => {
-                    (body.len() + next_body.len()) as u64 <= max_body_bytes
-                }
-                Record::Statement { .. } => false,
-            };
+            if crc32fast::hash(&payload) != crc {
+                break;
+            }
+            let Some((pushed_ms, next, range)) = decode_payload_parts(&payload, version) else { break };
+            let fits = (body.len() + range.len()) as u64 <= max_body_bytes;
             if !fits || !record.can_share_request(&next) {
                 break;
             }
-            if let Record::Write { body: next_body, .. } = next {
-                body.extend_from_slice(&next_body);
-            }
+            body.extend_from_slice(payload.get(range).unwrap_or_default());
             ends.push(body.len());
             ids.push(RecordId { segment: front.seq, offset: at, end, pushed_ms });
             at = end;
         }
-        if let Record::Write { body: slot, .. } = &mut record {
-            *slot = body;
-        }
+        let record = with_body(record, body);
         state.peeked = ids.clone();
         Ok(Some(Batch { ids, record, ends }))
     }
