@@ -41,10 +41,17 @@ use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::Poll;
 
-/// Most records [`Proxy::replay_step`] sends in one request (with at most
-/// `backend_max_body_bytes` of bodies): bounds the ids a batch keeps in
-/// memory when records are small.
+/// Most records [`Proxy::replay_step`] sends in one request: bounds the ids
+/// a batch keeps in memory when records are small.
 pub const REPLAY_BATCH_MAX_RECORDS: usize = 10_000;
+
+/// Most bytes of bodies [`Proxy::replay_step`] puts in one request (less
+/// when `backend_max_body_bytes` is lower; a single record may be longer
+/// and is then sent in pieces as on the write path). Past a few records of
+/// a typical 5,000-line write the per-request costs (one `ack` fsync, one
+/// round trip) are already amortised, and larger buffers only add memory
+/// (the batch body and its request are each this large).
+pub const REPLAY_BATCH_MAX_BYTES: u64 = 2 * 1024 * 1024;
 
 /// What [`Proxy::replay_step`] did, and when the host should call it again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -348,7 +355,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// Tries to deliver the oldest queued records of backend `backend`
     /// (index): the head record and the consecutive writes after it with the
     /// same db, rp, precision and credentials, up to `backend_max_body_bytes`
-    /// of bodies and [`REPLAY_BATCH_MAX_RECORDS`] records
+    /// (and [`REPLAY_BATCH_MAX_BYTES`]) of bodies and
+    /// [`REPLAY_BATCH_MAX_RECORDS`] records
     /// ([`WriteQueue::peek_batch`]), as one request (bodies concatenated in
     /// queue order, so a later value of a point still wins), acknowledged
     /// together with one ack when the backend answers 2xx. A statement is
@@ -388,7 +396,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let known = state.replay.get();
         let alone = known.head.is_some() && (known.record_failures > 0 || known.restarts > 0);
         let max_records = if alone { 1 } else { REPLAY_BATCH_MAX_RECORDS };
-        let max_body = topo.config.backend_max_body_bytes;
+        let max_body = topo.config.backend_max_body_bytes.min(REPLAY_BATCH_MAX_BYTES);
         let batch = match state.queue.peek_batch(&self.storage, max_body, max_records).await {
             Ok(Some(batch)) => batch,
             Ok(None) => {
@@ -1096,22 +1104,11 @@ fn error_message(response: &Response) -> String {
 /// field value counts once per line). Only replay uses it: the write path
 /// knows its counts.
 fn count_lines(body: &[u8]) -> u64 {
-    // Eight bytes at a time: a byte of `word ^ NEWLINES` is zero exactly
-    // where `word` holds a `\n`, and the expression below sets the high bit
-    // of exactly the zero bytes (no carry crosses bytes: each is at most
-    // 0x7f + 0x7f).
-    const NEWLINES: u64 = u64::from_ne_bytes([b'\n'; 8]);
-    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    let words = body.chunks_exact(8);
-    let tail = words.remainder();
-    let mut count = 0u64;
-    for word in words {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(word);
-        let x = u64::from_ne_bytes(bytes) ^ NEWLINES;
-        count += u64::from((!(((x & LOW7) + LOW7) | x | LOW7)).count_ones());
-    }
-    count + tail.iter().filter(|&&b| b == b'\n').count() as u64
+    // A byte counter per block of 255 bytes cannot overflow; the compiler
+    // turns the inner loop into vector compares and adds.
+    body.chunks(255)
+        .map(|block| u64::from(block.iter().fold(0u8, |n, &b| n.wrapping_add(u8::from(b == b'\n')))))
+        .sum()
 }
 
 /// Runs the futures concurrently on the caller's task; outputs in input order.

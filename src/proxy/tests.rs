@@ -1272,6 +1272,10 @@ fn count_lines_counts_every_newline_at_any_position() {
     // Bytes that differ from `\n` in one bit only, and high bytes.
     let tricky = [0x0b, 0x08, 0x8a, 0x0a, 0xff, 0x00, 0x7f, 0x0a, 0x0a, 0x2a, 0x4a, 0x0e];
     assert_eq!(count_lines(&tricky), 3);
+    // Over the counters' blocks, every byte a newline (no counter overflows).
+    assert_eq!(count_lines(&[b'\n'; 20_001]), 20_001);
+    let mixed: Vec<u8> = (0..100_003).map(|i| if i % 3 == 0 { b'\n' } else { b'x' }).collect();
+    assert_eq!(count_lines(&mixed), 33_335);
 }
 
 /// `/write` requests `backend` answered: (query parameters, body).
