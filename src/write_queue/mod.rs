@@ -73,8 +73,8 @@
 //!
 //! The queue stores; `Proxy::replay_step` (`src/proxy.rs`) decides, for the
 //! head record, after each delivery attempt. Replay sends a batch
-//! ([`WriteQueue::peek_batch`], up to `backend_max_body_bytes` of bodies) as
-//! one request; when the backend acknowledges all of it, one ack removes
+//! ([`WriteQueue::peek_batch`], up to `REPLAY_BATCH_MAX_BYTES`, 2 MiB, of
+//! bodies, or `backend_max_body_bytes` when lower) as one request; when the backend acknowledges all of it, one ack removes
 //! every record. When it does not (a piece refused, no answer or a 5xx
 //! while `/ping` answers), the records of the batch it did not acknowledge
 //! are sent again one by one, and each is judged alone by this table, so a
