@@ -36,7 +36,10 @@
 //! records/s (queued records), requests/s and lines/s are what sink `b`
 //! received over that time, and the replay rate (lines/s from the first
 //! replayed write to the empty queue) is printed as a ratio of the load's
-//! lines/s (the target: at least 3x). Sink `b`
+//! lines/s (the target: at least 3x), next to the proxy's CPU time
+//! per million lines ingested (during the load) and replayed (during the
+//! catch-up), from /proc/PID/stat: the figure that holds when other work
+//! shares the cores. Sink `b`
 //! must end with exactly the acknowledged lines (nothing lost, nothing twice).
 //! The catch-up time includes the replay backoff still running when `b` comes
 //! up (at most 200 ms) and the 100 ms poll granularity. The proxy's default
