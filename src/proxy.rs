@@ -41,6 +41,18 @@ use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::Poll;
 
+/// Most records [`Proxy::replay_step`] sends in one request: bounds the ids
+/// a batch keeps in memory when records are small.
+pub const REPLAY_BATCH_MAX_RECORDS: usize = 10_000;
+
+/// Most bytes of bodies [`Proxy::replay_step`] puts in one request (less
+/// when `backend_max_body_bytes` is lower; a single record may be longer
+/// and is then sent in pieces as on the write path). Past a few records of
+/// a typical 5,000-line write the per-request costs (one `ack` fsync, one
+/// round trip) are already amortised, and larger buffers only add memory
+/// (the batch body and its request are each this large).
+pub const REPLAY_BATCH_MAX_BYTES: u64 = 2 * 1024 * 1024;
+
 /// What [`Proxy::replay_step`] did, and when the host should call it again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplayStep {
@@ -347,45 +359,53 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         }
     }
 
-    /// Tries to deliver the oldest queued record of backend `backend` (index).
+    /// Tries to deliver the oldest queued records of backend `backend`
+    /// (index): the head record and the consecutive writes after it with the
+    /// same db, rp, precision and credentials, up to `backend_max_body_bytes`
+    /// (and [`REPLAY_BATCH_MAX_BYTES`]) of bodies and
+    /// [`REPLAY_BATCH_MAX_RECORDS`] records
+    /// ([`WriteQueue::peek_batch`]), as one request (bodies concatenated in
+    /// queue order, so a later value of a point still wins), acknowledged
+    /// together with one ack when the backend answers 2xx. A statement is
+    /// sent alone, and so is a head record that already failed on its own.
+    ///
+    /// Each record is judged alone, as if it had been sent alone:
     /// 2xx: acknowledged and removed. 4xx (or a schema statement the backend
     /// reports as failed): moved to the dead-letter file so it never blocks the
     /// queue. No answer or another status (5xx): the backend's `/ping` is
     /// asked whether it is otherwise healthy.
     /// - `/ping` fails too (connection refused, timeout, a 5xx): the backend
-    ///   is down; the record is kept and retried without limit (neither
-    ///   attempts nor age count against it), after a backoff that doubles
+    ///   is down; the records are kept and retried without limit (neither
+    ///   attempts nor age count against them; attempts are shown for the
+    ///   head), after a backoff that doubles
     ///   from `replay_backoff_min_ms` to `replay_backoff_max_ms`.
     /// - `/ping` answers below 500 (2xx, or 401 with `ping-auth-enabled`):
-    ///   the failure is about this record; it is retried
+    ///   the failure is about a record; it is retried
     ///   the same way until it has failed so `replay_max_attempts` times, or
     ///   fails once more when older than `replay_max_age_ms` (age = `now_ms`
     ///   minus its push time; records queued by a version without push times
     ///   have no age), then moved to the dead-letter file with the reason, so
     ///   the records behind it flow.
+    ///
+    /// When a batch of several records is refused in part, or fails while
+    /// `/ping` answers, the records the backend acknowledged (whole pieces
+    /// answered 2xx) are acknowledged and the others are sent again one by
+    /// one, in order, each judged by the rules above, so a refused point
+    /// dead-letters only its own record and a failing record is counted
+    /// alone, never its neighbours.
     pub async fn replay_step(&self, backend: usize, now_ms: u64) -> ReplayStep {
         let topo = self.topology();
         let (Some(addr), Some(state)) = (topo.backends.get(backend), topo.states.get(backend)) else {
             return ReplayStep::Idle;
         };
-        let (id, record) = match state.queue.peek(&self.storage).await {
-            Ok(Some((id, record))) => {
-                let mut replay = state.replay.get();
-                if replay.head != Some((id.segment, id.offset)) {
-                    replay = HeadReplay { head: Some((id.segment, id.offset)), ..HeadReplay::default() };
-                    state.replay.set(replay);
-                }
-                let max_attempts = u64::from(topo.config.replay_max_attempts);
-                if replay.restarts > 0 && replay.record_failures >= max_attempts {
-                    let reason = format!(
-                        "replay gave up after {} attempts, {} of them ending with the replay loop \
-                         restarted (replay_max_attempts {max_attempts})",
-                        replay.record_failures, replay.restarts
-                    );
-                    return self.give_up(backend, id, &record, &reason, now_ms).await;
-                }
-                (id, record)
-            }
+        // A head that failed on its own (or while its loop restarted) is sent
+        // alone until it is delivered or given up.
+        let known = state.replay.get();
+        let alone = known.head.is_some() && (known.record_failures > 0 || known.restarts > 0);
+        let max_records = if alone { 1 } else { REPLAY_BATCH_MAX_RECORDS };
+        let max_body = topo.config.backend_max_body_bytes.min(REPLAY_BATCH_MAX_BYTES);
+        let batch = match state.queue.peek_batch(&self.storage, max_body, max_records).await {
+            Ok(Some(batch)) => batch,
             Ok(None) => {
                 state.backoff_ms.set(0);
                 return ReplayStep::Idle;
@@ -395,17 +415,147 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 return ReplayStep::RetryAfter(topo.config.replay_backoff_max_ms);
             }
         };
-        let sent = self.send_record_judging_each(backend, &record).await;
+        let head = batch.ids[0];
+        let replay = self.head_replay(state, head);
+        let max_attempts = u64::from(topo.config.replay_max_attempts);
+        if replay.restarts > 0 && replay.record_failures >= max_attempts {
+            let reason = format!(
+                "replay gave up after {} attempts, {} of them ending with the replay loop \
+                 restarted (replay_max_attempts {max_attempts})",
+                replay.record_failures, replay.restarts
+            );
+            let record = batch.record(0).unwrap_or_else(|| batch.record.clone());
+            return self.give_up(backend, head, &record, &reason, now_ms).await;
+        }
+        if batch.ids.len() == 1 {
+            return self.replay_record(backend, head, &batch.record, now_ms).await;
+        }
+        let sent = self.send_record_judging_each(backend, &batch.record).await;
+        let error = match &sent.outcome {
+            Ok(r) if (200..300).contains(&r.status) => {
+                if let Err(e) = state.queue.ack_batch(&self.storage, &batch.ids).await {
+                    // Delivered but not removed: delivered again later
+                    // (line protocol writes with timestamps are idempotent).
+                    self.record_failure(backend, format!("write queue: {e}"), now_ms);
+                    return ReplayStep::RetryAfter(topo.config.replay_backoff_max_ms);
+                }
+                if let Record::Write { body, .. } = &batch.record {
+                    self.replayed(backend, batch.ids.len(), body, now_ms);
+                }
+                state.backoff_ms.set(0);
+                state.replay.set(HeadReplay::default());
+                self.record_write_ok(backend);
+                return ReplayStep::Progress;
+            }
+            Ok(r) if refuses_request(r) => None,
+            Ok(r) => Some(format!("replay answered HTTP {}: {}", r.status, error_message(r))),
+            Err(e) => Some(format!("replay: {e}")),
+        };
+        if let Some(error) = error {
+            // Down (no answer to /ping either): the batch waits whole.
+            let ping = self.transport.send(addr, Request::new(Method::Get, "/ping")).await;
+            if !matches!(&ping, Ok(r) if r.status < 500) {
+                let mut replay = state.replay.get();
+                replay.attempts += 1;
+                state.replay.set(replay);
+                return self.replay_failed(backend, error, now_ms);
+            }
+        }
+        self.replay_one_by_one(backend, &batch, &sent, now_ms).await
+    }
+
+    /// The replay policy's counts for head record `head`, reset when the head
+    /// changed.
+    fn head_replay(&self, state: &BackendState, head: RecordId) -> HeadReplay {
+        let mut replay = state.replay.get();
+        if replay.head != Some((head.segment, head.offset)) {
+            replay = HeadReplay { head: Some((head.segment, head.offset)), ..HeadReplay::default() };
+            state.replay.set(replay);
+        }
+        replay
+    }
+
+    /// Counts `records` replayed records holding write body `body` as
+    /// delivered to backend `backend`.
+    fn replayed(&self, backend: usize, records: usize, body: &[u8], now_ms: u64) {
+        let topo = self.topology();
+        let (state, addr) = (&topo.states[backend], &topo.backends[backend]);
+        for _ in 0..records {
+            self.metrics.replayed(&addr.name);
+        }
+        self.metrics.written(&addr.name, count_lines(body), body.len() as u64);
+        state.health.borrow_mut().record_write(now_ms);
+    }
+
+    /// After batch `batch` was not acknowledged whole (`sent`): acknowledges
+    /// its records the backend took (inside pieces answered 2xx, in one ack
+    /// per run of them) and sends each of the others again alone
+    /// ([`Proxy::replay_record`]), in order; stops at the first that is not
+    /// delivered or dead-lettered.
+    async fn replay_one_by_one(
+        &self,
+        backend: usize,
+        batch: &crate::write_queue::Batch,
+        sent: &send::Sent,
+        now_ms: u64,
+    ) -> ReplayStep {
+        let topo = self.topology();
+        let state = &topo.states[backend];
+        let taken = |i: usize| {
+            let range = batch.body_range(i);
+            range.end <= sent.acked
+                && !sent.refused.iter().any(|p| p.start < range.end && range.start < p.end)
+        };
+        let mut run = 0..0;
+        for i in 0..=batch.ids.len() {
+            if i < batch.ids.len() && taken(i) {
+                if run.is_empty() {
+                    run = i..i;
+                }
+                run.end = i + 1;
+                continue;
+            }
+            if !run.is_empty() {
+                if let Err(e) = state.queue.ack_batch(&self.storage, &batch.ids[run.clone()]).await {
+                    self.record_failure(backend, format!("write queue: {e}"), now_ms);
+                    return ReplayStep::RetryAfter(topo.config.replay_backoff_max_ms);
+                }
+                if let Record::Write { body, .. } = &batch.record {
+                    let bytes = batch.body_range(run.start).start..batch.body_range(run.end - 1).end;
+                    self.replayed(backend, run.len(), body.get(bytes).unwrap_or_default(), now_ms);
+                }
+                self.record_write_ok(backend);
+                run = 0..0;
+            }
+            let (Some(id), Some(record)) = (batch.ids.get(i).copied(), batch.record(i)) else { break };
+            self.head_replay(state, id);
+            let step = self.replay_record(backend, id, &record, now_ms).await;
+            if step != ReplayStep::Progress {
+                return step;
+            }
+        }
+        state.backoff_ms.set(0);
+        state.replay.set(HeadReplay::default());
+        ReplayStep::Progress
+    }
+
+    /// Sends head record `id` alone and judges the answer (see
+    /// [`Proxy::replay_step`]): acknowledged, dead-lettered (only the pieces
+    /// refused), or the replay policy applied to its failure.
+    async fn replay_record(&self, backend: usize, id: RecordId, record: &Record, now_ms: u64) -> ReplayStep {
+        let topo = self.topology();
+        let (state, addr) = (&topo.states[backend], &topo.backends[backend]);
+        let sent = self.send_record_judging_each(backend, record).await;
         let outcome = sent.outcome;
         let rejection = match &outcome {
-            Ok(r) if (200..300).contains(&r.status) => statement_error(&record, r),
+            Ok(r) if (200..300).contains(&r.status) => statement_error(record, r),
             Ok(r) if refuses_request(r) => Some(format!("HTTP {}: {}", r.status, error_message(r))),
             Ok(r) => {
                 let error = format!("replay answered HTTP {}: {}", r.status, error_message(r));
-                return self.replay_record_failed(backend, id, &record, error, now_ms).await;
+                return self.replay_record_failed(backend, id, record, error, now_ms).await;
             }
             Err(e) => {
-                return self.replay_record_failed(backend, id, &record, format!("replay: {e}"), now_ms).await
+                return self.replay_record_failed(backend, id, record, format!("replay: {e}"), now_ms).await
             }
         };
         let done = match &rejection {
@@ -414,7 +564,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 self.metrics.backend_error(&addr.name);
                 // Only the pieces refused are dead letters; the others were
                 // delivered.
-                let dead = match &record {
+                let dead = match record {
                     Record::Write { db, rp, precision, credentials, body } if !sent.refused.is_empty() => {
                         Record::Write {
                             db: db.clone(),
@@ -433,7 +583,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 };
                 let done = state.queue.dead_letter(&self.storage, id, &dead, reason, now_ms).await;
                 if let (Ok(()), Record::Write { body, .. }, Record::Write { body: refused, .. }) =
-                    (&done, &record, &dead)
+                    (&done, record, &dead)
                 {
                     let delivered = body.len().saturating_sub(refused.len()) as u64;
                     if delivered > 0 {
@@ -452,7 +602,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         }
         if rejection.is_none() {
             self.metrics.replayed(&addr.name);
-            if let Record::Write { body, .. } = &record {
+            if let Record::Write { body, .. } = record {
                 self.metrics.written(&addr.name, count_lines(body), body.len() as u64);
                 state.health.borrow_mut().record_write(now_ms);
             }

@@ -29,6 +29,10 @@ enum Behaviour {
     /// Like `Up`, but answers a `/write` whose body is longer than this many
     /// bytes with 413, as InfluxDB 1.x does over its `max-body-size`.
     MaxBody(usize),
+    /// Like `Up`, but answers a `/write` whose body contains this text with
+    /// 400 `partial write: field type conflict` (the points of that request
+    /// are not among those `received`).
+    RefuseContaining(&'static str),
 }
 
 #[derive(Default)]
@@ -153,8 +157,18 @@ impl Transport for MockTransport {
                 // Refused: not among the requests `received`.
                 return Ok(Response::json(413, br#"{"error":"Request Entity Too Large"}"#.to_vec()));
             }
-            Behaviour::Up | Behaviour::WriteStatus(..) | Behaviour::MaxBody(_) => match request.path.as_str()
+            Behaviour::RefuseContaining(text)
+                if request.path == "/write" && String::from_utf8_lossy(&request.body).contains(text) =>
             {
+                return Ok(Response::json(
+                    400,
+                    br#"{"error":"partial write: field type conflict: input field \"v\" on measurement \"cpu\" is type string, already exists as type float dropped=1"}"#.to_vec(),
+                ));
+            }
+            Behaviour::Up
+            | Behaviour::WriteStatus(..)
+            | Behaviour::MaxBody(_)
+            | Behaviour::RefuseContaining(_) => match request.path.as_str() {
                 "/query" => Response::json(200, mock_query_answer(&state, &backend.name, &request)),
                 _ => Response::empty(204),
             },
@@ -398,12 +412,13 @@ fn down_backend_gets_the_write_through_its_queue_in_order() {
     assert_eq!(write(&p, "db=x", "cpu v=2 1\n").status, 204);
     assert_eq!(p.queue_depth(1).records, 2);
     assert!(t.writes("b").is_empty(), "nothing may overtake the queue");
-    assert_eq!(drain(&p, 1), vec![ReplayStep::Progress, ReplayStep::Progress, ReplayStep::Idle]);
-    assert_eq!(t.writes("b"), vec!["cpu v=1 1\n", "cpu v=2 1\n"]);
+    // Replayed in one request (the same db), in order.
+    assert_eq!(drain(&p, 1), vec![ReplayStep::Progress, ReplayStep::Idle]);
+    assert_eq!(t.writes("b"), vec!["cpu v=1 1\ncpu v=2 1\n"]);
     assert_eq!(t.writes("a"), vec!["cpu v=1 1\n", "cpu v=2 1\n"]);
     // Drained: writes go directly again.
     assert_eq!(write(&p, "db=x", "cpu v=3 1\n").status, 204);
-    assert_eq!(t.writes("b").len(), 3);
+    assert_eq!(t.writes("b").len(), 2);
     assert_eq!(p.queue_depth(1).records, 0);
 }
 
@@ -543,7 +558,7 @@ fn queue_survives_a_restart() {
     let p = open(&t, MemStorage::from_snapshot(files), "");
     assert_eq!(p.queue_depth(1).records, 2);
     drain(&p, 1);
-    assert_eq!(t.writes("b"), vec!["cpu v=1 1\n", "cpu v=2 2\n"]);
+    assert_eq!(t.writes("b"), vec!["cpu v=1 1\ncpu v=2 2\n"]);
 }
 
 #[test]
@@ -1255,6 +1270,229 @@ fn health_and_metrics_show_the_oldest_record_age_and_its_replay_attempts() {
     assert_eq!(v["backends"][1]["oldest_record_age_ms"], serde_json::Value::Null);
     assert_eq!(v["backends"][1]["replay_attempts"], 0);
 }
+#[test]
+fn count_lines_counts_every_newline_at_any_position() {
+    for len in 0..40 {
+        for newline_every in 1..10 {
+            let body: Vec<u8> = (0..len)
+                .map(|i| if i % newline_every == 0 { b'\n' } else { b'a' + (i % 26) as u8 })
+                .collect();
+            let expected = body.iter().filter(|&&b| b == b'\n').count() as u64;
+            assert_eq!(count_lines(&body), expected, "{:?}", String::from_utf8_lossy(&body));
+        }
+    }
+    // Bytes that differ from `\n` in one bit only, and high bytes.
+    let tricky = [0x0b, 0x08, 0x8a, 0x0a, 0xff, 0x00, 0x7f, 0x0a, 0x0a, 0x2a, 0x4a, 0x0e];
+    assert_eq!(count_lines(&tricky), 3);
+    // Over the counters' blocks, every byte a newline (no counter overflows).
+    assert_eq!(count_lines(&[b'\n'; 20_001]), 20_001);
+    let mixed: Vec<u8> = (0..100_003).map(|i| if i % 3 == 0 { b'\n' } else { b'x' }).collect();
+    assert_eq!(count_lines(&mixed), 33_335);
+}
+
+/// `/write` requests `backend` answered: (query parameters, body).
+fn write_requests(t: &MockTransport, backend: &str) -> Vec<(String, String)> {
+    t.received(backend)
+        .iter()
+        .filter(|r| r.path == "/write")
+        .map(|r| (crate::http::encode_params(&r.query), String::from_utf8_lossy(&r.body).into_owned()))
+        .collect()
+}
+
+#[test]
+fn replay_sends_consecutive_records_as_one_request_in_queue_order() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), "");
+    t.set("b", Behaviour::Down);
+    // The same point twice: the later value must be the one the backend keeps,
+    // i.e. come later in the body (InfluxDB keeps the last of duplicate points).
+    for body in ["cpu v=1 1\n", "cpu v=2 1\n", "cpu v=3 2\ncpu,host=h v=4 2\n"] {
+        assert_eq!(write(&p, "db=x", body).status, 204);
+    }
+    assert_eq!(p.queue_depth(1).records, 3);
+    t.set("b", Behaviour::Up);
+    assert_eq!(drain(&p, 1), vec![ReplayStep::Progress, ReplayStep::Idle]);
+    assert_eq!(t.writes("b"), vec!["cpu v=1 1\ncpu v=2 1\ncpu v=3 2\ncpu,host=h v=4 2\n"]);
+    assert_eq!(p.queue_depth(1).records, 0);
+    let text = metrics_of(&p, T0);
+    assert!(text.contains("influx_proxy_replayed_records_total{backend=\"b\"} 3"), "{text}");
+    assert!(text.contains("influx_proxy_points_written_total{backend=\"b\"} 4"), "{text}");
+    let bytes = "cpu v=1 1\ncpu v=2 1\ncpu v=3 2\ncpu,host=h v=4 2\n".len();
+    assert!(text.contains(&format!("influx_proxy_bytes_written_total{{backend=\"b\"}} {bytes}")), "{text}");
+}
+
+#[test]
+fn replay_batches_stay_within_backend_max_body_bytes() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), r#", "backend_max_body_bytes": 40"#);
+    t.set("b", Behaviour::Down);
+    for i in 0..6 {
+        assert_eq!(write(&p, "db=x", &format!("cpu v={i} {i}\n")).status, 204);
+    }
+    t.set("b", Behaviour::Up);
+    drain(&p, 1);
+    let writes = t.writes("b");
+    assert!(writes.iter().all(|w| w.len() <= 40), "{writes:?}");
+    assert!(writes.len() < 6, "batched: {writes:?}");
+    assert_eq!(writes.concat(), (0..6).map(|i| format!("cpu v={i} {i}\n")).collect::<String>());
+}
+
+#[test]
+fn replay_never_merges_records_of_different_databases_retention_policies_precisions_or_credentials() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), "");
+    t.set("b", Behaviour::Down);
+    let writes = [
+        ("db=x", "cpu v=1 1\n"),
+        ("db=x", "cpu v=2 2\n"),
+        ("db=y", "cpu v=3 3\n"),
+        ("db=y&rp=week", "cpu v=4 4\n"),
+        ("db=y&rp=week&precision=s", "cpu v=5 5\n"),
+        ("db=y&rp=week&precision=s&u=alice&p=secret", "cpu v=6 6\n"),
+        ("db=y&rp=week&precision=s&u=alice&p=other", "cpu v=7 7\n"),
+        ("db=y&rp=week&precision=s&u=bob&p=other", "cpu v=8 8\n"),
+        ("db=y&rp=week&precision=s&u=bob&p=other", "cpu v=9 9\n"),
+    ];
+    for (query, body) in writes {
+        assert_eq!(write(&p, query, body).status, 204, "{query}");
+    }
+    // A statement between two writes that could share a request: three requests.
+    let mut create = Request::new(Method::Post, "/query");
+    create.query = vec![("q".into(), "CREATE DATABASE z".into())];
+    assert_eq!(run(p.handle(create, T0)).status, 200);
+    assert_eq!(write(&p, "db=z", "cpu v=10 10\n").status, 204);
+    assert_eq!(write(&p, "db=z", "cpu v=11 11\n").status, 204);
+    let mut drop = Request::new(Method::Post, "/query");
+    drop.query = vec![("q".into(), "DROP SERIES FROM cpu".into()), ("db".into(), "z".into())];
+    assert_eq!(run(p.handle(drop, T0)).status, 200);
+    assert_eq!(write(&p, "db=z", "cpu v=12 12\n").status, 204);
+    t.set("b", Behaviour::Up);
+    drain(&p, 1);
+    assert_eq!(p.queue_depth(1).records, 0);
+    let q = |s: &str| crate::http::encode_params(&crate::http::decode_params(s));
+    assert_eq!(
+        write_requests(&t, "b"),
+        vec![
+            (q("db=x"), "cpu v=1 1\ncpu v=2 2\n".to_string()),
+            (q("db=y"), "cpu v=3 3\n".to_string()),
+            (q("db=y&rp=week"), "cpu v=4 4\n".to_string()),
+            (q("db=y&rp=week&precision=s"), "cpu v=5 5\n".to_string()),
+            (q("db=y&rp=week&precision=s&u=alice&p=secret"), "cpu v=6 6\n".to_string()),
+            (q("db=y&rp=week&precision=s&u=alice&p=other"), "cpu v=7 7\n".to_string()),
+            (q("db=y&rp=week&precision=s&u=bob&p=other"), "cpu v=8 8\ncpu v=9 9\n".to_string()),
+            (q("db=z"), "cpu v=10 10\ncpu v=11 11\n".to_string()),
+            (q("db=z"), "cpu v=12 12\n".to_string()),
+        ]
+    );
+    assert_eq!(t.statements("b"), vec!["CREATE DATABASE z", "DROP SERIES FROM cpu"]);
+    // The statements came between the writes, in queue order.
+    let order: Vec<String> =
+        t.received("b").iter().map(|r| r.path.clone()).filter(|p| p != "/ping").collect();
+    assert_eq!(
+        order,
+        [
+            "/write", "/write", "/write", "/write", "/write", "/write", "/write", "/query", "/write",
+            "/query", "/write"
+        ]
+    );
+}
+
+#[test]
+fn replay_batches_carry_the_authorization_header_of_their_own_records_only() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), "");
+    t.set("b", Behaviour::Down);
+    for (auth, body) in
+        [("Token one", "cpu v=1 1\n"), ("Token one", "cpu v=2 2\n"), ("Token two", "cpu v=3 3\n")]
+    {
+        let mut request = Request::new(Method::Post, "/write");
+        request.query = vec![("db".into(), "x".into())];
+        request.headers.push(("authorization".into(), auth.into()));
+        request.body = body.as_bytes().to_vec();
+        assert_eq!(run(p.handle(request, T0)).status, 204);
+    }
+    t.set("b", Behaviour::Up);
+    drain(&p, 1);
+    let sent: Vec<(Option<String>, String)> = t
+        .received("b")
+        .iter()
+        .filter(|r| r.path == "/write")
+        .map(|r| {
+            (r.header("authorization").map(str::to_string), String::from_utf8_lossy(&r.body).into_owned())
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        vec![
+            (Some("Token one".into()), "cpu v=1 1\ncpu v=2 2\n".into()),
+            (Some("Token two".into()), "cpu v=3 3\n".into()),
+        ]
+    );
+}
+
+#[test]
+fn a_refused_point_in_a_replay_batch_is_the_only_dead_letter_and_the_rest_arrive() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), "");
+    t.set("b", Behaviour::Down);
+    for body in ["cpu v=1 1\n", "cpu v=2 2\n", "cpu v=\"bad\" 3\n", "cpu v=4 4\n"] {
+        assert_eq!(write(&p, "db=x", body).status, 204);
+    }
+    t.set("b", Behaviour::RefuseContaining("bad"));
+    let before = t.attempts("b");
+    let steps = drain(&p, 1);
+    assert_eq!(steps.last(), Some(&ReplayStep::Idle), "{steps:?}");
+    assert_eq!(p.queue_depth(1).records, 0);
+    // The batch was tried as one request, then its records one by one.
+    let tried: Vec<String> =
+        t.0.borrow()
+            .attempts
+            .get("b")
+            .map(|a| {
+                a[before..]
+                    .iter()
+                    .filter(|r| r.path == "/write")
+                    .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+    assert_eq!(tried.first().map(String::as_str), Some("cpu v=1 1\ncpu v=2 2\ncpu v=\"bad\" 3\ncpu v=4 4\n"));
+    assert_eq!(t.writes("b").concat(), "cpu v=1 1\ncpu v=2 2\ncpu v=4 4\n");
+    let dead = dead_letter_file(&p.storage, "b");
+    assert_eq!(dead.lines().count(), 1, "{dead}");
+    let line: serde_json::Value = serde_json::from_str(dead.trim()).unwrap();
+    assert_eq!(line["body"], "cpu v=\"bad\" 3\n");
+    assert!(line["reason"].as_str().unwrap_or_default().contains("field type conflict"), "{line}");
+    let v = health_of(&p, T0);
+    assert_eq!(v["backends"][1]["dead_letters"], 1);
+    let text = metrics_of(&p, T0);
+    assert!(text.contains("influx_proxy_replayed_records_total{backend=\"b\"} 3"), "{text}");
+    assert!(text.contains("influx_proxy_points_written_total{backend=\"b\"} 3"), "{text}");
+}
+
+#[test]
+fn a_crash_between_sending_a_replay_batch_and_its_ack_delivers_it_again_whole() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), "");
+    t.set("b", Behaviour::Down);
+    for body in ["cpu v=1 1\n", "cpu v=2 2\n", "cpu v=3 3\n"] {
+        assert_eq!(write(&p, "db=x", body).status, 204);
+    }
+    t.set("b", Behaviour::Up);
+    // The backend takes the batch; the acknowledgement cannot be written.
+    p.storage.fail_appends(true);
+    assert!(matches!(run(p.replay_step(1, T0)), ReplayStep::RetryAfter(_)));
+    assert_eq!(t.writes("b"), vec!["cpu v=1 1\ncpu v=2 2\ncpu v=3 3\n"]);
+    assert_eq!(p.queue_depth(1).records, 3, "nothing removed without its ack");
+    // The crash: a new proxy on what is on disk.
+    let t2 = MockTransport::default();
+    let p2 = open(&t2, MemStorage::from_snapshot(p.storage.snapshot()), "");
+    assert_eq!(p2.queue_depth(1).records, 3);
+    assert_eq!(drain(&p2, 1), vec![ReplayStep::Progress, ReplayStep::Idle]);
+    assert_eq!(t2.writes("b"), t.writes("b"), "the same points again: idempotent, nothing lost");
+    assert_eq!(p2.queue_depth(1).records, 0);
+}
+
 mod batches;
 mod forward;
 mod moves;

@@ -259,6 +259,19 @@ impl<'a> Decoder<'a> {
 
 /// (push time, record) of a payload of format `version`.
 pub(super) fn decode_payload(payload: &[u8], version: u8) -> Option<(Option<u64>, Record)> {
+    let (pushed_ms, mut record, range) = decode_payload_parts(payload, version)?;
+    if let Record::Write { body, .. } = &mut record {
+        *body = payload.get(range)?.to_vec();
+    }
+    Some((pushed_ms, record))
+}
+
+/// (push time, record, where a write's body lies in `payload`) of a payload
+/// of format `version`; the record's body is left empty (not copied).
+pub(super) fn decode_payload_parts(
+    payload: &[u8],
+    version: u8,
+) -> Option<(Option<u64>, Record, std::ops::Range<usize>)> {
     let mut d = Decoder { rest: payload };
     let pushed_ms = match version {
         RECORD_VERSION_1 => None,
@@ -268,18 +281,19 @@ pub(super) fn decode_payload(payload: &[u8], version: u8) -> Option<(Option<u64>
             Some(t)
         }
     };
+    let mut range = 0..0;
     let record = match d.u8()? {
-        KIND_WRITE => Record::Write {
-            db: d.string()?,
-            rp: d.opt()?,
-            precision: d.opt()?,
-            credentials: d.credentials()?,
-            body: d.bytes()?.to_vec(),
-        },
+        KIND_WRITE => {
+            let (db, rp, precision, credentials) = (d.string()?, d.opt()?, d.opt()?, d.credentials()?);
+            let body = d.bytes()?;
+            let start = payload.len() - d.rest.len() - body.len();
+            range = start..start + body.len();
+            Record::Write { db, rp, precision, credentials, body: Vec::new() }
+        }
         KIND_STATEMENT => Record::Statement { db: d.opt()?, q: d.string()?, credentials: d.credentials()? },
         _ => return None,
     };
-    d.rest.is_empty().then_some((pushed_ms, record))
+    d.rest.is_empty().then_some((pushed_ms, record, range))
 }
 
 /// The record whose payload is `payload`, if its CRC matches and it decodes.

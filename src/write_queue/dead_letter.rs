@@ -22,7 +22,7 @@ impl WriteQueue {
         let mut state = self.state.lock().await;
         let result = match self.check_head(storage, &mut state, id).await {
             Ok(true) => match self.write_dead_letter(storage, &mut state, record, reason, now_ms).await {
-                Ok(()) => self.ack_locked(storage, &mut state, id).await,
+                Ok(()) => self.ack_locked(storage, &mut state, id.end, 1).await,
                 Err(e) => Err(e),
             },
             Ok(false) => Ok(()),

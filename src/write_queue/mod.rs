@@ -38,8 +38,9 @@
 //!    A push refused by the storage (disk full) leaves nothing behind: no
 //!    partial record, no new empty segment file.
 //! 5. **Bounded memory.** In memory the queue keeps, per segment, its sequence
-//!    number, its length and how many unacknowledged records it holds; nothing
-//!    per record. A push does not read any file.
+//!    number, its length and how many unacknowledged records it holds; per
+//!    record only the ids of the last batch peeked (at most `max_records` of
+//!    [`WriteQueue::peek_batch`]). A push does not read any file.
 //! 6. **A bad record never blocks the queue.** A record the backend rejects
 //!    with 4xx, or keeps failing while otherwise healthy (see "Replay
 //!    policy"), goes to the dead-letter file; a record whose bytes are damaged
@@ -57,10 +58,29 @@
 //!    error, a torn tail that cannot be cut) is still removed and counted. Pushes fail (503) while the disk is full and are accepted
 //!    again as soon as space frees (by replay or otherwise).
 //!
+//! 10. **Batches keep the order and the guarantees.** [`WriteQueue::peek_batch`]
+//!     gives the head and the consecutive records after it that can share its
+//!     request (writes with the same db, rp, precision and credentials,
+//!     [`Record::can_share_request`]; never a statement), bodies concatenated
+//!     in queue order (each ends in `\n`, guarantee 7); [`WriteQueue::ack_batch`]
+//!     acknowledges them (or their first ones) with one write of the `ack`
+//!     file, so a crash before it delivers the whole batch again
+//!     (at-least-once, guarantee 3) and a crash during it leaves the previous
+//!     position (the older slot). A batch stays within one segment, so the
+//!     acknowledged position is always a record boundary in one segment.
+//!
 //! # Replay policy
 //!
 //! The queue stores; `Proxy::replay_step` (`src/proxy.rs`) decides, for the
-//! head record, after each delivery attempt:
+//! head record, after each delivery attempt. Replay sends a batch
+//! ([`WriteQueue::peek_batch`], up to `REPLAY_BATCH_MAX_BYTES`, 2 MiB, of
+//! bodies, or `backend_max_body_bytes` when lower) as one request; when the backend acknowledges all of it, one ack removes
+//! every record. When it does not (a piece refused, no answer or a 5xx
+//! while `/ping` answers), the records of the batch it did not acknowledge
+//! are sent again one by one, and each is judged alone by this table, so a
+//! record is dead-lettered only for its own refusal or its own failures.
+//! While the backend is down (`/ping` fails too), nothing is sent one by one:
+//! the batch is retried as a whole, attempts counted for its head.
 //!
 //! | backend's answer to the record | `/ping` | what happens |
 //! |---|---|---|
@@ -199,6 +219,16 @@
 //! - **peek**: reads the frame header at the head position
 //!   ([`Storage::read_at`], 10 bytes), then the payload, checks the CRC and
 //!   decodes. Files are read only up to the length known in memory.
+//! - **peek_batch**: peek, then for each following record of the head's
+//!   segment its header (a record that would pass the byte limit is not
+//!   read), then its payload; the first record that cannot share the
+//!   request, would pass a limit, is damaged or cannot be read ends the
+//!   batch (the next peek deals with it as the head). The ids are kept, so
+//!   their acknowledgement needs no read.
+//! - **ack_batch**: the ids must be consecutive records from the head of one
+//!   segment; those already acknowledged are skipped. Ids not from the last
+//!   peek are checked against the frame headers on disk. Then as ack, with
+//!   the position past the last id: one `ack` write for all of them.
 //! - **ack**: the id must be the head record (as [`WriteQueue::peek`] gave
 //!   it). The next position is written, with the next generation, over the
 //!   older slot of `ack` ([`Storage::write_at`]); only then does memory move
@@ -259,7 +289,8 @@
 //!
 //! # Code layout
 //!
-//! `mod.rs`: this specification and the public API (push, peek, ack);
+//! `mod.rs`: this specification and the public API (push, peek, ack,
+//! peek_batch, ack_batch);
 //! `codec.rs`: record frames, payloads, the `ack` record and the corruption
 //! rule; `state.rs`: the in-memory segment list and counters; `recovery.rs`:
 //! [`WriteQueue::open`]; `dead_letter.rs`: the dead-letter file; `tests.rs`.
@@ -358,6 +389,63 @@ pub struct RecordId {
     pub pushed_ms: Option<u64>,
 }
 
+impl Record {
+    /// Whether `other` may be sent in the same request as `self`, its body
+    /// after this one's ([`WriteQueue::peek_batch`]): both are writes with the
+    /// same `db`, `rp`, `precision` and credentials. A statement never is.
+    pub fn can_share_request(&self, other: &Record) -> bool {
+        match (self, other) {
+            (
+                Record::Write { db, rp, precision, credentials, .. },
+                Record::Write { db: db2, rp: rp2, precision: precision2, credentials: credentials2, .. },
+            ) => db == db2 && rp == rp2 && precision == precision2 && credentials == credentials2,
+            _ => false,
+        }
+    }
+}
+
+/// Consecutive records from the head of a queue, to be sent as one request
+/// ([`WriteQueue::peek_batch`]) and acknowledged together
+/// ([`WriteQueue::ack_batch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// The records' ids, oldest (the head) first; never empty.
+    pub ids: Vec<RecordId>,
+    /// The head record; for several writes, with the bodies of all of them
+    /// concatenated in queue order as its body.
+    pub record: Record,
+    /// Where each record's body ends in `record`'s body, in bytes: record
+    /// `i`'s body is `ends[i - 1]..ends[i]` (from 0 for the head). One entry
+    /// per id (0 for a statement).
+    pub ends: Vec<usize>,
+}
+
+impl Batch {
+    /// Record `i` of the batch on its own (its body cut out of the
+    /// concatenation); `None` past the end.
+    pub fn record(&self, i: usize) -> Option<Record> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        Some(match &self.record {
+            Record::Write { db, rp, precision, credentials, body } => Record::Write {
+                db: db.clone(),
+                rp: rp.clone(),
+                precision: precision.clone(),
+                credentials: credentials.clone(),
+                body: body.get(start..end).unwrap_or_default().to_vec(),
+            },
+            statement => statement.clone(),
+        })
+    }
+
+    /// Bytes `start..end` of the batch body that record `i`'s body takes.
+    pub fn body_range(&self, i: usize) -> std::ops::Range<usize> {
+        let end = self.ends.get(i).copied().unwrap_or(0);
+        let start = if i == 0 { 0 } else { self.ends.get(i - 1).copied().unwrap_or(0) };
+        start..end
+    }
+}
+
 /// How much is waiting.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueDepth {
@@ -448,6 +536,14 @@ pub struct WriteQueue {
     dropped_bytes: AtomicU64,
     /// The head record's push time; `u64::MAX` when unknown or empty.
     head_pushed_ms: AtomicU64,
+}
+
+/// `record` with `body` as its body when it is a write.
+fn with_body(mut record: Record, body: Vec<u8>) -> Record {
+    if let Record::Write { body: slot, .. } = &mut record {
+        *slot = body;
+    }
+    record
 }
 
 fn io_err(what: &str, path: &str, e: io::Error) -> QueueError {
@@ -620,7 +716,7 @@ impl WriteQueue {
             match read_frame(storage, &path, offset, front.len).await? {
                 Frame::Valid { end, record, pushed_ms } => {
                     let id = RecordId { segment: front.seq, offset, end, pushed_ms };
-                    state.peeked = Some(id);
+                    state.peeked = vec![id];
                     state.head_pushed_ms = pushed_ms;
                     return Ok(Some((id, record)));
                 }
@@ -651,12 +747,158 @@ impl WriteQueue {
     pub async fn ack<S: Storage>(&self, storage: &S, id: RecordId) -> Result<(), QueueError> {
         let mut state = self.state.lock().await;
         let result = match self.check_head(storage, &mut state, id).await {
-            Ok(true) => self.ack_locked(storage, &mut state, id).await,
+            Ok(true) => self.ack_locked(storage, &mut state, id.end, 1).await,
             Ok(false) => Ok(()),
             Err(e) => Err(e),
         };
         self.publish(&state);
         result
+    }
+
+    /// The head record and the records after it that may share its request
+    /// ([`Record::can_share_request`]), as one [`Batch`]: at most
+    /// `max_records` records whose bodies total at most `max_body_bytes`
+    /// (the head alone may be longer), all in the head's segment. A
+    /// statement is always alone. Damaged records are skipped before the head
+    /// as by [`WriteQueue::peek`]; one met after the head ends the batch (the
+    /// next peek skips it), as does a read error there.
+    /// Errors: [`QueueError::Io`] when the head cannot be read.
+    pub async fn peek_batch<S: Storage>(
+        &self,
+        storage: &S,
+        max_body_bytes: u64,
+        max_records: usize,
+    ) -> Result<Option<Batch>, QueueError> {
+        let mut state = self.state.lock().await;
+        let result = self.peek_batch_locked(storage, &mut state, max_body_bytes, max_records).await;
+        self.publish(&state);
+        result
+    }
+
+    async fn peek_batch_locked<S: Storage>(
+        &self,
+        storage: &S,
+        state: &mut State,
+        max_body_bytes: u64,
+        max_records: usize,
+    ) -> Result<Option<Batch>, QueueError> {
+        let Some((head, mut record)) = self.peek_locked(storage, state).await? else { return Ok(None) };
+        let mut ids = vec![head];
+        let Record::Write { body, .. } = &mut record else {
+            return Ok(Some(Batch { ids, record, ends: vec![0] }));
+        };
+        let mut ends = vec![body.len()];
+        let head_body = std::mem::take(body);
+        // What a payload holds besides the body (db, rp, precision,
+        // credentials, push time): the same for every record that can share
+        // the head's request (of its format version).
+        let meta = (head.end - head.offset).saturating_sub(RECORD_HEADER_BYTES + head_body.len() as u64);
+        let Some(front) = state.segments.front().copied() else {
+            record = with_body(record, head_body);
+            return Ok(Some(Batch { ids, record, ends }));
+        };
+        // Room for the whole batch at once (pages never written cost
+        // nothing), so the body is never copied to grow.
+        let room = (front.len - head.end).min(max_body_bytes.saturating_sub(head_body.len() as u64));
+        let mut body = head_body;
+        if room > 0 && max_records > 1 {
+            body.reserve(usize::try_from(room).unwrap_or(0));
+        }
+        let path = segment_path(&self.dir, front.seq);
+        let mut at = head.end;
+        while ids.len() < max_records && at < front.len {
+            // The header first: a record that would pass the limit is not read.
+            let Ok(header) = storage.read_at(&path, at, HEADER).await else { break };
+            let Some((len, crc, version)) = parse_header(&header) else { break };
+            let end = at + RECORD_HEADER_BYTES + len;
+            // A record that would pass the limit is not read (its body is
+            // its payload less the head's metadata if it can share the
+            // request; checked again once decoded).
+            if end > front.len || body.len() as u64 + len.saturating_sub(meta) > max_body_bytes {
+                break;
+            }
+            let Ok(len) = usize::try_from(len) else { break };
+            let Ok(payload) = storage.read_at(&path, at + RECORD_HEADER_BYTES, len).await else { break };
+            if payload.len() != len {
+                break;
+            }
+            if crc32fast::hash(&payload) != crc {
+                break;
+            }
+            let Some((pushed_ms, next, range)) = decode_payload_parts(&payload, version) else { break };
+            let fits = (body.len() + range.len()) as u64 <= max_body_bytes;
+            if !fits || !record.can_share_request(&next) {
+                break;
+            }
+            body.extend_from_slice(payload.get(range).unwrap_or_default());
+            ends.push(body.len());
+            ids.push(RecordId { segment: front.seq, offset: at, end, pushed_ms });
+            at = end;
+        }
+        let record = with_body(record, body);
+        state.peeked = ids.clone();
+        Ok(Some(Batch { ids, record, ends }))
+    }
+
+    /// Removes the records `ids` durably with one write of the `ack` file
+    /// (one acknowledgement): they must be consecutive records from the head,
+    /// in one segment, as [`WriteQueue::peek_batch`] gave them (all of a
+    /// batch, or its first ones). Ids already acknowledged are skipped (all
+    /// of them: a no-op). Errors as [`WriteQueue::ack`]: ids that are not
+    /// the oldest records, or not consecutive, are refused with
+    /// [`QueueError::Io`] and change nothing.
+    pub async fn ack_batch<S: Storage>(&self, storage: &S, ids: &[RecordId]) -> Result<(), QueueError> {
+        let mut state = self.state.lock().await;
+        let result = self.ack_batch_locked(storage, &mut state, ids).await;
+        self.publish(&state);
+        result
+    }
+
+    async fn ack_batch_locked<S: Storage>(
+        &self,
+        storage: &S,
+        state: &mut State,
+        ids: &[RecordId],
+    ) -> Result<(), QueueError> {
+        state.normalize();
+        let head = state.head_pos();
+        let ids = match ids.iter().position(|id| (id.segment, id.offset) >= head) {
+            Some(first) => &ids[first..],
+            None => return Ok(()),
+        };
+        let (Some(first), Some(last)) = (ids.first().copied(), ids.last().copied()) else { return Ok(()) };
+        if !self.check_head(storage, state, first).await? {
+            return Ok(());
+        }
+        let chained = ids.windows(2).all(|w| w[1].segment == w[0].segment && w[1].offset == w[0].end);
+        if !chained {
+            return Err(QueueError::Io(format!(
+                "{}: cannot acknowledge records {}:{}..{}:{}: not consecutive records",
+                self.dir, first.segment, first.offset, last.segment, last.end
+            )));
+        }
+        if !state.peeked.starts_with(ids) {
+            // Not from the last peek: check each frame's length on disk.
+            let path = segment_path(&self.dir, first.segment);
+            let front_len = state.segments.front().map_or(0, |s| s.len);
+            for id in &ids[1..] {
+                let header = storage
+                    .read_at(&path, id.offset, HEADER)
+                    .await
+                    .map_err(|e| io_err("cannot read", &path, e))?;
+                match parse_header(&header) {
+                    Some((len, ..))
+                        if id.offset + RECORD_HEADER_BYTES + len == id.end && id.end <= front_len => {}
+                    _ => {
+                        return Err(QueueError::Io(format!(
+                            "{}: cannot acknowledge record {}:{}..{}: no such record",
+                            self.dir, id.segment, id.offset, id.end
+                        )))
+                    }
+                }
+            }
+        }
+        self.ack_locked(storage, state, last.end, ids.len() as u64).await
     }
 
     /// `Ok(true)`: `id` is the head record; `Ok(false)`: already acknowledged.
@@ -681,7 +923,7 @@ impl WriteQueue {
         if (id.segment, id.offset) != head || id.end > front.len || id.end < id.offset + RECORD_HEADER_BYTES {
             return Err(not_head());
         }
-        if state.peeked == Some(id) {
+        if state.peeked.first() == Some(&id) {
             return Ok(true);
         }
         // Not from the last peek: check the frame length on disk.
@@ -694,17 +936,19 @@ impl WriteQueue {
         }
     }
 
-    /// Acknowledges the head record `id`: writes the new position (in place,
-    /// into the slot of the next generation), then updates memory, then
-    /// removes consumed segment files.
+    /// Acknowledges the `records` head records, which end at `end` in the
+    /// front segment: writes the new position (in place, into the slot of the
+    /// next generation), then updates memory, then removes consumed segment
+    /// files.
     async fn ack_locked<S: Storage>(
         &self,
         storage: &S,
         state: &mut State,
-        id: RecordId,
+        end: u64,
+        records: u64,
     ) -> Result<(), QueueError> {
         let mut next = state.clone();
-        next.consume_head(id.end, 1);
+        next.consume_head(end, records);
         next.normalize();
         next.compact_if_drained();
         let (seq, offset) = next.head_pos();

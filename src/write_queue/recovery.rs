@@ -110,7 +110,7 @@ impl WriteQueue {
             writable,
             next_seq,
             depth,
-            peeked: None,
+            peeked: Vec::new(),
             pending_append: None,
             garbage: Vec::new(),
             dead_letter_len,

@@ -23,8 +23,9 @@ pub(super) struct State {
     /// Sequence number of the next new segment.
     pub(super) next_seq: u64,
     pub(super) depth: QueueDepth,
-    /// The record last returned by peek, while it is the head.
-    pub(super) peeked: Option<RecordId>,
+    /// The records last returned by peek or peek_batch that are not yet
+    /// acknowledged, oldest (the head) first; at most one batch of ids.
+    pub(super) peeked: Vec<RecordId>,
     /// (segment, length before) of an append that did not finish (cancelled);
     /// length 0 means the append created the segment file.
     pub(super) pending_append: Option<(u64, u64)>,
@@ -61,7 +62,7 @@ impl State {
                 self.garbage.push(s.seq);
             }
             self.head_offset = 0;
-            self.peeked = None;
+            self.peeked.clear();
         }
     }
 
@@ -76,12 +77,13 @@ impl State {
             self.head_offset = 0;
             self.writable = false;
             self.pending_append = None;
-            self.peeked = None;
+            self.peeked.clear();
             self.depth = QueueDepth::default();
         }
     }
 
-    /// Removes the head record (offset .. end) from the counts.
+    /// Removes the `records` head records (head offset .. `end`, in the front
+    /// segment) from the counts; the ids peeked past `end` stay peeked.
     pub(super) fn consume_head(&mut self, end: u64, records: u64) {
         let bytes = end.saturating_sub(self.head_offset);
         if let Some(front) = self.segments.front_mut() {
@@ -90,7 +92,7 @@ impl State {
         self.head_offset = end;
         self.depth.records = self.depth.records.saturating_sub(records);
         self.depth.bytes = self.depth.bytes.saturating_sub(bytes);
-        self.peeked = None;
+        self.peeked.retain(|id| id.offset >= end);
     }
 }
 

@@ -1044,3 +1044,200 @@ fn version_1_ack_file_is_upgraded_in_place_when_there_is_no_room_for_a_new_file(
     let s3 = restart(&s2);
     assert!(open(&s3, o).is_empty());
 }
+
+// ---- Batches: several records peeked together, acknowledged with one ack.
+
+/// The body of the writes of `range`, concatenated in order.
+fn bodies(range: std::ops::Range<usize>) -> Vec<u8> {
+    writes(range)
+        .into_iter()
+        .flat_map(|r| match r {
+            Record::Write { body, .. } => body,
+            Record::Statement { .. } => Vec::new(),
+        })
+        .collect()
+}
+
+fn ack_generation(s: &MemStorage) -> Option<u64> {
+    decode_ack(&s.snapshot()[&format!("{DIR}/{ACK_FILE}")]).and_then(|a| a.generation)
+}
+
+fn peek_batch<S: Storage>(q: &WriteQueue, s: &S, max_body: u64, max_records: usize) -> Batch {
+    block_on(q.peek_batch(s, max_body, max_records)).expect("peek_batch").expect("a batch")
+}
+
+#[test]
+fn a_batch_holds_consecutive_writes_in_order_and_one_ack_removes_them_durably() {
+    let s = MemStorage::new();
+    let o = options(1 << 20, DEFAULT_SEGMENT_BYTES);
+    let q = open_with_writes(&s, o, 0..10);
+    let generation = ack_generation(&s);
+    let batch = peek_batch(&q, &s, 1 << 20, 4);
+    assert_eq!(batch.ids.len(), 4);
+    let Record::Write { body, .. } = &batch.record else { panic!("a write") };
+    assert_eq!(body, &bodies(0..4));
+    assert_eq!(batch.record(2), Some(write(2)));
+    assert_eq!(batch.body_range(1), bodies(0..1).len()..bodies(0..2).len());
+    block_on(q.ack_batch(&s, &batch.ids)).unwrap();
+    assert_eq!(ack_generation(&s), Some(generation.unwrap_or(0) + 1), "one acknowledgement");
+    assert_eq!(q.depth(), QueueDepth { records: 6, bytes: 6 * frame_size() });
+    // Acknowledging again is a no-op.
+    block_on(q.ack_batch(&s, &batch.ids)).unwrap();
+    assert_eq!(q.depth().records, 6);
+    let s2 = restart(&s);
+    let q2 = open(&s2, o);
+    assert_eq!(drain(&q2, &s2), writes(4..10));
+}
+
+#[test]
+fn a_batch_stops_at_the_byte_limit_a_segment_end_and_a_record_that_cannot_share_the_request() {
+    let s = MemStorage::new();
+    let q = open(&s, options(1 << 20, 6 * frame_size()));
+    for r in writes(0..3) {
+        push(&q, &s, &r);
+    }
+    let with = |i: usize, change: &dyn Fn(&mut Record)| {
+        let mut r = write(i);
+        change(&mut r);
+        r
+    };
+    let other_db = with(3, &|r| {
+        if let Record::Write { db, .. } = r {
+            *db = "other".into()
+        }
+    });
+    let statement =
+        Record::Statement { db: None, q: "CREATE DATABASE x".into(), credentials: Credentials::default() };
+    let other_user = with(4, &|r| {
+        if let Record::Write { credentials, .. } = r {
+            credentials.username = Some("u".into())
+        }
+    });
+    let other_rp = with(5, &|r| {
+        if let Record::Write { rp, .. } = r {
+            *rp = Some("week".into())
+        }
+    });
+    let other_precision = with(6, &|r| {
+        if let Record::Write { precision, .. } = r {
+            *precision = Some("s".into())
+        }
+    });
+    for r in [&other_db, &statement, &other_user, &other_rp, &other_precision] {
+        push(&q, &s, r);
+    }
+    // 3 writes that share a request, then five records that each differ from
+    // the one before in what a request carries: each alone.
+    let one = bodies(0..1).len() as u64;
+    assert_eq!(peek_batch(&q, &s, 2 * one - 1, 100).ids.len(), 1, "bodies over the limit");
+    assert_eq!(peek_batch(&q, &s, 2 * one, 100).ids.len(), 2, "bodies up to the limit");
+    assert_eq!(peek_batch(&q, &s, one / 2, 100).ids.len(), 1, "the head alone may be longer");
+    assert_eq!(peek_batch(&q, &s, 1 << 20, 2).ids.len(), 2, "at most max_records");
+    let batch = peek_batch(&q, &s, 1 << 20, 100);
+    assert_eq!(batch.ids.len(), 3, "up to the other db");
+    block_on(q.ack_batch(&s, &batch.ids)).unwrap();
+    let mut alone = Vec::new();
+    while let Some(batch) = block_on(q.peek_batch(&s, 1 << 20, 100)).unwrap() {
+        assert_eq!(batch.ids.len(), 1);
+        block_on(q.ack_batch(&s, &batch.ids)).unwrap();
+        alone.push(batch.record);
+    }
+    assert_eq!(alone, vec![other_db, statement, other_user, other_rp, other_precision]);
+    assert!(q.is_empty());
+}
+
+#[test]
+fn a_batch_ends_at_the_segment_end() {
+    let s = MemStorage::new();
+    let o = options(1 << 20, 4 * frame_size());
+    let q = open_with_writes(&s, o, 0..10);
+    let sizes: Vec<usize> = std::iter::from_fn(|| {
+        let batch = block_on(q.peek_batch(&s, 1 << 20, 100)).unwrap()?;
+        block_on(q.ack_batch(&s, &batch.ids)).unwrap();
+        Some(batch.ids.len())
+    })
+    .collect();
+    assert_eq!(sizes, vec![4, 4, 2]);
+}
+
+#[test]
+fn a_batch_peeked_but_not_acknowledged_before_a_crash_is_delivered_again_whole() {
+    let s = MemStorage::new();
+    let o = options(1 << 20, DEFAULT_SEGMENT_BYTES);
+    let q = open_with_writes(&s, o, 0..6);
+    let first = peek_batch(&q, &s, 1 << 20, 2);
+    block_on(q.ack_batch(&s, &first.ids)).unwrap();
+    // Sent, then the crash before its ack.
+    let sent = peek_batch(&q, &s, 1 << 20, 3);
+    assert_eq!(sent.ids.len(), 3);
+    let s2 = restart(&s);
+    let q2 = open(&s2, o);
+    assert_eq!(q2.depth().records, 4);
+    let again = peek_batch(&q2, &s2, 1 << 20, 3);
+    assert_eq!(again.record, sent.record, "the same records, in the same order");
+    block_on(q2.ack_batch(&s2, &again.ids)).unwrap();
+    assert_eq!(drain(&q2, &s2), writes(5..6));
+}
+
+#[test]
+fn the_first_records_of_a_batch_are_acknowledged_alone_and_wrong_ids_change_nothing() {
+    let s = MemStorage::new();
+    let q = open_with_writes(&s, options(1 << 20, DEFAULT_SEGMENT_BYTES), 0..5);
+    let batch = peek_batch(&q, &s, 1 << 20, 5);
+    // Not from the head, or not consecutive: refused.
+    assert!(matches!(block_on(q.ack_batch(&s, &batch.ids[1..3])), Err(QueueError::Io(_))));
+    let gap = [batch.ids[0], batch.ids[2]];
+    assert!(matches!(block_on(q.ack_batch(&s, &gap)), Err(QueueError::Io(_))));
+    assert_eq!(q.depth().records, 5);
+    // The first two, then the third alone (as a dead letter), then the rest.
+    block_on(q.ack_batch(&s, &batch.ids[..2])).unwrap();
+    block_on(q.dead_letter(&s, batch.ids[2], &write(2), "HTTP 400: refused", NOW)).unwrap();
+    assert_eq!(q.dead_letters(), 1);
+    block_on(q.ack_batch(&s, &batch.ids)).unwrap();
+    assert!(q.is_empty());
+    // Ids from a fresh queue (not peeked) are checked against the frames on disk.
+    let s2 = MemStorage::new();
+    let q2 = open_with_writes(&s2, options(1 << 20, DEFAULT_SEGMENT_BYTES), 0..3);
+    let ids = peek_batch(&q2, &s2, 1 << 20, 3).ids;
+    let s3 = restart(&s2);
+    let q3 = open(&s3, options(1 << 20, DEFAULT_SEGMENT_BYTES));
+    let wrong = [ids[0], RecordId { end: ids[1].end - 1, ..ids[1] }];
+    assert!(matches!(block_on(q3.ack_batch(&s3, &wrong)), Err(QueueError::Io(_))));
+    block_on(q3.ack_batch(&s3, &ids)).unwrap();
+    assert!(q3.is_empty());
+}
+
+#[test]
+fn a_damaged_record_ends_a_batch_and_is_skipped_by_the_next_peek() {
+    let s = MemStorage::new();
+    let o = options(1 << 20, DEFAULT_SEGMENT_BYTES);
+    let q = open_with_writes(&s, o, 0..6);
+    let seg = newest_segment(&s);
+    // A payload byte of record 3 changes on disk (its CRC no longer matches).
+    let at = (3 * frame_size() + RECORD_HEADER_BYTES + 12) as usize;
+    s.with_files(|f| f.get_mut(&seg).unwrap()[at] ^= 0x01);
+    let batch = peek_batch(&q, &s, 1 << 20, 100);
+    assert_eq!(batch.ids.len(), 3);
+    block_on(q.ack_batch(&s, &batch.ids)).unwrap();
+    let rest = peek_batch(&q, &s, 1 << 20, 100);
+    assert_eq!(rest.ids.len(), 2, "record 3 skipped");
+    assert_eq!(rest.record(0), Some(write(4)));
+    assert_eq!(q.dropped().records, 1);
+    block_on(q.ack_batch(&s, &rest.ids)).unwrap();
+    assert!(q.is_empty());
+}
+
+#[test]
+fn a_batch_over_a_torn_tail_holds_the_good_records_only() {
+    let s = MemStorage::new();
+    let o = options(1 << 20, DEFAULT_SEGMENT_BYTES);
+    let _q = open_with_writes(&s, o, 0..4);
+    let seg = newest_segment(&s);
+    s.with_files(|f| f.get_mut(&seg).unwrap().truncate((4 * frame_size() - 3) as usize));
+    let s2 = restart(&s);
+    let q2 = open(&s2, o);
+    let batch = peek_batch(&q2, &s2, 1 << 20, 100);
+    assert_eq!(batch.ids.len(), 3);
+    let Record::Write { body, .. } = &batch.record else { panic!("a write") };
+    assert_eq!(body, &bodies(0..3));
+}

@@ -47,7 +47,13 @@
 //! (`queue_records`, `queue_bytes` of `/health`) after the load. Then a sink
 //! `b` starts on the reserved port and the catch-up is timed: from then until
 //! `/health` (polled every 100 ms) reports `b`'s queue empty; replayed
-//! records/s and lines/s are what sink `b` received over that time. Sink `b`
+//! records/s (queued records), requests/s and lines/s are what sink `b`
+//! received over that time, and the replay rate (lines/s from the first
+//! replayed write to the empty queue) is printed as a ratio of the load's
+//! lines/s (the issue's target: at least 3x), next to the proxy's CPU time
+//! per million lines ingested (during the load) and replayed (during the
+//! catch-up), from /proc/PID/stat: the figure that holds when other work
+//! shares the cores. Sink `b`
 //! must end with exactly the acknowledged lines (nothing lost, nothing twice).
 //! The catch-up time includes the replay backoff still running when `b` comes
 //! up (at most 200 ms) and the 100 ms poll granularity. The proxy's default
@@ -1403,7 +1409,9 @@ fn measure_backlog(
 
     let before_a = sink_a.count();
     let load_options = Options { duration: options.backlog, ..options.clone() };
+    let cpu_before_load = proxy.cpu_seconds();
     let load = run_load(proxy.addr, bodies, encoding, &load_options);
+    let cpu_after_load = proxy.cpu_seconds();
     let queued = backend_health(proxy.addr, "b")?;
 
     let sink_b = Sink::start_on(runtime, "b", b_addr)
@@ -1436,16 +1444,23 @@ fn measure_backlog(
         std::thread::sleep(Duration::from_millis(10));
     };
     let replayed = sink_b.count();
+    let cpu_after_catch_up = proxy.cpu_seconds();
+    let cpu = |from: Option<f64>, to: Option<f64>| Some((to? - from?).max(0.0));
 
     let peak_rss = proxy.peak_rss_bytes();
     let after = settle(&[sink_a, &sink_b], &[before_a, SinkCount::default()], load.acked_lines);
     drop(proxy);
+    let ingest_lines_per_s = load.window_lines as f64 / load.window.as_secs_f64().max(1e-9);
     let backlog = Backlog {
         queue_records: queued.queue_records,
         queue_bytes: queued.queue_bytes,
         catch_up,
         first_replay,
         replayed,
+        ingest_lines_per_s,
+        ingest_lines: load.acked_lines,
+        ingest_cpu_s: cpu(cpu_before_load, cpu_after_load),
+        catch_up_cpu_s: cpu(cpu_after_load, cpu_after_catch_up),
     };
     let sinks = vec![(sink_a.name, after[0]), (sink_b.name, after[1])];
     let wall = options.warmup + options.backlog;
@@ -1465,6 +1480,15 @@ struct Backlog {
     first_replay: Option<Duration>,
     /// What sink `b` had received when the queue was seen empty.
     replayed: SinkCount,
+    /// The proxy's ingest rate during the load (lines/s of the measured
+    /// window), which the catch-up rate is compared with.
+    ingest_lines_per_s: f64,
+    /// Lines the proxy acknowledged during the load (warm-up included).
+    ingest_lines: u64,
+    /// The proxy's CPU seconds during the load, and from its end to the
+    /// queue seen empty (`None` where /proc cannot be read).
+    ingest_cpu_s: Option<f64>,
+    catch_up_cpu_s: Option<f64>,
 }
 
 impl Backlog {
@@ -1498,13 +1522,41 @@ impl Backlog {
                     self.first_replay.map_or("none".to_string(), |t| format!("{:.2} s", t.as_secs_f64()));
                 lines.push(format!(
                     "{mode}: catch-up: b's queue empty {secs:.2} s after b came up (first replayed write \
-                     after {first}); replayed {:.1} records/s, {} lines/s, {:.1} MiB/s",
+                     after {first}); replayed {:.1} records/s in {:.1} requests/s, {} lines/s, {:.1} MiB/s",
+                    self.queue_records as f64 / secs,
                     self.replayed.write_requests as f64 / secs,
                     thousands(self.replayed.lines as f64 / secs),
                     mib(self.replayed.bytes) / secs
                 ));
+                // From the first replayed write on: the replay itself, without
+                // the backoff still running when b came up. Its end is known
+                // to the poll interval (100 ms).
+                let replaying = self.first_replay.map(|first| time.saturating_sub(first).as_secs_f64());
+                if let Some(replaying) = replaying.filter(|&s| s > 0.0) {
+                    let rate = self.replayed.lines as f64 / replaying;
+                    lines.push(format!(
+                        "{mode}: replay rate {} lines/s over {replaying:.2} s = {:.2}x the proxy's ingest \
+                         ({} lines/s with b down; target: at least 3x)",
+                        thousands(rate),
+                        rate / self.ingest_lines_per_s.max(1e-9),
+                        thousands(self.ingest_lines_per_s)
+                    ));
+                }
             }
             Err(e) => lines.push(format!("{mode}: catch-up: {e}")),
+        }
+        // CPU per line: what bounds either rate on a machine whose cores are
+        // busy with other work too (the wall-clock rates then mostly measure
+        // the contention).
+        if let (Some(ingest), Some(replay)) = (self.ingest_cpu_s, self.catch_up_cpu_s) {
+            let per_million = |cpu: f64, lines: u64| cpu / (lines.max(1) as f64 / 1e6);
+            let (ingest, replay) =
+                (per_million(ingest, self.ingest_lines), per_million(replay, self.replayed.lines));
+            lines.push(format!(
+                "{mode}: proxy CPU: {ingest:.3} CPU-s per million lines ingested with b down, {replay:.3} \
+                 replayed: replay needs {:.2}x less CPU per line (target: at least 3x)",
+                ingest / replay.max(1e-9)
+            ));
         }
         lines
     }
