@@ -156,7 +156,9 @@ fn a_queued_forwarded_body_replays_as_the_points_it_holds() {
     let replayed = write_requests(&t, "b");
     let bodies: Vec<String> =
         replayed.iter().map(|r| String::from_utf8_lossy(&r.body).into_owned()).collect();
-    assert_eq!(bodies, ["cpu v=1 1\ncpu v=2 2\n", "cpu v=3 3\ncpu v=4 4\n"]);
+    // Both records (same db, rp, precision, credentials) in one replayed
+    // request, in queue order, decoded.
+    assert_eq!(bodies, ["cpu v=1 1\ncpu v=2 2\ncpu v=3 3\ncpu v=4 4\n"]);
     for r in &replayed {
         assert_eq!(
             (r.header("content-encoding"), r.param("db"), r.param("precision")),
