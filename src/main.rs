@@ -17,9 +17,10 @@ use influx_proxy::{native, VERSION};
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-/// jemalloc returns freed memory to the system over time (its decay), where
-/// glibc's malloc keeps the arenas a load grew (measured: 18.6 MiB idle a
-/// minute after the write bench, vs under 10 MiB).
+/// jemalloc (with its background purge thread) gives freed memory back to
+/// the system within seconds of a load, where glibc's malloc keeps the arenas
+/// the load grew (measured: 7.6 MiB idle 10 s after the write bench, vs
+/// 13.8-18.6 MiB; README "Benchmark").
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
