@@ -153,6 +153,11 @@ struct HeadReplay {
     record_failures: u64,
     /// Those that ended with the replay loop restarted.
     restarts: u64,
+    /// A batch of several records from it was in flight (set while
+    /// [`Proxy::replay_step`] sends one; still set after a loop restart
+    /// during it): it is then sent alone before the replay policy may give
+    /// it up.
+    batch: bool,
 }
 
 /// What [`Proxy::deliver_one`] hands to one backend.
@@ -416,9 +421,15 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             }
         };
         let head = batch.ids[0];
+        // A head whose last attempt was a batch that ended with the loop
+        // restarted is sent alone before it can be given up: any record of
+        // the batch may have caused the restart.
         let replay = self.head_replay(state, head);
+        let led_batch = replay.batch;
+        let replay = HeadReplay { batch: false, ..replay };
+        state.replay.set(replay);
         let max_attempts = u64::from(topo.config.replay_max_attempts);
-        if replay.restarts > 0 && replay.record_failures >= max_attempts {
+        if replay.restarts > 0 && replay.record_failures >= max_attempts && !led_batch {
             let reason = format!(
                 "replay gave up after {} attempts, {} of them ending with the replay loop \
                  restarted (replay_max_attempts {max_attempts})",
@@ -430,7 +441,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         if batch.ids.len() == 1 {
             return self.replay_record(backend, head, &batch.record, now_ms).await;
         }
+        state.replay.set(HeadReplay { batch: true, ..replay });
         let sent = self.send_record_judging_each(backend, &batch.record).await;
+        state.replay.set(HeadReplay { batch: false, ..state.replay.get() });
         let error = match &sent.outcome {
             Ok(r) if (200..300).contains(&r.status) => {
                 if let Err(e) = state.queue.ack_batch(&self.storage, &batch.ids).await {
@@ -1165,3 +1178,77 @@ async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
 
 #[cfg(test)]
 mod tests;
+
+/// A loop restart while a batch is in flight (see [`HeadReplay::batch`]).
+#[cfg(test)]
+mod replay_restart_tests {
+    use super::*;
+    use crate::storage::MemStorage;
+    use crate::transport::{BackendAddr, TransportError};
+    use futures_lite::future::block_on;
+    use std::cell::{Cell, RefCell};
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+
+    /// Refuses connections while `down`; then answers 204, except that a
+    /// write holding `boom` panics (a record that makes the loop panic).
+    #[derive(Default)]
+    struct Backend {
+        down: Cell<bool>,
+        writes: RefCell<Vec<String>>,
+    }
+
+    impl Transport for &Backend {
+        async fn send(&self, _: &BackendAddr, request: Request) -> Result<Response, TransportError> {
+            if self.down.get() {
+                return Err(TransportError::Connect("connection refused".into()));
+            }
+            if request.path == "/write" {
+                let body = String::from_utf8_lossy(&request.body).into_owned();
+                assert!(!body.contains("boom"), "the backend panics on this record");
+                self.writes.borrow_mut().push(body);
+            }
+            Ok(Response::empty(204))
+        }
+    }
+
+    #[test]
+    fn a_restart_during_a_batch_does_not_dead_letter_its_head() {
+        let text = r#"{
+            "backends": { "a": { "url": "http://127.0.0.1:8086" } },
+            "keymaps": { "_default_": ["a"] },
+            "replay_max_attempts": 1
+        }"#;
+        let config = Config::parse("test.json", text).unwrap_or_else(|e| panic!("{e}"));
+        let backend = Backend::default();
+        let proxy =
+            block_on(Proxy::open(config, &backend, MemStorage::new())).unwrap_or_else(|e| panic!("{e}"));
+        backend.down.set(true);
+        for body in ["cpu v=1 1\n", "boom v=1 2\n"] {
+            let mut request = Request::new(Method::Post, "/write");
+            request.query = vec![("db".into(), "x".into())];
+            request.body = body.as_bytes().to_vec();
+            assert_eq!(block_on(proxy.handle(request, 0)).status, 204);
+        }
+        assert_eq!(proxy.queue_depth(0).records, 2);
+        backend.down.set(false);
+        // The host's supervisor: a panicking step restarts the loop.
+        let mut steps = Vec::new();
+        for _ in 0..10 {
+            match catch_unwind(AssertUnwindSafe(|| block_on(proxy.replay_step(0, 0)))) {
+                Ok(ReplayStep::Idle) => break,
+                Ok(step) => steps.push(format!("{step:?}")),
+                Err(_) => {
+                    steps.push("restart".into());
+                    proxy.record_loop_restart(crate::host::LoopKind::Replay, 0, "after panic", 0);
+                }
+            }
+        }
+        // The batch of both panics; the head alone is delivered, the record
+        // that panics alone is given up.
+        assert_eq!(steps, ["restart", "Progress", "restart", "Progress"]);
+        assert_eq!(*backend.writes.borrow(), ["cpu v=1 1\n"]);
+        let health = block_on(proxy.handle(Request::new(Method::Get, "/health"), 0));
+        let v: serde_json::Value = serde_json::from_slice(&health.body).unwrap_or_default();
+        assert_eq!(v["backends"][0]["dead_letters"], 1, "{v}");
+    }
+}
