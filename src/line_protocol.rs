@@ -35,8 +35,14 @@
 //! Deliberate differences, all stricter on text InfluxDB would store oddly:
 //! a backslash never escapes a line ending outside a string; a tag value may
 //! not start with an unescaped `=`; a string field value must be followed by
-//! `,`, a space or the end of the line. Kinder: `\r\n` line endings and
-//! trailing spaces or tabs are accepted (and left out of [`Point::line`]).
+//! `,`, a space or the end of the line; a point whose measurement or tag
+//! set holds a space after an even run of backslashes (`m\\ x`: escaped
+//! for InfluxDB's point parser, the start of the field set for its line
+//! splitter, which then reads quotes there as strings) unless the splitter
+//! ends its line where the proxy does (else the backends would not store
+//! the points validated, and store others when the body is cut). Kinder:
+//! `\r\n` line endings and trailing spaces or tabs are accepted (and left
+//! out of [`Point::line`]).
 //!
 //! One pass over the body ([`points`] is an iterator); the only allocations
 //! are one scratch vector for tag keys per body and an owned measurement name
@@ -143,8 +149,20 @@ impl<'a> Iterator for Points<'a> {
                 self.line_number += 1;
                 continue;
             }
-            let mut scan = Scan { b, i: start, newlines: 0 };
-            return Some(match scan.point(&mut self.tag_keys) {
+            let mut scan = Scan { b, i: start, newlines: 0, split_space: false };
+            let parsed = scan.point(&mut self.tag_keys).and_then(|parsed| {
+                // InfluxDB's line splitter reads such a space as the start
+                // of the field set: it must end the line where we do, else
+                // the backends would not store the points validated here.
+                let end = || parsed.next - usize::from(b[..parsed.next].ends_with(b"\n"));
+                if scan.split_space && !influxdb_line_is(b, start, end()) {
+                    return Err("a space after an even run of backslashes in the measurement or tag set \
+                                (InfluxDB splits the body into lines differently there)"
+                        .into());
+                }
+                Ok(parsed)
+            });
+            return Some(match parsed {
                 Ok(parsed) => {
                     let measurement = &body[start..parsed.measurement_end];
                     let measurement = if parsed.measurement_escaped {
@@ -217,6 +235,12 @@ struct Scan<'a> {
     i: usize,
     /// Line endings inside string field values of this point.
     newlines: usize,
+    /// The measurement or tag set holds a space after an even run of
+    /// backslashes: escaped for InfluxDB's point parser (the byte before is
+    /// a backslash), the start of the field set for its line splitter
+    /// (`scanLine` skips backslashes in pairs), which then counts quotes
+    /// the point parser does not ([`influxdb_line_end`]).
+    split_space: bool,
 }
 
 impl Scan<'_> {
@@ -240,6 +264,7 @@ impl Scan<'_> {
                 Some(&c) => {
                     if b[self.i - 1] == b'\\' {
                         measurement_escaped |= c == b',' || c == b' ';
+                        self.note_escaped_space(c);
                     } else if c == b',' {
                         break true;
                     } else if c == b' ' {
@@ -317,7 +342,7 @@ impl Scan<'_> {
                         b'=' => break,
                         _ => {}
                     },
-                    Some(_) => {}
+                    Some(&c) => self.note_escaped_space(c),
                 }
                 self.i += 1;
             }
@@ -340,7 +365,7 @@ impl Scan<'_> {
                         b' ' => break false,
                         _ => {}
                     },
-                    Some(_) => {}
+                    Some(&c) => self.note_escaped_space(c),
                 }
                 self.i += 1;
             };
@@ -439,6 +464,45 @@ impl Scan<'_> {
             _ => Err("invalid field format".into()),
         }
     }
+}
+
+impl Scan<'_> {
+    /// At byte `c` of the measurement or tag set, escaped by the backslash
+    /// before it: notes a space after an even run of backslashes.
+    fn note_escaped_space(&mut self, c: u8) {
+        if c == b' ' {
+            let run = self.b[..self.i].iter().rev().take_while(|&&c| c == b'\\').count();
+            self.split_space |= run % 2 == 0;
+        }
+    }
+}
+
+/// Whether InfluxDB 1.x's line splitter (`models.scanLine`) reads bytes
+/// `start..end` of `b` as one line, whatever follows (a line ending at
+/// `end` is not inside a quoted run): backslashes skip the byte after
+/// them; from the first space on, a `"` opens or closes a quoted run (a
+/// line ending inside does not end the line) when more `=` than `,` were
+/// seen outside quotes.
+fn influxdb_line_is(b: &[u8], start: usize, end: usize) -> bool {
+    let (mut quoted, mut fields, mut equals, mut commas) = (false, false, 0usize, 0usize);
+    let mut i = start;
+    while i < end {
+        let c = b[i];
+        if c == b'\\' && i + 2 < b.len() {
+            i += 2;
+            continue;
+        }
+        fields |= c == b' ';
+        match c {
+            b'=' if fields && !quoted => equals += 1,
+            b',' if fields && !quoted => commas += 1,
+            b'"' if fields && equals > commas => quoted = !quoted,
+            b'\n' if !quoted => return false,
+            _ => {}
+        }
+        i += 1;
+    }
+    i == end && !quoted
 }
 
 /// The bytes that end a run of ordinary bytes (a table lookup per byte,
@@ -720,6 +784,29 @@ fn error_at(body: &str, start: usize, at: usize, line_number: usize, reason: Rea
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A space after `\\` in the measurement or tag set is escaped for
+    /// InfluxDB's point parser but starts the field set for its line
+    /// splitter, which then counts the tag value's `"` as opening a string:
+    /// influxd 1.6 answers the first body 400 (`point is invalid`: both
+    /// lines read as one) and stores both points sent one per request, so a
+    /// replica sent the body halved (413) would store what the others
+    /// refused. Refused here, unless the splitter ends the line where we do.
+    #[test]
+    fn a_line_influxdb_splits_elsewhere_is_refused() {
+        let merged = "m\\\\ x=1,t=\"q f=1 1\nm v=2 2\n";
+        let e = parse_points(merged).unwrap_err();
+        assert_eq!((e.line_number, e.reason.starts_with("a space after an even run")), (1, true), "{e}");
+        // Split in two: the splitter ends the point's line before ours.
+        let split = "m\\\\ x=1,t=\"q f=\"a\nb\" 1\n";
+        assert!(parse_points(split).is_err());
+        // Quoted up to the body's end: it would swallow a line sent after it.
+        assert!(parse_points("m\\\\ x=1,t=\"q f=1 1").is_err());
+        // Same lines for both: kept.
+        assert_eq!(parse_points("m\\\\ x,t=\"q f=1 1\nm v=2 2\n").map(|p| p.len()), Ok(2));
+        assert_eq!(parse_points("m\\\\ x=1,t=q f=1 1\nm v=2 2\n").map(|p| p.len()), Ok(2));
+        assert_eq!(parse_points("m\\\\\\ x=1,t=\"q f=1 1\nm v=2 2\n").map(|p| p.len()), Ok(2));
+    }
 
     /// The measurement of the single point of `line`, or the error reason.
     fn outcome(line: &str) -> Result<String, String> {

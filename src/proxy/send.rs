@@ -108,16 +108,19 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let (mut refused, mut refusal) = (Vec::new(), None);
         while let Some(piece) = todo.pop() {
             let bytes = write.lines.slice(piece.clone());
-            match self.transport.send_shared(addr, write.request(false), bytes).await {
+            let answer = self.transport.send_shared(addr, write.request(false), bytes).await;
+            // Too large: halved (a single point goes on as any refusal).
+            if matches!(&answer, Ok(r) if r.status == 413) {
+                if let Some((first, second)) = halve(body, piece.clone()) {
+                    todo.push(second);
+                    todo.push(first);
+                    continue;
+                }
+            }
+            match answer {
                 Ok(r) if (200..300).contains(&r.status) => {
                     acked = piece.end;
                     last = Some(r);
-                }
-                Ok(r) if r.status == 413 && halve(body, piece.clone()).is_some() => {
-                    if let Some((first, second)) = halve(body, piece) {
-                        todo.push(second);
-                        todo.push(first);
-                    }
                 }
                 // A refusal (4xx, or InfluxDB's 500 for a missing retention
                 // policy) of this piece alone: dead-lettered, the rest goes on.

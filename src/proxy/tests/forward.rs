@@ -166,3 +166,56 @@ fn a_queued_forwarded_body_replays_as_the_points_it_holds() {
         );
     }
 }
+
+/// A mock backend in front of [`MockTransport`]: a `/write` body over
+/// `max` bytes is answered 413 (as InfluxDB over its `max-body-size`), one
+/// holding `breaks_on` breaks the connection.
+struct Flaky {
+    inner: MockTransport,
+    max: usize,
+    breaks_on: &'static str,
+    /// Whether `breaks_on` still breaks.
+    breaking: Rc<std::cell::Cell<bool>>,
+}
+
+impl Transport for Flaky {
+    async fn send(&self, backend: &BackendAddr, request: Request) -> Result<Response, TransportError> {
+        if request.path == "/write" && backend.name == "a" {
+            if request.body.len() > self.max {
+                return Ok(Response::json(413, br#"{"error":"Request Entity Too Large"}"#.to_vec()));
+            }
+            if self.breaking.get() && String::from_utf8_lossy(&request.body).contains(self.breaks_on) {
+                return Err(TransportError::Io("Broken pipe (os error 32)".into()));
+            }
+        }
+        self.inner.send(backend, request).await
+    }
+}
+
+#[test]
+fn a_forwarded_gzip_body_whose_second_half_fails_after_413_queues_that_half_decoded() {
+    let t = MockTransport::default();
+    let breaking = Rc::new(std::cell::Cell::new(true));
+    let flaky = Flaky { inner: t.clone(), max: 20, breaks_on: "v=3", breaking: breaking.clone() };
+    let p = match run(Proxy::open(config(""), flaky, MemStorage::new())) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    };
+    let lines = "cpu v=1 1\ncpu v=2 2\ncpu v=3 3\ncpu v=4 4\n";
+    let mut request = Request::new(Method::Post, "/write");
+    request.query = crate::http::decode_params("db=x");
+    request.headers.push(("content-encoding".into(), "gzip".into()));
+    request.body = gzip(lines.as_bytes());
+    assert!(request.body.len() > 20);
+    // a: the gzip body refused (413), its first half taken, the second
+    // half's connection broken: that half is queued, the write kept.
+    assert_eq!(run(p.handle(request, 1_700_000_000_000)).status, 204);
+    assert_eq!(t.writes("a"), ["cpu v=1 1\ncpu v=2 2\n"]);
+    assert_eq!(p.queue_depth(0).records, 1);
+    assert_eq!(t.writes("b"), [lines]);
+    // Replayed once the backend takes it: the half it had not acknowledged.
+    breaking.set(false);
+    assert_eq!(run(p.replay_step(0, 1_700_000_000_000)), ReplayStep::Progress);
+    assert_eq!(p.queue_depth(0).records, 0);
+    assert_eq!(t.writes("a"), ["cpu v=1 1\ncpu v=2 2\n", "cpu v=3 3\ncpu v=4 4\n"]);
+}
