@@ -403,6 +403,17 @@ fn check_head(head: &[u8]) -> Result<CheckedHead, ProxyError> {
         facts.http10 = true;
     }
     let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    // RFC 9110 section 9.1: the method is case-sensitive. http-types reads
+    // `hEAD` as HEAD (the answer would then have no body, although the
+    // client, which sent another method, waits for one), and Go's server
+    // behind InfluxDB knows no `hEAD`: refused.
+    let method = request_line.split(|&b| b == b' ').next().unwrap_or_default();
+    if method.iter().any(u8::is_ascii_lowercase) {
+        return Err(bad(format!(
+            "unknown method {:?} (methods are case-sensitive)",
+            String::from_utf8_lossy(method)
+        )));
+    }
     let mut fields: Vec<(&str, &str)> = Vec::new();
     for line in lines {
         let Some(colon) = line.iter().position(|&b| b == b':') else {
@@ -1496,6 +1507,22 @@ pub(crate) mod tests {
         assert_eq!(headers, strings(&[("host", "db.example:7076"), ("x-a", "1")]));
         let seen = serve(1000, &[b"GET /q HTTP/1.0\r\nX-A: 1\r\n\r\n"], &[]);
         assert_eq!(seen_headers(&seen.answers[0]), strings(&[("x-a", "1")]));
+    }
+
+    /// RFC 9110 section 9.1: methods are case-sensitive; `hEAD` is not HEAD
+    /// (found by fuzzing: it was answered as HEAD, without the body its
+    /// Content-Length announced, which a client that sent `hEAD` waits for).
+    #[test]
+    fn a_method_in_other_case_is_400_with_its_body() {
+        for method in ["hEAD", "head", "Get", "pOST"] {
+            let req = format!("{method} /ping HTTP/1.1\r\nHost: a\r\n\r\n");
+            let a = only_answer_then_closed(serve(1000, &[req.as_bytes()], &[]));
+            assert_eq!(a.status, 400, "{method}: {a:?}");
+            assert_eq!(
+                a.error(),
+                format!("malformed request head: unknown method {method:?} (methods are case-sensitive)")
+            );
+        }
     }
 
     /// RFC 9112 section 3.2: several `Host` headers, or an invalid one, are
