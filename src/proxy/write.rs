@@ -641,7 +641,10 @@ impl WriteTarget {
 fn decode<'b>(body: &'b [u8], encoding: Option<&str>, max_bytes: u64) -> Result<Cow<'b, [u8]>, ProxyError> {
     match encoding.map(str::trim) {
         None | Some("") | Some("identity") => Ok(Cow::Borrowed(body)),
-        Some(e) if e.eq_ignore_ascii_case("gzip") => {
+        // Exactly `gzip`, as InfluxDB 1.x's write handler compares it
+        // (services/httpd/handler.go `serveWrite`): another spelling is
+        // refused there (the compressed bytes do not parse), so here too.
+        Some("gzip") => {
             // A guess (the decoded size is unknown), never over the limit.
             let guess = body.len().saturating_mul(4).min(usize::try_from(max_bytes).unwrap_or(usize::MAX));
             let mut out = Vec::with_capacity(guess);

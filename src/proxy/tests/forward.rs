@@ -219,3 +219,23 @@ fn a_forwarded_gzip_body_whose_second_half_fails_after_413_queues_that_half_deco
     assert_eq!(p.queue_depth(0).records, 0);
     assert_eq!(t.writes("a"), ["cpu v=1 1\ncpu v=2 2\n", "cpu v=3 3\ncpu v=4 4\n"]);
 }
+
+/// InfluxDB 1.x decodes a body only for `Content-Encoding: gzip` exactly
+/// (services/httpd/handler.go); `GZIP` there is read as line protocol and
+/// refused. The proxy refuses it too, and nothing reaches a backend.
+#[test]
+fn content_encoding_is_gzip_exactly_as_influxdb_compares_it() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), "");
+    for spelling in ["GZIP", "Gzip"] {
+        let mut request = Request::new(Method::Post, "/write");
+        request.query = crate::http::decode_params("db=x");
+        request.headers.push(("content-encoding".into(), spelling.into()));
+        request.body = gzip(b"cpu v=1 1\n");
+        let r = run(p.handle(request, 1_700_000_000_000));
+        assert_eq!(r.status, 400, "{spelling}");
+        assert!(String::from_utf8_lossy(&r.body).contains("unsupported Content-Encoding"), "{spelling}");
+    }
+    assert!(write_requests(&t, "a").is_empty() && write_requests(&t, "b").is_empty());
+    assert_eq!(write_gzip(&p, "db=x", gzip(b"cpu v=1 1\n")).status, 204);
+}
