@@ -30,6 +30,11 @@
 //! proxy's RSS (`VmRSS`) is polled every 500 ms until it is under 10 MiB or
 //! `--idle` seconds passed; reported: the last RSS and when it was seen.
 //!
+//! **Fairness** (plain bodies, each proxy build): the same load at 4 and at
+//! 32 connections (no idle wait); reported: lines/s at 32 over lines/s at 4
+//! (target: at least 1, throughput does not fall) and p99 at 32 over p99 at 4
+//! (target: at most 4).
+//!
 //! **Targets**: at the end, each figure of issue 8 is printed next to its
 //! target and its reference from the same run (mirror, direct), with `met`
 //! or `MISSED`. Missing a target does not fail the run (the run fails only
@@ -85,6 +90,7 @@
 //!   --startup-timeout S  wait for the proxy's /ping  (BENCH_STARTUP_TIMEOUT_S, 60)
 //!   --backlog S        measured seconds with b down  (BENCH_BACKLOG_S, 5; 0 skips it)
 //!   --idle S           wait for idle RSS, plain runs (BENCH_IDLE_S, 60; 0 skips it)
+//!   --no-fairness      skip the 4 vs 32 connections runs (BENCH_FAIRNESS=0)
 //! ```
 //!
 //! The process exits 1 when a scenario could not run, had errors, or a sink's
@@ -202,6 +208,24 @@ fn run(options: &Options) -> Result<bool, String> {
             rows.push(run_backlog(options, &bodies, &sink_runtime, &sinks[0], "wasm (b down)", command));
         }
     }
+    let mut fairness = Vec::new();
+    if options.fairness {
+        let mut builds: Vec<(&'static str, Box<dyn Fn() -> ProxyCommand>)> = Vec::new();
+        if options.modes.native {
+            builds.push(("native", Box::new(|| native_command(&options.proxy_bin))));
+        }
+        if let Some(wasm) = &wasm {
+            builds.push(("wasm", Box::new(move || wasm_command(&options.wasmtime, wasm))));
+        }
+        for (mode, command) in builds {
+            let at = |connections: usize| {
+                let o = Options { connections, idle: Duration::ZERO, ..options.clone() };
+                println!("fairness: {connections} connections:");
+                run_proxy(&o, &bodies, Encoding::Plain, &sinks, mode, command())
+            };
+            fairness.push((mode, at(4), at(32)));
+        }
+    }
     let mut big_writes = Vec::new();
     if options.modes.native {
         big_writes.extend(run_big_writes(options, &sinks, "native", &native_command(&options.proxy_bin)));
@@ -210,6 +234,7 @@ fn run(options: &Options) -> Result<bool, String> {
         big_writes.extend(run_big_writes(options, &sinks, "wasm", &wasm_command(&options.wasmtime, wasm)));
     }
     drop(sink_runtime);
+    let mut rows_failed = false;
 
     println!();
     print!("{}", table(&rows));
@@ -220,6 +245,28 @@ fn run(options: &Options) -> Result<bool, String> {
     for line in targets(&rows, options, wasm_size) {
         println!("{line}");
     }
+    for (mode, four, many) in &fairness {
+        let figures = |row: &Row| {
+            let m = row.result.as_ref().ok()?;
+            Some((m.lines_per_s()?, m.load.percentile_ms(99.0)?))
+        };
+        match (figures(four), figures(many)) {
+            (Some((rate4, p99_4)), Some((rate32, p99_32))) => {
+                let (r, p) = (rate32 / rate4, p99_32 / p99_4);
+                println!(
+                    "  {mode} fairness: lines/s at 32 connections {} = {r:.2}x at 4 (target >= 1.00): {}; \
+                     p99 {p99_32:.1} ms = {p:.2}x at 4 ({p99_4:.1} ms; target <= 4.00): {}",
+                    thousands(rate32),
+                    if r >= 1.0 { "met" } else { "MISSED" },
+                    if p <= 4.0 { "met" } else { "MISSED" }
+                );
+            }
+            _ => println!("  {mode} fairness: not measured"),
+        }
+        for row in [four, many] {
+            rows_failed |= row.failure().is_some();
+        }
+    }
     for row in &rows {
         if let Ok(Measured { backlog: Some(backlog), .. }) = &row.result {
             for line in backlog.report(row.mode) {
@@ -227,7 +274,7 @@ fn run(options: &Options) -> Result<bool, String> {
             }
         }
     }
-    let mut ok = true;
+    let mut ok = !rows_failed;
     for (what, result) in &big_writes {
         match result {
             Ok(line) => println!("{what}: {line}"),
@@ -292,6 +339,9 @@ struct Options {
     startup_timeout: Duration,
     /// Measured seconds of the backlog scenario; zero skips it.
     backlog: Duration,
+    /// Run the fairness scenarios (plain bodies at 4 and at 32 connections,
+    /// per proxy build).
+    fairness: bool,
     /// Longest wait after a plain-body proxy scenario for the proxy's RSS to
     /// fall under [`IDLE_RSS_TARGET`]; zero skips the idle measurement.
     idle: Duration,
@@ -319,6 +369,7 @@ impl Options {
             )?,
             backlog: seconds("BENCH_BACKLOG_S", &env_parse("BENCH_BACKLOG_S", 5.0)?)?,
             idle: seconds("BENCH_IDLE_S", &env_parse("BENCH_IDLE_S", 60.0)?)?,
+            fairness: env_parse("BENCH_FAIRNESS", 1u8)? != 0,
         };
         options.parse_args().map_err(|e| e.to_string())?;
         if options.connections == 0 || options.lines == 0 {
@@ -355,6 +406,7 @@ impl Options {
                 }
                 Long("backlog") => self.backlog = secs("--backlog", parser.value()?.parse()?)?,
                 Long("idle") => self.idle = secs("--idle", parser.value()?.parse()?)?,
+                Long("no-fairness") => self.fairness = false,
                 Short('h') | Long("help") => {
                     println!("{USAGE}");
                     std::process::exit(0);
@@ -378,7 +430,8 @@ usage: cargo bench --bench write [-- OPTIONS]
   --proxy-bin PATH     native binary to run                  (INFLUX_PROXY_BIN, default: cargo's)
   --startup-timeout S  longest wait for the proxy's /ping    (BENCH_STARTUP_TIMEOUT_S, default 60)
   --backlog S          measured seconds with backend b down  (BENCH_BACKLOG_S, default 5; 0 skips)
-  --idle S             longest wait for the idle RSS target  (BENCH_IDLE_S, default 60; 0 skips)";
+  --idle S             longest wait for the idle RSS target  (BENCH_IDLE_S, default 60; 0 skips)
+  --no-fairness        skip the 4 vs 32 connections runs     (BENCH_FAIRNESS=0)";
 
 /// Reads `name` from the environment, `default` when unset.
 fn env_parse<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String>
