@@ -210,7 +210,9 @@ fn run(options: &Options) -> Result<bool, String> {
     }
     let mut fairness = Vec::new();
     if options.fairness {
-        let mut builds: Vec<(&'static str, Box<dyn Fn() -> ProxyCommand>)> = Vec::new();
+        /// A proxy build's name and how to make its command.
+        type Build<'o> = (&'static str, Box<dyn Fn() -> ProxyCommand + 'o>);
+        let mut builds: Vec<Build> = Vec::new();
         if options.modes.native {
             builds.push(("native", Box::new(|| native_command(&options.proxy_bin))));
         }
