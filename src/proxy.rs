@@ -759,20 +759,15 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         }
     }
 
-    /// Hands `record` (holding `points` points; 0 for a statement) to backend
-    /// `backend`: directly while its queue is empty and it is up, else (or on
-    /// no answer / 5xx) through its write queue. See [`Proxy::deliver_shared`].
-    async fn deliver(&self, backend: usize, record: Record, points: u64, now_ms: u64) -> Delivery {
-        match write::WriteBody::of_record(&record) {
-            Some(mut body) => {
-                body.points = points;
-                self.deliver_shared(backend, &body, now_ms).await
-            }
-            None => self.deliver_one(backend, Outgoing::Statement(&record), now_ms).await,
-        }
+    /// Hands schema statement `record` to backend `backend`: directly while
+    /// its queue is empty and it is up, else (or on no answer / 5xx) through
+    /// its write queue. Writes go through [`Proxy::deliver_shared`].
+    async fn deliver_statement(&self, backend: usize, record: &Record, now_ms: u64) -> Delivery {
+        self.deliver_one(backend, Outgoing::Statement(record), now_ms).await
     }
 
-    /// [`Proxy::deliver`] of a write body shared between replicas (its bytes
+    /// Hands a write body shared between replicas to backend `backend`, as
+    /// [`Proxy::deliver_statement`] does a statement (its bytes
     /// are never copied for a backend that takes it directly; a backend that
     /// queues it gets its own copy, of the line protocol, never of the gzip
     /// bytes). A write is sent in pieces of at most `backend_max_body_bytes`

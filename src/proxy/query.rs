@@ -1099,7 +1099,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                         q: statement.to_string(),
                         credentials: ctx.credentials.clone(),
                     };
-                    async move { (backend, self.deliver(backend, record, 0, now_ms).await) }
+                    async move { (backend, self.deliver_statement(backend, &record, now_ms).await) }
                 })
                 .collect(),
         )

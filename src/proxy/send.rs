@@ -1,6 +1,6 @@
 //! Sending one record to one backend in pieces no larger than the backend
 //! accepts: [`Proxy::send_record`], shared by the direct path
-//! ([`Proxy::deliver`]) and replay ([`Proxy::replay_step`]).
+//! ([`Proxy::deliver_shared`]) and replay ([`Proxy::replay_step`]).
 //!
 //! A write record's body is cut at point boundaries into pieces of at most
 //! `backend_max_body_bytes` (a record queued before the limit was lowered, or
