@@ -292,17 +292,6 @@ const NOT_FORWARDED: &[&str] = &[
     "expect",
 ];
 
-/// A body for [`to_backend_request`] built from a vector (the client itself
-/// sends [`SharedBytes`]).
-#[derive(Debug, Clone)]
-pub struct SharedBody(pub Arc<Vec<u8>>);
-
-impl AsRef<[u8]> for SharedBody {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
 /// The core's `request` as an http-types request to `backend`: the backend's
 /// base path before the path, the query string encoded, `Host` set to the
 /// backend, the client's headers forwarded except hop-by-hop and framing ones
@@ -394,7 +383,7 @@ mod tests {
             ("content-length".into(), "99".into()),
             ("x-bad".into(), "caf\u{e9}".into()),
         ];
-        let out = to_backend_request(&backend, &request, &SharedBody(Arc::new(b"abc".to_vec()))).unwrap();
+        let out = to_backend_request(&backend, &request, &SharedBytes::from(b"abc".to_vec())).unwrap();
         assert_eq!(out.url().as_str(), "http://127.0.0.1:8087/influx/write?db=my%20db");
         assert_eq!(out.header("host").unwrap().as_str(), "127.0.0.1:8087");
         assert_eq!(out.header("authorization").unwrap().as_str(), "Token x");
@@ -402,7 +391,7 @@ mod tests {
         assert!(out.header("connection").is_none() && out.header("x-bad").is_none());
         assert_eq!(out.len(), Some(3));
         let get =
-            to_backend_request(&backend, &Request::new(Method::Get, "/ping"), &SharedBody(Arc::default()));
+            to_backend_request(&backend, &Request::new(Method::Get, "/ping"), &SharedBytes::from(Vec::new()));
         assert!(get.unwrap().header("content-type").is_none());
     }
 }

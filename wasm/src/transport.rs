@@ -119,10 +119,10 @@ mod tests {
     //! small async-h1 servers in the same component.
     use super::*;
     use influx_proxy::http::Method;
-    use influx_proxy::http1::client::{to_backend_request, SharedBody};
+    use influx_proxy::http::SharedBytes;
+    use influx_proxy::http1::client::to_backend_request;
     use std::cell::Cell;
     use std::rc::Rc;
-    use std::sync::Arc;
     use wstd::iter::AsyncIterator;
     use wstd::net::TcpListener;
 
@@ -134,7 +134,7 @@ mod tests {
         request.headers =
             vec![("content-encoding".into(), "gzip".into()), ("content-length".into(), "3".into())];
         request.body = b"abc".to_vec();
-        let body = SharedBody(Arc::new(request.body.clone()));
+        let body = SharedBytes::from(request.body.clone());
         let mut out = to_backend_request(&backend, &request, &body).unwrap();
         assert_eq!(out.url().as_str(), "http://127.0.0.1:8087/influx/write?db=my%20db&precision=s");
         assert_eq!(out.header("content-encoding").map(|v| v.as_str()), Some("gzip"));
