@@ -233,9 +233,10 @@ fn proxy_killed_mid_replay_loses_nothing(mode: Mode) {
     let mut config = Proxy::config(&[&a, &b]);
     config["backends"]["b"]["url"] = serde_json::json!(relay.url());
     // Replay sends consecutive records as one request of at most this many
-    // bytes: a few of the load's ~9 KB records each, so that 10 requests
-    // leave records in the queue.
-    config["backend_max_body_bytes"] = serde_json::json!(40_000);
+    // bytes: two of the load's ~7 KB records (200 lines of ~35 bytes), so
+    // that 10 requests (20 records) leave records of the 60 or more queued
+    // (at 40,000, 5 records a request, 10 requests could drain the queue).
+    config["backend_max_body_bytes"] = serde_json::json!(15_000);
     let mut proxy = Proxy::start(mode, config);
     proxy.query_ok(&format!("CREATE DATABASE {DB}"), "");
 
