@@ -84,7 +84,9 @@ pub struct Config {
     /// otherwise healthy (its `/ping` answers 2xx: the record gets a 5xx or a
     /// broken connection) before it is moved to the dead-letter file, so the
     /// records behind it flow. Attempts while the backend is down do not
-    /// count. Default 10.
+    /// count, nor do timeouts (a backend too busy to answer in
+    /// `request_timeout_ms` is slow, not refusing the record; only
+    /// `replay_max_age_ms` gives such a record up). Default 10.
     #[serde(default = "defaults::replay_max_attempts")]
     pub replay_max_attempts: u32,
     /// Age of a queued record (ms since it was queued) past which it is moved

@@ -33,7 +33,7 @@ use crate::http::{Method, Request, Response};
 use crate::metrics::{BackendGauges, Metrics, MonotonicClock, TimedTransport};
 use crate::statement::StatementFilter;
 use crate::storage::Storage;
-use crate::transport::Transport;
+use crate::transport::{Transport, TransportError};
 use crate::write_queue::{QueueError, Record, RecordId, WriteQueue};
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -386,7 +386,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     ///   from `replay_backoff_min_ms` to `replay_backoff_max_ms`.
     /// - `/ping` answers below 500 (2xx, or 401 with `ping-auth-enabled`):
     ///   the failure is about a record; it is retried
-    ///   the same way until it has failed so `replay_max_attempts` times, or
+    ///   the same way until it has failed so `replay_max_attempts` times
+    ///   (a timeout never counts: the backend is busy, and giving up an
+    ///   acknowledged write because of load would lose it), or
     ///   fails once more when older than `replay_max_age_ms` (age = `now_ms`
     ///   minus its push time; records queued by a version without push times
     ///   have no age), then moved to the dead-letter file with the reason, so
@@ -565,10 +567,12 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             Ok(r) if refuses_request(r) => Some(format!("HTTP {}: {}", r.status, error_message(r))),
             Ok(r) => {
                 let error = format!("replay answered HTTP {}: {}", r.status, error_message(r));
-                return self.replay_record_failed(backend, id, record, error, now_ms).await;
+                return self.replay_record_failed(backend, id, record, error, false, now_ms).await;
             }
             Err(e) => {
-                return self.replay_record_failed(backend, id, record, format!("replay: {e}"), now_ms).await
+                let timed_out = matches!(e, TransportError::Timeout);
+                let error = format!("replay: {e}");
+                return self.replay_record_failed(backend, id, record, error, timed_out, now_ms).await;
             }
         };
         let done = match &rejection {
@@ -595,6 +599,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                     _ => record.clone(),
                 };
                 let done = state.queue.dead_letter(&self.storage, id, &dead, reason, now_ms).await;
+                if done.is_ok() {
+                    self.log_dead_letter(&addr.name, &dead, reason);
+                }
                 if let (Ok(()), Record::Write { body, .. }, Record::Write { body: refused, .. }) =
                     (&done, record, &dead)
                 {
@@ -626,14 +633,16 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         ReplayStep::Progress
     }
 
-    /// The head record `id` could not be delivered (`error`): applies the
-    /// replay policy of [`Proxy::replay_step`].
+    /// The head record `id` could not be delivered (`error`; `timed_out`:
+    /// no answer within `request_timeout_ms`): applies the replay policy of
+    /// [`Proxy::replay_step`].
     async fn replay_record_failed(
         &self,
         backend: usize,
         id: RecordId,
         record: &Record,
         error: String,
+        timed_out: bool,
         now_ms: u64,
     ) -> ReplayStep {
         let topo = self.topology();
@@ -648,11 +657,15 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             // Down: wait for it without limit.
             return self.replay_failed(backend, error, now_ms);
         }
-        replay.record_failures += 1;
-        state.replay.set(replay);
+        // A timeout while /ping answers says the backend is busy, not that
+        // the record is bad: only the age limit applies to it.
+        if !timed_out {
+            replay.record_failures += 1;
+            state.replay.set(replay);
+        }
         let max_attempts = u64::from(topo.config.replay_max_attempts);
         let age_ms = id.pushed_ms.map(|t| now_ms.saturating_sub(t));
-        let reason = if replay.record_failures >= max_attempts {
+        let reason = if !timed_out && replay.record_failures >= max_attempts {
             format!(
                 "replay gave up after {} attempts while the backend answered /ping \
                  (replay_max_attempts {max_attempts}): {error}",
@@ -685,6 +698,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         self.metrics.backend_error(&addr.name);
         match state.queue.dead_letter(&self.storage, id, record, reason, now_ms).await {
             Ok(()) => {
+                self.log_dead_letter(&addr.name, record, reason);
                 self.metrics.replay_given_up(&addr.name);
                 state.replay.set(HeadReplay::default());
                 state.backoff_ms.set(0);
@@ -695,6 +709,19 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 ReplayStep::RetryAfter(topo.config.replay_backoff_max_ms)
             }
         }
+    }
+
+    /// Logs that `record` of backend `name`'s queue went to its dead-letter
+    /// file for `reason`: one line with the record's database and points (or
+    /// statement), so that an operator sees every write given up.
+    fn log_dead_letter(&self, name: &str, record: &Record, reason: &str) {
+        let what = match record {
+            Record::Write { db, body, .. } => {
+                format!("a write of {} points to database {db:?}", count_lines(body))
+            }
+            Record::Statement { .. } => "a schema statement".to_string(),
+        };
+        self.log(&format!("backend {name}: {what} moved to the dead-letter file: {reason}"));
     }
 
     /// Age in ms of the oldest record in backend `backend`'s queue at

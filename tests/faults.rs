@@ -149,17 +149,25 @@ fn assert_replica_holds(server: &Influxd, ledger: &Ledger, exact: bool) {
     }
 }
 
-/// Waits until every queue of the proxy is empty.
+/// Waits until every queue of the proxy is empty, then checks that none of
+/// them gave a record up: nothing in these scenarios is refused, so a dead
+/// letter is a lost write (its reason is in the log tail and in `/health`).
 fn wait_drained(proxy: &Proxy) {
-    wait_until(CATCH_UP, "every write queue drained", || {
+    let health = wait_until(CATCH_UP, "every write queue drained", || {
         let health = proxy.health();
         let depth: u64 = ["a", "b"].iter().filter_map(|n| health_backend(&health, n)).map(queue_depth).sum();
         if depth == 0 {
-            Ok(())
+            Ok(health)
         } else {
             Err(format!("{health}"))
         }
     });
+    for name in ["a", "b"] {
+        let dead = health_backend(&health, name).map_or(0, |b| b["dead_letters"].as_u64().unwrap_or(0));
+        if dead > 0 {
+            panic!("backend {name}: {dead} records dead-lettered: {health}\n{}", log_tail(&proxy.log_path()));
+        }
+    }
 }
 
 fn wait_for_acks(load: &Load, at_least: usize) {

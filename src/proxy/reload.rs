@@ -668,7 +668,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     }
 
     /// Gives the proxy a sink for its log lines (one line each, no newline):
-    /// today one per reload attempt and one per backend that has left.
+    /// one per reload attempt, per backend that has left, per record moved to
+    /// a dead-letter file, and the move loop's progress.
     /// Without it nothing is logged.
     pub fn set_log(&mut self, log: LogSink) {
         self.log = Some(log);

@@ -24,6 +24,9 @@ enum Behaviour {
     RecordFails(u16, &'static str),
     /// `/ping` answers 204; every other request breaks the connection.
     RecordBreaks,
+    /// `/ping` answers 204; every other request gets no answer within the
+    /// timeout (a backend too busy to answer writes in time).
+    RecordHangs,
     /// Like `Up`, but answers `/write` with this status and body.
     WriteStatus(u16, &'static str),
     /// Like `Up`, but answers a `/write` whose body is longer than this many
@@ -145,11 +148,14 @@ impl Transport for MockTransport {
             Behaviour::Down => return Err(TransportError::Connect("connection refused".into())),
             Behaviour::Hang => return Err(TransportError::Timeout),
             Behaviour::Status(status, body) => Response::json(status, body.as_bytes().to_vec()),
-            Behaviour::RecordFails(_, _) | Behaviour::RecordBreaks if request.path == "/ping" => {
+            Behaviour::RecordFails(_, _) | Behaviour::RecordBreaks | Behaviour::RecordHangs
+                if request.path == "/ping" =>
+            {
                 Response::empty(204)
             }
             Behaviour::RecordFails(status, body) => Response::json(status, body.as_bytes().to_vec()),
             Behaviour::RecordBreaks => return Err(TransportError::Io("Broken pipe (os error 32)".into())),
+            Behaviour::RecordHangs => return Err(TransportError::Timeout),
             Behaviour::WriteStatus(status, body) if request.path == "/write" => {
                 Response::json(status, body.as_bytes().to_vec())
             }
@@ -1225,6 +1231,39 @@ fn record_breaking_the_connection_is_dead_lettered_once_older_than_max_age() {
     assert_eq!(p.queue_depth(1).records, 0);
     let line = dead_letter_file(&p.storage, "b");
     assert!(line.contains("queued 60000 ms ago") && line.contains("Broken pipe"), "{line}");
+}
+
+/// A backend that answers `/ping` but is too busy to answer writes within
+/// `request_timeout_ms` (seen under load: a whole acknowledged write was
+/// dead-lettered after 10 timeouts in a row) is slow, not given a bad
+/// record: timeouts never count towards `replay_max_attempts`, only the age
+/// limit gives such a record up.
+#[test]
+fn a_record_that_only_times_out_is_retried_past_max_attempts_until_its_max_age() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), r#", "replay_max_attempts": 3, "replay_max_age_ms": 60000"#);
+    t.set("b", Behaviour::Down);
+    assert_eq!(write(&p, "db=x", "cpu v=1 1\n").status, 204);
+    assert_eq!(write(&p, "db=x", "cpu v=2 2\n").status, 204);
+    t.set("b", Behaviour::RecordHangs);
+    for i in 0..20 {
+        let step = run(p.replay_step(1, T0 + i));
+        assert!(matches!(step, ReplayStep::RetryAfter(_)), "attempt {i}: {step:?}");
+    }
+    assert_eq!(p.queue_depth(1).records, 2, "nothing given up for timing out");
+    assert_eq!(health_of(&p, T0)["backends"][1]["dead_letters"], 0);
+    assert_eq!(p.replay_attempts(1), 20, "every attempt shown");
+    t.set("b", Behaviour::Up);
+    assert_eq!(drain(&p, 1), vec![ReplayStep::Progress, ReplayStep::Idle]);
+    assert_eq!(t.writes("b"), vec!["cpu v=1 1\ncpu v=2 2\n"]);
+    // Past the age limit, a record that still times out is given up.
+    t.set("b", Behaviour::Down);
+    assert_eq!(write(&p, "db=x", "cpu v=3 3\n").status, 204);
+    t.set("b", Behaviour::RecordHangs);
+    assert!(matches!(run(p.replay_step(1, T0 + 59_999)), ReplayStep::RetryAfter(_)));
+    assert_eq!(run(p.replay_step(1, T0 + 60_000)), ReplayStep::Progress);
+    let line = dead_letter_file(&p.storage, "b");
+    assert!(line.contains("queued 60000 ms ago") && line.contains("timed out"), "{line}");
 }
 
 #[test]
