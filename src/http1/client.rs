@@ -57,9 +57,10 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 << 20;
 /// Default for `pool_max_open`.
 pub const DEFAULT_MAX_OPEN: usize = 64;
 
-/// Bytes of request gathered before they are handed to the stream: async-h1
-/// encodes in 8 KiB pieces, and each write is a system call (native) or a
-/// host call (WASI).
+/// Bytes of request gathered before they are handed to the stream (256 KiB):
+/// async-h1 encodes in small pieces, and each write is a system call
+/// (native) or a host call (WASI). Every request in flight holds one such
+/// buffer.
 const WRITE_BUFFER: usize = 256 * 1024;
 
 /// What a host provides to [`BackendClient`]: primitives only.
@@ -266,14 +267,38 @@ impl<H: BackendHost> Transport for BackendClient<H> {
 }
 
 /// Writes `request` (async-h1's encoding) to `stream` in pieces of up to
-/// [`WRITE_BUFFER`] bytes, and flushes.
+/// [`WRITE_BUFFER`] bytes, and flushes. The encoder reads the body straight
+/// into the one buffer that is written (one copy of the body in this
+/// process; a `BufWriter` behind `io::copy` made two).
+// Zeroed after allocating on purpose (see the buffer's comment).
+#[allow(clippy::slow_vector_initialization)]
 async fn write_request<S: AsyncWrite + Unpin>(
     stream: &mut S,
     request: http_types::Request,
 ) -> std::io::Result<()> {
-    let mut writer = futures_lite::io::BufWriter::with_capacity(WRITE_BUFFER, &mut *stream);
-    futures_lite::io::copy(async_h1::client::Encoder::new(request), &mut writer).await?;
-    writer.flush().await
+    let mut encoder = async_h1::client::Encoder::new(request);
+    // Allocated, then zeroed: `vec![0; n]` (calloc) takes fresh pages from
+    // the system for a buffer this large, and their page faults cost more
+    // than the zeroing (measured).
+    let mut buf = Vec::with_capacity(WRITE_BUFFER);
+    buf.resize(WRITE_BUFFER, 0);
+    loop {
+        let mut filled = 0;
+        let mut ended = false;
+        while filled < buf.len() {
+            match encoder.read(&mut buf[filled..]).await? {
+                0 => {
+                    ended = true;
+                    break;
+                }
+                n => filled += n,
+            }
+        }
+        stream.write_all(&buf[..filled]).await?;
+        if ended {
+            return stream.flush().await;
+        }
+    }
 }
 
 /// Request headers never passed to a backend: hop-by-hop headers (RFC 9110
