@@ -65,6 +65,7 @@ wasm:
 # Write benchmark: proxy (native and wasm) vs. one sink directly; prints lines/s, p50/p99, peak RSS. Then the query benchmark (69,905 statements, two influxd).
 bench: wasm
     INFLUX_PROXY_WASM="$PWD/wasm/target/wasm32-wasip2/release/influx-proxy.wasm" cargo bench --bench write
+    cargo bench --bench parse
     cargo bench --bench query
     cargo bench --bench rebalance
 
