@@ -152,6 +152,18 @@ pub struct Config {
 pub struct BackendConfig {
     /// `http://host:port[/base]`.
     pub url: String,
+    /// Send write bodies to this backend gzip-compressed
+    /// (`Content-Encoding: gzip`, flate2's fastest level), direct writes and
+    /// replayed batches alike: for a backend across a slow or metered link
+    /// (another datacenter). InfluxDB 1.x decodes such bodies
+    /// (services/httpd/handler.go `serveWrite`). A client's gzip body
+    /// forwarded as it came stays as it came. Per backend, not global,
+    /// because it is a property of the link to one backend: compressing for
+    /// a backend on the same host or LAN only costs CPU. Batches are still
+    /// cut at `backend_max_body_bytes` of line protocol (the decoded bytes).
+    /// Default false.
+    #[serde(default)]
+    pub gzip: bool,
 }
 
 /// One shard group (`shard_groups.<name>`).
@@ -647,6 +659,22 @@ mod tests {
     /// `MINIMAL` with `"key": value` added at the top level.
     fn with(key: &str, value: &str) -> String {
         format!(r#"{{"{key}": {value}, {}"#, &MINIMAL[1..])
+    }
+
+    /// `gzip` per backend: off unless set, a boolean (else an error naming
+    /// the key's path).
+    #[test]
+    fn gzip_is_per_backend_and_off_by_default() {
+        let config = Config::parse("proxy.json", MINIMAL).unwrap();
+        assert!(!config.backends["a"].gzip);
+        let text = r#"{"backends": {"a": {"url": "http://x:1", "gzip": true}, "b": {"url": "http://x:2"}},
+                       "keymaps": {"_default_": ["a", "b"]}}"#;
+        let config = Config::parse("proxy.json", text).unwrap();
+        assert_eq!((config.backends["a"].gzip, config.backends["b"].gzip), (true, false));
+        assert_eq!(
+            error(r#"{"backends": {"a": {"url": "http://x:1", "gzip": 1}}, "keymaps": {"_default_": ["a"]}}"#),
+            "proxy.json: $.backends.a.gzip: invalid type: integer `1`, expected a boolean at line 1 column 50"
+        );
     }
 
     #[test]

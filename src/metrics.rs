@@ -7,6 +7,7 @@
 //! | `influx_proxy_requests_total` | counter | endpoint, status | client requests answered |
 //! | `influx_proxy_points_written_total` | counter | backend | points acknowledged by the backend (direct and replayed) |
 //! | `influx_proxy_bytes_written_total` | counter | backend | line protocol bytes acknowledged by the backend |
+//! | `influx_proxy_bytes_sent_total` | counter | backend | write body bytes sent to the backend as they went on the wire (gzip-compressed for a backend with `gzip`, or a client's gzip body forwarded as it came), every request counted, answered or not |
 //! | `influx_proxy_backend_errors_total` | counter | backend | requests to the backend that got no answer, a 5xx, or a 4xx |
 //! | `influx_proxy_replayed_records_total` | counter | backend | write queue records delivered by replay |
 //! | `influx_proxy_write_queue_records` | gauge | backend | records waiting in the backend's write queue |
@@ -101,6 +102,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     points_written: Family<BackendLabels, Counter>,
     bytes_written: Family<BackendLabels, Counter>,
+    bytes_sent: Family<BackendLabels, Counter>,
     backend_errors: Family<BackendLabels, Counter>,
     replayed: Family<BackendLabels, Counter>,
     queue_records: Family<BackendLabels, Gauge>,
@@ -142,6 +144,7 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let points_written = Family::<BackendLabels, Counter>::default();
         let bytes_written = Family::<BackendLabels, Counter>::default();
+        let bytes_sent = Family::<BackendLabels, Counter>::default();
         let backend_errors = Family::<BackendLabels, Counter>::default();
         let replayed = Family::<BackendLabels, Counter>::default();
         let queue_records = Family::<BackendLabels, Gauge>::default();
@@ -172,6 +175,11 @@ impl Metrics {
             "bytes_written",
             "Line protocol bytes acknowledged by the backend",
             bytes_written.clone(),
+        );
+        registry.register(
+            "bytes_sent",
+            "Write body bytes sent to the backend as they went on the wire (compressed or not), answered or not",
+            bytes_sent.clone(),
         );
         registry.register(
             "backend_errors",
@@ -235,6 +243,7 @@ impl Metrics {
             requests,
             points_written,
             bytes_written,
+            bytes_sent,
             backend_errors,
             replayed,
             queue_records,
@@ -308,6 +317,12 @@ impl Metrics {
         self.bytes_written.get_or_create(&labels).inc_by(bytes);
     }
 
+    /// Counts `bytes` bytes of write body sent to `backend` in one request,
+    /// as they went on the wire (compressed when they were).
+    pub fn sent(&self, backend_name: &str, bytes: u64) {
+        self.bytes_sent.get_or_create(&backend(backend_name)).inc_by(bytes);
+    }
+
     /// Counts one failed request to `backend`.
     pub fn backend_error(&self, backend_name: &str) {
         self.backend_errors.get_or_create(&backend(backend_name)).inc();
@@ -343,6 +358,7 @@ impl Metrics {
             // Make counters visible (at 0) before the first event.
             let _ = self.points_written.get_or_create(&labels);
             let _ = self.bytes_written.get_or_create(&labels);
+            let _ = self.bytes_sent.get_or_create(&labels);
             let _ = self.backend_errors.get_or_create(&labels);
             let _ = self.replayed.get_or_create(&labels);
             for loop_name in ["health_check", "replay"] {

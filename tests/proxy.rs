@@ -1127,6 +1127,62 @@ fn a_write_over_influxd_body_limit_after_timestamps_lands_in_batches(mode: Mode)
 }
 
 // ---------------------------------------------------------------------------
+// Issue 8: gzip of write bodies to a backend configured with "gzip": true
+// ---------------------------------------------------------------------------
+
+/// Counter `name{backend="<backend>"}` of the proxy's `/metrics`.
+fn backend_counter(proxy: &Proxy, name: &str, backend: &str) -> u64 {
+    let body = proxy.get("/metrics").body;
+    let prefix = format!("{name}{{backend=\"{backend}\"}} ");
+    let value = body.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|n| n.trim().parse().ok());
+    value.unwrap_or_else(|| panic!("no {prefix} in /metrics: {body}"))
+}
+
+fn a_backend_with_gzip_stores_every_point(mode: Mode) {
+    let mut c = Cluster::start_with(mode, |config| {
+        config["backends"]["a"]["gzip"] = json!(true);
+        // The 5,000-line bodies (about 150 KB) go in several batches.
+        config["backend_max_body_bytes"] = json!(40_000);
+    });
+    c.create_database(DB);
+    // Forwarded as sent (timestamps), stamped by the proxy (none), a client's
+    // gzip body, and a body cut into batches (over backend_max_body_bytes).
+    c.proxy.write_ok(DB, &lines("gzfwd", 5_000, T0));
+    let unstamped: String = (0..2_000).map(|i| format!("gzstamp,host=h{i} v={i}\n")).collect();
+    c.proxy.write_ok(DB, &unstamped);
+    let (status, body) = c.proxy.write(DB, &lines("gzclient", 3_000, T0), true);
+    assert_eq!(status, 204, "client gzip write: {body}");
+    // a down: its writes are queued, then replayed (gzip) once it is back.
+    c.a.kill();
+    let (status, body) = c.proxy.write(DB, &lines("gzreplay", 2_000, T0), false);
+    assert_eq!(status, 204, "write with a down: {body}");
+    c.a.restart();
+    wait_until(CATCH_UP, "a caught up (replay with gzip)", || {
+        let depth = health_backend(&c.proxy.health(), "a").map_or(u64::MAX, queue_depth);
+        let n = c.a.count(DB, "gzreplay");
+        if (n, depth) == (2_000, 0) {
+            Ok(())
+        } else {
+            Err(format!("{n} points of gzreplay on a, queue depth {depth}"))
+        }
+    });
+    for (measurement, n) in [("gzfwd", 5_000), ("gzstamp", 2_000), ("gzclient", 3_000), ("gzreplay", 2_000)] {
+        for server in c.backends() {
+            assert_eq!(server.count(DB, measurement), n, "points of {measurement} on {}", server.name());
+        }
+        assert_same_points(&c, measurement);
+    }
+    // a was sent compressed bodies: far fewer bytes on the wire than b for
+    // the same points (both got the client's gzip body as it came).
+    let (sent_a, sent_b) = (
+        backend_counter(&c.proxy, "influx_proxy_bytes_sent_total", "a"),
+        backend_counter(&c.proxy, "influx_proxy_bytes_sent_total", "b"),
+    );
+    assert!(sent_a > 0 && sent_a * 3 < sent_b, "bytes sent: a (gzip) {sent_a}, b (plain) {sent_b}");
+    assert_alive(&mut c, "the gzip writes");
+}
+
+// ---------------------------------------------------------------------------
 // Instantiation per way of running the proxy
 // ---------------------------------------------------------------------------
 
@@ -1217,4 +1273,5 @@ scenarios!(native: Mode::Native, wasm: Mode::Wasm; [
     a_write_over_influxd_body_limit_after_timestamps_lands_in_batches,
     a_write_to_a_missing_retention_policy_gets_influxd_s_500_and_blocks_nothing,
     a_combined_query_answer_over_backend_max_response_bytes_is_502,
+    a_backend_with_gzip_stores_every_point,
 ]);

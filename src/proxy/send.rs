@@ -13,10 +13,10 @@
 
 use super::write::WriteBody;
 use super::{record_request, Proxy};
-use crate::http::Response;
+use crate::http::{Request, Response, SharedBytes};
 use crate::line_protocol;
 use crate::storage::Storage;
-use crate::transport::{Transport, TransportError};
+use crate::transport::{BackendAddr, Transport, TransportError};
 use crate::write_queue::Record;
 use std::ops::Range;
 
@@ -77,14 +77,25 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// request with `Content-Encoding: gzip`; refused with 413, it is sent
     /// decoded instead, in the two halves of its points (each halved again
     /// on a 413 as usual).
+    ///
+    /// To a backend configured with `gzip` ([`crate::config::BackendConfig::gzip`])
+    /// every other piece goes gzip-compressed ([`WriteBody::gzipped`]: once
+    /// per piece, shared by the replicas that ask for it), with
+    /// `Content-Encoding: gzip`. Pieces are cut and halved on the line
+    /// protocol, so `backend_max_body_bytes` bounds what InfluxDB decodes
+    /// (its `max-body-size` is checked against the compressed
+    /// `Content-Length` only, services/httpd/handler.go `serveWrite`, which
+    /// a piece's compressed bytes never exceed in practice; a 413 still
+    /// halves it).
     pub(super) async fn send_write(&self, backend: usize, write: &WriteBody, judge_each: bool) -> Sent {
         let topo = self.topology();
         let addr = &topo.backends[backend];
         let body = &write.lines[..];
         let limit = usize::try_from(topo.config.backend_max_body_bytes).unwrap_or(usize::MAX);
+        let compress = topo.config.backends.get(&addr.name).is_some_and(|b| b.gzip);
         // A stack of the pieces still to send, the next one last.
         let mut todo = match write.gzip.as_ref().filter(|_| body.len() <= limit) {
-            Some(gzip) => match self.transport.send_shared(addr, write.request(true), gzip.clone()).await {
+            Some(gzip) => match self.send_body(addr, write.request(true), gzip.clone()).await {
                 Ok(r) if (200..300).contains(&r.status) => {
                     return Sent { outcome: Ok(r), acked: body.len(), refused: Vec::new() }
                 }
@@ -107,8 +118,10 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let (mut acked, mut last) = (0, None);
         let (mut refused, mut refusal) = (Vec::new(), None);
         while let Some(piece) = todo.pop() {
-            let bytes = write.lines.slice(piece.clone());
-            let answer = self.transport.send_shared(addr, write.request(false), bytes).await;
+            let answer = match compress.then(|| write.gzipped(piece.clone())).flatten() {
+                Some(gzip) => self.send_body(addr, write.request(true), gzip).await,
+                None => self.send_body(addr, write.request(false), write.lines.slice(piece.clone())).await,
+            };
             // Too large: halved (a single point goes on as any refusal).
             if matches!(&answer, Ok(r) if r.status == 413) {
                 if let Some((first, second)) = halve(body, piece.clone()) {
@@ -136,6 +149,18 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             None => last.unwrap_or_else(|| Response::empty(204)),
         };
         Sent { outcome: Ok(outcome), acked, refused }
+    }
+
+    /// Sends one write request with `body` to `addr`, counting the body's
+    /// bytes, as they go on the wire, in `influx_proxy_bytes_sent_total`.
+    async fn send_body(
+        &self,
+        addr: &BackendAddr,
+        request: Request,
+        body: SharedBytes,
+    ) -> Result<Response, TransportError> {
+        self.metrics.sent(&addr.name, body.len() as u64);
+        self.transport.send_shared(addr, request, body).await
     }
 }
 

@@ -1534,6 +1534,7 @@ fn a_crash_between_sending_a_replay_batch_and_its_ack_delivers_it_again_whole() 
 
 mod batches;
 mod forward;
+mod gzip;
 mod moves;
 mod reload;
 mod shard_groups;

@@ -91,6 +91,7 @@
 //!   --backlog S        measured seconds with b down  (BENCH_BACKLOG_S, 5; 0 skips it)
 //!   --idle S           wait for idle RSS, plain runs (BENCH_IDLE_S, 60; 0 skips it)
 //!   --no-fairness      skip the 4 vs 32 connections runs (BENCH_FAIRNESS=0)
+//!   --backend-gzip     the proxy's backends get `"gzip": true` (BENCH_BACKEND_GZIP=1)
 //! ```
 //!
 //! The process exits 1 when a scenario could not run, had errors, or a sink's
@@ -161,6 +162,10 @@ fn run(options: &Options) -> Result<bool, String> {
         options.warmup.as_secs_f64(),
         options.duration.as_secs_f64()
     );
+    BACKEND_GZIP.store(options.backend_gzip, Ordering::Relaxed);
+    if options.backend_gzip {
+        println!("proxy backends: \"gzip\": true (write bodies to the sinks gzip-compressed)");
+    }
     let mut wasm_size = None;
     let wasm = if !options.modes.wasm {
         println!("wasm: skipped (not in --modes)");
@@ -349,7 +354,13 @@ struct Options {
     /// Longest wait after a plain-body proxy scenario for the proxy's RSS to
     /// fall under [`IDLE_RSS_TARGET`]; zero skips the idle measurement.
     idle: Duration,
+    /// Every backend of the proxy configured with `"gzip": true` (write
+    /// bodies sent to the sinks gzip-compressed).
+    backend_gzip: bool,
 }
+
+/// [`Options::backend_gzip`], for [`proxy_config`] (set once, in [`run`]).
+static BACKEND_GZIP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 impl Options {
     fn parse() -> Result<Options, String> {
@@ -374,6 +385,7 @@ impl Options {
             backlog: seconds("BENCH_BACKLOG_S", &env_parse("BENCH_BACKLOG_S", 5.0)?)?,
             idle: seconds("BENCH_IDLE_S", &env_parse("BENCH_IDLE_S", 60.0)?)?,
             fairness: env_parse("BENCH_FAIRNESS", 1u8)? != 0,
+            backend_gzip: env_parse("BENCH_BACKEND_GZIP", 0u8)? != 0,
         };
         options.parse_args().map_err(|e| e.to_string())?;
         if options.connections == 0 || options.lines == 0 {
@@ -411,6 +423,7 @@ impl Options {
                 Long("backlog") => self.backlog = secs("--backlog", parser.value()?.parse()?)?,
                 Long("idle") => self.idle = secs("--idle", parser.value()?.parse()?)?,
                 Long("no-fairness") => self.fairness = false,
+                Long("backend-gzip") => self.backend_gzip = true,
                 Short('h') | Long("help") => {
                     println!("{USAGE}");
                     std::process::exit(0);
@@ -435,7 +448,8 @@ usage: cargo bench --bench write [-- OPTIONS]
   --startup-timeout S  longest wait for the proxy's /ping    (BENCH_STARTUP_TIMEOUT_S, default 60)
   --backlog S          measured seconds with backend b down  (BENCH_BACKLOG_S, default 5; 0 skips)
   --idle S             longest wait for the idle RSS target  (BENCH_IDLE_S, default 60; 0 skips)
-  --no-fairness        skip the 4 vs 32 connections runs     (BENCH_FAIRNESS=0)";
+  --no-fairness        skip the 4 vs 32 connections runs     (BENCH_FAIRNESS=0)
+  --backend-gzip       proxy backends get \"gzip\": true      (BENCH_BACKEND_GZIP=1)";
 
 /// Reads `name` from the environment, `default` when unset.
 fn env_parse<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String>
@@ -1137,7 +1151,14 @@ fn proxy_config(
 ) -> String {
     let urls: serde_json::Map<String, serde_json::Value> = backends
         .iter()
-        .map(|(name, addr)| (name.to_string(), serde_json::json!({ "url": format!("http://{addr}") })))
+        .map(|(name, addr)| {
+            let mut backend = serde_json::json!({ "url": format!("http://{addr}") });
+            // Only when asked: a binary without the key (--proxy-bin) still runs.
+            if BACKEND_GZIP.load(Ordering::Relaxed) {
+                backend["gzip"] = serde_json::json!(true);
+            }
+            (name.to_string(), backend)
+        })
         .collect();
     let names: Vec<&str> = backends.iter().map(|(name, _)| *name).collect();
     let mut config = serde_json::json!({
