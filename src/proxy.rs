@@ -938,6 +938,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 "queue_bytes": gauges.queue_bytes,
                 "dead_letters": gauges.dead_letters,
                 "replay_given_up": self.metrics.replay_given_up_count(&addr.name),
+                // Damaged records skipped since start (see the write queue's
+                // "Corruption"): lost for this backend, like dead letters.
+                "dropped_records": state.queue.dropped().records,
                 "oldest_record_age_ms": self.oldest_record_age_ms(i, now_ms),
                 "replay_attempts": gauges.replay_attempts,
                 "loop_restarts": state.loop_restarts.get(),
