@@ -272,9 +272,33 @@ fn missing_report(
     }
     for server in servers {
         let _ =
+            writeln!(out, "influxd {} write statistics (/debug/vars, since its last start):", server.name());
+        let _ = writeln!(out, "{}", write_statistics(server));
+        let _ =
             writeln!(out, "----- influxd {} log tail -----\n{}", server.name(), log_tail(&server.log_path()));
     }
     out
+}
+
+/// `server`'s own count of what it was sent and stored (influxd's
+/// `/debug/vars`: the `httpd`, `write` and `shard` statistics), one line each:
+/// whether the missing points reached it and were accepted (`pointsWrittenOK`,
+/// `writePointsOk`) tells a proxy that never sent them from a server that
+/// lost them.
+fn write_statistics(server: &Influxd) -> String {
+    let vars = match try_http("GET", &format!("{}/debug/vars", server.url()), &[], None) {
+        Ok(r) if r.status == 200 => r.json(),
+        Ok(r) => return format!("  /debug/vars answered {}", r.status),
+        Err(e) => return format!("  /debug/vars: {e}"),
+    };
+    let mut lines = Vec::new();
+    for entry in vars.as_object().into_iter().flat_map(|m| m.values()) {
+        let name = entry["name"].as_str().unwrap_or("");
+        if ["httpd", "write", "shard"].contains(&name) {
+            lines.push(format!("  {name} {} {}", entry["tags"], entry["values"]));
+        }
+    }
+    lines.join("\n")
 }
 
 /// Waits until every queue of the proxy is empty, then checks that none of
