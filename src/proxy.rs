@@ -755,7 +755,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     fn record_ok(&self, backend: usize) {
         let topo = self.topology();
         if let Some(s) = topo.states.get(backend) {
-            s.health.borrow_mut().record_ok(topo.config.health_check_rise);
+            let changed = s.health.borrow_mut().record_ok(topo.config.health_check_rise);
+            self.log_health_change(backend, changed);
         }
     }
 
@@ -763,7 +764,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let topo = self.topology();
         if let (Some(s), Some(addr)) = (topo.states.get(backend), topo.backends.get(backend)) {
             self.metrics.backend_error(&addr.name);
-            s.health.borrow_mut().record_failure(topo.config.health_check_fall, error, now_ms);
+            let changed = s.health.borrow_mut().record_failure(topo.config.health_check_fall, error, now_ms);
+            self.log_health_change(backend, changed);
         }
     }
 
@@ -772,7 +774,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     fn record_write_ok(&self, backend: usize) {
         let topo = self.topology();
         if let Some(s) = topo.states.get(backend) {
-            s.health.borrow_mut().record_write_ok();
+            let changed = s.health.borrow_mut().record_write_ok();
+            self.log_health_change(backend, changed);
         }
     }
 
@@ -782,8 +785,34 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let topo = self.topology();
         if let (Some(s), Some(addr)) = (topo.states.get(backend), topo.backends.get(backend)) {
             self.metrics.backend_error(&addr.name);
-            s.health.borrow_mut().record_write_failure(topo.config.health_check_fall, error, now_ms);
+            let changed =
+                s.health.borrow_mut().record_write_failure(topo.config.health_check_fall, error, now_ms);
+            self.log_health_change(backend, changed);
         }
+    }
+
+    /// Logs that backend `backend` was just marked up or down (when
+    /// `changed`), with the last error when down: one line per transition,
+    /// so that a log shows when writes started and stopped going to its queue.
+    fn log_health_change(&self, backend: usize, changed: bool) {
+        if !changed {
+            return;
+        }
+        let topo = self.topology();
+        let (Some(s), Some(addr)) = (topo.states.get(backend), topo.backends.get(backend)) else { return };
+        let line = {
+            let health = s.health.borrow();
+            if health.is_healthy() {
+                format!("backend {}: marked up", addr.name)
+            } else {
+                format!(
+                    "backend {}: marked down: {}",
+                    addr.name,
+                    health.last_error().unwrap_or("no error noted")
+                )
+            }
+        };
+        self.log(&line);
     }
 
     /// Hands schema statement `record` to backend `backend`: directly while
@@ -837,8 +866,11 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             Ok(r) => format!("HTTP {}: {}", r.status, error_message(&r)),
             Err(e) => e.to_string(),
         };
+        // The first record of a backlog is logged with the failure that
+        // started it (the writes after it queue behind it, unlogged).
+        let backlog = state.queue.is_empty().then(|| error.clone());
         self.record_write_failure(backend, error, now_ms);
-        match outgoing {
+        let delivery = match outgoing {
             Outgoing::Write(body) => {
                 let acked = &body.lines[..sent.acked.min(body.lines.len())];
                 if !acked.is_empty() {
@@ -847,7 +879,15 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 self.enqueue(backend, &body.record(acked.len()), now_ms).await
             }
             Outgoing::Statement(record) => self.enqueue(backend, record, now_ms).await,
+        };
+        if let (Some(error), Delivery::Queued) = (backlog, &delivery) {
+            let what = match outgoing {
+                Outgoing::Write(_) => "a write",
+                Outgoing::Statement(_) => "a schema statement",
+            };
+            self.log(&format!("backend {}: {what} went to the empty write queue after: {error}", addr.name));
         }
+        delivery
     }
 
     async fn enqueue(&self, backend: usize, record: &Record, now_ms: u64) -> Delivery {
@@ -938,6 +978,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 "queue_bytes": gauges.queue_bytes,
                 "dead_letters": gauges.dead_letters,
                 "replay_given_up": self.metrics.replay_given_up_count(&addr.name),
+                // Damaged records skipped since start (see the write queue's
+                // "Corruption"): lost for this backend, like dead letters.
+                "dropped_records": state.queue.dropped().records,
                 "oldest_record_age_ms": self.oldest_record_age_ms(i, now_ms),
                 "replay_attempts": gauges.replay_attempts,
                 "loop_restarts": state.loop_restarts.get(),

@@ -18,11 +18,11 @@
 #[macro_use]
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::relay::{Behaviour, Relay};
 use support::*;
 
@@ -47,11 +47,31 @@ struct Ledger {
     acked: Vec<(u64, u64, u64)>,
     /// Answers other than 204, as `status body` or the transport error.
     refused: Vec<String>,
+    /// Per request (writer, first seq): when it was sent and when answered,
+    /// since the load started, and the answer; for the report of a failure.
+    timing: BTreeMap<(u64, u64), (Duration, Duration, String)>,
+    /// What the scenario did to the cluster meanwhile ([`Load::mark`]), and
+    /// when, since the load started.
+    events: Vec<(Duration, String)>,
 }
 
 impl Ledger {
     fn points(batches: &[(u64, u64, u64)]) -> BTreeSet<(u64, u64)> {
         batches.iter().flat_map(|&(w, first, n)| (first..first + n).map(move |s| (w, s))).collect()
+    }
+
+    /// The request of writer `w` that carried point `seq`, as it was timed.
+    fn request_of(&self, w: u64, seq: u64) -> String {
+        let first = seq - seq % BATCH;
+        match self.timing.get(&(w, first)) {
+            Some((sent, answered, outcome)) => format!(
+                "writer w{w} seq {first}..{}: sent at {} ms, answered {outcome} at {} ms",
+                first + BATCH,
+                sent.as_millis(),
+                answered.as_millis()
+            ),
+            None => format!("writer w{w} seq {first}..{}: never sent", first + BATCH),
+        }
     }
 }
 
@@ -61,12 +81,14 @@ struct Load {
     stop: Arc<AtomicBool>,
     ledger: Arc<Mutex<Ledger>>,
     threads: Vec<JoinHandle<()>>,
+    started: Instant,
 }
 
 impl Load {
     fn start(proxy_url: &str, writers: u64) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ledger = Arc::new(Mutex::new(Ledger::default()));
+        let started = Instant::now();
         let threads = (0..writers)
             .map(|w| {
                 let (stop, ledger, url) = (stop.clone(), ledger.clone(), proxy_url.to_string());
@@ -78,14 +100,27 @@ impl Load {
                             body.push_str(&format!("load,writer=w{w} v={s} {}\n", T0 + s));
                         }
                         let url = format!("{url}/write?{}", form(&[("db", DB), ("precision", "s")]));
+                        let sent_at = started.elapsed();
                         let answer = try_http("POST", &url, &[], Some(body.into_bytes()));
+                        let answered_at = started.elapsed();
                         let mut l = ledger.lock().unwrap();
                         l.sent.push((w, seq, BATCH));
-                        match answer {
-                            Ok(r) if r.status == 204 => l.acked.push((w, seq, BATCH)),
-                            Ok(r) => l.refused.push(format!("{} {}", r.status, r.body)),
-                            Err(e) => l.refused.push(e),
-                        }
+                        let outcome = match answer {
+                            Ok(r) if r.status == 204 => {
+                                l.acked.push((w, seq, BATCH));
+                                "204".to_string()
+                            }
+                            Ok(r) => {
+                                let refusal = format!("{} {}", r.status, r.body);
+                                l.refused.push(refusal.clone());
+                                refusal
+                            }
+                            Err(e) => {
+                                l.refused.push(e.clone());
+                                e
+                            }
+                        };
+                        l.timing.insert((w, seq), (sent_at, answered_at, outcome));
                         drop(l);
                         seq += BATCH;
                         std::thread::sleep(Duration::from_millis(5));
@@ -93,7 +128,13 @@ impl Load {
                 })
             })
             .collect();
-        Load { stop, ledger, threads }
+        Load { stop, ledger, threads, started }
+    }
+
+    /// Notes that the scenario did `what` now (shown if a check fails).
+    fn mark(&self, what: &str) {
+        let at = self.started.elapsed();
+        self.ledger.lock().unwrap().events.push((at, what.to_string()));
     }
 
     /// Stops the writers and returns what they sent and what was acknowledged.
@@ -102,7 +143,9 @@ impl Load {
         for t in self.threads {
             t.join().expect("a writer thread panicked");
         }
-        Arc::try_unwrap(self.ledger).ok().expect("writers joined").into_inner().unwrap()
+        let mut ledger = Arc::try_unwrap(self.ledger).ok().expect("writers joined").into_inner().unwrap();
+        ledger.events.push((self.started.elapsed(), "load stopped".into()));
+        ledger
     }
 
     /// Acknowledged requests so far.
@@ -126,47 +169,167 @@ fn stored(server: &Influxd) -> BTreeSet<(u64, u64)> {
     out
 }
 
-/// Waits until `server` holds every acknowledged point, then checks it holds
-/// nothing that was never sent; with `exact`, that it holds exactly the
-/// acknowledged points.
-fn assert_replica_holds(server: &Influxd, ledger: &Ledger, exact: bool) {
+/// Waits until every replica in `servers` holds every acknowledged point,
+/// then checks that none holds anything that was never sent; with `exact`,
+/// that each holds exactly the acknowledged points. On a timeout the panic
+/// says, for each replica, which acknowledged requests are missing (when
+/// they were sent and answered, whether the other replicas have them), with
+/// the scenario's events, the proxy's `/health` and `/metrics` and the
+/// backends' log tails (the proxy's log tail is printed when it is dropped).
+fn assert_replicas_hold(proxy: &Proxy, servers: &[&Influxd], ledger: &Ledger, exact: bool) {
     let acked = Ledger::points(&ledger.acked);
     let sent = Ledger::points(&ledger.sent);
-    let have =
-        wait_until(CATCH_UP, &format!("backend {} holds every acknowledged point", server.name()), || {
-            let have = stored(server);
-            let missing = acked.difference(&have).count();
-            if missing == 0 {
-                Ok(have)
-            } else {
-                Err(format!("{missing} of {} acknowledged points missing", acked.len()))
-            }
-        });
-    let extra: Vec<_> = have.difference(&sent).take(5).collect();
-    assert!(extra.is_empty(), "backend {} holds points never sent: {extra:?}", server.name());
-    if exact {
-        assert_eq!(have.len(), acked.len(), "backend {}: points stored vs acknowledged", server.name());
+    let deadline = Instant::now() + CATCH_UP;
+    let holdings = loop {
+        let holdings: Vec<BTreeSet<(u64, u64)>> = servers.iter().map(|s| stored(s)).collect();
+        if holdings.iter().all(|have| acked.is_subset(have)) {
+            break holdings;
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out after {CATCH_UP:?} waiting until every replica holds every acknowledged point\n{}",
+                missing_report(proxy, servers, &holdings, ledger, &acked)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for (server, have) in servers.iter().zip(&holdings) {
+        let extra: Vec<_> = have.difference(&sent).take(5).collect();
+        assert!(extra.is_empty(), "backend {} holds points never sent: {extra:?}", server.name());
+        if exact {
+            assert_eq!(have.len(), acked.len(), "backend {}: points stored vs acknowledged", server.name());
+        }
     }
 }
 
+/// What [`assert_replicas_hold`] reports when acknowledged points are missing.
+fn missing_report(
+    proxy: &Proxy,
+    servers: &[&Influxd],
+    holdings: &[BTreeSet<(u64, u64)>],
+    ledger: &Ledger,
+    acked: &BTreeSet<(u64, u64)>,
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} requests sent, {} acknowledged ({} points), {} refused",
+        ledger.sent.len(),
+        ledger.acked.len(),
+        acked.len(),
+        ledger.refused.len()
+    );
+    for (i, (server, have)) in servers.iter().zip(holdings).enumerate() {
+        let missing: Vec<&(u64, u64)> = acked.difference(have).collect();
+        let _ = writeln!(
+            out,
+            "backend {} ({}, {}): {} of {} acknowledged points missing",
+            server.name(),
+            server.url(),
+            if server.is_running() { "running" } else { "not running" },
+            missing.len(),
+            acked.len()
+        );
+        // Grouped by request: (writer, first seq) -> points missing.
+        let mut by_request: BTreeMap<(u64, u64), u64> = BTreeMap::new();
+        for &&(w, seq) in &missing {
+            *by_request.entry((w, seq - seq % BATCH)).or_default() += 1;
+        }
+        for (&(w, first), &n) in by_request.iter().take(20) {
+            let elsewhere: Vec<String> = servers
+                .iter()
+                .zip(holdings)
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .map(|(_, (other, theirs))| {
+                    let held = (first..first + BATCH).filter(|&s| theirs.contains(&(w, s))).count();
+                    format!("{} holds {held} of them", other.name())
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "  {n} of {BATCH} points of {}; {}",
+                ledger.request_of(w, first),
+                elsewhere.join(", ")
+            );
+        }
+        if by_request.len() > 20 {
+            let _ = writeln!(out, "  ... {} requests in all", by_request.len());
+        }
+    }
+    let _ = writeln!(out, "events (ms since the load started):");
+    for (at, what) in &ledger.events {
+        let _ = writeln!(out, "  {} {what}", at.as_millis());
+    }
+    let health = proxy.get("/health");
+    let _ = writeln!(out, "proxy /health ({}):\n{}", health.status, health.body);
+    let metrics = proxy.get("/metrics");
+    let _ = writeln!(out, "proxy /metrics ({}), per backend:", metrics.status);
+    let wanted = |l: &&str| !l.starts_with('#') && l.contains("backend=") && !l.contains("_bucket");
+    for line in metrics.body.lines().filter(wanted) {
+        let _ = writeln!(out, "  {line}");
+    }
+    for server in servers {
+        let _ =
+            writeln!(out, "influxd {} write statistics (/debug/vars, since its last start):", server.name());
+        let _ = writeln!(out, "{}", write_statistics(server));
+        let _ =
+            writeln!(out, "----- influxd {} log tail -----\n{}", server.name(), log_tail(&server.log_path()));
+    }
+    out
+}
+
+/// `server`'s own count of what it was sent and stored (influxd's
+/// `/debug/vars`: the `httpd`, `write` and `shard` statistics), one line each:
+/// whether the missing points reached it and were accepted (`pointsWrittenOK`,
+/// `writePointsOk`) tells a proxy that never sent them from a server that
+/// lost them.
+fn write_statistics(server: &Influxd) -> String {
+    let vars = match try_http("GET", &format!("{}/debug/vars", server.url()), &[], None) {
+        Ok(r) if r.status == 200 => r.json(),
+        Ok(r) => return format!("  /debug/vars answered {}", r.status),
+        Err(e) => return format!("  /debug/vars: {e}"),
+    };
+    let mut lines = Vec::new();
+    for entry in vars.as_object().into_iter().flat_map(|m| m.values()) {
+        let name = entry["name"].as_str().unwrap_or("");
+        if ["httpd", "write", "shard"].contains(&name) {
+            lines.push(format!("  {name} {} {}", entry["tags"], entry["values"]));
+        }
+    }
+    lines.join("\n")
+}
+
 /// Waits until every queue of the proxy is empty, then checks that none of
-/// them gave a record up: nothing in these scenarios is refused, so a dead
-/// letter is a lost write (its reason is in the log tail and in `/health`).
+/// them gave a record up or dropped one as damaged: nothing in these
+/// scenarios is refused, and the records they damage on disk are cut off
+/// when the queue opens, so a dead letter or a dropped record is a lost
+/// write (its reason is in the log tail and in `/health`). `/health` is read
+/// whatever its status (503 while both backends are marked down).
 fn wait_drained(proxy: &Proxy) {
     let health = wait_until(CATCH_UP, "every write queue drained", || {
-        let health = proxy.health();
+        let health = proxy.get("/health").json();
         let depth: u64 = ["a", "b"].iter().filter_map(|n| health_backend(&health, n)).map(queue_depth).sum();
-        if depth == 0 {
+        if depth == 0 && health_backend(&health, "a").is_some() {
             Ok(health)
         } else {
             Err(format!("{health}"))
         }
     });
-    for name in ["a", "b"] {
-        let dead = health_backend(&health, name).map_or(0, |b| b["dead_letters"].as_u64().unwrap_or(0));
-        if dead > 0 {
-            panic!("backend {name}: {dead} records dead-lettered: {health}\n{}", log_tail(&proxy.log_path()));
-        }
+    let count = |field: &str| -> u64 {
+        ["a", "b"]
+            .iter()
+            .filter_map(|n| health_backend(&health, n))
+            .map(|b| b[field].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let (dead, dropped) = (count("dead_letters"), count("dropped_records"));
+    if dead > 0 || dropped > 0 {
+        panic!(
+            "{dead} records dead-lettered, {dropped} dropped as damaged: {health}\n{}",
+            log_tail(&proxy.log_path())
+        );
     }
 }
 
@@ -190,17 +353,20 @@ fn backend_killed_under_load_loses_nothing(mode: Mode) {
     c.create_database(DB);
     let load = Load::start(&c.proxy.url(), 4);
     wait_for_acks(&load, 20);
+    load.mark("killing b");
     c.b.kill();
+    load.mark("b killed");
     let before = load.acked();
     wait_for_acks(&load, before + 40);
+    load.mark("restarting b");
     c.b.restart();
+    load.mark("b answers /ping");
     let before = load.acked();
     wait_for_acks(&load, before + 20);
     let ledger = load.stop();
     assert!(ledger.refused.is_empty(), "with one replica up every write is kept: {:?}", &ledger.refused[..]);
     wait_drained(&c.proxy);
-    assert_replica_holds(&c.a, &ledger, true);
-    assert_replica_holds(&c.b, &ledger, true);
+    assert_replicas_hold(&c.proxy, &[&c.a, &c.b], &ledger, true);
 }
 
 // ---------------------------------------------------------------------------
@@ -213,19 +379,23 @@ fn proxy_killed_under_load_with_a_queue_loses_nothing(mode: Mode) {
     c.b.kill();
     let load = Load::start(&c.proxy.url(), 4);
     wait_for_acks(&load, 30);
+    load.mark("killing the proxy");
     c.proxy.kill();
     std::thread::sleep(Duration::from_millis(300));
+    load.mark("restarting the proxy");
     c.proxy.restart();
+    load.mark("the proxy answers /ping");
     let before = load.acked();
     wait_for_acks(&load, before + 20);
+    load.mark("restarting b");
     c.b.restart();
+    load.mark("b answers /ping");
     let before = load.acked();
     wait_for_acks(&load, before + 20);
     let ledger = load.stop();
     wait_drained(&c.proxy);
     // Requests cut by the kill got no answer; they may or may not be stored.
-    assert_replica_holds(&c.a, &ledger, false);
-    assert_replica_holds(&c.b, &ledger, false);
+    assert_replicas_hold(&c.proxy, &[&c.a, &c.b], &ledger, false);
 }
 
 // ---------------------------------------------------------------------------
@@ -275,8 +445,7 @@ fn proxy_killed_mid_replay_loses_nothing(mode: Mode) {
     relay.hang_after_writes(-1);
     proxy.restart();
     wait_drained(&proxy);
-    assert_replica_holds(&a, &ledger, true);
-    assert_replica_holds(&b, &ledger, true);
+    assert_replicas_hold(&proxy, &[&a, &b], &ledger, true);
 }
 
 // ---------------------------------------------------------------------------
@@ -316,8 +485,7 @@ fn overwrites_across_an_outage_keep_the_newest_value(mode: Mode) {
             server.name()
         );
     }
-    assert_replica_holds(&c.a, &ledger, true);
-    assert_replica_holds(&c.b, &ledger, true);
+    assert_replicas_hold(&c.proxy, &[&c.a, &c.b], &ledger, true);
 }
 
 // ---------------------------------------------------------------------------
@@ -355,8 +523,7 @@ fn torn_tail_is_dropped_and_the_rest_replayed(mode: Mode) {
     c.proxy.restart();
     c.b.restart();
     wait_drained(&c.proxy);
-    assert_replica_holds(&c.a, &ledger, true);
-    assert_replica_holds(&c.b, &ledger, true);
+    assert_replicas_hold(&c.proxy, &[&c.a, &c.b], &ledger, true);
     // And the queue keeps working after the repair.
     c.proxy.write_ok(DB, "after,host=x v=1 1600000000\n");
 }
@@ -412,17 +579,18 @@ fn a_hanging_backend_queues_and_catches_up(mode: Mode) {
     proxy.query_ok(&format!("CREATE DATABASE {DB}"), "");
     let load = Load::start(&proxy.url(), 3);
     wait_for_acks(&load, 10);
+    load.mark("b's relay hangs");
     relay.set(Behaviour::Hang);
     let before = load.acked();
     wait_for_acks(&load, before + 30);
+    load.mark("b's relay forwards again");
     relay.set(Behaviour::Forward);
     let before = load.acked();
     wait_for_acks(&load, before + 10);
     let ledger = load.stop();
     assert!(ledger.refused.is_empty(), "a hanging replica must not fail writes: {:?}", &ledger.refused[..]);
     wait_drained(&proxy);
-    assert_replica_holds(&a, &ledger, true);
-    assert_replica_holds(&b, &ledger, true);
+    assert_replicas_hold(&proxy, &[&a, &b], &ledger, true);
 }
 
 fn intermittent_500s_lose_nothing_and_add_nothing(mode: Mode) {
@@ -440,8 +608,7 @@ fn intermittent_500s_lose_nothing_and_add_nothing(mode: Mode) {
     assert!(relay.injected_failures() > 0, "the relay injected 500s");
     relay.set(Behaviour::Forward);
     wait_drained(&proxy);
-    assert_replica_holds(&a, &ledger, true);
-    assert_replica_holds(&b, &ledger, true);
+    assert_replicas_hold(&proxy, &[&a, &b], &ledger, true);
 }
 
 scenarios!(native: Mode::Native, wasm: Mode::Wasm; [

@@ -669,7 +669,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
 
     /// Gives the proxy a sink for its log lines (one line each, no newline):
     /// one per reload attempt, per backend that has left, per record moved to
-    /// a dead-letter file, and the move loop's progress.
+    /// a dead-letter file, per backend marked down or up (with its last
+    /// error), per write that started a backlog in an empty write queue
+    /// (with the failure that queued it), and the move loop's progress.
     /// Without it nothing is logged.
     pub fn set_log(&mut self, log: LogSink) {
         self.log = Some(log);

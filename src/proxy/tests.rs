@@ -837,6 +837,33 @@ fn health_flips_after_consecutive_failures_and_reads_skip_down_backends() {
 }
 
 #[test]
+fn a_backlog_and_each_health_change_are_logged_once() {
+    // What a log must show when an acknowledged write goes missing: when a
+    // backend's writes started to queue, and when it was marked down and up.
+    let t = MockTransport::default();
+    let mut p = open(&t, MemStorage::new(), "");
+    let lines = Rc::new(RefCell::new(Vec::<String>::new()));
+    let sink = lines.clone();
+    p.set_log(Rc::new(move |line: &str| sink.borrow_mut().push(line.to_string())));
+    t.set("a", Behaviour::Down);
+    for ts in 1..=3 {
+        assert_eq!(write(&p, "db=x", &format!("cpu v=1 {ts}\n")).status, 204);
+    }
+    run(p.check_health(0, 4));
+    run(p.check_health(0, 5));
+    t.set("a", Behaviour::Up);
+    run(p.check_health(0, 6));
+    assert_eq!(drain(&p, 0), vec![ReplayStep::Progress, ReplayStep::Idle]);
+    let lines = lines.borrow();
+    let a: Vec<&String> = lines.iter().filter(|l| l.starts_with("backend a:")).collect();
+    assert_eq!(a.len(), 3, "{lines:?}");
+    assert!(a[0].starts_with("backend a: a write went to the empty write queue after: "), "{lines:?}");
+    assert!(a[1].starts_with("backend a: marked down: "), "{lines:?}");
+    assert_eq!(a[2], "backend a: marked up", "{lines:?}");
+    assert!(lines.iter().all(|l| !l.starts_with("backend b:")), "b never failed: {lines:?}");
+}
+
+#[test]
 fn endpoints_and_methods() {
     let t = MockTransport::default();
     let p = open(&t, MemStorage::new(), "");
