@@ -68,7 +68,7 @@
 //!
 //! **Catch-up under load** (native, and wasm when a `.wasm` is given; plain
 //! bodies; the catch-up scenario): as in the backlog scenario `b` is
-//! down (same knobs) while the full load runs for `warmup` + `catch-up`
+//! down (same knobs, `queue_max_bytes` 4 GiB) while the full load runs for `warmup` + `catch-up`
 //! seconds (10 by default); then sink `b` starts on its port while the load
 //! goes on at full speed for twice as long (20 s). `/health` is polled
 //! every 100 ms; reported: `b`'s queue when it came up, and whether (and
@@ -1589,6 +1589,9 @@ fn measure_backlog(
 /// a backlog of `down` seconds in `down / 2` seconds while the load runs;
 /// 2x leaves room for the replay backoff running when `b` comes up.
 const CATCH_UP_LOAD_AFTER: u32 = 2;
+/// `queue_max_bytes` in the catch-up scenario (4 GiB): room for 10 s of
+/// full load with `b` down and more while it catches up.
+const CATCH_UP_QUEUE_MAX_BYTES: u64 = 4 << 30;
 
 /// The catch-up scenario (see the module doc), plain bodies, native or wasm:
 /// `b` down for `warmup` + `options.catch_up` seconds of full load, then up
@@ -1630,6 +1633,8 @@ fn measure_catch_up(
         "health_check_rise": 1,
         "replay_backoff_min_ms": 50,
         "replay_backoff_max_ms": 200,
+        // 10 s of full load is about 1 GiB of plain bodies, the default.
+        "queue_max_bytes": CATCH_UP_QUEUE_MAX_BYTES,
     });
     let backends = [(sink_a.name, sink_a.addr), ("b", b_addr)];
     let proxy = ProxyProcess::start(how, &backends, &settings, options.startup_timeout)
