@@ -46,12 +46,15 @@ use std::task::Poll;
 pub const REPLAY_BATCH_MAX_RECORDS: usize = 10_000;
 
 /// Most bytes of bodies [`Proxy::replay_step`] puts in one request (less
-/// when `backend_max_body_bytes` is lower; a single record may be longer
-/// and is then sent in pieces as on the write path). Past a few records of
-/// a typical 5,000-line write the per-request costs (one `ack` fsync, one
-/// round trip) are already amortised, and larger buffers only add memory
-/// (the batch body and its request are each this large).
-pub const REPLAY_BATCH_MAX_BYTES: u64 = 2 * 1024 * 1024;
+/// when `backend_max_body_bytes` is lower, 8 MiB by default, the same; a
+/// single record may be longer and is then sent in pieces as on the write
+/// path). 8 MiB rather than 2: while writes keep arriving, every push holds
+/// the queue's lock through its fsync and replay takes it twice a batch
+/// (read, ack), so records per batch is what lets replay outrun the load
+/// (write bench, catch-up under load). The cost is memory while replaying:
+/// about three buffers of this size per batch (the read, the batch body,
+/// the request), two batches at once when pipelined.
+pub const REPLAY_BATCH_MAX_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Most batches one [`Proxy::replay_step`] delivers: while each is
 /// acknowledged whole, the next one is read and sent while the previous
@@ -388,6 +391,11 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// queue order, so a later value of a point still wins), acknowledged
     /// together with one ack when the backend answers 2xx. A statement is
     /// sent alone, and so is a head record that already failed on its own.
+    /// While batches are answered 2xx whole, up to
+    /// [`REPLAY_PIPELINE_MAX_BATCHES`] are delivered in one step, each sent
+    /// while the previous one's ack is written
+    /// ([`WriteQueue::peek_batch_after`]; why this keeps the order after a
+    /// crash: the write queue's guarantee 10).
     ///
     /// Each record is judged alone, as if it had been sent alone:
     /// 2xx: acknowledged and removed. 4xx (or a schema statement the backend

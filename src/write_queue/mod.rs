@@ -39,8 +39,9 @@
 //!    partial record, no new empty segment file.
 //! 5. **Bounded memory.** In memory the queue keeps, per segment, its sequence
 //!    number, its length and how many unacknowledged records it holds; per
-//!    record only the ids of the last batch peeked (at most `max_records` of
-//!    [`WriteQueue::peek_batch`]). A push does not read any file.
+//!    record only the ids of the last two batches peeked (at most
+//!    `max_records` each, of [`WriteQueue::peek_batch`] and
+//!    [`WriteQueue::peek_batch_after`]). A push does not read any file.
 //! 6. **A bad record never blocks the queue.** A record the backend rejects
 //!    with 4xx, or keeps failing while otherwise healthy (see "Replay
 //!    policy"), goes to the dead-letter file; a record whose bytes are damaged
@@ -69,13 +70,25 @@
 //!     position (the older slot). A batch stays within one segment, so the
 //!     acknowledged position is always a record boundary in one segment.
 //!
+//!     **Pipelined replay keeps them too.** [`WriteQueue::peek_batch_after`]
+//!     reads the batch after one not yet acknowledged, so replay may send
+//!     batch N+1 while batch N's ack is being written. This is safe because
+//!     acknowledgements are prefix-ordered: the position only moves forward,
+//!     batch N+1 is acknowledged only after batch N's ack succeeded, and a
+//!     failed ack stops the pipeline. So whatever a crash interrupts, the
+//!     unacknowledged suffix starts at or before batch N and is sent again
+//!     from its start, in queue order: the backend may see N, N+1, then N and
+//!     N+1 again, and the last write of every point is still the latest
+//!     pushed (a later value wins), as for any at-least-once redelivery.
+//!
 //! # Replay policy
 //!
 //! The queue stores; `Proxy::replay_step` (`src/proxy.rs`) decides, for the
 //! head record, after each delivery attempt. Replay sends a batch
-//! ([`WriteQueue::peek_batch`], up to `REPLAY_BATCH_MAX_BYTES`, 2 MiB, of
+//! ([`WriteQueue::peek_batch`], up to `REPLAY_BATCH_MAX_BYTES`, 8 MiB, of
 //! bodies, or `backend_max_body_bytes` when lower) as one request; when the backend acknowledges all of it, one ack removes
-//! every record. When it does not (a piece refused, no answer or a 5xx
+//! every record, and the next batch ([`WriteQueue::peek_batch_after`]) is
+//! sent while that ack is written (guarantee 10). When it does not (a piece refused, no answer or a 5xx
 //! while `/ping` answers), the records of the batch it did not acknowledge
 //! are sent again one by one, and each is judged alone by this table, so a
 //! record is dead-lettered only for its own refusal or its own failures.
@@ -223,8 +236,12 @@
 //!   segment its header (a record that would pass the byte limit is not
 //!   read), then its payload; the first record that cannot share the
 //!   request, would pass a limit, is damaged or cannot be read ends the
-//!   batch (the next peek deals with it as the head). The ids are kept, so
-//!   their acknowledgement needs no read.
+//!   batch (the next peek deals with it as the head). The frames after the
+//!   head are read in one read (more only when the limits allow more than
+//!   was read). The ids are kept, so their acknowledgement needs no read.
+//! - **peek_batch_after**: the same from the record after a given id (the
+//!   last one peeked), without consuming anything; a damaged or unreadable
+//!   record there gives no batch (the next peek deals with it as the head).
 //! - **ack_batch**: the ids must be consecutive records from the head of one
 //!   segment; those already acknowledged are skipped. Ids not from the last
 //!   peek are checked against the frame headers on disk. Then as ack, with

@@ -61,21 +61,22 @@
 //! shares the cores. Sink `b`
 //! must end with exactly the acknowledged lines (nothing lost, nothing twice).
 //! The catch-up time includes the replay backoff still running when `b` comes
-//! up (at most 200 ms) and the 100 ms poll granularity. The proxy's default
-//! `queue_max_bytes` (1 GiB) is kept: a backlog much longer than the default
-//! fills it (about 100 MiB/s of plain bodies) and writes are then answered 503,
-//! which count as errors.
+//! up (at most 200 ms) and the 100 ms poll granularity. `queue_max_bytes` is
+//! 8 GiB (the default 1 GiB filled in 5 s at 1.4 M lines/s, about 165 MiB/s
+//! of plain bodies); a backlog that still fills it has its writes answered
+//! 503, which count as errors.
 //!
 //! **Catch-up under load** (native, and wasm when a `.wasm` is given; plain
 //! bodies; the catch-up scenario): as in the backlog scenario `b` is
-//! down (same knobs, `queue_max_bytes` 4 GiB) while the full load runs for `warmup` + `catch-up`
+//! down (same knobs, `queue_max_bytes` 8 GiB) while the full load runs for `warmup` + `catch-up`
 //! seconds (10 by default); then sink `b` starts on its port while the load
 //! goes on at full speed for twice as long (20 s). `/health` is polled
 //! every 100 ms; reported: `b`'s queue when it came up, and whether (and
 //! how long after `b` came up) its queue reached zero while the load ran,
 //! next to the target (`met`, or `MISSED` when it was never seen empty
 //! before the load ended). The load's lines/s in the table are those of the
-//! time `b` was up. Both sinks must end with exactly the acknowledged lines.
+//! time `b` was up. After the load, what is still queued is replayed (up to
+//! 120 s); then both sinks must hold exactly the acknowledged lines.
 //!
 //! **Big write memory** (native, and wasm when a `.wasm` is given): one write
 //! of 25,000,000 bytes (the default `max_body_bytes`) through a fresh proxy
@@ -1509,6 +1510,7 @@ fn measure_backlog(
         "health_check_rise": 1,
         "replay_backoff_min_ms": 50,
         "replay_backoff_max_ms": 200,
+        "queue_max_bytes": CATCH_UP_QUEUE_MAX_BYTES,
     });
     let backends = [(sink_a.name, sink_a.addr), ("b", b_addr)];
     let proxy = ProxyProcess::start(how, &backends, &settings, options.startup_timeout)
@@ -1589,9 +1591,10 @@ fn measure_backlog(
 /// a backlog of `down` seconds in `down / 2` seconds while the load runs;
 /// 2x leaves room for the replay backoff running when `b` comes up.
 const CATCH_UP_LOAD_AFTER: u32 = 2;
-/// `queue_max_bytes` in the catch-up scenario (4 GiB): room for 10 s of
-/// full load with `b` down and more while it catches up.
-const CATCH_UP_QUEUE_MAX_BYTES: u64 = 4 << 30;
+/// `queue_max_bytes` in the catch-up scenario (8 GiB): room for 10 s of
+/// full load with `b` down (up to 2 GiB on this machine) and 20 s more if
+/// replay does not keep up.
+const CATCH_UP_QUEUE_MAX_BYTES: u64 = 8 << 30;
 
 /// The catch-up scenario (see the module doc), plain bodies, native or wasm:
 /// `b` down for `warmup` + `options.catch_up` seconds of full load, then up
@@ -1654,6 +1657,11 @@ fn measure_catch_up(
     });
     let load = load.map_err(|_| "the load thread panicked".to_string())?;
     let (sink_b, catch_up) = watched?;
+    // What is still queued is delivered before the sinks are compared.
+    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+    while backend_health(proxy.addr, "b").map_or(true, |b| b.queue_records > 0) && Instant::now() < deadline {
+        std::thread::sleep(HEALTH_POLL);
+    }
     let peak_rss = proxy.peak_rss_bytes();
     let after_counts = settle(&[sink_a, &sink_b], &[before_a, SinkCount::default()], load.acked_lines);
     drop(proxy);
