@@ -34,7 +34,7 @@ use crate::metrics::{BackendGauges, Metrics, MonotonicClock, TimedTransport};
 use crate::statement::StatementFilter;
 use crate::storage::Storage;
 use crate::transport::{Transport, TransportError};
-use crate::write_queue::{QueueError, Record, RecordId, WriteQueue};
+use crate::write_queue::{Batch, QueueError, Record, RecordId, WriteQueue};
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
@@ -46,12 +46,22 @@ use std::task::Poll;
 pub const REPLAY_BATCH_MAX_RECORDS: usize = 10_000;
 
 /// Most bytes of bodies [`Proxy::replay_step`] puts in one request (less
-/// when `backend_max_body_bytes` is lower; a single record may be longer
-/// and is then sent in pieces as on the write path). Past a few records of
-/// a typical 5,000-line write the per-request costs (one `ack` fsync, one
-/// round trip) are already amortised, and larger buffers only add memory
-/// (the batch body and its request are each this large).
-pub const REPLAY_BATCH_MAX_BYTES: u64 = 2 * 1024 * 1024;
+/// when `backend_max_body_bytes` is lower, 8 MiB by default, the same; a
+/// single record may be longer and is then sent in pieces as on the write
+/// path). 8 MiB rather than 2: while writes keep arriving, every push holds
+/// the queue's lock through its fsync and replay takes it twice a batch
+/// (read, ack), so records per batch is what lets replay outrun the load
+/// (write bench, catch-up under load). The cost is memory while replaying:
+/// about three buffers of this size per batch (the read, the batch body,
+/// the request), two batches at once when pipelined.
+pub const REPLAY_BATCH_MAX_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Most batches one [`Proxy::replay_step`] delivers: while each is
+/// acknowledged whole, the next one is read and sent while the previous
+/// one's ack (an fsync) is written, so the backend and the disk work at the
+/// same time; bounded so that the host's loop checks whether to stop (and
+/// lets other tasks run) between steps.
+pub const REPLAY_PIPELINE_MAX_BATCHES: usize = 16;
 
 /// What [`Proxy::replay_step`] did, and when the host should call it again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +125,11 @@ struct BackendState {
     /// The replay policy's view of the head record (not persisted: counts
     /// restart at 0 when the proxy restarts).
     replay: Cell<HeadReplay>,
+    /// After a replay loop restart: (segment, offset) of the head then in
+    /// flight; replay is not pipelined until the queue's head has passed it
+    /// ([`Proxy::replay_step`]), so the replay policy sees each record that
+    /// may have caused the restart as the head.
+    replay_serial_until: Cell<Option<(u64, u64)>>,
     /// Removed by a reload and its queue delivered: it has left, its loops
     /// end ([`Proxy::retire_if_drained`]); cleared if it is added back.
     retired: Cell<bool>,
@@ -131,6 +146,7 @@ impl BackendState {
             health: RefCell::new(Health::new()),
             backoff_ms: Cell::new(0),
             replay: Cell::new(HeadReplay::default()),
+            replay_serial_until: Cell::new(None),
             loop_restarts: Cell::new(0),
             last_loop_error: RefCell::new(None),
             retired: Cell::new(false),
@@ -266,7 +282,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             // dead-lettered by the replay policy instead of restarting the
             // loop forever.
             let mut replay = state.replay.get();
-            if replay.head.is_some() {
+            if let Some(head) = replay.head {
+                let until = state.replay_serial_until.get().map_or(head, |until| until.max(head));
+                state.replay_serial_until.set(Some(until));
                 replay.attempts += 1;
                 replay.record_failures += 1;
                 replay.restarts += 1;
@@ -373,6 +391,11 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// queue order, so a later value of a point still wins), acknowledged
     /// together with one ack when the backend answers 2xx. A statement is
     /// sent alone, and so is a head record that already failed on its own.
+    /// While batches are answered 2xx whole, up to
+    /// [`REPLAY_PIPELINE_MAX_BATCHES`] are delivered in one step, each sent
+    /// while the previous one's ack is written
+    /// ([`WriteQueue::peek_batch_after`]; why this keeps the order after a
+    /// crash: the write queue's guarantee 10).
     ///
     /// Each record is judged alone, as if it had been sent alone:
     /// 2xx: acknowledged and removed. 4xx (or a schema statement the backend
@@ -402,7 +425,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// alone, never its neighbours.
     pub async fn replay_step(&self, backend: usize, now_ms: u64) -> ReplayStep {
         let topo = self.topology();
-        let (Some(addr), Some(state)) = (topo.backends.get(backend), topo.states.get(backend)) else {
+        let (Some(_), Some(state)) = (topo.backends.get(backend), topo.states.get(backend)) else {
             return ReplayStep::Idle;
         };
         // A head that failed on its own (or while its loop restarted) is sent
@@ -440,28 +463,108 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             let record = batch.record(0).unwrap_or_else(|| batch.record.clone());
             return self.give_up(backend, head, &record, &reason, now_ms).await;
         }
-        if batch.ids.len() == 1 {
-            return self.replay_record(backend, head, &batch.record, now_ms).await;
-        }
-        state.replay.set(HeadReplay { batch: true, ..replay });
-        let sent = self.send_record_judging_each(backend, &batch.record).await;
-        state.replay.set(HeadReplay { batch: false, ..state.replay.get() });
-        let error = match &sent.outcome {
-            Ok(r) if (200..300).contains(&r.status) => {
-                if let Err(e) = state.queue.ack_batch(&self.storage, &batch.ids).await {
-                    // Delivered but not removed: delivered again later
-                    // (line protocol writes with timestamps are idempotent).
-                    self.record_failure(backend, format!("write queue: {e}"), now_ms);
-                    return ReplayStep::RetryAfter(topo.config.replay_backoff_max_ms);
-                }
-                if let Record::Write { body, .. } = &batch.record {
-                    self.replayed(backend, batch.ids.len(), body, now_ms);
-                }
-                state.backoff_ms.set(0);
-                state.replay.set(HeadReplay::default());
-                self.record_write_ok(backend);
-                return ReplayStep::Progress;
+        // Pipelined: while every batch is acknowledged whole, the next one is
+        // read and sent while the previous one's ack is written (see
+        // `REPLAY_PIPELINE_MAX_BATCHES`); not for a head that failed on its
+        // own nor after a loop restart until the head in flight then is
+        // passed (any record of the pipeline may have caused it).
+        let serial = match state.replay_serial_until.get() {
+            Some(until) if (head.segment, head.offset) <= until => true,
+            Some(_) => {
+                state.replay_serial_until.set(None);
+                false
             }
+            None => false,
+        };
+        let pipelined = !alone && !serial && !led_batch;
+        let mut batch = batch;
+        let mut sent = self.replay_send(state, backend, &batch).await;
+        for _ in 1..REPLAY_PIPELINE_MAX_BATCHES {
+            if !delivered_whole(&batch, &sent) {
+                return self.replay_judge(backend, &batch, sent, now_ms).await;
+            }
+            let last = batch.ids[batch.ids.len() - 1];
+            let next = match pipelined {
+                true => state.queue.peek_batch_after(&self.storage, last, max_body, max_records).await,
+                false => Ok(None),
+            };
+            let Ok(Some(next)) = next else { break };
+            // The next batch goes out while this one's ack is written: acks
+            // are prefix-ordered, so after a crash before the ack is durable
+            // both are delivered again, in order (write queue guarantee 10).
+            self.head_replay(state, next.ids[0]);
+            state.replay.set(HeadReplay { batch: next.ids.len() > 1, ..state.replay.get() });
+            let (acked, next_sent) = futures_lite::future::zip(
+                state.queue.ack_batch(&self.storage, &batch.ids),
+                self.send_record_judging_each(backend, &next.record),
+            )
+            .await;
+            state.replay.set(HeadReplay { batch: false, ..state.replay.get() });
+            if let Err(e) = acked {
+                // Delivered but not removed: delivered again later, this
+                // batch first (line protocol writes with timestamps are
+                // idempotent, and the later value is sent last again).
+                self.record_failure(backend, format!("write queue: {e}"), now_ms);
+                return ReplayStep::RetryAfter(topo.config.replay_backoff_max_ms);
+            }
+            self.replay_delivered(backend, &batch, now_ms);
+            (batch, sent) = (next, next_sent);
+        }
+        if !delivered_whole(&batch, &sent) {
+            return self.replay_judge(backend, &batch, sent, now_ms).await;
+        }
+        if let Err(e) = state.queue.ack_batch(&self.storage, &batch.ids).await {
+            // Delivered but not removed: delivered again later
+            // (line protocol writes with timestamps are idempotent).
+            self.record_failure(backend, format!("write queue: {e}"), now_ms);
+            return ReplayStep::RetryAfter(topo.config.replay_backoff_max_ms);
+        }
+        self.replay_delivered(backend, &batch, now_ms);
+        state.replay.set(HeadReplay::default());
+        ReplayStep::Progress
+    }
+
+    /// Sends batch `batch` of backend `backend` (state `state`) as one
+    /// request (in pieces if over `backend_max_body_bytes`), marking its head
+    /// as leading a batch meanwhile when it holds several records.
+    async fn replay_send(&self, state: &BackendState, backend: usize, batch: &Batch) -> send::Sent {
+        let several = batch.ids.len() > 1;
+        if several {
+            state.replay.set(HeadReplay { batch: true, ..state.replay.get() });
+        }
+        let sent = self.send_record_judging_each(backend, &batch.record).await;
+        if several {
+            state.replay.set(HeadReplay { batch: false, ..state.replay.get() });
+        }
+        sent
+    }
+
+    /// Batch `batch` was delivered whole and acknowledged: counts it and
+    /// ends the backoff (the replay policy's counts are about the next head
+    /// and stay).
+    fn replay_delivered(&self, backend: usize, batch: &Batch, now_ms: u64) {
+        let topo = self.topology();
+        let state = &topo.states[backend];
+        if let Record::Write { body, .. } = &batch.record {
+            self.replayed(backend, batch.ids.len(), body, now_ms);
+        }
+        state.backoff_ms.set(0);
+        self.record_write_ok(backend);
+    }
+
+    /// Judges the answer `sent` to batch `batch` when it was not delivered
+    /// whole (or is a statement): a single record by
+    /// [`Proxy::replay_judge_record`]; several by the rules of
+    /// [`Proxy::replay_step`] (down: the batch waits whole; else the records
+    /// taken are acknowledged and the others sent one by one).
+    async fn replay_judge(&self, backend: usize, batch: &Batch, sent: send::Sent, now_ms: u64) -> ReplayStep {
+        let topo = self.topology();
+        let (addr, state) = (&topo.backends[backend], &topo.states[backend]);
+        if batch.ids.len() == 1 {
+            return self.replay_judge_record(backend, batch.ids[0], &batch.record, sent, now_ms).await;
+        }
+        let error = match &sent.outcome {
+            Ok(r) if (200..300).contains(&r.status) => None,
             Ok(r) if refuses_request(r) => None,
             Ok(r) => Some(format!("replay answered HTTP {}: {}", r.status, error_message(r))),
             Err(e) => Some(format!("replay: {e}")),
@@ -476,7 +579,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 return self.replay_failed(backend, error, now_ms);
             }
         }
-        self.replay_one_by_one(backend, &batch, &sent, now_ms).await
+        self.replay_one_by_one(backend, batch, &sent, now_ms).await
     }
 
     /// The replay policy's counts for head record `head`, reset when the head
@@ -558,9 +661,22 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// [`Proxy::replay_step`]): acknowledged, dead-lettered (only the pieces
     /// refused), or the replay policy applied to its failure.
     async fn replay_record(&self, backend: usize, id: RecordId, record: &Record, now_ms: u64) -> ReplayStep {
+        let sent = self.send_record_judging_each(backend, record).await;
+        self.replay_judge_record(backend, id, record, sent, now_ms).await
+    }
+
+    /// Judges the answer `sent` to head record `id` (`record`), sent alone
+    /// (see [`Proxy::replay_record`]).
+    async fn replay_judge_record(
+        &self,
+        backend: usize,
+        id: RecordId,
+        record: &Record,
+        sent: send::Sent,
+        now_ms: u64,
+    ) -> ReplayStep {
         let topo = self.topology();
         let (state, addr) = (&topo.states[backend], &topo.backends[backend]);
-        let sent = self.send_record_judging_each(backend, record).await;
         let outcome = sent.outcome;
         let rejection = match &outcome {
             Ok(r) if (200..300).contains(&r.status) => statement_error(record, r),
@@ -1189,6 +1305,14 @@ fn statement_error(record: &Record, response: &Response) -> Option<String> {
 /// to the client with its status and never queued (on the direct path), or
 /// dead-lettered at once (in replay); it does not count against the
 /// backend's health.
+/// Whether write batch `batch` was delivered whole by its answer `sent`
+/// (2xx); a statement never counts (its 200 may report an error, judged by
+/// [`Proxy::replay_judge_record`]).
+fn delivered_whole(batch: &Batch, sent: &send::Sent) -> bool {
+    matches!(batch.record, Record::Write { .. })
+        && matches!(&sent.outcome, Ok(r) if (200..300).contains(&r.status))
+}
+
 pub(crate) fn refuses_request(response: &Response) -> bool {
     (400..500).contains(&response.status)
         || (response.status == 500 && error_message(response).starts_with("retention policy not found"))

@@ -393,3 +393,316 @@ fn a_removed_backends_loops_end_once_its_queue_is_delivered() {
     // Nothing to start again for it; the configured backend's loops still run.
     assert_eq!(p.claim_loops(), []);
 }
+
+// ---------------------------------------------------------------------------
+// Pipelined replay (the next batch is sent while the previous one's ack is
+// written): order after a crash at every step, and a panicking send.
+
+use crate::proxy::ReplayStep;
+use crate::storage::Storage;
+use crate::write_queue::{Credentials, Record, WriteQueue};
+use std::io;
+
+/// How many more durable operations (storage writes, backend requests) the
+/// process performs before it "crashes"; shared by the storage and the
+/// backend of [`Crashing`].
+#[derive(Clone, Default)]
+struct Budget(Rc<Cell<Option<u64>>>, Rc<Cell<bool>>);
+
+impl Budget {
+    /// Takes one operation; `false` (and the crash flag set) when none is
+    /// left. `None`: unlimited.
+    fn take(&self) -> bool {
+        match self.0.get() {
+            None => true,
+            Some(0) => {
+                self.1.set(true);
+                false
+            }
+            Some(n) => {
+                self.0.set(Some(n - 1));
+                true
+            }
+        }
+    }
+    fn last_taken(&self) -> bool {
+        self.0.get() == Some(0)
+    }
+    fn crashed(&self) -> bool {
+        self.1.get()
+    }
+}
+
+/// A future that never completes: the process died inside this call.
+async fn died<T>() -> T {
+    futures_lite::future::pending().await
+}
+
+/// A storage over a shared [`MemStorage`] whose every call first yields (so
+/// that an ack and a send are really in flight together; see
+/// [`CrashingStorage::durable`]) and whose durable calls stop (never return, nothing written) once the budget is spent.
+struct CrashingStorage {
+    files: Rc<MemStorage>,
+    budget: Budget,
+}
+
+impl CrashingStorage {
+    /// A durable write takes longer than a request (an fsync): it yields
+    /// three times, so a request sent with it is taken by the backend first.
+    async fn durable(&self) {
+        for _ in 0..3 {
+            futures_lite::future::yield_now().await;
+        }
+        if !self.budget.take() {
+            died::<()>().await;
+        }
+    }
+}
+
+impl Storage for CrashingStorage {
+    async fn list(&self, dir: &str) -> io::Result<Vec<String>> {
+        self.files.list(dir).await
+    }
+    async fn read(&self, path: &str) -> io::Result<Vec<u8>> {
+        futures_lite::future::yield_now().await;
+        self.files.read(path).await
+    }
+    async fn read_at(&self, path: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        futures_lite::future::yield_now().await;
+        self.files.read_at(path, offset, len).await
+    }
+    async fn append(&self, path: &str, data: &[u8]) -> io::Result<()> {
+        self.durable().await;
+        self.files.append(path, data).await
+    }
+    async fn write_atomic(&self, path: &str, data: &[u8]) -> io::Result<()> {
+        self.durable().await;
+        self.files.write_atomic(path, data).await
+    }
+    async fn write_at(&self, path: &str, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.durable().await;
+        self.files.write_at(path, offset, data).await
+    }
+    async fn truncate(&self, path: &str, len: u64) -> io::Result<()> {
+        self.durable().await;
+        self.files.truncate(path, len).await
+    }
+    async fn remove(&self, path: &str) -> io::Result<()> {
+        self.durable().await;
+        self.files.remove(path).await
+    }
+    async fn len(&self, path: &str) -> io::Result<Option<u64>> {
+        self.files.len(path).await
+    }
+}
+
+/// A backend holding one point (`cpu` at time 1000) per database, whose
+/// value each write's lines set in order (a later line wins, as in InfluxDB
+/// 1.x); it outlives the proxy's crashes. A request that spends the last of
+/// the budget is applied and then never answered (the proxy died after the
+/// backend took it, before it could acknowledge).
+#[derive(Clone, Default)]
+struct PointBackend {
+    budget: Budget,
+    /// Every value set, in order.
+    values: Rc<RefCell<Vec<u64>>>,
+}
+
+impl Transport for PointBackend {
+    async fn send(&self, _: &BackendAddr, request: Request) -> Result<Response, TransportError> {
+        futures_lite::future::yield_now().await;
+        if !self.budget.take() {
+            return died().await;
+        }
+        if request.path == "/write" {
+            for line in String::from_utf8_lossy(&request.body).lines() {
+                let value = line.strip_prefix("cpu v=").and_then(|l| l.strip_suffix(" 1000"));
+                self.values.borrow_mut().push(value.and_then(|v| v.parse().ok()).unwrap_or(u64::MAX));
+            }
+        }
+        if self.budget.last_taken() {
+            self.budget.1.set(true);
+            return died().await;
+        }
+        Ok(Response::empty(204))
+    }
+}
+
+/// Backend `b` only, batches of two of the records of
+/// [`the_later_value_of_a_point_wins_after_a_crash_at_every_step_of_pipelined_replay`]
+/// (`backend_max_body_bytes` 32).
+fn pipelined_proxy(backend: &PointBackend, files: Rc<MemStorage>) -> Proxy<PointBackend, CrashingStorage> {
+    let text = r#"{ "backends": { "b": { "url": "http://127.0.0.1:8087" } },
+                    "keymaps": { "_default_": ["b"] }, "backend_max_body_bytes": 32 }"#;
+    let config = Config::parse("test.json", text).unwrap_or_else(|e| panic!("{e}"));
+    let storage = CrashingStorage { files, budget: backend.budget.clone() };
+    block_on(Proxy::open(config, backend.clone(), storage)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs replay steps until the queue is empty or the budget is spent.
+fn replay_until_idle_or_crash(proxy: &Proxy<PointBackend, CrashingStorage>, budget: &Budget) {
+    let replay = async {
+        for _ in 0..1000 {
+            if proxy.replay_step(0, 1_700_000_000_000).await == ReplayStep::Idle {
+                return;
+            }
+        }
+        panic!("replay did not drain the queue in 1000 steps");
+    };
+    let crash = futures_lite::future::poll_fn(|cx| match budget.crashed() {
+        true => std::task::Poll::Ready(()),
+        false => {
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    });
+    block_on(futures_lite::future::or(replay, crash));
+}
+
+#[test]
+fn the_later_value_of_a_point_wins_after_a_crash_at_every_step_of_pipelined_replay() {
+    // Twelve writes of the same point, values 0..11, queued for b; replay
+    // sends them two per request, each request while the previous one's
+    // ack is written. The process dies at each storage write or backend
+    // request in turn (a request it dies in was taken by the backend but
+    // not answered), restarts from what is on disk and replays to the end.
+    let records = 12u64;
+    let queue_files = {
+        let files = MemStorage::default();
+        let queue = block_on(WriteQueue::open(&files, "queue/b", 1 << 20)).unwrap_or_else(|e| panic!("{e}"));
+        for i in 0..records {
+            let record = Record::Write {
+                db: "telegraf".into(),
+                rp: None,
+                precision: None,
+                credentials: Credentials::default(),
+                body: format!("cpu v={i} 1000\n").into_bytes(),
+            };
+            block_on(queue.push(&files, &record, 1_700_000_000_000)).unwrap_or_else(|e| panic!("{e}"));
+        }
+        files.snapshot()
+    };
+    let mut crash_at = 0;
+    let mut older_value_resent = false;
+    loop {
+        let backend = PointBackend::default();
+        let files = Rc::new(MemStorage::from_snapshot(queue_files.clone()));
+        let proxy = pipelined_proxy(&backend, files.clone());
+        backend.budget.0.set(Some(crash_at));
+        replay_until_idle_or_crash(&proxy, &backend.budget);
+        let crashed = backend.budget.crashed();
+        drop(proxy);
+        let before_restart = backend.values.borrow().len();
+        // Restart from the files on disk, with the same backend.
+        backend.budget.0.set(None);
+        backend.budget.1.set(false);
+        let proxy = pipelined_proxy(&backend, Rc::new(MemStorage::from_snapshot(files.snapshot())));
+        replay_until_idle_or_crash(&proxy, &backend.budget);
+        assert_eq!(proxy.queue_depth(0).records, 0, "crash at step {crash_at}");
+        let values = backend.values.borrow().clone();
+        assert_eq!(
+            values.last(),
+            Some(&(records - 1)),
+            "crash at step {crash_at}: the point's values {values:?}"
+        );
+        for i in 0..records {
+            assert!(values.contains(&i), "crash at step {crash_at}: value {i} never written: {values:?}");
+        }
+        // The pipelined window was hit: the backend had taken a later batch
+        // when an earlier one (its ack not durable) was sent again.
+        let seen_max = values[..before_restart].iter().copied().max();
+        older_value_resent |=
+            values.get(before_restart).zip(seen_max).is_some_and(|(first, max)| first + 1 < max);
+        if !crashed {
+            break;
+        }
+        crash_at += 1;
+    }
+    assert!(crash_at > 12, "a run without crash took only {crash_at} steps");
+    assert!(older_value_resent, "no crash fell between a later batch's delivery and an earlier batch's ack");
+}
+
+/// A storage that yields before each write of the `ack` file, so that a
+/// batch's acknowledgement is still being written when the next batch is
+/// sent.
+struct SlowAcks(MemStorage);
+
+impl Storage for SlowAcks {
+    async fn list(&self, dir: &str) -> io::Result<Vec<String>> {
+        self.0.list(dir).await
+    }
+    async fn read(&self, path: &str) -> io::Result<Vec<u8>> {
+        self.0.read(path).await
+    }
+    async fn read_at(&self, path: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        self.0.read_at(path, offset, len).await
+    }
+    async fn append(&self, path: &str, data: &[u8]) -> io::Result<()> {
+        self.0.append(path, data).await
+    }
+    async fn write_atomic(&self, path: &str, data: &[u8]) -> io::Result<()> {
+        self.0.write_atomic(path, data).await
+    }
+    async fn write_at(&self, path: &str, offset: u64, data: &[u8]) -> io::Result<()> {
+        futures_lite::future::yield_now().await;
+        self.0.write_at(path, offset, data).await
+    }
+    async fn truncate(&self, path: &str, len: u64) -> io::Result<()> {
+        self.0.truncate(path, len).await
+    }
+    async fn remove(&self, path: &str) -> io::Result<()> {
+        self.0.remove(path).await
+    }
+    async fn len(&self, path: &str) -> io::Result<Option<u64>> {
+        self.0.len(path).await
+    }
+}
+
+#[test]
+fn a_record_whose_pipelined_send_panics_while_the_previous_ack_is_written_is_dead_lettered() {
+    let mock = Mock::default();
+    // One record per request (backend_max_body_bytes 16), each sent while
+    // the previous one's ack is written.
+    let text = r#"{ "backends": { "b": { "url": "http://127.0.0.1:8087" } },
+                    "keymaps": { "_default_": ["b"] }, "replay_max_attempts": 3,
+                    "backend_max_body_bytes": 16 }"#;
+    let config = Config::parse("test.json", text).unwrap_or_else(|e| panic!("{e}"));
+    let proxy = block_on(Proxy::open(config, mock.clone(), SlowAcks(MemStorage::default())))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // b refuses the first write: it and the ones after it are queued.
+    mock.plan(&[Next::Refuse]);
+    for i in 0..6 {
+        assert_eq!(write_to(&proxy, &format!("cpu v={i} {i}\n")), 204);
+    }
+    assert_eq!(proxy.queue_depth(0).records, 6);
+    // Every attempt to deliver v=3 panics, while v=2's ack is still being
+    // written when pipelined: replay must still give v=3 up (the replay
+    // policy's attempts, counted for the record that panics) and deliver the
+    // others, instead of restarting forever.
+    mock.0.borrow_mut().panic_on = Some("v=3 ".into());
+    let delivered = {
+        let mock = mock.clone();
+        move || mock.answered("/write").iter().any(|w| w.contains("v=5 "))
+    };
+    let host = TestHost::new(delivered);
+    block_on(run_replay(&host, &proxy, 0));
+
+    let expected: Vec<String> = [0, 1, 2, 4, 5].iter().map(|i| format!("cpu v={i} {i}\n")).collect();
+    let answered = mock.answered("/write");
+    let mut unique = answered.clone();
+    unique.dedup();
+    assert_eq!(unique, expected, "b got {answered:?}");
+    assert_eq!(proxy.queue_depth(0).records, 0);
+    let response = block_on(proxy.handle(Request::new(Method::Get, "/health"), 3_000_000));
+    let health: serde_json::Value = serde_json::from_slice(&response.body).unwrap_or_default();
+    let b = &health["backends"][0];
+    assert_eq!(b["dead_letters"], 1, "{b}");
+    assert!(proxy.loop_restarts(0) >= 3, "restarts: {}", proxy.loop_restarts(0));
+}
+
+fn write_to<S: Storage>(proxy: &Proxy<Mock, S>, body: &str) -> u16 {
+    let mut request = Request::new(Method::Post, "/write");
+    request.query = vec![("db".into(), "telegraf".into())];
+    request.body = body.as_bytes().to_vec();
+    block_on(proxy.handle(request, 1_000_000)).status
+}

@@ -39,8 +39,9 @@
 //!    partial record, no new empty segment file.
 //! 5. **Bounded memory.** In memory the queue keeps, per segment, its sequence
 //!    number, its length and how many unacknowledged records it holds; per
-//!    record only the ids of the last batch peeked (at most `max_records` of
-//!    [`WriteQueue::peek_batch`]). A push does not read any file.
+//!    record only the ids of the last two batches peeked (at most
+//!    `max_records` each, of [`WriteQueue::peek_batch`] and
+//!    [`WriteQueue::peek_batch_after`]). A push does not read any file.
 //! 6. **A bad record never blocks the queue.** A record the backend rejects
 //!    with 4xx, or keeps failing while otherwise healthy (see "Replay
 //!    policy"), goes to the dead-letter file; a record whose bytes are damaged
@@ -69,13 +70,25 @@
 //!     position (the older slot). A batch stays within one segment, so the
 //!     acknowledged position is always a record boundary in one segment.
 //!
+//!     **Pipelined replay keeps them too.** [`WriteQueue::peek_batch_after`]
+//!     reads the batch after one not yet acknowledged, so replay may send
+//!     batch N+1 while batch N's ack is being written. This is safe because
+//!     acknowledgements are prefix-ordered: the position only moves forward,
+//!     batch N+1 is acknowledged only after batch N's ack succeeded, and a
+//!     failed ack stops the pipeline. So whatever a crash interrupts, the
+//!     unacknowledged suffix starts at or before batch N and is sent again
+//!     from its start, in queue order: the backend may see N, N+1, then N and
+//!     N+1 again, and the last write of every point is still the latest
+//!     pushed (a later value wins), as for any at-least-once redelivery.
+//!
 //! # Replay policy
 //!
 //! The queue stores; `Proxy::replay_step` (`src/proxy.rs`) decides, for the
 //! head record, after each delivery attempt. Replay sends a batch
-//! ([`WriteQueue::peek_batch`], up to `REPLAY_BATCH_MAX_BYTES`, 2 MiB, of
+//! ([`WriteQueue::peek_batch`], up to `REPLAY_BATCH_MAX_BYTES`, 8 MiB, of
 //! bodies, or `backend_max_body_bytes` when lower) as one request; when the backend acknowledges all of it, one ack removes
-//! every record. When it does not (a piece refused, no answer or a 5xx
+//! every record, and the next batch ([`WriteQueue::peek_batch_after`]) is
+//! sent while that ack is written (guarantee 10). When it does not (a piece refused, no answer or a 5xx
 //! while `/ping` answers), the records of the batch it did not acknowledge
 //! are sent again one by one, and each is judged alone by this table, so a
 //! record is dead-lettered only for its own refusal or its own failures.
@@ -223,8 +236,12 @@
 //!   segment its header (a record that would pass the byte limit is not
 //!   read), then its payload; the first record that cannot share the
 //!   request, would pass a limit, is damaged or cannot be read ends the
-//!   batch (the next peek deals with it as the head). The ids are kept, so
-//!   their acknowledgement needs no read.
+//!   batch (the next peek deals with it as the head). The frames after the
+//!   head are read in one read (more only when the limits allow more than
+//!   was read). The ids are kept, so their acknowledgement needs no read.
+//! - **peek_batch_after**: the same from the record after a given id (the
+//!   last one peeked), without consuming anything; a damaged or unreadable
+//!   record there gives no batch (the next peek deals with it as the head).
 //! - **ack_batch**: the ids must be consecutive records from the head of one
 //!   segment; those already acknowledged are skipped. Ids not from the last
 //!   peek are checked against the frame headers on disk. Then as ack, with
@@ -782,10 +799,84 @@ impl WriteQueue {
         max_body_bytes: u64,
         max_records: usize,
     ) -> Result<Option<Batch>, QueueError> {
-        let Some((head, mut record)) = self.peek_locked(storage, state).await? else { return Ok(None) };
+        let Some((head, record)) = self.peek_locked(storage, state).await? else { return Ok(None) };
+        let seg_len = state.segments.front().map_or(head.end, |s| s.len);
+        let batch = self.extend_batch(storage, head, record, seg_len, max_body_bytes, max_records).await;
+        state.peeked = batch.ids.clone();
+        Ok(Some(batch))
+    }
+
+    /// The batch that follows record `after` (the last record of a batch
+    /// given by [`WriteQueue::peek_batch`] or by this function, acknowledged
+    /// or not yet): the record just after it (at the start of the next
+    /// segment when `after` ends its segment) and the records after that
+    /// which may share its request, with the limits of
+    /// [`WriteQueue::peek_batch`]. It lets replay read and send the next
+    /// batch while the previous one's acknowledgement is being written
+    /// (guarantee 10). `None` when nothing follows, when `after` is not the
+    /// last id peeked, or when the record after it is damaged or cannot be
+    /// read (a later [`WriteQueue::peek_batch`] deals with it as the head).
+    /// Its ids are remembered next to the unacknowledged ones of the batch
+    /// ending at `after`, so their acknowledgement needs no read either.
+    /// Errors: none besides `Ok(None)`; the storage is only read.
+    pub async fn peek_batch_after<S: Storage>(
+        &self,
+        storage: &S,
+        after: RecordId,
+        max_body_bytes: u64,
+        max_records: usize,
+    ) -> Result<Option<Batch>, QueueError> {
+        let mut state = self.state.lock().await;
+        state.normalize();
+        if state.peeked.last() != Some(&after) {
+            return Ok(None);
+        }
+        let Some(index) = state.segments.iter().position(|s| s.seq == after.segment) else { return Ok(None) };
+        let segment = state.segments[index];
+        let (seq, offset, seg_len) = if after.end < segment.len {
+            (segment.seq, after.end, segment.len)
+        } else {
+            match state.segments.get(index + 1) {
+                Some(next) => (next.seq, 0, next.len),
+                None => return Ok(None),
+            }
+        };
+        if offset >= seg_len {
+            return Ok(None);
+        }
+        let path = segment_path(&self.dir, seq);
+        let Ok(Frame::Valid { end, record, pushed_ms }) = read_frame(storage, &path, offset, seg_len).await
+        else {
+            return Ok(None);
+        };
+        let head = RecordId { segment: seq, offset, end, pushed_ms };
+        let batch = self.extend_batch(storage, head, record, seg_len, max_body_bytes, max_records).await;
+        // Ids of the batch ending at `after` (not yet acknowledged) stay,
+        // then this batch's: at most two batches of ids.
+        let keep_from = state.peeked.len().saturating_sub(max_records);
+        state.peeked.drain(..keep_from);
+        state.peeked.extend_from_slice(&batch.ids);
+        Ok(Some(batch))
+    }
+
+    /// The batch led by record `head` (read, decoded as `record`) of a
+    /// segment whose good bytes end at `seg_len`: `head` and the records
+    /// after it in that segment that may share its request, within the
+    /// limits (see [`WriteQueue::peek_batch`]). The following frames are
+    /// read in as few reads as the limits allow (one, typically), each body
+    /// copied once, into a buffer sized for the whole batch.
+    async fn extend_batch<S: Storage>(
+        &self,
+        storage: &S,
+        head: RecordId,
+        mut record: Record,
+        seg_len: u64,
+        max_body_bytes: u64,
+        max_records: usize,
+    ) -> Batch {
         let mut ids = vec![head];
         let Record::Write { body, .. } = &mut record else {
-            return Ok(Some(Batch { ids, record, ends: vec![0] }));
+            return Batch { ids, record, ends: vec![0] };
         };
         let mut ends = vec![body.len()];
         let head_body = std::mem::take(body);
@@ -793,51 +884,90 @@ impl WriteQueue {
         // credentials, push time): the same for every record that can share
         // the head's request (of its format version).
         let meta = (head.end - head.offset).saturating_sub(RECORD_HEADER_BYTES + head_body.len() as u64);
-        let Some(front) = state.segments.front().copied() else {
-            record = with_body(record, head_body);
-            return Ok(Some(Batch { ids, record, ends }));
-        };
         // Room for the whole batch at once (pages never written cost
         // nothing), so the body is never copied to grow.
-        let room = (front.len - head.end).min(max_body_bytes.saturating_sub(head_body.len() as u64));
+        let room =
+            seg_len.saturating_sub(head.end).min(max_body_bytes.saturating_sub(head_body.len() as u64));
         let mut body = head_body;
         if room > 0 && max_records > 1 {
             body.reserve(usize::try_from(room).unwrap_or(0));
         }
-        let path = segment_path(&self.dir, front.seq);
+        let path = segment_path(&self.dir, head.segment);
+        // Frames read ahead: bytes `chunk_at..chunk_at + chunk.len()`.
+        let (mut chunk, mut chunk_at) = (Vec::new(), head.end);
         let mut at = head.end;
-        while ids.len() < max_records && at < front.len {
+        while ids.len() < max_records && at < seg_len {
             // The header first: a record that would pass the limit is not read.
-            let Ok(header) = storage.read_at(&path, at, HEADER).await else { break };
-            let Some((len, crc, version)) = parse_header(&header) else { break };
+            let Some(header) = self
+                .frame_bytes(storage, &path, (&mut chunk, &mut chunk_at), at, HEADER, seg_len, || {
+                    read_ahead(max_body_bytes, body.len(), meta, max_records - ids.len())
+                })
+                .await
+            else {
+                break;
+            };
+            let Some((len, crc, version)) = parse_header(header) else { break };
             let end = at + RECORD_HEADER_BYTES + len;
             // A record that would pass the limit is not read (its body is
             // its payload less the head's metadata if it can share the
             // request; checked again once decoded).
-            if end > front.len || body.len() as u64 + len.saturating_sub(meta) > max_body_bytes {
+            if end > seg_len || body.len() as u64 + len.saturating_sub(meta) > max_body_bytes {
                 break;
             }
-            let Ok(len) = usize::try_from(len) else { break };
-            let Ok(payload) = storage.read_at(&path, at + RECORD_HEADER_BYTES, len).await else { break };
-            if payload.len() != len {
+            let Ok(frame_len) = usize::try_from(RECORD_HEADER_BYTES + len) else { break };
+            let Some(frame) = self
+                .frame_bytes(storage, &path, (&mut chunk, &mut chunk_at), at, frame_len, seg_len, || {
+                    read_ahead(max_body_bytes, body.len(), meta, max_records - ids.len())
+                })
+                .await
+            else {
+                break;
+            };
+            let payload = &frame[HEADER..];
+            if crc32fast::hash(payload) != crc {
                 break;
             }
-            if crc32fast::hash(&payload) != crc {
-                break;
-            }
-            let Some((pushed_ms, next, range)) = decode_payload_parts(&payload, version) else { break };
+            let Some((pushed_ms, next, range)) = decode_payload_parts(payload, version) else { break };
             let fits = (body.len() + range.len()) as u64 <= max_body_bytes;
             if !fits || !record.can_share_request(&next) {
                 break;
             }
             body.extend_from_slice(payload.get(range).unwrap_or_default());
             ends.push(body.len());
-            ids.push(RecordId { segment: front.seq, offset: at, end, pushed_ms });
+            ids.push(RecordId { segment: head.segment, offset: at, end, pushed_ms });
             at = end;
         }
-        let record = with_body(record, body);
-        state.peeked = ids.clone();
-        Ok(Some(Batch { ids, record, ends }))
+        Batch { ids, record: with_body(record, body), ends }
+    }
+
+    /// Bytes `at..at + len` of segment `path` (good bytes up to `seg_len`),
+    /// from the read-ahead `chunk` (holding bytes from `chunk.1` on) when it
+    /// has them, else after one read at `at` of `len` or, when larger,
+    /// `ahead()` bytes (what the rest of the batch may need) into it.
+    /// `None` when they cannot be read.
+    #[allow(clippy::too_many_arguments)]
+    async fn frame_bytes<'c, S: Storage>(
+        &self,
+        storage: &S,
+        path: &str,
+        chunk: (&'c mut Vec<u8>, &mut u64),
+        at: u64,
+        len: usize,
+        seg_len: u64,
+        ahead: impl FnOnce() -> u64,
+    ) -> Option<&'c [u8]> {
+        let (bytes, chunk_at) = chunk;
+        let covered = at >= *chunk_at && (at - *chunk_at) as usize + len <= bytes.len();
+        if !covered {
+            let want = ahead().max(len as u64).min(seg_len.saturating_sub(at));
+            *bytes = storage.read_at(path, at, usize::try_from(want).ok()?).await.ok()?;
+            *chunk_at = at;
+            if bytes.len() < len {
+                return None;
+            }
+        }
+        let start = usize::try_from(at - *chunk_at).ok()?;
+        bytes.get(start..start + len)
     }
 
     /// Removes the records `ids` durably with one write of the `ack` file
@@ -1010,4 +1140,13 @@ impl WriteQueue {
         let pushed = if state.depth.records == 0 { None } else { state.head_pushed_ms };
         self.head_pushed_ms.store(pushed.unwrap_or(u64::MAX), Ordering::Relaxed);
     }
+}
+
+/// Bytes worth reading at once for the rest of a batch: the body room left
+/// (`max_body_bytes` less `body_len` bytes taken) plus, for each of at most
+/// `records` more records (up to 1,024), its frame header and `meta` bytes
+/// of metadata.
+fn read_ahead(max_body_bytes: u64, body_len: usize, meta: u64, records: usize) -> u64 {
+    let per_record = RECORD_HEADER_BYTES + meta;
+    max_body_bytes.saturating_sub(body_len as u64) + per_record * records.min(1024) as u64
 }

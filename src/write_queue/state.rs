@@ -23,8 +23,9 @@ pub(super) struct State {
     /// Sequence number of the next new segment.
     pub(super) next_seq: u64,
     pub(super) depth: QueueDepth,
-    /// The records last returned by peek or peek_batch that are not yet
-    /// acknowledged, oldest (the head) first; at most one batch of ids.
+    /// The records last returned by peek, peek_batch or peek_batch_after
+    /// that are not yet acknowledged, oldest (the head) first; at most two
+    /// batches of ids (the one in flight and the one read ahead).
     pub(super) peeked: Vec<RecordId>,
     /// (segment, length before) of an append that did not finish (cancelled);
     /// length 0 means the append created the segment file.
@@ -60,9 +61,10 @@ impl State {
         while self.segments.len() > 1 && self.head_offset >= self.segments[0].len {
             if let Some(s) = self.segments.pop_front() {
                 self.garbage.push(s.seq);
+                // Ids peeked in later segments stay peeked.
+                self.peeked.retain(|id| id.segment != s.seq);
             }
             self.head_offset = 0;
-            self.peeked.clear();
         }
     }
 
@@ -86,13 +88,15 @@ impl State {
     /// segment) from the counts; the ids peeked past `end` stay peeked.
     pub(super) fn consume_head(&mut self, end: u64, records: u64) {
         let bytes = end.saturating_sub(self.head_offset);
+        let front_seq = self.segments.front().map(|s| s.seq);
         if let Some(front) = self.segments.front_mut() {
             front.records = front.records.saturating_sub(records);
         }
         self.head_offset = end;
         self.depth.records = self.depth.records.saturating_sub(records);
         self.depth.bytes = self.depth.bytes.saturating_sub(bytes);
-        self.peeked.retain(|id| id.offset >= end);
+        // Ids peeked in later segments (a batch read ahead) stay peeked.
+        self.peeked.retain(|id| Some(id.segment) != front_seq || id.offset >= end);
     }
 }
 

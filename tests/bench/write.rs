@@ -61,10 +61,22 @@
 //! shares the cores. Sink `b`
 //! must end with exactly the acknowledged lines (nothing lost, nothing twice).
 //! The catch-up time includes the replay backoff still running when `b` comes
-//! up (at most 200 ms) and the 100 ms poll granularity. The proxy's default
-//! `queue_max_bytes` (1 GiB) is kept: a backlog much longer than the default
-//! fills it (about 100 MiB/s of plain bodies) and writes are then answered 503,
-//! which count as errors.
+//! up (at most 200 ms) and the 100 ms poll granularity. `queue_max_bytes` is
+//! 8 GiB (the default 1 GiB filled in 5 s at 1.4 M lines/s, about 165 MiB/s
+//! of plain bodies); a backlog that still fills it has its writes answered
+//! 503, which count as errors.
+//!
+//! **Catch-up under load** (native, and wasm when a `.wasm` is given; plain
+//! bodies; the issue's catch-up scenario): as in the backlog scenario `b` is
+//! down (same knobs, `queue_max_bytes` 8 GiB) while the full load runs for `warmup` + `catch-up`
+//! seconds (10 by default); then sink `b` starts on its port while the load
+//! goes on at full speed for twice as long (20 s). `/health` is polled
+//! every 100 ms; reported: `b`'s queue when it came up, and whether (and
+//! how long after `b` came up) its queue reached zero while the load ran,
+//! next to the target (`met`, or `MISSED` when it was never seen empty
+//! before the load ended). The load's lines/s in the table are those of the
+//! time `b` was up. After the load, what is still queued is replayed (up to
+//! 120 s); then both sinks must hold exactly the acknowledged lines.
 //!
 //! **Big write memory** (native, and wasm when a `.wasm` is given): one write
 //! of 25,000,000 bytes (the default `max_body_bytes`) through a fresh proxy
@@ -89,6 +101,7 @@
 //!   --proxy-bin PATH   native binary to run          (INFLUX_PROXY_BIN, the one cargo built)
 //!   --startup-timeout S  wait for the proxy's /ping  (BENCH_STARTUP_TIMEOUT_S, 60)
 //!   --backlog S        measured seconds with b down  (BENCH_BACKLOG_S, 5; 0 skips it)
+//!   --catch-up S       load with b down, then b up   (BENCH_CATCH_UP_S, 10; 0 skips it)
 //!   --idle S           wait for idle RSS, plain runs (BENCH_IDLE_S, 60; 0 skips it)
 //!   --no-fairness      skip the 4 vs 32 connections runs (BENCH_FAIRNESS=0)
 //!   --backend-gzip     the proxy's backends get `"gzip": true` (BENCH_BACKEND_GZIP=1)
@@ -215,6 +228,16 @@ fn run(options: &Options) -> Result<bool, String> {
             rows.push(run_backlog(options, &bodies, &sink_runtime, &sinks[0], "wasm (b down)", command));
         }
     }
+    if !options.catch_up.is_zero() {
+        if options.modes.native {
+            let command = native_command(&options.proxy_bin);
+            rows.push(run_catch_up(options, &bodies, &sink_runtime, &sinks[0], "native (catch-up)", command));
+        }
+        if let Some(wasm) = &wasm {
+            let command = wasm_command(&options.wasmtime, wasm);
+            rows.push(run_catch_up(options, &bodies, &sink_runtime, &sinks[0], "wasm (catch-up)", command));
+        }
+    }
     let mut fairness = Vec::new();
     if options.fairness {
         /// A proxy build's name and how to make its command.
@@ -253,6 +276,11 @@ fn run(options: &Options) -> Result<bool, String> {
     println!();
     for line in targets(&rows, options, wasm_size) {
         println!("{line}");
+    }
+    for row in &rows {
+        if let Ok(measured @ Measured { catch_up: Some(catch_up), .. }) = &row.result {
+            println!("{}", catch_up.report(row.mode, measured.lines_per_s()));
+        }
     }
     for (mode, four, many) in &fairness {
         let figures = |row: &Row| {
@@ -348,6 +376,9 @@ struct Options {
     startup_timeout: Duration,
     /// Measured seconds of the backlog scenario; zero skips it.
     backlog: Duration,
+    /// Seconds of full load with `b` down in the catch-up scenario (after
+    /// the warm-up); zero skips it.
+    catch_up: Duration,
     /// Run the fairness scenarios (plain bodies at 4 and at 32 connections,
     /// per proxy build).
     fairness: bool,
@@ -383,6 +414,7 @@ impl Options {
                 &env_parse("BENCH_STARTUP_TIMEOUT_S", 60.0)?,
             )?,
             backlog: seconds("BENCH_BACKLOG_S", &env_parse("BENCH_BACKLOG_S", 5.0)?)?,
+            catch_up: seconds("BENCH_CATCH_UP_S", &env_parse("BENCH_CATCH_UP_S", 10.0)?)?,
             idle: seconds("BENCH_IDLE_S", &env_parse("BENCH_IDLE_S", 60.0)?)?,
             fairness: env_parse("BENCH_FAIRNESS", 1u8)? != 0,
             backend_gzip: env_parse("BENCH_BACKEND_GZIP", 0u8)? != 0,
@@ -421,6 +453,7 @@ impl Options {
                     self.startup_timeout = secs("--startup-timeout", parser.value()?.parse()?)?
                 }
                 Long("backlog") => self.backlog = secs("--backlog", parser.value()?.parse()?)?,
+                Long("catch-up") => self.catch_up = secs("--catch-up", parser.value()?.parse()?)?,
                 Long("idle") => self.idle = secs("--idle", parser.value()?.parse()?)?,
                 Long("no-fairness") => self.fairness = false,
                 Long("backend-gzip") => self.backend_gzip = true,
@@ -447,6 +480,7 @@ usage: cargo bench --bench write [-- OPTIONS]
   --proxy-bin PATH     native binary to run                  (INFLUX_PROXY_BIN, default: cargo's)
   --startup-timeout S  longest wait for the proxy's /ping    (BENCH_STARTUP_TIMEOUT_S, default 60)
   --backlog S          measured seconds with backend b down  (BENCH_BACKLOG_S, default 5; 0 skips)
+  --catch-up S         seconds of load with b down, then b up under load (BENCH_CATCH_UP_S, default 10; 0 skips)
   --idle S             longest wait for the idle RSS target  (BENCH_IDLE_S, default 60; 0 skips)
   --no-fairness        skip the 4 vs 32 connections runs     (BENCH_FAIRNESS=0)
   --backend-gzip       proxy backends get \"gzip\": true      (BENCH_BACKEND_GZIP=1)";
@@ -1204,6 +1238,8 @@ struct Measured {
     sinks: Vec<(&'static str, SinkCount)>,
     /// The backlog scenario's queue and catch-up figures.
     backlog: Option<Backlog>,
+    /// The catch-up scenario's figures.
+    catch_up: Option<CatchUp>,
 }
 
 impl Measured {
@@ -1257,7 +1293,16 @@ fn run_direct(options: &Options, bodies: &Bodies, encoding: Encoding, sink: &Sin
     let load = run_load(sink.addr, bodies, encoding, options);
     let sinks = vec![(sink.name, settle(&[sink], &[before], load.acked_lines)[0])];
     let wall = options.warmup + options.duration;
-    let result = Measured { load, peak_rss: None, cpu_s: None, wall, idle_rss: None, sinks, backlog: None };
+    let result = Measured {
+        load,
+        peak_rss: None,
+        cpu_s: None,
+        wall,
+        idle_rss: None,
+        sinks,
+        backlog: None,
+        catch_up: None,
+    };
     Row { mode: "direct", encoding, result: Ok(result) }
 }
 
@@ -1269,7 +1314,16 @@ fn run_mirror(options: &Options, bodies: &Bodies, encoding: Encoding, sinks: &[S
     let after = settle(&sinks.iter().collect::<Vec<_>>(), &before, load.acked_lines);
     let sinks = sinks.iter().map(|s| s.name).zip(after).collect();
     let wall = options.warmup + options.duration;
-    let result = Measured { load, peak_rss: None, cpu_s: None, wall, idle_rss: None, sinks, backlog: None };
+    let result = Measured {
+        load,
+        peak_rss: None,
+        cpu_s: None,
+        wall,
+        idle_rss: None,
+        sinks,
+        backlog: None,
+        catch_up: None,
+    };
     Row { mode: "mirror", encoding, result: Ok(result) }
 }
 
@@ -1304,7 +1358,7 @@ fn run_proxy(
     Row {
         mode,
         encoding,
-        result: Ok(Measured { load, peak_rss, cpu_s, wall, idle_rss, sinks, backlog: None }),
+        result: Ok(Measured { load, peak_rss, cpu_s, wall, idle_rss, sinks, backlog: None, catch_up: None }),
     }
 }
 
@@ -1432,6 +1486,7 @@ fn measure_backlog(
         "health_check_rise": 1,
         "replay_backoff_min_ms": 50,
         "replay_backoff_max_ms": 200,
+        "queue_max_bytes": CATCH_UP_QUEUE_MAX_BYTES,
     });
     let backends = [(sink_a.name, sink_a.addr), ("b", b_addr)];
     let proxy = ProxyProcess::start(how, &backends, &settings, options.startup_timeout)
@@ -1495,7 +1550,191 @@ fn measure_backlog(
     };
     let sinks = vec![(sink_a.name, after[0]), (sink_b.name, after[1])];
     let wall = options.warmup + options.backlog;
-    Ok(Measured { load, peak_rss, cpu_s: None, wall, idle_rss: None, sinks, backlog: Some(backlog) })
+    Ok(Measured {
+        load,
+        peak_rss,
+        cpu_s: None,
+        wall,
+        idle_rss: None,
+        sinks,
+        backlog: Some(backlog),
+        catch_up: None,
+    })
+}
+
+/// How long, in the catch-up scenario, the load goes on after `b` came up,
+/// as a multiple of the time `b` was down: at 3x the ingest, replay drains
+/// a backlog of `down` seconds in `down / 2` seconds while the load runs;
+/// 2x leaves room for the replay backoff running when `b` comes up.
+const CATCH_UP_LOAD_AFTER: u32 = 2;
+/// `queue_max_bytes` in the catch-up scenario (8 GiB): room for 10 s of
+/// full load with `b` down (up to 2 GiB on this machine) and 20 s more if
+/// replay does not keep up.
+const CATCH_UP_QUEUE_MAX_BYTES: u64 = 8 << 30;
+
+/// The catch-up scenario (see the module doc), plain bodies, native or wasm:
+/// `b` down for `warmup` + `options.catch_up` seconds of full load, then up
+/// while the load goes on for [`CATCH_UP_LOAD_AFTER`] times as long.
+fn run_catch_up(
+    options: &Options,
+    bodies: &Bodies,
+    runtime: &Runtime,
+    sink_a: &Sink,
+    mode: &'static str,
+    how: ProxyCommand,
+) -> Row {
+    let encoding = Encoding::Plain;
+    let after = options.catch_up * CATCH_UP_LOAD_AFTER;
+    println!(
+        "running {mode} {}: sink a up, b down for {} s + {} s of load, then b up while the load goes on \
+         for {} s ...",
+        encoding.name(),
+        options.warmup.as_secs_f64(),
+        options.catch_up.as_secs_f64(),
+        after.as_secs_f64()
+    );
+    let result = measure_catch_up(options, bodies, runtime, sink_a, encoding, &how);
+    Row { mode, encoding, result }
+}
+
+fn measure_catch_up(
+    options: &Options,
+    bodies: &Bodies,
+    runtime: &Runtime,
+    sink_a: &Sink,
+    encoding: Encoding,
+    how: &ProxyCommand,
+) -> Result<Measured, String> {
+    let b_addr = free_port()?;
+    let settings = serde_json::json!({
+        "health_check_interval_ms": 200,
+        "health_check_fall": 2,
+        "health_check_rise": 1,
+        "replay_backoff_min_ms": 50,
+        "replay_backoff_max_ms": 200,
+        // 10 s of full load is about 1 GiB of plain bodies, the default.
+        "queue_max_bytes": CATCH_UP_QUEUE_MAX_BYTES,
+    });
+    let backends = [(sink_a.name, sink_a.addr), ("b", b_addr)];
+    let proxy = ProxyProcess::start(how, &backends, &settings, options.startup_timeout)
+        .map_err(|e| format!("proxy did not start: {e}"))?;
+    wait_marked_down(&proxy, "b")?;
+
+    let before_a = sink_a.count();
+    let down = options.warmup + options.catch_up;
+    let after = options.catch_up * CATCH_UP_LOAD_AFTER;
+    // The load's measured window is the time b is up.
+    let load_options = Options { warmup: down, duration: after, ..options.clone() };
+    let started = Instant::now();
+    let (load, watched) = std::thread::scope(|scope| {
+        let load = scope.spawn(|| run_load(proxy.addr, bodies, encoding, &load_options));
+        let watched = watch_catch_up(&proxy, runtime, b_addr, started + down, started + down + after);
+        (load.join(), watched)
+    });
+    let load = load.map_err(|_| "the load thread panicked".to_string())?;
+    let (sink_b, catch_up) = watched?;
+    // What is still queued is delivered before the sinks are compared.
+    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+    while backend_health(proxy.addr, "b").map_or(true, |b| b.queue_records > 0) && Instant::now() < deadline {
+        std::thread::sleep(HEALTH_POLL);
+    }
+    let peak_rss = proxy.peak_rss_bytes();
+    let after_counts = settle(&[sink_a, &sink_b], &[before_a, SinkCount::default()], load.acked_lines);
+    drop(proxy);
+    let sinks = vec![(sink_a.name, after_counts[0]), (sink_b.name, after_counts[1])];
+    let wall = down + after;
+    Ok(Measured {
+        load,
+        peak_rss,
+        cpu_s: None,
+        wall,
+        idle_rss: None,
+        sinks,
+        backlog: None,
+        catch_up: Some(catch_up),
+    })
+}
+
+/// The catch-up scenario's side of the load: at `up`, reads `b`'s queue,
+/// starts sink `b` on `b_addr`, then polls `/health` every
+/// [`HEALTH_POLL`] until `b`'s queue is empty or the load ends (`end`).
+fn watch_catch_up(
+    proxy: &ProxyProcess,
+    runtime: &Runtime,
+    b_addr: SocketAddr,
+    up: Instant,
+    end: Instant,
+) -> Result<(Sink, CatchUp), String> {
+    std::thread::sleep(up.saturating_duration_since(Instant::now()));
+    let queued = backend_health(proxy.addr, "b")?;
+    let sink_b = Sink::start_on(runtime, "b", b_addr)
+        .map_err(|e| format!("cannot start sink b on {b_addr}, the port reserved for it: {e}"))?;
+    let up = Instant::now();
+    let drained = loop {
+        std::thread::sleep(HEALTH_POLL);
+        let now = Instant::now();
+        if now >= end {
+            break None;
+        }
+        // A failed poll is retried at the next one.
+        if let Ok(b) = backend_health(proxy.addr, "b") {
+            if b.queue_records == 0 {
+                break Some(now - up);
+            }
+        }
+    };
+    let left = backend_health(proxy.addr, "b").map_or(0, |b| b.queue_records);
+    let catch_up = CatchUp {
+        queued_records: queued.queue_records,
+        queued_bytes: queued.queue_bytes,
+        drained,
+        left_at_end: left,
+        load_after: end.saturating_duration_since(up),
+    };
+    Ok((sink_b, catch_up))
+}
+
+/// The catch-up scenario's figures beyond the load.
+struct CatchUp {
+    /// Records and bytes in `b`'s queue when `b` came up.
+    queued_records: u64,
+    queued_bytes: u64,
+    /// From `b` coming up to `/health` first reporting its queue empty,
+    /// while the load ran; `None` when that was not seen before the load
+    /// ended.
+    drained: Option<Duration>,
+    /// Records in `b`'s queue when the load ended (read after it).
+    left_at_end: u64,
+    /// How long the load went on after `b` came up.
+    load_after: Duration,
+}
+
+impl CatchUp {
+    /// The report line (next to the issue's target), for scenario `mode`
+    /// whose load ran at `lines_per_s` while `b` was up.
+    fn report(&self, mode: &str, lines_per_s: Option<f64>) -> String {
+        let load = lines_per_s.map_or("-".to_string(), thousands);
+        match self.drained {
+            Some(t) => format!(
+                "  {mode} catch-up under load: b's queue ({} records, {:.1} MiB after b was down) reached zero \
+                 {:.2} s after b came up, while the load ran on at {load} lines/s (target: zero while the \
+                 load runs, here within {:.0} s): met",
+                thousands(self.queued_records as f64),
+                mib(self.queued_bytes),
+                t.as_secs_f64(),
+                self.load_after.as_secs_f64()
+            ),
+            None => format!(
+                "  {mode} catch-up under load: b's queue ({} records, {:.1} MiB after b was down) did not \
+                 reach zero in the {:.0} s the load ran on at {load} lines/s after b came up ({} records \
+                 left; target: zero while the load runs): MISSED",
+                thousands(self.queued_records as f64),
+                mib(self.queued_bytes),
+                self.load_after.as_secs_f64(),
+                thousands(self.left_at_end as f64)
+            ),
+        }
+    }
 }
 
 /// The backlog scenario's figures beyond the load.

@@ -124,10 +124,10 @@ fn replay_dead_letters_a_single_point_refused_with_413_and_goes_on() {
     // Each batch holds whole points, the big one alone.
     assert_eq!(p.queue_depth(1).records, 3);
     t.set("b", Behaviour::MaxBody(30));
-    assert_eq!(
-        drain(&p, 1),
-        [ReplayStep::Progress, ReplayStep::Progress, ReplayStep::Progress, ReplayStep::Idle]
-    );
+    // Progress without a wait (a step may deliver several batches), then idle.
+    let steps = drain(&p, 1);
+    assert_eq!(steps.last(), Some(&ReplayStep::Idle), "{steps:?}");
+    assert!(steps[..steps.len() - 1].iter().all(|s| *s == ReplayStep::Progress), "{steps:?}");
     assert_eq!(t.writes("b"), ["cpu v=0 0\n", "cpu v=2 2\n"]);
     let health = run(p.handle(Request::new(Method::Get, "/health"), 0));
     let v: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
