@@ -86,6 +86,8 @@ struct Flaky {
     pause_appends: Cell<bool>,
     fail_truncate: Cell<bool>,
     fail_remove: Cell<bool>,
+    /// Calls of `read_at` and the bytes they returned.
+    reads_at: Cell<(u64, u64)>,
 }
 
 impl Storage for Flaky {
@@ -96,7 +98,10 @@ impl Storage for Flaky {
         self.inner.read(path).await
     }
     async fn read_at(&self, path: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        self.inner.read_at(path, offset, len).await
+        let data = self.inner.read_at(path, offset, len).await?;
+        let (calls, bytes) = self.reads_at.get();
+        self.reads_at.set((calls + 1, bytes + data.len() as u64));
+        Ok(data)
     }
     async fn append(&self, path: &str, data: &[u8]) -> io::Result<()> {
         if let Some(keep) = self.tear_next_append.take() {
@@ -1087,6 +1092,42 @@ fn a_batch_holds_consecutive_writes_in_order_and_one_ack_removes_them_durably() 
     let s2 = restart(&s);
     let q2 = open(&s2, o);
     assert_eq!(drain(&q2, &s2), writes(4..10));
+}
+
+#[test]
+fn a_batch_is_read_ahead_no_further_than_it_may_reach() {
+    // Writes to two databases in turn (~300 KB): each batch is one record,
+    // and the segment after it is not read up to the byte limit each time.
+    let s = Flaky::default();
+    let q = open(&s, options(64 << 20, DEFAULT_SEGMENT_BYTES));
+    let other_db = |i: usize| match write(i) {
+        Record::Write { rp, precision, credentials, body, .. } => {
+            Record::Write { db: "other".into(), rp, precision, credentials, body }
+        }
+        statement => statement,
+    };
+    for i in 0..4000 {
+        push(&q, &s, &if i % 2 == 0 { write(i) } else { other_db(i) });
+    }
+    s.reads_at.set((0, 0));
+    let batch = peek_batch(&q, &s, 8 << 20, 10_000);
+    assert_eq!(batch.record, write(0));
+    let (_, bytes) = s.reads_at.get();
+    assert!(bytes <= 2 * frame_size() + READ_AHEAD_MIN_BYTES, "{bytes} bytes read for one record");
+    // One database: a batch up to the record limit is still read in a few
+    // reads, each at most as long as the batch so far.
+    let s = Flaky::default();
+    let q = open(&s, options(64 << 20, DEFAULT_SEGMENT_BYTES));
+    for i in 0..20_000 {
+        push(&q, &s, &write(i % 10_000));
+    }
+    s.reads_at.set((0, 0));
+    let batch = peek_batch(&q, &s, 8 << 20, 5000);
+    assert_eq!(batch.ids.len(), 5000);
+    let (calls, bytes) = s.reads_at.get();
+    assert!(calls <= 8, "{calls} reads");
+    let most = 2 * 5000 * frame_size() + READ_AHEAD_MIN_BYTES;
+    assert!(bytes <= most, "{bytes} bytes read for 5000 records of a 1.2 MB segment");
 }
 
 #[test]
