@@ -1282,3 +1282,53 @@ fn a_batch_over_a_torn_tail_holds_the_good_records_only() {
     let Record::Write { body, .. } = &batch.record else { panic!("a write") };
     assert_eq!(body, &bodies(0..3));
 }
+
+#[test]
+fn the_batch_after_one_in_flight_is_read_across_a_segment_end_and_acknowledged_in_turn() {
+    // Segments of three records; batches of up to two, each read while the
+    // one before it is not yet acknowledged, as pipelined replay does.
+    let s = Flaky::default();
+    let o = options(1 << 20, 3 * frame_size());
+    let q = open(&s, o);
+    for r in writes(0..8) {
+        push(&q, &s, &r);
+    }
+    let after = |q: &WriteQueue, id: RecordId| block_on(q.peek_batch_after(&s, id, 1 << 20, 2)).unwrap();
+    let ack = |q: &WriteQueue, batch: &Batch| {
+        s.reads_at.set((0, 0));
+        block_on(q.ack_batch(&s, &batch.ids)).unwrap();
+        // Its frames are not read again (the new head's push time only).
+        assert!(s.reads_at.get().0 <= 1, "{:?} reads to acknowledge", s.reads_at.get());
+    };
+    let first = peek_batch(&q, &s, 1 << 20, 2);
+    assert_eq!(first.ids.len(), 2);
+    // Only after the last id peeked.
+    assert!(after(&q, first.ids[0]).is_none());
+    let second = after(&q, first.ids[1]).expect("the record after the batch");
+    assert_eq!(second.ids.len(), 1, "the end of the first segment");
+    assert_eq!(second.record, write(2));
+    // Nothing was consumed by reading ahead.
+    assert_eq!(q.depth().records, 8);
+    ack(&q, &first);
+    let third = after(&q, second.ids[0]).expect("the next segment");
+    assert_eq!(third.ids[0].segment, first.ids[0].segment + 1);
+    assert_eq!(third.ids[0].offset, 0);
+    let Record::Write { body, .. } = &third.record else { panic!("a write") };
+    assert_eq!(body, &bodies(3..5));
+    ack(&q, &second);
+    // A crash now, with the third batch sent: it is delivered again.
+    let s2 = restart(&s.inner);
+    assert_eq!(drain(&open(&s2, o), &s2), writes(3..8));
+    ack(&q, &third);
+    assert_eq!(q.depth().records, 3);
+    assert!(after(&q, third.ids[1]).is_none(), "acknowledged: no longer the last id peeked");
+    let head = peek_batch(&q, &s, 1 << 20, 2);
+    assert_eq!(head.record, write(5), "the end of the second segment");
+    let last = after(&q, head.ids[0]).expect("the last segment");
+    let Record::Write { body, .. } = &last.record else { panic!("a write") };
+    assert_eq!(body, &bodies(6..8));
+    assert!(after(&q, last.ids[1]).is_none(), "nothing after the tail");
+    ack(&q, &head);
+    ack(&q, &last);
+    assert_eq!(q.depth().records, 0);
+}
