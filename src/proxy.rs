@@ -1296,6 +1296,14 @@ fn statement_error(record: &Record, response: &Response) -> Option<String> {
     }
 }
 
+/// Whether write batch `batch` was delivered whole by its answer `sent`
+/// (2xx); a statement never counts (its 200 may report an error, judged by
+/// [`Proxy::replay_judge_record`]).
+fn delivered_whole(batch: &Batch, sent: &send::Sent) -> bool {
+    matches!(batch.record, Record::Write { .. })
+        && matches!(&sent.outcome, Ok(r) if (200..300).contains(&r.status))
+}
+
 /// Whether a backend's answer to a write refuses the request itself, so that
 /// sending it again cannot succeed: any 4xx, and InfluxDB 1.x's answer to a
 /// write for a retention policy that does not exist, `500
@@ -1305,14 +1313,6 @@ fn statement_error(record: &Record, response: &Response) -> Option<String> {
 /// to the client with its status and never queued (on the direct path), or
 /// dead-lettered at once (in replay); it does not count against the
 /// backend's health.
-/// Whether write batch `batch` was delivered whole by its answer `sent`
-/// (2xx); a statement never counts (its 200 may report an error, judged by
-/// [`Proxy::replay_judge_record`]).
-fn delivered_whole(batch: &Batch, sent: &send::Sent) -> bool {
-    matches!(batch.record, Record::Write { .. })
-        && matches!(&sent.outcome, Ok(r) if (200..300).contains(&r.status))
-}
-
 pub(crate) fn refuses_request(response: &Response) -> bool {
     (400..500).contains(&response.status)
         || (response.status == 500 && error_message(response).starts_with("retention policy not found"))

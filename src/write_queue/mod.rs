@@ -237,8 +237,10 @@
 //!   read), then its payload; the first record that cannot share the
 //!   request, would pass a limit, is damaged or cannot be read ends the
 //!   batch (the next peek deals with it as the head). The frames after the
-//!   head are read in one read (more only when the limits allow more than
-//!   was read). The ids are kept, so their acknowledgement needs no read.
+//!   head are read ahead in few reads, each of at most as many bytes as the
+//!   batch already spans (at least 64 KiB), so a batch that ends early is
+//!   not read far ahead. The ids are kept, so their acknowledgement needs
+//!   no read.
 //! - **peek_batch_after**: the same from the record after a given id (the
 //!   last one peeked), without consuming anything; a damaged or unreadable
 //!   record there gives no batch (the next peek deals with it as the head).
@@ -863,8 +865,8 @@ impl WriteQueue {
     /// segment whose good bytes end at `seg_len`: `head` and the records
     /// after it in that segment that may share its request, within the
     /// limits (see [`WriteQueue::peek_batch`]). The following frames are
-    /// read in as few reads as the limits allow (one, typically), each body
-    /// copied once, into a buffer sized for the whole batch.
+    /// read ahead in few reads (see [`read_ahead`]), each body copied once,
+    /// into a buffer sized for the whole batch.
     async fn extend_batch<S: Storage>(
         &self,
         storage: &S,
@@ -900,7 +902,7 @@ impl WriteQueue {
             // The header first: a record that would pass the limit is not read.
             let Some(header) = self
                 .frame_bytes(storage, &path, (&mut chunk, &mut chunk_at), at, HEADER, seg_len, || {
-                    read_ahead(max_body_bytes, body.len(), meta, max_records - ids.len())
+                    read_ahead(max_body_bytes, body.len(), meta, max_records - ids.len(), at - head.offset)
                 })
                 .await
             else {
@@ -917,7 +919,7 @@ impl WriteQueue {
             let Ok(frame_len) = usize::try_from(RECORD_HEADER_BYTES + len) else { break };
             let Some(frame) = self
                 .frame_bytes(storage, &path, (&mut chunk, &mut chunk_at), at, frame_len, seg_len, || {
-                    read_ahead(max_body_bytes, body.len(), meta, max_records - ids.len())
+                    read_ahead(max_body_bytes, body.len(), meta, max_records - ids.len(), at - head.offset)
                 })
                 .await
             else {
@@ -1145,8 +1147,16 @@ impl WriteQueue {
 /// Bytes worth reading at once for the rest of a batch: the body room left
 /// (`max_body_bytes` less `body_len` bytes taken) plus, for each of at most
 /// `records` more records (up to 1,024), its frame header and `meta` bytes
-/// of metadata.
-fn read_ahead(max_body_bytes: u64, body_len: usize, meta: u64, records: usize) -> u64 {
+/// of metadata; but no more than the `spanned` bytes of frames the batch
+/// already holds (at least [`READ_AHEAD_MIN_BYTES`]), so that a batch that
+/// ends early (the next record cannot share the request or is too long) is
+/// not read up to `max_body_bytes` ahead, while one that fills its limits
+/// is still read in few reads (each at most doubling what was read).
+fn read_ahead(max_body_bytes: u64, body_len: usize, meta: u64, records: usize, spanned: u64) -> u64 {
     let per_record = RECORD_HEADER_BYTES + meta;
-    max_body_bytes.saturating_sub(body_len as u64) + per_record * records.min(1024) as u64
+    let rest = max_body_bytes.saturating_sub(body_len as u64) + per_record * records.min(1024) as u64;
+    rest.min(spanned.max(READ_AHEAD_MIN_BYTES))
 }
+
+/// Fewest bytes [`read_ahead`] reads at once (unless the limits need fewer).
+const READ_AHEAD_MIN_BYTES: u64 = 64 * 1024;

@@ -86,6 +86,8 @@ struct Flaky {
     pause_appends: Cell<bool>,
     fail_truncate: Cell<bool>,
     fail_remove: Cell<bool>,
+    /// Calls of `read_at` and the bytes they returned.
+    reads_at: Cell<(u64, u64)>,
 }
 
 impl Storage for Flaky {
@@ -96,7 +98,10 @@ impl Storage for Flaky {
         self.inner.read(path).await
     }
     async fn read_at(&self, path: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        self.inner.read_at(path, offset, len).await
+        let data = self.inner.read_at(path, offset, len).await?;
+        let (calls, bytes) = self.reads_at.get();
+        self.reads_at.set((calls + 1, bytes + data.len() as u64));
+        Ok(data)
     }
     async fn append(&self, path: &str, data: &[u8]) -> io::Result<()> {
         if let Some(keep) = self.tear_next_append.take() {
@@ -1090,6 +1095,42 @@ fn a_batch_holds_consecutive_writes_in_order_and_one_ack_removes_them_durably() 
 }
 
 #[test]
+fn a_batch_is_read_ahead_no_further_than_it_may_reach() {
+    // Writes to two databases in turn (~300 KB): each batch is one record,
+    // and the segment after it is not read up to the byte limit each time.
+    let s = Flaky::default();
+    let q = open(&s, options(64 << 20, DEFAULT_SEGMENT_BYTES));
+    let other_db = |i: usize| match write(i) {
+        Record::Write { rp, precision, credentials, body, .. } => {
+            Record::Write { db: "other".into(), rp, precision, credentials, body }
+        }
+        statement => statement,
+    };
+    for i in 0..4000 {
+        push(&q, &s, &if i % 2 == 0 { write(i) } else { other_db(i) });
+    }
+    s.reads_at.set((0, 0));
+    let batch = peek_batch(&q, &s, 8 << 20, 10_000);
+    assert_eq!(batch.record, write(0));
+    let (_, bytes) = s.reads_at.get();
+    assert!(bytes <= 2 * frame_size() + READ_AHEAD_MIN_BYTES, "{bytes} bytes read for one record");
+    // One database: a batch up to the record limit is still read in a few
+    // reads, each at most as long as the batch so far.
+    let s = Flaky::default();
+    let q = open(&s, options(64 << 20, DEFAULT_SEGMENT_BYTES));
+    for i in 0..20_000 {
+        push(&q, &s, &write(i % 10_000));
+    }
+    s.reads_at.set((0, 0));
+    let batch = peek_batch(&q, &s, 8 << 20, 5000);
+    assert_eq!(batch.ids.len(), 5000);
+    let (calls, bytes) = s.reads_at.get();
+    assert!(calls <= 8, "{calls} reads");
+    let most = 2 * 5000 * frame_size() + READ_AHEAD_MIN_BYTES;
+    assert!(bytes <= most, "{bytes} bytes read for 5000 records of a 1.2 MB segment");
+}
+
+#[test]
 fn a_batch_stops_at_the_byte_limit_a_segment_end_and_a_record_that_cannot_share_the_request() {
     let s = MemStorage::new();
     let q = open(&s, options(1 << 20, 6 * frame_size()));
@@ -1240,4 +1281,54 @@ fn a_batch_over_a_torn_tail_holds_the_good_records_only() {
     assert_eq!(batch.ids.len(), 3);
     let Record::Write { body, .. } = &batch.record else { panic!("a write") };
     assert_eq!(body, &bodies(0..3));
+}
+
+#[test]
+fn the_batch_after_one_in_flight_is_read_across_a_segment_end_and_acknowledged_in_turn() {
+    // Segments of three records; batches of up to two, each read while the
+    // one before it is not yet acknowledged, as pipelined replay does.
+    let s = Flaky::default();
+    let o = options(1 << 20, 3 * frame_size());
+    let q = open(&s, o);
+    for r in writes(0..8) {
+        push(&q, &s, &r);
+    }
+    let after = |q: &WriteQueue, id: RecordId| block_on(q.peek_batch_after(&s, id, 1 << 20, 2)).unwrap();
+    let ack = |q: &WriteQueue, batch: &Batch| {
+        s.reads_at.set((0, 0));
+        block_on(q.ack_batch(&s, &batch.ids)).unwrap();
+        // Its frames are not read again (the new head's push time only).
+        assert!(s.reads_at.get().0 <= 1, "{:?} reads to acknowledge", s.reads_at.get());
+    };
+    let first = peek_batch(&q, &s, 1 << 20, 2);
+    assert_eq!(first.ids.len(), 2);
+    // Only after the last id peeked.
+    assert!(after(&q, first.ids[0]).is_none());
+    let second = after(&q, first.ids[1]).expect("the record after the batch");
+    assert_eq!(second.ids.len(), 1, "the end of the first segment");
+    assert_eq!(second.record, write(2));
+    // Nothing was consumed by reading ahead.
+    assert_eq!(q.depth().records, 8);
+    ack(&q, &first);
+    let third = after(&q, second.ids[0]).expect("the next segment");
+    assert_eq!(third.ids[0].segment, first.ids[0].segment + 1);
+    assert_eq!(third.ids[0].offset, 0);
+    let Record::Write { body, .. } = &third.record else { panic!("a write") };
+    assert_eq!(body, &bodies(3..5));
+    ack(&q, &second);
+    // A crash now, with the third batch sent: it is delivered again.
+    let s2 = restart(&s.inner);
+    assert_eq!(drain(&open(&s2, o), &s2), writes(3..8));
+    ack(&q, &third);
+    assert_eq!(q.depth().records, 3);
+    assert!(after(&q, third.ids[1]).is_none(), "acknowledged: no longer the last id peeked");
+    let head = peek_batch(&q, &s, 1 << 20, 2);
+    assert_eq!(head.record, write(5), "the end of the second segment");
+    let last = after(&q, head.ids[0]).expect("the last segment");
+    let Record::Write { body, .. } = &last.record else { panic!("a write") };
+    assert_eq!(body, &bodies(6..8));
+    assert!(after(&q, last.ids[1]).is_none(), "nothing after the tail");
+    ack(&q, &head);
+    ack(&q, &last);
+    assert_eq!(q.depth().records, 0);
 }
