@@ -655,12 +655,19 @@ async fn read_request(
     })
 }
 
+/// Bytes of a request body's buffer zeroed before any of the body came
+/// (see [`read_body`]).
+const BODY_ZEROED_AHEAD: usize = 64 * 1024;
+
 /// Reads `reader` to its end, but no more than `max_body_bytes` + 1 bytes
 /// (one more than the limit tells the caller it was passed). With the body's
-/// `Content-Length` (`expected`, bytes) the buffer is sized once; without
+/// `Content-Length` (`expected`, bytes) the buffer is allocated once; without
 /// one (chunked) it doubles from 8 KiB. Each byte of the buffer is zeroed
 /// once (`read_to_end` zeroes all spare room again after every read that
-/// waits, and a body arrives in many).
+/// waits, and a body arrives in many), and only as the body comes: at most
+/// [`BODY_ZEROED_AHEAD`] bytes before any came, then as many again as came,
+/// so that a client announcing a `max_body_bytes` body and sending none
+/// holds no more memory than one sending it (about twice what came).
 // Zeroed after allocating on purpose (see the buffer's comment).
 #[allow(clippy::slow_vector_initialization)]
 async fn read_body(
@@ -671,19 +678,21 @@ async fn read_body(
     let cap = usize::try_from(max_body_bytes.saturating_add(1)).unwrap_or(usize::MAX);
     // One spare byte past a Content-Length, so that the end is read without
     // growing the buffer.
-    let first = expected.map_or(8 * 1024, |len| len.saturating_add(1));
+    let reserved = expected.map_or(8 * 1024, |len| len.saturating_add(1)).min(cap);
     // Allocated, then zeroed: the allocator reuses memory it holds for
     // that, where `vec![0; n]` (calloc) takes fresh pages from the system
     // for a large buffer, and their page faults cost more than the zeroing.
-    let mut body = Vec::with_capacity(first.min(cap));
-    body.resize(first.min(cap), 0);
+    let mut body = Vec::with_capacity(reserved);
+    body.resize(reserved.min(BODY_ZEROED_AHEAD), 0);
     let mut filled = 0;
     loop {
         if filled == body.len() {
             if body.len() >= cap {
                 break;
             }
-            body.resize(body.len().saturating_mul(2).max(8 * 1024).min(cap), 0);
+            // Within the room reserved first, then doubling up to `cap`.
+            let limit = if body.len() < reserved { reserved } else { cap };
+            body.resize(body.len().saturating_mul(2).max(8 * 1024).min(limit), 0);
         }
         match reader.read(&mut body[filled..]).await? {
             0 => break,
@@ -1615,6 +1624,73 @@ pub(crate) mod tests {
         ));
         assert_eq!(a.status, 400, "{a:?}");
         assert!(a.error().starts_with("error reading request body:"), "{a:?}");
+    }
+
+    /// A body source handing out `data` at most `piece` bytes a read, noting
+    /// for each read how much had come before it and the room it was given.
+    struct Pieces {
+        data: Vec<u8>,
+        at: usize,
+        piece: usize,
+        reads: Vec<(usize, usize)>,
+    }
+
+    impl AsyncRead for Pieces {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            let at = self.at;
+            self.reads.push((at, buf.len()));
+            let n = buf.len().min(self.piece).min(self.data.len() - at);
+            buf[..n].copy_from_slice(&self.data[at..at + n]);
+            self.at += n;
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    fn pieces(len: usize, piece: usize) -> Pieces {
+        let data = (0..len).map(|i| (i % 251) as u8).collect();
+        Pieces { data, at: 0, piece, reads: Vec::new() }
+    }
+
+    /// `read_body` returns the body exactly, up to one byte past the limit,
+    /// around every size where its buffer grows or stops (a Content-Length
+    /// or none, a body at, under and over `max_body_bytes`).
+    #[test]
+    fn a_body_is_read_exactly_up_to_one_byte_past_the_limit() {
+        const K: usize = 1024;
+        for len in [0, 1, 8 * K - 1, 8 * K, 8 * K + 1, 64 * K - 1, 64 * K, 64 * K + 1, 200 * K + 3] {
+            for max in [len.saturating_sub(1), len, len + 1, 1 << 20] {
+                for piece in [7, 5000, usize::MAX] {
+                    // async-h1 hands out no more than the Content-Length.
+                    for expected in [None, Some(len).filter(|_| len <= max)] {
+                        let mut source = pieces(len, piece);
+                        let body = block_on(read_body(&mut source, expected, max as u64)).unwrap();
+                        let want = len.min(max + 1);
+                        let case = format!("len {len}, max {max}, piece {piece}, expected {expected:?}");
+                        assert_eq!(body.len(), want, "{case}");
+                        assert!(body[..] == source.data[..want], "{case}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A client that announces a large body and sends little of it holds
+    /// little memory: the buffer zeroed ahead of the body is at most 64 KiB
+    /// before any came, then no more than twice what came (it was the whole
+    /// Content-Length, up to `max_body_bytes`, for as long as the body
+    /// timeout lets the client wait).
+    #[test]
+    fn a_large_content_length_is_not_zeroed_ahead_of_its_body() {
+        let mut source = pieces(300 * 1024, 1000);
+        let body = block_on(read_body(&mut source, Some(25_000_000), 25_000_000)).unwrap();
+        assert_eq!(body.len(), 300 * 1024, "cut short (refused by the caller)");
+        for &(came, room) in &source.reads {
+            assert!(came + room <= 2 * came + BODY_ZEROED_AHEAD, "{came} bytes came, {room} bytes of room");
+        }
     }
 
     /// async-h1 panics in http-types on a non-ASCII trailer value (an abort
