@@ -1470,15 +1470,17 @@ fn run_backlog(
     Row { mode, encoding, result }
 }
 
-fn measure_backlog(
+/// Starts the proxy in front of sink `a` and a backend `b` on a reserved
+/// loopback port where nothing listens yet (connections refused), with
+/// short health knobs and a `queue_max_bytes` of
+/// [`CATCH_UP_QUEUE_MAX_BYTES`] (10 s of full load is about 1 GiB of plain
+/// bodies, the default), and waits until `/health` reports `b` down.
+/// Returns the proxy and `b`'s port, for its sink to start on later.
+fn start_with_b_down(
     options: &Options,
-    bodies: &Bodies,
-    runtime: &Runtime,
     sink_a: &Sink,
-    encoding: Encoding,
     how: &ProxyCommand,
-) -> Result<Measured, String> {
-    // Nothing listens on b's port until the catch-up: connections are refused.
+) -> Result<(ProxyProcess, SocketAddr), String> {
     let b_addr = free_port()?;
     let settings = serde_json::json!({
         "health_check_interval_ms": 200,
@@ -1492,6 +1494,18 @@ fn measure_backlog(
     let proxy = ProxyProcess::start(how, &backends, &settings, options.startup_timeout)
         .map_err(|e| format!("proxy did not start: {e}"))?;
     wait_marked_down(&proxy, "b")?;
+    Ok((proxy, b_addr))
+}
+
+fn measure_backlog(
+    options: &Options,
+    bodies: &Bodies,
+    runtime: &Runtime,
+    sink_a: &Sink,
+    encoding: Encoding,
+    how: &ProxyCommand,
+) -> Result<Measured, String> {
+    let (proxy, b_addr) = start_with_b_down(options, sink_a, how)?;
 
     let before_a = sink_a.count();
     let load_options = Options { duration: options.backlog, ..options.clone() };
@@ -1605,20 +1619,7 @@ fn measure_catch_up(
     encoding: Encoding,
     how: &ProxyCommand,
 ) -> Result<Measured, String> {
-    let b_addr = free_port()?;
-    let settings = serde_json::json!({
-        "health_check_interval_ms": 200,
-        "health_check_fall": 2,
-        "health_check_rise": 1,
-        "replay_backoff_min_ms": 50,
-        "replay_backoff_max_ms": 200,
-        // 10 s of full load is about 1 GiB of plain bodies, the default.
-        "queue_max_bytes": CATCH_UP_QUEUE_MAX_BYTES,
-    });
-    let backends = [(sink_a.name, sink_a.addr), ("b", b_addr)];
-    let proxy = ProxyProcess::start(how, &backends, &settings, options.startup_timeout)
-        .map_err(|e| format!("proxy did not start: {e}"))?;
-    wait_marked_down(&proxy, "b")?;
+    let (proxy, b_addr) = start_with_b_down(options, sink_a, how)?;
 
     let before_a = sink_a.count();
     let down = options.warmup + options.catch_up;
