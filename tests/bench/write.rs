@@ -1243,6 +1243,21 @@ struct Measured {
 }
 
 impl Measured {
+    /// What every scenario measures: `load` over `wall`, and what `sinks`
+    /// received; no proxy figures yet.
+    fn of_load(load: LoadReport, wall: Duration, sinks: Vec<(&'static str, SinkCount)>) -> Measured {
+        Measured {
+            load,
+            peak_rss: None,
+            cpu_s: None,
+            wall,
+            idle_rss: None,
+            sinks,
+            backlog: None,
+            catch_up: None,
+        }
+    }
+
     /// The proxy's CPU seconds per million acknowledged lines.
     fn cpu_per_million_lines(&self) -> Option<f64> {
         let cpu = self.cpu_s?;
@@ -1293,16 +1308,7 @@ fn run_direct(options: &Options, bodies: &Bodies, encoding: Encoding, sink: &Sin
     let load = run_load(sink.addr, bodies, encoding, options);
     let sinks = vec![(sink.name, settle(&[sink], &[before], load.acked_lines)[0])];
     let wall = options.warmup + options.duration;
-    let result = Measured {
-        load,
-        peak_rss: None,
-        cpu_s: None,
-        wall,
-        idle_rss: None,
-        sinks,
-        backlog: None,
-        catch_up: None,
-    };
+    let result = Measured::of_load(load, wall, sinks);
     Row { mode: "direct", encoding, result: Ok(result) }
 }
 
@@ -1314,16 +1320,7 @@ fn run_mirror(options: &Options, bodies: &Bodies, encoding: Encoding, sinks: &[S
     let after = settle(&sinks.iter().collect::<Vec<_>>(), &before, load.acked_lines);
     let sinks = sinks.iter().map(|s| s.name).zip(after).collect();
     let wall = options.warmup + options.duration;
-    let result = Measured {
-        load,
-        peak_rss: None,
-        cpu_s: None,
-        wall,
-        idle_rss: None,
-        sinks,
-        backlog: None,
-        catch_up: None,
-    };
+    let result = Measured::of_load(load, wall, sinks);
     Row { mode: "mirror", encoding, result: Ok(result) }
 }
 
@@ -1358,7 +1355,7 @@ fn run_proxy(
     Row {
         mode,
         encoding,
-        result: Ok(Measured { load, peak_rss, cpu_s, wall, idle_rss, sinks, backlog: None, catch_up: None }),
+        result: Ok(Measured { peak_rss, cpu_s, idle_rss, ..Measured::of_load(load, wall, sinks) }),
     }
 }
 
@@ -1564,16 +1561,7 @@ fn measure_backlog(
     };
     let sinks = vec![(sink_a.name, after[0]), (sink_b.name, after[1])];
     let wall = options.warmup + options.backlog;
-    Ok(Measured {
-        load,
-        peak_rss,
-        cpu_s: None,
-        wall,
-        idle_rss: None,
-        sinks,
-        backlog: Some(backlog),
-        catch_up: None,
-    })
+    Ok(Measured { peak_rss, backlog: Some(backlog), ..Measured::of_load(load, wall, sinks) })
 }
 
 /// How long, in the catch-up scenario, the load goes on after `b` came up,
@@ -1644,16 +1632,7 @@ fn measure_catch_up(
     drop(proxy);
     let sinks = vec![(sink_a.name, after_counts[0]), (sink_b.name, after_counts[1])];
     let wall = down + after;
-    Ok(Measured {
-        load,
-        peak_rss,
-        cpu_s: None,
-        wall,
-        idle_rss: None,
-        sinks,
-        backlog: None,
-        catch_up: Some(catch_up),
-    })
+    Ok(Measured { peak_rss, catch_up: Some(catch_up), ..Measured::of_load(load, wall, sinks) })
 }
 
 /// The catch-up scenario's side of the load: at `up`, reads `b`'s queue,
