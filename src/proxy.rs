@@ -486,9 +486,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             let last = batch.ids[batch.ids.len() - 1];
             let next = match pipelined {
                 true => state.queue.peek_batch_after(&self.storage, last, max_body, max_records).await,
-                false => Ok(None),
+                false => None,
             };
-            let Ok(Some(next)) = next else { break };
+            let Some(next) = next else { break };
             // The next batch goes out while this one's ack is written: acks
             // are prefix-ordered, so after a crash before the ack is durable
             // both are delivered again, in order (write queue guarantee 10).

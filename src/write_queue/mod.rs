@@ -820,36 +820,37 @@ impl WriteQueue {
     /// read (a later [`WriteQueue::peek_batch`] deals with it as the head).
     /// Its ids are remembered next to the unacknowledged ones of the batch
     /// ending at `after`, so their acknowledgement needs no read either.
-    /// Errors: none besides `Ok(None)`; the storage is only read.
+    /// Never an error: the storage is only read, and what cannot be read is
+    /// `None`.
     pub async fn peek_batch_after<S: Storage>(
         &self,
         storage: &S,
         after: RecordId,
         max_body_bytes: u64,
         max_records: usize,
-    ) -> Result<Option<Batch>, QueueError> {
+    ) -> Option<Batch> {
         let mut state = self.state.lock().await;
         state.normalize();
         if state.peeked.last() != Some(&after) {
-            return Ok(None);
+            return None;
         }
-        let Some(index) = state.segments.iter().position(|s| s.seq == after.segment) else { return Ok(None) };
+        let Some(index) = state.segments.iter().position(|s| s.seq == after.segment) else { return None };
         let segment = state.segments[index];
         let (seq, offset, seg_len) = if after.end < segment.len {
             (segment.seq, after.end, segment.len)
         } else {
             match state.segments.get(index + 1) {
                 Some(next) => (next.seq, 0, next.len),
-                None => return Ok(None),
+                None => return None,
             }
         };
         if offset >= seg_len {
-            return Ok(None);
+            return None;
         }
         let path = segment_path(&self.dir, seq);
         let Ok(Frame::Valid { end, record, pushed_ms }) = read_frame(storage, &path, offset, seg_len).await
         else {
-            return Ok(None);
+            return None;
         };
         let head = RecordId { segment: seq, offset, end, pushed_ms };
         let batch = self.extend_batch(storage, head, record, seg_len, max_body_bytes, max_records).await;
@@ -858,7 +859,7 @@ impl WriteQueue {
         let keep_from = state.peeked.len().saturating_sub(max_records);
         state.peeked.drain(..keep_from);
         state.peeked.extend_from_slice(&batch.ids);
-        Ok(Some(batch))
+        Some(batch)
     }
 
     /// The batch led by record `head` (read, decoded as `record`) of a

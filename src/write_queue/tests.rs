@@ -1293,7 +1293,7 @@ fn the_batch_after_one_in_flight_is_read_across_a_segment_end_and_acknowledged_i
     for r in writes(0..8) {
         push(&q, &s, &r);
     }
-    let after = |q: &WriteQueue, id: RecordId| block_on(q.peek_batch_after(&s, id, 1 << 20, 2)).unwrap();
+    let after = |q: &WriteQueue, id: RecordId| block_on(q.peek_batch_after(&s, id, 1 << 20, 2));
     let ack = |q: &WriteQueue, batch: &Batch| {
         s.reads_at.set((0, 0));
         block_on(q.ack_batch(&s, &batch.ids)).unwrap();
