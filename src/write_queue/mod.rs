@@ -834,7 +834,7 @@ impl WriteQueue {
         if state.peeked.last() != Some(&after) {
             return None;
         }
-        let Some(index) = state.segments.iter().position(|s| s.seq == after.segment) else { return None };
+        let index = state.segments.iter().position(|s| s.seq == after.segment)?;
         let segment = state.segments[index];
         let (seq, offset, seg_len) = if after.end < segment.len {
             (segment.seq, after.end, segment.len)
