@@ -115,19 +115,14 @@
 mod body;
 use body::line_protocol_body;
 use std::fmt::Write as _;
-use std::io::Read as _;
-use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::io::{self, IoSlice, Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener as StdTcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-use http_types::{Method, Request, Response, StatusCode, Url};
-use smol::future::FutureExt as _;
-use smol::net::{TcpListener, TcpStream};
-use smol::{Executor, LocalExecutor, Timer};
 
 /// Longest wait for one request's response before it counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -195,10 +190,9 @@ fn run(options: &Options) -> Result<bool, String> {
     };
 
     let bodies = Bodies::generate(options.lines);
-    let sink_runtime = Runtime::start("sink", 2);
     let sinks = [
-        Sink::start(&sink_runtime, "a").map_err(|e| format!("sink a: {e}"))?,
-        Sink::start(&sink_runtime, "b").map_err(|e| format!("sink b: {e}"))?,
+        Sink::start("a", &bodies.known_gzip).map_err(|e| format!("sink a: {e}"))?,
+        Sink::start("b", &bodies.known_gzip).map_err(|e| format!("sink b: {e}"))?,
     ];
 
     let mut rows = Vec::new();
@@ -221,21 +215,21 @@ fn run(options: &Options) -> Result<bool, String> {
     if !options.backlog.is_zero() {
         if options.modes.native {
             let command = native_command(&options.proxy_bin);
-            rows.push(run_backlog(options, &bodies, &sink_runtime, &sinks[0], "native (b down)", command));
+            rows.push(run_backlog(options, &bodies, &sinks[0], "native (b down)", command));
         }
         if let Some(wasm) = &wasm {
             let command = wasm_command(&options.wasmtime, wasm);
-            rows.push(run_backlog(options, &bodies, &sink_runtime, &sinks[0], "wasm (b down)", command));
+            rows.push(run_backlog(options, &bodies, &sinks[0], "wasm (b down)", command));
         }
     }
     if !options.catch_up.is_zero() {
         if options.modes.native {
             let command = native_command(&options.proxy_bin);
-            rows.push(run_catch_up(options, &bodies, &sink_runtime, &sinks[0], "native (catch-up)", command));
+            rows.push(run_catch_up(options, &bodies, &sinks[0], "native (catch-up)", command));
         }
         if let Some(wasm) = &wasm {
             let command = wasm_command(&options.wasmtime, wasm);
-            rows.push(run_catch_up(options, &bodies, &sink_runtime, &sinks[0], "wasm (catch-up)", command));
+            rows.push(run_catch_up(options, &bodies, &sinks[0], "wasm (catch-up)", command));
         }
     }
     let mut fairness = Vec::new();
@@ -265,7 +259,7 @@ fn run(options: &Options) -> Result<bool, String> {
     if let Some(wasm) = &wasm {
         big_writes.extend(run_big_writes(options, &sinks, "wasm", &wasm_command(&options.wasmtime, wasm)));
     }
-    drop(sink_runtime);
+    drop(sinks);
     let mut rows_failed = false;
 
     println!();
@@ -525,14 +519,24 @@ struct Bodies {
     lines_per_body: usize,
     plain: Vec<Arc<[u8]>>,
     gzip: Vec<Arc<[u8]>>,
+    /// The gzip bodies with their line counts, for the sinks (see
+    /// [`KnownBodies`]).
+    known_gzip: KnownBodies,
 }
 
 impl Bodies {
     fn generate(lines_per_body: usize) -> Bodies {
         let plain: Vec<Arc<[u8]>> =
             (0..DISTINCT_BODIES).map(|i| line_protocol_body(i, lines_per_body).into()).collect();
-        let gzip = plain.iter().map(|body| gzip(body).into()).collect();
-        Bodies { lines_per_body, plain, gzip }
+        let gzip: Vec<Arc<[u8]>> = plain.iter().map(|body| gzip(body).into()).collect();
+        let mut out = vec![0; 64 * 1024];
+        // Each count is what decoding the body gives, not what it should give.
+        let known_gzip = gzip
+            .iter()
+            .map(|body| (body.clone(), count_gzip_lines(body, &mut out).unwrap_or(0)))
+            .collect::<Vec<_>>()
+            .into();
+        Bodies { lines_per_body, plain, gzip, known_gzip }
     }
 
     fn get(&self, encoding: Encoding) -> &[Arc<[u8]>] {
@@ -569,6 +573,12 @@ struct LoadReport {
     /// Non-204 answers and transport errors over the whole run.
     errors: u64,
     error_samples: Vec<String>,
+    /// Wall time of the whole run (warm-up included).
+    elapsed: Duration,
+    /// CPU seconds (user + system) of this bench process over the whole run:
+    /// its client and its sinks (plus, where a scenario polls `/health`
+    /// meanwhile, that polling). `None` where /proc cannot be read.
+    bench_cpu_s: Option<f64>,
 }
 
 impl LoadReport {
@@ -582,6 +592,11 @@ impl LoadReport {
         for sample in other.error_samples {
             self.add_error_sample(sample);
         }
+    }
+
+    fn add_error(&mut self, sample: String) {
+        self.errors += 1;
+        self.add_error_sample(sample);
     }
 
     fn add_error_sample(&mut self, sample: String) {
@@ -601,10 +616,17 @@ impl LoadReport {
         let rank = ((p / 100.0) * n as f64).ceil() as usize;
         Some(sorted[rank.clamp(1, n) - 1] as f64 / 1000.0)
     }
+
+    /// Cores this bench process kept busy during the run (CPU seconds over
+    /// wall seconds).
+    fn bench_cores(&self) -> Option<f64> {
+        let wall = self.elapsed.as_secs_f64();
+        self.bench_cpu_s.filter(|_| wall > 0.0).map(|cpu| cpu / wall)
+    }
 }
 
-/// Drives the load against `addr` on this thread: `options.connections`
-/// connections for warm-up + duration.
+/// Drives the load against `addr`: `options.connections` connections for
+/// warm-up + duration.
 fn run_load(addr: SocketAddr, bodies: &Bodies, encoding: Encoding, options: &Options) -> LoadReport {
     run_load_to(&[addr], bodies, encoding, options)
 }
@@ -612,96 +634,113 @@ fn run_load(addr: SocketAddr, bodies: &Bodies, encoding: Encoding, options: &Opt
 /// [`run_load`] where each body is posted to every address of `targets` at
 /// once (one kept-alive connection to each per client connection) and
 /// counts as acknowledged when all answered 204: one target, or two (the
-/// mirror).
+/// mirror). Each client connection is a thread with blocking std IO that
+/// writes pre-built requests (see [`Requests`]); the threads start together
+/// and are joined at the end.
 fn run_load_to(targets: &[SocketAddr], bodies: &Bodies, encoding: Encoding, options: &Options) -> LoadReport {
-    let executor = LocalExecutor::new();
+    let requests = Arc::new(Requests::build(targets, bodies, encoding));
+    let cpu_before = process_cpu_seconds("self");
     let start = Instant::now();
     let measure_from = start + options.warmup;
     let end = measure_from + options.duration;
-    smol::block_on(executor.run(async {
-        let tasks: Vec<_> = (0..options.connections)
-            .map(|worker| {
-                let load = ConnectionLoad {
-                    targets: targets.to_vec(),
-                    bodies: bodies.get(encoding).to_vec(),
-                    lines_per_body: bodies.lines_per_body as u64,
-                    encoding,
-                    first_body: worker,
-                    measure_from,
-                    end,
-                };
-                executor.spawn(load.run())
-            })
-            .collect();
-        let mut report = LoadReport { window: end - measure_from, ..LoadReport::default() };
-        for task in tasks {
-            report.merge(task.await);
+    let mut report = LoadReport { window: end - measure_from, ..LoadReport::default() };
+    let threads: Vec<_> = (0..options.connections)
+        .map(|worker| {
+            let load = ConnectionLoad {
+                requests: requests.clone(),
+                lines_per_body: bodies.lines_per_body as u64,
+                first_body: worker,
+                measure_from,
+                end,
+            };
+            std::thread::Builder::new().name(format!("load-{worker}")).spawn(move || load.run())
+        })
+        .collect();
+    for thread in threads {
+        match thread.map(JoinHandle::join) {
+            Ok(Ok(part)) => report.merge(part),
+            Ok(Err(_)) => report.add_error("a load thread panicked".into()),
+            Err(e) => report.add_error(format!("cannot start a load thread: {e}")),
         }
-        report
-    }))
+    }
+    report.elapsed = start.elapsed();
+    report.bench_cpu_s = process_cpu_seconds("self").zip(cpu_before).map(|(after, before)| after - before);
+    report
 }
 
-/// One client connection's share of the load.
-struct ConnectionLoad {
-    /// One address, or two for the mirror (each body posted to both).
+/// Every request of a load, built once: `POST /write?db=bench&precision=ns`
+/// of each body to each target, as request head and body (the body shared
+/// by every target and connection).
+struct Requests {
     targets: Vec<SocketAddr>,
+    /// `heads[target][body]`: request line and headers, up to the blank
+    /// line, of body `body` to `targets[target]`.
+    heads: Vec<Vec<Vec<u8>>>,
     bodies: Vec<Arc<[u8]>>,
+}
+
+impl Requests {
+    fn build(targets: &[SocketAddr], bodies: &Bodies, encoding: Encoding) -> Requests {
+        let bodies = bodies.get(encoding).to_vec();
+        let heads = targets
+            .iter()
+            .map(|addr| bodies.iter().map(|body| write_head(*addr, body.len(), encoding)).collect())
+            .collect();
+        Requests { targets: targets.to_vec(), heads, bodies }
+    }
+}
+
+/// The head of a `POST /write?db=bench&precision=ns` to `addr` with a body of
+/// `len` bytes in `encoding`.
+fn write_head(addr: SocketAddr, len: usize, encoding: Encoding) -> Vec<u8> {
+    let coding = if encoding == Encoding::Gzip { "Content-Encoding: gzip\r\n" } else { "" };
+    format!(
+        "POST /write?db=bench&precision=ns HTTP/1.1\r\nHost: {addr}\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n{coding}Content-Length: {len}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// One client connection's share of the load (one thread).
+struct ConnectionLoad {
+    requests: Arc<Requests>,
     lines_per_body: u64,
-    encoding: Encoding,
     first_body: usize,
     measure_from: Instant,
     end: Instant,
 }
 
 impl ConnectionLoad {
-    async fn run(self) -> LoadReport {
+    fn run(self) -> LoadReport {
         let mut report = LoadReport::default();
-        let mut streams: Vec<Option<TcpStream>> = vec![None; self.targets.len()];
+        let targets = &self.requests.targets;
+        let mut conns: Vec<Option<ClientConn>> = targets.iter().map(|_| None).collect();
         let mut next_body = self.first_body;
         while Instant::now() < self.end {
-            let mut conns = Vec::with_capacity(self.targets.len());
-            for (slot, addr) in streams.iter_mut().zip(&self.targets) {
-                match slot {
-                    Some(conn) => conns.push(conn.clone()),
-                    None => match TcpStream::connect(*addr).await {
-                        Ok(conn) => {
-                            let _ = conn.set_nodelay(true);
-                            *slot = Some(conn.clone());
-                            conns.push(conn);
-                        }
+            let mut connected = true;
+            for (slot, addr) in conns.iter_mut().zip(targets) {
+                if slot.is_none() {
+                    match ClientConn::connect(*addr) {
+                        Ok(conn) => *slot = Some(conn),
                         Err(e) => {
-                            report.errors += 1;
-                            report.add_error_sample(format!("connect {addr}: {e}"));
+                            report.add_error(format!("connect {addr}: {e}"));
+                            connected = false;
                             break;
                         }
-                    },
-                }
-            }
-            if conns.len() < self.targets.len() {
-                Timer::after(Duration::from_millis(50)).await;
-                continue;
-            }
-            let body = self.bodies[next_body % self.bodies.len()].clone();
-            next_body += 1;
-            let started = Instant::now();
-            let result = match (conns.as_slice(), self.targets.as_slice()) {
-                ([conn], [addr]) => post_write(conn.clone(), *addr, body, self.encoding).await,
-                ([c1, c2], [a1, a2]) => {
-                    let (r1, r2) = futures_lite::future::zip(
-                        post_write(c1.clone(), *a1, body.clone(), self.encoding),
-                        post_write(c2.clone(), *a2, body, self.encoding),
-                    )
-                    .await;
-                    match (r1, r2) {
-                        (Ok((StatusCode::NoContent, _)), r2) => r2,
-                        (r1, _) => r1,
                     }
                 }
-                _ => Err(format!("{} targets: one or two expected", self.targets.len())),
-            };
+            }
+            if !connected {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            let body = next_body % self.requests.bodies.len();
+            next_body += 1;
+            let started = Instant::now();
+            let result = self.exchange(&mut conns, body);
             let done = Instant::now();
             match result {
-                Ok((StatusCode::NoContent, _)) => {
+                Ok(answer) if answer.status == 204 => {
                     report.acked_lines += self.lines_per_body;
                     report.acked_requests += 1;
                     if done >= self.measure_from && done <= self.end {
@@ -710,117 +749,359 @@ impl ConnectionLoad {
                         report.latencies_us.push((done - started).as_micros() as u64);
                     }
                 }
-                Ok((status, text)) => {
-                    report.errors += 1;
-                    report.add_error_sample(format!("{} {}", status as u16, truncate(&text, 200)));
+                Ok(answer) => {
+                    let text = String::from_utf8_lossy(&answer.body);
+                    report.add_error(format!("{} {}", answer.status, truncate(&text, 200)));
                 }
                 Err(e) => {
                     // The connections are in an unknown state: open new ones.
-                    streams.iter_mut().for_each(|s| *s = None);
-                    report.errors += 1;
-                    report.add_error_sample(e);
-                    Timer::after(Duration::from_millis(50)).await;
+                    conns.iter_mut().for_each(|c| *c = None);
+                    report.add_error(e);
+                    std::thread::sleep(Duration::from_millis(50));
                 }
             }
         }
         report
     }
+
+    /// Sends body `body` on every connection first, then reads every answer
+    /// (so that the targets work on it at the same time); the first answer
+    /// that is not a 204, or a 204. A connection its server closes is
+    /// dropped (opened again for the next body).
+    fn exchange(&self, conns: &mut [Option<ClientConn>], body: usize) -> Result<Answer, String> {
+        let payload = &self.requests.bodies[body];
+        for (target, slot) in conns.iter_mut().enumerate() {
+            let conn = slot.as_mut().ok_or("not connected")?;
+            conn.send(&self.requests.heads[target][body], payload)?;
+        }
+        let mut refused = None;
+        for slot in conns.iter_mut() {
+            let answer = slot.as_mut().ok_or("not connected")?.response()?;
+            if answer.close {
+                *slot = None;
+            }
+            if answer.status != 204 && refused.is_none() {
+                refused = Some(answer);
+            }
+        }
+        Ok(refused.unwrap_or(Answer { status: 204, body: Vec::new(), close: false }))
+    }
 }
 
-/// Sends one `POST /write?db=bench&precision=ns` on `conn` and reads the whole
-/// response. Returns the status and body text, or a transport error.
-async fn post_write(
-    conn: TcpStream,
-    addr: SocketAddr,
-    body: Arc<[u8]>,
-    encoding: Encoding,
-) -> Result<(StatusCode, String), String> {
-    let url = Url::parse(&format!("http://{addr}/write?db=bench&precision=ns"))
-        .map_err(|e| format!("bad url: {e}"))?;
-    let mut request = Request::new(Method::Post, url);
-    let len = body.len();
-    request.set_body(http_types::Body::from_reader(futures_lite::io::Cursor::new(body), Some(len)));
-    request.insert_header("Content-Type", "text/plain; charset=utf-8");
-    if encoding == Encoding::Gzip {
-        request.insert_header("Content-Encoding", "gzip");
+// ---------------------------------------------------------------------------
+// HTTP/1.1 on blocking sockets (the bench's client and its sinks)
+
+/// Longest request or response head read, in bytes.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Read buffer of a client connection (responses are heads and short
+/// bodies), in bytes.
+const CLIENT_READ_BUFFER: usize = 16 * 1024;
+/// Read buffer of a sink connection, in bytes: bodies are read in pieces of
+/// up to this size straight into it (reused for every request).
+const SINK_READ_BUFFER: usize = 256 * 1024;
+/// Longest wait for a connection to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn io_error(kind: io::ErrorKind, text: &str) -> io::Error {
+    io::Error::new(kind, text.to_string())
+}
+
+/// One end of a connection: the socket and its read buffer
+/// (`buf[start..end]` read but not yet consumed).
+struct Wire {
+    stream: TcpStream,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl Wire {
+    fn new(stream: TcpStream, buffer_bytes: usize) -> Wire {
+        Wire { stream, buf: vec![0; buffer_bytes].into_boxed_slice(), start: 0, end: 0 }
     }
-    let exchange = async {
-        let mut response = async_h1::connect(conn, request).await.map_err(|e| format!("request: {e}"))?;
-        let text = response.body_string().await.map_err(|e| format!("response body: {e}"))?;
-        Ok((response.status(), text))
-    };
-    exchange
-        .or(async {
-            Timer::after(REQUEST_TIMEOUT).await;
-            Err(format!("no response within {} s", REQUEST_TIMEOUT.as_secs()))
-        })
-        .await
+
+    fn buffered(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// One read into the buffer's free end (what is buffered moved to its
+    /// front first when it fills up): the bytes read, 0 at end of stream.
+    fn fill(&mut self) -> io::Result<usize> {
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        } else if self.end == self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+        }
+        if self.end == self.buf.len() {
+            return Err(io_error(io::ErrorKind::InvalidData, "head or chunk line over the read buffer"));
+        }
+        loop {
+            match self.stream.read(&mut self.buf[self.end..]) {
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads until a whole head (through its blank line) is buffered at
+    /// `buffered()[..len]`: `Some(len)`, or `None` when the peer closed the
+    /// connection before a byte of it.
+    fn read_head(&mut self) -> io::Result<Option<usize>> {
+        let mut searched = 0;
+        loop {
+            let data = self.buffered();
+            if let Some(i) = memchr::memmem::find(&data[searched..], b"\r\n\r\n") {
+                return Ok(Some(searched + i + 4));
+            }
+            if data.len() > MAX_HEAD_BYTES {
+                return Err(io_error(io::ErrorKind::InvalidData, "head over 64 KiB"));
+            }
+            searched = data.len().saturating_sub(3);
+            if self.fill()? == 0 {
+                return match self.buffered().is_empty() {
+                    true => Ok(None),
+                    false => Err(io_error(io::ErrorKind::UnexpectedEof, "connection closed inside a head")),
+                };
+            }
+        }
+    }
+
+    /// Reads one line ending in CRLF (chunk sizes, trailers); its bytes
+    /// without the CRLF.
+    fn read_line(&mut self) -> io::Result<Vec<u8>> {
+        loop {
+            if let Some(i) = memchr::memmem::find(self.buffered(), b"\r\n") {
+                let line = self.buffered()[..i].to_vec();
+                self.start += i + 2;
+                return Ok(line);
+            }
+            if self.end - self.start > 4096 {
+                return Err(io_error(io::ErrorKind::InvalidData, "chunk line over 4 KiB"));
+            }
+            if self.fill()? == 0 {
+                return Err(io_error(io::ErrorKind::UnexpectedEof, "connection closed inside a chunk line"));
+            }
+        }
+    }
+
+    /// Passes the next `len` bytes to `each`, in the pieces they are read in
+    /// (when nothing is buffered, a read fills the whole buffer).
+    fn take(&mut self, mut len: u64, each: &mut impl FnMut(&[u8])) -> io::Result<()> {
+        while len > 0 {
+            if self.start == self.end && self.fill()? == 0 {
+                return Err(io_error(io::ErrorKind::UnexpectedEof, "connection closed inside a body"));
+            }
+            let n = (self.end - self.start).min(usize::try_from(len).unwrap_or(usize::MAX));
+            each(&self.buf[self.start..self.start + n]);
+            self.start += n;
+            len -= n as u64;
+        }
+        Ok(())
+    }
+
+    /// Passes the body `framing` announces to `each`, in pieces: Content-Length
+    /// bytes, or a chunked body decoded (trailers read and dropped), or,
+    /// with `to_close`, everything until the peer closes the connection.
+    fn read_body(
+        &mut self,
+        framing: &Framing,
+        to_close: bool,
+        mut each: impl FnMut(&[u8]),
+    ) -> io::Result<()> {
+        if framing.chunked {
+            loop {
+                let line = self.read_line()?;
+                let size = line.split(|&b| b == b';').next().unwrap_or_default();
+                let size = std::str::from_utf8(size)
+                    .ok()
+                    .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
+                    .ok_or_else(|| io_error(io::ErrorKind::InvalidData, "bad chunk size"))?;
+                if size == 0 {
+                    while !self.read_line()?.is_empty() {}
+                    return Ok(());
+                }
+                self.take(size, &mut each)?;
+                if !self.read_line()?.is_empty() {
+                    return Err(io_error(io::ErrorKind::InvalidData, "chunk not followed by CRLF"));
+                }
+            }
+        } else if let Some(len) = framing.content_length {
+            self.take(len, &mut each)
+        } else if to_close {
+            loop {
+                if self.start < self.end {
+                    each(&self.buf[self.start..self.end]);
+                    self.start = self.end;
+                }
+                if self.fill()? == 0 {
+                    return Ok(());
+                }
+            }
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Writes every byte of `parts` (vectored writes: one system call when
+    /// the socket takes them all).
+    fn write_all(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+        let mut slices: Vec<IoSlice> = parts.iter().map(|p| IoSlice::new(p)).collect();
+        let mut slices = &mut slices[..];
+        while !slices.is_empty() {
+            match self.stream.write_vectored(slices) {
+                Ok(0) => return Err(io_error(io::ErrorKind::WriteZero, "the peer takes no more bytes")),
+                Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a head says about the body and the connection.
+#[derive(Debug, Default)]
+struct Framing {
+    content_length: Option<u64>,
+    chunked: bool,
+    /// The connection ends after this message (`Connection: close`, or an
+    /// HTTP/1.0 message without `Connection: keep-alive`).
+    close: bool,
+    /// `Content-Encoding: gzip`.
+    gzip: bool,
+    /// `Expect: 100-continue`.
+    expect_continue: bool,
+}
+
+/// Splits a head (through its blank line) into its start line's three
+/// parts and the [`Framing`] of its headers.
+fn parse_head(head: &[u8]) -> Result<([&str; 3], Framing), String> {
+    let text = std::str::from_utf8(head).map_err(|_| "head is not UTF-8".to_string())?;
+    let mut lines = text.trim_end_matches("\r\n").split("\r\n");
+    let first = lines.next().unwrap_or_default();
+    let mut parts = first.splitn(3, ' ');
+    let start: [&str; 3] = [(); 3].map(|_| parts.next().unwrap_or_default());
+    let http10 = start[0] == "HTTP/1.0" || start[2] == "HTTP/1.0";
+    let mut framing = Framing { close: http10, ..Framing::default() };
+    for line in lines {
+        let (name, value) = line.split_once(':').ok_or_else(|| format!("bad header line {line:?}"))?;
+        let (name, value) = (name.trim(), value.trim());
+        let has = |token: &str| value.split(',').any(|t| t.trim().eq_ignore_ascii_case(token));
+        if name.eq_ignore_ascii_case("content-length") {
+            let len = value.parse().map_err(|_| format!("bad Content-Length {value:?}"))?;
+            framing.content_length = Some(len);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            framing.chunked = has("chunked");
+        } else if name.eq_ignore_ascii_case("connection") {
+            if has("close") {
+                framing.close = true;
+            } else if has("keep-alive") {
+                framing.close = false;
+            }
+        } else if name.eq_ignore_ascii_case("content-encoding") {
+            framing.gzip = has("gzip");
+        } else if name.eq_ignore_ascii_case("expect") {
+            framing.expect_continue = has("100-continue");
+        }
+    }
+    Ok((start, framing))
+}
+
+/// A response as the client read it.
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+    /// The server closes the connection after it.
+    close: bool,
+}
+
+/// A client connection (blocking; every read and write times out after
+/// [`REQUEST_TIMEOUT`]).
+struct ClientConn {
+    wire: Wire,
+}
+
+impl ClientConn {
+    fn connect(addr: SocketAddr) -> io::Result<ClientConn> {
+        let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+        stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
+        Ok(ClientConn { wire: Wire::new(stream, CLIENT_READ_BUFFER) })
+    }
+
+    /// Writes a request: `head` (through its blank line) and `body`.
+    fn send(&mut self, head: &[u8], body: &[u8]) -> Result<(), String> {
+        self.wire.write_all(&[head, body]).map_err(|e| format!("request: {}", timeout_text(&e)))
+    }
+
+    /// Reads one response (to a request other than HEAD): its status, body
+    /// (Content-Length, chunked, or until the server closes), and whether
+    /// the connection ends with it.
+    fn response(&mut self) -> Result<Answer, String> {
+        let fail = |e: io::Error| format!("response: {}", timeout_text(&e));
+        let len = self.wire.read_head().map_err(fail)?.ok_or("response: connection closed")?;
+        let (start, framing) =
+            parse_head(&self.wire.buffered()[..len]).map_err(|e| format!("response: {e}"))?;
+        let status: u16 = match (start[0].starts_with("HTTP/1."), start[1].parse()) {
+            (true, Ok(status)) => status,
+            _ => return Err(format!("response: bad status line {:?}", start.join(" "))),
+        };
+        self.wire.start += len;
+        let mut body = Vec::new();
+        // 1xx, 204 and 304 have no body; without framing it runs to the close.
+        let bodyless = status < 200 || status == 204 || status == 304;
+        let unframed = framing.content_length.is_none() && !framing.chunked;
+        if status < 200 {
+            return self.response();
+        }
+        if !bodyless {
+            self.wire.read_body(&framing, true, |piece| body.extend_from_slice(piece)).map_err(fail)?;
+        }
+        Ok(Answer { status, body, close: framing.close || (!bodyless && unframed) })
+    }
+}
+
+/// An IO error's text; a timed-out read or write as such.
+fn timeout_text(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+            format!("no progress within {} s", REQUEST_TIMEOUT.as_secs())
+        }
+        _ => e.to_string(),
+    }
 }
 
 /// `GET /ping` on a fresh connection; the status, or a transport error.
-async fn ping(addr: SocketAddr) -> Result<StatusCode, String> {
-    get(addr, "/ping").await.map(|(status, _)| status)
+fn ping(addr: SocketAddr) -> Result<u16, String> {
+    get(addr, "/ping").map(|(status, _)| status)
 }
 
-/// `GET path` on a fresh connection; the status and body, or a transport
-/// error (no answer within 2 s counts as one).
-async fn get(addr: SocketAddr, path: &str) -> Result<(StatusCode, Vec<u8>), String> {
-    let exchange = async {
-        let conn = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
-        let url = Url::parse(&format!("http://{addr}{path}")).map_err(|e| format!("bad url: {e}"))?;
-        let mut response = async_h1::connect(conn, Request::new(Method::Get, url))
-            .await
-            .map_err(|e| format!("request: {e}"))?;
-        let body = response.body_bytes().await.map_err(|e| format!("response body: {e}"))?;
-        Ok((response.status(), body))
-    };
-    exchange
-        .or(async {
-            Timer::after(Duration::from_secs(2)).await;
-            Err("no answer within 2 s".to_string())
-        })
-        .await
+/// `GET path` on a fresh connection (closed after the answer); the status
+/// and body, or a transport error (no answer within 2 s counts as one).
+fn get(addr: SocketAddr, path: &str) -> Result<(u16, Vec<u8>), String> {
+    let stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("connect: {e}"))?;
+    for timeout in [
+        stream.set_read_timeout(Some(Duration::from_secs(2))),
+        stream.set_write_timeout(Some(Duration::from_secs(2))),
+    ] {
+        timeout.map_err(|e| format!("socket: {e}"))?;
+    }
+    let mut conn = ClientConn { wire: Wire::new(stream, CLIENT_READ_BUFFER) };
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    conn.send(head.as_bytes(), &[])?;
+    let answer = conn.response()?;
+    Ok((answer.status, answer.body))
 }
 
 // ---------------------------------------------------------------------------
 // Sinks
-
-/// A small executor on its own threads; stopped and joined on drop.
-struct Runtime {
-    executor: Arc<Executor<'static>>,
-    stop: Option<smol::channel::Sender<()>>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Runtime {
-    fn start(name: &str, threads: usize) -> Runtime {
-        let executor = Arc::new(Executor::new());
-        let (stop, stopped) = smol::channel::bounded::<()>(1);
-        let threads = (0..threads)
-            .map(|i| {
-                let executor = executor.clone();
-                let stopped = stopped.clone();
-                std::thread::Builder::new()
-                    .name(format!("{name}-{i}"))
-                    .spawn(move || {
-                        smol::block_on(executor.run(async { stopped.recv().await.ok() })).unwrap_or(())
-                    })
-                    .expect("spawn a runtime thread")
-            })
-            .collect();
-        Runtime { executor, stop: Some(stop), threads }
-    }
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        // Closing the channel wakes every thread's `recv` with an error.
-        self.stop.take();
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
-    }
-}
 
 /// What a sink received.
 #[derive(Debug, Default)]
@@ -849,48 +1130,56 @@ impl SinkCount {
     }
 }
 
-/// A backend that accepts everything (see the module doc).
+/// Gzip bodies a sink counts without decoding: each body with the lines
+/// decoding it gave once, at the start. A received gzip body byte-identical
+/// to one of them (same length, then compared byte by byte) has its lines;
+/// any other is decoded and counted. So a proxy that forwards the client's
+/// gzip bodies as they came costs the sinks a comparison, not a decode.
+type KnownBodies = Arc<[(Arc<[u8]>, u64)]>;
+
+/// A backend that accepts everything (see the module doc): a thread that
+/// accepts connections and one thread per connection, with blocking std IO.
+/// Stops accepting when dropped (its open connections end when their peers
+/// close them).
 struct Sink {
     name: &'static str,
     addr: SocketAddr,
     counters: Arc<SinkCounters>,
+    stop: Arc<AtomicBool>,
 }
 
 impl Sink {
     /// A sink on a free loopback port.
-    fn start(runtime: &Runtime, name: &'static str) -> std::io::Result<Sink> {
-        Sink::start_on(runtime, name, SocketAddr::from(([127, 0, 0, 1], 0)))
+    fn start(name: &'static str, known: &KnownBodies) -> io::Result<Sink> {
+        Sink::start_on(name, SocketAddr::from(([127, 0, 0, 1], 0)), known)
     }
 
     /// A sink listening on `addr` (port 0: any free port).
-    fn start_on(runtime: &Runtime, name: &'static str, addr: SocketAddr) -> std::io::Result<Sink> {
-        let std_listener = StdTcpListener::bind(addr)?;
-        let addr = std_listener.local_addr()?;
-        let listener = TcpListener::try_from(std_listener)?;
+    fn start_on(name: &'static str, addr: SocketAddr, known: &KnownBodies) -> io::Result<Sink> {
+        let listener = StdTcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
         let counters = Arc::new(SinkCounters::default());
-        let executor = runtime.executor.clone();
-        let task_counters = counters.clone();
-        runtime
-            .executor
-            .spawn(async move {
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        Timer::after(Duration::from_millis(10)).await;
-                        continue;
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let counters = task_counters.clone();
-                    executor
-                        .spawn(async move {
-                            let _ =
-                                async_h1::accept(stream, |request| sink_handle(request, counters.clone()))
-                                    .await;
-                        })
-                        .detach();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (task_counters, task_stop, known) = (counters.clone(), stop.clone(), known.clone());
+        std::thread::Builder::new().name(format!("sink-{name}")).spawn(move || {
+            for stream in listener.incoming() {
+                if task_stop.load(Ordering::SeqCst) {
+                    break;
                 }
-            })
-            .detach();
-        Ok(Sink { name, addr, counters })
+                let Ok(stream) = stream else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let (counters, known) = (task_counters.clone(), known.clone());
+                let spawned = std::thread::Builder::new()
+                    .name(format!("sink-{name}-conn"))
+                    .spawn(move || sink_serve(stream, &counters, &known));
+                if spawned.is_err() {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        })?;
+        Ok(Sink { name, addr, counters, stop })
     }
 
     fn count(&self) -> SinkCount {
@@ -902,84 +1191,196 @@ impl Sink {
     }
 }
 
-/// One request to a sink, answered like InfluxDB 1.x would answer a valid one.
-async fn sink_handle(mut request: Request, counters: Arc<SinkCounters>) -> http_types::Result<Response> {
-    let path = request.url().path().to_string();
-    let response = match (request.method(), path.as_str()) {
-        (Method::Post, "/write") => {
-            let gzip =
-                request.header("Content-Encoding").is_some_and(|v| v.as_str().eq_ignore_ascii_case("gzip"));
-            let body = request.body_bytes().await?;
-            let lines = if gzip {
-                let mut lines = LineCounter::default();
-                let mut decoder = flate2::read::GzDecoder::new(&body[..]);
-                let mut buf = vec![0; 64 * 1024];
-                loop {
-                    match decoder.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => lines.feed(&buf[..n]),
-                        Err(e) => {
-                            let mut response = Response::new(StatusCode::BadRequest);
-                            response.set_body(format!("{{\"error\":\"bad gzip body: {e}\"}}"));
-                            return Ok(response);
-                        }
-                    }
-                }
-                lines.finish()
-            } else {
-                let mut lines = LineCounter::default();
-                lines.feed(&body);
-                lines.finish()
-            };
-            counters.write_requests.fetch_add(1, Ordering::SeqCst);
-            counters.lines.fetch_add(lines, Ordering::SeqCst);
-            counters.bytes.fetch_add(body.len() as u64, Ordering::SeqCst);
-            Response::new(StatusCode::NoContent)
-        }
-        (Method::Get | Method::Head, "/ping") => Response::new(StatusCode::NoContent),
-        (Method::Get | Method::Post, "/query") => {
-            let _ = request.body_bytes().await?;
-            let mut response = Response::new(StatusCode::Ok);
-            response.set_body(r#"{"results":[{"statement_id":0}]}"#);
-            response.insert_header("Content-Type", "application/json");
-            response
-        }
-        _ => {
-            let mut response = Response::new(StatusCode::NotFound);
-            response.set_body("404 page not found\n");
-            response
-        }
-    };
-    let mut response = response;
-    response.insert_header("X-Influxdb-Version", "1.8.10-sink");
-    response.insert_header("X-Influxdb-Build", "OSS");
-    Ok(response)
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept loop, which then sees the flag.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+    }
 }
 
-/// Counts non-empty lines over a body fed in chunks.
+/// The sink's answer to a write it took: static, like InfluxDB's (no body,
+/// no Content-Length).
+const SINK_NO_CONTENT: &[u8] =
+    b"HTTP/1.1 204 No Content\r\nX-Influxdb-Build: OSS\r\nX-Influxdb-Version: 1.8.10-sink\r\n\r\n";
+
+/// A sink response with a body.
+fn sink_response(status: &str, content_type: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nX-Influxdb-Build: OSS\r\n\
+         X-Influxdb-Version: 1.8.10-sink\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Serves one connection to a sink until the peer closes it (or sends what
+/// the sink cannot read): requests answered like InfluxDB 1.x answers valid
+/// ones. A write's body is read in large pieces into the connection's
+/// buffer and its lines counted with memchr as it arrives; a gzip body is
+/// gathered (into a reused buffer), then matched against `known` or decoded.
+fn sink_serve(stream: TcpStream, counters: &SinkCounters, known: &[(Arc<[u8]>, u64)]) {
+    let _ = stream.set_nodelay(true);
+    let mut wire = Wire::new(stream, SINK_READ_BUFFER);
+    let mut gzip_body = Vec::new();
+    let mut decoded = vec![0; 64 * 1024];
+    loop {
+        let Ok(Some(len)) = wire.read_head() else { return };
+        let parsed = parse_head(&wire.buffered()[..len]).map(|(start, framing)| {
+            let path = start[1].split('?').next().unwrap_or_default();
+            let route = match (start[0], path) {
+                ("POST", "/write") => Route::Write,
+                ("GET" | "HEAD", "/ping") => Route::Ping,
+                ("GET" | "POST", "/query") => Route::Query,
+                _ => Route::Other,
+            };
+            (route, framing)
+        });
+        wire.start += len;
+        let (route, framing) = match parsed {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                let body = format!("{{\"error\":{}}}", serde_json::Value::from(e));
+                let _ = wire.write_all(&[&sink_response("400 Bad Request", "application/json", &body)]);
+                return;
+            }
+        };
+        if framing.expect_continue && wire.write_all(&[b"HTTP/1.1 100 Continue\r\n\r\n"]).is_err() {
+            return;
+        }
+        let mut bytes = 0u64;
+        let answer: Option<Vec<u8>> = match route {
+            Route::Write if framing.gzip => {
+                gzip_body.clear();
+                if wire.read_body(&framing, false, |piece| gzip_body.extend_from_slice(piece)).is_err() {
+                    return;
+                }
+                bytes = gzip_body.len() as u64;
+                let lines =
+                    match known.iter().find(|(b, _)| b.len() == gzip_body.len() && **b == gzip_body[..]) {
+                        Some(&(_, lines)) => Ok(lines),
+                        None => count_gzip_lines(&gzip_body, &mut decoded),
+                    };
+                match lines {
+                    Ok(lines) => {
+                        counters.write_requests.fetch_add(1, Ordering::SeqCst);
+                        counters.lines.fetch_add(lines, Ordering::SeqCst);
+                        counters.bytes.fetch_add(bytes, Ordering::SeqCst);
+                        None
+                    }
+                    Err(e) => {
+                        let body = format!(
+                            "{{\"error\":{}}}",
+                            serde_json::Value::from(format!("bad gzip body: {e}"))
+                        );
+                        Some(sink_response("400 Bad Request", "application/json", &body))
+                    }
+                }
+            }
+            Route::Write => {
+                let mut lines = LineCounter::default();
+                let read = wire.read_body(&framing, false, |piece| {
+                    lines.feed(piece);
+                    bytes += piece.len() as u64;
+                });
+                if read.is_err() {
+                    return;
+                }
+                counters.write_requests.fetch_add(1, Ordering::SeqCst);
+                counters.lines.fetch_add(lines.finish(), Ordering::SeqCst);
+                counters.bytes.fetch_add(bytes, Ordering::SeqCst);
+                None
+            }
+            Route::Ping | Route::Query | Route::Other => {
+                if wire.read_body(&framing, false, |_| {}).is_err() {
+                    return;
+                }
+                match route {
+                    Route::Ping => None,
+                    Route::Query => Some(sink_response(
+                        "200 OK",
+                        "application/json",
+                        r#"{"results":[{"statement_id":0}]}"#,
+                    )),
+                    _ => Some(sink_response(
+                        "404 Not Found",
+                        "text/plain; charset=utf-8",
+                        "404 page not found\n",
+                    )),
+                }
+            }
+        };
+        let sent = wire.write_all(&[answer.as_deref().unwrap_or(SINK_NO_CONTENT)]);
+        if sent.is_err() || framing.close {
+            return;
+        }
+    }
+}
+
+/// What a sink does with a request.
+#[derive(Debug, Clone, Copy)]
+enum Route {
+    Write,
+    Ping,
+    Query,
+    Other,
+}
+
+/// Decodes a gzip body (one or more members, as Go's `gzip.Reader` that
+/// InfluxDB uses) into `out` piece by piece and counts its lines.
+fn count_gzip_lines(body: &[u8], out: &mut [u8]) -> Result<u64, String> {
+    let mut lines = LineCounter::default();
+    let mut decoder = flate2::read::MultiGzDecoder::new(body);
+    loop {
+        match decoder.read(out) {
+            Ok(0) => return Ok(lines.finish()),
+            Ok(n) => lines.feed(&out[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// Counts non-empty lines over a body fed in pieces (memchr finds the
+/// newlines).
 #[derive(Debug, Default)]
 struct LineCounter {
     lines: u64,
+    /// The current line has bytes (from earlier pieces).
     in_line: bool,
 }
 
 impl LineCounter {
-    fn feed(&mut self, chunk: &[u8]) {
-        for &byte in chunk {
-            if byte == b'\n' {
-                if self.in_line {
-                    self.lines += 1;
-                }
-                self.in_line = false;
-            } else {
-                self.in_line = true;
+    fn feed(&mut self, piece: &[u8]) {
+        let mut line_start = 0;
+        for newline in memchr::memchr_iter(b'\n', piece) {
+            if newline > line_start || self.in_line {
+                self.lines += 1;
             }
+            self.in_line = false;
+            line_start = newline + 1;
+        }
+        if line_start < piece.len() {
+            self.in_line = true;
         }
     }
 
     fn finish(self) -> u64 {
         self.lines + u64::from(self.in_line)
     }
+}
+
+/// CPU time used so far by process `pid` (a number, or `self`): user +
+/// system, fields 14 and 15 of /proc/PID/stat (every thread's, ended ones
+/// included), in seconds.
+fn process_cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state): utime is field 14, stime 15.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / clock_ticks_per_second())
 }
 
 // ---------------------------------------------------------------------------
@@ -1096,9 +1497,9 @@ impl ProxyProcess {
                     proxy.stderr_tail()
                 ));
             }
-            match smol::block_on(ping(addr)) {
-                Ok(StatusCode::NoContent) => return Ok(proxy),
-                Ok(status) => last = format!("/ping answered {}", status as u16),
+            match ping(addr) {
+                Ok(204) => return Ok(proxy),
+                Ok(status) => last = format!("/ping answered {status}"),
                 Err(e) => last = e,
             }
             if Instant::now() >= deadline {
@@ -1123,13 +1524,7 @@ impl ProxyProcess {
     /// CPU time used so far (user + system, fields 14 and 15 of
     /// /proc/PID/stat), in seconds.
     fn cpu_seconds(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
-        // The command name (field 2) is in parentheses and may hold spaces.
-        let rest = &stat[stat.rfind(')')? + 1..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // `rest` starts at field 3 (state): utime is field 14, stime 15.
-        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        Some(ticks as f64 / clock_ticks_per_second())
+        process_cpu_seconds(&self.child.id().to_string())
     }
 
     /// Resident set size now (`VmRSS`), in bytes.
@@ -1419,12 +1814,11 @@ fn big_write(options: &Options, sinks: &[Sink], how: &ProxyCommand, stamped: boo
         .map_err(|e| format!("proxy did not start: {e}"))?;
     let before: Vec<SinkCount> = sinks.iter().map(Sink::count).collect();
     let body: Arc<[u8]> = body.into();
-    let (status, text) = smol::block_on(async {
-        let conn = TcpStream::connect(proxy.addr).await.map_err(|e| format!("connect: {e}"))?;
-        post_write(conn, proxy.addr, body, Encoding::Plain).await
-    })?;
-    if status != StatusCode::NoContent {
-        return Err(format!("answered {} {text}", status as u16));
+    let mut conn = ClientConn::connect(proxy.addr).map_err(|e| format!("connect: {e}"))?;
+    conn.send(&write_head(proxy.addr, body.len(), Encoding::Plain), &body)?;
+    let answer = conn.response()?;
+    if answer.status != 204 {
+        return Err(format!("answered {} {}", answer.status, String::from_utf8_lossy(&answer.body)));
     }
     let received = settle(&sinks.iter().collect::<Vec<_>>(), &before, lines);
     let peak = proxy.peak_rss_bytes().ok_or("cannot read the proxy's VmHWM")?;
@@ -1451,7 +1845,6 @@ fn big_write(options: &Options, sinks: &[Sink], how: &ProxyCommand, stamped: boo
 fn run_backlog(
     options: &Options,
     bodies: &Bodies,
-    runtime: &Runtime,
     sink_a: &Sink,
     mode: &'static str,
     how: ProxyCommand,
@@ -1463,7 +1856,7 @@ fn run_backlog(
         options.warmup.as_secs_f64(),
         options.backlog.as_secs_f64()
     );
-    let result = measure_backlog(options, bodies, runtime, sink_a, encoding, &how);
+    let result = measure_backlog(options, bodies, sink_a, encoding, &how);
     Row { mode, encoding, result }
 }
 
@@ -1497,7 +1890,6 @@ fn start_with_b_down(
 fn measure_backlog(
     options: &Options,
     bodies: &Bodies,
-    runtime: &Runtime,
     sink_a: &Sink,
     encoding: Encoding,
     how: &ProxyCommand,
@@ -1511,7 +1903,7 @@ fn measure_backlog(
     let cpu_after_load = proxy.cpu_seconds();
     let queued = backend_health(proxy.addr, "b")?;
 
-    let sink_b = Sink::start_on(runtime, "b", b_addr)
+    let sink_b = Sink::start_on("b", b_addr, &bodies.known_gzip)
         .map_err(|e| format!("cannot start sink b on {b_addr}, the port reserved for it: {e}"))?;
     let up = Instant::now();
     let mut first_replay = None;
@@ -1580,7 +1972,6 @@ const CATCH_UP_QUEUE_MAX_BYTES: u64 = 8 << 30;
 fn run_catch_up(
     options: &Options,
     bodies: &Bodies,
-    runtime: &Runtime,
     sink_a: &Sink,
     mode: &'static str,
     how: ProxyCommand,
@@ -1595,14 +1986,13 @@ fn run_catch_up(
         options.catch_up.as_secs_f64(),
         after.as_secs_f64()
     );
-    let result = measure_catch_up(options, bodies, runtime, sink_a, encoding, &how);
+    let result = measure_catch_up(options, bodies, sink_a, encoding, &how);
     Row { mode, encoding, result }
 }
 
 fn measure_catch_up(
     options: &Options,
     bodies: &Bodies,
-    runtime: &Runtime,
     sink_a: &Sink,
     encoding: Encoding,
     how: &ProxyCommand,
@@ -1617,7 +2007,8 @@ fn measure_catch_up(
     let started = Instant::now();
     let (load, watched) = std::thread::scope(|scope| {
         let load = scope.spawn(|| run_load(proxy.addr, bodies, encoding, &load_options));
-        let watched = watch_catch_up(&proxy, runtime, b_addr, started + down, started + down + after);
+        let watched =
+            watch_catch_up(&proxy, &bodies.known_gzip, b_addr, started + down, started + down + after);
         (load.join(), watched)
     });
     let load = load.map_err(|_| "the load thread panicked".to_string())?;
@@ -1640,14 +2031,14 @@ fn measure_catch_up(
 /// [`HEALTH_POLL`] until `b`'s queue is empty or the load ends (`end`).
 fn watch_catch_up(
     proxy: &ProxyProcess,
-    runtime: &Runtime,
+    known: &KnownBodies,
     b_addr: SocketAddr,
     up: Instant,
     end: Instant,
 ) -> Result<(Sink, CatchUp), String> {
     std::thread::sleep(up.saturating_duration_since(Instant::now()));
     let queued = backend_health(proxy.addr, "b")?;
-    let sink_b = Sink::start_on(runtime, "b", b_addr)
+    let sink_b = Sink::start_on("b", b_addr, known)
         .map_err(|e| format!("cannot start sink b on {b_addr}, the port reserved for it: {e}"))?;
     let up = Instant::now();
     let drained = loop {
@@ -1821,7 +2212,7 @@ struct BackendHealth {
 
 /// Backend `name`'s health and write queue depth from `GET /health`.
 fn backend_health(addr: SocketAddr, name: &str) -> Result<BackendHealth, String> {
-    let (_, body) = smol::block_on(get(addr, "/health")).map_err(|e| format!("GET /health: {e}"))?;
+    let (_, body) = get(addr, "/health").map_err(|e| format!("GET /health: {e}"))?;
     let health: serde_json::Value =
         serde_json::from_slice(&body).map_err(|e| format!("GET /health: not JSON: {e}"))?;
     let backend = health["backends"]
@@ -1890,6 +2281,7 @@ fn table(rows: &[Row]) -> String {
         "peak RSS MiB",
         "CPU-s/M lines",
         "cores",
+        "bench cores",
         "idle RSS MiB",
         "acked lines",
         "sink lines",
@@ -1900,7 +2292,7 @@ fn table(rows: &[Row]) -> String {
         let mut line = vec![row.mode.to_string(), row.encoding.name().to_string()];
         match &row.result {
             Err(_) => {
-                line.extend(["-"; 11].iter().map(|s| s.to_string()));
+                line.extend(["-"; 12].iter().map(|s| s.to_string()));
                 line.push("NOT RUN".into());
             }
             Ok(m) => {
@@ -1914,6 +2306,7 @@ fn table(rows: &[Row]) -> String {
                 line.push(m.peak_rss.map_or("-".to_string(), |b| format!("{:.1}", mib(b))));
                 line.push(m.cpu_per_million_lines().map_or("-".to_string(), |c| format!("{c:.3}")));
                 line.push(m.cpu_s.map_or("-".to_string(), |c| format!("{:.2}", c / m.wall.as_secs_f64())));
+                line.push(m.load.bench_cores().map_or("-".to_string(), |c| format!("{c:.2}")));
                 line.push(
                     m.idle_rss.map_or("-".to_string(), |(b, t)| {
                         format!("{:.1} at {:.0} s", mib(b), t.as_secs_f64())
@@ -1939,7 +2332,7 @@ fn table(rows: &[Row]) -> String {
         let mut text = String::new();
         for (i, cell) in line.iter().enumerate() {
             // Text columns left-aligned, numbers right-aligned.
-            if i < 2 || i == 12 {
+            if i < 2 || i == 13 {
                 let _ = write!(text, "{cell:<w$}  ", w = widths[i]);
             } else {
                 let _ = write!(text, "{cell:>w$}  ", w = widths[i]);
@@ -1967,7 +2360,7 @@ fn ratios(rows: &[Row]) -> Vec<String> {
         let pairs = [("native", "direct"), ("wasm", "direct"), ("wasm", "native")];
         let parts: Vec<String> = pairs
             .iter()
-            .filter_map(|(a, b)| Some(format!("{a}/{b} {:.2}", rate(a, encoding)? / rate(b, encoding)?)))
+            .filter_map(|(a, b)| Some(format!("{a}/{b} {:.3}", rate(a, encoding)? / rate(b, encoding)?)))
             .collect();
         if !parts.is_empty() {
             out.push(format!("lines/s ratio, {}: {}", encoding.name(), parts.join(", ")));
