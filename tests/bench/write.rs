@@ -145,7 +145,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Longest wait for one request's response before it counts as an error.
+/// Longest a request's write or its response's read may go without progress
+/// (the client's socket timeouts) before it counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait after the load for the sinks to hold every acknowledged line
 /// (a proxy may acknowledge a write once it is in its durable write queue).
@@ -1835,7 +1836,6 @@ fn big_write(options: &Options, sinks: &[Sink], how: &ProxyCommand, stamped: boo
     let proxy = ProxyProcess::start(how, &backends, &serde_json::json!({}), options.startup_timeout)
         .map_err(|e| format!("proxy did not start: {e}"))?;
     let before: Vec<SinkCount> = sinks.iter().map(Sink::count).collect();
-    let body: Arc<[u8]> = body.into();
     let mut conn = ClientConn::connect(proxy.addr).map_err(|e| format!("connect: {e}"))?;
     conn.send(&write_head(proxy.addr, body.len(), Encoding::Plain), &body)?;
     let answer = conn.response()?;
