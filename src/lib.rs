@@ -57,6 +57,7 @@ pub mod shard_query;
 pub mod statement;
 pub mod storage;
 pub mod transport;
+pub mod validated_body;
 pub mod write_queue;
 
 #[cfg(test)]
