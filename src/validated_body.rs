@@ -67,8 +67,11 @@ impl WriteBodyJob {
     /// Decodes and validates the body: pure CPU work (no IO, no clock), safe
     /// to run on any thread. Errors are kept in the result, as the write
     /// path answers them: bad gzip, an unknown encoding or invalid UTF-8
-    /// (400), over `max_body_bytes` after decoding (413), the first
-    /// malformed line (400, `unable to parse '<line>': <reason> (line N)`).
+    /// (400), over `max_body_bytes` after decoding (413), over 4 GiB
+    /// decoded (413, `request body too large: over 4294967295 bytes`: the
+    /// spans are 32-bit offsets), the first malformed line (400,
+    /// `unable to parse '<line>': <reason> (line N)`, kept apart from the
+    /// points before it, which the write path still routes first).
     pub fn run(self) -> PreparedBody {
         let validated = validate(&self.raw, self.content_encoding.as_deref(), self.max_body_bytes);
         PreparedBody { job: self, validated }

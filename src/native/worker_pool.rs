@@ -45,12 +45,12 @@ impl WorkerPool {
     }
 
     /// A pool with one worker per core but one (the proxy's own thread is
-    /// busy on the last), at least 1: `std::thread::available_parallelism`
-    /// - 1. (Measured on a shared 2-core machine, 8 connections posting
-    /// 5,000-line gzip bodies: 2 workers reached about 15% more lines/s
-    /// than 1, only by taking a larger share of the busy machine, for a
-    /// peak RSS of 24.8 MiB instead of 19.1: each worker thread's
-    /// allocator arena keeps its own decoded bodies' pages.)
+    /// busy on the last), at least 1: `available_parallelism()` minus 1.
+    /// Measured on a shared 2-core machine, 8 connections posting 5,000-line
+    /// bodies (medians of 3): 2 workers reached 10% (plain) to 18% (gzip)
+    /// more lines/s than 1, only by taking a larger share of the busy
+    /// machine, for a peak RSS of 24.8 MiB instead of 19.1 (gzip): each
+    /// worker thread's allocator arena keeps its own decoded bodies' pages.
     pub fn per_core() -> std::io::Result<WorkerPool> {
         WorkerPool::new(std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_sub(1))
     }
