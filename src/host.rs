@@ -55,7 +55,10 @@
 //! # Using every CPU core (natively)
 //!
 //! [`Proxy`] is single-threaded (`Rc`, `RefCell`, `Cell`): today the native
-//! host runs one proxy on one `LocalExecutor` thread. Nothing here assumes
+//! host runs one proxy on one `LocalExecutor` thread, and only the per-line
+//! CPU of writes (decoding and validating a body, [`crate::validated_body`])
+//! runs on other cores, on the native host's worker threads
+//! (`crate::native::WorkerPool`); the WASI host runs it inline. Nothing here assumes
 //! a single thread beyond that: a [`Host`] is per executor, and the loops
 //! take `&Proxy`. The intended way to use N cores is one proxy per thread,
 //! each with its own executor, transport (connection pool) and `Host`, all

@@ -18,6 +18,8 @@
 //! - [`config`]: the JSON configuration file.
 //! - [`line_protocol`]: splitting a write body into points and reading each
 //!   point's measurement.
+//! - [`validated_body`]: a write body decoded and validated as a pure job
+//!   (any thread may run it; the native host runs it on worker threads).
 //! - [`route`]: measurement name -> replica set (keymaps).
 //! - [`shard_group`]: a shard group (backends, replication factor, shard tag)
 //!   and the replicas of a shard key in it.
@@ -57,6 +59,7 @@ pub mod shard_query;
 pub mod statement;
 pub mod storage;
 pub mod transport;
+pub mod validated_body;
 pub mod write_queue;
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ use crate::metrics::{BackendGauges, Metrics, MonotonicClock, TimedTransport};
 use crate::statement::StatementFilter;
 use crate::storage::Storage;
 use crate::transport::{Transport, TransportError};
+use crate::validated_body::{PreparedBody, WriteBodyJob};
 use crate::write_queue::{Batch, QueueError, Record, RecordId, WriteQueue};
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -317,7 +318,34 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// InfluxDB-style `{"error":"..."}` responses. `now_ms` is the time (ms since
     /// the Unix epoch). The host has already refused bodies over
     /// `config().max_body_bytes` with 413.
-    pub async fn handle(&self, mut request: Request, now_ms: u64) -> Response {
+    pub async fn handle(&self, request: Request, now_ms: u64) -> Response {
+        self.handle_prepared(request, None, now_ms).await
+    }
+
+    /// The body job of a write request (`/write`, `/api/v2/write`), taking
+    /// its body (no copy), for the host to run where it likes (e.g. on
+    /// another core) and hand back to [`Proxy::handle_prepared`]: the CPU
+    /// of a write (gzip decoding, validation) off the proxy's thread. `None`
+    /// (body left in place) for any other request. Validated with the
+    /// current `max_body_bytes`.
+    pub fn write_body_job(&self, request: &mut Request) -> Option<WriteBodyJob> {
+        if !matches!(request.path.as_str(), "/write" | "/api/v2/write") || request.method != Method::Post {
+            return None;
+        }
+        Some(WriteBodyJob::take(request, self.topology().config.max_body_bytes))
+    }
+
+    /// [`Proxy::handle`], with the body of a write request already
+    /// validated by the host ([`Proxy::write_body_job`], then
+    /// [`WriteBodyJob::run`]): the same answer as [`Proxy::handle`] gives
+    /// the request with its body, byte for byte. `prepared` is ignored for
+    /// other requests.
+    pub async fn handle_prepared(
+        &self,
+        mut request: Request,
+        prepared: Option<PreparedBody>,
+        now_ms: u64,
+    ) -> Response {
         let start = self.clock.as_ref().map(|clock| clock());
         let endpoint = match request.path.as_str() {
             "/ping" => "ping",
@@ -346,8 +374,10 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let topology = self.topology();
         let result = match endpoint {
             "ping" => self.ping(&request),
-            "write" => self.write(&topology, &mut request, write::WriteApi::V1, now_ms).await,
-            "api_v2_write" => self.write(&topology, &mut request, write::WriteApi::V2, now_ms).await,
+            "write" => self.write(&topology, &mut request, prepared, write::WriteApi::V1, now_ms).await,
+            "api_v2_write" => {
+                self.write(&topology, &mut request, prepared, write::WriteApi::V2, now_ms).await
+            }
             "query" => self.query(&topology, &request, now_ms).await,
             "health" => self.health(&request, now_ms),
             "metrics" => self.metrics(&request, now_ms),

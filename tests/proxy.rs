@@ -404,6 +404,100 @@ fn backend_down_then_replay_makes_both_identical(mode: Mode) {
     assert_alive(&mut c, "the recovery");
 }
 
+/// Issue 8, every core: write bodies are validated on worker threads (the
+/// native host, bodies over 8 KiB), in whatever order they finish; the
+/// write queue's order must still hold. Backend b (behind a relay that
+/// records what b stored, in order) is killed, so its queue fills; four
+/// clients keep writing distinct points while a fifth overwrites one point
+/// (same series and timestamp) with 1, 2, 3, ..., each write after the
+/// previous one's 204, every body large enough to be validated off the
+/// proxy's thread. b comes back in the middle of it: while its queue
+/// drains, new writes must go behind the queue, never to b directly, so b
+/// stores the overwrites in increasing order (a write that overtook the
+/// queue would be stored before older values replayed after it), ends with
+/// the last acknowledged value, and holds every point a holds.
+fn writes_validated_on_other_threads_never_overtake_a_write_queue(mode: Mode) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use support::relay::{Behaviour, Relay};
+    const OVERWRITES: u64 = 120;
+    let (a, b) = (Influxd::start("a"), Influxd::start("b"));
+    let relay = Relay::start(b.url().trim_start_matches("http://"), Behaviour::Forward);
+    let mut config = Proxy::config(&[&a, &b]);
+    config["backends"]["b"]["url"] = json!(relay.url());
+    // Replayed in batches of at most 64 KiB: the backlog takes many
+    // requests to drain, so new writes arrive while b is up again and its
+    // queue is not yet empty (the case under test).
+    config["backend_max_body_bytes"] = json!(65_536);
+    let mut c = Cluster { proxy: Proxy::start(mode, config), a, b };
+    c.create_database(DB);
+    c.b.kill();
+    let url = format!("{}/write?db={DB}&precision=s", c.proxy.url());
+    // 300 points (about 10 KiB, over the native host's 8 KiB threshold).
+    let body = |measurement: &str, k: u64| lines(measurement, 300, T0 + k * 300);
+    let write = |body: String| {
+        let r = http("POST", &url, &[], Some(body.into_bytes()));
+        assert_eq!(r.status, 204, "write: {}", r.body);
+    };
+    let (last, done) = (AtomicU64::new(0), AtomicBool::new(false));
+    std::thread::scope(|s| {
+        for w in 0..4 {
+            let (write, done) = (&write, &done);
+            s.spawn(move || {
+                let mut k = 0;
+                while !done.load(Ordering::SeqCst) {
+                    write(body(&format!("load{w}"), k));
+                    k += 1;
+                }
+            });
+        }
+        s.spawn(|| {
+            for v in 1..=OVERWRITES {
+                write(format!("ow,host=x v={v} {T0}\n{}", body("owfill", v)));
+                last.store(v, Ordering::SeqCst);
+            }
+            done.store(true, Ordering::SeqCst);
+        });
+        wait_until(Duration::from_secs(60), "a third of the overwrites acknowledged", || {
+            match last.load(Ordering::SeqCst) {
+                v if v >= OVERWRITES / 3 => Ok(()),
+                v => Err(format!("{v} acknowledged")),
+            }
+        });
+        let queued = c.proxy.health()["backends"][1]["queue_records"].as_u64().unwrap_or(0);
+        assert!(queued > 0, "b's queue holds the writes made while it was down");
+        c.b.restart();
+    });
+    assert_eq!(last.load(Ordering::SeqCst), OVERWRITES);
+    wait_until(CATCH_UP, "b's queue drained", || {
+        let h = c.proxy.health();
+        match h["backends"][1]["queue_records"].as_u64() {
+            Some(0) => Ok(()),
+            _ => Err(format!("{}", h["backends"][1])),
+        }
+    });
+    // The overwrites in the order b stored them.
+    let stored: Vec<u64> = relay
+        .answered_writes()
+        .iter()
+        .flat_map(|body| {
+            let text = String::from_utf8_lossy(body).into_owned();
+            text.lines()
+                .filter_map(|l| l.strip_prefix("ow,host=x v=")?.split(' ').next()?.parse().ok())
+                .collect::<Vec<u64>>()
+        })
+        .collect();
+    let first_overtaking = stored.windows(2).position(|w| w[1] < w[0]);
+    assert_eq!(first_overtaking, None, "b stored the overwrites out of order: {stored:?}");
+    assert_eq!(stored.last(), Some(&OVERWRITES), "b stored every overwrite: {stored:?}");
+    assert_eq!(backend_values(&c.a, "ow"), vec![json!(OVERWRITES)], "the last acknowledged value on a");
+    assert_eq!(backend_values(&c.b, "ow"), vec![json!(OVERWRITES)], "the last acknowledged value on b");
+    for m in ["load0", "load1", "load2", "load3", "owfill"] {
+        assert!(c.a.count(DB, m) > 0, "points of {m} on a");
+        assert_eq!(c.b.count(DB, m), c.a.count(DB, m), "points of {m} on b and on a");
+    }
+    assert_alive(&mut c, "the catch-up under load");
+}
+
 // ---------------------------------------------------------------------------
 // 7. The proxy killed with SIGKILL while a queue is not empty
 // ---------------------------------------------------------------------------
@@ -1274,4 +1368,5 @@ scenarios!(native: Mode::Native, wasm: Mode::Wasm; [
     a_write_to_a_missing_retention_policy_gets_influxd_s_500_and_blocks_nothing,
     a_combined_query_answer_over_backend_max_response_bytes_is_502,
     a_backend_with_gzip_stores_every_point,
+    writes_validated_on_other_threads_never_overtake_a_write_queue,
 ]);

@@ -8,20 +8,28 @@
 //!   health checks and replay, signals.
 //! - [`NativeHost`]: the primitives the shared background loops need
 //!   ([`crate::host`]): smol timers, the system clocks, the shutdown signal.
+//! - [`worker_pool`]: [`WorkerPool`], one worker thread per core for the CPU
+//!   of requests.
 //!
-//! [`Proxy`] is single-threaded (`Rc`/`RefCell` inside): everything runs on one
-//! thread, on a `smol::LocalExecutor`. Blocking file IO runs on smol's blocking
-//! thread pool, DNS lookups too.
+//! [`Proxy`] is single-threaded (`Rc`/`RefCell` inside): sockets, routing,
+//! delivery, the write queues and the background loops run on one thread, on
+//! a `smol::LocalExecutor`. The per-line CPU of a write (gzip decoding and
+//! validation of bodies of at least [`OFFLOAD_MIN_BYTES`]) runs on the
+//! [`WorkerPool`], so the proxy uses every core ([`handle_offloaded`]).
+//! Blocking file IO runs on smol's blocking thread pool, DNS lookups too.
 
 pub mod server;
 pub mod storage;
 pub mod transport;
+pub mod worker_pool;
 
 pub use server::{serve, ServerOptions};
 pub use storage::FsStorage;
 pub use transport::NativeTransport;
+pub use worker_pool::WorkerPool;
 
 use crate::config::Config;
+use crate::http::{Request, Response};
 use crate::proxy::Proxy;
 use futures_lite::{FutureExt, StreamExt};
 use smol::channel::{Receiver, Sender};
@@ -205,12 +213,15 @@ async fn serve_proxy(
     })
     .detach();
 
+    let workers = Rc::new(
+        WorkerPool::per_core().map_err(|e| one_line(&format!("cannot start the worker threads: {e}")))?,
+    );
     eprintln!("influx-proxy {} listening on {local_addr}", crate::VERSION);
     let handler = {
         let proxy = proxy.clone();
         move |request| {
-            let proxy = proxy.clone();
-            async move { proxy.handle(request, now_ms()).await }
+            let (proxy, workers) = (proxy.clone(), workers.clone());
+            async move { handle_offloaded(&proxy, &workers, request).await }
         }
     };
     let shutdown = async move {
@@ -251,6 +262,39 @@ async fn serve_proxy(
         })
         .await;
     Ok(())
+}
+
+/// Write bodies (as sent, in bytes) from which validation runs on the
+/// [`WorkerPool`]: below, it takes less than handing it over (a 8 KiB body is
+/// about 80 lines, 10 µs of validation).
+pub const OFFLOAD_MIN_BYTES: usize = 8 * 1024;
+
+/// Answers `request` as [`Proxy::handle`] does, the body of a write of at
+/// least [`OFFLOAD_MIN_BYTES`] decoded and validated on `workers` first
+/// ([`Proxy::write_body_job`], [`Proxy::handle_prepared`]): the proxy's thread
+/// serves other connections meanwhile. A job that panicked (a bug) is run
+/// again here, as without the pool.
+pub async fn handle_offloaded<T, S>(
+    proxy: &Proxy<T, S>,
+    workers: &WorkerPool,
+    mut request: Request,
+) -> Response
+where
+    T: crate::transport::Transport,
+    S: crate::storage::Storage,
+{
+    let prepared = match proxy.write_body_job(&mut request) {
+        Some(job) if job.len() >= OFFLOAD_MIN_BYTES => {
+            let again = job.clone();
+            Some(match workers.run(move || job.run()).await {
+                Some(prepared) => prepared,
+                None => again.run(),
+            })
+        }
+        Some(job) => Some(job.run()),
+        None => None,
+    };
+    proxy.handle_prepared(request, prepared, now_ms()).await
 }
 
 /// Messages from std and the OS may span lines; start-up errors are one line.

@@ -1563,5 +1563,6 @@ mod batches;
 mod forward;
 mod gzip;
 mod moves;
+mod prepared;
 mod reload;
 mod shard_groups;

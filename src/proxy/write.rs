@@ -38,16 +38,17 @@ use super::moves::GroupMove;
 use super::{allow, join_all, Delivery, Proxy, Topology};
 use crate::error::ProxyError;
 use crate::http::{Method, Request, Response, SharedBytes};
-use crate::line_protocol::{normalize_precision, points, tag_value, Point};
+use crate::line_protocol::{normalize_precision, tag_value, Point};
 use crate::rebalance::{KeyId, LiveToken, SourceOutcome};
 use crate::route::{ReplicaSet, Route};
 use crate::storage::Storage;
 use crate::transport::Transport;
+use crate::validated_body::{PreparedBody, WriteBodyJob};
 use crate::write_queue::{Credentials, Record};
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::ops::Range;
 use std::rc::Rc;
 
@@ -74,25 +75,23 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         &self,
         topo: &Topology,
         request: &mut Request,
+        prepared: Option<PreparedBody>,
         api: WriteApi,
         now_ms: u64,
     ) -> Result<Response, ProxyError> {
         allow(request, &[Method::Post])?;
         let target = WriteTarget::from_request(request, api)?;
-        // The client's bytes, taken without copying; shared by every
-        // backend request that forwards them.
-        let raw = SharedBytes::from(std::mem::take(&mut request.body));
-        let (lines, gzip) =
-            match decode(&raw, request.header("content-encoding"), topo.config.max_body_bytes)? {
-                Cow::Borrowed(_) => (raw.clone(), None),
-                Cow::Owned(decoded) => (SharedBytes::from(decoded), Some(raw.clone())),
-            };
-        let text = std::str::from_utf8(&lines).map_err(|e| {
-            ProxyError::BadRequest(format!(
-                "unable to parse body: not valid UTF-8 at byte {}",
-                e.valid_up_to()
-            ))
-        })?;
+        // The client's bytes, taken without copying (shared by every backend
+        // request that forwards them), decoded and validated: by the host
+        // ahead of this (`prepared`, possibly on another thread), else here.
+        let encoding = request.header("content-encoding").map(str::to_string);
+        let prepared = match prepared {
+            Some(prepared) => prepared,
+            None => WriteBodyJob::take(request, topo.config.max_body_bytes).run(),
+        };
+        let body = prepared.for_request(encoding.as_deref(), topo.config.max_body_bytes)?;
+        let (lines, gzip) = (body.lines().clone(), body.gzip().cloned());
+        let text = body.text();
         let limit = usize::try_from(topo.config.backend_max_body_bytes).unwrap_or(usize::MAX);
 
         // Pass 1: validate every line and route every point before sending
@@ -105,13 +104,15 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let (mut line_bytes, mut without_timestamp) = (0usize, 0usize);
         let mut as_sent = AsSent::default();
         let mut moving = false;
-        for point in points(text) {
-            let point = point.map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+        for point in body.points() {
             self.route_point(topo, &target.db, &point, &mut last, &mut sets)?;
             moving |= last.moving.is_some();
             line_bytes += point.line.len() + 1;
             without_timestamp += usize::from(!point.has_timestamp);
             as_sent.point(text.as_bytes(), &point, limit);
+        }
+        if let Some(e) = body.malformed() {
+            return Err(e.clone());
         }
         let batches = as_sent.finish(text.len());
 
@@ -191,8 +192,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         // The first backend 4xx: the later batches are still sent.
         let mut rejected = None;
         let used = sets.len();
-        for point in points(text) {
-            let point = point.map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+        for point in body.points() {
             let k = self.route_point(topo, &target.db, &point, &mut last, &mut sets)?;
             let targets = match set_groups.get(k) {
                 Some(targets) if sets.len() == used => targets,
@@ -666,36 +666,6 @@ impl WriteTarget {
             authorization: request.header("authorization").map(str::to_string),
         };
         Ok(WriteTarget { db, rp, precision, credentials })
-    }
-}
-
-/// `body` sent with `Content-Encoding: encoding`, gunzipped when that is
-/// gzip. Errors: bad gzip (400), decoded size over `max_bytes` (413), another
-/// encoding (400).
-fn decode<'b>(body: &'b [u8], encoding: Option<&str>, max_bytes: u64) -> Result<Cow<'b, [u8]>, ProxyError> {
-    match encoding.map(str::trim) {
-        None | Some("") | Some("identity") => Ok(Cow::Borrowed(body)),
-        // Exactly `gzip`, as InfluxDB 1.x's write handler compares it
-        // (services/httpd/handler.go `serveWrite`): another spelling is
-        // refused there (the compressed bytes do not parse), so here too.
-        Some("gzip") => {
-            // A guess (the decoded size is unknown), never over the limit.
-            let guess = body.len().saturating_mul(4).min(usize::try_from(max_bytes).unwrap_or(usize::MAX));
-            let mut out = Vec::with_capacity(guess);
-            flate2::read::MultiGzDecoder::new(body)
-                .take(max_bytes.saturating_add(1))
-                .read_to_end(&mut out)
-                .map_err(|e| ProxyError::BadRequest(format!("unable to decode gzip body: {e}")))?;
-            if out.len() as u64 > max_bytes {
-                return Err(ProxyError::TooLarge(format!(
-                    "request body too large: over {max_bytes} bytes after gzip decoding"
-                )));
-            }
-            Ok(Cow::Owned(out))
-        }
-        Some(other) => {
-            Err(ProxyError::BadRequest(format!("unsupported Content-Encoding {other:?} (use gzip)")))
-        }
     }
 }
 

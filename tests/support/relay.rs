@@ -12,7 +12,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// What the relay does with the next requests.
@@ -56,6 +56,9 @@ pub struct Relay {
     injected: Arc<AtomicU64>,
     /// Writes still forwarded before the relay hangs; negative: no limit.
     budget: Arc<AtomicI64>,
+    /// Bodies of the `POST /write` requests the upstream answered 2xx, in
+    /// the order of its answers ([`Relay::answered_writes`]).
+    answered: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 impl Relay {
@@ -70,9 +73,10 @@ impl Relay {
             stop: Arc::new(AtomicBool::new(false)),
             injected: Arc::new(AtomicU64::new(0)),
             budget: Arc::new(AtomicI64::new(-1)),
+            answered: Arc::default(),
         };
         let (b, stop, injected) = (relay.behaviour.clone(), relay.stop.clone(), relay.injected.clone());
-        let budget = relay.budget.clone();
+        let (budget, answered) = (relay.budget.clone(), relay.answered.clone());
         let upstream = upstream.to_string();
         let writes = Arc::new(AtomicU64::new(0));
         std::thread::spawn(move || {
@@ -80,16 +84,19 @@ impl Relay {
                 match listener.accept() {
                     Ok((conn, _)) => {
                         conn.set_nonblocking(false).ok();
-                        let (b, upstream, writes, injected, stop, budget) = (
+                        let (b, upstream, writes, injected, stop, budget, answered) = (
                             b.clone(),
                             upstream.clone(),
                             writes.clone(),
                             injected.clone(),
                             stop.clone(),
                             budget.clone(),
+                            answered.clone(),
                         );
                         std::thread::spawn(move || {
-                            serve(conn, &upstream, &b, &writes, &injected, &stop, &budget)
+                            let counters =
+                                Counters { writes: &writes, injected: &injected, answered: &answered };
+                            serve(conn, &upstream, &b, counters, &stop, &budget)
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -114,6 +121,13 @@ impl Relay {
     /// [`Behaviour::Hang`]) on every request after them.
     pub fn hang_after_writes(&self, n: i64) {
         self.budget.store(n, Ordering::SeqCst);
+    }
+
+    /// The bodies of the `POST /write` requests the upstream answered 2xx
+    /// so far (so stored: InfluxDB answers a write once it is stored), in
+    /// the order of the answers.
+    pub fn answered_writes(&self) -> Vec<Vec<u8>> {
+        self.answered.lock().map(|w| w.clone()).unwrap_or_default()
     }
 
     /// How many forwarded writes were answered 500 so far.
@@ -155,15 +169,22 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(String, Vec<u8>)> 
     Some((head, body))
 }
 
+/// What [`serve`] counts and records, shared by the connections.
+struct Counters<'a> {
+    writes: &'a AtomicU64,
+    injected: &'a AtomicU64,
+    answered: &'a Mutex<Vec<Vec<u8>>>,
+}
+
 fn serve(
     conn: TcpStream,
     upstream: &str,
     behaviour: &AtomicU8,
-    writes: &AtomicU64,
-    injected: &AtomicU64,
+    counters: Counters<'_>,
     stop: &AtomicBool,
     budget: &AtomicI64,
 ) {
+    let Counters { writes, injected, answered } = counters;
     let Ok(read_half) = conn.try_clone() else { return };
     let mut reader = BufReader::new(read_half);
     let mut conn = conn;
@@ -196,6 +217,11 @@ fn serve(
                 && is_write
                 && writes.fetch_add(1, Ordering::SeqCst) % 3 == 2;
             let answer = forward(upstream, &head, &body);
+            if is_write && answer.as_ref().is_some_and(|a| a.starts_with(b"HTTP/1.1 2")) {
+                if let Ok(mut answered) = answered.lock() {
+                    answered.push(body.clone());
+                }
+            }
             if answer.is_none() && is_write && budget.load(Ordering::SeqCst) >= 0 {
                 // Not delivered (the upstream is down): it does not use up the budget.
                 budget.fetch_add(1, Ordering::SeqCst);

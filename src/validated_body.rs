@@ -1,0 +1,352 @@
+//! A write body validated ahead of the write path: the CPU work of a write
+//! (gzip decoding, the UTF-8 check and line protocol validation, about
+//! 124 ns per line) as a pure job that any thread may run.
+//!
+//! The proxy itself is single-threaded (`Rc`/`RefCell` inside): routing,
+//! delivery and the write queues stay on its thread, so the write queue's
+//! ordering and durability rules do not change. What can run elsewhere is
+//! the part of a write that reads every byte and depends on nothing but the
+//! body: a host takes a write request's body into a [`WriteBodyJob`]
+//! ([`crate::proxy::Proxy::write_body_job`], no copy), runs
+//! [`WriteBodyJob::run`] where it likes (the native host on its worker
+//! threads, `crate::native::WorkerPool`; the WASI host never does, the
+//! write path then runs the same job inline), and hands the [`PreparedBody`]
+//! to [`crate::proxy::Proxy::handle_prepared`] with the request.
+//!
+//! The result is exactly what the write path computes inline: the decoded
+//! lines ([`SharedBytes`], the client's own buffer when the body was not
+//! compressed), the client's gzip bytes when it was, and per point the
+//! spans [`crate::line_protocol::points`] yields (line number, line,
+//! where the next line starts, measurement, whether it has a timestamp),
+//! kept as byte offsets (24 bytes a point) so that the write path's two
+//! passes iterate them instead of parsing twice; or the InfluxDB-style
+//! error the write path answers (same status, same text).
+//!
+//! No IO, no clock: this module is part of the core.
+
+use crate::error::ProxyError;
+use crate::http::{Request, SharedBytes};
+use crate::line_protocol::{points, Point};
+use std::borrow::Cow;
+use std::io::Read;
+use std::ops::Range;
+
+/// A write request's body as the client sent it, with what validating it
+/// needs: its `Content-Encoding` and the proxy's `max_body_bytes` (bytes,
+/// after gzip decoding). `Send`; cloning copies no body bytes.
+#[derive(Debug, Clone)]
+pub struct WriteBodyJob {
+    raw: SharedBytes,
+    content_encoding: Option<String>,
+    max_body_bytes: u64,
+}
+
+impl WriteBodyJob {
+    /// Takes `request`'s body (leaving it empty; no copy) and its
+    /// `Content-Encoding` header, to be validated with limit
+    /// `max_body_bytes` (bytes after decoding; the configuration's
+    /// `max_body_bytes`).
+    pub fn take(request: &mut Request, max_body_bytes: u64) -> WriteBodyJob {
+        WriteBodyJob {
+            raw: SharedBytes::from(std::mem::take(&mut request.body)),
+            content_encoding: request.header("content-encoding").map(str::to_string),
+            max_body_bytes,
+        }
+    }
+
+    /// The body's size as sent (bytes, compressed when it is gzip).
+    pub fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// Whether the body is empty.
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    /// Decodes and validates the body: pure CPU work (no IO, no clock), safe
+    /// to run on any thread. Errors are kept in the result, as the write
+    /// path answers them: bad gzip, an unknown encoding or invalid UTF-8
+    /// (400), over `max_body_bytes` after decoding (413), over 4 GiB
+    /// decoded (413, `request body too large: over 4294967295 bytes`: the
+    /// spans are 32-bit offsets), the first malformed line (400,
+    /// `unable to parse '<line>': <reason> (line N)`, kept apart from the
+    /// points before it, which the write path still routes first).
+    pub fn run(self) -> PreparedBody {
+        let validated = validate(&self.raw, self.content_encoding.as_deref(), self.max_body_bytes);
+        PreparedBody { job: self, validated }
+    }
+}
+
+/// A write body validated by [`WriteBodyJob::run`], or the error to answer
+/// for it. `Send`.
+#[derive(Debug)]
+pub struct PreparedBody {
+    job: WriteBodyJob,
+    validated: Result<ValidatedBody, ProxyError>,
+}
+
+impl PreparedBody {
+    /// The result, when it was computed for `content_encoding` and
+    /// `max_body_bytes` (a reload may have changed the limit since): else
+    /// the body validated again (inline) with those.
+    pub(crate) fn for_request(
+        self,
+        content_encoding: Option<&str>,
+        max_body_bytes: u64,
+    ) -> Result<ValidatedBody, ProxyError> {
+        if self.job.content_encoding.as_deref() == content_encoding
+            && self.job.max_body_bytes == max_body_bytes
+        {
+            return self.validated;
+        }
+        let job = WriteBodyJob {
+            content_encoding: content_encoding.map(str::to_string),
+            max_body_bytes,
+            ..self.job
+        };
+        job.run().validated
+    }
+}
+
+/// A decoded write body: its line protocol and the spans of its points
+/// (up to its first malformed line, if any).
+#[derive(Debug)]
+pub struct ValidatedBody {
+    /// The decoded line protocol (valid UTF-8): the client's buffer itself
+    /// when it was not compressed.
+    lines: SharedBytes,
+    /// The client's gzip bytes, when the body was compressed.
+    gzip: Option<SharedBytes>,
+    spans: Vec<PointSpan>,
+    /// Measurement names that held escapes, unescaped (the spans of such
+    /// points index into this).
+    names: Vec<String>,
+    /// The first malformed line's error (400), when there is one: `spans`
+    /// then holds the points before it. Kept apart so that the write path
+    /// answers what it answered when it parsed as it routed: a point before
+    /// the bad line that has no route is the error.
+    malformed: Option<ProxyError>,
+}
+
+/// One point of a body, as byte offsets into [`ValidatedBody::lines`]
+/// (bodies of at most 4 GiB).
+#[derive(Debug, Clone, Copy)]
+struct PointSpan {
+    line_number: u32,
+    start: u32,
+    line_end: u32,
+    next: u32,
+    /// Byte range of the measurement name in the body, or (escaped) its
+    /// index in [`ValidatedBody::names`] and 0.
+    measurement: (u32, u32),
+    /// Bit 0: has a timestamp; bit 1: the measurement is in `names`.
+    flags: u8,
+}
+
+const HAS_TIMESTAMP: u8 = 1;
+const ESCAPED: u8 = 2;
+
+impl ValidatedBody {
+    /// The error of the first malformed line, if any (then
+    /// [`ValidatedBody::points`] are the points before it).
+    pub(crate) fn malformed(&self) -> Option<&ProxyError> {
+        self.malformed.as_ref()
+    }
+
+    /// The decoded line protocol.
+    pub(crate) fn lines(&self) -> &SharedBytes {
+        &self.lines
+    }
+
+    /// The client's gzip bytes, when the body was compressed.
+    pub(crate) fn gzip(&self) -> Option<&SharedBytes> {
+        self.gzip.as_ref()
+    }
+
+    /// The decoded body as text (checked to be UTF-8 when validated).
+    pub(crate) fn text(&self) -> &str {
+        // Checked by `validate`; never fails (an empty text if it did).
+        std::str::from_utf8(&self.lines).unwrap_or_default()
+    }
+
+    /// The points, in body order, exactly as [`crate::line_protocol::points`]
+    /// yields them, up to the first malformed line
+    /// ([`ValidatedBody::malformed`]).
+    pub(crate) fn points(&self) -> impl Iterator<Item = Point<'_>> + '_ {
+        let text = self.text();
+        let at = |r: Range<u32>| text.get(r.start as usize..r.end as usize).unwrap_or_default();
+        self.spans.iter().map(move |s| Point {
+            line_number: s.line_number as usize,
+            line: at(s.start..s.line_end),
+            start: s.start as usize,
+            next: s.next as usize,
+            measurement: Cow::Borrowed(if s.flags & ESCAPED != 0 {
+                self.names.get(s.measurement.0 as usize).map_or("", String::as_str)
+            } else {
+                at(s.measurement.0..s.measurement.1)
+            }),
+            has_timestamp: s.flags & HAS_TIMESTAMP != 0,
+        })
+    }
+}
+
+/// The validation of [`WriteBodyJob::run`].
+fn validate(raw: &SharedBytes, encoding: Option<&str>, max_bytes: u64) -> Result<ValidatedBody, ProxyError> {
+    let (lines, gzip) = match decode(raw, encoding, max_bytes)? {
+        Cow::Borrowed(_) => (raw.clone(), None),
+        Cow::Owned(decoded) => (SharedBytes::from(decoded), Some(raw.clone())),
+    };
+    let text = std::str::from_utf8(&lines).map_err(|e| {
+        ProxyError::BadRequest(format!("unable to parse body: not valid UTF-8 at byte {}", e.valid_up_to()))
+    })?;
+    let offset = |n: usize| {
+        u32::try_from(n)
+            .map_err(|_| ProxyError::TooLarge(format!("request body too large: over {} bytes", u32::MAX)))
+    };
+    offset(text.len())?;
+    let base = text.as_ptr() as usize;
+    // A guess (about 100 bytes a line in telegraf-like bodies), not a count:
+    // counting the lines first would read the body once more.
+    let mut spans = Vec::with_capacity(text.len() / 96 + 1);
+    let mut names = Vec::new();
+    let mut malformed = None;
+    for point in points(text) {
+        let point = match point {
+            Ok(point) => point,
+            Err(e) => {
+                malformed = Some(ProxyError::BadRequest(e.to_string()));
+                break;
+            }
+        };
+        let mut flags = if point.has_timestamp { HAS_TIMESTAMP } else { 0 };
+        let measurement = match &point.measurement {
+            // A slice of the body: where it is.
+            // (The same address and length: no need to compare the bytes.)
+            Cow::Borrowed(m) if text.get(slice_of(m, base)).is_some_and(|s| s.as_ptr() == m.as_ptr()) => {
+                let at = slice_of(m, base);
+                (offset(at.start)?, offset(at.end)?)
+            }
+            m => {
+                flags |= ESCAPED;
+                names.push(m.to_string());
+                (offset(names.len() - 1)?, 0)
+            }
+        };
+        spans.push(PointSpan {
+            line_number: offset(point.line_number)?,
+            start: offset(point.start)?,
+            line_end: offset(point.start + point.line.len())?,
+            next: offset(point.next)?,
+            measurement,
+            flags,
+        });
+    }
+    Ok(ValidatedBody { lines, gzip, spans, names, malformed })
+}
+
+/// Where `m` would be in a text starting at address `base`: its byte range
+/// if it is a slice of that text (checked by the caller: the range is in
+/// the text and starts at `m`'s address).
+fn slice_of(m: &str, base: usize) -> Range<usize> {
+    let from = (m.as_ptr() as usize).wrapping_sub(base);
+    from..from.wrapping_add(m.len())
+}
+
+/// `body` sent with `Content-Encoding: encoding`, gunzipped when that is
+/// gzip. Errors: bad gzip (400), decoded size over `max_bytes` (413), another
+/// encoding (400).
+fn decode<'b>(body: &'b [u8], encoding: Option<&str>, max_bytes: u64) -> Result<Cow<'b, [u8]>, ProxyError> {
+    match encoding.map(str::trim) {
+        None | Some("") | Some("identity") => Ok(Cow::Borrowed(body)),
+        // Exactly `gzip`, as InfluxDB 1.x's write handler compares it
+        // (services/httpd/handler.go `serveWrite`): another spelling is
+        // refused there (the compressed bytes do not parse), so here too.
+        Some("gzip") => {
+            // A guess (the decoded size is unknown), never over the limit.
+            let guess = body.len().saturating_mul(4).min(usize::try_from(max_bytes).unwrap_or(usize::MAX));
+            let mut out = Vec::with_capacity(guess);
+            flate2::read::MultiGzDecoder::new(body)
+                .take(max_bytes.saturating_add(1))
+                .read_to_end(&mut out)
+                .map_err(|e| ProxyError::BadRequest(format!("unable to decode gzip body: {e}")))?;
+            if out.len() as u64 > max_bytes {
+                return Err(ProxyError::TooLarge(format!(
+                    "request body too large: over {max_bytes} bytes after gzip decoding"
+                )));
+            }
+            Ok(Cow::Owned(out))
+        }
+        Some(other) => {
+            Err(ProxyError::BadRequest(format!("unsupported Content-Encoding {other:?} (use gzip)")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn job(body: &[u8], encoding: Option<&str>) -> WriteBodyJob {
+        let mut request = Request::new(crate::http::Method::Post, "/write");
+        request.body = body.to_vec();
+        if let Some(e) = encoding {
+            request.headers.push(("content-encoding".into(), e.into()));
+        }
+        WriteBodyJob::take(&mut request, 1 << 20)
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// The spans give back exactly the points `points()` yields.
+    #[test]
+    fn the_spans_give_back_the_points_the_parser_yields() {
+        let body = "# c\ncpu,host=a v=1 1\r\n\n  m\\,x\\ y v=2\ncpu v=\"a\nb\" 3\t\nlast v=1";
+        let prepared = job(body.as_bytes(), None).run();
+        let validated = prepared.validated.unwrap();
+        let expected: Vec<Point<'_>> = points(body).map(Result::unwrap).collect();
+        assert_eq!(validated.points().collect::<Vec<_>>(), expected);
+        assert_eq!(expected.len(), 4);
+        assert_eq!(validated.points().nth(1).unwrap().measurement, "m,x y");
+        assert!(validated.gzip().is_none());
+        let gz = gzip(body.as_bytes());
+        let validated = job(&gz, Some("gzip")).run().validated.unwrap();
+        assert_eq!(validated.points().collect::<Vec<_>>(), expected);
+        assert_eq!(&validated.gzip().unwrap()[..], &gz[..]);
+    }
+
+    #[test]
+    fn errors_are_kept_as_the_write_path_answers_them() {
+        let validated = job(b"cpu v=1\ncpu\n", None).run().validated.unwrap();
+        assert_eq!(validated.points().count(), 1, "the point before the bad line");
+        let e = validated.malformed().unwrap();
+        assert_eq!((e.status(), e.message()), (400, "unable to parse 'cpu': missing fields (line 2)"));
+        let e = job(b"cpu v=\xff", None).run().validated.unwrap_err();
+        assert_eq!(e.message(), "unable to parse body: not valid UTF-8 at byte 6");
+        let e = job(b"x", Some("br")).run().validated.unwrap_err();
+        assert_eq!(e.message(), "unsupported Content-Encoding \"br\" (use gzip)");
+        let big = gzip(&vec![b'#'; (1 << 20) + 1]);
+        let e = job(&big, Some("gzip")).run().validated.unwrap_err();
+        assert_eq!(
+            (e.status(), e.message()),
+            (413, "request body too large: over 1048576 bytes after gzip decoding")
+        );
+    }
+
+    /// A prepared body whose limit differs from the request's (a reload in
+    /// between) is validated again with the request's.
+    #[test]
+    fn a_body_prepared_under_another_limit_is_validated_again() {
+        let gz = gzip(&[b'#'; 2000]);
+        let prepared = job(&gz, Some("gzip")).run();
+        assert!(prepared.validated.is_ok());
+        let prepared = job(&gz, Some("gzip")).run();
+        let e = prepared.for_request(Some("gzip"), 1000).unwrap_err();
+        assert_eq!(e.status(), 413);
+    }
+}
