@@ -26,7 +26,7 @@ use futures_lite::io::{AsyncRead, AsyncWrite};
 use influx_proxy::http::{Method, Request, Response};
 use influx_proxy::http1::client::{decode_backend_response, decode_backend_response_bytes};
 use influx_proxy::http1::{decode_request, serve_connection, ConnectionHost, ConnectionOptions};
-use influx_proxy::line_protocol::parse_points;
+use influx_proxy::line_protocol::{parse_points, points, points_byte_by_byte};
 use influx_proxy::statement::{
     classify, show_limit_offset, show_statement_for_backends, split_statements, StatementFilter,
     StatementKind, DEFAULT_FORBIDDEN,
@@ -121,9 +121,14 @@ const PROXY_TIMESTAMP: &str = "1700000000000000000";
 /// before it; its measurement is non-empty. The body the write path forwards
 /// (each line, plus a timestamp where it had none, plus `\n`) parses again to
 /// the same points, each with a timestamp. On error: the line number is
-/// positive and the error's line is a piece of the body.
+/// positive and the error's line is a piece of the body. Either way the
+/// fast path gives exactly what the byte-by-byte scanner alone gives
+/// ([`points_byte_by_byte`], the reference): same points, same error.
 pub fn line_protocol(data: &[u8]) {
     let Ok(body) = std::str::from_utf8(data) else { return };
+    let fast: Vec<_> = points(body).collect();
+    let reference: Vec<_> = points_byte_by_byte(body).collect();
+    assert_eq!(fast, reference, "the fast path and the reference differ on {body:?}");
     let points = match parse_points(body) {
         Ok(points) => points,
         Err(e) => {
