@@ -84,12 +84,11 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         // The client's bytes, taken without copying (shared by every backend
         // request that forwards them), decoded and validated: by the host
         // ahead of this (`prepared`, possibly on another thread), else here.
-        let encoding = request.header("content-encoding").map(str::to_string);
         let prepared = match prepared {
             Some(prepared) => prepared,
             None => WriteBodyJob::take(request, topo.config.max_body_bytes).run(),
         };
-        let body = prepared.for_request(encoding.as_deref(), topo.config.max_body_bytes)?;
+        let body = prepared.for_request(request.header("content-encoding"), topo.config.max_body_bytes)?;
         let (lines, gzip) = (body.lines().clone(), body.gzip().cloned());
         let text = body.text();
         let limit = usize::try_from(topo.config.backend_max_body_bytes).unwrap_or(usize::MAX);
