@@ -19,7 +19,9 @@
 //! spans [`crate::line_protocol::points`] yields (line number, line,
 //! where the next line starts, measurement, whether it has a timestamp),
 //! kept as byte offsets (24 bytes a point) so that the write path's two
-//! passes iterate them instead of parsing twice; or the InfluxDB-style
+//! passes iterate them instead of parsing twice (unless they would take
+//! more memory than the body itself: a body of tiny lines is parsed again
+//! instead, see [`MAX_SPAN_BYTES`]); or the InfluxDB-style
 //! error the write path answers (same status, same text).
 //!
 //! No IO, no clock: this module is part of the core.
@@ -118,7 +120,10 @@ pub struct ValidatedBody {
     lines: SharedBytes,
     /// The client's gzip bytes, when the body was compressed.
     gzip: Option<SharedBytes>,
-    spans: Vec<PointSpan>,
+    /// The points' spans; `None` when they would take more memory than the
+    /// body itself ([`MAX_SPAN_BYTES`]): the points are then parsed again
+    /// when iterated.
+    spans: Option<Vec<PointSpan>>,
     /// Measurement names that held escapes, unescaped (the spans of such
     /// points index into this).
     names: Vec<String>,
@@ -143,6 +148,14 @@ struct PointSpan {
     /// Bit 0: has a timestamp; bit 1: the measurement is in `names`.
     flags: u8,
 }
+
+/// The spans of a body are kept while they take at most this many bytes, or
+/// the body's own size if that is more: 24 bytes a point is less than its
+/// line in bodies of real points (telegraf's are about 100 bytes a line),
+/// but a body of tiny lines (`m v=1`, 6 bytes) would need four times its own
+/// size, and the write path's memory bound (`max_body_bytes` three times
+/// over, plus 20 MB) would not hold; such a body is parsed again instead.
+const MAX_SPAN_BYTES: usize = 1 << 20;
 
 const HAS_TIMESTAMP: u8 = 1;
 const ESCAPED: u8 = 2;
@@ -176,7 +189,12 @@ impl ValidatedBody {
     pub(crate) fn points(&self) -> impl Iterator<Item = Point<'_>> + '_ {
         let text = self.text();
         let at = |r: Range<u32>| text.get(r.start as usize..r.end as usize).unwrap_or_default();
-        self.spans.iter().map(move |s| Point {
+        let (spans, parsed) = match &self.spans {
+            Some(spans) => (&spans[..], None),
+            // Validated whole already: parsed again up to the same point.
+            None => (&[][..], Some(points(text).map_while(Result::ok))),
+        };
+        let from_spans = spans.iter().map(move |s| Point {
             line_number: s.line_number as usize,
             line: at(s.start..s.line_end),
             start: s.start as usize,
@@ -187,7 +205,8 @@ impl ValidatedBody {
                 at(s.measurement.0..s.measurement.1)
             }),
             has_timestamp: s.flags & HAS_TIMESTAMP != 0,
-        })
+        });
+        from_spans.chain(parsed.into_iter().flatten())
     }
 }
 
@@ -207,7 +226,8 @@ fn validate(raw: &SharedBytes, encoding: Option<&str>, max_bytes: u64) -> Result
     offset(text.len())?;
     // A guess (about 100 bytes a line in telegraf-like bodies), not a count:
     // counting the lines first would read the body once more.
-    let mut spans = Vec::with_capacity(text.len() / 96 + 1);
+    let mut spans = Some(Vec::with_capacity(text.len() / 96 + 1));
+    let max_spans = MAX_SPAN_BYTES.max(text.len()) / std::mem::size_of::<PointSpan>();
     let mut names = Vec::new();
     let mut malformed = None;
     for point in points(text) {
@@ -218,6 +238,11 @@ fn validate(raw: &SharedBytes, encoding: Option<&str>, max_bytes: u64) -> Result
                 break;
             }
         };
+        let Some(kept) = spans.as_mut() else { continue };
+        if kept.len() == max_spans {
+            (spans, names) = (None, Vec::new());
+            continue;
+        }
         let mut flags = if point.has_timestamp { HAS_TIMESTAMP } else { 0 };
         let measurement = match &point.measurement {
             // Unescaped, the name is the start of its line (line protocol's
@@ -229,7 +254,7 @@ fn validate(raw: &SharedBytes, encoding: Option<&str>, max_bytes: u64) -> Result
                 (offset(names.len() - 1)?, 0)
             }
         };
-        spans.push(PointSpan {
+        kept.push(PointSpan {
             line_number: offset(point.line_number)?,
             start: offset(point.start)?,
             line_end: offset(point.start + point.line.len())?,
@@ -306,6 +331,28 @@ mod tests {
         let validated = job(&gz, Some("gzip")).run().validated.unwrap();
         assert_eq!(validated.points().collect::<Vec<_>>(), expected);
         assert_eq!(&validated.gzip().unwrap()[..], &gz[..]);
+    }
+
+    /// A body of tiny lines, whose spans would take four times its size,
+    /// keeps none, and yields the same points (parsed again), up to its bad
+    /// line; a body of ordinary lines keeps its spans.
+    #[test]
+    fn a_body_whose_spans_would_outweigh_it_keeps_none_and_yields_the_same_points() {
+        let mut body: String = (0..60_000).map(|i| format!("m v={}\n", i % 10)).collect();
+        body.push_str("m v=\nm v=1\n");
+        let validated = job(body.as_bytes(), None).run().validated.unwrap();
+        assert!(validated.spans.is_none(), "60,000 spans of 24 bytes outweigh 360 kB");
+        let expected: Vec<Point<'_>> = points(&body).map_while(Result::ok).collect();
+        assert_eq!(expected.len(), 60_000);
+        assert_eq!(validated.points().collect::<Vec<_>>(), expected);
+        assert_eq!(
+            validated.malformed().unwrap().message(),
+            "unable to parse 'm v=': missing field value (line 60001)"
+        );
+        let ordinary: String =
+            (0..60_000).map(|i| format!("cpu,host=server{i:05},region=eu value={i} {i}\n")).collect();
+        let validated = job(ordinary.as_bytes(), None).run().validated.unwrap();
+        assert_eq!(validated.spans.as_ref().map(Vec::len), Some(60_000));
     }
 
     #[test]

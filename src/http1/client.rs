@@ -57,12 +57,6 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 << 20;
 /// Default for `pool_max_open`.
 pub const DEFAULT_MAX_OPEN: usize = 64;
 
-/// Bytes of request gathered before they are handed to the stream (256 KiB):
-/// async-h1 encodes in small pieces, and each write is a system call
-/// (native) or a host call (WASI). Every request in flight holds one such
-/// buffer.
-const WRITE_BUFFER: usize = 256 * 1024;
-
 /// What a host provides to [`BackendClient`]: primitives only.
 pub trait BackendHost {
     /// A connection to a backend.
@@ -197,9 +191,9 @@ impl<H: BackendHost> BackendClient<H> {
             TransportError::Io(e) => TransportError::Io(format!("{}: {e}", backend.url)),
             other => other,
         };
-        let outgoing = to_backend_request(backend, request, body)
+        let outgoing = backend_request_head(backend, request, body.len())
             .map_err(|error| Failure { error, retryable: false })?;
-        let sent = write_request(&mut stream, outgoing).await;
+        let sent = write_request(&mut stream, outgoing, body).await;
         let mut reader = response::Reader::new(&mut stream);
         let decoded = response::read_response(&mut reader, request.method, self.max_response_bytes).await;
         let received = reader.received > 0;
@@ -266,43 +260,29 @@ impl<H: BackendHost> Transport for BackendClient<H> {
     }
 }
 
-/// Writes `request` (async-h1's encoding) to `stream` in pieces of up to
-/// [`WRITE_BUFFER`] bytes, and flushes. The encoder reads the body straight
-/// into the one buffer that is written (one copy of the body in this
-/// process; a `BufWriter` behind `io::copy` made two).
-// Zeroed after allocating on purpose (see the buffer's comment).
-#[allow(clippy::slow_vector_initialization)]
+/// Writes `request`'s head (async-h1's encoding of a request whose body
+/// reader is empty: [`backend_request_head`]) and then `body` itself to
+/// `stream`, head and body in one vectored write where the stream takes it,
+/// and flushes. The body is written from the shared buffer as it is: no copy
+/// of it in this process (an encoder reading it into a write buffer copied
+/// each body once per backend).
 async fn write_request<S: AsyncWrite + Unpin>(
     stream: &mut S,
     request: http_types::Request,
+    body: &[u8],
 ) -> std::io::Result<()> {
-    // No larger than the request (its body and room for its head; a longer
-    // head only takes one more write): a /ping or a small write does not
-    // zero 256 KiB.
-    let size = request.len().map_or(WRITE_BUFFER, |len| len.saturating_add(4096).min(WRITE_BUFFER));
-    let mut encoder = async_h1::client::Encoder::new(request);
-    // Allocated, then zeroed: `vec![0; n]` (calloc) takes fresh pages from
-    // the system for a buffer this large, and their page faults cost more
-    // than the zeroing (measured).
-    let mut buf = Vec::with_capacity(size);
-    buf.resize(size, 0);
-    loop {
-        let mut filled = 0;
-        let mut ended = false;
-        while filled < buf.len() {
-            match encoder.read(&mut buf[filled..]).await? {
-                0 => {
-                    ended = true;
-                    break;
-                }
-                n => filled += n,
-            }
-        }
-        stream.write_all(&buf[..filled]).await?;
-        if ended {
-            return stream.flush().await;
+    let mut head = Vec::with_capacity(1024);
+    async_h1::client::Encoder::new(request).read_to_end(&mut head).await?;
+    let mut parts = [std::io::IoSlice::new(&head), std::io::IoSlice::new(body)];
+    let mut parts = &mut parts[..];
+    std::io::IoSlice::advance_slices(&mut parts, 0);
+    while !parts.is_empty() {
+        match stream.write_vectored(parts).await? {
+            0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            n => std::io::IoSlice::advance_slices(&mut parts, n),
         }
     }
+    stream.flush().await
 }
 
 /// Request headers never passed to a backend: hop-by-hop headers (RFC 9110
@@ -335,6 +315,27 @@ pub fn to_backend_request<B>(
 where
     B: AsRef<[u8]> + Clone + Unpin + Send + Sync + 'static,
 {
+    let len = body.as_ref().len();
+    backend_request(backend, request, len, futures_lite::io::Cursor::new(body.clone()))
+}
+
+/// [`to_backend_request`] for a body of `len` bytes that the caller writes
+/// itself after the head: the request's body reader is empty, so async-h1's
+/// encoder yields the head (with `content-length: len`) and nothing more.
+pub fn backend_request_head(
+    backend: &BackendAddr,
+    request: &Request,
+    len: usize,
+) -> Result<http_types::Request, TransportError> {
+    backend_request(backend, request, len, futures_lite::io::empty())
+}
+
+fn backend_request(
+    backend: &BackendAddr,
+    request: &Request,
+    len: usize,
+    reader: impl futures_lite::io::AsyncBufRead + Unpin + Send + Sync + 'static,
+) -> Result<http_types::Request, TransportError> {
     let method = match request.method {
         Method::Get => http_types::Method::Get,
         Method::Head => http_types::Method::Head,
@@ -348,9 +349,8 @@ where
     }
     let url = http_types::Url::parse(&url).map_err(|e| TransportError::Io(format!("{url}: {e}")))?;
     let mut out = http_types::Request::new(method, url);
-    if request.method == Method::Post || !body.as_ref().is_empty() {
-        let len = body.as_ref().len();
-        out.set_body(http_types::Body::from_reader(futures_lite::io::Cursor::new(body.clone()), Some(len)));
+    if request.method == Method::Post || len > 0 {
+        out.set_body(http_types::Body::from_reader(reader, Some(len)));
         // `set_body` adds `content-type: application/octet-stream`; only the
         // client's own content type is passed on.
         out.remove_header("content-type");
@@ -400,22 +400,49 @@ impl ConnectionLimits {
 mod tests {
     use super::*;
 
-    /// `write_request` writes the whole request, head and body, whatever
-    /// their sizes against its buffer (a head longer than the room it is
-    /// given, bodies around 256 KiB).
+    /// A stream that takes at most 7,777 bytes a write (as a socket whose
+    /// send buffer is full takes part of a write), gathering them.
+    struct Trickle(Vec<u8>);
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let n = buf.len().min(7777);
+            self.0.extend_from_slice(&buf[..n]);
+            std::task::Poll::Ready(Ok(n))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_close(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// `write_request` writes the whole request, head and then the body as
+    /// given, whatever their sizes and however little the stream takes a
+    /// write (a head of 10 kB, bodies from 0 to 700 kB).
     #[test]
-    fn a_request_is_written_whole_around_the_buffer_size() {
+    fn a_request_is_written_whole_however_little_the_stream_takes_a_write() {
         let backend = BackendAddr::parse("a", "http://127.0.0.1:8087").unwrap();
         for header in [0, 10_000] {
-            for len in
-                [0, 1, 4096, WRITE_BUFFER - 4096, WRITE_BUFFER - 1, WRITE_BUFFER, WRITE_BUFFER + 1, 700_001]
-            {
+            for len in [0, 1, 4096, 256 * 1024 - 1, 256 * 1024 + 1, 700_001] {
                 let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
                 let mut request = Request::new(Method::Post, "/write");
                 request.headers = vec![("authorization".into(), "x".repeat(header))];
-                let out = to_backend_request(&backend, &request, &SharedBytes::from(body.clone())).unwrap();
-                let mut wire: Vec<u8> = Vec::new();
-                futures_lite::future::block_on(write_request(&mut wire, out)).unwrap();
+                let out = backend_request_head(&backend, &request, body.len()).unwrap();
+                let mut wire = Trickle(Vec::new());
+                futures_lite::future::block_on(write_request(&mut wire, out, &body)).unwrap();
+                let wire = wire.0;
                 let end = wire.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
                 let head = String::from_utf8_lossy(&wire[..end]);
                 assert!(head.contains(&format!("content-length: {len}\r\n")), "{header} {len}: {head}");
