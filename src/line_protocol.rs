@@ -462,7 +462,11 @@ fn block_mask(b: &[u8], from: usize) -> u64 {
 /// (SSE2 on x86_64, NEON on aarch64: 16 bytes at a time); the flags are then
 /// gathered 8 at a time with a multiplication. About 4x cheaper than looking
 /// at each byte, 2x cheaper than [`specials64_swar`] there (measured).
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+))]
 fn specials64(block: &[u8; 64]) -> u64 {
     // No short-circuit (`||`): a branch per byte would stop the vectorising.
     let special = |c: u8| (c <= b' ') | (c == b',') | (c == b'=') | (c == b'"') | (c == b'\\');
@@ -481,14 +485,25 @@ fn specials64(block: &[u8; 64]) -> u64 {
 
 /// Whether each byte of `block` is special: the portable version (wasm32
 /// has no vector instructions by default), 8 bytes per 64-bit word.
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+)))]
 fn specials64(block: &[u8; 64]) -> u64 {
     specials64_swar(block)
 }
 
 /// [`specials64`] on 64-bit words (SWAR): each test sets the high bit of
 /// the bytes it matches, exactly (no carries between bytes).
-#[cfg_attr(any(target_arch = "x86_64", target_arch = "aarch64"), allow(dead_code))]
+#[cfg_attr(
+    any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    ),
+    allow(dead_code)
+)]
 fn specials64_swar(block: &[u8; 64]) -> u64 {
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     const HIGH: u64 = 0x8080_8080_8080_8080;

@@ -185,28 +185,55 @@ impl ValidatedBody {
 
     /// The points, in body order, exactly as [`crate::line_protocol::points`]
     /// yields them, up to the first malformed line
-    /// ([`ValidatedBody::malformed`]).
-    pub(crate) fn points(&self) -> impl Iterator<Item = Point<'_>> + '_ {
-        let text = self.text();
-        let at = |r: Range<u32>| text.get(r.start as usize..r.end as usize).unwrap_or_default();
-        let (spans, parsed) = match &self.spans {
-            Some(spans) => (&spans[..], None),
-            // Validated whole already: parsed again up to the same point.
-            None => (&[][..], Some(points(text).map_while(Result::ok))),
-        };
-        let from_spans = spans.iter().map(move |s| Point {
-            line_number: s.line_number as usize,
-            line: at(s.start..s.line_end),
-            start: s.start as usize,
-            next: s.next as usize,
-            measurement: Cow::Borrowed(if s.flags & ESCAPED != 0 {
-                self.names.get(s.measurement.0 as usize).map_or("", String::as_str)
-            } else {
-                at(s.measurement.0..s.measurement.1)
-            }),
-            has_timestamp: s.flags & HAS_TIMESTAMP != 0,
-        });
-        from_spans.chain(parsed.into_iter().flatten())
+    /// ([`ValidatedBody::malformed`]). `text` is this body's
+    /// [`ValidatedBody::text`], passed in so that a write path that walks the
+    /// points twice checks the body's UTF-8 once.
+    pub(crate) fn points<'t>(&'t self, text: &'t str) -> impl Iterator<Item = Point<'t>> + 't {
+        match &self.spans {
+            Some(spans) => BodyPoints::Spans { text, names: &self.names, spans: spans.iter() },
+            // Validated whole already: parsed again, up to the same point.
+            None => BodyPoints::Parsed(points(text)),
+        }
+    }
+}
+
+/// [`ValidatedBody::points`]: from the spans, or parsed again.
+enum BodyPoints<'t> {
+    Spans { text: &'t str, names: &'t [String], spans: std::slice::Iter<'t, PointSpan> },
+    Parsed(crate::line_protocol::Points<'t>),
+}
+
+impl<'t> Iterator for BodyPoints<'t> {
+    type Item = Point<'t>;
+
+    fn next(&mut self) -> Option<Point<'t>> {
+        match self {
+            BodyPoints::Spans { text, names, spans } => {
+                let s = spans.next()?;
+                let text: &'t str = text;
+                let at = |r: Range<u32>| text.get(r.start as usize..r.end as usize).unwrap_or_default();
+                Some(Point {
+                    line_number: s.line_number as usize,
+                    line: at(s.start..s.line_end),
+                    start: s.start as usize,
+                    next: s.next as usize,
+                    measurement: Cow::Borrowed(if s.flags & ESCAPED != 0 {
+                        names.get(s.measurement.0 as usize).map_or("", String::as_str)
+                    } else {
+                        at(s.measurement.0..s.measurement.1)
+                    }),
+                    has_timestamp: s.flags & HAS_TIMESTAMP != 0,
+                })
+            }
+            BodyPoints::Parsed(parsed) => match parsed.next()? {
+                Ok(point) => Some(point),
+                // The first malformed line ends the points (and stays the end).
+                Err(_) => {
+                    *self = BodyPoints::Spans { text: "", names: &[], spans: [].iter() };
+                    None
+                }
+            },
+        }
     }
 }
 
@@ -323,13 +350,13 @@ mod tests {
         let prepared = job(body.as_bytes(), None).run();
         let validated = prepared.validated.unwrap();
         let expected: Vec<Point<'_>> = points(body).map(Result::unwrap).collect();
-        assert_eq!(validated.points().collect::<Vec<_>>(), expected);
+        assert_eq!(validated.points(validated.text()).collect::<Vec<_>>(), expected);
         assert_eq!(expected.len(), 4);
-        assert_eq!(validated.points().nth(1).unwrap().measurement, "m,x y");
+        assert_eq!(validated.points(validated.text()).nth(1).unwrap().measurement, "m,x y");
         assert!(validated.gzip().is_none());
         let gz = gzip(body.as_bytes());
         let validated = job(&gz, Some("gzip")).run().validated.unwrap();
-        assert_eq!(validated.points().collect::<Vec<_>>(), expected);
+        assert_eq!(validated.points(validated.text()).collect::<Vec<_>>(), expected);
         assert_eq!(&validated.gzip().unwrap()[..], &gz[..]);
     }
 
@@ -344,7 +371,7 @@ mod tests {
         assert!(validated.spans.is_none(), "60,000 spans of 24 bytes outweigh 360 kB");
         let expected: Vec<Point<'_>> = points(&body).map_while(Result::ok).collect();
         assert_eq!(expected.len(), 60_000);
-        assert_eq!(validated.points().collect::<Vec<_>>(), expected);
+        assert_eq!(validated.points(validated.text()).collect::<Vec<_>>(), expected);
         assert_eq!(
             validated.malformed().unwrap().message(),
             "unable to parse 'm v=': missing field value (line 60001)"
@@ -358,7 +385,7 @@ mod tests {
     #[test]
     fn errors_are_kept_as_the_write_path_answers_them() {
         let validated = job(b"cpu v=1\ncpu\n", None).run().validated.unwrap();
-        assert_eq!(validated.points().count(), 1, "the point before the bad line");
+        assert_eq!(validated.points(validated.text()).count(), 1, "the point before the bad line");
         let e = validated.malformed().unwrap();
         assert_eq!((e.status(), e.message()), (400, "unable to parse 'cpu': missing fields (line 2)"));
         let e = job(b"cpu v=\xff", None).run().validated.unwrap_err();

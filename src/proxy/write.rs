@@ -103,7 +103,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let (mut line_bytes, mut without_timestamp) = (0usize, 0usize);
         let mut as_sent = AsSent::default();
         let mut moving = false;
-        for point in body.points() {
+        for point in body.points(text) {
             self.route_point(topo, &target.db, &point, &mut last, &mut sets)?;
             moving |= last.moving.is_some();
             line_bytes += point.line.len() + 1;
@@ -191,7 +191,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         // The first backend 4xx: the later batches are still sent.
         let mut rejected = None;
         let used = sets.len();
-        for point in body.points() {
+        for point in body.points(text) {
             let k = self.route_point(topo, &target.db, &point, &mut last, &mut sets)?;
             let targets = match set_groups.get(k) {
                 Some(targets) if sets.len() == used => targets,
