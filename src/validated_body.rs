@@ -16,17 +16,19 @@
 //! The result is exactly what the write path computes inline: the decoded
 //! lines ([`SharedBytes`], the client's own buffer when the body was not
 //! compressed), the client's gzip bytes when it was, and per point the
-//! spans [`crate::line_protocol::points`] yields (line number, line,
-//! where the next line starts, measurement, whether it has a timestamp),
-//! kept as byte offsets (24 bytes a point) so that the write path's two
-//! passes iterate them instead of parsing twice; or the InfluxDB-style
-//! error the write path answers (same status, same text).
+//! spans [`crate::line_protocol::points_past_errors`] yields (line number,
+//! line, where the next line starts, measurement, whether it has a
+//! timestamp), kept as byte offsets (24 bytes a point) so that the write
+//! path's two passes iterate them instead of parsing twice, and every
+//! malformed line's error, read past as InfluxDB 1.x reads past it (its
+//! partial writes); or the InfluxDB-style error the write path answers for
+//! the whole body (same status, same text).
 //!
 //! No IO, no clock: this module is part of the core.
 
 use crate::error::ProxyError;
 use crate::http::{Request, SharedBytes};
-use crate::line_protocol::{points, Point};
+use crate::line_protocol::{points_past_errors, LineProtocolError, Point};
 use std::borrow::Cow;
 use std::io::Read;
 use std::ops::Range;
@@ -69,9 +71,10 @@ impl WriteBodyJob {
     /// path answers them: bad gzip, an unknown encoding or invalid UTF-8
     /// (400), over `max_body_bytes` after decoding (413), over 4 GiB
     /// decoded (413, `request body too large: over 4294967295 bytes`: the
-    /// spans are 32-bit offsets), the first malformed line (400,
-    /// `unable to parse '<line>': <reason> (line N)`, kept apart from the
-    /// points before it, which the write path still routes first).
+    /// spans are 32-bit offsets). Malformed lines are not such an error:
+    /// they are kept apart from the valid points around them
+    /// ([`ValidatedBody::malformed`]), for the write path to answer as
+    /// InfluxDB does (a partial write) or to refuse the whole body.
     pub fn run(self) -> PreparedBody {
         let validated = validate(&self.raw, self.content_encoding.as_deref(), self.max_body_bytes);
         PreparedBody { job: self, validated }
@@ -109,8 +112,8 @@ impl PreparedBody {
     }
 }
 
-/// A decoded write body: its line protocol and the spans of its points
-/// (up to its first malformed line, if any).
+/// A decoded write body: its line protocol, the spans of its valid points
+/// and the errors of its malformed lines.
 #[derive(Debug)]
 pub struct ValidatedBody {
     /// The decoded line protocol (valid UTF-8): the client's buffer itself
@@ -122,11 +125,9 @@ pub struct ValidatedBody {
     /// Measurement names that held escapes, unescaped (the spans of such
     /// points index into this).
     names: Vec<String>,
-    /// The first malformed line's error (400), when there is one: `spans`
-    /// then holds the points before it. Kept apart so that the write path
-    /// answers what it answered when it parsed as it routed: a point before
-    /// the bad line that has no route is the error.
-    malformed: Option<ProxyError>,
+    /// Every malformed line's error, in body order (`spans` holds the
+    /// valid points before, between and after them).
+    malformed: Vec<LineProtocolError>,
 }
 
 /// One point of a body, as byte offsets into [`ValidatedBody::lines`]
@@ -148,10 +149,10 @@ const HAS_TIMESTAMP: u8 = 1;
 const ESCAPED: u8 = 2;
 
 impl ValidatedBody {
-    /// The error of the first malformed line, if any (then
-    /// [`ValidatedBody::points`] are the points before it).
-    pub(crate) fn malformed(&self) -> Option<&ProxyError> {
-        self.malformed.as_ref()
+    /// The errors of the malformed lines, in body order (empty when every
+    /// line is valid); [`ValidatedBody::points`] holds the others.
+    pub(crate) fn malformed(&self) -> &[LineProtocolError] {
+        &self.malformed
     }
 
     /// The decoded line protocol.
@@ -170,9 +171,9 @@ impl ValidatedBody {
         std::str::from_utf8(&self.lines).unwrap_or_default()
     }
 
-    /// The points, in body order, exactly as [`crate::line_protocol::points`]
-    /// yields them, up to the first malformed line
-    /// ([`ValidatedBody::malformed`]).
+    /// The valid points, in body order, exactly as
+    /// [`crate::line_protocol::points_past_errors`] yields them (the
+    /// malformed lines left out: [`ValidatedBody::malformed`]).
     pub(crate) fn points(&self) -> impl Iterator<Item = Point<'_>> + '_ {
         let text = self.text();
         let at = |r: Range<u32>| text.get(r.start as usize..r.end as usize).unwrap_or_default();
@@ -209,13 +210,13 @@ fn validate(raw: &SharedBytes, encoding: Option<&str>, max_bytes: u64) -> Result
     // counting the lines first would read the body once more.
     let mut spans = Vec::with_capacity(text.len() / 96 + 1);
     let mut names = Vec::new();
-    let mut malformed = None;
-    for point in points(text) {
+    let mut malformed = Vec::new();
+    for point in points_past_errors(text) {
         let point = match point {
             Ok(point) => point,
             Err(e) => {
-                malformed = Some(ProxyError::BadRequest(e.to_string()));
-                break;
+                malformed.push(e);
+                continue;
             }
         };
         let mut flags = if point.has_timestamp { HAS_TIMESTAMP } else { 0 };
@@ -297,7 +298,7 @@ mod tests {
         let body = "# c\ncpu,host=a v=1 1\r\n\n  m\\,x\\ y v=2\ncpu v=\"a\nb\" 3\t\nlast v=1";
         let prepared = job(body.as_bytes(), None).run();
         let validated = prepared.validated.unwrap();
-        let expected: Vec<Point<'_>> = points(body).map(Result::unwrap).collect();
+        let expected: Vec<Point<'_>> = crate::line_protocol::points(body).map(Result::unwrap).collect();
         assert_eq!(validated.points().collect::<Vec<_>>(), expected);
         assert_eq!(expected.len(), 4);
         assert_eq!(validated.points().nth(1).unwrap().measurement, "m,x y");
@@ -310,10 +311,18 @@ mod tests {
 
     #[test]
     fn errors_are_kept_as_the_write_path_answers_them() {
-        let validated = job(b"cpu v=1\ncpu\n", None).run().validated.unwrap();
-        assert_eq!(validated.points().count(), 1, "the point before the bad line");
-        let e = validated.malformed().unwrap();
-        assert_eq!((e.status(), e.message()), (400, "unable to parse 'cpu': missing fields (line 2)"));
+        let validated = job(b"cpu v=1\ncpu\nmem v=2\n x y\r\n", None).run().validated.unwrap();
+        let lines: Vec<_> = validated.points().map(|p| (p.line_number, p.line)).collect();
+        assert_eq!(lines, [(1, "cpu v=1"), (3, "mem v=2")], "the points around the bad lines");
+        let errors: Vec<_> =
+            validated.malformed().iter().map(|e| (e.line_number, e.influxdb_text())).collect();
+        assert_eq!(
+            errors,
+            [
+                (2, "unable to parse 'cpu': missing fields".into()),
+                (4, "unable to parse 'x y\r': invalid field format".into())
+            ]
+        );
         let e = job(b"cpu v=\xff", None).run().validated.unwrap_err();
         assert_eq!(e.message(), "unable to parse body: not valid UTF-8 at byte 6");
         let e = job(b"x", Some("br")).run().validated.unwrap_err();
