@@ -5,7 +5,9 @@
 //! with `\` escapes (commas and spaces in measurements; commas, equals signs and
 //! spaces in tag keys, tag values and field keys; `"` and `\` in string field
 //! values). Blank lines and lines starting with `#` are skipped. The whole body
-//! is validated before anything is sent, so a bad line writes nothing.
+//! is validated before anything is sent, so a bad line is never sent: the
+//! write path writes the others and answers InfluxDB's partial write
+//! ([`points_past_errors`]), or (`partial_writes: false`) writes nothing.
 //!
 //! # What is checked
 //!
