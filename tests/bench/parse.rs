@@ -29,7 +29,7 @@ fn main() {
     let lines = (BODIES * LINES) as f64;
     // `points`, then `points_past_errors` (what the write path reads bodies
     // with since partial writes: the same reader, going on past bad lines).
-    let readers: [(&str, fn(&str) -> influx_proxy::line_protocol::Points<'_>); 2] = [
+    let readers: [(&str, Reader); 2] = [
         ("line protocol validation", influx_proxy::line_protocol::points),
         ("the same, reading past errors", influx_proxy::line_protocol::points_past_errors),
     ];
@@ -47,9 +47,12 @@ fn main() {
     }
 }
 
+/// A line protocol reader of the crate.
+type Reader = fn(&str) -> influx_proxy::line_protocol::Points<'_>;
+
 /// The median time in seconds of [`ROUNDS`] rounds of reading every body
 /// with `reader`.
-fn median_of_rounds(bodies: &[String], reader: fn(&str) -> influx_proxy::line_protocol::Points<'_>) -> f64 {
+fn median_of_rounds(bodies: &[String], reader: Reader) -> f64 {
     let mut rounds = Vec::with_capacity(ROUNDS);
     for _ in 0..ROUNDS {
         let start = Instant::now();
