@@ -124,3 +124,36 @@ fn a_replicas_refusal_wins_over_the_proxys_own_partial_write() {
     assert_eq!(r.header("x-influx-proxy-backend"), Some("a"));
     assert_eq!(written(&t, "b"), "cpu v=\"conflict\" 1\n");
 }
+
+/// A gzip body with a bad line: decoded, and its valid points sent as the
+/// same body without the bad line (plain) would be; never the client's
+/// gzip bytes as they came.
+#[test]
+fn a_gzip_body_with_a_bad_line_sends_what_the_valid_lines_alone_send() {
+    let gz = |text: &str| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut e, text.as_bytes()).unwrap();
+        e.finish().unwrap()
+    };
+    let sent = |body: Vec<u8>| {
+        let t = MockTransport::default();
+        let p = open(&t, MemStorage::new(), "");
+        let mut request = Request::new(Method::Post, "/write");
+        request.query = vec![("db".into(), "x".into())];
+        request.headers.push(("content-encoding".into(), "gzip".into()));
+        request.body = body;
+        let r = run(p.handle(request, 1_700_000_000_000));
+        (r, t.received("a"), t.received("b"))
+    };
+    let (r, a, b) = sent(gz("cpu v=1 1\ncpu v=2 2 2\ncpu v=3 3\n"));
+    assert_eq!(error_of(&r), "partial write: unable to parse 'cpu v=2 2 2': point is invalid dropped=0");
+    let (valid, a_valid, b_valid) = sent(gz("cpu v=1 1\ncpu v=3 3\n"));
+    assert_eq!(valid.status, 204);
+    for (got, alone) in [(&a, &a_valid), (&b, &b_valid)] {
+        assert_eq!(got.len(), 1);
+        assert_eq!(String::from_utf8_lossy(&got[0].body), "cpu v=1 1\ncpu v=3 3\n");
+        assert_eq!(got[0].header("content-encoding"), None, "decoded, not the client's gzip bytes");
+        // The valid body alone is forwarded compressed, as it came.
+        assert_eq!(alone[0].header("content-encoding"), Some("gzip"));
+    }
+}
