@@ -1394,14 +1394,18 @@ fn partial_writes_store_the_valid_points_as_influxd_does(mode: Mode) {
     // Several bad lines, of several kinds, and a point without a timestamp:
     // the reasons joined as influxd joins them.
     let body = format!(
-        "several v=1 {T0}\nseveral v=oops {}\n# comment\nseveral,t v=2 {}\nseveral v=3 {}\n  several\nseveral v=4\n",
+        "several v=1 {T0}\nseveral v=oops {}\n# comment\nseveral,t v=2 {}\nseveral v=3 {}\n  several\nseveral v=4\n\
+         several,t=<a&b> v=nope {}\n",
         T0 + 1,
         T0 + 2,
-        T0 + 3
+        T0 + 3,
+        T0 + 4
     );
     let proxied =
         c.proxy.write_to(&format!("/write?{}", form(&[("db", DB), ("precision", "s")])), &body, false);
     let direct = direct_write(&c.a, "direct", &body);
+    // Go's JSON escapes `<`, `&`, `>` in the quoted line.
+    assert!(direct.body.contains("\\u003ca\\u0026b\\u003e"), "{direct:?}");
     assert_eq!((proxied.status, &proxied.body), (direct.status, &direct.body), "several bad lines");
     for server in c.backends() {
         assert_eq!(server.count(DB, "several"), 3, "points of several on {}", server.name());
