@@ -73,7 +73,7 @@ impl WriteBodyJob {
     /// decoded (413, `request body too large: over 4294967295 bytes`: the
     /// spans are 32-bit offsets). Malformed lines are not such an error:
     /// they are kept apart from the valid points around them
-    /// ([`ValidatedBody::malformed`]), for the write path to answer as
+    /// (`ValidatedBody::malformed`), for the write path to answer as
     /// InfluxDB does (a partial write) or to refuse the whole body.
     pub fn run(self) -> PreparedBody {
         let validated = validate(&self.raw, self.content_encoding.as_deref(), self.max_body_bytes);

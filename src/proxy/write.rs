@@ -13,6 +13,15 @@
 //! the proxy's time (at the request's precision) so that every replica, and
 //! a later replay, stores the same point.
 //!
+//! Partial writes (`partial_writes`, default on), as InfluxDB 1.x does them
+//! (services/httpd/handler.go `serveWrite`): malformed lines and points no
+//! keymap routes are left out, the other points go exactly as a fully valid
+//! body's would (same batches, stamps, routes, queues and moves; never the
+//! forward-as-sent path, which would send the bad lines), and the answer is
+//! 400 `partial write: ... dropped=N` ([`Dropped::answer`]); a body with
+//! nothing to store is refused whole. A backend's refusal of its batch is
+//! answered as it sent it, its name in `X-Influx-Proxy-Backend`.
+//!
 //! No copies where the body allows it: the client's body is taken from the
 //! request (not copied) into a reference-counted buffer ([`SharedBytes`]).
 //! When every point has a timestamp, all go to one replica set and the body
