@@ -64,6 +64,14 @@ pub struct Config {
     /// InfluxDB 1.x's default `[http] max-body-size` of 25,000,000.
     #[serde(default = "defaults::backend_max_body_bytes")]
     pub backend_max_body_bytes: u64,
+    /// Whether a write body with malformed lines (or points no keymap
+    /// routes) among valid ones is written in part, as InfluxDB 1.x does
+    /// (services/httpd/handler.go `serveWrite`): the valid points are
+    /// written and the answer is 400 `partial write: ... dropped=N` naming
+    /// the bad lines. `false`: such a body is refused whole (400, nothing
+    /// written), the proxy's behaviour before partial writes. Default `true`.
+    #[serde(default = "defaults::partial_writes")]
+    pub partial_writes: bool,
     /// Longest time a client may take to send a request head (request line
     /// and headers), in ms, counted from its first byte; later -> 408 and the
     /// connection is closed. Default 60,000 (async-h1's fixed limit before).
@@ -222,6 +230,9 @@ mod defaults {
     }
     pub fn backend_max_body_bytes() -> u64 {
         8 << 20
+    }
+    pub fn partial_writes() -> bool {
+        true
     }
     pub fn header_read_timeout_ms() -> u64 {
         60_000

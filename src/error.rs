@@ -70,10 +70,31 @@ impl ProxyError {
     }
 }
 
-/// `{"error":"<message>"}` as bytes.
+/// `{"error":"<message>"}` and a line ending, as bytes, escaped exactly as
+/// InfluxDB 1.x's Go `encoding/json` escapes the string (services/httpd
+/// `httpError`, `json.Marshal`; encoding/json's `encodeState.string`): `"`
+/// and `\\` backslashed, `\n`, `\r`, `\t` as such, every other byte below
+/// 0x20 as `\u00xx` (lowercase hex), and `<`, `>`, `&`, U+2028, U+2029 as
+/// `\u003c`, `\u003e`, `\u0026`, `\u2028`, `\u2029`, so that an error body
+/// is byte for byte influxd's (a malformed line quoted in a partial write's
+/// error may hold any of them).
 pub fn error_body(message: &str) -> Vec<u8> {
-    let mut body = serde_json::to_vec(&serde_json::json!({ "error": message })).unwrap_or_default();
-    body.push(b'\n');
+    let mut body = Vec::with_capacity(message.len() + 14);
+    body.extend_from_slice(b"{\"error\":\"");
+    for c in message.chars() {
+        match c {
+            '"' => body.extend_from_slice(b"\\\""),
+            '\\' => body.extend_from_slice(b"\\\\"),
+            '\n' => body.extend_from_slice(b"\\n"),
+            '\r' => body.extend_from_slice(b"\\r"),
+            '\t' => body.extend_from_slice(b"\\t"),
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' | '\0'..='\u{1f}' => {
+                body.extend_from_slice(format!("\\u{:04x}", u32::from(c)).as_bytes())
+            }
+            c => body.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+        }
+    }
+    body.extend_from_slice(b"\"}\n");
     body
 }
 
@@ -98,5 +119,21 @@ mod tests {
         assert_eq!(v["error"], "unable to parse 'x': missing fields");
         assert_eq!(ProxyError::QueueFull("q".into()).status(), 503);
         assert_eq!(ProxyError::Backend { status: 404, message: "database not found".into() }.status(), 404);
+    }
+
+    /// As Go's `json.Marshal` writes it (influxd's error bodies).
+    #[test]
+    fn error_bodies_escape_html_characters_as_influxd_does() {
+        assert_eq!(
+            String::from_utf8(error_body("unable to parse 'm s=\"<a&b>\"\u{2028}': x")).unwrap(),
+            "{\"error\":\"unable to parse 'm s=\\\"\\u003ca\\u0026b\\u003e\\\"\\u2028': x\"}\n"
+        );
+        assert_eq!(
+            String::from_utf8(error_body("a\\b\n\r\t\u{8}\u{c}\u{1f}\u{7f}é")).unwrap(),
+            "{\"error\":\"a\\\\b\\n\\r\\t\\u0008\\u000c\\u001f\u{7f}é\"}\n"
+        );
+        // Still JSON, read back as the message.
+        let v: serde_json::Value = serde_json::from_slice(&error_body("x<\"\u{1}")).unwrap();
+        assert_eq!(v["error"], "x<\"\u{1}");
     }
 }

@@ -5,7 +5,9 @@
 //! with `\` escapes (commas and spaces in measurements; commas, equals signs and
 //! spaces in tag keys, tag values and field keys; `"` and `\` in string field
 //! values). Blank lines and lines starting with `#` are skipped. The whole body
-//! is validated before anything is sent, so a bad line writes nothing.
+//! is validated before anything is sent, so a bad line is never sent: the
+//! write path writes the others and answers InfluxDB's partial write
+//! ([`points_past_errors`]), or (`partial_writes: false`) writes nothing.
 //!
 //! # What is checked
 //!
@@ -101,6 +103,15 @@ impl fmt::Display for LineProtocolError {
     }
 }
 
+impl LineProtocolError {
+    /// The text InfluxDB 1.x gives the line, without the proxy's line
+    /// number: `unable to parse '<line>': <reason>` (models/points.go
+    /// `ParsePointsWithPrecision`, which joins several with `\n`).
+    pub fn influxdb_text(&self) -> String {
+        format!("unable to parse '{}': {}", self.line, self.reason)
+    }
+}
+
 impl std::error::Error for LineProtocolError {}
 
 /// Splits and validates a whole write body. Errors on the first malformed line.
@@ -118,7 +129,30 @@ pub fn parse_points(body: &str) -> Result<Vec<Point<'_>>, LineProtocolError> {
 /// then ends. Allocates nothing per point unless the measurement holds escapes
 /// (then [`Point::measurement`] is owned).
 pub fn points(body: &str) -> Points<'_> {
-    Points { body, pos: 0, line_number: 1, tag_keys: Vec::new(), failed: false, fast: true }
+    Points {
+        body,
+        pos: 0,
+        line_number: 1,
+        tag_keys: Vec::new(),
+        failed: false,
+        fast: true,
+        past_errors: false,
+    }
+}
+
+/// [`points`], going on after a malformed line as InfluxDB 1.x does
+/// (models/points.go `ParsePointsWithPrecision`, the same in 1.6 and 1.8):
+/// every malformed line is an `Err` and the points after it are still
+/// yielded. A malformed line ends where InfluxDB's line splitter
+/// (`models.scanLine`) ends it (at the first `\n` outside a quoted run;
+/// a `"` opened in the field set may carry it over several lines, or to
+/// the body's end), and its [`LineProtocolError::line`] is that text as
+/// InfluxDB quotes it: from its first byte that is not a space, tab or
+/// NUL to its end (a `\r` before the `\n` included), so that
+/// [`LineProtocolError::influxdb_text`] is influxd's text byte for byte
+/// when the reasons agree. Valid lines cost what they cost in [`points`].
+pub fn points_past_errors(body: &str) -> Points<'_> {
+    Points { past_errors: true, ..points(body) }
 }
 
 /// The reference [`points`] must match: the same iterator with the fast path
@@ -145,6 +179,9 @@ pub struct Points<'a> {
     failed: bool,
     /// Whether lines are first tried on the fast path ([`fast_point`]).
     fast: bool,
+    /// Whether a malformed line is skipped (as InfluxDB's splitter ends
+    /// it) rather than the end ([`points_past_errors`]).
+    past_errors: bool,
 }
 
 impl<'a> Iterator for Points<'a> {
@@ -190,6 +227,7 @@ impl<'a> Iterator for Points<'a> {
             });
             return Some(match parsed {
                 Ok(parsed) => Ok(self.point(start, &parsed, scan.newlines)),
+                Err(reason) if self.past_errors => Err(self.skip_malformed(start, reason)),
                 Err(reason) => {
                     self.failed = true;
                     Err(error_at(body, start, scan.i, self.line_number, reason))
@@ -201,6 +239,26 @@ impl<'a> Iterator for Points<'a> {
 }
 
 impl<'a> Points<'a> {
+    /// The error of the malformed line whose first non-blank byte is
+    /// `start` (its raw start is `self.pos`), quoted as InfluxDB quotes it;
+    /// moves on to the line after it as InfluxDB's splitter ends it
+    /// ([`points_past_errors`]).
+    fn skip_malformed(&mut self, start: usize, reason: Reason) -> LineProtocolError {
+        let b = self.body.as_bytes();
+        let end = influxdb_line_end(b, self.pos).max(start);
+        // InfluxDB strips one `\n` left at the end of a line quoted to the
+        // body's end.
+        let quoted_end = if end == b.len() && end > start && b[end - 1] == b'\n' { end - 1 } else { end };
+        let error = LineProtocolError {
+            line_number: self.line_number,
+            line: String::from_utf8_lossy(&b[start..quoted_end]).into_owned(),
+            reason: reason.into_owned(),
+        };
+        self.line_number += 1 + memchr::memchr_iter(b'\n', &b[start..end]).count();
+        self.pos = (end + 1).min(b.len());
+        error
+    }
+
     /// The point `parsed` found at `start` (with `newlines` line endings
     /// inside its string values); moves on to the line after it.
     fn point(&mut self, start: usize, parsed: &Parsed, newlines: usize) -> Point<'a> {
@@ -823,6 +881,31 @@ fn influxdb_line_is(b: &[u8], start: usize, end: usize) -> bool {
     i == end && !quoted
 }
 
+/// Where InfluxDB 1.x's line splitter (`models.scanLine`, as
+/// [`influxdb_line_is`] reads it) ends the line starting at `from`: the
+/// offset of its `\n`, or the body's length.
+fn influxdb_line_end(b: &[u8], from: usize) -> usize {
+    let (mut quoted, mut fields, mut equals, mut commas) = (false, false, 0usize, 0usize);
+    let mut i = from;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'\\' && i + 2 < b.len() {
+            i += 2;
+            continue;
+        }
+        fields |= c == b' ';
+        match c {
+            b'=' if fields && !quoted => equals += 1,
+            b',' if fields && !quoted => commas += 1,
+            b'"' if fields && equals > commas => quoted = !quoted,
+            b'\n' if !quoted => return i,
+            _ => {}
+        }
+        i += 1;
+    }
+    b.len()
+}
+
 /// The bytes that end a run of ordinary bytes (a table lookup per byte,
 /// cheaper than comparing with each; the scanners then look at the byte
 /// they stopped on as before). Keys and values are short: a table beats a
@@ -1124,6 +1207,38 @@ mod tests {
         assert_eq!(parse_points("m\\\\ x,t=\"q f=1 1\nm v=2 2\n").map(|p| p.len()), Ok(2));
         assert_eq!(parse_points("m\\\\ x=1,t=q f=1 1\nm v=2 2\n").map(|p| p.len()), Ok(2));
         assert_eq!(parse_points("m\\\\\\ x=1,t=\"q f=1 1\nm v=2 2\n").map(|p| p.len()), Ok(2));
+    }
+
+    /// Past a malformed line, reading goes on where InfluxDB's splitter
+    /// (`models.scanLine`) ends that line: at its `\n`, or past a quoted
+    /// run opened in the field set; each error quotes the line as
+    /// influxd does (`\r` kept, leading blanks not).
+    #[test]
+    fn reading_past_errors_resumes_where_influxdb_ends_the_bad_line() {
+        let body = "a v=1 1\n\t bad\r\nb s=\"x\ny\" z\nd v=1 3\ne v=z\nf v=2 4\ng s=\"open\nh v=1 5\n";
+        let mut points = Vec::new();
+        let mut errors = Vec::new();
+        for item in points_past_errors(body) {
+            match item {
+                Ok(p) => points.push((p.line_number, p.line)),
+                Err(e) => errors.push((e.line_number, e.influxdb_text())),
+            }
+        }
+        assert_eq!(points, [(1, "a v=1 1"), (5, "d v=1 3"), (7, "f v=2 4")]);
+        assert_eq!(
+            errors,
+            [
+                (2, "unable to parse 'bad\r': missing fields".to_string()),
+                // A string spanning lines: one line for InfluxDB.
+                (3, "unable to parse 'b s=\"x\ny\" z': bad timestamp".to_string()),
+                (6, "unable to parse 'e v=z': invalid boolean".to_string()),
+                // Never closed: to the body's end (its last `\n` left out).
+                (8, "unable to parse 'g s=\"open\nh v=1 5': unbalanced quotes".to_string()),
+            ]
+        );
+        // Without errors: exactly what `points` yields.
+        let good = "a v=1 1\n# c\nb,t=1 s=\"q\nr\" 2\n";
+        assert_eq!(points_past_errors(good).collect::<Vec<_>>(), super::points(good).collect::<Vec<_>>());
     }
 
     /// The measurement of the single point of `line`, or the error reason.

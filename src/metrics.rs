@@ -8,6 +8,7 @@
 //! | `influx_proxy_points_written_total` | counter | backend | points acknowledged by the backend (direct and replayed) |
 //! | `influx_proxy_bytes_written_total` | counter | backend | line protocol bytes acknowledged by the backend |
 //! | `influx_proxy_bytes_sent_total` | counter | backend | write body bytes sent to the backend as they went on the wire (gzip-compressed for a backend with `gzip`, or a client's gzip body forwarded as it came), every request counted, answered or not |
+//! | `influx_proxy_points_refused_total` | counter | backend | points of client writes the backend refused with a 4xx: the `dropped=N` of its `partial write: ... dropped=N` (e.g. a field type conflict on this replica only), else every point of the refused batch (services/httpd/handler.go `serveWrite`, InfluxDB 1.x) |
 //! | `influx_proxy_backend_errors_total` | counter | backend | requests to the backend that got no answer, a 5xx, or a 4xx |
 //! | `influx_proxy_replayed_records_total` | counter | backend | write queue records delivered by replay |
 //! | `influx_proxy_write_queue_records` | gauge | backend | records waiting in the backend's write queue |
@@ -104,6 +105,7 @@ pub struct Metrics {
     bytes_written: Family<BackendLabels, Counter>,
     bytes_sent: Family<BackendLabels, Counter>,
     backend_errors: Family<BackendLabels, Counter>,
+    points_refused: Family<BackendLabels, Counter>,
     replayed: Family<BackendLabels, Counter>,
     queue_records: Family<BackendLabels, Gauge>,
     queue_bytes: Family<BackendLabels, Gauge>,
@@ -146,6 +148,7 @@ impl Metrics {
         let bytes_written = Family::<BackendLabels, Counter>::default();
         let bytes_sent = Family::<BackendLabels, Counter>::default();
         let backend_errors = Family::<BackendLabels, Counter>::default();
+        let points_refused = Family::<BackendLabels, Counter>::default();
         let replayed = Family::<BackendLabels, Counter>::default();
         let queue_records = Family::<BackendLabels, Gauge>::default();
         let queue_bytes = Family::<BackendLabels, Gauge>::default();
@@ -185,6 +188,11 @@ impl Metrics {
             "backend_errors",
             "Backend requests with no answer, a 5xx or a 4xx",
             backend_errors.clone(),
+        );
+        registry.register(
+            "points_refused",
+            "Points of client writes the backend refused with a 4xx (its partial write's dropped=N, else the batch)",
+            points_refused.clone(),
         );
         registry.register("replayed_records", "Write queue records delivered by replay", replayed.clone());
         registry.register(
@@ -245,6 +253,7 @@ impl Metrics {
             bytes_written,
             bytes_sent,
             backend_errors,
+            points_refused,
             replayed,
             queue_records,
             queue_bytes,
@@ -323,6 +332,12 @@ impl Metrics {
         self.bytes_sent.get_or_create(&backend(backend_name)).inc_by(bytes);
     }
 
+    /// Counts `points` points of a client write refused by `backend` (a 4xx
+    /// answer; `dropped=N` of a partial write).
+    pub fn points_refused(&self, backend_name: &str, points: u64) {
+        self.points_refused.get_or_create(&backend(backend_name)).inc_by(points);
+    }
+
     /// Counts one failed request to `backend`.
     pub fn backend_error(&self, backend_name: &str) {
         self.backend_errors.get_or_create(&backend(backend_name)).inc();
@@ -360,6 +375,7 @@ impl Metrics {
             let _ = self.bytes_written.get_or_create(&labels);
             let _ = self.bytes_sent.get_or_create(&labels);
             let _ = self.backend_errors.get_or_create(&labels);
+            let _ = self.points_refused.get_or_create(&labels);
             let _ = self.replayed.get_or_create(&labels);
             for loop_name in ["health_check", "replay"] {
                 let _ = self

@@ -184,6 +184,11 @@ enum Outgoing<'a> {
     Statement(&'a Record),
 }
 
+/// An error answered for a write or schema statement and the index of the
+/// backend whose refusal it is (`None` when it is not a backend's), from
+/// [`Proxy::settle_naming`].
+type Refused = (ProxyError, Option<usize>);
+
 /// The result of handing one record to one backend.
 #[derive(Debug)]
 enum Delivery {
@@ -1007,7 +1012,22 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             Ok(r) if refuses_request(&r) => {
                 self.metrics.backend_error(&addr.name);
                 self.record_write_ok(backend);
-                return Delivery::Rejected { status: r.status, message: error_message(&r) };
+                let message = error_message(&r);
+                if let Outgoing::Write(body) = outgoing {
+                    // The pieces before the refused one were acknowledged.
+                    let acked = &body.lines[..sent.acked.min(body.lines.len())];
+                    if !acked.is_empty() {
+                        self.metrics.written(&addr.name, count_lines(acked), acked.len() as u64);
+                    }
+                    let unacked = body.points.saturating_sub(count_lines(acked));
+                    let refused = match partial_write_dropped(r.status, &message) {
+                        // The rest of a partial write's piece was stored.
+                        Some(dropped) => dropped.min(unacked),
+                        None => unacked,
+                    };
+                    self.metrics.points_refused(&addr.name, refused);
+                }
+                return Delivery::Rejected { status: r.status, message };
             }
             Ok(r) => format!("HTTP {}: {}", r.status, error_message(&r)),
             Err(e) => e.to_string(),
@@ -1048,29 +1068,53 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// client's answer: 503 if any backend could not keep it, else the first
     /// backend refusal (4xx), else the delivered responses.
     fn settle(&self, deliveries: Vec<(usize, Delivery)>) -> Result<Vec<(usize, Response)>, ProxyError> {
+        self.settle_naming(deliveries).map_err(|(e, _)| e)
+    }
+
+    /// [`Proxy::settle`], the error with the index of the backend whose
+    /// refusal it is (`None` for a 503). A refusal by some replicas while
+    /// others took the record (replicas that disagree, e.g. a field type
+    /// conflict on one only) is logged with the backends' names.
+    fn settle_naming(&self, deliveries: Vec<(usize, Delivery)>) -> Result<Vec<(usize, Response)>, Refused> {
         let topo = self.topology();
         let mut delivered = Vec::new();
         let mut not_kept = Vec::new();
         let mut rejected = None;
+        let mut took = Vec::new();
         for (backend, delivery) in deliveries {
             match delivery {
                 Delivery::Rejected { status, message } => {
-                    rejected.get_or_insert(ProxyError::Backend { status, message });
+                    rejected.get_or_insert((ProxyError::Backend { status, message }, Some(backend)));
                 }
                 Delivery::NotKept(e) => {
                     not_kept.push(format!("backend {}: {e}", topo.backends[backend].name))
                 }
-                Delivery::Delivered(r) => delivered.push((backend, r)),
-                Delivery::Queued => {}
+                Delivery::Delivered(r) => {
+                    took.push(backend);
+                    delivered.push((backend, r))
+                }
+                Delivery::Queued => took.push(backend),
             }
         }
         // Not kept wins over a refusal: the client must retry (a 4xx would
         // make it drop the write, lost for the backend that could not keep it).
         if !not_kept.is_empty() {
-            return Err(ProxyError::QueueFull(format!("write not kept: {}", not_kept.join("; "))));
+            return Err((ProxyError::QueueFull(format!("write not kept: {}", not_kept.join("; "))), None));
         }
         match rejected {
-            Some(e) => Err(e),
+            Some((e, backend)) => {
+                if let (Some(b), false) = (backend, took.is_empty()) {
+                    let names: Vec<&str> = took.iter().map(|&t| topo.backends[t].name.as_str()).collect();
+                    self.log(&format!(
+                        "backend {}: refused what {} took: {} {}",
+                        topo.backends[b].name,
+                        names.join(", "),
+                        e.status(),
+                        e.message()
+                    ));
+                }
+                Err((e, backend))
+            }
             None => Ok(delivered),
         }
     }
@@ -1362,6 +1406,17 @@ fn error_message(response: &Response) -> String {
     } else {
         text
     }
+}
+
+/// The `N` of an InfluxDB 1.x write answer `400 partial write: <reason>
+/// dropped=N` (tsdb/shard.go `PartialWriteError`, answered by
+/// services/httpd/handler.go `serveWrite`): how many of the request's points
+/// the backend did not store; `None` for any other answer.
+fn partial_write_dropped(status: u16, message: &str) -> Option<u64> {
+    if status != 400 || !message.starts_with("partial write:") {
+        return None;
+    }
+    message.rsplit_once(" dropped=").and_then(|(_, n)| n.trim_end().parse().ok())
 }
 
 /// Points in a queued write body (one per line; a rare multi-line string

@@ -16,19 +16,21 @@
 //! The result is exactly what the write path computes inline: the decoded
 //! lines ([`SharedBytes`], the client's own buffer when the body was not
 //! compressed), the client's gzip bytes when it was, and per point the
-//! spans [`crate::line_protocol::points`] yields (line number, line,
-//! where the next line starts, measurement, whether it has a timestamp),
-//! kept as byte offsets (24 bytes a point) so that the write path's two
-//! passes iterate them instead of parsing twice (unless they would take
-//! more memory than the body itself: a body of tiny lines is parsed again
-//! instead, see [`MAX_SPAN_BYTES`]); or the InfluxDB-style
-//! error the write path answers (same status, same text).
+//! spans [`crate::line_protocol::points_past_errors`] yields (line number,
+//! line, where the next line starts, measurement, whether it has a
+//! timestamp), kept as byte offsets (24 bytes a point) so that the write
+//! path's two passes iterate them instead of parsing twice (unless they
+//! would take more memory than the body itself: a body of tiny lines is
+//! parsed again instead, see [`MAX_SPAN_BYTES`]), and every
+//! malformed line's error, read past as InfluxDB 1.x reads past it (its
+//! partial writes); or the InfluxDB-style error the write path answers for
+//! the whole body (same status, same text).
 //!
 //! No IO, no clock: this module is part of the core.
 
 use crate::error::ProxyError;
 use crate::http::{Request, SharedBytes};
-use crate::line_protocol::{points, Point};
+use crate::line_protocol::{points_past_errors, LineProtocolError, Point};
 use std::borrow::Cow;
 use std::io::Read;
 use std::ops::Range;
@@ -71,9 +73,10 @@ impl WriteBodyJob {
     /// path answers them: bad gzip, an unknown encoding or invalid UTF-8
     /// (400), over `max_body_bytes` after decoding (413), over 4 GiB
     /// decoded (413, `request body too large: over 4294967295 bytes`: the
-    /// spans are 32-bit offsets), the first malformed line (400,
-    /// `unable to parse '<line>': <reason> (line N)`, kept apart from the
-    /// points before it, which the write path still routes first).
+    /// spans are 32-bit offsets). Malformed lines are not such an error:
+    /// they are kept apart from the valid points around them
+    /// (`ValidatedBody::malformed`), for the write path to answer as
+    /// InfluxDB does (a partial write) or to refuse the whole body.
     pub fn run(self) -> PreparedBody {
         let validated = validate(&self.raw, self.content_encoding.as_deref(), self.max_body_bytes);
         PreparedBody { job: self, validated }
@@ -111,8 +114,8 @@ impl PreparedBody {
     }
 }
 
-/// A decoded write body: its line protocol and the spans of its points
-/// (up to its first malformed line, if any).
+/// A decoded write body: its line protocol, the spans of its valid points
+/// and the errors of its malformed lines.
 #[derive(Debug)]
 pub struct ValidatedBody {
     /// The decoded line protocol (valid UTF-8): the client's buffer itself
@@ -120,18 +123,16 @@ pub struct ValidatedBody {
     lines: SharedBytes,
     /// The client's gzip bytes, when the body was compressed.
     gzip: Option<SharedBytes>,
-    /// The points' spans; `None` when they would take more memory than the
-    /// body itself ([`MAX_SPAN_BYTES`]): the points are then parsed again
-    /// when iterated.
+    /// The valid points' spans; `None` when they would take more memory
+    /// than the body itself ([`MAX_SPAN_BYTES`]): the points are then parsed
+    /// again when iterated.
     spans: Option<Vec<PointSpan>>,
     /// Measurement names that held escapes, unescaped (the spans of such
     /// points index into this).
     names: Vec<String>,
-    /// The first malformed line's error (400), when there is one: `spans`
-    /// then holds the points before it. Kept apart so that the write path
-    /// answers what it answered when it parsed as it routed: a point before
-    /// the bad line that has no route is the error.
-    malformed: Option<ProxyError>,
+    /// Every malformed line's error, in body order (`spans` holds the
+    /// valid points before, between and after them).
+    malformed: Vec<LineProtocolError>,
 }
 
 /// One point of a body, as byte offsets into [`ValidatedBody::lines`]
@@ -161,10 +162,10 @@ const HAS_TIMESTAMP: u8 = 1;
 const ESCAPED: u8 = 2;
 
 impl ValidatedBody {
-    /// The error of the first malformed line, if any (then
-    /// [`ValidatedBody::points`] are the points before it).
-    pub(crate) fn malformed(&self) -> Option<&ProxyError> {
-        self.malformed.as_ref()
+    /// The errors of the malformed lines, in body order (empty when every
+    /// line is valid); [`ValidatedBody::points`] holds the others.
+    pub(crate) fn malformed(&self) -> &[LineProtocolError] {
+        &self.malformed
     }
 
     /// The decoded line protocol.
@@ -183,16 +184,16 @@ impl ValidatedBody {
         std::str::from_utf8(&self.lines).unwrap_or_default()
     }
 
-    /// The points, in body order, exactly as [`crate::line_protocol::points`]
-    /// yields them, up to the first malformed line
-    /// ([`ValidatedBody::malformed`]). `text` is this body's
-    /// [`ValidatedBody::text`], passed in so that a write path that walks the
-    /// points twice checks the body's UTF-8 once.
+    /// The valid points, in body order, exactly as
+    /// [`crate::line_protocol::points_past_errors`] yields them (the
+    /// malformed lines left out: [`ValidatedBody::malformed`]). `text` is
+    /// this body's [`ValidatedBody::text`], passed in so that a write path
+    /// that walks the points twice checks the body's UTF-8 once.
     pub(crate) fn points<'t>(&'t self, text: &'t str) -> impl Iterator<Item = Point<'t>> + 't {
         match &self.spans {
             Some(spans) => BodyPoints::Spans { text, names: &self.names, spans: spans.iter() },
-            // Validated whole already: parsed again, up to the same point.
-            None => BodyPoints::Parsed(points(text)),
+            // Validated whole already: parsed again, the same points.
+            None => BodyPoints::Parsed(points_past_errors(text)),
         }
     }
 }
@@ -225,14 +226,8 @@ impl<'t> Iterator for BodyPoints<'t> {
                     has_timestamp: s.flags & HAS_TIMESTAMP != 0,
                 })
             }
-            BodyPoints::Parsed(parsed) => match parsed.next()? {
-                Ok(point) => Some(point),
-                // The first malformed line ends the points (and stays the end).
-                Err(_) => {
-                    *self = BodyPoints::Spans { text: "", names: &[], spans: [].iter() };
-                    None
-                }
-            },
+            // Malformed lines are skipped, as when the spans were taken.
+            BodyPoints::Parsed(parsed) => parsed.find_map(Result::ok),
         }
     }
 }
@@ -256,13 +251,13 @@ fn validate(raw: &SharedBytes, encoding: Option<&str>, max_bytes: u64) -> Result
     let mut spans = Some(Vec::with_capacity(text.len() / 96 + 1));
     let max_spans = MAX_SPAN_BYTES.max(text.len()) / std::mem::size_of::<PointSpan>();
     let mut names = Vec::new();
-    let mut malformed = None;
-    for point in points(text) {
+    let mut malformed = Vec::new();
+    for point in points_past_errors(text) {
         let point = match point {
             Ok(point) => point,
             Err(e) => {
-                malformed = Some(ProxyError::BadRequest(e.to_string()));
-                break;
+                malformed.push(e);
+                continue;
             }
         };
         let Some(kept) = spans.as_mut() else { continue };
@@ -349,7 +344,7 @@ mod tests {
         let body = "# c\ncpu,host=a v=1 1\r\n\n  m\\,x\\ y v=2\ncpu v=\"a\nb\" 3\t\nlast v=1";
         let prepared = job(body.as_bytes(), None).run();
         let validated = prepared.validated.unwrap();
-        let expected: Vec<Point<'_>> = points(body).map(Result::unwrap).collect();
+        let expected: Vec<Point<'_>> = crate::line_protocol::points(body).map(Result::unwrap).collect();
         assert_eq!(validated.points(validated.text()).collect::<Vec<_>>(), expected);
         assert_eq!(expected.len(), 4);
         assert_eq!(validated.points(validated.text()).nth(1).unwrap().measurement, "m,x y");
@@ -361,21 +356,19 @@ mod tests {
     }
 
     /// A body of tiny lines, whose spans would take four times its size,
-    /// keeps none, and yields the same points (parsed again), up to its bad
-    /// line; a body of ordinary lines keeps its spans.
+    /// keeps none, and yields the same points (parsed again) and errors; a
+    /// body of ordinary lines keeps its spans.
     #[test]
     fn a_body_whose_spans_would_outweigh_it_keeps_none_and_yields_the_same_points() {
         let mut body: String = (0..60_000).map(|i| format!("m v={}\n", i % 10)).collect();
         body.push_str("m v=\nm v=1\n");
         let validated = job(body.as_bytes(), None).run().validated.unwrap();
         assert!(validated.spans.is_none(), "60,000 spans of 24 bytes outweigh 360 kB");
-        let expected: Vec<Point<'_>> = points(&body).map_while(Result::ok).collect();
-        assert_eq!(expected.len(), 60_000);
+        let expected: Vec<Point<'_>> = points_past_errors(&body).filter_map(Result::ok).collect();
+        assert_eq!(expected.len(), 60_001);
         assert_eq!(validated.points(validated.text()).collect::<Vec<_>>(), expected);
-        assert_eq!(
-            validated.malformed().unwrap().message(),
-            "unable to parse 'm v=': missing field value (line 60001)"
-        );
+        let errors: Vec<_> = validated.malformed().iter().map(|e| e.line_number).collect();
+        assert_eq!(errors, [60_001]);
         let ordinary: String =
             (0..60_000).map(|i| format!("cpu,host=server{i:05},region=eu value={i} {i}\n")).collect();
         let validated = job(ordinary.as_bytes(), None).run().validated.unwrap();
@@ -384,10 +377,18 @@ mod tests {
 
     #[test]
     fn errors_are_kept_as_the_write_path_answers_them() {
-        let validated = job(b"cpu v=1\ncpu\n", None).run().validated.unwrap();
-        assert_eq!(validated.points(validated.text()).count(), 1, "the point before the bad line");
-        let e = validated.malformed().unwrap();
-        assert_eq!((e.status(), e.message()), (400, "unable to parse 'cpu': missing fields (line 2)"));
+        let validated = job(b"cpu v=1\ncpu\nmem v=2\n x y\r\n", None).run().validated.unwrap();
+        let lines: Vec<_> = validated.points(validated.text()).map(|p| (p.line_number, p.line)).collect();
+        assert_eq!(lines, [(1, "cpu v=1"), (3, "mem v=2")], "the points around the bad lines");
+        let errors: Vec<_> =
+            validated.malformed().iter().map(|e| (e.line_number, e.influxdb_text())).collect();
+        assert_eq!(
+            errors,
+            [
+                (2, "unable to parse 'cpu': missing fields".into()),
+                (4, "unable to parse 'x y\r': invalid field format".into())
+            ]
+        );
         let e = job(b"cpu v=\xff", None).run().validated.unwrap_err();
         assert_eq!(e.message(), "unable to parse body: not valid UTF-8 at byte 6");
         let e = job(b"x", Some("br")).run().validated.unwrap_err();

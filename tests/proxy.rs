@@ -541,11 +541,16 @@ fn proxy_killed_with_a_queue_loses_nothing(mode: Mode) {
 const MAX_BODY: u64 = 1_000_000;
 
 fn bad_writes_get_4xx_and_write_nothing(mode: Mode) {
-    let mut c = Cluster::start_with(mode, |config| config["max_body_bytes"] = json!(MAX_BODY));
+    let mut c = Cluster::start_with(mode, |config| {
+        config["max_body_bytes"] = json!(MAX_BODY);
+        // The whole-body refusal of a body with a bad line (the default
+        // writes the others, `partial_writes_store_the_valid_points_as_influxd_does`).
+        config["partial_writes"] = json!(false);
+    });
     c.create_database(DB);
 
-    // Malformed line protocol: 400 naming the line; the valid line before it
-    // is not written either.
+    // Malformed line protocol: 400 naming the line; the valid lines around
+    // it are not written either.
     let body = format!("good,host=x v=1 {T0}\nbad_line_without_fields\ngood,host=x v=2 {}\n", T0 + 1);
     let (status, text) = c.proxy.write(DB, &body, false);
     assert_eq!(status, 400, "malformed line protocol: {text}");
@@ -1344,7 +1349,124 @@ fn many_statements_and_a_failed_one_answer_as_influxd(mode: Mode) {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Partial writes (issue 9, item 2)
+// ---------------------------------------------------------------------------
+
+/// `POST /write?db=<db>&precision=s` with `body` straight to `server`.
+fn direct_write(server: &Influxd, db: &str, body: &str) -> Resp {
+    http(
+        "POST",
+        &format!("{}/write?{}", server.url(), form(&[("db", db), ("precision", "s")])),
+        &[],
+        Some(body.as_bytes().to_vec()),
+    )
+}
+
+/// A body with bad lines among good ones: the good points are stored on both
+/// replicas and the answer is influxd's, status and body byte for byte, as a
+/// direct influxd answers the same body (written to another database).
+fn partial_writes_store_the_valid_points_as_influxd_does(mode: Mode) {
+    let c = Cluster::start(mode);
+    c.create_database(DB);
+    c.a.query_ok("", "CREATE DATABASE direct");
+
+    // One bad line among 5,000.
+    let mut body = lines("partial", 5_000, T0);
+    body = body.replacen(&format!("partial,host=h7 v=2497 {}\n", T0 + 2_497), "partial,host=h7\n", 1);
+    assert_eq!(body.lines().count(), 5_000);
+    let proxied =
+        c.proxy.write_to(&format!("/write?{}", form(&[("db", DB), ("precision", "s")])), &body, false);
+    let direct = direct_write(&c.a, "direct", &body);
+    assert_eq!(direct.status, 400, "{direct:?}");
+    assert!(direct.body.starts_with("{\"error\":\"partial write: unable to parse"), "{direct:?}");
+    assert_eq!(
+        (proxied.status, &proxied.body),
+        (direct.status, &direct.body),
+        "the proxy's answer vs influxd's"
+    );
+    for server in c.backends() {
+        assert_eq!(server.count(DB, "partial"), 4_999, "points on {}", server.name());
+    }
+    assert_eq!(c.a.count("direct", "partial"), 4_999, "points stored by the direct influxd");
+    assert_same_points(&c, "partial");
+
+    // Several bad lines, of several kinds, and a point without a timestamp:
+    // the reasons joined as influxd joins them.
+    let body = format!(
+        "several v=1 {T0}\nseveral v=oops {}\n# comment\nseveral,t v=2 {}\nseveral v=3 {}\n  several\nseveral v=4\n\
+         several,t=<a&b> v=nope {}\n",
+        T0 + 1,
+        T0 + 2,
+        T0 + 3,
+        T0 + 4
+    );
+    let proxied =
+        c.proxy.write_to(&format!("/write?{}", form(&[("db", DB), ("precision", "s")])), &body, false);
+    let direct = direct_write(&c.a, "direct", &body);
+    // Go's JSON escapes `<`, `&`, `>` in the quoted line.
+    assert!(direct.body.contains("\\u003ca\\u0026b\\u003e"), "{direct:?}");
+    assert_eq!((proxied.status, &proxied.body), (direct.status, &direct.body), "several bad lines");
+    for server in c.backends() {
+        assert_eq!(server.count(DB, "several"), 3, "points of several on {}", server.name());
+    }
+    assert_same_points(&c, "several");
+
+    // Only bad lines: influxd's plain error, nothing stored.
+    let body = "nothing,host=x\nnothing v=\n";
+    let proxied =
+        c.proxy.write_to(&format!("/write?{}", form(&[("db", DB), ("precision", "s")])), body, false);
+    let direct = direct_write(&c.a, "direct", body);
+    assert_eq!(direct.status, 400, "{direct:?}");
+    assert!(!direct.body.contains("partial write"), "{direct:?}");
+    assert_eq!((proxied.status, &proxied.body), (direct.status, &direct.body), "only bad lines");
+    for server in c.backends() {
+        assert!(
+            !server.measurements(DB).contains(&"nothing".to_string()),
+            "nothing stored on {}",
+            server.name()
+        );
+    }
+}
+
+/// A field type conflict on one replica only: that replica refuses the
+/// points the other stores; the client gets the refusing replica's answer as
+/// it sent it (its name in `X-Influx-Proxy-Backend`), and `/metrics` counts
+/// the refused points.
+fn a_field_type_conflict_on_one_replica_is_its_partial_write(mode: Mode) {
+    let c = Cluster::start(mode);
+    c.create_database(DB);
+    // On b only, `v` of `conflict` is a string.
+    c.b.write(DB, &format!("conflict v=\"text\" {T0}\n"));
+    assert_eq!(c.b.count(DB, "conflict"), 1);
+
+    let body = format!("conflict v=1 {}\nconflict v=2 {}\nother v=3 {}\n", T0 + 1, T0 + 2, T0 + 3);
+    let proxied =
+        c.proxy.write_to(&format!("/write?{}", form(&[("db", DB), ("precision", "s")])), &body, false);
+    // What b answers the same body directly (its points already there).
+    let direct = direct_write(&c.b, DB, &body);
+    assert_eq!(direct.status, 400, "{direct:?}");
+    assert!(direct.body.contains("partial write: field type conflict"), "{direct:?}");
+    assert_eq!((proxied.status, &proxied.body), (direct.status, &direct.body), "the proxy's answer vs b's");
+    assert_eq!(proxied.header("x-influx-proxy-backend"), Some("b"), "{proxied:?}");
+    assert_eq!(c.a.count(DB, "conflict"), 2, "a stored both points");
+    assert_eq!(c.b.count(DB, "conflict"), 1, "b kept only its own");
+    for server in c.backends() {
+        assert_eq!(server.count(DB, "other"), 1, "the other measurement on {}", server.name());
+    }
+    assert_eq!(backend_counter(&c.proxy, "influx_proxy_points_refused_total", "b"), 2);
+    assert_eq!(backend_counter(&c.proxy, "influx_proxy_points_refused_total", "a"), 0);
+    // Not queued for a retry: the refusal is final.
+    let health = c.proxy.health();
+    for name in ["a", "b"] {
+        let entry = health_backend(&health, name).unwrap_or_else(|| panic!("{name} in {health}"));
+        assert_eq!(queue_depth(entry), 0, "{name}'s queue: {health}");
+    }
+}
+
 scenarios!(native: Mode::Native, wasm: Mode::Wasm; [
+    partial_writes_store_the_valid_points_as_influxd_does,
+    a_field_type_conflict_on_one_replica_is_its_partial_write,
     create_database_lands_on_both_backends,
     writes_of_10000_lines_land_on_both_backends,
     a_write_forwarded_as_sent_lands_on_both_backends,

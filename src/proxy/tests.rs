@@ -342,7 +342,7 @@ fn points_without_timestamp_get_the_same_one_on_every_replica() {
 #[test]
 fn bad_line_is_400_with_the_line_and_nothing_is_sent() {
     let t = MockTransport::default();
-    let p = open(&t, MemStorage::new(), "");
+    let p = open(&t, MemStorage::new(), r#", "partial_writes": false"#);
     let r = write(&p, "db=x", "cpu v=1 1\ncpu,host=a\ncpu v=3 3\n");
     assert_eq!(r.status, 400);
     let e = error_of(&r);
@@ -1563,6 +1563,7 @@ mod batches;
 mod forward;
 mod gzip;
 mod moves;
+mod partial;
 mod prepared;
 mod reload;
 mod shard_groups;

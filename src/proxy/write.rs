@@ -13,6 +13,15 @@
 //! the proxy's time (at the request's precision) so that every replica, and
 //! a later replay, stores the same point.
 //!
+//! Partial writes (`partial_writes`, default on), as InfluxDB 1.x does them
+//! (services/httpd/handler.go `serveWrite`): malformed lines and points no
+//! keymap routes are left out, the other points go exactly as a fully valid
+//! body's would (same batches, stamps, routes, queues and moves; never the
+//! forward-as-sent path, which would send the bad lines), and the answer is
+//! 400 `partial write: ... dropped=N` ([`Dropped::answer`]); a body with
+//! nothing to store is refused whole. A backend's refusal of its batch is
+//! answered as it sent it, its name in `X-Influx-Proxy-Backend`.
+//!
 //! No copies where the body allows it: the client's body is taken from the
 //! request (not copied) into a reference-counted buffer ([`SharedBytes`]).
 //! When every point has a timestamp, all go to one replica set and the body
@@ -35,7 +44,7 @@
 //! queues a copy of its line protocol (a queue record owns its bytes).
 
 use super::moves::GroupMove;
-use super::{allow, join_all, Delivery, Proxy, Topology};
+use super::{allow, join_all, Delivery, Proxy, Refused, Topology};
 use crate::error::ProxyError;
 use crate::http::{Method, Request, Response, SharedBytes};
 use crate::line_protocol::{normalize_precision, tag_value, Point};
@@ -93,27 +102,67 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let text = body.text();
         let limit = usize::try_from(topo.config.backend_max_body_bytes).unwrap_or(usize::MAX);
 
-        // Pass 1: validate every line and route every point before sending
-        // anything: a bad line or a point with no route fails the whole write
-        // and nothing is written. Nothing is kept per point, only the
-        // distinct replica sets used and where the body would be cut into
-        // batches if it is forwarded as it came.
+        // Pass 1: route every point before sending anything. Nothing is
+        // kept per point, only the distinct replica sets used and where the
+        // body would be cut into batches if it is forwarded as it came.
+        // Malformed lines and points with no route: with `partial_writes`
+        // they are left out and the others written ([`Dropped`]); without,
+        // the first of them fails the whole write and nothing is written.
+        let partial = topo.config.partial_writes;
+        let malformed = body.malformed();
+        let first_malformed = malformed.first().map(|e| e.line_number);
+        let mut dropped = Dropped::default();
         let mut last = LastRoute::default();
         let mut sets: Vec<ReplicaSet> = Vec::new();
-        let (mut line_bytes, mut without_timestamp) = (0usize, 0usize);
+        let (mut line_bytes, mut without_timestamp, mut routed) = (0usize, 0usize, 0usize);
         let mut as_sent = AsSent::default();
         let mut moving = false;
         for point in body.points(text) {
-            self.route_point(topo, &target.db, &point, &mut last, &mut sets)?;
+            // Whole-body refusal: what was answered when the first
+            // malformed line ended the parse (a point with no route before
+            // it is the error; none after it is read).
+            if !partial && first_malformed.is_some_and(|n| point.line_number > n) {
+                break;
+            }
+            match self.route_point(topo, &target.db, &point, &mut last, &mut sets) {
+                Ok(_) => {}
+                Err(e) if partial => {
+                    dropped.no_route(e, point.line_number);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            routed += 1;
             moving |= last.moving.is_some();
             line_bytes += point.line.len() + 1;
             without_timestamp += usize::from(!point.has_timestamp);
             as_sent.point(text.as_bytes(), &point, limit);
         }
-        if let Some(e) = body.malformed() {
-            return Err(e.clone());
+        if let (false, Some(e)) = (partial, malformed.first()) {
+            return Err(ProxyError::BadRequest(e.to_string()));
         }
-        let batches = as_sent.finish(text.len());
+        if routed == 0 {
+            // Nothing to store: the body is refused whole, as InfluxDB
+            // refuses a body none of whose lines parse (its joined parse
+            // errors, no `partial write:`).
+            let first_bad_line = first_malformed.unwrap_or(usize::MAX);
+            if let Some((e, _)) = dropped.first_no_route.as_ref().filter(|(_, line)| *line < first_bad_line) {
+                return Err(e.clone());
+            }
+            if !malformed.is_empty() {
+                let texts: Vec<String> = malformed.iter().map(|e| e.influxdb_text()).collect();
+                return Err(ProxyError::BadRequest(texts.join("\n")));
+            }
+        }
+        // Left-out lines: never forwarded as the client sent them.
+        let batches =
+            if malformed.is_empty() && dropped.points == 0 { as_sent.finish(text.len()) } else { None };
+        // What is answered once the points are written (a backend's refusal
+        // wins, as the points writer's error wins in InfluxDB's handler).
+        let answer = move |rejected: Option<Refused>| match rejected {
+            Some(refused) => Ok(refusal_response(topo, refused)),
+            None => dropped.answer(malformed),
+        };
 
         // Every point has a timestamp, all go to one replica set, and the
         // body holds nothing but them (no comments, blank lines, `\r\n` or
@@ -151,10 +200,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             for body in bodies {
                 self.deliver_to(&backends, &body, now_ms).await.or_else(|e| keep_going(e, &mut rejected))?;
             }
-            return match rejected {
-                Some(e) => Err(e),
-                None => Ok(Response::empty(204)),
-            };
+            return answer(rejected);
         }
 
         // Given only when some point lacks a timestamp.
@@ -192,7 +238,15 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let mut rejected = None;
         let used = sets.len();
         for point in body.points(text) {
-            let k = self.route_point(topo, &target.db, &point, &mut last, &mut sets)?;
+            if !partial && first_malformed.is_some_and(|n| point.line_number > n) {
+                break;
+            }
+            let k = match self.route_point(topo, &target.db, &point, &mut last, &mut sets) {
+                Ok(k) => k,
+                // Left out (counted in pass 1).
+                Err(_) if partial => continue,
+                Err(e) => return Err(e),
+            };
             let targets = match set_groups.get(k) {
                 Some(targets) if sets.len() == used => targets,
                 _ => return Err(ProxyError::Internal("a point changed its route".into())),
@@ -227,15 +281,12 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         self.flush(topo, &target, &mut groups, &mut live, now_ms)
             .await
             .or_else(|e| keep_going(e, &mut rejected))?;
-        match rejected {
-            Some(e) => Err(e),
-            None => Ok(Response::empty(204)),
-        }
+        answer(rejected)
     }
 
     /// Hands `body` to each backend of `backends` (one replica set),
     /// concurrently, all sharing its bytes. Error as [`Proxy::settle`].
-    async fn deliver_to(&self, backends: &[usize], body: &WriteBody, now_ms: u64) -> Result<(), ProxyError> {
+    async fn deliver_to(&self, backends: &[usize], body: &WriteBody, now_ms: u64) -> Result<(), Refused> {
         let deliveries = join_all(
             backends
                 .iter()
@@ -243,7 +294,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 .collect(),
         )
         .await;
-        self.settle(deliveries)?;
+        self.settle_naming(deliveries)?;
         Ok(())
     }
 
@@ -353,7 +404,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         groups: &mut [Group],
         live: &mut LiveBodies,
         now_ms: u64,
-    ) -> Result<(), ProxyError> {
+    ) -> Result<(), Refused> {
         // Live writes of moving keys, registered before anything is sent
         // (no await in between); each is answered with the copy source's
         // delivery, or Failed if this future is dropped first.
@@ -408,7 +459,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             };
             mv.rebalance.source_answered(token, outcome);
         }
-        self.settle(deliveries)?;
+        self.settle_naming(deliveries)?;
         Ok(())
     }
 }
@@ -600,13 +651,62 @@ type ShardTagValue<'a, 'p> = (&'p str, Cow<'a, str>);
 /// judged on its own as InfluxDB judges the points of a partial write; any
 /// other error (503: a batch could not be kept) ends the write at once with
 /// that error, so that the client retries rather than drops the write.
-fn keep_going(e: ProxyError, rejected: &mut Option<ProxyError>) -> Result<(), ProxyError> {
+fn keep_going(e: Refused, rejected: &mut Option<Refused>) -> Result<(), ProxyError> {
     match e {
-        ProxyError::Backend { .. } => {
+        (ProxyError::Backend { .. }, _) => {
             rejected.get_or_insert(e);
             Ok(())
         }
-        other => Err(other),
+        (other, _) => Err(other),
+    }
+}
+
+/// The answer to a write a backend refused: its status and its error text
+/// as it sent them (InfluxDB's body, e.g. `partial write: field type
+/// conflict: ... dropped=N`, with no prefix), and the backend's name in
+/// `X-Influx-Proxy-Backend`.
+fn refusal_response(topo: &Topology, (error, backend): Refused) -> Response {
+    let mut response = error.to_response();
+    if let Some(addr) = backend.and_then(|b| topo.backends.get(b)) {
+        response.headers.push(("x-influx-proxy-backend".into(), addr.name.clone()));
+    }
+    response
+}
+
+/// The points of a write body the proxy left out under `partial_writes`
+/// (besides its malformed lines, [`crate::validated_body::ValidatedBody::malformed`]):
+/// points no keymap routes, which the proxy cannot store anywhere. In
+/// InfluxDB's partial-write model (tsdb/shard.go `PartialWriteError`) they
+/// are points dropped by the writer, as points beyond a retention policy
+/// are: counted in `dropped=N`.
+#[derive(Default)]
+struct Dropped {
+    points: u64,
+    /// The first one's error (the reason named in the answer) and line number.
+    first_no_route: Option<(ProxyError, usize)>,
+}
+
+impl Dropped {
+    fn no_route(&mut self, e: ProxyError, line_number: usize) {
+        self.points += 1;
+        self.first_no_route.get_or_insert((e, line_number));
+    }
+
+    /// The answer once the other points are written: 204 when nothing was
+    /// left out; else InfluxDB 1.x's partial write (services/httpd/handler.go
+    /// `serveWrite`, the same in 1.6 and 1.8), 400 `partial write: <reason>
+    /// dropped=N`, the reason being each malformed line's `unable to parse
+    /// '<line>': <reason>` joined with `\n` (models/points.go
+    /// `ParsePointsWithPrecision`), then the first point with no route's
+    /// error; `N` counts the points with no route (InfluxDB's `dropped`
+    /// does not count lines that did not parse: it answers `dropped=0`).
+    fn answer(self, malformed: &[crate::line_protocol::LineProtocolError]) -> Result<Response, ProxyError> {
+        if malformed.is_empty() && self.points == 0 {
+            return Ok(Response::empty(204));
+        }
+        let mut reasons: Vec<String> = malformed.iter().map(|e| e.influxdb_text()).collect();
+        reasons.extend(self.first_no_route.map(|(e, _)| e.message().to_string()));
+        Err(ProxyError::BadRequest(format!("partial write: {} dropped={}", reasons.join("\n"), self.points)))
     }
 }
 

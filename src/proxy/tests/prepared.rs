@@ -120,8 +120,34 @@ fn a_body_validated_on_another_thread_gets_the_same_answer_and_backend_requests_
         case("several replica sets", b"cpu v=1 1\nmem v=2 2\ncpu.load v=3 3\ncpu v=4 4\n", 204),
         case("a string field spanning lines", b"cpu s=\"a\nb\" 1\nmem v=1 2\n", 204),
         case("empty body", b"", 204),
-        fails("a malformed line", b"cpu v=1\ncpu\n", 400, "unable to parse 'cpu': missing fields (line 2)"),
-        fails("bad field value", b"cpu v=1 1\ncpu v=x 2\n", 400, "unable to parse 'cpu v=x 2': "),
+        fails(
+            "a malformed line: a partial write",
+            b"cpu v=1\ncpu\n",
+            400,
+            "partial write: unable to parse 'cpu': missing fields dropped=0",
+        ),
+        Case {
+            extra: r#", "partial_writes": false"#,
+            ..fails(
+                "a malformed line, partial_writes off",
+                b"cpu v=1\ncpu\n",
+                400,
+                "unable to parse 'cpu': missing fields (line 2)",
+            )
+        },
+        fails("bad field value", b"cpu v=1 1\ncpu v=x 2\n", 400, "partial write: unable to parse 'cpu v=x 2': "),
+        fails(
+            "bad lines among good ones, timestamped",
+            b"cpu v=1 1\ncpu v=x 2\nmem v=3 3\n cpu,t\n\ncpu v=4 4",
+            400,
+            "partial write: unable to parse 'cpu v=x 2': invalid boolean\nunable to parse 'cpu,t': missing tag value dropped=0",
+        ),
+        fails(
+            "only bad lines: nothing stored",
+            b"cpu\nmem v=\n",
+            400,
+            "unable to parse 'cpu': missing fields\nunable to parse 'mem v=': missing field value",
+        ),
         fails(
             "not UTF-8",
             b"cpu v=1\ncpu s=\"\xff\"",
@@ -145,7 +171,21 @@ fn a_body_validated_on_another_thread_gets_the_same_answer_and_backend_requests_
         },
         Case {
             no_default: true,
-            ..fails("no route", b"cpu v=1\nnope v=1\n", 400, "no route for measurement \"nope\" (line 2)")
+            ..fails(
+                "no route: a partial write",
+                b"cpu v=1\nnope v=1\nmem v=2 2\nnope v=3 3\n",
+                400,
+                "partial write: no route for measurement \"nope\" (line 2): add a keymap or \"_default_\" dropped=2",
+            )
+        },
+        Case {
+            no_default: true,
+            extra: r#", "partial_writes": false"#,
+            ..fails("no route, partial_writes off", b"cpu v=1\nnope v=1\n", 400, "no route for measurement \"nope\" (line 2)")
+        },
+        Case {
+            no_default: true,
+            ..fails("nothing routed", b"nope v=1\nnope v=2\n", 400, "no route for measurement \"nope\" (line 1)")
         },
         Case {
             no_default: true,
@@ -180,6 +220,12 @@ fn a_body_validated_on_another_thread_gets_the_same_answer_and_backend_requests_
         assert_eq!(prepared.1, inline.1, "{}: the requests a got", c.name);
         assert_eq!(prepared.2, inline.2, "{}: the requests b got", c.name);
         assert_eq!(prepared.3, inline.3, "{}: the queued records", c.name);
+        if c.error.starts_with("partial write:") {
+            assert!(!inline.1.is_empty() || !inline.2.is_empty(), "{}: the valid points were sent", c.name);
+        } else if c.status >= 400 {
+            let queued = inline.3.iter().map(Vec::len).sum::<usize>();
+            assert_eq!((inline.1.len(), inline.2.len(), queued), (0, 0, 0), "{}: nothing written", c.name);
+        }
         if c.status == 204 && !c.body.is_empty() {
             assert!(!inline.1.is_empty() || !inline.2.is_empty(), "{}: something was sent", c.name);
         }

@@ -404,3 +404,31 @@ fn get_replica_answers_where_a_key_lives() {
     assert_eq!(r.status, 400);
     assert_eq!(error_of(&r), "no route for measurement \"mem\": add a keymap or \"_default_\"");
 }
+
+/// A partial write through shard groups: each backend gets exactly what it
+/// gets for the same body without its bad lines (every valid point on its
+/// shard key's replicas), and the bad lines reach no backend.
+#[test]
+fn a_partial_write_places_the_valid_points_as_the_valid_body_alone() {
+    let good =
+        "req,customer=x v=1 1\nreq,customer=y v=2 2\ncpu,host=h v=3 3\npinned v=4\nreq,customer=z v=5 5\n";
+    let with_bad = "req,customer=x v=1 1\nreq,customer= v=9 9\nreq,customer=y v=2 2\ncpu,host=h v=3 3\n\
+                    cpu v=\"open\" 4 4\npinned v=4\nreq,customer=z v=5 5\nbad\n";
+    let sent = |body: &str| {
+        let t = MockTransport::default();
+        let p = open_groups(&t, "");
+        let mut request = Request::new(Method::Post, "/write");
+        request.query = vec![("db".into(), "x".into())];
+        request.body = body.as_bytes().to_vec();
+        let r = run(p.handle(request, T0));
+        (r, NAMES.map(|b| t.received(b)))
+    };
+    let (valid, expected) = sent(good);
+    assert_eq!(valid.status, 204);
+    let (partial, got) = sent(with_bad);
+    assert_eq!(partial.status, 400);
+    assert!(error_of(&partial).starts_with("partial write: unable to parse 'req,customer= v=9 9': "));
+    assert!(error_of(&partial).ends_with("\nunable to parse 'bad': missing fields dropped=0"));
+    assert_eq!(got, expected, "the requests of a, b, c");
+    assert!(expected.iter().map(Vec::len).sum::<usize>() >= 3);
+}
