@@ -148,6 +148,28 @@ impl AsRef<[u8]> for SharedBytes {
     }
 }
 
+impl PartialEq for SharedBytes {
+    /// Equal when the bytes are (wherever they are held).
+    fn eq(&self, other: &SharedBytes) -> bool {
+        self[..] == other[..]
+    }
+}
+
+impl Eq for SharedBytes {}
+
+impl PartialEq<Vec<u8>> for SharedBytes {
+    fn eq(&self, other: &Vec<u8>) -> bool {
+        self[..] == other[..]
+    }
+}
+
+impl From<&[u8]> for SharedBytes {
+    /// A copy of `bytes`.
+    fn from(bytes: &[u8]) -> SharedBytes {
+        SharedBytes::from(bytes.to_vec())
+    }
+}
+
 impl std::fmt::Debug for SharedBytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "SharedBytes({} bytes)", self.len())

@@ -744,7 +744,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                                 .iter()
                                 .flat_map(|r| body.get(r.clone()).unwrap_or_default())
                                 .copied()
-                                .collect(),
+                                .collect::<Vec<u8>>()
+                                .into(),
                         }
                     }
                     _ => record.clone(),
@@ -1305,7 +1306,7 @@ fn record_request(record: &Record) -> Request {
     match record {
         Record::Write { db, rp, precision, credentials, body } => {
             let mut request = write_request(db, rp, precision, credentials);
-            request.body = body.clone();
+            request.body = body.to_vec();
             request
         }
         Record::Statement { db, q, credentials } => {

@@ -576,7 +576,7 @@ fn the_later_value_of_a_point_wins_after_a_crash_at_every_step_of_pipelined_repl
                 rp: None,
                 precision: None,
                 credentials: Credentials::default(),
-                body: format!("cpu v={i} 1000\n").into_bytes(),
+                body: format!("cpu v={i} 1000\n").into_bytes().into(),
             };
             block_on(queue.push(&files, &record, 1_700_000_000_000)).unwrap_or_else(|e| panic!("{e}"));
         }

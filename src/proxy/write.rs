@@ -415,7 +415,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 rp: target.rp.clone(),
                 precision: target.precision.clone(),
                 credentials: target.credentials.clone(),
-                body,
+                body: body.into(),
             };
             if let Some(token) = mv.rebalance.live_write(&key, &record) {
                 let source = mv.rebalance.source(&key).and_then(|n| topo.index_of(&n));
@@ -490,7 +490,7 @@ pub(super) struct WriteBody {
 }
 
 impl WriteBody {
-    /// The body of a write record (its bytes copied once, however many
+    /// The body of a write record (its bytes shared, not copied, however many
     /// pieces it is sent in); `None` for a statement. Points counted by line.
     pub(super) fn of_record(record: &Record) -> Option<WriteBody> {
         match record {
@@ -499,7 +499,7 @@ impl WriteBody {
                 rp: rp.clone(),
                 precision: precision.clone(),
                 credentials: credentials.clone(),
-                lines: SharedBytes::from(body.clone()),
+                lines: body.clone(),
                 gzip: None,
                 points: super::count_lines(body),
                 compressed: Default::default(),
@@ -508,15 +508,16 @@ impl WriteBody {
         }
     }
 
-    /// The write queue record of bytes `from..` of `lines`: copied (a record
-    /// owns its body), and never the gzip bytes (a record is line protocol).
+    /// The write queue record of bytes `from..` of `lines`: a slice of the
+    /// same buffer (no copy; the queue copies it once, into its file), and
+    /// never the gzip bytes (a record is line protocol).
     pub(super) fn record(&self, from: usize) -> Record {
         Record::Write {
             db: self.db.clone(),
             rp: self.rp.clone(),
             precision: self.precision.clone(),
             credentials: self.credentials.clone(),
-            body: self.lines.get(from..).unwrap_or_default().to_vec(),
+            body: self.lines.slice(from..self.lines.len()),
         }
     }
 

@@ -77,7 +77,7 @@ impl Backends for Real {
         let (status, body) = match record {
             Record::Write { db, rp, body, .. } => {
                 let rp = rp.clone().unwrap_or_default();
-                request(port, "POST", "/write", &[("db", db), ("rp", &rp)], body.clone())
+                request(port, "POST", "/write", &[("db", db), ("rp", &rp)], body.to_vec())
             }
             Record::Statement { db, q, .. } => {
                 request(port, "POST", "/query", &[("db", db.as_deref().unwrap_or("")), ("q", q)], Vec::new())

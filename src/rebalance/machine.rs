@@ -814,7 +814,7 @@ impl Rebalance {
             rp: Some(rp.to_string()),
             precision: None,
             credentials: self.credentials(),
-            body: converted.body,
+            body: converted.body.into(),
         };
         let added = m.added();
         for n in &added {

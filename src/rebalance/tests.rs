@@ -676,7 +676,7 @@ fn write_record(db: &str, rp: Option<&str>, body: &str) -> Record {
         rp: rp.map(str::to_string),
         precision: None,
         credentials: Default::default(),
-        body: format!("{body}\n").into_bytes(),
+        body: format!("{body}\n").into_bytes().into(),
     }
 }
 

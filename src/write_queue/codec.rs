@@ -261,7 +261,7 @@ impl<'a> Decoder<'a> {
 pub(super) fn decode_payload(payload: &[u8], version: u8) -> Option<(Option<u64>, Record)> {
     let (pushed_ms, mut record, range) = decode_payload_parts(payload, version)?;
     if let Record::Write { body, .. } = &mut record {
-        *body = payload.get(range)?.to_vec();
+        *body = payload.get(range)?.into();
     }
     Some((pushed_ms, record))
 }
@@ -288,7 +288,7 @@ pub(super) fn decode_payload_parts(
             let body = d.bytes()?;
             let start = payload.len() - d.rest.len() - body.len();
             range = start..start + body.len();
-            Record::Write { db, rp, precision, credentials, body: Vec::new() }
+            Record::Write { db, rp, precision, credentials, body: SharedBytes::default() }
         }
         KIND_STATEMENT => Record::Statement { db: d.opt()?, q: d.string()?, credentials: d.credentials()? },
         _ => return None,

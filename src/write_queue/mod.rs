@@ -314,6 +314,7 @@
 //! rule; `state.rs`: the in-memory segment list and counters; `recovery.rs`:
 //! [`WriteQueue::open`]; `dead_letter.rs`: the dead-letter file; `tests.rs`.
 
+use crate::http::SharedBytes;
 use crate::storage::Storage;
 use async_lock::Mutex;
 use serde::Serialize;
@@ -384,8 +385,10 @@ pub enum Record {
         precision: Option<String>,
         credentials: Credentials,
         /// Line protocol, each line ending in `\n`. [`WriteQueue::push`] adds a
-        /// final `\n` to a non-empty body that lacks it.
-        body: Vec<u8>,
+        /// final `\n` to a non-empty body that lacks it. Shared, not owned:
+        /// a record made from a client's body, and a record read back for
+        /// replay, are sent from these bytes without a copy.
+        body: SharedBytes,
     },
     /// A schema statement (`CREATE DATABASE ...`, `DROP MEASUREMENT ...`) to be
     /// sent as `POST /query`.
@@ -440,8 +443,8 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Record `i` of the batch on its own (its body cut out of the
-    /// concatenation); `None` past the end.
+    /// Record `i` of the batch on its own (its body a slice of the
+    /// concatenation, not a copy); `None` past the end.
     pub fn record(&self, i: usize) -> Option<Record> {
         let end = *self.ends.get(i)?;
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
@@ -451,7 +454,7 @@ impl Batch {
                 rp: rp.clone(),
                 precision: precision.clone(),
                 credentials: credentials.clone(),
-                body: body.get(start..end).unwrap_or_default().to_vec(),
+                body: body.slice(start..end),
             },
             statement => statement.clone(),
         })
@@ -558,7 +561,7 @@ pub struct WriteQueue {
 }
 
 /// `record` with `body` as its body when it is a write.
-fn with_body(mut record: Record, body: Vec<u8>) -> Record {
+fn with_body(mut record: Record, body: SharedBytes) -> Record {
     if let Record::Write { body: slot, .. } = &mut record {
         *slot = body;
     }
@@ -891,10 +894,10 @@ impl WriteQueue {
         // nothing), so the body is never copied to grow.
         let room =
             seg_len.saturating_sub(head.end).min(max_body_bytes.saturating_sub(head_body.len() as u64));
-        let mut body = head_body;
-        if room > 0 && max_records > 1 {
-            body.reserve(usize::try_from(room).unwrap_or(0));
-        }
+        // The batch body: the head's own bytes while it is alone (no copy),
+        // the concatenation once a second record joins.
+        let mut joined: Option<Vec<u8>> = None;
+        let mut batch_len = head_body.len();
         let path = segment_path(&self.dir, head.segment);
         // Frames read ahead: bytes `chunk_at..chunk_at + chunk.len()`.
         let (mut chunk, mut chunk_at) = (Vec::new(), head.end);
@@ -903,7 +906,7 @@ impl WriteQueue {
             // The header first: a record that would pass the limit is not read.
             let Some(header) = self
                 .frame_bytes(storage, &path, (&mut chunk, &mut chunk_at), at, HEADER, seg_len, || {
-                    read_ahead(max_body_bytes, body.len(), meta, max_records - ids.len(), at - head.offset)
+                    read_ahead(max_body_bytes, batch_len, meta, max_records - ids.len(), at - head.offset)
                 })
                 .await
             else {
@@ -914,13 +917,13 @@ impl WriteQueue {
             // A record that would pass the limit is not read (its body is
             // its payload less the head's metadata if it can share the
             // request; checked again once decoded).
-            if end > seg_len || body.len() as u64 + len.saturating_sub(meta) > max_body_bytes {
+            if end > seg_len || batch_len as u64 + len.saturating_sub(meta) > max_body_bytes {
                 break;
             }
             let Ok(frame_len) = usize::try_from(RECORD_HEADER_BYTES + len) else { break };
             let Some(frame) = self
                 .frame_bytes(storage, &path, (&mut chunk, &mut chunk_at), at, frame_len, seg_len, || {
-                    read_ahead(max_body_bytes, body.len(), meta, max_records - ids.len(), at - head.offset)
+                    read_ahead(max_body_bytes, batch_len, meta, max_records - ids.len(), at - head.offset)
                 })
                 .await
             else {
@@ -931,15 +934,25 @@ impl WriteQueue {
                 break;
             }
             let Some((pushed_ms, next, range)) = decode_payload_parts(payload, version) else { break };
-            let fits = (body.len() + range.len()) as u64 <= max_body_bytes;
+            let fits = (batch_len + range.len()) as u64 <= max_body_bytes;
             if !fits || !record.can_share_request(&next) {
                 break;
             }
-            body.extend_from_slice(payload.get(range).unwrap_or_default());
-            ends.push(body.len());
+            let buf = joined.get_or_insert_with(|| {
+                let mut buf = Vec::with_capacity(head_body.len() + usize::try_from(room).unwrap_or(0));
+                buf.extend_from_slice(&head_body);
+                buf
+            });
+            buf.extend_from_slice(payload.get(range).unwrap_or_default());
+            batch_len = buf.len();
+            ends.push(batch_len);
             ids.push(RecordId { segment: head.segment, offset: at, end, pushed_ms });
             at = end;
         }
+        let body = match joined {
+            Some(buf) => SharedBytes::from(buf),
+            None => head_body,
+        };
         Batch { ids, record: with_body(record, body), ends }
     }
 

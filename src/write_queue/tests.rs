@@ -19,7 +19,7 @@ fn write(i: usize) -> Record {
         rp: None,
         precision: None,
         credentials: Credentials::default(),
-        body: format!("cpu,host=h{i:04} value={i:04}i\n").into_bytes(),
+        body: format!("cpu,host=h{i:04} value={i:04}i\n").into_bytes().into(),
     }
 }
 
@@ -278,7 +278,7 @@ fn push_is_refused_when_full_and_accepted_after_acks() {
         rp: None,
         precision: None,
         credentials: Credentials::default(),
-        body: vec![b'x'; 4 * frame_size() as usize],
+        body: vec![b'x'; 4 * frame_size() as usize].into(),
     };
     assert!(matches!(block_on(q.push(&s, &huge, NOW)), Err(QueueError::Full { .. })));
 }
@@ -604,7 +604,7 @@ fn body_keeps_its_trailing_newline_and_gets_one_if_missing() {
         rp: None,
         precision: None,
         credentials: Credentials::default(),
-        body: body.to_vec(),
+        body: body.into(),
     };
     push(&q, &s, &with(b"a v=1 1\nb v=2 2\n"));
     push(&q, &s, &with(b"c v=3 3"));
@@ -629,7 +629,7 @@ fn credentials_precision_and_statements_round_trip_across_restart() {
             rp: Some("one_week".into()),
             precision: Some("ms".into()),
             credentials: creds.clone(),
-            body: b"cpu value=1 1700000000000\n".to_vec(),
+            body: b"cpu value=1 1700000000000\n".to_vec().into(),
         },
         Record::Statement { db: None, q: "CREATE DATABASE \"metrics\"".into(), credentials: creds },
         Record::Statement {
@@ -642,7 +642,7 @@ fn credentials_precision_and_statements_round_trip_across_restart() {
             rp: None,
             precision: Some("n".into()),
             credentials: Credentials { username: Some(String::new()), ..Default::default() },
-            body: vec![0xff, 0xfe, b'\n'],
+            body: vec![0xff, 0xfe, b'\n'].into(),
         },
     ];
     for r in &records {
@@ -718,7 +718,7 @@ fn random_record(rng: &mut fastrand::Rng) -> Record {
             rp: rng.bool().then(|| text(rng, 2)),
             precision: rng.bool().then(|| "s".to_string()),
             credentials,
-            body,
+            body: body.into(),
         }
     }
 }
@@ -728,7 +728,7 @@ fn normalized(r: &Record) -> Record {
     let mut r = r.clone();
     if let Record::Write { body, .. } = &mut r {
         if needs_newline(body) {
-            body.push(b'\n');
+            *body = [&body[..], b"\n"].concat().into();
         }
     }
     r
@@ -1057,7 +1057,7 @@ fn bodies(range: std::ops::Range<usize>) -> Vec<u8> {
     writes(range)
         .into_iter()
         .flat_map(|r| match r {
-            Record::Write { body, .. } => body,
+            Record::Write { body, .. } => body.to_vec(),
             Record::Statement { .. } => Vec::new(),
         })
         .collect()
