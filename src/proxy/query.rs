@@ -79,6 +79,52 @@ struct QueryContext {
     credentials: Credentials,
     accept: Option<String>,
     pretty: bool,
+    /// Which backends answered, for [`BACKEND_HEADER`] (shared with the
+    /// inner contexts of a sharded SELECT).
+    answered: std::rc::Rc<std::cell::RefCell<Answered>>,
+}
+
+/// The response header naming the backends whose answers the body was made
+/// from: their configured names, each once, comma-separated
+/// (`X-Influx-Proxy-Backend: a` or `a, b`). When the answer carries a
+/// backend's error (a 4xx passed on, or a statement's `error` from one of
+/// the backends a schema statement went to), it names that backend alone.
+/// Absent when no backend answered (a refusal by the proxy, 503). The error
+/// text itself is the backend's, unchanged, as InfluxDB sent it.
+pub const BACKEND_HEADER: &str = "x-influx-proxy-backend";
+
+/// The backends that answered one `/query` request, see [`BACKEND_HEADER`].
+#[derive(Debug, Default)]
+struct Answered {
+    /// Backends whose answers were used, in the order they answered.
+    names: Vec<String>,
+    /// The backend whose error the answer carries, if any.
+    error_from: Option<String>,
+}
+
+impl QueryContext {
+    /// Notes that backend `name` answered.
+    fn answered_by(&self, name: &str) {
+        let mut answered = self.answered.borrow_mut();
+        if !answered.names.iter().any(|n| n == name) {
+            answered.names.push(name.to_string());
+        }
+    }
+
+    /// Notes that the answer carries backend `name`'s error (the first one).
+    fn error_from(&self, name: &str) {
+        self.answered.borrow_mut().error_from.get_or_insert_with(|| name.to_string());
+    }
+
+    /// The value of [`BACKEND_HEADER`], `None` when no backend answered.
+    fn backend_header(&self) -> Option<String> {
+        let answered = self.answered.borrow();
+        match &answered.error_from {
+            Some(name) => Some(name.clone()),
+            None if answered.names.is_empty() => None,
+            None => Some(answered.names.join(", ")),
+        }
+    }
 }
 
 /// How a read statement is served.
@@ -224,11 +270,31 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 authorization: request.header("authorization").map(str::to_string),
             },
             accept: request.header("accept").map(str::to_string),
+            answered: Default::default(),
         };
         let gzip = accepts_gzip(request);
+        let mut response = match self.run_query(topo, &q, &ctx, gzip, now_ms).await {
+            Ok(response) => response,
+            Err(e) => e.to_response(),
+        };
+        if let Some(names) = ctx.backend_header() {
+            response.headers.push((BACKEND_HEADER.into(), names));
+        }
+        Ok(response)
+    }
 
+    /// [`Self::query`] once its parameters are read: plans the statements of
+    /// `q`, runs them and combines the answers.
+    async fn run_query(
+        &self,
+        topo: &Topology,
+        q: &str,
+        ctx: &QueryContext,
+        gzip: bool,
+        now_ms: u64,
+    ) -> Result<Response, ProxyError> {
         let statements =
-            parse_statements(&q).map_err(|e| ProxyError::BadRequest(format!("error parsing query: {e}")))?;
+            parse_statements(q).map_err(|e| ProxyError::BadRequest(format!("error parsing query: {e}")))?;
         if statements.is_empty() {
             return Err(ProxyError::BadRequest("error parsing query: empty query".into()));
         }
@@ -237,7 +303,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         // InfluxDB cannot parse after a mutation would reach a backend after
         // the mutation ran. InfluxDB parses the whole query first.
         if plans.len() > 1 && plans.iter().any(|p| matches!(p.action, Action::Mutate { .. })) {
-            self.check_syntax(topo, &q, &ctx, now_ms).await?;
+            self.check_syntax(topo, q, ctx, now_ms).await?;
         }
 
         // One read statement served by one backend: pass its answer through.
@@ -245,7 +311,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             plans.as_slice()
         {
             if let [set] = sets.as_slice() {
-                let response = self.read_one(set, text, &ctx, true, now_ms).await?;
+                let response = self.read_one(set, text, ctx, true, now_ms).await?;
                 return Ok(finish(response, gzip));
             }
         }
@@ -259,18 +325,18 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         'statements: while next < plans.len() {
             let outcomes = match &plans[next].action {
                 Action::Mutate { targets } => {
-                    let (outcome, changed) = self.schema(targets, plans[next].text, &ctx, now_ms).await;
+                    let (outcome, changed) = self.schema(targets, plans[next].text, ctx, now_ms).await;
                     mutated |= changed;
                     next += 1;
                     vec![outcome]
                 }
                 Action::Sharded(sharded) => {
                     next += 1;
-                    vec![self.sharded_select(topo, sharded, &ctx, now_ms).await]
+                    vec![self.sharded_select(topo, sharded, ctx, now_ms).await]
                 }
                 Action::Read { reach, .. } => {
                     let end = batch_end(&plans, next);
-                    let outcomes = self.read_batch(topo, &plans[next..end], reach, &ctx, now_ms).await;
+                    let outcomes = self.read_batch(topo, &plans[next..end], reach, ctx, now_ms).await;
                     next = end;
                     outcomes
                 }
@@ -406,6 +472,46 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 StatementKind::SchemaMeasurement(m) => Action::Mutate {
                     targets: self.schema_targets(topo, &m.name, m.database.as_deref().or(db))?,
                 },
+                // DELETE / DROP SERIES FROM several measurements: every
+                // backend that may hold any of them; a regex may match any
+                // measurement, so every backend.
+                StatementKind::SchemaSources(sources) => {
+                    let mut targets = Vec::new();
+                    for source in &sources {
+                        match source {
+                            Source::Measurement(m) => targets.extend(self.schema_targets(
+                                topo,
+                                &m.name,
+                                m.database.as_deref().or(db),
+                            )?),
+                            Source::Regex(_) => targets.extend(topo.active.iter().copied()),
+                        }
+                    }
+                    targets.sort_unstable();
+                    targets.dedup();
+                    Action::Mutate { targets }
+                }
+                // EXPLAIN [ANALYZE]: to one backend of the replica set that
+                // holds the sources, failing over, its answer passed on. A
+                // SELECT that reads several replica sets or shards (merged
+                // otherwise) is explained by one backend of the first set (or
+                // of the first shard group): that backend's plan of the part
+                // of the data it holds. Plans are not merged.
+                StatementKind::Explain(sources) => {
+                    let set = match self.read_plan(topo, &sources, db, false)? {
+                        ReadPlan::One(set) => set,
+                        ReadPlan::Cover { sets, pools } => sets
+                            .into_iter()
+                            .next()
+                            .or_else(|| pools.into_iter().next().map(|pool| pool.backends))
+                            .unwrap_or_default(),
+                    };
+                    Action::Read {
+                        sent: text.to_string(),
+                        reach: Reach::EachSet(vec![set]),
+                        merge: Merge::One,
+                    }
+                }
                 StatementKind::SelectInto(sources) => {
                     // Each replica computes its own copy of the target into
                     // its own store: in a shard group the target would then
@@ -984,6 +1090,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             credentials: ctx.credentials.clone(),
             accept: None,
             pretty: false,
+            answered: ctx.answered.clone(),
         };
         let statements: Vec<&str> = sharded.query.backend_statements().iter().map(String::as_str).collect();
         let mut asked = Vec::new();
@@ -1030,9 +1137,17 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         for backend in self.read_order(set) {
             let request = query_request(statement, ctx, passthrough);
             match self.transport.send(&topo.backends[backend], request).await {
-                Ok(r) if (200..300).contains(&r.status) => return Ok(r),
+                Ok(r) if (200..300).contains(&r.status) => {
+                    ctx.answered_by(&topo.backends[backend].name);
+                    return Ok(r);
+                }
                 Ok(r) if (400..500).contains(&r.status) => {
-                    return Err(ProxyError::Backend { status: r.status, message: super::error_message(&r) });
+                    let name = &topo.backends[backend].name;
+                    ctx.answered_by(name);
+                    ctx.error_from(name);
+                    let message = super::error_message(&r);
+                    self.log(&format!("backend {name}: query answered HTTP {}: {message}", r.status));
+                    return Err(ProxyError::Backend { status: r.status, message });
                 }
                 Ok(r) => {
                     let e = format!("query answered HTTP {}: {}", r.status, super::error_message(&r));
@@ -1105,15 +1220,23 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         )
         .await;
         let changed = deliveries.iter().any(|(_, d)| matches!(d, Delivery::Delivered(_) | Delivery::Queued));
+        let topo = self.topology();
+        if let Some((backend, Delivery::Rejected { status, message })) =
+            deliveries.iter().find(|(_, d)| matches!(d, Delivery::Rejected { .. }))
+        {
+            let name = &topo.backends[*backend].name;
+            ctx.error_from(name);
+            self.log(&format!("backend {name}: statement answered HTTP {status}: {message}"));
+        }
         let delivered = match self.settle(deliveries) {
             Ok(delivered) => delivered,
             Err(e) => return (Err(e), changed),
         };
         // Any backend that reports the statement failed makes it a failure.
         let mut first = None;
-        let topo = self.topology();
         for (backend, r) in delivered {
             let name = &topo.backends[backend].name;
+            ctx.answered_by(name);
             let result = match first_result(&r.body) {
                 Ok(result) => result,
                 Err(e) => {
@@ -1122,7 +1245,11 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 }
             };
             if let Some(e) = result.error_message() {
-                return (Ok(error_result(&format!("backend {name}: {e}")).into()), changed);
+                // InfluxDB's text unchanged (clients match on it); which
+                // backend said it is in the header and the log.
+                ctx.error_from(name);
+                self.log(&format!("backend {name}: statement failed: {e}"));
+                return (Ok(result), changed);
             }
             first.get_or_insert(result);
         }
