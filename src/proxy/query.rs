@@ -98,8 +98,8 @@ pub const BACKEND_HEADER: &str = "x-influx-proxy-backend";
 struct Answered {
     /// Backends whose answers were used, in the order they answered.
     names: Vec<String>,
-    /// The backend whose error the answer carries, if any.
-    error_from: Option<String>,
+    /// The backend whose error the answer carries, if any, and the error.
+    error_from: Option<(String, String)>,
 }
 
 impl QueryContext {
@@ -111,16 +111,17 @@ impl QueryContext {
         }
     }
 
-    /// Notes that the answer carries backend `name`'s error (the first one).
-    fn error_from(&self, name: &str) {
-        self.answered.borrow_mut().error_from.get_or_insert_with(|| name.to_string());
+    /// Notes that the answer carries backend `name`'s error `message` (the
+    /// first one noted).
+    fn error_from(&self, name: &str, message: &str) {
+        self.answered.borrow_mut().error_from.get_or_insert_with(|| (name.to_string(), message.to_string()));
     }
 
     /// The value of [`BACKEND_HEADER`], `None` when no backend answered.
     fn backend_header(&self) -> Option<String> {
         let answered = self.answered.borrow();
         match &answered.error_from {
-            Some(name) => Some(name.clone()),
+            Some((name, _)) => Some(name.clone()),
             None if answered.names.is_empty() => None,
             None => Some(answered.names.join(", ")),
         }
@@ -280,6 +281,12 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         if let Some(names) = ctx.backend_header() {
             response.headers.push((BACKEND_HEADER.into(), names));
         }
+        if let Some((name, message)) = &ctx.answered.borrow().error_from {
+            self.log(&format!(
+                "backend {name}: error passed on to the client (HTTP {}): {message}",
+                response.status
+            ));
+        }
         Ok(response)
     }
 
@@ -398,10 +405,25 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     ) -> Result<(), ProxyError> {
         let probe = format!("{q}\n;{SYNTAX_PROBE}");
         let every: Vec<usize> = topo.active.clone();
-        match self.read_one(&every, &probe, ctx, false, now_ms).await {
+        // The probe's answer is not the client's: its backend is not noted
+        // for the header unless its parse error becomes the answer.
+        let probe_ctx = QueryContext {
+            db: ctx.db.clone(),
+            forwarded: ctx.forwarded.clone(),
+            credentials: ctx.credentials.clone(),
+            accept: None,
+            pretty: false,
+            answered: Default::default(),
+        };
+        let outcome = self.read_one(&every, &probe, &probe_ctx, false, now_ms).await;
+        match outcome {
             Err(ProxyError::Backend { status: 400, message })
                 if message.starts_with("error parsing query") && !message.contains(SYNTAX_PROBE) =>
             {
+                if let Some((name, error)) = probe_ctx.answered.borrow().error_from.clone() {
+                    ctx.answered_by(&name);
+                    ctx.error_from(&name, &error);
+                }
                 Err(ProxyError::BadRequest(message))
             }
             _ => Ok(()),
@@ -1144,9 +1166,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 Ok(r) if (400..500).contains(&r.status) => {
                     let name = &topo.backends[backend].name;
                     ctx.answered_by(name);
-                    ctx.error_from(name);
                     let message = super::error_message(&r);
-                    self.log(&format!("backend {name}: query answered HTTP {}: {message}", r.status));
+                    ctx.error_from(name, &message);
                     return Err(ProxyError::Backend { status: r.status, message });
                 }
                 Ok(r) => {
@@ -1224,9 +1245,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         if let Some((backend, Delivery::Rejected { status, message })) =
             deliveries.iter().find(|(_, d)| matches!(d, Delivery::Rejected { .. }))
         {
-            let name = &topo.backends[*backend].name;
-            ctx.error_from(name);
-            self.log(&format!("backend {name}: statement answered HTTP {status}: {message}"));
+            ctx.error_from(&topo.backends[*backend].name, &format!("HTTP {status}: {message}"));
         }
         let delivered = match self.settle(deliveries) {
             Ok(delivered) => delivered,
@@ -1247,8 +1266,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             if let Some(e) = result.error_message() {
                 // InfluxDB's text unchanged (clients match on it); which
                 // backend said it is in the header and the log.
-                ctx.error_from(name);
-                self.log(&format!("backend {name}: statement failed: {e}"));
+                ctx.error_from(name, &e);
                 return (Ok(result), changed);
             }
             first.get_or_insert(result);
