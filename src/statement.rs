@@ -179,7 +179,7 @@ impl<'q> Statement<'q> {
 }
 
 /// Classifies one statement. Errors (answered 400): an empty or unsupported
-/// statement (e.g. `SELECT` without FROM, a DELETE or DROP SERIES without FROM),
+/// statement (e.g. `SELECT` without FROM, `KILL QUERY`, `DROP SHARD`),
 /// a malformed measurement reference, or a `SHOW` without FROM whose LIMIT or
 /// OFFSET is malformed (see [`show_limit_offset`]).
 ///

@@ -18,6 +18,9 @@
 //!   ON db` or the `db` parameter), and a regex FROM reads a cover of the
 //!   group: `N - RF + 1` distinct backends, healthy first, each that does not
 //!   answer replaced by another backend of the group;
+//! - `EXPLAIN [ANALYZE] SELECT` goes to one backend of the replica set the
+//!   SELECT reads (of the first set or shard group when it reads several),
+//!   failing over, and its answer is passed on;
 //! - `SHOW` without FROM goes to every healthy backend and the answers are
 //!   merged, so one backend down does not break it; with shard groups in the
 //!   keymaps it goes to one backend of each explicit replica set and a cover
@@ -29,7 +32,11 @@
 //!   exact merge of partial answers is wired in, unless the group keeps
 //!   every key on every backend (RF = N);
 //! - schema statements go to every backend concerned through the same delivery
-//!   rule as writes (queued for backends that are down).
+//!   rule as writes (queued for backends that are down); `DELETE` and `DROP
+//!   SERIES` without FROM or FROM a regex go to every backend.
+//!
+//! A backend's error is passed on as InfluxDB wrote it; which backend
+//! answered is in the [`BACKEND_HEADER`] response header and the log.
 //!
 //! Consecutive reads that go to the same backends are sent together, one
 //! request per backend per batch of at most [`MAX_BATCH_STATEMENTS`]
