@@ -68,10 +68,10 @@ pub enum StatementKind {
     /// `DROP MEASUREMENT m`, `DROP SERIES FROM m`, `DELETE FROM m`: every
     /// backend of m's replica set; queued for backends that are down.
     SchemaMeasurement(MeasurementRef),
-    /// `DROP SERIES` / `DELETE` FROM several measurements or a regex: every
-    /// backend of each measurement's replica set, every backend for a regex;
-    /// queued for backends that are down. (Without FROM they are
-    /// [`StatementKind::SchemaAll`].)
+    /// `DROP SERIES` / `DELETE` FROM several measurements or a regex, or
+    /// without FROM (an empty list: every measurement): every backend of each
+    /// measurement's replica set, every backend for a regex or without FROM;
+    /// queued for backends that are down.
     SchemaSources(Vec<Source>),
     /// `EXPLAIN [ANALYZE] [VERBOSE] SELECT ... FROM sources` (influxql
     /// `ExplainStatement`): routed like the SELECT it explains, to one
@@ -957,11 +957,11 @@ impl Parser<'_> {
     /// `parseDropSeriesStatement`, `parseDeleteStatement`; InfluxDB requires
     /// FROM or WHERE and answers the parse error itself). One measurement:
     /// [`StatementKind::SchemaMeasurement`]; several or a regex:
-    /// [`StatementKind::SchemaSources`]; no FROM: [`StatementKind::SchemaAll`].
+    /// [`StatementKind::SchemaSources`]; no FROM: `SchemaSources` of no source.
     fn delete_sources(&mut self, what: &str) -> Result<StatementKind, String> {
         if !self.peek().is_some_and(|t| t.is_keyword("FROM")) {
             self.expect_end_or(&["WHERE"], what)?;
-            return Ok(StatementKind::SchemaAll);
+            return Ok(StatementKind::SchemaSources(Vec::new()));
         }
         self.pos += 1;
         let mut sources = self.sources()?;
@@ -1198,9 +1198,9 @@ mod tests {
             ("delete from db.rp.cpu", SchemaMeasurement(full(Some("db"), Some("rp"), "cpu"))),
             // Issue 9: DELETE / DROP SERIES without FROM, FROM a regex or
             // several measurements; EXPLAIN; subscriptions.
-            ("DELETE WHERE host = 'x'", SchemaAll),
-            ("DELETE WHERE time < 0", SchemaAll),
-            ("drop series where host = 'a'", SchemaAll),
+            ("DELETE WHERE host = 'x'", SchemaSources(vec![])),
+            ("DELETE WHERE time < 0", SchemaSources(vec![])),
+            ("drop series where host = 'a'", SchemaSources(vec![])),
             ("DELETE FROM /c.*/", SchemaSources(vec![re("c.*")])),
             ("DROP SERIES FROM a, b WHERE host = 'a'", SchemaSources(vec![m("a"), m("b")])),
             ("DELETE FROM cpu, /^mem/", SchemaSources(vec![m("cpu"), re("^mem")])),

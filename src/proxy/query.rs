@@ -506,14 +506,16 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 // measurement, so every backend.
                 StatementKind::SchemaSources(sources) => {
                     let mut targets = Vec::new();
+                    if sources.is_empty() || sources.iter().any(|s| matches!(s, Source::Regex(_))) {
+                        targets.extend(self.every_measurement_targets(topo)?);
+                    }
                     for source in &sources {
-                        match source {
-                            Source::Measurement(m) => targets.extend(self.schema_targets(
+                        if let Source::Measurement(m) = source {
+                            targets.extend(self.schema_targets(
                                 topo,
                                 &m.name,
                                 m.database.as_deref().or(db),
-                            )?),
-                            Source::Regex(_) => targets.extend(topo.active.iter().copied()),
+                            )?);
                         }
                     }
                     targets.sort_unstable();
@@ -917,6 +919,30 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             }
         }
         Reach::Cover { sets, pools }
+    }
+
+    /// The backends a `DELETE` or `DROP SERIES` of every measurement (no
+    /// FROM, or FROM a regex) goes to: every active backend and, while a
+    /// shard group is being moved, the moving keys' old owners. Refused
+    /// (400) while a key of a move is being copied, as a `DELETE` of that
+    /// key is ([`Self::schema_targets`]): a chunk read before the delete
+    /// would bring the points back on the new owner.
+    fn every_measurement_targets(&self, topo: &Topology) -> Result<Vec<usize>, ProxyError> {
+        let mut targets = topo.active.clone();
+        for (group, mv) in &topo.moves {
+            if !mv.rebalance.delete_allowed_all() {
+                return Err(ProxyError::BadRequest(format!(
+                    "shard group \"{group}\" is being moved between backends: DELETE and DROP SERIES without \
+                     FROM or FROM a regex are refused until its copy is done; retry later, or name the \
+                     measurements"
+                )));
+            }
+            let (old, _, _) = mv.rebalance.owner_summary();
+            targets.extend(super::moves::indices_of(topo, &old.into_iter().collect::<Vec<_>>()));
+        }
+        targets.sort_unstable();
+        targets.dedup();
+        Ok(targets)
     }
 
     /// The backends a `DROP MEASUREMENT`, `DELETE` or `DROP SERIES FROM
