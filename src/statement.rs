@@ -10,7 +10,13 @@
 /// case-insensitively against the statement with comments removed and
 /// whitespace runs collapsed to one space, see [`StatementFilter::check`]):
 /// GRANT, REVOKE, CREATE/DROP USER, SET PASSWORD, SELECT ... INTO,
-/// CREATE/DROP CONTINUOUS QUERY, KILL QUERY.
+/// CREATE/DROP CONTINUOUS QUERY, KILL QUERY, CREATE/DROP SUBSCRIPTION.
+///
+/// CREATE/DROP SUBSCRIPTION are forbidden because a subscription makes every
+/// backend copy its writes to another host (InfluxDB 1.x "Manage
+/// subscriptions"): through the proxy each replica would send its own copy.
+/// Allowed by `allowed_statements`, they go to every backend like schema
+/// statements ([`StatementKind::SchemaAll`]).
 ///
 /// The SELECT ... INTO pattern skips over single-quoted strings and
 /// double-quoted identifiers, so `SELECT "into" FROM m` or
@@ -25,6 +31,7 @@ pub const DEFAULT_FORBIDDEN: &[&str] = &[
     r#"^\s*select\b(?:[^'"]|'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")*?\binto\b"#,
     r"^\s*(create|drop)\s+continuous\s+query\b",
     r"^\s*kill\s+query\b",
+    r"^\s*(create|drop)\s+subscription\b",
 ];
 
 /// A measurement reference in a FROM clause or DROP/DELETE statement.
@@ -61,6 +68,16 @@ pub enum StatementKind {
     /// `DROP MEASUREMENT m`, `DROP SERIES FROM m`, `DELETE FROM m`: every
     /// backend of m's replica set; queued for backends that are down.
     SchemaMeasurement(MeasurementRef),
+    /// `DROP SERIES` / `DELETE` FROM several measurements or a regex, or
+    /// without FROM (an empty list: every measurement): every backend of each
+    /// measurement's replica set, every backend for a regex or without FROM;
+    /// queued for backends that are down.
+    SchemaSources(Vec<Source>),
+    /// `EXPLAIN [ANALYZE] [VERBOSE] SELECT ... FROM sources` (influxql
+    /// `ExplainStatement`): routed like the SELECT it explains, to one
+    /// healthy backend holding the sources, failing over; the answer is that
+    /// backend's plan.
+    Explain(Vec<Source>),
     /// `SELECT ... INTO ... FROM sources` (forbidden by default; reaches the
     /// proxy only through `allowed_statements`): run on every backend of the
     /// sources' replica sets, each replica computing its own copy, queued for
@@ -162,7 +179,7 @@ impl<'q> Statement<'q> {
 }
 
 /// Classifies one statement. Errors (answered 400): an empty or unsupported
-/// statement (e.g. `SELECT` without FROM, a DELETE or DROP SERIES without FROM),
+/// statement (e.g. `SELECT` without FROM, `KILL QUERY`, `DROP SHARD`),
 /// a malformed measurement reference, or a `SHOW` without FROM whose LIMIT or
 /// OFFSET is malformed (see [`show_limit_offset`]).
 ///
@@ -205,6 +222,33 @@ fn classify_tokens(statement: &str, tokens: &[Token]) -> Result<StatementKind, S
         // queries live on each InfluxDB server).
         "GRANT" | "REVOKE" => Ok(StatementKind::SchemaAll),
         "SET" if parser.next_keyword().as_deref() == Some("PASSWORD") => Ok(StatementKind::SchemaAll),
+        "EXPLAIN" => {
+            let mut analyze = false;
+            if parser.peek().is_some_and(|t| t.is_keyword("ANALYZE")) {
+                analyze = true;
+                parser.pos += 1;
+            }
+            if parser.peek().is_some_and(|t| t.is_keyword("VERBOSE")) {
+                parser.pos += 1;
+            }
+            if !parser.peek().is_some_and(|t| t.is_keyword("SELECT")) {
+                return Err(format!("expected SELECT after EXPLAIN, found {}", parser.found()));
+            }
+            parser.pos += 1;
+            let into = parser.tokens[parser.pos..].iter().any(|t| t.is_keyword("INTO"));
+            if analyze && into {
+                // EXPLAIN ANALYZE executes the query it explains.
+                return Err("EXPLAIN ANALYZE of SELECT ... INTO is not supported by the proxy".to_string());
+            }
+            Ok(StatementKind::Explain(parser.select_sources(false)?))
+        }
+        // Query IDs (SHOW QUERIES) and shard IDs (SHOW SHARDS) are each
+        // backend's own: the same number names different things on each.
+        "KILL" => Err(
+            "KILL QUERY is not supported by the proxy: query IDs are per backend (run it on the backend that \
+             SHOW QUERIES lists)"
+                .to_string(),
+        ),
         "SHOW" => {
             let kind = parser.show()?;
             if kind == StatementKind::ShowAll {
@@ -215,7 +259,7 @@ fn classify_tokens(statement: &str, tokens: &[Token]) -> Result<StatementKind, S
             Ok(kind)
         }
         "CREATE" => match parser.next_keyword().as_deref() {
-            Some("DATABASE" | "USER") => Ok(StatementKind::SchemaAll),
+            Some("DATABASE" | "USER" | "SUBSCRIPTION") => Ok(StatementKind::SchemaAll),
             Some("CONTINUOUS") if parser.next_keyword().as_deref() == Some("QUERY") => {
                 Ok(StatementKind::SchemaAll)
             }
@@ -232,7 +276,12 @@ fn classify_tokens(statement: &str, tokens: &[Token]) -> Result<StatementKind, S
             other => Err(unsupported("ALTER", other)),
         },
         "DROP" => match parser.next_keyword().as_deref() {
-            Some("DATABASE" | "USER") => Ok(StatementKind::SchemaAll),
+            Some("DATABASE" | "USER" | "SUBSCRIPTION") => Ok(StatementKind::SchemaAll),
+            Some("SHARD") => Err(
+                "DROP SHARD is not supported by the proxy: shard IDs are per backend (run it on the backend that \
+                 SHOW SHARDS lists)"
+                    .to_string(),
+            ),
             Some("CONTINUOUS") if parser.next_keyword().as_deref() == Some("QUERY") => {
                 Ok(StatementKind::SchemaAll)
             }
@@ -249,10 +298,10 @@ fn classify_tokens(statement: &str, tokens: &[Token]) -> Result<StatementKind, S
                 parser.expect_end_or(&[], "DROP MEASUREMENT")?;
                 Ok(StatementKind::SchemaMeasurement(measurement))
             }
-            Some("SERIES") => parser.one_measurement_from("DROP SERIES"),
+            Some("SERIES") => parser.delete_sources("DROP SERIES"),
             other => Err(unsupported("DROP", other)),
         },
-        "DELETE" => parser.one_measurement_from("DELETE"),
+        "DELETE" => parser.delete_sources("DELETE"),
         _ => Err(format!("{keyword} statements are not supported by the proxy")),
     }
 }
@@ -904,21 +953,25 @@ impl Parser<'_> {
         Ok(StatementKind::ShowAll)
     }
 
-    /// After `DROP SERIES` / `DELETE`: `FROM <one measurement> [WHERE ...]`.
-    fn one_measurement_from(&mut self, what: &str) -> Result<StatementKind, String> {
+    /// After `DROP SERIES` / `DELETE`: `[FROM sources] [WHERE ...]` (influxql
+    /// `parseDropSeriesStatement`, `parseDeleteStatement`; InfluxDB requires
+    /// FROM or WHERE and answers the parse error itself). One measurement:
+    /// [`StatementKind::SchemaMeasurement`]; several or a regex:
+    /// [`StatementKind::SchemaSources`]; no FROM: `SchemaSources` of no source.
+    fn delete_sources(&mut self, what: &str) -> Result<StatementKind, String> {
         if !self.peek().is_some_and(|t| t.is_keyword("FROM")) {
-            return Err(format!("{what} without FROM is not supported by the proxy: name one measurement"));
+            self.expect_end_or(&["WHERE"], what)?;
+            return Ok(StatementKind::SchemaSources(Vec::new()));
         }
         self.pos += 1;
         let mut sources = self.sources()?;
-        match (sources.pop(), sources.is_empty()) {
-            (Some(Source::Measurement(measurement)), true) => {
-                self.expect_end_or(&["WHERE"], what)?;
-                Ok(StatementKind::SchemaMeasurement(measurement))
-            }
-            _ => Err(format!(
-                "{what} FROM a regex or several measurements is not supported by the proxy: name one measurement"
-            )),
+        self.expect_end_or(&["WHERE"], what)?;
+        match sources.as_slice() {
+            [Source::Measurement(_)] => match sources.pop() {
+                Some(Source::Measurement(measurement)) => Ok(StatementKind::SchemaMeasurement(measurement)),
+                _ => Ok(StatementKind::SchemaSources(sources)),
+            },
+            _ => Ok(StatementKind::SchemaSources(sources)),
         }
     }
 
@@ -1143,6 +1196,30 @@ mod tests {
             ("DROP SERIES FROM cpu", SchemaMeasurement(full(None, None, "cpu"))),
             ("DELETE FROM cpu WHERE time < '2020-01-01'", SchemaMeasurement(full(None, None, "cpu"))),
             ("delete from db.rp.cpu", SchemaMeasurement(full(Some("db"), Some("rp"), "cpu"))),
+            // Issue 9: DELETE / DROP SERIES without FROM, FROM a regex or
+            // several measurements; EXPLAIN; subscriptions.
+            ("DELETE WHERE host = 'x'", SchemaSources(vec![])),
+            ("DELETE WHERE time < 0", SchemaSources(vec![])),
+            ("drop series where host = 'a'", SchemaSources(vec![])),
+            ("DELETE FROM /c.*/", SchemaSources(vec![re("c.*")])),
+            ("DROP SERIES FROM a, b WHERE host = 'a'", SchemaSources(vec![m("a"), m("b")])),
+            ("DELETE FROM cpu, /^mem/", SchemaSources(vec![m("cpu"), re("^mem")])),
+            ("EXPLAIN SELECT * FROM cpu", Explain(vec![m("cpu")])),
+            ("explain analyze select mean(v) from cpu, mem where time > 0", Explain(vec![m("cpu"), m("mem")])),
+            ("EXPLAIN ANALYZE VERBOSE SELECT * FROM /c/", Explain(vec![re("c")])),
+            ("EXPLAIN SELECT * INTO b FROM a", Explain(vec![m("a")])),
+            ("SHOW SUBSCRIPTIONS", ShowAll),
+            ("CREATE SUBSCRIPTION s ON db.autogen DESTINATIONS ALL 'udp://h:9090'", SchemaAll),
+            ("DROP SUBSCRIPTION s ON db.autogen", SchemaAll),
+            ("SHOW QUERIES", ShowAll),
+            ("SHOW SHARDS", ShowAll),
+            ("SHOW SHARD GROUPS", ShowAll),
+            ("SHOW GRANTS FOR bob", ShowAll),
+            ("SHOW CONTINUOUS QUERIES", ShowAll),
+            ("SHOW SERIES CARDINALITY", ShowAll),
+            ("GRANT ALL TO bob", SchemaAll),
+            ("REVOKE READ ON db FROM bob", SchemaAll),
+            ("SET PASSWORD FOR bob = 'x'", SchemaAll),
         ];
         assert!(cases.len() >= 40);
         for (statement, expected) in cases {
@@ -1157,19 +1234,18 @@ mod tests {
             ("SELECT 1", "SELECT without FROM is not supported"),
             ("SELECT now()", "SELECT without FROM is not supported"),
             ("SELECT * FROM (SELECT 1)", "SELECT without FROM is not supported"),
-            ("EXPLAIN SELECT * FROM cpu", "EXPLAIN statements are not supported"),
+            ("EXPLAIN cpu", "expected SELECT after EXPLAIN, found `cpu`"),
+            ("EXPLAIN", "expected SELECT after EXPLAIN, found the end of the statement"),
+            ("EXPLAIN SELECT 1", "SELECT without FROM is not supported"),
+            ("EXPLAIN ANALYZE SELECT * INTO b FROM a", "EXPLAIN ANALYZE of SELECT ... INTO is not supported"),
             ("FROBNICATE cpu", "FROBNICATE statements are not supported"),
-            (
-                "DELETE WHERE time < 0",
-                "DELETE without FROM is not supported by the proxy: name one measurement",
-            ),
-            ("DELETE FROM /c.*/", "DELETE FROM a regex or several measurements"),
-            ("DROP SERIES WHERE host = 'a'", "DROP SERIES without FROM is not supported"),
-            ("DROP SERIES FROM a, b", "DROP SERIES FROM a regex or several measurements"),
+            ("DELETE cpu", "unexpected `cpu` in DELETE"),
+            ("DROP SERIES FROM a, b nonsense", "unexpected `nonsense` in DROP SERIES"),
+            ("DROP SHARD 1", "DROP SHARD is not supported by the proxy: shard IDs are per backend"),
             ("DROP MEASUREMENT /c/", "expected a measurement name"),
             ("DROP MEASUREMENT db.rp./c/", "takes a measurement name, not a regex"),
             ("DROP MEASUREMENT cpu WHERE x = 1", "unexpected `WHERE` in DROP MEASUREMENT"),
-            ("KILL QUERY 36", "KILL statements are not supported"),
+            ("KILL QUERY 36", "KILL QUERY is not supported by the proxy: query IDs are per backend"),
             ("SELECT * FROM a.b.c.d", "at most 3"),
             ("SELECT * FROM db.rp.", "expected a measurement name"),
             ("SELECT * FROM \"\"", "empty measurement name"),
@@ -1300,6 +1376,8 @@ mod tests {
             "/* hidden */ GRANT ALL TO u",
             "CREATE /* hidden */ USER x WITH PASSWORD 'y' WITH ALL PRIVILEGES",
             "SELECT * -- comment\nINTO b FROM a",
+            "CREATE SUBSCRIPTION s ON db.autogen DESTINATIONS ALL 'udp://h:9090'",
+            "drop  subscription s ON db.autogen",
         ] {
             let err = filter.check(statement).unwrap_err();
             assert!(err.starts_with("statement forbidden by the proxy: "), "{statement}: {err}");
@@ -1324,6 +1402,10 @@ mod tests {
             "SELECT * FROM cpu",
             "CREATE DATABASE db",
             "DROP MEASUREMENT users",
+            "SHOW SUBSCRIPTIONS",
+            "EXPLAIN SELECT * FROM cpu",
+            "EXPLAIN ANALYZE SELECT * FROM cpu",
+            "DELETE WHERE host = 'x'",
         ] {
             assert_eq!(filter.check(statement), Ok(()), "{statement}");
         }

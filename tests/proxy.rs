@@ -1464,6 +1464,194 @@ fn a_field_type_conflict_on_one_replica_is_its_partial_write(mode: Mode) {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Issue 9: 1.x transparency of InfluxQL
+// ---------------------------------------------------------------------------
+
+/// `POST /query` (form body `q`, and `db` when not empty) to `base_url`: the
+/// raw answer, for byte-for-byte comparisons of the proxy with influxd.
+fn raw_query(base_url: &str, q: &str, db: &str) -> Resp {
+    let mut params = vec![("q", q)];
+    if !db.is_empty() {
+        params.push(("db", db));
+    }
+    http(
+        "POST",
+        &format!("{base_url}/query"),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        Some(form(&params).into_bytes()),
+    )
+}
+
+/// The backend that answered, from `X-Influx-Proxy-Backend`; panics when it
+/// names none of `c`'s backends.
+fn answering<'c>(c: &'c Cluster, r: &Resp) -> &'c Influxd {
+    let name = r.header("x-influx-proxy-backend").unwrap_or_else(|| panic!("no backend header: {r:?}"));
+    c.backends()
+        .into_iter()
+        .find(|s| s.name() == name)
+        .unwrap_or_else(|| panic!("unknown backend {name}: {r:?}"))
+}
+
+/// `(status, body)` of `r`.
+fn status_body(r: &Resp) -> (u16, &str) {
+    (r.status, r.body.as_str())
+}
+
+/// Item 1: `EXPLAIN [ANALYZE] SELECT` answers as the influxd holding the
+/// data does (the proxy used to answer 400 "not supported").
+fn explain_answers_as_influxd(mode: Mode) {
+    let c = Cluster::start(mode);
+    c.create_database(DB);
+    c.proxy.write_ok(DB, &lines("cpu", 100, T0));
+    for q in ["EXPLAIN SELECT * FROM cpu", "EXPLAIN SELECT mean(v) FROM cpu WHERE time > 0 GROUP BY time(1h)"]
+    {
+        let through_proxy = raw_query(&c.proxy.url(), q, DB);
+        let server = answering(&c, &through_proxy);
+        let direct = raw_query(&server.url(), q, DB);
+        assert_eq!(
+            status_body(&through_proxy),
+            (200, direct.body.as_str()),
+            "{q}: proxy vs {}",
+            server.name()
+        );
+    }
+    // EXPLAIN ANALYZE times the run: same shape, the timings differ.
+    let q = "EXPLAIN ANALYZE SELECT count(v) FROM cpu";
+    let through_proxy = raw_query(&c.proxy.url(), q, DB);
+    let direct = raw_query(&answering(&c, &through_proxy).url(), q, DB);
+    assert_eq!(through_proxy.status, 200, "{through_proxy:?}");
+    let columns = |r: &Resp| r.json()["results"][0]["series"][0]["columns"].clone();
+    assert_eq!(columns(&through_proxy), json!(["EXPLAIN ANALYZE"]), "{through_proxy:?}");
+    assert_eq!(columns(&through_proxy), columns(&direct));
+    // A database that does not exist: influxd's error, byte for byte.
+    let q = "EXPLAIN SELECT * FROM nodb..cpu";
+    let through_proxy = raw_query(&c.proxy.url(), q, DB);
+    let direct = raw_query(&c.a.url(), q, DB);
+    assert_eq!(status_body(&through_proxy), status_body(&direct), "{q}");
+}
+
+/// Item 2: `DELETE` and `DROP SERIES` without FROM, FROM a regex or several
+/// measurements reach every backend (queued for one that is down) and
+/// answer as influxd.
+fn delete_and_drop_series_without_one_measurement_reach_every_backend(mode: Mode) {
+    let mut c = Cluster::start(mode);
+    c.create_database(DB);
+    let mut body = String::new();
+    for m in ["cpu", "mem", "disk", "net"] {
+        for host in ["x", "y"] {
+            body.push_str(&format!("{m},host={host} v=1 {T0}\n"));
+        }
+    }
+    c.proxy.write_ok(DB, &body);
+    let count = |server: &Influxd, m: &str, host: &str| {
+        count_of(&server.query_ok(DB, &format!("SELECT count(v) FROM {m} WHERE host = '{host}'")))
+    };
+    let q = "DELETE WHERE host = 'x'";
+    let through_proxy = raw_query(&c.proxy.url(), q, DB);
+    let direct = raw_query(&c.a.url(), q, DB); // nothing left to delete: same answer
+    assert_eq!(status_body(&through_proxy), status_body(&direct), "{q}");
+    assert_eq!(through_proxy.status, 200, "{through_proxy:?}");
+    for server in c.backends() {
+        for m in ["cpu", "mem", "disk", "net"] {
+            assert_eq!(count(server, m, "x"), 0, "{m},host=x deleted on {}", server.name());
+            assert_eq!(count(server, m, "y"), 1, "{m},host=y kept on {}", server.name());
+        }
+    }
+    for (q, gone) in [("DROP SERIES FROM /^c/ WHERE host = 'y'", "cpu"), ("DELETE FROM mem, disk", "mem")] {
+        let r = raw_query(&c.proxy.url(), q, DB);
+        assert_eq!(status_body(&r), status_body(&raw_query(&c.a.url(), q, DB)), "{q}");
+        for server in c.backends() {
+            assert_eq!(count(server, gone, "y"), 0, "{q}: {gone} on {}", server.name());
+        }
+    }
+    for server in c.backends() {
+        assert_eq!(count(server, "disk", "y"), 0, "disk on {}", server.name());
+        assert_eq!(count(server, "net", "y"), 1, "net kept on {}", server.name());
+    }
+    // b down: queued, and applied once it is back.
+    c.b.kill();
+    let (status, v) = c.proxy.query("DROP SERIES WHERE host = 'y'", DB);
+    assert_eq!((status, query_error(&v)), (200, None), "DROP SERIES with b down: {v}");
+    assert_eq!(count(&c.a, "net", "y"), 0);
+    c.b.restart();
+    wait_until(CATCH_UP, "the queued DROP SERIES replayed on b", || match count(&c.b, "net", "y") {
+        0 => Ok(()),
+        n => Err(format!("{n} points of net,host=y on b")),
+    });
+}
+
+/// Item 3: subscriptions. CREATE/DROP SUBSCRIPTION are forbidden by default;
+/// allowed, they reach every backend; SHOW SUBSCRIPTIONS answers as influxd.
+fn subscriptions_are_forbidden_by_default_and_fan_out_when_allowed(mode: Mode) {
+    let c = Cluster::start_with(mode, |config| config["allowed_statements"] = json!(["subscription"]));
+    c.create_database(DB);
+    let create = "CREATE SUBSCRIPTION s ON itest.autogen DESTINATIONS ALL 'udp://127.0.0.1:9'";
+    {
+        let default = Proxy::start(mode, Proxy::config(&[&c.a, &c.b]));
+        let (status, v) = default.query(create, "");
+        assert_eq!(status, 403, "{v}");
+        assert_eq!(v["error"], format!("statement forbidden by the proxy: {create}"), "{v}");
+    }
+    let (status, v) = c.proxy.query(create, "");
+    assert_eq!((status, query_error(&v)), (200, None), "{v}");
+    let show = "SHOW SUBSCRIPTIONS";
+    for server in c.backends() {
+        let v = server.query_ok("", show);
+        assert_eq!(
+            v["results"][0]["series"][0]["values"][0][1],
+            "s",
+            "subscription on {}: {v}",
+            server.name()
+        );
+    }
+    let through_proxy = raw_query(&c.proxy.url(), show, "");
+    assert_eq!(status_body(&through_proxy), status_body(&raw_query(&c.a.url(), show, "")), "{show}");
+    // The same again: influxd's "already exists", byte for byte.
+    let through_proxy = raw_query(&c.proxy.url(), create, "");
+    assert_eq!(status_body(&through_proxy), status_body(&raw_query(&c.a.url(), create, "")), "{create}");
+    let (status, v) = c.proxy.query("DROP SUBSCRIPTION s ON itest.autogen", "");
+    assert_eq!((status, query_error(&v)), (200, None), "{v}");
+    for server in c.backends() {
+        let v = server.query_ok("", show);
+        assert_eq!(v["results"][0].get("series"), None, "subscription dropped on {}: {v}", server.name());
+    }
+}
+
+/// Item 4: a backend's error reaches the client byte for byte as influxd
+/// sent it (Telegraf matches on `database not found`, `retention policy
+/// not found`, ...); which backend said it is in `X-Influx-Proxy-Backend`.
+fn backend_errors_are_influxd_s_bodies_byte_for_byte(mode: Mode) {
+    let c = Cluster::start(mode);
+    c.create_database(DB);
+    c.proxy.query_ok("CREATE RETENTION POLICY rp ON itest DURATION 1h REPLICATION 1", "");
+    c.proxy.write_ok(DB, &lines("cpu", 10, T0));
+    let cases: &[(&str, &str)] = &[
+        ("CREATE RETENTION POLICY rp ON itest DURATION 2h REPLICATION 1", ""),
+        ("CREATE DATABASE itest; CREATE RETENTION POLICY rp ON itest DURATION 2h REPLICATION 1", ""),
+        ("SELECT * FROM nodb..cpu", DB),
+        ("SELECT * FROM nope.cpu", DB),
+        ("SELECT * FROM cpu", "nodb"),
+        ("SHOW RETENTION POLICIES ON nodb", ""),
+        ("DROP SERIES FROM cpu", "nodb"),
+        ("DELETE WHERE host = 'x'", "nodb"),
+        ("SELECT * FROM cpu WHERE", DB),
+        ("SELECT v FROM cpu GROUP BY time(", DB),
+    ];
+    for &(q, db) in cases {
+        let through_proxy = raw_query(&c.proxy.url(), q, db);
+        let direct = raw_query(&c.a.url(), q, db);
+        assert!(direct.body.contains("error"), "{q}: influxd a answers no error: {direct:?}");
+        assert_eq!(status_body(&through_proxy), status_body(&direct), "{q} on {db:?}: proxy vs influxd a");
+        // One backend's error names it; a merged SHOW names those merged.
+        let backend = through_proxy.header("x-influx-proxy-backend");
+        assert!(
+            matches!(backend, Some("a" | "b" | "a, b" | "b, a")),
+            "{q}: X-Influx-Proxy-Backend {backend:?}"
+        );
+    }
+}
+
 scenarios!(native: Mode::Native, wasm: Mode::Wasm; [
     partial_writes_store_the_valid_points_as_influxd_does,
     a_field_type_conflict_on_one_replica_is_its_partial_write,
@@ -1491,4 +1679,8 @@ scenarios!(native: Mode::Native, wasm: Mode::Wasm; [
     a_combined_query_answer_over_backend_max_response_bytes_is_502,
     a_backend_with_gzip_stores_every_point,
     writes_validated_on_other_threads_never_overtake_a_write_queue,
+    explain_answers_as_influxd,
+    delete_and_drop_series_without_one_measurement_reach_every_backend,
+    subscriptions_are_forbidden_by_default_and_fan_out_when_allowed,
+    backend_errors_are_influxd_s_bodies_byte_for_byte,
 ]);

@@ -18,6 +18,9 @@
 //!   ON db` or the `db` parameter), and a regex FROM reads a cover of the
 //!   group: `N - RF + 1` distinct backends, healthy first, each that does not
 //!   answer replaced by another backend of the group;
+//! - `EXPLAIN [ANALYZE] SELECT` goes to one backend of the replica set the
+//!   SELECT reads (of the first set or shard group when it reads several),
+//!   failing over, and its answer is passed on;
 //! - `SHOW` without FROM goes to every healthy backend and the answers are
 //!   merged, so one backend down does not break it; with shard groups in the
 //!   keymaps it goes to one backend of each explicit replica set and a cover
@@ -29,7 +32,11 @@
 //!   exact merge of partial answers is wired in, unless the group keeps
 //!   every key on every backend (RF = N);
 //! - schema statements go to every backend concerned through the same delivery
-//!   rule as writes (queued for backends that are down).
+//!   rule as writes (queued for backends that are down); `DELETE` and `DROP
+//!   SERIES` without FROM or FROM a regex go to every backend.
+//!
+//! A backend's error is passed on as InfluxDB wrote it; which backend
+//! answered is in the [`BACKEND_HEADER`] response header and the log.
 //!
 //! Consecutive reads that go to the same backends are sent together, one
 //! request per backend per batch of at most [`MAX_BATCH_STATEMENTS`]
@@ -79,6 +86,53 @@ struct QueryContext {
     credentials: Credentials,
     accept: Option<String>,
     pretty: bool,
+    /// Which backends answered, for [`BACKEND_HEADER`] (shared with the
+    /// inner contexts of a sharded SELECT).
+    answered: std::rc::Rc<std::cell::RefCell<Answered>>,
+}
+
+/// The response header naming the backends whose answers the body was made
+/// from: their configured names, each once, comma-separated
+/// (`X-Influx-Proxy-Backend: a` or `a, b`). When the answer carries a
+/// backend's error (a 4xx passed on, or a statement's `error` from one of
+/// the backends a schema statement went to), it names that backend alone.
+/// Absent when no backend answered (a refusal by the proxy, 503). The error
+/// text itself is the backend's, unchanged, as InfluxDB sent it.
+pub const BACKEND_HEADER: &str = "x-influx-proxy-backend";
+
+/// The backends that answered one `/query` request, see [`BACKEND_HEADER`].
+#[derive(Debug, Default)]
+struct Answered {
+    /// Backends whose answers were used, in the order they answered.
+    names: Vec<String>,
+    /// The backend whose error the answer carries, if any, and the error.
+    error_from: Option<(String, String)>,
+}
+
+impl QueryContext {
+    /// Notes that backend `name` answered.
+    fn answered_by(&self, name: &str) {
+        let mut answered = self.answered.borrow_mut();
+        if !answered.names.iter().any(|n| n == name) {
+            answered.names.push(name.to_string());
+        }
+    }
+
+    /// Notes that the answer carries backend `name`'s error `message` (the
+    /// first one noted).
+    fn error_from(&self, name: &str, message: &str) {
+        self.answered.borrow_mut().error_from.get_or_insert_with(|| (name.to_string(), message.to_string()));
+    }
+
+    /// The value of [`BACKEND_HEADER`], `None` when no backend answered.
+    fn backend_header(&self) -> Option<String> {
+        let answered = self.answered.borrow();
+        match &answered.error_from {
+            Some((name, _)) => Some(name.clone()),
+            None if answered.names.is_empty() => None,
+            None => Some(answered.names.join(", ")),
+        }
+    }
 }
 
 /// How a read statement is served.
@@ -224,11 +278,37 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 authorization: request.header("authorization").map(str::to_string),
             },
             accept: request.header("accept").map(str::to_string),
+            answered: Default::default(),
         };
         let gzip = accepts_gzip(request);
+        let mut response = match self.run_query(topo, &q, &ctx, gzip, now_ms).await {
+            Ok(response) => response,
+            Err(e) => e.to_response(),
+        };
+        if let Some(names) = ctx.backend_header() {
+            response.headers.push((BACKEND_HEADER.into(), names));
+        }
+        if let Some((name, message)) = &ctx.answered.borrow().error_from {
+            self.log(&format!(
+                "backend {name}: error passed on to the client (HTTP {}): {message}",
+                response.status
+            ));
+        }
+        Ok(response)
+    }
 
+    /// [`Self::query`] once its parameters are read: plans the statements of
+    /// `q`, runs them and combines the answers.
+    async fn run_query(
+        &self,
+        topo: &Topology,
+        q: &str,
+        ctx: &QueryContext,
+        gzip: bool,
+        now_ms: u64,
+    ) -> Result<Response, ProxyError> {
         let statements =
-            parse_statements(&q).map_err(|e| ProxyError::BadRequest(format!("error parsing query: {e}")))?;
+            parse_statements(q).map_err(|e| ProxyError::BadRequest(format!("error parsing query: {e}")))?;
         if statements.is_empty() {
             return Err(ProxyError::BadRequest("error parsing query: empty query".into()));
         }
@@ -237,7 +317,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         // InfluxDB cannot parse after a mutation would reach a backend after
         // the mutation ran. InfluxDB parses the whole query first.
         if plans.len() > 1 && plans.iter().any(|p| matches!(p.action, Action::Mutate { .. })) {
-            self.check_syntax(topo, &q, &ctx, now_ms).await?;
+            self.check_syntax(topo, q, ctx, now_ms).await?;
         }
 
         // One read statement served by one backend: pass its answer through.
@@ -245,7 +325,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             plans.as_slice()
         {
             if let [set] = sets.as_slice() {
-                let response = self.read_one(set, text, &ctx, true, now_ms).await?;
+                let response = self.read_one(set, text, ctx, true, now_ms).await?;
                 return Ok(finish(response, gzip));
             }
         }
@@ -259,18 +339,18 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         'statements: while next < plans.len() {
             let outcomes = match &plans[next].action {
                 Action::Mutate { targets } => {
-                    let (outcome, changed) = self.schema(targets, plans[next].text, &ctx, now_ms).await;
+                    let (outcome, changed) = self.schema(targets, plans[next].text, ctx, now_ms).await;
                     mutated |= changed;
                     next += 1;
                     vec![outcome]
                 }
                 Action::Sharded(sharded) => {
                     next += 1;
-                    vec![self.sharded_select(topo, sharded, &ctx, now_ms).await]
+                    vec![self.sharded_select(topo, sharded, ctx, now_ms).await]
                 }
                 Action::Read { reach, .. } => {
                     let end = batch_end(&plans, next);
-                    let outcomes = self.read_batch(topo, &plans[next..end], reach, &ctx, now_ms).await;
+                    let outcomes = self.read_batch(topo, &plans[next..end], reach, ctx, now_ms).await;
                     next = end;
                     outcomes
                 }
@@ -332,10 +412,25 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     ) -> Result<(), ProxyError> {
         let probe = format!("{q}\n;{SYNTAX_PROBE}");
         let every: Vec<usize> = topo.active.clone();
-        match self.read_one(&every, &probe, ctx, false, now_ms).await {
+        // The probe's answer is not the client's: its backend is not noted
+        // for the header unless its parse error becomes the answer.
+        let probe_ctx = QueryContext {
+            db: ctx.db.clone(),
+            forwarded: ctx.forwarded.clone(),
+            credentials: ctx.credentials.clone(),
+            accept: None,
+            pretty: false,
+            answered: Default::default(),
+        };
+        let outcome = self.read_one(&every, &probe, &probe_ctx, false, now_ms).await;
+        match outcome {
             Err(ProxyError::Backend { status: 400, message })
                 if message.starts_with("error parsing query") && !message.contains(SYNTAX_PROBE) =>
             {
+                if let Some((name, error)) = probe_ctx.answered.borrow().error_from.clone() {
+                    ctx.answered_by(&name);
+                    ctx.error_from(&name, &error);
+                }
                 Err(ProxyError::BadRequest(message))
             }
             _ => Ok(()),
@@ -406,6 +501,48 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 StatementKind::SchemaMeasurement(m) => Action::Mutate {
                     targets: self.schema_targets(topo, &m.name, m.database.as_deref().or(db))?,
                 },
+                // DELETE / DROP SERIES FROM several measurements: every
+                // backend that may hold any of them; a regex may match any
+                // measurement, so every backend.
+                StatementKind::SchemaSources(sources) => {
+                    let mut targets = Vec::new();
+                    if sources.is_empty() || sources.iter().any(|s| matches!(s, Source::Regex(_))) {
+                        targets.extend(self.every_measurement_targets(topo)?);
+                    }
+                    for source in &sources {
+                        if let Source::Measurement(m) = source {
+                            targets.extend(self.schema_targets(
+                                topo,
+                                &m.name,
+                                m.database.as_deref().or(db),
+                            )?);
+                        }
+                    }
+                    targets.sort_unstable();
+                    targets.dedup();
+                    Action::Mutate { targets }
+                }
+                // EXPLAIN [ANALYZE]: to one backend of the replica set that
+                // holds the sources, failing over, its answer passed on. A
+                // SELECT that reads several replica sets or shards (merged
+                // otherwise) is explained by one backend of the first set (or
+                // of the first shard group): that backend's plan of the part
+                // of the data it holds. Plans are not merged.
+                StatementKind::Explain(sources) => {
+                    let set = match self.read_plan(topo, &sources, db, false)? {
+                        ReadPlan::One(set) => set,
+                        ReadPlan::Cover { sets, pools } => sets
+                            .into_iter()
+                            .next()
+                            .or_else(|| pools.into_iter().next().map(|pool| pool.backends))
+                            .unwrap_or_default(),
+                    };
+                    Action::Read {
+                        sent: text.to_string(),
+                        reach: Reach::EachSet(vec![set]),
+                        merge: Merge::One,
+                    }
+                }
                 StatementKind::SelectInto(sources) => {
                     // Each replica computes its own copy of the target into
                     // its own store: in a shard group the target would then
@@ -784,6 +921,30 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         Reach::Cover { sets, pools }
     }
 
+    /// The backends a `DELETE` or `DROP SERIES` of every measurement (no
+    /// FROM, or FROM a regex) goes to: every active backend and, while a
+    /// shard group is being moved, the moving keys' old owners. Refused
+    /// (400) while a key of a move is being copied, as a `DELETE` of that
+    /// key is ([`Self::schema_targets`]): a chunk read before the delete
+    /// would bring the points back on the new owner.
+    fn every_measurement_targets(&self, topo: &Topology) -> Result<Vec<usize>, ProxyError> {
+        let mut targets = topo.active.clone();
+        for (group, mv) in &topo.moves {
+            if !mv.rebalance.delete_allowed_all() {
+                return Err(ProxyError::BadRequest(format!(
+                    "shard group \"{group}\" is being moved between backends: DELETE and DROP SERIES without \
+                     FROM or FROM a regex are refused until its copy is done; retry later, or name the \
+                     measurements"
+                )));
+            }
+            let (old, _, _) = mv.rebalance.owner_summary();
+            targets.extend(super::moves::indices_of(topo, &old.into_iter().collect::<Vec<_>>()));
+        }
+        targets.sort_unstable();
+        targets.dedup();
+        Ok(targets)
+    }
+
     /// The backends a `DROP MEASUREMENT`, `DELETE` or `DROP SERIES FROM
     /// measurement` goes to: every replica that may hold it (the explicit
     /// set; in a group sharded by measurement the replicas of `(db,
@@ -984,6 +1145,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             credentials: ctx.credentials.clone(),
             accept: None,
             pretty: false,
+            answered: ctx.answered.clone(),
         };
         let statements: Vec<&str> = sharded.query.backend_statements().iter().map(String::as_str).collect();
         let mut asked = Vec::new();
@@ -1030,9 +1192,16 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         for backend in self.read_order(set) {
             let request = query_request(statement, ctx, passthrough);
             match self.transport.send(&topo.backends[backend], request).await {
-                Ok(r) if (200..300).contains(&r.status) => return Ok(r),
+                Ok(r) if (200..300).contains(&r.status) => {
+                    ctx.answered_by(&topo.backends[backend].name);
+                    return Ok(r);
+                }
                 Ok(r) if (400..500).contains(&r.status) => {
-                    return Err(ProxyError::Backend { status: r.status, message: super::error_message(&r) });
+                    let name = &topo.backends[backend].name;
+                    ctx.answered_by(name);
+                    let message = super::error_message(&r);
+                    ctx.error_from(name, &message);
+                    return Err(ProxyError::Backend { status: r.status, message });
                 }
                 Ok(r) => {
                     let e = format!("query answered HTTP {}: {}", r.status, super::error_message(&r));
@@ -1105,15 +1274,21 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         )
         .await;
         let changed = deliveries.iter().any(|(_, d)| matches!(d, Delivery::Delivered(_) | Delivery::Queued));
+        let topo = self.topology();
+        if let Some((backend, Delivery::Rejected { status, message })) =
+            deliveries.iter().find(|(_, d)| matches!(d, Delivery::Rejected { .. }))
+        {
+            ctx.error_from(&topo.backends[*backend].name, &format!("HTTP {status}: {message}"));
+        }
         let delivered = match self.settle(deliveries) {
             Ok(delivered) => delivered,
             Err(e) => return (Err(e), changed),
         };
         // Any backend that reports the statement failed makes it a failure.
         let mut first = None;
-        let topo = self.topology();
         for (backend, r) in delivered {
             let name = &topo.backends[backend].name;
+            ctx.answered_by(name);
             let result = match first_result(&r.body) {
                 Ok(result) => result,
                 Err(e) => {
@@ -1122,7 +1297,10 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 }
             };
             if let Some(e) = result.error_message() {
-                return (Ok(error_result(&format!("backend {name}: {e}")).into()), changed);
+                // InfluxDB's text unchanged (clients match on it); which
+                // backend said it is in the header and the log.
+                ctx.error_from(name, &e);
+                return (Ok(result), changed);
             }
             first.get_or_insert(result);
         }

@@ -632,9 +632,13 @@ fn schema_statement_refused_by_one_backend_is_reported() {
     let p = open(&t, MemStorage::new(), "");
     let r = query(&p, "CREATE RETENTION POLICY week ON x DURATION 7d REPLICATION 1");
     assert_eq!(r.status, 200);
-    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    let e = v["results"][0]["error"].as_str().unwrap_or_default();
-    assert!(e.contains("backend b") && e.contains("conflicts"), "{v}");
+    // Issue 9: InfluxDB's body as b sent it (clients match on the text);
+    // which backend said it is in the header.
+    assert_eq!(
+        String::from_utf8_lossy(&r.body),
+        "{\"results\":[{\"statement_id\":0,\"error\":\"retention policy conflicts with an existing policy\"}]}\n"
+    );
+    assert_eq!(r.header("x-influx-proxy-backend"), Some("b"));
 }
 
 #[test]
@@ -808,6 +812,95 @@ fn create_database_goes_everywhere_and_is_queued_for_a_down_backend() {
     assert_eq!(t.statements("b"), vec!["CREATE DATABASE telegraf"]);
 }
 
+/// Issue 9: EXPLAIN [ANALYZE] goes where the SELECT it explains would, to
+/// one replica, failing over; the answer is the backend's as it sent it.
+#[test]
+fn explain_is_routed_like_the_select_it_explains_with_failover() {
+    let t = MockTransport::default();
+    let plan = r#"{"results":[{"statement_id":0,"series":[{"columns":["QUERY PLAN"],"values":[["EXPRESSION: <nil>"]]}]}]}"#;
+    t.answer("a", plan);
+    t.answer("b", plan);
+    let p = open(&t, MemStorage::new(), "");
+    // cpu.load lives on b only.
+    let r = query(&p, "EXPLAIN SELECT * FROM \"cpu.load\"");
+    assert_eq!(r.status, 200, "{}", error_of(&r));
+    let json = |body: &[u8]| serde_json::from_slice::<serde_json::Value>(body).unwrap_or_default();
+    assert_eq!(json(&r.body), json(plan.as_bytes()));
+    assert_eq!(r.header("x-influx-proxy-backend"), Some("b"));
+    assert!(t.statements("a").is_empty());
+    // mem lives on a only.
+    assert_eq!(query(&p, "EXPLAIN ANALYZE SELECT mean(v) FROM mem").status, 200);
+    assert_eq!(t.statements("a"), ["EXPLAIN ANALYZE SELECT mean(v) FROM mem"]);
+    // cpu on a and b: one of them; with a down, b answers.
+    t.set("a", Behaviour::Down);
+    for _ in 0..4 {
+        let r = query(&p, "EXPLAIN SELECT * FROM cpu");
+        assert_eq!(r.status, 200, "{}", error_of(&r));
+        assert_eq!(r.header("x-influx-proxy-backend"), Some("b"));
+    }
+    // A SELECT across replica sets is explained by one backend: one request.
+    let before = t.statements("b").len() + t.statements("a").len();
+    assert_eq!(query(&p, "EXPLAIN SELECT * FROM \"cpu.load\", mem").status, 200);
+    assert_eq!(t.statements("b").len() + t.statements("a").len(), before + 1);
+}
+
+/// Issue 9: DELETE and DROP SERIES without FROM go to every backend, FROM a
+/// regex to every backend, FROM several measurements to the replicas of
+/// each; queued for a backend that is down.
+#[test]
+fn delete_and_drop_series_without_one_measurement_fan_out_and_queue() {
+    let t = MockTransport::default();
+    let p = open_without_default(&t, "");
+    t.set("b", Behaviour::Down);
+    let r = query(&p, "DELETE WHERE host = 'x'");
+    assert_eq!(r.status, 200, "{}", error_of(&r));
+    assert_eq!(t.statements("a"), ["DELETE WHERE host = 'x'"]);
+    assert_eq!(p.queue_depth(1).records, 1, "queued for b");
+    assert_eq!(query(&p, "DROP SERIES FROM /c.*/").status, 200);
+    assert_eq!(p.queue_depth(1).records, 2, "queued for b");
+    t.set("b", Behaviour::Up);
+    drain(&p, 1);
+    assert_eq!(t.statements("b"), ["DELETE WHERE host = 'x'", "DROP SERIES FROM /c.*/"]);
+    // mem is on a, cpu.load on b: both; mem alone: a only.
+    assert_eq!(query(&p, "DROP SERIES FROM mem, \"cpu.load\" WHERE host = 'a'").status, 200);
+    assert_eq!(t.statements("a").len(), 3);
+    assert_eq!(t.statements("b").len(), 3);
+    assert_eq!(query(&p, "DELETE FROM mem, mem").status, 200);
+    assert_eq!((t.statements("a").len(), t.statements("b").len()), (4, 3));
+    // A measurement without a route is still refused before anything is sent.
+    let r = query(&p, "DELETE FROM mem, nowhere");
+    assert_eq!(r.status, 400, "{}", error_of(&r));
+    assert_eq!((t.statements("a").len(), t.statements("b").len()), (4, 3));
+}
+
+/// Issue 9: SHOW SUBSCRIPTIONS is merged from every backend; CREATE/DROP
+/// SUBSCRIPTION are forbidden by default and, when allowed, go to every
+/// backend.
+#[test]
+fn subscriptions_are_shown_merged_and_forbidden_to_change_by_default() {
+    let t = MockTransport::default();
+    let subs = r#"{"results":[{"statement_id":0,"series":[{"name":"x","columns":["retention_policy","name","mode","destinations"],"values":[["autogen","s","ALL",["udp://h:9090"]]]}]}]}"#;
+    t.answer("a", subs);
+    t.answer("b", subs);
+    let p = open(&t, MemStorage::new(), "");
+    let r = query(&p, "SHOW SUBSCRIPTIONS");
+    assert_eq!(r.status, 200, "{}", error_of(&r));
+    let json = |body: &[u8]| serde_json::from_slice::<serde_json::Value>(body).unwrap_or_default();
+    assert_eq!(json(&r.body), json(subs.as_bytes()), "one copy of the subscription");
+    assert_eq!((t.statements("a").len(), t.statements("b").len()), (1, 1));
+    let create = "CREATE SUBSCRIPTION s ON x.autogen DESTINATIONS ALL 'udp://h:9090'";
+    for q in [create, "DROP SUBSCRIPTION s ON x.autogen"] {
+        let r = query(&p, q);
+        assert_eq!(r.status, 403, "{q}: {}", error_of(&r));
+        assert_eq!(error_of(&r), format!("statement forbidden by the proxy: {q}"));
+    }
+    assert_eq!((t.statements("a").len(), t.statements("b").len()), (1, 1));
+    let p = open(&t, MemStorage::new(), r#", "allowed_statements": ["subscription"]"#);
+    assert_eq!(query(&p, create).status, 200);
+    assert_eq!(t.statements("a")[1], create);
+    assert_eq!(t.statements("b")[1], create);
+}
+
 #[test]
 fn drop_measurement_goes_to_its_replica_set_only() {
     let t = MockTransport::default();
@@ -960,7 +1053,7 @@ fn a_mixed_query_that_cannot_run_whole_sends_nothing() {
         // The statement filter and unsupported forms.
         ("CREATE DATABASE x; GRANT ALL TO joe", 403, "forbidden"),
         ("CREATE DATABASE x; SELECT 1", 400, "SELECT without FROM"),
-        ("DROP MEASUREMENT cpu; EXPLAIN SELECT * FROM cpu", 400, "not supported"),
+        ("DROP MEASUREMENT cpu; DROP SHARD 1", 400, "not supported"),
     ];
     for (q, status, error) in cases {
         let r = query(&p, q);

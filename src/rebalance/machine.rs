@@ -316,6 +316,13 @@ impl Rebalance {
         })
     }
 
+    /// False while some key of the move is in `Schema` or `Copying`
+    /// ([`Rebalance::delete_allowed`]): a `DELETE` or `DROP SERIES` of every
+    /// measurement (no FROM, or FROM a regex) must wait.
+    pub fn delete_allowed_all(&self) -> bool {
+        self.inner.borrow().state.keys.iter().all(|k| !matches!(k.phase, Phase::Schema | Phase::Copying))
+    }
+
     /// False while `key` is in `Schema` or `Copying`: a `DELETE`/`DROP
     /// SERIES`/`DROP MEASUREMENT` then could be undone on a new owner by a
     /// chunk read before it (the proxy should answer it with an error saying

@@ -107,6 +107,14 @@ fn a_moving_keys_writes_reach_old_and_new_owners_reads_stay_old_deletes_wait() {
     let r = query_db_x(&p, &format!("DELETE FROM {m} WHERE time < 5"));
     assert_eq!(r.status, 400);
     assert!(error_of(&r).contains("being moved"), "{}", error_of(&r));
+    // So could one of every measurement (issue 9: no FROM, or a regex).
+    let sent = (t.statements("d").len(), t.statements("a").len());
+    for q in ["DELETE WHERE time < 5", "DROP SERIES FROM /./ WHERE host = 'h'"] {
+        let r = query_db_x(&p, q);
+        assert_eq!(r.status, 400, "{q}");
+        assert!(error_of(&r).contains("is being moved between backends"), "{q}: {}", error_of(&r));
+    }
+    assert_eq!((t.statements("d").len(), t.statements("a").len()), sent, "nothing sent");
 
     let h: serde_json::Value = serde_json::from_slice(&p_get(&p, "/health").body).unwrap_or_default();
     assert_eq!(h["rebalance"][0]["keys_moving"], 1, "{h}");
