@@ -57,7 +57,7 @@ test: check-wasm wasm
 check-wasm:
     cargo check --no-default-features --target wasm32-wasip2 --lib
 
-# Build the WebAssembly component: wasm/target/wasm32-wasip2/release/influx-proxy.wasm
+# Build the WebAssembly component: wasm/target/wasm32-wasip2/release/influx-proxy.wasm (its core module size-optimised by wasm-opt during the link: wasm/tools/wasm-ld-opt).
 wasm:
     cd wasm && cargo build --release --target wasm32-wasip2
     @ls -l wasm/target/wasm32-wasip2/release/influx-proxy.wasm | awk '{print "influx-proxy.wasm: " $5 " bytes"}'

@@ -84,7 +84,7 @@ impl DirFiles {
                 names.push(entry.file_name().to_string_lossy().into_owned());
             }
         }
-        names.sort();
+        crate::sort::sort(&mut names);
         Ok(names)
     }
 

@@ -56,6 +56,7 @@ pub mod results;
 pub mod route;
 pub mod shard_group;
 pub mod shard_query;
+pub mod sort;
 pub mod statement;
 pub mod storage;
 pub mod transport;

@@ -1092,7 +1092,7 @@ fn has_duplicate_keys(b: &[u8], keys: &mut [(usize, usize)]) -> bool {
     if keys.windows(2).all(|w| key(&w[0]) < key(&w[1])) {
         return false;
     }
-    keys.sort_unstable_by(|x, y| key(x).cmp(key(y)));
+    crate::sort::sort_unstable_by(keys, |x, y| key(x).cmp(key(y)));
     keys.windows(2).any(|w| key(&w[0]) == key(&w[1]))
 }
 

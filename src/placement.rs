@@ -72,7 +72,7 @@ pub fn score(backend: &str, key: &ShardKey<'_>) -> u64 {
 pub fn place<S: AsRef<str>>(backends: &[S], replication_factor: usize, key: &ShardKey<'_>) -> Vec<usize> {
     let mut scored: Vec<(u64, &str, usize)> =
         backends.iter().enumerate().map(|(i, name)| (score(name.as_ref(), key), name.as_ref(), i)).collect();
-    scored.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    crate::sort::sort_unstable_by(&mut scored, |a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
     scored.into_iter().take(replication_factor).map(|(_, _, i)| i).collect()
 }
 

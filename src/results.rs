@@ -72,7 +72,7 @@ pub fn merge_statement_results(results: Vec<Value>) -> Value {
 
     let mut out = Map::new();
     if !merged.is_empty() {
-        merged.sort_by_cached_key(|m| series_sort_key(m.name.as_ref(), m.tags.as_ref()));
+        crate::sort::sort_by_cached_key(&mut merged, |m| series_sort_key(m.name.as_ref(), m.tags.as_ref()));
         let series = merged.into_iter().map(MergedSeries::into_value).collect();
         out.insert("series".to_string(), Value::Array(series));
     }
@@ -200,7 +200,7 @@ pub fn merge_select_results<R: Into<StatementResult>>(results: Vec<R>) -> Statem
     let mut series_text = None;
     if !contributors.is_empty() && whole.is_none() {
         // Stable: series with equal keys keep the backends' order.
-        order.sort_by(|x, y| x.0.cmp(&y.0));
+        crate::sort::sort_by(&mut order, |x, y| x.0.cmp(&y.0));
         let mut series_out = String::from("[");
         for (_, r, i) in &order {
             if series_out.len() > 1 {
@@ -261,7 +261,7 @@ fn series_sort_key(name: Option<&Value>, tags: Option<&Value>) -> SeriesSortKey 
         Some(Value::Object(map)) => map.iter().map(|(k, v)| (k.clone(), text(v))).collect(),
         _ => Vec::new(),
     };
-    tags.sort();
+    crate::sort::sort(&mut tags);
     (name, tags)
 }
 
@@ -331,7 +331,7 @@ impl MergedSeries {
     }
 
     fn into_value(mut self) -> Value {
-        self.rows.sort_by(compare_values);
+        crate::sort::sort_by(&mut self.rows, compare_values);
         self.rows.dedup_by(|a, b| compare_values(a, b) == Ordering::Equal);
         if self.seen_descending && !self.seen_ascending {
             self.rows.reverse();
@@ -354,7 +354,7 @@ fn series_key(series: &Map<String, Value>) -> String {
     let tags: Vec<(&String, &Value)> = match series.get("tags").and_then(Value::as_object) {
         Some(tags) => {
             let mut pairs: Vec<_> = tags.iter().collect();
-            pairs.sort_by(|a, b| a.0.cmp(b.0));
+            crate::sort::sort_by(&mut pairs, |a, b| a.0.cmp(b.0));
             pairs
         }
         None => Vec::new(),

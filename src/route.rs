@@ -94,7 +94,7 @@ impl Router {
                             None => return Err(format!("keymap {key:?} names unknown backend {name:?}")),
                         }
                     }
-                    set.sort_unstable();
+                    crate::sort::sort_unstable(&mut set);
                     set.dedup();
                     Target::Set(set)
                 }

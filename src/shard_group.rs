@@ -87,7 +87,7 @@ impl ShardGroup {
         if shard_tag == Some("") {
             return Err(format!("shard group {name:?}: shard_tag must not be empty"));
         }
-        backends.sort_unstable();
+        crate::sort::sort_unstable(&mut backends);
         let names = backends.iter().map(|&i| all_backends[i].clone()).collect();
         Ok(ShardGroup {
             name: name.to_string(),
@@ -143,7 +143,7 @@ impl ShardGroup {
     pub fn key_replicas(&self, key: &ShardKey<'_>) -> ReplicaSet {
         let mut set: ReplicaSet =
             place(&self.names, self.replication_factor, key).into_iter().map(|i| self.backends[i]).collect();
-        set.sort_unstable();
+        crate::sort::sort_unstable(&mut set);
         set
     }
 

@@ -483,7 +483,7 @@ fn pins(tokens: &[Token], tag: &str) -> Option<Vec<String>> {
         for part in ors {
             all.extend(pins(part, tag)?);
         }
-        all.sort();
+        crate::sort::sort(&mut all);
         all.dedup();
         return Some(all);
     }
@@ -572,7 +572,7 @@ pub fn pinned_values(statement: &str, shard_tag: &str) -> Result<Option<Vec<Stri
         return Ok(None);
     }
     Ok(pins(&s.where_tokens, shard_tag).map(|mut v| {
-        v.sort();
+        crate::sort::sort(&mut v);
         v.dedup();
         v
     }))
@@ -663,7 +663,7 @@ impl AggregatePlan {
                 .iter()
                 .flat_map(|s| s.columns.iter().filter_map(|c| c.strip_prefix(&prefix)))
                 .collect();
-            fields.sort_unstable();
+            crate::sort::sort_unstable(&mut fields);
             fields.dedup();
             for field in fields {
                 let partials = call
@@ -790,7 +790,7 @@ pub fn plan(statement: &str, shard_tag: &str) -> Result<ShardQuery, String> {
         user_dims: {
             // Tag key order, as `Tags.ID()` compares tag sets.
             let mut dims = s.dim_tags.clone();
-            dims.sort();
+            crate::sort::sort(&mut dims);
             dims.dedup();
             dims
         },
@@ -859,7 +859,7 @@ pub fn plan(statement: &str, shard_tag: &str) -> Result<ShardQuery, String> {
                     _ => names.push(String::new()),
                 }
             }
-            names.sort();
+            crate::sort::sort(&mut names);
             names.dedup();
             Some(names)
         };
@@ -1253,7 +1253,7 @@ impl ShardQuery {
         }
         let mut out: Vec<Value> = match &self.mode {
             Mode::Disjoint => {
-                kept.sort_by(series_order);
+                crate::sort::sort_by(&mut kept, series_order);
                 kept.into_iter().map(|s| s.original).collect()
             }
             Mode::Raw { star, aux } => self.merge_raw(kept, *star, aux.as_deref())?,
@@ -1341,7 +1341,7 @@ impl ShardQuery {
                     names.push(tag.clone());
                 }
                 names.retain(|n| !self.user_dims.contains(n));
-                names.sort();
+                crate::sort::sort(&mut names);
                 names.dedup();
                 columns = std::iter::once("time".to_string()).chain(names).collect();
             } else if !same {
@@ -1397,7 +1397,7 @@ impl ShardQuery {
                 }
                 None
             };
-            rows.sort_by(|a, b| {
+            crate::sort::sort_by(&mut rows, |a, b| {
                 let t = time_key(row_time(a)).cmp(&time_key(row_time(b)));
                 let t = if desc { t.reverse() } else { t };
                 t.then_with(|| aux_cmp(a, b).unwrap_or(Ordering::Equal))
@@ -1673,7 +1673,7 @@ fn combine(
     let select = |cs: &[Contribution], p: Partial| -> Result<Option<Contribution>, String> {
         if matches!(p, Partial::First | Partial::Last) && !single_selector {
             let mut groups: Vec<&str> = cs.iter().map(|c| c.group.as_str()).collect();
-            groups.sort_unstable();
+            crate::sort::sort_unstable(&mut groups);
             groups.dedup();
             // Several values in one bucket: exact only if they all report
             // the same (then any of them is the answer).
@@ -1824,7 +1824,7 @@ fn limit_series(series: Vec<Value>, slimit: u64, soffset: u64) -> Vec<Value> {
                     .collect()
             })
             .unwrap_or_default();
-        present.sort_unstable();
+        crate::sort::sort_unstable(&mut present);
         let keys: Vec<&str> = present.iter().map(|p| p.0).collect();
         let values: Vec<&str> = present.iter().map(|p| p.1).collect();
         let mut out = s.get("name").and_then(Value::as_str).unwrap_or_default().as_bytes().to_vec();
@@ -1837,7 +1837,7 @@ fn limit_series(series: Vec<Value>, slimit: u64, soffset: u64) -> Vec<Value> {
         out
     };
     let mut order: Vec<usize> = (0..series.len()).collect();
-    order.sort_by_key(|&i| key(&series[i]));
+    crate::sort::sort_by_key(&mut order, |&i| key(&series[i]));
     let skip = usize::try_from(soffset).unwrap_or(usize::MAX);
     let take = if slimit > 0 { usize::try_from(slimit).unwrap_or(usize::MAX) } else { usize::MAX };
     let mut chosen = vec![false; series.len()];

@@ -383,7 +383,7 @@ fn show_for_backends(statement: &str, tokens: &[Token]) -> Result<String, String
         let raised = limit.value.saturating_add(offset.value).min(MAX_ROWS);
         edits.push((limit.keyword_start, limit.end, format!("LIMIT {raised}")));
     }
-    edits.sort_by_key(|&(start, _, _)| start);
+    crate::sort::sort_by_key(&mut edits, |&(start, _, _)| start);
     let mut text = String::with_capacity(statement.len() + 8);
     let mut copied = 0;
     for (start, end, replacement) in edits {

@@ -157,7 +157,7 @@ impl GroupMove {
 /// Names -> indices of `topo` (names it does not know are left out), sorted.
 pub(super) fn indices_of(topo: &Topology, names: &[String]) -> ReplicaSet {
     let mut set: ReplicaSet = names.iter().filter_map(|n| topo.index_of(n)).collect();
-    set.sort_unstable();
+    crate::sort::sort_unstable(&mut set);
     set.dedup();
     set
 }
@@ -429,8 +429,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             let used = old.config.keymaps.values().any(|k| matches!(k, Keymap::Group(g) if g == name));
             let mut a = before.backends.clone();
             let mut b = after.backends.clone();
-            a.sort_unstable();
-            b.sort_unstable();
+            crate::sort::sort_unstable(&mut a);
+            crate::sort::sort_unstable(&mut b);
             if !used || (a == b && before.replication_factor == after.replication_factor) {
                 if let Some(mv) = old.moves.get(name) {
                     moves.insert(name.clone(), mv.clone());

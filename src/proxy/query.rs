@@ -566,7 +566,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                             .chain(pools.into_iter().flat_map(|p| p.backends))
                             .collect(),
                     };
-                    targets.sort_unstable();
+                    crate::sort::sort_unstable(&mut targets);
                     targets.dedup();
                     Action::Mutate { targets }
                 }
@@ -987,7 +987,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                         all
                     }
                 };
-                targets.sort_unstable();
+                crate::sort::sort_unstable(&mut targets);
                 targets.dedup();
                 return Ok(targets);
             }

@@ -483,7 +483,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         }
         let mut active: Vec<usize> =
             new.backends.keys().filter_map(|name| backends.iter().position(|b| &b.name == name)).collect();
-        active.sort_unstable();
+        crate::sort::sort_unstable(&mut active);
         let names: Vec<String> = backends.iter().map(|b| b.name.clone()).collect();
         let router = new.router_over(&names).map_err(|e| e.to_string())?;
         let filter = StatementFilter::new(&new.forbidden_statements, &new.allowed_statements)?;

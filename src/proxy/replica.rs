@@ -50,7 +50,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         };
         let mut names: Vec<&str> =
             replicas.iter().filter_map(|&i| topology.backends.get(i)).map(|b| b.name.as_str()).collect();
-        names.sort_unstable();
+        crate::sort::sort_unstable(&mut names);
         let body = json!({
             "db": db,
             "measurement": measurement,

@@ -192,7 +192,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             };
             // In backend order, as the points path hands them over.
             let mut backends = set.to_vec();
-            backends.sort_unstable();
+            crate::sort::sort_unstable(&mut backends);
             backends.dedup();
             let mut rejected = None;
             // By value: a batch (and the gzip pieces made for it) is let go

@@ -61,8 +61,8 @@ pub fn plan(old: Placement<'_>, new: Placement<'_>, keys: &BTreeSet<KeyId>) -> V
         let old_owners = old.owners(key);
         let new_owners = new.owners(key);
         let (mut a, mut b) = (old_owners.clone(), new_owners.clone());
-        a.sort();
-        b.sort();
+        crate::sort::sort(&mut a);
+        crate::sort::sort(&mut b);
         if a == b {
             continue;
         }

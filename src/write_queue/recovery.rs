@@ -23,7 +23,7 @@ impl WriteQueue {
         let dir = dir.trim_end_matches('/').to_string();
         let names = storage.list(&dir).await.map_err(|e| io_err("cannot list", &dir, e))?;
         let mut seqs: Vec<u64> = names.iter().filter_map(|n| parse_segment_name(n)).collect();
-        seqs.sort_unstable();
+        crate::sort::sort_unstable(&mut seqs);
         let mut recovery = Recovery::default();
 
         let ack_path = format!("{dir}/{ACK_FILE}");

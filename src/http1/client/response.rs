@@ -279,7 +279,7 @@ pub(crate) async fn read_response<S: AsyncRead + Unpin>(
     };
     let reusable = framed && !close && !reader.has_leftover();
     let mut headers = head.headers;
-    headers.sort();
+    crate::sort::sort(&mut headers);
     Ok(DecodedResponse { response: Response { status: head.status, headers, body }, reusable })
 }
 
