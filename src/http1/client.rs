@@ -262,10 +262,10 @@ impl<H: BackendHost> Transport for BackendClient<H> {
 
 /// Writes `request`'s head (async-h1's encoding of a request whose body
 /// reader is empty: [`backend_request_head`]) and then `body` itself to
-/// `stream`, head and body in one vectored write where the stream takes it,
-/// and flushes. The body is written from the shared buffer as it is: no copy
-/// of it in this process (an encoder reading it into a write buffer copied
-/// each body once per backend).
+/// `stream`, and flushes. The body is written from the shared buffer as it
+/// is (no copy of it here; an encoder reading it into a write buffer copied
+/// each body once per backend), the head with the body's first piece in one
+/// vectored write, then the rest in pieces of at most [`WRITE_PIECE`].
 async fn write_request<S: AsyncWrite + Unpin>(
     stream: &mut S,
     request: http_types::Request,
@@ -273,17 +273,27 @@ async fn write_request<S: AsyncWrite + Unpin>(
 ) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     async_h1::client::Encoder::new(request).read_to_end(&mut head).await?;
-    let mut parts = [std::io::IoSlice::new(&head), std::io::IoSlice::new(body)];
+    let (first, rest) = body.split_at(body.len().min(WRITE_PIECE));
+    let mut parts = [std::io::IoSlice::new(&head), std::io::IoSlice::new(first)];
     let mut parts = &mut parts[..];
-    std::io::IoSlice::advance_slices(&mut parts, 0);
     while !parts.is_empty() {
         match stream.write_vectored(parts).await? {
             0 => return Err(std::io::ErrorKind::WriteZero.into()),
             n => std::io::IoSlice::advance_slices(&mut parts, n),
         }
     }
+    for piece in rest.chunks(WRITE_PIECE) {
+        stream.write_all(piece).await?;
+    }
     stream.flush().await
 }
+
+/// Largest piece of a body handed to the stream in one write (256 KiB): a
+/// stream that gathers what it is given before sending it (the WASI host's,
+/// `wasm/src/stream.rs`) then holds at most this much more of it, instead of
+/// a copy of the whole body; natively it is a few more system calls for a
+/// body of megabytes.
+const WRITE_PIECE: usize = 256 * 1024;
 
 /// Request headers never passed to a backend: hop-by-hop headers (RFC 9110
 /// section 7.6.1) and the framing headers the client sets itself.
@@ -435,7 +445,7 @@ mod tests {
     fn a_request_is_written_whole_however_little_the_stream_takes_a_write() {
         let backend = BackendAddr::parse("a", "http://127.0.0.1:8087").unwrap();
         for header in [0, 10_000] {
-            for len in [0, 1, 4096, 256 * 1024 - 1, 256 * 1024 + 1, 700_001] {
+            for len in [0, 1, 4096, WRITE_PIECE - 1, WRITE_PIECE, WRITE_PIECE + 1, 700_001] {
                 let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
                 let mut request = Request::new(Method::Post, "/write");
                 request.headers = vec![("authorization".into(), "x".repeat(header))];
