@@ -520,11 +520,7 @@ fn block_mask(b: &[u8], from: usize) -> u64 {
 /// (SSE2 on x86_64, NEON on aarch64: 16 bytes at a time); the flags are then
 /// gathered 8 at a time with a multiplication. About 4x cheaper than looking
 /// at each byte, 2x cheaper than [`specials64_swar`] there (measured).
-#[cfg(any(
-    target_arch = "x86_64",
-    target_arch = "aarch64",
-    all(target_arch = "wasm32", target_feature = "simd128")
-))]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn specials64(block: &[u8; 64]) -> u64 {
     // No short-circuit (`||`): a branch per byte would stop the vectorising.
     let special = |c: u8| (c <= b' ') | (c == b',') | (c == b'=') | (c == b'"') | (c == b'\\');
@@ -543,25 +539,14 @@ fn specials64(block: &[u8; 64]) -> u64 {
 
 /// Whether each byte of `block` is special: the portable version (wasm32
 /// has no vector instructions by default), 8 bytes per 64-bit word.
-#[cfg(not(any(
-    target_arch = "x86_64",
-    target_arch = "aarch64",
-    all(target_arch = "wasm32", target_feature = "simd128")
-)))]
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 fn specials64(block: &[u8; 64]) -> u64 {
     specials64_swar(block)
 }
 
 /// [`specials64`] on 64-bit words (SWAR): each test sets the high bit of
 /// the bytes it matches, exactly (no carries between bytes).
-#[cfg_attr(
-    any(
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        all(target_arch = "wasm32", target_feature = "simd128")
-    ),
-    allow(dead_code)
-)]
+#[cfg_attr(any(target_arch = "x86_64", target_arch = "aarch64"), allow(dead_code))]
 fn specials64_swar(block: &[u8; 64]) -> u64 {
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     const HIGH: u64 = 0x8080_8080_8080_8080;
@@ -860,8 +845,24 @@ impl Scan<'_> {
 /// line ending inside does not end the line) when more `=` than `,` were
 /// seen outside quotes.
 fn influxdb_line_is(b: &[u8], start: usize, end: usize) -> bool {
+    let (i, quoted) = influxdb_scan(b, start, end);
+    i == end && !quoted
+}
+
+/// Where InfluxDB 1.x's line splitter (`models.scanLine`, as
+/// [`influxdb_line_is`] reads it) ends the line starting at `from`: the
+/// offset of its `\n`, or the body's length.
+fn influxdb_line_end(b: &[u8], from: usize) -> usize {
+    influxdb_scan(b, from, b.len()).0
+}
+
+/// `models.scanLine`'s reading of `b` from `from`, stopped at `end`: the
+/// offset of the first `\n` outside a quoted run before `end`, else where
+/// the scan passed `end` (`end`, or one more after a backslash), and
+/// whether a quoted run was open there.
+fn influxdb_scan(b: &[u8], from: usize, end: usize) -> (usize, bool) {
     let (mut quoted, mut fields, mut equals, mut commas) = (false, false, 0usize, 0usize);
-    let mut i = start;
+    let mut i = from;
     while i < end {
         let c = b[i];
         if c == b'\\' && i + 2 < b.len() {
@@ -873,37 +874,12 @@ fn influxdb_line_is(b: &[u8], start: usize, end: usize) -> bool {
             b'=' if fields && !quoted => equals += 1,
             b',' if fields && !quoted => commas += 1,
             b'"' if fields && equals > commas => quoted = !quoted,
-            b'\n' if !quoted => return false,
+            b'\n' if !quoted => return (i, quoted),
             _ => {}
         }
         i += 1;
     }
-    i == end && !quoted
-}
-
-/// Where InfluxDB 1.x's line splitter (`models.scanLine`, as
-/// [`influxdb_line_is`] reads it) ends the line starting at `from`: the
-/// offset of its `\n`, or the body's length.
-fn influxdb_line_end(b: &[u8], from: usize) -> usize {
-    let (mut quoted, mut fields, mut equals, mut commas) = (false, false, 0usize, 0usize);
-    let mut i = from;
-    while i < b.len() {
-        let c = b[i];
-        if c == b'\\' && i + 2 < b.len() {
-            i += 2;
-            continue;
-        }
-        fields |= c == b' ';
-        match c {
-            b'=' if fields && !quoted => equals += 1,
-            b',' if fields && !quoted => commas += 1,
-            b'"' if fields && equals > commas => quoted = !quoted,
-            b'\n' if !quoted => return i,
-            _ => {}
-        }
-        i += 1;
-    }
-    b.len()
+    (i, quoted)
 }
 
 /// The bytes that end a run of ordinary bytes (a table lookup per byte,
