@@ -960,6 +960,11 @@ impl Parser<'_> {
     /// [`StatementKind::SchemaSources`]; no FROM: `SchemaSources` of no source.
     fn delete_sources(&mut self, what: &str) -> Result<StatementKind, String> {
         if !self.peek().is_some_and(|t| t.is_keyword("FROM")) {
+            // Neither: influxd refuses it (`found EOF, expected FROM,
+            // WHERE`); refused here, it is never queued for a backend.
+            if self.peek().is_none() {
+                return Err(format!("{what} needs FROM or WHERE"));
+            }
             self.expect_end_or(&["WHERE"], what)?;
             return Ok(StatementKind::SchemaSources(Vec::new()));
         }
@@ -1240,6 +1245,8 @@ mod tests {
             ("EXPLAIN ANALYZE SELECT * INTO b FROM a", "EXPLAIN ANALYZE of SELECT ... INTO is not supported"),
             ("FROBNICATE cpu", "FROBNICATE statements are not supported"),
             ("DELETE cpu", "unexpected `cpu` in DELETE"),
+            ("DELETE", "DELETE needs FROM or WHERE"),
+            ("DROP SERIES", "DROP SERIES needs FROM or WHERE"),
             ("DROP SERIES FROM a, b nonsense", "unexpected `nonsense` in DROP SERIES"),
             ("DROP SHARD 1", "DROP SHARD is not supported by the proxy: shard IDs are per backend"),
             ("DROP MEASUREMENT /c/", "expected a measurement name"),

@@ -518,7 +518,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                             )?);
                         }
                     }
-                    targets.sort_unstable();
+                    crate::sort::sort_unstable(&mut targets);
                     targets.dedup();
                     Action::Mutate { targets }
                 }
@@ -940,7 +940,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             let (old, _, _) = mv.rebalance.owner_summary();
             targets.extend(super::moves::indices_of(topo, &old.into_iter().collect::<Vec<_>>()));
         }
-        targets.sort_unstable();
+        crate::sort::sort_unstable(&mut targets);
         targets.dedup();
         Ok(targets)
     }
