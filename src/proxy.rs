@@ -186,7 +186,7 @@ enum Outgoing<'a> {
 
 /// An error answered for a write or schema statement and the index of the
 /// backend whose refusal it is (`None` when it is not a backend's), from
-/// [`Proxy::settle_naming`].
+/// [`Proxy::settle`].
 type Refused = (ProxyError, Option<usize>);
 
 /// The result of handing one record to one backend.
@@ -1017,10 +1017,11 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 if let Outgoing::Write(body) = outgoing {
                     // The pieces before the refused one were acknowledged.
                     let acked = &body.lines[..sent.acked.min(body.lines.len())];
+                    let acked_points = count_lines(acked);
                     if !acked.is_empty() {
-                        self.metrics.written(&addr.name, count_lines(acked), acked.len() as u64);
+                        self.metrics.written(&addr.name, acked_points, acked.len() as u64);
                     }
-                    let unacked = body.points.saturating_sub(count_lines(acked));
+                    let unacked = body.points.saturating_sub(acked_points);
                     let refused = match partial_write_dropped(r.status, &message) {
                         // The rest of a partial write's piece was stored.
                         Some(dropped) => dropped.min(unacked),
@@ -1067,16 +1068,12 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
 
     /// Turns the deliveries of one write or schema statement into the
     /// client's answer: 503 if any backend could not keep it, else the first
-    /// backend refusal (4xx), else the delivered responses.
-    fn settle(&self, deliveries: Vec<(usize, Delivery)>) -> Result<Vec<(usize, Response)>, ProxyError> {
-        self.settle_naming(deliveries).map_err(|(e, _)| e)
-    }
-
-    /// [`Proxy::settle`], the error with the index of the backend whose
-    /// refusal it is (`None` for a 503). A refusal by some replicas while
-    /// others took the record (replicas that disagree, e.g. a field type
-    /// conflict on one only) is logged with the backends' names.
-    fn settle_naming(&self, deliveries: Vec<(usize, Delivery)>) -> Result<Vec<(usize, Response)>, Refused> {
+    /// backend refusal (4xx), else the delivered responses. The error comes
+    /// with the index of the backend whose refusal it is (`None` for a 503).
+    /// A refusal by some replicas while others took the record (replicas
+    /// that disagree, e.g. a field type conflict on one only) is logged with
+    /// the backends' names.
+    fn settle(&self, deliveries: Vec<(usize, Delivery)>) -> Result<Vec<(usize, Response)>, Refused> {
         let topo = self.topology();
         let mut delivered = Vec::new();
         let mut not_kept = Vec::new();

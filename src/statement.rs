@@ -969,13 +969,10 @@ impl Parser<'_> {
             return Ok(StatementKind::SchemaSources(Vec::new()));
         }
         self.pos += 1;
-        let mut sources = self.sources()?;
+        let sources = self.sources()?;
         self.expect_end_or(&["WHERE"], what)?;
         match sources.as_slice() {
-            [Source::Measurement(_)] => match sources.pop() {
-                Some(Source::Measurement(measurement)) => Ok(StatementKind::SchemaMeasurement(measurement)),
-                _ => Ok(StatementKind::SchemaSources(sources)),
-            },
+            [Source::Measurement(measurement)] => Ok(StatementKind::SchemaMeasurement(measurement.clone())),
             _ => Ok(StatementKind::SchemaSources(sources)),
         }
     }

@@ -1275,14 +1275,16 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         .await;
         let changed = deliveries.iter().any(|(_, d)| matches!(d, Delivery::Delivered(_) | Delivery::Queued));
         let topo = self.topology();
-        if let Some((backend, Delivery::Rejected { status, message })) =
-            deliveries.iter().find(|(_, d)| matches!(d, Delivery::Rejected { .. }))
-        {
-            ctx.error_from(&topo.backends[*backend].name, &format!("HTTP {status}: {message}"));
-        }
         let delivered = match self.settle(deliveries) {
             Ok(delivered) => delivered,
-            Err(e) => return (Err(e), changed),
+            Err((e, refused_by)) => {
+                // A backend's refusal is its answer, passed on; a 503 (a
+                // copy could not be kept) is the proxy's, naming none.
+                if let Some(backend) = refused_by {
+                    ctx.error_from(&topo.backends[backend].name, e.message());
+                }
+                return (Err(e), changed);
+            }
         };
         // Any backend that reports the statement failed makes it a failure.
         let mut first = None;

@@ -294,7 +294,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 .collect(),
         )
         .await;
-        self.settle_naming(deliveries)?;
+        self.settle(deliveries)?;
         Ok(())
     }
 
@@ -459,7 +459,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             };
             mv.rebalance.source_answered(token, outcome);
         }
-        self.settle_naming(deliveries)?;
+        self.settle(deliveries)?;
         Ok(())
     }
 }
