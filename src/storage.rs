@@ -26,8 +26,10 @@ pub trait Storage {
     /// Reads up to `len` bytes at byte `offset` (fewer at the end of the file).
     async fn read_at(&self, path: &str, offset: u64, len: usize) -> io::Result<Vec<u8>>;
     /// Appends `data` (creating the file if missing) and makes it durable
-    /// before returning.
-    async fn append(&self, path: &str, data: &[u8]) -> io::Result<()>;
+    /// before returning. Takes the bytes by value so that a host which
+    /// writes on another thread (the native blocking pool) moves a queued
+    /// record's frame there instead of copying it.
+    async fn append(&self, path: &str, data: Vec<u8>) -> io::Result<()>;
     /// Replaces the file's contents with `data` atomically (write a temporary
     /// file, sync, rename) and durably.
     async fn write_atomic(&self, path: &str, data: &[u8]) -> io::Result<()>;
@@ -151,7 +153,7 @@ impl Storage for MemStorage {
         Ok(data[start..end].to_vec())
     }
 
-    async fn append(&self, path: &str, data: &[u8]) -> io::Result<()> {
+    async fn append(&self, path: &str, data: Vec<u8>) -> io::Result<()> {
         self.check_writable()?;
         let fits = usize::try_from(self.free_bytes()).unwrap_or(usize::MAX).min(data.len());
         self.files.borrow_mut().entry(path.to_string()).or_default().extend_from_slice(&data[..fits]);

@@ -471,7 +471,7 @@ impl Storage for CrashingStorage {
         futures_lite::future::yield_now().await;
         self.files.read_at(path, offset, len).await
     }
-    async fn append(&self, path: &str, data: &[u8]) -> io::Result<()> {
+    async fn append(&self, path: &str, data: Vec<u8>) -> io::Result<()> {
         self.durable().await;
         self.files.append(path, data).await
     }
@@ -637,7 +637,7 @@ impl Storage for SlowAcks {
     async fn read_at(&self, path: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         self.0.read_at(path, offset, len).await
     }
-    async fn append(&self, path: &str, data: &[u8]) -> io::Result<()> {
+    async fn append(&self, path: &str, data: Vec<u8>) -> io::Result<()> {
         self.0.append(path, data).await
     }
     async fn write_atomic(&self, path: &str, data: &[u8]) -> io::Result<()> {

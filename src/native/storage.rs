@@ -54,8 +54,8 @@ impl Storage for FsStorage {
         self.run(move |f| f.read_at(&path, offset, len)).await
     }
 
-    async fn append(&self, path: &str, data: &[u8]) -> io::Result<()> {
-        let (path, data) = (path.to_string(), data.to_vec());
+    async fn append(&self, path: &str, data: Vec<u8>) -> io::Result<()> {
+        let path = path.to_string();
         self.run(move |f| f.append(&path, &data)).await
     }
 
@@ -102,8 +102,8 @@ mod tests {
         let (_tmp, s) = storage();
         smol::block_on(async {
             s.list("queue/a").await.unwrap();
-            s.append("queue/a/00000000000000000000.seg", b"x").await.unwrap();
-            s.append("queue/a/dead-letter.jsonl", b"{}\n").await.unwrap();
+            s.append("queue/a/00000000000000000000.seg", b"x".to_vec()).await.unwrap();
+            s.append("queue/a/dead-letter.jsonl", b"{}\n".to_vec()).await.unwrap();
             s.write_atomic("queue/a/ack", &[0; 64]).await.unwrap();
         });
         for dir in [s.root().to_path_buf(), s.root().join("queue"), s.root().join("queue/a")] {
@@ -122,7 +122,7 @@ mod tests {
         let (_tmp, s) = storage();
         smol::block_on(async {
             s.list("q").await.unwrap();
-            s.append("q/ack", b"0123456789").await.unwrap();
+            s.append("q/ack", b"0123456789".to_vec()).await.unwrap();
             s.write_at("q/ack", 3, b"abc").await.unwrap();
             assert_eq!(s.read("q/ack").await.unwrap(), b"012abc6789");
             assert_eq!(s.write_at("q/none", 0, b"x").await.unwrap_err().kind(), io::ErrorKind::NotFound);
@@ -135,8 +135,8 @@ mod tests {
         smol::block_on(async {
             assert_eq!(s.list("queue/a").await.unwrap(), Vec::<String>::new());
             assert!(s.root().join("queue/a").is_dir());
-            s.append("queue/a/00002.log", b"x").await.unwrap();
-            s.append("queue/a/00001.log", b"y").await.unwrap();
+            s.append("queue/a/00002.log", b"x".to_vec()).await.unwrap();
+            s.append("queue/a/00001.log", b"y".to_vec()).await.unwrap();
             std::fs::create_dir(s.root().join("queue/a/sub")).unwrap();
             assert_eq!(s.list("queue/a").await.unwrap(), vec!["00001.log", "00002.log"]);
         });
@@ -149,8 +149,8 @@ mod tests {
             s.list("q").await.unwrap();
             assert_eq!(s.len("q/f").await.unwrap(), None);
             assert_eq!(s.read("q/f").await.unwrap_err().kind(), io::ErrorKind::NotFound);
-            s.append("q/f", b"hello ").await.unwrap();
-            s.append("q/f", b"world").await.unwrap();
+            s.append("q/f", b"hello ".to_vec()).await.unwrap();
+            s.append("q/f", b"world".to_vec()).await.unwrap();
             assert_eq!(s.read("q/f").await.unwrap(), b"hello world");
             assert_eq!(s.len("q/f").await.unwrap(), Some(11));
             assert_eq!(s.read_at("q/f", 6, 100).await.unwrap(), b"world");
@@ -182,7 +182,7 @@ mod tests {
         let (_tmp, s) = storage();
         smol::block_on(async {
             s.list("q").await.unwrap();
-            s.append("q/f", b"kept").await.unwrap();
+            s.append("q/f", b"kept".to_vec()).await.unwrap();
         });
         let again = FsStorage::new(s.root());
         assert_eq!(smol::block_on(again.read("q/f")).unwrap(), b"kept");
@@ -193,7 +193,7 @@ mod tests {
         let (_tmp, s) = storage();
         smol::block_on(async {
             for bad in ["../x", "/etc/passwd", "q/../../x", ""] {
-                let e = s.append(bad, b"x").await.unwrap_err();
+                let e = s.append(bad, b"x".to_vec()).await.unwrap_err();
                 assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad}");
             }
         });
@@ -202,7 +202,7 @@ mod tests {
     #[test]
     fn append_to_a_missing_directory_is_an_error_naming_the_file() {
         let (_tmp, s) = storage();
-        let e = smol::block_on(s.append("nodir/f", b"x")).unwrap_err();
+        let e = smol::block_on(s.append("nodir/f", b"x".to_vec())).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
         assert!(e.to_string().contains("nodir/f"), "{e}");
     }

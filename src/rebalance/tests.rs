@@ -50,7 +50,7 @@ impl Storage for CrashStorage {
     async fn read_at(&self, path: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         self.inner.read_at(path, offset, len).await
     }
-    async fn append(&self, path: &str, data: &[u8]) -> io::Result<()> {
+    async fn append(&self, path: &str, data: Vec<u8>) -> io::Result<()> {
         self.gate()?;
         self.inner.append(path, data).await
     }

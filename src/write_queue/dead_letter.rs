@@ -51,8 +51,9 @@ impl WriteQueue {
         let line = dead_letter_line(record, reason, now_ms)?;
         let fits = state.dead_letter_len + line.len() as u64 <= self.options.dead_letter_max_bytes;
         if fits && !state.dead_letter_dirty {
-            match storage.append(&path, &line).await {
-                Ok(()) => state.dead_letter_len += line.len() as u64,
+            let len = line.len() as u64;
+            match storage.append(&path, line).await {
+                Ok(()) => state.dead_letter_len += len,
                 Err(_) => {
                     state.dead_letter_dirty = storage.truncate(&path, state.dead_letter_len).await.is_err();
                 }

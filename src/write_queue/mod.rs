@@ -677,7 +677,7 @@ impl WriteQueue {
         };
         let path = segment_path(&self.dir, seq);
         state.pending_append = Some((seq, prev_len));
-        let result = storage.append(&path, &frame).await;
+        let result = storage.append(&path, frame).await;
         match result {
             Ok(()) => {
                 state.pending_append = None;

@@ -103,16 +103,16 @@ impl Storage for Flaky {
         self.reads_at.set((calls + 1, bytes + data.len() as u64));
         Ok(data)
     }
-    async fn append(&self, path: &str, data: &[u8]) -> io::Result<()> {
+    async fn append(&self, path: &str, data: Vec<u8>) -> io::Result<()> {
         if let Some(keep) = self.tear_next_append.take() {
-            self.inner.append(path, &data[..keep]).await?;
+            self.inner.append(path, data[..keep].to_vec()).await?;
             return Err(io::Error::other("disk full in the middle of an append"));
         }
         if self.pause_appends.get() {
             let half = data.len() / 2;
-            self.inner.append(path, &data[..half]).await?;
+            self.inner.append(path, data[..half].to_vec()).await?;
             futures_lite::future::yield_now().await;
-            return self.inner.append(path, &data[half..]).await;
+            return self.inner.append(path, data[half..].to_vec()).await;
         }
         self.inner.append(path, data).await
     }

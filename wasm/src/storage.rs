@@ -41,8 +41,8 @@ impl Storage for DirStorage {
         self.files.read_at(path, offset, len)
     }
 
-    async fn append(&self, path: &str, data: &[u8]) -> io::Result<()> {
-        self.files.append(path, data)
+    async fn append(&self, path: &str, data: Vec<u8>) -> io::Result<()> {
+        self.files.append(path, &data)
     }
 
     async fn write_atomic(&self, path: &str, data: &[u8]) -> io::Result<()> {
@@ -92,8 +92,8 @@ mod tests {
         let s = scratch("basic");
         block_on(async {
             assert_eq!(s.list("queue/a").await.unwrap(), Vec::<String>::new());
-            s.append("queue/a/0001.log", b"hello ").await.unwrap();
-            s.append("queue/a/0001.log", b"world").await.unwrap();
+            s.append("queue/a/0001.log", b"hello ".to_vec()).await.unwrap();
+            s.append("queue/a/0001.log", b"world".to_vec()).await.unwrap();
             assert_eq!(s.read("queue/a/0001.log").await.unwrap(), b"hello world");
             assert_eq!(s.read_at("queue/a/0001.log", 6, 100).await.unwrap(), b"world");
             assert_eq!(s.read_at("queue/a/0001.log", 2, 3).await.unwrap(), b"llo");
@@ -118,7 +118,7 @@ mod tests {
         block_on(async {
             assert_eq!(s.list("queue/b/c/d").await.unwrap(), Vec::<String>::new());
             assert!(s.files.root().join("queue/b/c/d").is_dir());
-            s.append("queue/b/c/d/0001.log", b"x").await.unwrap();
+            s.append("queue/b/c/d/0001.log", b"x".to_vec()).await.unwrap();
             // Existing directories are left as they are, files and all.
             assert_eq!(s.list("queue/b/c/d").await.unwrap(), vec!["0001.log".to_string()]);
             assert_eq!(s.list("queue/b").await.unwrap(), Vec::<String>::new());
@@ -133,7 +133,7 @@ mod tests {
         let s = scratch("write-at");
         block_on(async {
             s.list("queue/a").await.unwrap();
-            s.append("queue/a/ack", &[0; 64]).await.unwrap();
+            s.append("queue/a/ack", vec![0; 64]).await.unwrap();
             s.write_at("queue/a/ack", 32, b"slot").await.unwrap();
             let data = s.read("queue/a/ack").await.unwrap();
             assert_eq!((data.len(), &data[32..36]), (64, &b"slot"[..]));
@@ -147,7 +147,7 @@ mod tests {
         let s = scratch("escape");
         block_on(async {
             assert_eq!(s.read("../etc/passwd").await.unwrap_err().kind(), ErrorKind::InvalidInput);
-            assert_eq!(s.append("/abs", b"x").await.unwrap_err().kind(), ErrorKind::InvalidInput);
+            assert_eq!(s.append("/abs", b"x".to_vec()).await.unwrap_err().kind(), ErrorKind::InvalidInput);
         });
     }
 }
