@@ -261,9 +261,28 @@
 //!   append fails for lack of space, the line is cut back and not written, and
 //!   the record is still acknowledged and counted.
 //!
-//! The proxy is single-threaded but async: pushes, peeks and acks of one queue
-//! may interleave at await points, so the state sits behind an
-//! `async_lock::Mutex` held for the whole operation, storage calls included.
+//! ## Concurrency
+//!
+//! Pushes, peeks and acks of one queue may interleave at await points (the
+//! core is async; hosts may run requests on several threads). The state sits
+//! behind an `async_lock::Mutex`, held for the whole of a peek, an ack or a
+//! dead letter, storage calls included. A push holds it only to choose where
+//! its record goes and to count it once written: the append and its sync run
+//! under a second lock that orders pushes among themselves, so replay reads
+//! and acknowledges while a record is being written (a queue that drains
+//! under full load needs this: otherwise every replay step waits behind the
+//! pushes' syncs). This is safe because:
+//!
+//! - reads stop at the segment lengths in the state, which count a record
+//!   only once its append returned, so a record being written is never read;
+//! - the append in flight is noted (`pending_append`), and while it is, a
+//!   drained queue is not compacted: its last segment stays, acknowledged to
+//!   its end, so neither the file being appended to is removed nor the
+//!   position in the `ack` file moved past a segment the append creates (the
+//!   next open deletes segments before that position as acknowledged);
+//! - only the push that owns the second lock appends, so the segment chosen
+//!   and the room checked against `max_bytes` cannot change under it (acks
+//!   only free room).
 //!
 //! # Recovery on open
 //!
@@ -550,6 +569,8 @@ pub struct WriteQueue {
     options: QueueOptions,
     recovery: Recovery,
     state: Mutex<State>,
+    /// Held by the one push appending (its storage call included).
+    appending: Mutex<()>,
     // Mirrors of `State` counters, readable without awaiting the lock.
     records: AtomicU64,
     bytes: AtomicU64,
@@ -652,47 +673,58 @@ impl WriteQueue {
             return Err(QueueError::Full { max_bytes: self.options.max_bytes });
         }
         let frame = encode_frame(record, now_ms)?;
-        let mut state = self.state.lock().await;
-        self.repair_append(storage, &mut state).await;
-        if state.depth.bytes + size > self.options.max_bytes {
-            return Err(QueueError::Full { max_bytes: self.options.max_bytes });
-        }
-        let current = match state.segments.back() {
-            Some(back)
-                if state.writable && (back.len == 0 || back.len + size <= self.options.segment_bytes) =>
-            {
-                Some(*back)
+        // One append at a time; the state lock is held only around it, so
+        // replay's reads and acknowledgements go on while a record is written
+        // and synced (see "Concurrency" in the module documentation).
+        let _appending = self.appending.lock().await;
+        let (seq, prev_len, path, new_segment) = {
+            let mut state = self.state.lock().await;
+            self.repair_append(storage, &mut state).await;
+            if state.depth.bytes + size > self.options.max_bytes {
+                return Err(QueueError::Full { max_bytes: self.options.max_bytes });
             }
-            _ => None,
+            let current = match state.segments.back() {
+                Some(back)
+                    if state.writable && (back.len == 0 || back.len + size <= self.options.segment_bytes) =>
+                {
+                    Some(*back)
+                }
+                _ => None,
+            };
+            let (seq, prev_len) = match current {
+                Some(back) => (back.seq, back.len),
+                None => {
+                    let seq = state.next_seq;
+                    // Consumed even if the append fails: a failed new segment
+                    // may leave bytes behind that must not be appended to.
+                    state.next_seq += 1;
+                    (seq, 0)
+                }
+            };
+            // Marks the append in flight: the segment it writes is not
+            // removed while it runs (`State::compact_if_drained`), and the
+            // next push cuts it back if it never finishes.
+            state.pending_append = Some((seq, prev_len));
+            (seq, prev_len, segment_path(&self.dir, seq), current.is_none())
         };
-        let (seq, prev_len) = match current {
-            Some(back) => (back.seq, back.len),
-            None => {
-                let seq = state.next_seq;
-                // Consumed even if the append fails: a failed new segment may
-                // leave bytes behind that must not be appended to.
-                state.next_seq += 1;
-                (seq, 0)
-            }
-        };
-        let path = segment_path(&self.dir, seq);
-        state.pending_append = Some((seq, prev_len));
         let result = storage.append(&path, frame).await;
+        let mut state = self.state.lock().await;
         match result {
             Ok(()) => {
                 state.pending_append = None;
-                match current {
-                    Some(_) => {
-                        if let Some(back) = state.segments.back_mut() {
-                            back.len += size;
-                            back.records += 1;
-                        }
+                match state.segments.back_mut() {
+                    Some(back) if !new_segment && back.seq == seq => {
+                        back.len += size;
+                        back.records += 1;
                     }
-                    None => {
-                        state.segments.push_back(Segment { seq, len: size, records: 1 });
+                    // A new segment (or, should its segment have left the
+                    // list meanwhile, the one appended to, which is never
+                    // removed while the append runs): it becomes the back.
+                    _ => {
+                        state.segments.push_back(Segment { seq, len: prev_len + size, records: 1 });
                         state.writable = true;
                         if state.segments.len() == 1 {
-                            state.head_offset = 0;
+                            state.head_offset = prev_len;
                         }
                     }
                 }
@@ -1111,10 +1143,12 @@ impl WriteQueue {
         next.ack_generation = generation;
         next.ack_slots = true;
         next.head_pushed_ms = match next.segments.front() {
-            Some(front) => {
+            // Not past the good bytes: a record being appended there is not
+            // the queue's yet.
+            Some(front) if next.head_offset < front.len => {
                 read_pushed_ms(storage, &segment_path(&self.dir, front.seq), next.head_offset).await
             }
-            None => None,
+            _ => None,
         };
         *state = next;
         let mut kept = Vec::new();

@@ -141,6 +141,7 @@ impl WriteQueue {
             options,
             recovery,
             state: Mutex::new(state.clone()),
+            appending: Mutex::new(()),
             records: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),

@@ -52,7 +52,8 @@ impl State {
     pub(super) fn head_pos(&self) -> (u64, u64) {
         match self.segments.front() {
             Some(s) => (s.seq, self.head_offset),
-            None => (self.next_seq, 0),
+            // Before a segment an append in flight is creating.
+            None => (self.pending_append.map_or(self.next_seq, |(seq, _)| seq.min(self.next_seq)), 0),
         }
     }
 
@@ -69,16 +70,24 @@ impl State {
     }
 
     /// Everything acknowledged: all segment files become garbage and the next
-    /// push starts a fresh segment.
+    /// push starts a fresh segment; unless an append is in flight (or was
+    /// left unfinished: the next push cuts it back). Then the last segment
+    /// stays, acknowledged to its end, so the position written to the `ack`
+    /// file stays at or before the record being appended: removing the file
+    /// under the append, or moving the position past a new segment it
+    /// creates (whose file the next open would then delete as acknowledged),
+    /// would lose that record.
     pub(super) fn compact_if_drained(&mut self) {
-        if self.segments.len() == 1 && self.head_offset >= self.segments[0].len {
+        if self.segments.len() == 1
+            && self.head_offset >= self.segments[0].len
+            && self.pending_append.is_none()
+        {
             if let Some(s) = self.segments.pop_front() {
                 self.garbage.push(s.seq);
                 self.next_seq = self.next_seq.max(s.seq + 1);
             }
             self.head_offset = 0;
             self.writable = false;
-            self.pending_append = None;
             self.peeked.clear();
             self.depth = QueueDepth::default();
         }

@@ -362,6 +362,69 @@ fn cancelled_push_leaves_no_partial_record() {
     assert_eq!(drain(&q2, &s2), vec![write(0), write(2)]);
 }
 
+/// Polls `fut` once: `Some` when it finished without waiting.
+fn ready<F: std::future::Future>(fut: F) -> Option<F::Output> {
+    block_on(futures_lite::future::poll_once(Box::pin(fut)))
+}
+
+#[test]
+fn replay_reads_and_acknowledges_while_a_push_is_being_written() {
+    let s = Flaky::default();
+    let o = options(1 << 20, DEFAULT_SEGMENT_BYTES);
+    let q = open_with_writes(&s, o, 0..2);
+    s.pause_appends.set(true);
+    let record = write(2);
+    let mut pushing = Box::pin(q.push(&s, &record, NOW));
+    assert!(block_on(futures_lite::future::poll_once(&mut pushing)).is_none(), "stopped mid-append");
+    // The append in flight holds up neither a peek nor an ack, and what they
+    // see ends before the bytes being written.
+    let (id, head) = ready(q.peek(&s)).expect("peek waited for the append").expect("peek").expect("a record");
+    assert_eq!(head, write(0));
+    ready(q.ack(&s, id)).expect("ack waited for the append").expect("ack");
+    let batch = ready(q.peek_batch(&s, 1 << 20, 100)).expect("peek_batch waited").expect("peek_batch");
+    assert_eq!(batch.expect("a batch").ids.len(), 1, "only write(1): write(2) is not written yet");
+    assert_eq!(q.depth().records, 1);
+    block_on(pushing).expect("push");
+    assert_eq!(q.depth().records, 2);
+    assert_eq!(drain(&q, &s), writes(1..3));
+}
+
+#[test]
+fn a_queue_drained_while_a_push_is_being_written_keeps_that_record() {
+    // Into the same segment, and into a new one (one record per segment):
+    // the drain must neither remove the file being appended to nor move the
+    // acknowledged position past the new segment (the next open would delete
+    // it as acknowledged).
+    for segment_bytes in [DEFAULT_SEGMENT_BYTES, frame_size()] {
+        let s = Flaky::default();
+        let o = options(1 << 20, segment_bytes);
+        let q = open_with_writes(&s, o, 0..1);
+        s.pause_appends.set(true);
+        let record = write(1);
+        let mut pushing = Box::pin(q.push(&s, &record, NOW));
+        assert!(block_on(futures_lite::future::poll_once(&mut pushing)).is_none(), "stopped mid-append");
+        let (id, _) = ready(q.peek(&s)).expect("peek waited").expect("peek").expect("write(0)");
+        ready(q.ack(&s, id)).expect("ack waited").expect("ack");
+        assert!(q.is_empty());
+        block_on(pushing).expect("push");
+        s.pause_appends.set(false);
+        assert_eq!(q.depth().records, 1, "segment_bytes {segment_bytes}");
+        // What a crash now would leave: the record is still there.
+        let s2 = restart(&s.inner);
+        assert_eq!(
+            drain(&open(&s2, o), &s2),
+            vec![write(1)],
+            "after a restart, segment_bytes {segment_bytes}"
+        );
+        assert_eq!(drain(&q, &s), vec![write(1)], "segment_bytes {segment_bytes}");
+        // Drained with nothing in flight: compacted as before.
+        assert_eq!(segment_files(&s.inner).len(), 0, "segment_bytes {segment_bytes}");
+        push(&q, &s, &write(2));
+        let s3 = restart(&s.inner);
+        assert_eq!(drain(&open(&s3, o), &s3), vec![write(2)], "segment_bytes {segment_bytes}");
+    }
+}
+
 #[test]
 fn consumed_segments_are_deleted_and_disk_use_shrinks() {
     let s = MemStorage::new();
