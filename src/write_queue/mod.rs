@@ -284,6 +284,22 @@
 //!   and the room checked against `max_bytes` cannot change under it (acks
 //!   only free room).
 //!
+//! Group commit: a push first leaves its encoded record in a list of
+//! records waiting (in arrival order), then takes the append lock. The push
+//! that holds it writes every record waiting that fits the current segment,
+//! the oldest first, with one [`Storage::append`] (one sync), then answers
+//! each of them; a record that would pass `max_bytes` is refused alone
+//! ([`QueueError::Full`]) without holding up the others, and a storage
+//! error is every one's answer. A push whose record another push wrote
+//! finds its answer when it gets the lock, and returns it; one whose record
+//! is still waiting writes the next group itself. So records reach the log
+//! in the order their pushes arrived, each push returns only once its own
+//! record is durable, and while one sync runs the pushes arriving meanwhile
+//! share the next one (ingest while a backend is down is no longer one sync
+//! per request). A record leaves the list only when answered: if the push
+//! writing a group is cancelled mid-append, the next push cuts that append
+//! back (`pending_append`) and writes the others again.
+//!
 //! # Recovery on open
 //!
 //! 1. List the directory; read `ack` (either version). A damaged `ack` file
@@ -571,6 +587,9 @@ pub struct WriteQueue {
     state: Mutex<State>,
     /// Held by the one push appending (its storage call included).
     appending: Mutex<()>,
+    /// Pushes waiting to be appended, and answers for those another push
+    /// appended (group commit).
+    group: std::sync::Mutex<Group>,
     // Mirrors of `State` counters, readable without awaiting the lock.
     records: AtomicU64,
     bytes: AtomicU64,
@@ -579,6 +598,25 @@ pub struct WriteQueue {
     dropped_bytes: AtomicU64,
     /// The head record's push time; `u64::MAX` when unknown or empty.
     head_pushed_ms: AtomicU64,
+}
+
+/// Pushes waiting for [`WriteQueue::push`]'s append lock: their frames, in
+/// arrival order, and the answers of those already appended by another.
+#[derive(Debug, Default)]
+struct Group {
+    next_ticket: u64,
+    waiting: VecDeque<Waiting>,
+    done: Vec<(u64, Result<(), QueueError>)>,
+}
+
+/// One push's encoded record.
+#[derive(Debug)]
+struct Waiting {
+    ticket: u64,
+    frame: Vec<u8>,
+    /// Its bytes in the queue ([`WriteQueue::record_bytes`]).
+    size: u64,
+    now_ms: u64,
 }
 
 /// `record` with `body` as its body when it is a write.
@@ -657,11 +695,19 @@ impl WriteQueue {
     /// Appends `record` durably (fsynced when this returns `Ok`), stamped
     /// with `now_ms` (ms since the Unix epoch) as its push time.
     ///
+    /// Pushes that wait while another one is written are written together
+    /// afterwards, in the order they arrived, with one [`Storage::append`]
+    /// (one sync) per segment they go to (group commit: see "Concurrency" in
+    /// the module documentation); each still returns only once its own
+    /// record is durable.
+    ///
     /// Errors: [`QueueError::Full`] when the bytes waiting plus this record's
     /// would pass `max_bytes`; [`QueueError::Io`] when the storage failed
-    /// (disk full: `No space left on device`) or a field is longer than
-    /// 4 GiB. On error nothing is kept: a partial append is cut back and a
-    /// segment file the append created is removed.
+    /// (disk full: `No space left on device`; every record of the append that
+    /// failed gets it) or a field is longer than 4 GiB, or when the push that
+    /// was writing this record with its own was cancelled. On error nothing
+    /// is kept: a partial append is cut back and a segment file the append
+    /// created is removed.
     pub async fn push<S: Storage>(
         &self,
         storage: &S,
@@ -673,55 +719,146 @@ impl WriteQueue {
             return Err(QueueError::Full { max_bytes: self.options.max_bytes });
         }
         let frame = encode_frame(record, now_ms)?;
-        // One append at a time; the state lock is held only around it, so
-        // replay's reads and acknowledgements go on while a record is written
-        // and synced (see "Concurrency" in the module documentation).
-        let _appending = self.appending.lock().await;
-        let (seq, prev_len, path, new_segment) = {
-            let mut state = self.state.lock().await;
-            self.repair_append(storage, &mut state).await;
-            if state.depth.bytes + size > self.options.max_bytes {
-                return Err(QueueError::Full { max_bytes: self.options.max_bytes });
-            }
-            let current = match state.segments.back() {
-                Some(back)
-                    if state.writable && (back.len == 0 || back.len + size <= self.options.segment_bytes) =>
-                {
-                    Some(*back)
-                }
-                _ => None,
-            };
-            let (seq, prev_len) = match current {
-                Some(back) => (back.seq, back.len),
-                None => {
-                    let seq = state.next_seq;
-                    // Consumed even if the append fails: a failed new segment
-                    // may leave bytes behind that must not be appended to.
-                    state.next_seq += 1;
-                    (seq, 0)
-                }
-            };
-            // Marks the append in flight: the segment it writes is not
-            // removed while it runs (`State::compact_if_drained`), and the
-            // next push cuts it back if it never finishes.
-            state.pending_append = Some((seq, prev_len));
-            (seq, prev_len, segment_path(&self.dir, seq), current.is_none())
+        let ticket = {
+            let mut group = self.group();
+            let ticket = group.next_ticket;
+            group.next_ticket += 1;
+            group.waiting.push_back(Waiting { ticket, frame, size, now_ms });
+            ticket
         };
-        let result = storage.append(&path, frame).await;
+        // Whatever happens to this push (cancelled included), its frame and
+        // answer do not stay behind.
+        struct Leave<'q>(&'q WriteQueue, u64);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                let mut group = self.0.group();
+                group.waiting.retain(|w| w.ticket != self.1);
+                group.done.retain(|(t, _)| *t != self.1);
+            }
+        }
+        let _leave = Leave(self, ticket);
+        // One append at a time; the state lock is held only around it, so
+        // replay's reads and acknowledgements go on while records are written
+        // and synced.
+        let _appending = self.appending.lock().await;
+        loop {
+            {
+                let mut group = self.group();
+                if let Some(i) = group.done.iter().position(|(t, _)| *t == ticket) {
+                    return group.done.swap_remove(i).1;
+                }
+            }
+            // Not answered yet, so still waiting: this push writes the
+            // records waiting (its own among them), a segment's worth at a
+            // time, until its own is answered.
+            self.append_run(storage, ticket).await;
+        }
+    }
+
+    fn group(&self) -> std::sync::MutexGuard<'_, Group> {
+        self.group.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Writes the first records waiting that go to one segment, in order,
+    /// with one [`Storage::append`], and answers them (and those refused as
+    /// [`QueueError::Full`]) in `done`: at least the first record waiting is
+    /// answered. Records stay in `waiting` until answered, so that if this
+    /// push (`leader`) is cancelled mid-append the others are written by the
+    /// next push (which first cuts the unfinished append back). Called with
+    /// `appending` held.
+    async fn append_run<S: Storage>(&self, storage: &S, leader: u64) {
         let mut state = self.state.lock().await;
-        match result {
+        self.repair_append(storage, &mut state).await;
+        let current = match state.segments.back() {
+            Some(back) if state.writable => Some(*back),
+            _ => None,
+        };
+        // The run: (ticket, bytes, push time) of each record written.
+        let mut run: Vec<(u64, u64, u64)> = Vec::new();
+        let mut new_segment = current.is_none();
+        let frames = {
+            let mut group = self.group();
+            let mut room = self.options.max_bytes.saturating_sub(state.depth.bytes);
+            // Bytes in the segment once the run is written (a new segment:
+            // only the run's).
+            let mut seg_len = current.map_or(0, |back| back.len);
+            let mut full = Vec::new();
+            let mut i = 0;
+            while let Some(w) = group.waiting.get(i) {
+                if w.size > room {
+                    full.push(w.ticket);
+                    i += 1;
+                    continue;
+                }
+                if seg_len != 0 && seg_len + w.size > self.options.segment_bytes {
+                    if run.is_empty() && !new_segment {
+                        // The current segment is full: this run starts the next.
+                        new_segment = true;
+                        seg_len = 0;
+                        continue;
+                    }
+                    break;
+                }
+                room -= w.size;
+                seg_len += w.size;
+                run.push((w.ticket, w.size, w.now_ms));
+                i += 1;
+            }
+            let max_bytes = self.options.max_bytes;
+            group.waiting.retain(|w| !full.contains(&w.ticket));
+            group.done.extend(full.into_iter().map(|t| (t, Err(QueueError::Full { max_bytes }))));
+            let bytes: u64 = run.iter().map(|r| r.1).sum();
+            let mut frames = Vec::new();
+            if run.len() > 1 {
+                frames.reserve_exact(usize::try_from(bytes).unwrap_or(0));
+            }
+            for w in group.waiting.iter_mut().take(run.len()) {
+                if run.len() == 1 && w.ticket == leader {
+                    // The leader's own record alone: moved, not copied (if
+                    // the leader is cancelled, so is its record).
+                    frames = std::mem::take(&mut w.frame);
+                } else {
+                    frames.extend_from_slice(&w.frame);
+                }
+            }
+            frames
+        };
+        if run.is_empty() {
+            return;
+        }
+        let (seq, prev_len) = match (new_segment, current) {
+            (false, Some(back)) => (back.seq, back.len),
+            _ => {
+                let seq = state.next_seq;
+                // Consumed even if the append fails: a failed new segment
+                // may leave bytes behind that must not be appended to.
+                state.next_seq += 1;
+                (seq, 0)
+            }
+        };
+        // The segment appended to (or made) is kept even if the queue is
+        // removed while it runs (`State::compact_if_drained`), and the
+        // next push cuts it back if it never finishes.
+        state.pending_append = Some((seq, prev_len));
+        drop(state);
+        let path = segment_path(&self.dir, seq);
+        let bytes: u64 = run.iter().map(|r| r.1).sum();
+        let result = storage.append(&path, frames).await;
+        let mut state = self.state.lock().await;
+        let result = match result {
             Ok(()) => {
                 state.pending_append = None;
+                let records = run.len() as u64;
                 match state.segments.back_mut() {
                     Some(back) if !new_segment && back.seq == seq => {
-                        back.len += size;
-                        back.records += 1;
+                        back.len += bytes;
+                        back.records += records;
                     }
                     // A new segment (or, should its segment have left the
                     // list meanwhile, the one appended to, which is never
                     // removed while the append runs): it becomes the back.
                     _ => {
-                        state.segments.push_back(Segment { seq, len: prev_len + size, records: 1 });
+                        state.segments.push_back(Segment { seq, len: prev_len + bytes, records });
                         state.writable = true;
                         if state.segments.len() == 1 {
                             state.head_offset = prev_len;
@@ -729,10 +866,10 @@ impl WriteQueue {
                     }
                 }
                 if state.depth.records == 0 {
-                    state.head_pushed_ms = Some(now_ms);
+                    state.head_pushed_ms = run.first().map(|r| r.2);
                 }
-                state.depth.records += 1;
-                state.depth.bytes += size;
+                state.depth.records += records;
+                state.depth.bytes += bytes;
                 self.publish(&state);
                 Ok(())
             }
@@ -740,7 +877,10 @@ impl WriteQueue {
                 self.repair_append(storage, &mut state).await;
                 Err(io_err("cannot append to", &path, e))
             }
-        }
+        };
+        let mut group = self.group();
+        group.waiting.retain(|w| !run.iter().any(|r| r.0 == w.ticket));
+        group.done.extend(run.iter().map(|r| (r.0, result.clone())));
     }
 
     /// The oldest record not yet acknowledged, if any. Damaged records met on

@@ -142,6 +142,7 @@ impl WriteQueue {
             recovery,
             state: Mutex::new(state.clone()),
             appending: Mutex::new(()),
+            group: Default::default(),
             records: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),

@@ -88,6 +88,8 @@ struct Flaky {
     fail_remove: Cell<bool>,
     /// Calls of `read_at` and the bytes they returned.
     reads_at: Cell<(u64, u64)>,
+    /// Calls of `append`.
+    appends: Cell<u64>,
 }
 
 impl Storage for Flaky {
@@ -104,6 +106,7 @@ impl Storage for Flaky {
         Ok(data)
     }
     async fn append(&self, path: &str, data: Vec<u8>) -> io::Result<()> {
+        self.appends.set(self.appends.get() + 1);
         if let Some(keep) = self.tear_next_append.take() {
             self.inner.append(path, data[..keep].to_vec()).await?;
             return Err(io::Error::other("disk full in the middle of an append"));
@@ -423,6 +426,63 @@ fn a_queue_drained_while_a_push_is_being_written_keeps_that_record() {
         let s3 = restart(&s.inner);
         assert_eq!(drain(&open(&s3, o), &s3), vec![write(2)], "segment_bytes {segment_bytes}");
     }
+}
+
+#[test]
+fn pushes_waiting_behind_an_append_are_written_together_in_order() {
+    // One segment for all; and segments of two records, so that the waiting
+    // records are split across the end of a segment (one append per segment).
+    for (segment_bytes, appends) in [(DEFAULT_SEGMENT_BYTES, 2), (2 * frame_size(), 3)] {
+        let s = Flaky::default();
+        // Room for four records: the fifth push is refused, the others not.
+        let o = options(4 * frame_size(), segment_bytes);
+        let q = open(&s, o);
+        s.pause_appends.set(true);
+        let records: Vec<Record> = (0..5).map(write).collect();
+        let mut pushes: Vec<_> = records.iter().map(|r| Box::pin(q.push(&s, r, NOW))).collect();
+        for p in &mut pushes {
+            assert!(block_on(futures_lite::future::poll_once(p)).is_none(), "waiting");
+        }
+        let results: Vec<_> = pushes.into_iter().map(block_on).collect();
+        assert!(results[..4].iter().all(Result::is_ok), "{results:?}");
+        assert!(matches!(results[4], Err(QueueError::Full { .. })), "{results:?}");
+        assert_eq!(s.appends.get(), appends, "segment_bytes {segment_bytes}: one append per segment");
+        assert_eq!(q.depth().records, 4);
+        s.pause_appends.set(false);
+        let s2 = restart(&s.inner);
+        assert_eq!(drain(&open(&s2, o), &s2), writes(0..4), "after a restart, segment_bytes {segment_bytes}");
+        assert_eq!(drain(&q, &s), writes(0..4), "segment_bytes {segment_bytes}");
+    }
+}
+
+#[test]
+fn a_push_cancelled_while_writing_others_records_leaves_them_to_the_next() {
+    let s = Flaky::default();
+    let o = options(1 << 20, DEFAULT_SEGMENT_BYTES);
+    let q = open(&s, o);
+    s.pause_appends.set(true);
+    let records: Vec<Record> = (0..3).map(write).collect();
+    let mut first = Box::pin(q.push(&s, &records[0], NOW));
+    assert!(block_on(futures_lite::future::poll_once(&mut first)).is_none(), "mid-append");
+    let mut second = Box::pin(q.push(&s, &records[1], NOW));
+    let mut third = Box::pin(q.push(&s, &records[2], NOW));
+    assert!(block_on(futures_lite::future::poll_once(&mut second)).is_none(), "waiting");
+    assert!(block_on(futures_lite::future::poll_once(&mut third)).is_none(), "waiting");
+    block_on(first).expect("first push");
+    // The second push writes both waiting records, and is cancelled
+    // half-way through that append.
+    assert!(block_on(futures_lite::future::poll_once(&mut second)).is_none(), "mid-append");
+    drop(second);
+    s.pause_appends.set(false);
+    // The third record was not lost with it: its own push writes it (after
+    // cutting the half-written append back) and says so.
+    block_on(third).expect("third push");
+    assert_eq!(s.appends.get(), 3, "the first's, the cancelled one of both, the third's");
+    assert_eq!(q.depth().records, 2);
+    let expected = vec![write(0), write(2)];
+    let s2 = restart(&s.inner);
+    assert_eq!(drain(&open(&s2, o), &s2), expected, "after a restart");
+    assert_eq!(drain(&q, &s), expected);
 }
 
 #[test]
