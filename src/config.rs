@@ -152,6 +152,94 @@ pub struct Config {
     /// Target points per copied chunk of a move. Default 10,000.
     #[serde(default = "defaults::rebalance_points_per_chunk")]
     pub rebalance_points_per_chunk: u64,
+    /// Token auth at the proxy ([`crate::auth`]). Default: none, the
+    /// client's credentials are passed through to the backends unchanged.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+}
+
+/// `auth`: the tokens the proxy accepts and the paths open without one.
+/// Present = every request to a path not in `open` needs a configured token.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The accepted tokens, at least one; each name and hash once.
+    pub tokens: Vec<TokenConfig>,
+    /// Paths answered without a token (exact, e.g. `/ping`). Default
+    /// `["/ping", "/health"]` (load balancers and health checks probe them;
+    /// InfluxDB 1.x serves `/ping` without credentials too).
+    #[serde(default = "defaults::open_paths")]
+    pub open: Vec<String>,
+}
+
+/// One accepted token (`auth.tokens[i]`): only its hash is configured.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// A name for logs and 403 messages (InfluxDB's user name in its 403
+    /// texts), non-empty, unique.
+    pub name: String,
+    /// SHA-512 of the whole token text (`apiv3_...`), 128 hex digits, as
+    /// `influx-proxy create token` prints it (InfluxDB 3 stores this hash,
+    /// influxdb3_catalog `compute_token_hash`).
+    pub sha512: TokenHash,
+    /// Databases the token may use: names, or `["*"]` for all.
+    pub databases: Vec<String>,
+    /// What it may do there: `read` (SELECT, SHOW, EXPLAIN), `write`
+    /// (`/write`, `/api/v2/write`, `DELETE`, `DROP SERIES`), `admin`
+    /// (schema statements: `CREATE`/`DROP DATABASE`, retention policies,
+    /// `DROP MEASUREMENT`, `SELECT INTO`, and with `"*"` users, grants,
+    /// continuous queries; admin also reads and writes).
+    pub permissions: Vec<Permission>,
+}
+
+/// A permission of a token (see [`TokenConfig::permissions`]).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    Read,
+    Write,
+    Admin,
+}
+
+/// A SHA-512 digest, read from 128 hex digits (either case).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenHash(pub [u8; 64]);
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenHash(")?;
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        write!(f, ")")
+    }
+}
+
+impl<'de> Deserialize<'de> for TokenHash {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<TokenHash, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let bad = || {
+            serde::de::Error::custom(format!(
+                "expected the SHA-512 of a token as 128 hex digits (influx-proxy create token prints it), \
+                 found {} characters",
+                text.len()
+            ))
+        };
+        let bytes = text.as_bytes();
+        if bytes.len() != 128 {
+            return Err(bad());
+        }
+        let mut out = [0u8; 64];
+        for (i, pair) in bytes.chunks_exact(2).enumerate() {
+            let digit = |c: u8| (c as char).to_digit(16);
+            match (digit(pair[0]), digit(pair[1])) {
+                (Some(h), Some(l)) => out[i] = (h * 16 + l) as u8,
+                _ => return Err(bad()),
+            }
+        }
+        Ok(TokenHash(out))
+    }
 }
 
 /// One backend.
@@ -216,6 +304,9 @@ impl<'de> Deserialize<'de> for Keymap {
 }
 
 mod defaults {
+    pub fn open_paths() -> Vec<String> {
+        vec!["/ping".into(), "/health".into()]
+    }
     pub fn listen() -> String {
         "127.0.0.1:7076".into()
     }
@@ -579,6 +670,60 @@ impl Config {
                 ),
             );
         }
+        if let Some(auth) = &self.auth {
+            if auth.tokens.is_empty() {
+                return fail(
+                    "$.auth.tokens",
+                    "at least one token is required (influx-proxy create token makes one)".to_string(),
+                );
+            }
+            for (i, token) in auth.tokens.iter().enumerate() {
+                let path = format!("$.auth.tokens[{i}]");
+                if token.name.is_empty() {
+                    return fail(&format!("{path}.name"), "must not be empty".to_string());
+                }
+                if let Some(j) = auth.tokens[..i].iter().position(|t| t.name == token.name) {
+                    return fail(
+                        &format!("{path}.name"),
+                        format!("{:?} is also the name of token {j}", token.name),
+                    );
+                }
+                if let Some(j) = auth.tokens[..i].iter().position(|t| t.sha512 == token.sha512) {
+                    return fail(&format!("{path}.sha512"), format!("the same hash as token {j}"));
+                }
+                if token.databases.is_empty() {
+                    return fail(
+                        &format!("{path}.databases"),
+                        "names no database (list names, or [\"*\"] for all)".to_string(),
+                    );
+                }
+                for (k, db) in token.databases.iter().enumerate() {
+                    if db.is_empty() {
+                        return fail(&format!("{path}.databases[{k}]"), "must not be empty".to_string());
+                    }
+                    if db == "*" && token.databases.len() > 1 {
+                        return fail(
+                            &format!("{path}.databases[{k}]"),
+                            "\"*\" (all databases) must be alone".to_string(),
+                        );
+                    }
+                }
+                if token.permissions.is_empty() {
+                    return fail(
+                        &format!("{path}.permissions"),
+                        "names no permission (read, write, admin)".to_string(),
+                    );
+                }
+            }
+            for (i, open) in auth.open.iter().enumerate() {
+                if !open.starts_with('/') {
+                    return fail(
+                        &format!("$.auth.open[{i}]"),
+                        format!("{open:?} is not a path (/ping, ...)"),
+                    );
+                }
+            }
+        }
         if self.queue_max_bytes < self.max_body_bytes {
             return fail(
                 "$.queue_max_bytes",
@@ -670,6 +815,55 @@ mod tests {
     /// `MINIMAL` with `"key": value` added at the top level.
     fn with(key: &str, value: &str) -> String {
         format!(r#"{{"{key}": {value}, {}"#, &MINIMAL[1..])
+    }
+
+    #[test]
+    fn auth_is_off_by_default_and_checked_with_json_paths() {
+        assert_eq!(Config::parse("p", MINIMAL).unwrap().auth, None);
+        let hash = "ab".repeat(64);
+        let token = |extra: &str| {
+            format!(
+                r#"{{"name":"telegraf","sha512":"{hash}","databases":["telegraf"],"permissions":["write"]{extra}}}"#
+            )
+        };
+        let config = Config::parse("p", &with("auth", &format!(r#"{{"tokens":[{}]}}"#, token("")))).unwrap();
+        let auth = config.auth.unwrap();
+        assert_eq!(auth.open, vec!["/ping".to_string(), "/health".to_string()]);
+        assert_eq!(auth.tokens[0].sha512.0, [0xab; 64]);
+        assert_eq!(auth.tokens[0].permissions, vec![Permission::Write]);
+        let auth_error = |auth: &str| error(&with("auth", auth));
+        let one = |t: &str| format!(r#"{{"tokens":[{t}]}}"#);
+        assert_eq!(
+            auth_error(r#"{"tokens":[]}"#),
+            "proxy.json: $.auth.tokens: at least one token is required (influx-proxy create token makes one)"
+        );
+        let e = auth_error(&one(&token("").replace(&hash, "abc")));
+        assert!(e.starts_with("proxy.json: $.auth.tokens[0].sha512: expected the SHA-512"), "{e}");
+        let e = auth_error(&one(&token("").replace(&hash, &"zz".repeat(64))));
+        assert!(e.starts_with("proxy.json: $.auth.tokens[0].sha512: "), "{e}");
+        let e = auth_error(&one(&token("").replace("\"write\"", "\"delete\"")));
+        assert!(
+            e.starts_with("proxy.json: $.auth.tokens[0].permissions[0]: unknown variant `delete`"),
+            "{e}"
+        );
+        let e = auth_error(&one(&token(r#","extra":1"#)));
+        assert!(e.starts_with("proxy.json: $.auth.tokens[0].extra: unknown field `extra`"), "{e}");
+        assert_eq!(
+            auth_error(&one(&token("").replace(r#"["telegraf"]"#, r#"["*","x"]"#))),
+            "proxy.json: $.auth.tokens[0].databases[0]: \"*\" (all databases) must be alone"
+        );
+        assert!(auth_error(&one(&token("").replace(r#"["telegraf"]"#, "[]")))
+            .contains("$.auth.tokens[0].databases:"));
+        assert!(auth_error(&one(&token("").replace(r#"["write"]"#, "[]")))
+            .contains("$.auth.tokens[0].permissions:"));
+        let two = format!(
+            r#"{{"tokens":[{},{}]}}"#,
+            token(""),
+            token("").replace("telegraf\",\"sha", "t2\",\"sha")
+        );
+        assert_eq!(auth_error(&two), "proxy.json: $.auth.tokens[1].sha512: the same hash as token 0");
+        let open = format!(r#"{{"tokens":[{}],"open":["ping"]}}"#, token(""));
+        assert_eq!(auth_error(&open), "proxy.json: $.auth.open[0]: \"ping\" is not a path (/ping, ...)");
     }
 
     /// `gzip` per backend: off unless set, a boolean (else an error naming
