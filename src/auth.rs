@@ -175,6 +175,19 @@ impl<'a> Grant<'a> {
         }
     }
 
+    /// The proxy's own administration endpoints (`/reload`, `/cleanup`,
+    /// `/resync`): 403 unless the token is admin on `*`.
+    pub fn authorize_proxy_admin(&self, path: &str) -> Result<(), ProxyError> {
+        if self.allows(&Required::Admin(None)) {
+            Ok(())
+        } else {
+            Err(ProxyError::Forbidden(format!(
+                "{:?} user is not authorized to use {path}: requires admin privilege on \"*\"",
+                self.token.name
+            )))
+        }
+    }
+
     /// One statement of a query with `db` parameter `db`: 403 unless every
     /// privilege it requires is the token's (see the module doc). A
     /// statement that does not classify is let through: the query path

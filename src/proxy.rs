@@ -377,7 +377,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         // The request's snapshot: a reload while it runs does not change
         // its routes, filters or limits.
         let topology = self.topology();
+        let authorized = self.authorize(&topology, &mut request, endpoint);
         let result = match endpoint {
+            _ if authorized.is_err() => authorized.map(|()| Response::empty(204)),
             "ping" => self.ping(&request),
             "write" => self.write(&topology, &mut request, prepared, write::WriteApi::V1, now_ms).await,
             "api_v2_write" => {
@@ -402,6 +404,55 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             self.metrics.request_duration(endpoint, clock().saturating_sub(start));
         }
         response
+    }
+
+    /// Token auth ([`crate::auth`], config `auth`; nothing to do without
+    /// it): a path in `auth.open` passes; any other needs a configured
+    /// token (401) whose scope covers the request (403): a write's
+    /// database, every statement of a query (all checked before any is
+    /// sent), and admin on `*` for the proxy's own endpoints other than
+    /// `/ping`, `/health`, `/metrics` and `/replica`. Refusals are counted
+    /// in `influx_proxy_auth_failures_total`. An authorized request loses
+    /// the client's credentials (`Authorization`, `u`, `p`): backends get
+    /// none of them, and neither do queued records.
+    fn authorize(&self, topo: &Topology, request: &mut Request, endpoint: &str) -> Result<(), ProxyError> {
+        let Some(auth) = &topo.config.auth else { return Ok(()) };
+        if crate::auth::is_open(auth, &request.path) {
+            return Ok(());
+        }
+        let params = if endpoint == "query" { query::query_params(request) } else { request.query.clone() };
+        let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let result = crate::auth::authenticate(auth, request.header("authorization"), param("p"))
+            .map_err(|e| ("unauthorized", e))
+            .and_then(|grant| {
+                let nonempty = |name: &str| param(name).filter(|v| !v.is_empty());
+                let scoped = match endpoint {
+                    // Without a database the write handler answers 400.
+                    "write" => nonempty("db").map_or(Ok(()), |db| grant.authorize_write(db)),
+                    "api_v2_write" => nonempty("bucket")
+                        .map(|b| b.split_once('/').map_or(b, |(db, _)| db))
+                        .filter(|db| !db.is_empty())
+                        .map_or(Ok(()), |db| grant.authorize_write(db)),
+                    // A query that does not parse is answered 400 by the
+                    // query path, before anything is sent.
+                    "query" => match nonempty("q").map(crate::statement::parse_statements) {
+                        Some(Ok(statements)) => statements
+                            .iter()
+                            .try_for_each(|statement| grant.authorize_statement(statement, nonempty("db"))),
+                        _ => Ok(()),
+                    },
+                    "ping" | "health" | "metrics" | "replica" | "other" => Ok(()),
+                    _ => grant.authorize_proxy_admin(&request.path),
+                };
+                scoped.map_err(|e| ("forbidden", e))
+            });
+        if let Err((reason, e)) = result {
+            self.metrics.auth_failure(reason);
+            return Err(e);
+        }
+        request.headers.retain(|(name, _)| !name.eq_ignore_ascii_case("authorization"));
+        request.query.retain(|(name, _)| name != "u" && name != "p");
+        Ok(())
     }
 
     /// One health check of backend `backend` (index): `GET /ping`, expecting
