@@ -251,6 +251,42 @@ fn required(statement: &Statement<'_>, db: Option<&str>) -> Vec<Required> {
     }
 }
 
+/// Credentials the proxy sends a backend when `auth` is on (the clients'
+/// are the proxy's, not the backends'). Debug never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub enum BackendCredentials {
+    /// InfluxDB 1.x user auth, sent as `Authorization: Basic`.
+    Basic { username: String, password: String },
+    /// A token (InfluxDB 3), sent as `Authorization: Bearer <token>`.
+    Token(String),
+}
+
+impl std::fmt::Debug for BackendCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendCredentials::Basic { username, .. } => write!(f, "Basic({username}, <redacted>)"),
+            BackendCredentials::Token(_) => write!(f, "Token(<redacted>)"),
+        }
+    }
+}
+
+impl BackendCredentials {
+    /// Puts these credentials on `request` as its only ones: any
+    /// `Authorization` header and `u` / `p` parameter it had are removed.
+    pub fn apply(&self, request: &mut crate::http::Request) {
+        request.headers.retain(|(name, _)| !name.eq_ignore_ascii_case("authorization"));
+        request.query.retain(|(name, _)| name != "u" && name != "p");
+        let value = match self {
+            BackendCredentials::Basic { username, password } => format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+            ),
+            BackendCredentials::Token(token) => format!("Bearer {token}"),
+        };
+        request.headers.push(("authorization".into(), value));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -260,6 +260,74 @@ pub struct BackendConfig {
     /// Default false.
     #[serde(default)]
     pub gzip: bool,
+    /// With `auth` on: the user name the proxy sends this backend (HTTP
+    /// Basic, InfluxDB 1.x user auth), with the password of
+    /// `password_env` or `password_file`. Default: none.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Environment variable holding `username`'s password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding `username`'s password (trailing line ending dropped),
+    /// e.g. `/run/secrets/b`.
+    #[serde(default)]
+    pub password_file: Option<String>,
+    /// Environment variable holding a token sent as `Authorization: Bearer
+    /// <token>` (InfluxDB 3; instead of username and password).
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// File holding such a token (trailing line ending dropped).
+    #[serde(default)]
+    pub token_file: Option<String>,
+    /// The credentials read from those sources by the host
+    /// ([`Config::resolve_credentials`]); never from the JSON.
+    #[serde(skip)]
+    pub credentials: Option<crate::auth::BackendCredentials>,
+}
+
+/// Where a backend's secret is read from (by the host: the core does no IO).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// An environment variable, by name.
+    Env(String),
+    /// A file, by path; a trailing `\n` or `\r\n` is not part of the secret.
+    File(String),
+}
+
+impl fmt::Display for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretSource::Env(name) => write!(f, "environment variable {name}"),
+            SecretSource::File(path) => write!(f, "file {path}"),
+        }
+    }
+}
+
+impl BackendConfig {
+    /// The configured source of the password (key, source), if any.
+    fn password_source(&self) -> Option<(&'static str, SecretSource)> {
+        source(&self.password_env, &self.password_file, "password")
+    }
+
+    /// The configured source of the token (key, source), if any.
+    fn token_source(&self) -> Option<(&'static str, SecretSource)> {
+        source(&self.token_env, &self.token_file, "token")
+    }
+
+    /// Whether credentials are configured for this backend.
+    pub fn has_credentials(&self) -> bool {
+        self.username.is_some() || self.password_source().is_some() || self.token_source().is_some()
+    }
+}
+
+fn source(env: &Option<String>, file: &Option<String>, what: &str) -> Option<(&'static str, SecretSource)> {
+    let (env_key, file_key) =
+        if what == "password" { ("password_env", "password_file") } else { ("token_env", "token_file") };
+    match (env, file) {
+        (Some(name), _) => Some((env_key, SecretSource::Env(name.clone()))),
+        (None, Some(path)) => Some((file_key, SecretSource::File(path.clone()))),
+        (None, None) => None,
+    }
 }
 
 /// One shard group (`shard_groups.<name>`).
@@ -434,6 +502,46 @@ impl Config {
         Ok(config)
     }
 
+    /// Reads each backend's password or token from its source with `read`
+    /// (the host's: environment, files) into [`BackendConfig::credentials`].
+    /// Errors name the file, the key's path and the source, e.g.
+    /// `proxy.json: $.backends.b.password_env: environment variable B_PASS:
+    /// not set`; an empty secret is an error too.
+    pub fn resolve_credentials(
+        &mut self,
+        file: &str,
+        read: &dyn Fn(&SecretSource) -> Result<String, String>,
+    ) -> Result<(), ConfigError> {
+        for (name, backend) in self.backends.iter_mut() {
+            let read_one = |key: &str, source: &SecretSource| {
+                let fail = |problem: String| ConfigError {
+                    file: file.to_string(),
+                    path: format!("$.backends{}.{key}", key_segment(name)),
+                    problem: one_line(&format!("{source}: {problem}")),
+                };
+                let secret = read(source).map_err(fail)?;
+                let secret =
+                    secret.strip_suffix('\n').map(|s| s.strip_suffix('\r').unwrap_or(s)).unwrap_or(&secret);
+                if secret.is_empty() {
+                    return Err(fail("is empty".to_string()));
+                }
+                Ok(secret.to_string())
+            };
+            backend.credentials = match (&backend.username, backend.password_source(), backend.token_source())
+            {
+                (Some(username), Some((key, source)), None) => Some(crate::auth::BackendCredentials::Basic {
+                    username: username.clone(),
+                    password: read_one(key, &source)?,
+                }),
+                (None, None, Some((key, source))) => {
+                    Some(crate::auth::BackendCredentials::Token(read_one(key, &source)?))
+                }
+                _ => None,
+            };
+        }
+        Ok(())
+    }
+
     /// The backend names in index order (sorted by name, the order of
     /// `backends`): index `i` in a [`crate::route::ReplicaSet`] is
     /// `backend_names()[i]`.
@@ -447,11 +555,22 @@ impl Config {
         self.backends
             .iter()
             .map(|(name, backend)| {
-                BackendAddr::parse(name, &backend.url).map_err(|problem| ConfigError {
+                let mut addr = BackendAddr::parse(name, &backend.url).map_err(|problem| ConfigError {
                     file: String::new(),
-                    path: format!("$.backends{}.url", key_segment(name)),
+                    path: format!("$.backends{}", key_segment(name)) + ".url",
                     problem,
-                })
+                })?;
+                if backend.has_credentials() && backend.credentials.is_none() {
+                    return Err(ConfigError {
+                        file: String::new(),
+                        path: format!("$.backends{}", key_segment(name)),
+                        problem: "its credentials were not read: this host does not read password_env, \
+                                  password_file, token_env or token_file"
+                            .to_string(),
+                    });
+                }
+                addr.credentials = backend.credentials.clone();
+                Ok(addr)
             })
             .collect()
     }
@@ -534,6 +653,49 @@ impl Config {
             }
             if let Err(problem) = BackendAddr::parse(name, &backend.url) {
                 return fail(&format!("{path}.url"), problem);
+            }
+            for (key, value) in [
+                ("username", &backend.username),
+                ("password_env", &backend.password_env),
+                ("password_file", &backend.password_file),
+                ("token_env", &backend.token_env),
+                ("token_file", &backend.token_file),
+            ] {
+                if value.as_deref() == Some("") {
+                    return fail(&format!("{path}.{key}"), "must not be empty".to_string());
+                }
+            }
+            if backend.password_env.is_some() && backend.password_file.is_some() {
+                return fail(
+                    &format!("{path}.password_file"),
+                    "give password_env or password_file, not both".into(),
+                );
+            }
+            if backend.token_env.is_some() && backend.token_file.is_some() {
+                return fail(&format!("{path}.token_file"), "give token_env or token_file, not both".into());
+            }
+            match (&backend.username, backend.password_source(), backend.token_source()) {
+                (Some(_), None, _) => {
+                    return fail(&format!("{path}.username"), "needs password_env or password_file".into())
+                }
+                (None, Some((key, _)), _) => {
+                    return fail(&format!("{path}.{key}"), "a password needs a username".into())
+                }
+                (Some(_), Some(_), Some((key, _))) => {
+                    return fail(
+                        &format!("{path}.{key}"),
+                        "give username and password, or a token, not both".into(),
+                    )
+                }
+                _ => {}
+            }
+            if backend.has_credentials() && self.auth.is_none() {
+                return fail(
+                    &path,
+                    "backend credentials are used only with \"auth\" (without it the clients' credentials \
+                     are passed through)"
+                        .into(),
+                );
             }
         }
 
@@ -864,6 +1026,55 @@ mod tests {
         assert_eq!(auth_error(&two), "proxy.json: $.auth.tokens[1].sha512: the same hash as token 0");
         let open = format!(r#"{{"tokens":[{}],"open":["ping"]}}"#, token(""));
         assert_eq!(auth_error(&open), "proxy.json: $.auth.open[0]: \"ping\" is not a path (/ping, ...)");
+    }
+
+    #[test]
+    fn backend_credentials_are_checked_and_need_auth() {
+        let hash = "ab".repeat(64);
+        let auth = format!(
+            r#""auth": {{"tokens":[{{"name":"t","sha512":"{hash}","databases":["*"],"permissions":["read"]}}]}}"#
+        );
+        let config = |backend: &str, auth: &str| {
+            format!(
+                r#"{{"backends": {{"a": {{"url": "http://127.0.0.1:8086"{backend}}}}}, "keymaps": {{"_default_": ["a"]}}{auth}}}"#
+            )
+        };
+        let ok = |backend: &str| Config::parse("p", &config(backend, &format!(", {auth}"))).map(|_| ());
+        let problem = |backend: &str| ok(backend).unwrap_err().to_string();
+        assert_eq!(ok(r#", "username": "u", "password_env": "P""#), Ok(()));
+        assert_eq!(ok(r#", "token_file": "/run/secrets/a""#), Ok(()));
+        assert_eq!(
+            problem(r#", "username": "u""#),
+            "p: $.backends.a.username: needs password_env or password_file"
+        );
+        assert_eq!(
+            problem(r#", "password_env": "P""#),
+            "p: $.backends.a.password_env: a password needs a username"
+        );
+        assert_eq!(
+            problem(r#", "username": "u", "password_env": "P", "password_file": "f""#),
+            "p: $.backends.a.password_file: give password_env or password_file, not both"
+        );
+        assert_eq!(
+            problem(r#", "username": "u", "password_env": "P", "token_env": "T""#),
+            "p: $.backends.a.token_env: give username and password, or a token, not both"
+        );
+        assert_eq!(problem(r#", "token_env": """#), "p: $.backends.a.token_env: must not be empty");
+        let e = Config::parse("p", &config(r#", "token_env": "T""#, "")).unwrap_err().to_string();
+        assert!(e.starts_with("p: $.backends.a: backend credentials are used only with \"auth\""), "{e}");
+        // Reading: errors name the key and the source; a file's line ending is dropped.
+        let mut c =
+            Config::parse("p", &config(r#", "username": "u", "password_env": "P""#, &format!(", {auth}")))
+                .unwrap();
+        let e = c.resolve_credentials("p", &|_| Err("not set".into())).unwrap_err().to_string();
+        assert_eq!(e, "p: $.backends.a.password_env: environment variable P: not set");
+        let e = c.resolve_credentials("p", &|_| Ok("\n".into())).unwrap_err().to_string();
+        assert_eq!(e, "p: $.backends.a.password_env: environment variable P: is empty");
+        c.resolve_credentials("p", &|_| Ok("pw\r\n".into())).unwrap();
+        assert_eq!(
+            c.backends["a"].credentials,
+            Some(crate::auth::BackendCredentials::Basic { username: "u".into(), password: "pw".into() })
+        );
     }
 
     /// `gzip` per backend: off unless set, a boolean (else an error naming

@@ -431,8 +431,13 @@ impl<T> TimedTransport<T> {
 }
 
 impl<T: Transport> TimedTransport<T> {
-    /// [`Transport::send`], timed.
-    pub async fn send(&self, addr: &BackendAddr, request: Request) -> Result<Response, TransportError> {
+    /// [`Transport::send`], timed; with the backend's configured
+    /// credentials put on the request ([`BackendAddr::credentials`]): every
+    /// request to a backend goes through here.
+    pub async fn send(&self, addr: &BackendAddr, mut request: Request) -> Result<Response, TransportError> {
+        if let Some(credentials) = &addr.credentials {
+            credentials.apply(&mut request);
+        }
         let Some(clock) = &self.clock else { return self.inner.send(addr, request).await };
         let start = clock();
         let outcome = self.inner.send(addr, request).await;
@@ -444,9 +449,12 @@ impl<T: Transport> TimedTransport<T> {
     pub async fn send_shared(
         &self,
         addr: &BackendAddr,
-        request: Request,
+        mut request: Request,
         body: crate::http::SharedBytes,
     ) -> Result<Response, TransportError> {
+        if let Some(credentials) = &addr.credentials {
+            credentials.apply(&mut request);
+        }
         let Some(clock) = &self.clock else { return self.inner.send_shared(addr, request, body).await };
         let start = clock();
         let outcome = self.inner.send_shared(addr, request, body).await;

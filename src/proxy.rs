@@ -23,7 +23,8 @@ mod send;
 mod write;
 
 pub use reload::{
-    is_loopback, moves_data, ConfigReader, LogSink, ReloadReport, Topology, LEAVING_FILE, RESTART_ONLY,
+    is_loopback, moves_data, ConfigReader, LogSink, ReloadReport, SecretReader, Topology, LEAVING_FILE,
+    RESTART_ONLY,
 };
 
 use crate::config::Config;
@@ -92,6 +93,8 @@ pub struct Proxy<T, S> {
     last_reload: RefCell<Option<reload::LastReload>>,
     /// The configuration file and how to read it ([`Proxy::set_config_file`]).
     config_file: Option<(String, ConfigReader)>,
+    /// Reads backends' secrets for a reload ([`Proxy::set_secret_reader`]).
+    secret_reader: Option<SecretReader>,
     /// Where log lines go ([`Proxy::set_log`]).
     log: Option<LogSink>,
     /// The host's loop starter waiting in [`Proxy::loops_wanted`].
@@ -236,6 +239,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             reloads: async_lock::Mutex::new(()),
             last_reload: RefCell::new(None),
             config_file: None,
+            secret_reader: None,
             log: None,
             loop_starter: RefCell::new(None),
             transport: metrics.timed(transport),

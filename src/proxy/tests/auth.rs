@@ -148,3 +148,65 @@ fn ping_and_health_are_open_by_default_and_open_is_configurable() {
     assert_eq!(run(p.handle(Request::new(Method::Get, "/ping"), 0)).status, 401);
     assert_eq!(run(p.handle(Request::new(Method::Get, "/metrics"), 0)).status, 200);
 }
+
+/// `auth` with backend `b` given a token read from `B_TOKEN` and `a` a
+/// user and password read from a file (here: a reader of canned secrets).
+fn with_backend_credentials(
+    transport: &MockTransport,
+    storage: MemStorage,
+) -> Proxy<MockTransport, MemStorage> {
+    let text = format!(
+        r#"{{
+            "backends": {{
+                "a": {{ "url": "http://127.0.0.1:8086", "username": "proxy", "password_file": "/run/secrets/a" }},
+                "b": {{ "url": "http://127.0.0.1:8087", "token_env": "B_TOKEN" }}
+            }},
+            "keymaps": {{ "_default_": ["a", "b"] }},
+            "health_check_fall": 2, "health_check_rise": 1{}
+        }}"#,
+        auth_extra("")
+    );
+    let mut config = Config::parse("test.json", &text).unwrap_or_else(|e| panic!("{e}"));
+    // Without the secrets read, the proxy does not start (no silent
+    // credential-less backend).
+    let e = run(Proxy::open(config.clone(), transport.clone(), MemStorage::new())).err().unwrap_or_default();
+    assert!(e.contains("$.backends.a: its credentials were not read"), "{e}");
+    let read = |source: &crate::config::SecretSource| match source {
+        crate::config::SecretSource::File(path) if path == "/run/secrets/a" => Ok("s3cret\n".to_string()),
+        crate::config::SecretSource::Env(name) if name == "B_TOKEN" => Ok("apiv3_backend".to_string()),
+        other => Err(format!("unexpected {other}")),
+    };
+    config.resolve_credentials("test.json", &read).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        format!("{:?}", config.backends["a"].credentials),
+        "Some(Basic(proxy, <redacted>))",
+        "secrets stay out of Debug"
+    );
+    run(Proxy::open(config, transport.clone(), storage)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn backends_get_their_configured_credentials_direct_and_replayed() {
+    use base64::Engine as _;
+    let t = MockTransport::default();
+    t.set("b", Behaviour::Down);
+    let p = with_backend_credentials(&t, MemStorage::new());
+    let r = run(p.handle(with_token(write_request("db=telegraf", "cpu v=1 1\n"), TELEGRAF), 0));
+    assert_eq!(r.status, 204, "{}", error_of(&r));
+    let r = run(p.handle(with_token(query_request("telegraf", "SELECT * FROM cpu"), TELEGRAF), 0));
+    assert_eq!(r.status, 200, "{}", error_of(&r));
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("proxy:s3cret"));
+    let got = t.received("a");
+    assert!(got.iter().any(|r| r.path == "/write") && got.iter().any(|r| r.path == "/query"), "{got:?}");
+    for request in &got {
+        assert_eq!(request.header("authorization"), Some(basic.as_str()), "{request:?}");
+    }
+    // b was down: the write was queued, and its replay carries b's token.
+    assert_eq!(p.queue_depth(1).records, 1);
+    t.set("b", Behaviour::Up);
+    let _ = drain(&p, 1);
+    let replayed: Vec<Request> = t.received("b").into_iter().filter(|r| r.path == "/write").collect();
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(replayed[0].header("authorization"), Some("Bearer apiv3_backend"));
+    assert_eq!((replayed[0].param("u"), replayed[0].param("p")), (None, None));
+}
