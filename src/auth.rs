@@ -76,23 +76,32 @@ pub fn token_hash_hex(token: &str) -> String {
 /// case) when there is one, else `p` (`password`). `Ok(None)`: nothing
 /// presented. `Err`: a header that does not parse (an unknown scheme, bad
 /// base64, no `:` in Basic's credentials). All answered 401 [`UNPARSABLE`].
-pub fn presented_token(authorization: Option<&str>, password: Option<&str>) -> Result<Option<String>, ()> {
+pub fn presented_token(
+    authorization: Option<&str>,
+    password: Option<&str>,
+) -> Result<Option<String>, UnparsableCredentials> {
     if let Some(header) = authorization {
-        let (scheme, rest) = header.trim().split_once(' ').ok_or(())?;
+        let (scheme, rest) = header.trim().split_once(' ').ok_or(UnparsableCredentials)?;
         let rest = rest.trim();
         return if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token") {
-            Some(rest).filter(|t| !t.is_empty()).map(|t| Some(t.to_string())).ok_or(())
+            Some(rest).filter(|t| !t.is_empty()).map(|t| Some(t.to_string())).ok_or(UnparsableCredentials)
         } else if scheme.eq_ignore_ascii_case("basic") {
-            let decoded = base64::engine::general_purpose::STANDARD.decode(rest).map_err(|_| ())?;
-            let text = String::from_utf8(decoded).map_err(|_| ())?;
-            let (_user, token) = text.split_once(':').ok_or(())?;
+            let decoded =
+                base64::engine::general_purpose::STANDARD.decode(rest).map_err(|_| UnparsableCredentials)?;
+            let text = String::from_utf8(decoded).map_err(|_| UnparsableCredentials)?;
+            let (_user, token) = text.split_once(':').ok_or(UnparsableCredentials)?;
             Ok(Some(token.to_string()))
         } else {
-            Err(())
+            Err(UnparsableCredentials)
         };
     }
     Ok(password.filter(|p| !p.is_empty()).map(str::to_string))
 }
+
+/// An `Authorization` header that does not parse (answered 401
+/// [`UNPARSABLE`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnparsableCredentials;
 
 /// The index of the configured token whose hash is `hash`, comparing with
 /// every one in constant time (no early exit, within or across hashes).
@@ -121,7 +130,7 @@ pub fn authenticate<'a>(
     password: Option<&str>,
 ) -> Result<Grant<'a>, ProxyError> {
     let token = presented_token(authorization, password)
-        .map_err(|()| ProxyError::Unauthorized(UNPARSABLE.into()))?
+        .map_err(|UnparsableCredentials| ProxyError::Unauthorized(UNPARSABLE.into()))?
         .ok_or_else(|| ProxyError::Unauthorized(UNPARSABLE.into()))?;
     let index = matching_token(&config.tokens, &token_hash(&token))
         .ok_or_else(|| ProxyError::Unauthorized(FAILED.into()))?;
@@ -352,7 +361,7 @@ mod tests {
         assert_eq!(presented_token(None, None), Ok(None));
         assert_eq!(presented_token(None, Some("")), Ok(None));
         for bad in ["Bearer", "Bearer ", "Digest abc", "Basic !!!", "Basic bm9jb2xvbg==", "xyz"] {
-            assert_eq!(presented_token(Some(bad), Some(TOKEN)), Err(()), "{bad}");
+            assert_eq!(presented_token(Some(bad), Some(TOKEN)), Err(UnparsableCredentials), "{bad}");
         }
     }
 
