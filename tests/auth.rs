@@ -146,3 +146,94 @@ fn tokens_at_the_proxy_against_real_influxd() {
         metrics.body
     );
 }
+
+/// `SELECT count(v) FROM m` on `backend` directly, as user `admin`.
+fn count_as_admin(backend: &Influxd, db: &str, measurement: &str) -> u64 {
+    use base64::Engine as _;
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("admin:admin-pw"));
+    let r = http(
+        "POST",
+        &format!("{}/query", backend.url()),
+        &[("content-type", "application/x-www-form-urlencoded"), ("authorization", &basic)],
+        Some(form(&[("q", &format!("SELECT count(v) FROM {measurement}")), ("db", db)]).into_bytes()),
+    );
+    assert_eq!(r.status, 200, "influxd {}: {r:?}", backend.name());
+    count_of(&r.json())
+}
+
+/// Backends with `auth-enabled`: the proxy sends each its own credentials
+/// (a's password from a file, b's from an environment variable), never
+/// the client's token; a write queued while b is down is replayed with b's
+/// credentials once it is back.
+#[test]
+fn backends_with_auth_get_the_proxy_s_credentials_direct_and_replayed() {
+    let mut servers = Influxd::start_many(&["a", "b"]);
+    for server in &mut servers {
+        server.query_ok("", "CREATE USER admin WITH PASSWORD 'admin-pw' WITH ALL PRIVILEGES");
+        server.enable_auth();
+        // Now it refuses requests without credentials.
+        let r = http(
+            "POST",
+            &format!("{}/query", server.url()),
+            &[],
+            Some(form(&[("q", "SHOW DATABASES")]).into_bytes()),
+        );
+        assert_eq!(r.status, 401, "{r:?}");
+    }
+    let (token, hash) = create_token();
+    let secrets = tempfile::tempdir().expect("temp dir");
+    let password_file = secrets.path().join("a-password");
+    std::fs::write(&password_file, "admin-pw\n").expect("write the password file");
+    // Only this test reads this variable; the proxy inherits it.
+    std::env::set_var("INFLUX_PROXY_TEST_B_PASSWORD", "admin-pw");
+    let mut config = Proxy::config(&[&servers[0], &servers[1]]);
+    config["auth"] = json!({
+        "tokens": [{ "name": "ops", "sha512": hash, "databases": ["*"], "permissions": ["admin"] }]
+    });
+    config["backends"]["a"]["username"] = json!("admin");
+    config["backends"]["a"]["password_file"] = json!(password_file.to_string_lossy());
+    config["backends"]["b"]["username"] = json!("admin");
+    config["backends"]["b"]["password_env"] = json!("INFLUX_PROXY_TEST_B_PASSWORD");
+    let proxy = Proxy::start(Mode::Native, config);
+    let auth = bearer(&token);
+    let r = proxy.request(
+        "POST",
+        "/query",
+        &[("content-type", "application/x-www-form-urlencoded"), ("authorization", &auth)],
+        Some(form(&[("q", "CREATE DATABASE itest")]).into_bytes()),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(query_error(&r.json()).is_none(), "{r:?}");
+    let write = |body: &str| {
+        proxy.request(
+            "POST",
+            &format!("/write?{}", form(&[("db", DB), ("precision", "s")])),
+            &[("authorization", &auth)],
+            Some(body.as_bytes().to_vec()),
+        )
+    };
+    let r = write("cpu,host=a v=1 1700000000\n");
+    assert_eq!(r.status, 204, "{r:?}");
+    for server in &servers {
+        assert_eq!(count_as_admin(server, DB, "cpu"), 1, "influxd {}", server.name());
+    }
+    let r = proxy.request(
+        "GET",
+        &format!("/query?{}", form(&[("q", "SELECT count(v) FROM cpu"), ("db", DB)])),
+        &[("authorization", &auth)],
+        None,
+    );
+    assert_eq!((r.status, count_of(&r.json())), (200, 1), "{r:?}");
+
+    // b down: the write is queued (204), then replayed with b's credentials.
+    servers[1].stop();
+    let r = write("cpu,host=b v=2 1700000001\n");
+    assert_eq!(r.status, 204, "{r:?}");
+    servers[1].restart();
+    let b = &servers[1];
+    wait_until(std::time::Duration::from_secs(30), "b catches up", || match count_as_admin(b, DB, "cpu") {
+        2 => Ok(()),
+        n => Err(format!("{n} points on b")),
+    });
+    assert_eq!(count_as_admin(&servers[0], DB, "cpu"), 2);
+}
