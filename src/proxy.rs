@@ -335,13 +335,25 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// its body (no copy), for the host to run where it likes (e.g. on
     /// another core) and hand back to [`Proxy::handle_prepared`]: the CPU
     /// of a write (gzip decoding, validation) off the proxy's thread. `None`
-    /// (body left in place) for any other request. Validated with the
-    /// current `max_body_bytes`.
+    /// (body left in place) for any other request, and with `auth` for a
+    /// write without a valid token (refused 401 with its body never
+    /// decoded). Validated with the current `max_body_bytes`.
     pub fn write_body_job(&self, request: &mut Request) -> Option<WriteBodyJob> {
         if !matches!(request.path.as_str(), "/write" | "/api/v2/write") || request.method != Method::Post {
             return None;
         }
-        Some(WriteBodyJob::take(request, self.topology().config.max_body_bytes))
+        let topology = self.topology();
+        // With token auth, no body work for a request without a valid
+        // token: it is refused 401 without its body decoded.
+        if let Some(auth) = &topology.config.auth {
+            let password = request.param("p");
+            if !crate::auth::is_open(auth, &request.path)
+                && crate::auth::authenticate(auth, request.header("authorization"), password).is_err()
+            {
+                return None;
+            }
+        }
+        Some(WriteBodyJob::take(request, topology.config.max_body_bytes))
     }
 
     /// [`Proxy::handle`], with the body of a write request already

@@ -210,3 +210,18 @@ fn backends_get_their_configured_credentials_direct_and_replayed() {
     assert_eq!(replayed[0].header("authorization"), Some("Bearer apiv3_backend"));
     assert_eq!((replayed[0].param("u"), replayed[0].param("p")), (None, None));
 }
+
+#[test]
+fn no_body_work_for_a_write_without_a_valid_token() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), &auth_extra(""));
+    let mut request = write_request("db=telegraf", "cpu v=1 1\n");
+    assert!(p.write_body_job(&mut request).is_none());
+    assert_eq!(request.body, b"cpu v=1 1\n", "body left in place");
+    let mut request = with_token(write_request("db=telegraf", "cpu v=1 1\n"), "apiv3_wrong");
+    assert!(p.write_body_job(&mut request).is_none());
+    let mut request = with_token(write_request("db=telegraf", "cpu v=1 1\n"), TELEGRAF);
+    let job = p.write_body_job(&mut request).map(|job| job.run());
+    let r = run(p.handle_prepared(request, job, 0));
+    assert_eq!(r.status, 204, "{}", error_of(&r));
+}
