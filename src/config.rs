@@ -1271,7 +1271,10 @@ mod tests {
         assert!(e.starts_with("proxy.json: $.bakends: unknown field `bakends`, expected one of"), "{e}");
         let e =
             error(r#"{"backends": {"a": {"url": "http://x", "uri": "y"}}, "keymaps": {"_default_": ["a"]}}"#);
-        assert!(e.starts_with("proxy.json: $.backends.a.uri: unknown field `uri`, expected `url`"), "{e}");
+        assert!(
+            e.starts_with("proxy.json: $.backends.a.uri: unknown field `uri`, expected one of `url`"),
+            "{e}"
+        );
     }
 
     #[test]
