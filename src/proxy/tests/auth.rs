@@ -225,3 +225,38 @@ fn no_body_work_for_a_write_without_a_valid_token() {
     let r = run(p.handle_prepared(request, job, 0));
     assert_eq!(r.status, 204, "{}", error_of(&r));
 }
+
+/// A reload reads the backends' secrets again (a rotated password is used
+/// from the next request on); without a secret reader it is refused.
+#[test]
+fn a_reload_reads_the_backends_secrets_again() {
+    use base64::Engine as _;
+    let t = MockTransport::default();
+    let text = format!(
+        r#"{{
+            "backends": {{ "a": {{ "url": "http://127.0.0.1:8086", "username": "proxy", "password_env": "A_PASS" }} }},
+            "keymaps": {{ "_default_": ["a"] }}{}
+        }}"#,
+        auth_extra("")
+    );
+    let password = Rc::new(std::cell::RefCell::new("one".to_string()));
+    let mut config = Config::parse("test.json", &text).unwrap_or_else(|e| panic!("{e}"));
+    let current = password.clone();
+    let read: crate::proxy::SecretReader = Rc::new(move |_| Ok(current.borrow().clone()));
+    config.resolve_credentials("test.json", &*read).unwrap_or_else(|e| panic!("{e}"));
+    let mut p = run(Proxy::open(config, t.clone(), MemStorage::new())).unwrap_or_else(|e| panic!("{e}"));
+    let file = text.clone();
+    p.set_config_file("test.json".into(), Rc::new(move |_path: &str| Ok(file.clone())));
+    // No secret reader yet: the reload is refused, naming the backend.
+    let e = run(p.reload_file(0)).unwrap_err();
+    assert!(e.contains("$.backends.a: its credentials were not read"), "{e}");
+    p.set_secret_reader(read);
+    *password.borrow_mut() = "two".to_string();
+    run(p.reload_file(0)).unwrap_or_else(|e| panic!("{e}"));
+    let r = run(p.handle(with_token(write_request("db=telegraf", "cpu v=1 1\n"), TELEGRAF), 0));
+    assert_eq!(r.status, 204, "{}", error_of(&r));
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("proxy:two"));
+    let writes: Vec<Request> = t.received("a").into_iter().filter(|r| r.path == "/write").collect();
+    assert_eq!(writes.len(), 1);
+    assert_eq!(writes[0].header("authorization"), Some(basic.as_str()));
+}
