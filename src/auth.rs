@@ -11,7 +11,9 @@
 //! A token is presented as InfluxDB 3 and 1.x clients send credentials
 //! ([`presented_token`]): `Authorization: Bearer <t>`, `Authorization: Token
 //! <t>`, `Authorization: Basic base64(user:<t>)` (the user name ignored), or
-//! the `p` parameter (`/query`, `/write`, `/api/v2/write`). Its SHA-512 is
+//! the `p` parameter on the v1 routes `/query` and `/write` (as InfluxDB 3,
+//! influxdb3_server `extract_v1_auth_token`; on `/query` also in a form
+//! body, as InfluxDB 1.x reads it). Its SHA-512 is
 //! compared with every configured hash in constant time (`subtle`), all of
 //! them, whatever matched.
 //!

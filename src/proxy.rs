@@ -346,7 +346,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         // With token auth, no body work for a request without a valid
         // token: it is refused 401 without its body decoded.
         if let Some(auth) = &topology.config.auth {
-            let password = request.param("p");
+            let password = request.param("p").filter(|_| request.path == "/write");
             if !crate::auth::is_open(auth, &request.path)
                 && crate::auth::authenticate(auth, request.header("authorization"), password).is_err()
             {
@@ -438,7 +438,10 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         }
         let params = if endpoint == "query" { query::query_params(request) } else { request.query.clone() };
         let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-        let result = crate::auth::authenticate(auth, request.header("authorization"), param("p"))
+        // `p` on the v1 routes only, as InfluxDB 3 (influxdb3_server http.rs
+        // `extract_v1_auth_token`: `/query`, `/write`).
+        let password = if matches!(endpoint, "query" | "write") { param("p") } else { None };
+        let result = crate::auth::authenticate(auth, request.header("authorization"), password)
             .map_err(|e| ("unauthorized", e))
             .and_then(|grant| {
                 let nonempty = |name: &str| param(name).filter(|v| !v.is_empty());

@@ -96,10 +96,16 @@ fn missing_and_wrong_tokens_are_401_and_reach_no_backend() {
     assert_eq!((r.status, error_of(&r).as_str()), (401, "authorization failed"));
     let r = run(p.handle(with_token(query_request("telegraf", "SELECT * FROM cpu"), "apiv3_wrong"), 0));
     assert_eq!(r.status, 401);
+    // p= is a v1 form: not on /api/v2/write (as InfluxDB 3).
+    let mut v2 = Request::new(Method::Post, "/api/v2/write");
+    v2.query = vec![("bucket".into(), "telegraf".into()), ("p".into(), TELEGRAF.into())];
+    v2.body = b"cpu v=1 1\n".to_vec();
+    let r = run(p.handle(v2, 0));
+    assert_eq!((r.status, error_of(&r).as_str()), (401, "unable to parse authentication credentials"));
     assert_eq!(t.attempts("a") + t.attempts("b"), 0);
     assert_eq!(
         metric(&p, "influx_proxy_auth_failures_total{reason=\"unauthorized\"}"),
-        "influx_proxy_auth_failures_total{reason=\"unauthorized\"} 3"
+        "influx_proxy_auth_failures_total{reason=\"unauthorized\"} 4"
     );
 }
 
