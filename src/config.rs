@@ -152,6 +152,94 @@ pub struct Config {
     /// Target points per copied chunk of a move. Default 10,000.
     #[serde(default = "defaults::rebalance_points_per_chunk")]
     pub rebalance_points_per_chunk: u64,
+    /// Token auth at the proxy ([`crate::auth`]). Default: none, the
+    /// client's credentials are passed through to the backends unchanged.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+}
+
+/// `auth`: the tokens the proxy accepts and the paths open without one.
+/// Present = every request to a path not in `open` needs a configured token.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The accepted tokens, at least one; each name and hash once.
+    pub tokens: Vec<TokenConfig>,
+    /// Paths answered without a token (exact, e.g. `/ping`). Default
+    /// `["/ping", "/health"]` (load balancers and health checks probe them;
+    /// InfluxDB 1.x serves `/ping` without credentials too).
+    #[serde(default = "defaults::open_paths")]
+    pub open: Vec<String>,
+}
+
+/// One accepted token (`auth.tokens[i]`): only its hash is configured.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// A name for logs and 403 messages (InfluxDB's user name in its 403
+    /// texts), non-empty, unique.
+    pub name: String,
+    /// SHA-512 of the whole token text (`apiv3_...`), 128 hex digits, as
+    /// `influx-proxy create token` prints it (InfluxDB 3 stores this hash,
+    /// influxdb3_catalog `compute_token_hash`).
+    pub sha512: TokenHash,
+    /// Databases the token may use: names, or `["*"]` for all.
+    pub databases: Vec<String>,
+    /// What it may do there: `read` (SELECT, SHOW, EXPLAIN), `write`
+    /// (`/write`, `/api/v2/write`, `DELETE`, `DROP SERIES`), `admin`
+    /// (schema statements: `CREATE`/`DROP DATABASE`, retention policies,
+    /// `DROP MEASUREMENT`, `SELECT INTO`, and with `"*"` users, grants,
+    /// continuous queries; admin also reads and writes).
+    pub permissions: Vec<Permission>,
+}
+
+/// A permission of a token (see [`TokenConfig::permissions`]).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    Read,
+    Write,
+    Admin,
+}
+
+/// A SHA-512 digest, read from 128 hex digits (either case).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenHash(pub [u8; 64]);
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenHash(")?;
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        write!(f, ")")
+    }
+}
+
+impl<'de> Deserialize<'de> for TokenHash {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<TokenHash, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let bad = || {
+            serde::de::Error::custom(format!(
+                "expected the SHA-512 of a token as 128 hex digits (influx-proxy create token prints it), \
+                 found {} characters",
+                text.len()
+            ))
+        };
+        let bytes = text.as_bytes();
+        if bytes.len() != 128 {
+            return Err(bad());
+        }
+        let mut out = [0u8; 64];
+        for (i, pair) in bytes.chunks_exact(2).enumerate() {
+            let digit = |c: u8| (c as char).to_digit(16);
+            match (digit(pair[0]), digit(pair[1])) {
+                (Some(h), Some(l)) => out[i] = (h * 16 + l) as u8,
+                _ => return Err(bad()),
+            }
+        }
+        Ok(TokenHash(out))
+    }
 }
 
 /// One backend.
@@ -172,6 +260,74 @@ pub struct BackendConfig {
     /// Default false.
     #[serde(default)]
     pub gzip: bool,
+    /// With `auth` on: the user name the proxy sends this backend (HTTP
+    /// Basic, InfluxDB 1.x user auth), with the password of
+    /// `password_env` or `password_file`. Default: none.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Environment variable holding `username`'s password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding `username`'s password (trailing line ending dropped),
+    /// e.g. `/run/secrets/b`.
+    #[serde(default)]
+    pub password_file: Option<String>,
+    /// Environment variable holding a token sent as `Authorization: Bearer
+    /// <token>` (InfluxDB 3; instead of username and password).
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// File holding such a token (trailing line ending dropped).
+    #[serde(default)]
+    pub token_file: Option<String>,
+    /// The credentials read from those sources by the host
+    /// ([`Config::resolve_credentials`]); never from the JSON.
+    #[serde(skip)]
+    pub credentials: Option<crate::auth::BackendCredentials>,
+}
+
+/// Where a backend's secret is read from (by the host: the core does no IO).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// An environment variable, by name.
+    Env(String),
+    /// A file, by path; a trailing `\n` or `\r\n` is not part of the secret.
+    File(String),
+}
+
+impl fmt::Display for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretSource::Env(name) => write!(f, "environment variable {name}"),
+            SecretSource::File(path) => write!(f, "file {path}"),
+        }
+    }
+}
+
+impl BackendConfig {
+    /// The configured source of the password (key, source), if any.
+    fn password_source(&self) -> Option<(&'static str, SecretSource)> {
+        source(&self.password_env, &self.password_file, "password")
+    }
+
+    /// The configured source of the token (key, source), if any.
+    fn token_source(&self) -> Option<(&'static str, SecretSource)> {
+        source(&self.token_env, &self.token_file, "token")
+    }
+
+    /// Whether credentials are configured for this backend.
+    pub fn has_credentials(&self) -> bool {
+        self.username.is_some() || self.password_source().is_some() || self.token_source().is_some()
+    }
+}
+
+fn source(env: &Option<String>, file: &Option<String>, what: &str) -> Option<(&'static str, SecretSource)> {
+    let (env_key, file_key) =
+        if what == "password" { ("password_env", "password_file") } else { ("token_env", "token_file") };
+    match (env, file) {
+        (Some(name), _) => Some((env_key, SecretSource::Env(name.clone()))),
+        (None, Some(path)) => Some((file_key, SecretSource::File(path.clone()))),
+        (None, None) => None,
+    }
 }
 
 /// One shard group (`shard_groups.<name>`).
@@ -216,6 +372,9 @@ impl<'de> Deserialize<'de> for Keymap {
 }
 
 mod defaults {
+    pub fn open_paths() -> Vec<String> {
+        vec!["/ping".into(), "/health".into()]
+    }
     pub fn listen() -> String {
         "127.0.0.1:7076".into()
     }
@@ -343,6 +502,46 @@ impl Config {
         Ok(config)
     }
 
+    /// Reads each backend's password or token from its source with `read`
+    /// (the host's: environment, files) into [`BackendConfig::credentials`].
+    /// Errors name the file, the key's path and the source, e.g.
+    /// `proxy.json: $.backends.b.password_env: environment variable B_PASS:
+    /// not set`; an empty secret is an error too.
+    pub fn resolve_credentials(
+        &mut self,
+        file: &str,
+        read: &dyn Fn(&SecretSource) -> Result<String, String>,
+    ) -> Result<(), ConfigError> {
+        for (name, backend) in self.backends.iter_mut() {
+            let read_one = |key: &str, source: &SecretSource| {
+                let fail = |problem: String| ConfigError {
+                    file: file.to_string(),
+                    path: format!("$.backends{}.{key}", key_segment(name)),
+                    problem: one_line(&format!("{source}: {problem}")),
+                };
+                let secret = read(source).map_err(fail)?;
+                let secret =
+                    secret.strip_suffix('\n').map(|s| s.strip_suffix('\r').unwrap_or(s)).unwrap_or(&secret);
+                if secret.is_empty() {
+                    return Err(fail("is empty".to_string()));
+                }
+                Ok(secret.to_string())
+            };
+            backend.credentials = match (&backend.username, backend.password_source(), backend.token_source())
+            {
+                (Some(username), Some((key, source)), None) => Some(crate::auth::BackendCredentials::Basic {
+                    username: username.clone(),
+                    password: read_one(key, &source)?,
+                }),
+                (None, None, Some((key, source))) => {
+                    Some(crate::auth::BackendCredentials::Token(read_one(key, &source)?))
+                }
+                _ => None,
+            };
+        }
+        Ok(())
+    }
+
     /// The backend names in index order (sorted by name, the order of
     /// `backends`): index `i` in a [`crate::route::ReplicaSet`] is
     /// `backend_names()[i]`.
@@ -356,11 +555,22 @@ impl Config {
         self.backends
             .iter()
             .map(|(name, backend)| {
-                BackendAddr::parse(name, &backend.url).map_err(|problem| ConfigError {
+                let mut addr = BackendAddr::parse(name, &backend.url).map_err(|problem| ConfigError {
                     file: String::new(),
-                    path: format!("$.backends{}.url", key_segment(name)),
+                    path: format!("$.backends{}", key_segment(name)) + ".url",
                     problem,
-                })
+                })?;
+                if backend.has_credentials() && backend.credentials.is_none() {
+                    return Err(ConfigError {
+                        file: String::new(),
+                        path: format!("$.backends{}", key_segment(name)),
+                        problem: "its credentials were not read: this host does not read password_env, \
+                                  password_file, token_env or token_file"
+                            .to_string(),
+                    });
+                }
+                addr.credentials = backend.credentials.clone();
+                Ok(addr)
             })
             .collect()
     }
@@ -443,6 +653,49 @@ impl Config {
             }
             if let Err(problem) = BackendAddr::parse(name, &backend.url) {
                 return fail(&format!("{path}.url"), problem);
+            }
+            for (key, value) in [
+                ("username", &backend.username),
+                ("password_env", &backend.password_env),
+                ("password_file", &backend.password_file),
+                ("token_env", &backend.token_env),
+                ("token_file", &backend.token_file),
+            ] {
+                if value.as_deref() == Some("") {
+                    return fail(&format!("{path}.{key}"), "must not be empty".to_string());
+                }
+            }
+            if backend.password_env.is_some() && backend.password_file.is_some() {
+                return fail(
+                    &format!("{path}.password_file"),
+                    "give password_env or password_file, not both".into(),
+                );
+            }
+            if backend.token_env.is_some() && backend.token_file.is_some() {
+                return fail(&format!("{path}.token_file"), "give token_env or token_file, not both".into());
+            }
+            match (&backend.username, backend.password_source(), backend.token_source()) {
+                (Some(_), None, _) => {
+                    return fail(&format!("{path}.username"), "needs password_env or password_file".into())
+                }
+                (None, Some((key, _)), _) => {
+                    return fail(&format!("{path}.{key}"), "a password needs a username".into())
+                }
+                (Some(_), Some(_), Some((key, _))) => {
+                    return fail(
+                        &format!("{path}.{key}"),
+                        "give username and password, or a token, not both".into(),
+                    )
+                }
+                _ => {}
+            }
+            if backend.has_credentials() && self.auth.is_none() {
+                return fail(
+                    &path,
+                    "backend credentials are used only with \"auth\" (without it the clients' credentials \
+                     are passed through)"
+                        .into(),
+                );
             }
         }
 
@@ -579,6 +832,60 @@ impl Config {
                 ),
             );
         }
+        if let Some(auth) = &self.auth {
+            if auth.tokens.is_empty() {
+                return fail(
+                    "$.auth.tokens",
+                    "at least one token is required (influx-proxy create token makes one)".to_string(),
+                );
+            }
+            for (i, token) in auth.tokens.iter().enumerate() {
+                let path = format!("$.auth.tokens[{i}]");
+                if token.name.is_empty() {
+                    return fail(&format!("{path}.name"), "must not be empty".to_string());
+                }
+                if let Some(j) = auth.tokens[..i].iter().position(|t| t.name == token.name) {
+                    return fail(
+                        &format!("{path}.name"),
+                        format!("{:?} is also the name of token {j}", token.name),
+                    );
+                }
+                if let Some(j) = auth.tokens[..i].iter().position(|t| t.sha512 == token.sha512) {
+                    return fail(&format!("{path}.sha512"), format!("the same hash as token {j}"));
+                }
+                if token.databases.is_empty() {
+                    return fail(
+                        &format!("{path}.databases"),
+                        "names no database (list names, or [\"*\"] for all)".to_string(),
+                    );
+                }
+                for (k, db) in token.databases.iter().enumerate() {
+                    if db.is_empty() {
+                        return fail(&format!("{path}.databases[{k}]"), "must not be empty".to_string());
+                    }
+                    if db == "*" && token.databases.len() > 1 {
+                        return fail(
+                            &format!("{path}.databases[{k}]"),
+                            "\"*\" (all databases) must be alone".to_string(),
+                        );
+                    }
+                }
+                if token.permissions.is_empty() {
+                    return fail(
+                        &format!("{path}.permissions"),
+                        "names no permission (read, write, admin)".to_string(),
+                    );
+                }
+            }
+            for (i, open) in auth.open.iter().enumerate() {
+                if !open.starts_with('/') {
+                    return fail(
+                        &format!("$.auth.open[{i}]"),
+                        format!("{open:?} is not a path (/ping, ...)"),
+                    );
+                }
+            }
+        }
         if self.queue_max_bytes < self.max_body_bytes {
             return fail(
                 "$.queue_max_bytes",
@@ -670,6 +977,104 @@ mod tests {
     /// `MINIMAL` with `"key": value` added at the top level.
     fn with(key: &str, value: &str) -> String {
         format!(r#"{{"{key}": {value}, {}"#, &MINIMAL[1..])
+    }
+
+    #[test]
+    fn auth_is_off_by_default_and_checked_with_json_paths() {
+        assert_eq!(Config::parse("p", MINIMAL).unwrap().auth, None);
+        let hash = "ab".repeat(64);
+        let token = |extra: &str| {
+            format!(
+                r#"{{"name":"telegraf","sha512":"{hash}","databases":["telegraf"],"permissions":["write"]{extra}}}"#
+            )
+        };
+        let config = Config::parse("p", &with("auth", &format!(r#"{{"tokens":[{}]}}"#, token("")))).unwrap();
+        let auth = config.auth.unwrap();
+        assert_eq!(auth.open, vec!["/ping".to_string(), "/health".to_string()]);
+        assert_eq!(auth.tokens[0].sha512.0, [0xab; 64]);
+        assert_eq!(auth.tokens[0].permissions, vec![Permission::Write]);
+        let auth_error = |auth: &str| error(&with("auth", auth));
+        let one = |t: &str| format!(r#"{{"tokens":[{t}]}}"#);
+        assert_eq!(
+            auth_error(r#"{"tokens":[]}"#),
+            "proxy.json: $.auth.tokens: at least one token is required (influx-proxy create token makes one)"
+        );
+        let e = auth_error(&one(&token("").replace(&hash, "abc")));
+        assert!(e.starts_with("proxy.json: $.auth.tokens[0].sha512: expected the SHA-512"), "{e}");
+        let e = auth_error(&one(&token("").replace(&hash, &"zz".repeat(64))));
+        assert!(e.starts_with("proxy.json: $.auth.tokens[0].sha512: "), "{e}");
+        let e = auth_error(&one(&token("").replace("\"write\"", "\"delete\"")));
+        assert!(
+            e.starts_with("proxy.json: $.auth.tokens[0].permissions[0]: unknown variant `delete`"),
+            "{e}"
+        );
+        let e = auth_error(&one(&token(r#","extra":1"#)));
+        assert!(e.starts_with("proxy.json: $.auth.tokens[0].extra: unknown field `extra`"), "{e}");
+        assert_eq!(
+            auth_error(&one(&token("").replace(r#"["telegraf"]"#, r#"["*","x"]"#))),
+            "proxy.json: $.auth.tokens[0].databases[0]: \"*\" (all databases) must be alone"
+        );
+        assert!(auth_error(&one(&token("").replace(r#"["telegraf"]"#, "[]")))
+            .contains("$.auth.tokens[0].databases:"));
+        assert!(auth_error(&one(&token("").replace(r#"["write"]"#, "[]")))
+            .contains("$.auth.tokens[0].permissions:"));
+        let two = format!(
+            r#"{{"tokens":[{},{}]}}"#,
+            token(""),
+            token("").replace("telegraf\",\"sha", "t2\",\"sha")
+        );
+        assert_eq!(auth_error(&two), "proxy.json: $.auth.tokens[1].sha512: the same hash as token 0");
+        let open = format!(r#"{{"tokens":[{}],"open":["ping"]}}"#, token(""));
+        assert_eq!(auth_error(&open), "proxy.json: $.auth.open[0]: \"ping\" is not a path (/ping, ...)");
+    }
+
+    #[test]
+    fn backend_credentials_are_checked_and_need_auth() {
+        let hash = "ab".repeat(64);
+        let auth = format!(
+            r#""auth": {{"tokens":[{{"name":"t","sha512":"{hash}","databases":["*"],"permissions":["read"]}}]}}"#
+        );
+        let config = |backend: &str, auth: &str| {
+            format!(
+                r#"{{"backends": {{"a": {{"url": "http://127.0.0.1:8086"{backend}}}}}, "keymaps": {{"_default_": ["a"]}}{auth}}}"#
+            )
+        };
+        let ok = |backend: &str| Config::parse("p", &config(backend, &format!(", {auth}"))).map(|_| ());
+        let problem = |backend: &str| ok(backend).unwrap_err().to_string();
+        assert_eq!(ok(r#", "username": "u", "password_env": "P""#), Ok(()));
+        assert_eq!(ok(r#", "token_file": "/run/secrets/a""#), Ok(()));
+        assert_eq!(
+            problem(r#", "username": "u""#),
+            "p: $.backends.a.username: needs password_env or password_file"
+        );
+        assert_eq!(
+            problem(r#", "password_env": "P""#),
+            "p: $.backends.a.password_env: a password needs a username"
+        );
+        assert_eq!(
+            problem(r#", "username": "u", "password_env": "P", "password_file": "f""#),
+            "p: $.backends.a.password_file: give password_env or password_file, not both"
+        );
+        assert_eq!(
+            problem(r#", "username": "u", "password_env": "P", "token_env": "T""#),
+            "p: $.backends.a.token_env: give username and password, or a token, not both"
+        );
+        assert_eq!(problem(r#", "token_env": """#), "p: $.backends.a.token_env: must not be empty");
+        let e = Config::parse("p", &config(r#", "token_env": "T""#, "")).unwrap_err().to_string();
+        assert!(e.starts_with("p: $.backends.a: backend credentials are used only with \"auth\""), "{e}");
+        // Reading: errors name the key and the source; a file's line ending is dropped.
+        let mut c =
+            Config::parse("p", &config(r#", "username": "u", "password_env": "P""#, &format!(", {auth}")))
+                .unwrap();
+        let e = c.resolve_credentials("p", &|_| Err("not set".into())).unwrap_err().to_string();
+        assert_eq!(e, "p: $.backends.a.password_env: environment variable P: not set");
+        let e = c.resolve_credentials("p", &|_| Ok("\n".into())).unwrap_err().to_string();
+        assert_eq!(e, "p: $.backends.a.password_env: environment variable P: is empty");
+        c.resolve_credentials("p", &|_| Ok("pw\r\n".into())).unwrap();
+        assert_eq!(
+            c.backends["a"].credentials,
+            Some(crate::auth::BackendCredentials::Basic { username: "u".into(), password: "pw".into() })
+        );
     }
 
     /// `gzip` per backend: off unless set, a boolean (else an error naming
@@ -866,7 +1271,10 @@ mod tests {
         assert!(e.starts_with("proxy.json: $.bakends: unknown field `bakends`, expected one of"), "{e}");
         let e =
             error(r#"{"backends": {"a": {"url": "http://x", "uri": "y"}}, "keymaps": {"_default_": ["a"]}}"#);
-        assert!(e.starts_with("proxy.json: $.backends.a.uri: unknown field `uri`, expected `url`"), "{e}");
+        assert!(
+            e.starts_with("proxy.json: $.backends.a.uri: unknown field `uri`, expected one of `url`"),
+            "{e}"
+        );
     }
 
     #[test]

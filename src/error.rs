@@ -14,7 +14,12 @@ pub enum ProxyError {
     /// Malformed request: bad line protocol, bad gzip, bad InfluxQL, missing
     /// `db` or `q`, a measurement no route matches -> 400.
     BadRequest(String),
-    /// A statement refused by the statement filter -> 403.
+    /// Token auth ([`crate::auth`]): no token, or an unknown one -> 401,
+    /// with `WWW-Authenticate: Basic realm="InfluxDB"` as influxd sends
+    /// (services/httpd/handler.go `httpError`).
+    Unauthorized(String),
+    /// A statement refused by the statement filter, or a request outside
+    /// its token's scope -> 403.
     Forbidden(String),
     /// Unknown endpoint -> 404.
     NotFound(String),
@@ -38,6 +43,7 @@ impl ProxyError {
     pub fn status(&self) -> u16 {
         match self {
             ProxyError::BadRequest(_) => 400,
+            ProxyError::Unauthorized(_) => 401,
             ProxyError::Forbidden(_) => 403,
             ProxyError::NotFound(_) => 404,
             ProxyError::MethodNotAllowed(_) => 405,
@@ -52,6 +58,7 @@ impl ProxyError {
     pub fn message(&self) -> &str {
         match self {
             ProxyError::BadRequest(m)
+            | ProxyError::Unauthorized(m)
             | ProxyError::Forbidden(m)
             | ProxyError::NotFound(m)
             | ProxyError::MethodNotAllowed(m)
@@ -66,7 +73,11 @@ impl ProxyError {
     /// The HTTP response: status, `content-type: application/json`, body
     /// `{"error":"..."}` (InfluxDB 1.x error body shape).
     pub fn to_response(&self) -> Response {
-        Response::json(self.status(), error_body(self.message()))
+        let mut response = Response::json(self.status(), error_body(self.message()));
+        if let ProxyError::Unauthorized(_) = self {
+            response.headers.push(("www-authenticate".into(), "Basic realm=\"InfluxDB\"".into()));
+        }
+        response
     }
 }
 

@@ -16,6 +16,8 @@
 //!
 //! Module map (each concept lives in the file named after it):
 //! - [`config`]: the JSON configuration file.
+//! - [`auth`]: token auth at the proxy (InfluxDB 3 tokens, scopes, influxd's
+//!   401/403 answers).
 //! - [`line_protocol`]: splitting a write body into points and reading each
 //!   point's measurement.
 //! - [`validated_body`]: a write body decoded and validated as a pure job
@@ -42,6 +44,7 @@
 //!   failover, schema fan-out, replay.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod health_check;

@@ -5,6 +5,7 @@
 //! influx-proxy check [-c FILE] [--key db,measurement[,tagvalue]]...
 //!                                 validate the configuration, print the
 //!                                 routes and shard groups (and where keys live)
+//! influx-proxy create token      print a new token and its SHA-512
 //! influx-proxy --help | --version
 //! ```
 //!
@@ -34,6 +35,9 @@ Usage:
   influx-proxy check [-c FILE] [--key db,measurement[,tagvalue]]...
                                  validate FILE and print the backends, shard
                                  groups and routes, and where each key lives
+  influx-proxy create token      print a new token (apiv3_...) and its SHA-512,
+                                 the hash to put in the configuration's
+                                 auth.tokens (the token itself is kept nowhere)
   influx-proxy --help            print this help
   influx-proxy --version         print the version
 
@@ -48,6 +52,7 @@ Options:
 enum Command {
     Serve { config: String },
     Check { config: String, keys: Vec<String> },
+    CreateToken,
     Help,
     Version,
 }
@@ -59,6 +64,8 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, Strin
     let mut config = None;
     let mut check = false;
     let mut keys = Vec::new();
+    let mut create = false;
+    let mut token = false;
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         match arg {
             Short('c') | Long("config") => {
@@ -71,10 +78,21 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, Strin
             }
             Short('h') | Long("help") => return Ok(Command::Help),
             Short('V') | Long("version") => return Ok(Command::Version),
-            Value(v) if v == "check" && !check => check = true,
+            Value(v) if v == "check" && !check && !create => check = true,
+            Value(v) if v == "create" && !check && !create => create = true,
+            Value(v) if v == "token" && create && !token => token = true,
             Value(v) => return Err(format!("unexpected argument {:?}", v.to_string_lossy())),
             other => return Err(other.unexpected().to_string()),
         }
+    }
+    if create {
+        return match (token, config.is_some() || !keys.is_empty()) {
+            (false, _) => {
+                Err("`influx-proxy create` needs what to create: `influx-proxy create token`".into())
+            }
+            (true, true) => Err("`influx-proxy create token` takes no options".into()),
+            (true, false) => Ok(Command::CreateToken),
+        };
     }
     let config = config.unwrap_or_else(|| DEFAULT_CONFIG.to_string());
     if !check && !keys.is_empty() {
@@ -146,6 +164,17 @@ fn check(config_path: &str, keys: &[String]) -> Result<String, String> {
     Ok(out)
 }
 
+/// `influx-proxy create token`: a new InfluxDB 3 style token from 64 bytes
+/// of the OS's random source, and its SHA-512 ([`influx_proxy::auth`]):
+/// `token: apiv3_...` and `sha512: <128 hex digits>`, one line each.
+fn create_token() -> Result<String, String> {
+    let mut random = [0u8; influx_proxy::auth::TOKEN_RANDOM_BYTES];
+    getrandom::fill(&mut random).map_err(|e| format!("influx-proxy: no random bytes from the OS: {e}"))?;
+    let token = influx_proxy::auth::token_from_random(&random);
+    let hash = influx_proxy::auth::token_hash_hex(&token);
+    Ok(format!("token: {token}\nsha512: {hash}\n"))
+}
+
 fn main() -> ExitCode {
     let command = match parse_args(std::env::args_os().skip(1)) {
         Ok(c) => c,
@@ -164,6 +193,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Check { config, keys } => check(&config, &keys).map(|text| print!("{text}")),
+        Command::CreateToken => create_token().map(|text| print!("{text}")),
         Command::Serve { config } => native::run(&config),
     };
     match result {
@@ -200,6 +230,7 @@ mod tests {
             parse(&["check", "--key", "db,cpu", "-k", "app,req,c,1"]),
             check(DEFAULT_CONFIG, &["db,cpu", "app,req,c,1"])
         );
+        assert_eq!(parse(&["create", "token"]), Ok(Command::CreateToken));
         assert_eq!(parse(&["--help"]), Ok(Command::Help));
         assert_eq!(parse(&["-V"]), Ok(Command::Version));
     }
@@ -213,6 +244,11 @@ mod tests {
             (&["check", "check"], "unexpected argument \"check\""),
             (&["--key", "db,cpu"], "--key is an option of `influx-proxy check`"),
             (&["check", "--key"], "missing argument"),
+            (&["create"], "needs what to create"),
+            (&["create", "user"], "unexpected argument \"user\""),
+            (&["create", "token", "-c", "x"], "takes no options"),
+            (&["check", "create"], "unexpected argument \"create\""),
+            (&["token"], "unexpected argument \"token\""),
         ] {
             let e = parse(args).unwrap_err();
             assert!(e.contains(expect), "{args:?}: {e}");

@@ -20,6 +20,7 @@
 //! | `influx_proxy_write_queue_replay_attempts` | gauge | backend | failed replay attempts of the oldest record |
 //! | `influx_proxy_loop_restarts_total` | counter | loop (`health_check`, `replay`), backend | background loops restarted by the supervisor after a panic or an unexpected end ([`crate::host`]) |
 //! | `influx_proxy_config_reloads_total` | counter | result (`applied`, `refused`) | configuration reload attempts ([`crate::proxy::Proxy::reload`]) |
+//! | `influx_proxy_auth_failures_total` | counter | reason (`unauthorized`: no, malformed or unknown token, 401; `forbidden`: out of the token's scope, 403) | requests refused by token auth ([`crate::auth`]) |
 //! | `influx_proxy_config_generation` | gauge | | the configuration's generation: 1 at start, +1 per applied reload |
 //! | `influx_proxy_request_duration_seconds` | histogram | endpoint | time from a parsed client request to its answer, in [`crate::proxy::Proxy::handle`] (body reading and writing excluded) |
 //! | `influx_proxy_backend_request_duration_seconds` | histogram | backend | time of each request to the backend, answered or not (writes, queries, replay, health checks) |
@@ -73,6 +74,11 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     endpoint: String,
     status: u16,
@@ -116,6 +122,7 @@ pub struct Metrics {
     queue_replay_attempts: Family<BackendLabels, Gauge>,
     loop_restarts: Family<LoopLabels, Counter>,
     config_reloads: Family<ResultLabels, Counter>,
+    auth_failures: Family<ReasonLabels, Counter>,
     config_generation: Gauge,
     request_duration: HistogramFamily<EndpointLabels>,
     backend_request_duration: HistogramFamily<BackendLabels>,
@@ -161,6 +168,10 @@ impl Metrics {
         let config_reloads = Family::<ResultLabels, Counter>::default();
         for result in ["applied", "refused"] {
             let _ = config_reloads.get_or_create(&ResultLabels { result: result.into() });
+        }
+        let auth_failures = Family::<ReasonLabels, Counter>::default();
+        for reason in ["unauthorized", "forbidden"] {
+            let _ = auth_failures.get_or_create(&ReasonLabels { reason: reason.into() });
         }
         let config_generation = Gauge::default();
         config_generation.set(1);
@@ -230,6 +241,11 @@ impl Metrics {
             config_reloads.clone(),
         );
         registry.register(
+            "auth_failures",
+            "Requests refused by token auth, by reason (unauthorized: 401, forbidden: 403)",
+            auth_failures.clone(),
+        );
+        registry.register(
             "config_generation",
             "The configuration's generation: 1 at start, +1 per applied reload",
             config_generation.clone(),
@@ -264,6 +280,7 @@ impl Metrics {
             queue_replay_attempts,
             loop_restarts,
             config_reloads,
+            auth_failures,
             config_generation,
             request_duration,
             backend_request_duration,
@@ -276,6 +293,12 @@ impl Metrics {
         self.loop_restarts
             .get_or_create(&LoopLabels { r#loop: loop_name.to_string(), backend: backend_name.to_string() })
             .inc();
+    }
+
+    /// Counts a request refused by token auth: `reason` `unauthorized`
+    /// (401) or `forbidden` (403).
+    pub fn auth_failure(&self, reason: &str) {
+        self.auth_failures.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc();
     }
 
     /// Counts one configuration reload attempt; `result` is `"applied"` or
@@ -408,8 +431,13 @@ impl<T> TimedTransport<T> {
 }
 
 impl<T: Transport> TimedTransport<T> {
-    /// [`Transport::send`], timed.
-    pub async fn send(&self, addr: &BackendAddr, request: Request) -> Result<Response, TransportError> {
+    /// [`Transport::send`], timed; with the backend's configured
+    /// credentials put on the request ([`BackendAddr::credentials`]): every
+    /// request to a backend goes through here.
+    pub async fn send(&self, addr: &BackendAddr, mut request: Request) -> Result<Response, TransportError> {
+        if let Some(credentials) = &addr.credentials {
+            credentials.apply(&mut request);
+        }
         let Some(clock) = &self.clock else { return self.inner.send(addr, request).await };
         let start = clock();
         let outcome = self.inner.send(addr, request).await;
@@ -421,9 +449,12 @@ impl<T: Transport> TimedTransport<T> {
     pub async fn send_shared(
         &self,
         addr: &BackendAddr,
-        request: Request,
+        mut request: Request,
         body: crate::http::SharedBytes,
     ) -> Result<Response, TransportError> {
+        if let Some(credentials) = &addr.credentials {
+            credentials.apply(&mut request);
+        }
         let Some(clock) = &self.clock else { return self.inner.send_shared(addr, request, body).await };
         let start = clock();
         let outcome = self.inner.send_shared(addr, request, body).await;

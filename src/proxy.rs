@@ -23,7 +23,8 @@ mod send;
 mod write;
 
 pub use reload::{
-    is_loopback, moves_data, ConfigReader, LogSink, ReloadReport, Topology, LEAVING_FILE, RESTART_ONLY,
+    is_loopback, moves_data, ConfigReader, LogSink, ReloadReport, SecretReader, Topology, LEAVING_FILE,
+    RESTART_ONLY,
 };
 
 use crate::config::Config;
@@ -92,6 +93,8 @@ pub struct Proxy<T, S> {
     last_reload: RefCell<Option<reload::LastReload>>,
     /// The configuration file and how to read it ([`Proxy::set_config_file`]).
     config_file: Option<(String, ConfigReader)>,
+    /// Reads backends' secrets for a reload ([`Proxy::set_secret_reader`]).
+    secret_reader: Option<SecretReader>,
     /// Where log lines go ([`Proxy::set_log`]).
     log: Option<LogSink>,
     /// The host's loop starter waiting in [`Proxy::loops_wanted`].
@@ -236,6 +239,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             reloads: async_lock::Mutex::new(()),
             last_reload: RefCell::new(None),
             config_file: None,
+            secret_reader: None,
             log: None,
             loop_starter: RefCell::new(None),
             transport: metrics.timed(transport),
@@ -331,13 +335,25 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// its body (no copy), for the host to run where it likes (e.g. on
     /// another core) and hand back to [`Proxy::handle_prepared`]: the CPU
     /// of a write (gzip decoding, validation) off the proxy's thread. `None`
-    /// (body left in place) for any other request. Validated with the
-    /// current `max_body_bytes`.
+    /// (body left in place) for any other request, and with `auth` for a
+    /// write without a valid token (refused 401 with its body never
+    /// decoded). Validated with the current `max_body_bytes`.
     pub fn write_body_job(&self, request: &mut Request) -> Option<WriteBodyJob> {
         if !matches!(request.path.as_str(), "/write" | "/api/v2/write") || request.method != Method::Post {
             return None;
         }
-        Some(WriteBodyJob::take(request, self.topology().config.max_body_bytes))
+        let topology = self.topology();
+        // With token auth, no body work for a request without a valid
+        // token: it is refused 401 without its body decoded.
+        if let Some(auth) = &topology.config.auth {
+            let password = request.param("p").filter(|_| request.path == "/write");
+            if !crate::auth::is_open(auth, &request.path)
+                && crate::auth::authenticate(auth, request.header("authorization"), password).is_err()
+            {
+                return None;
+            }
+        }
+        Some(WriteBodyJob::take(request, topology.config.max_body_bytes))
     }
 
     /// [`Proxy::handle`], with the body of a write request already
@@ -377,7 +393,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         // The request's snapshot: a reload while it runs does not change
         // its routes, filters or limits.
         let topology = self.topology();
+        let authorized = self.authorize(&topology, &mut request, endpoint);
         let result = match endpoint {
+            _ if authorized.is_err() => authorized.map(|()| Response::empty(204)),
             "ping" => self.ping(&request),
             "write" => self.write(&topology, &mut request, prepared, write::WriteApi::V1, now_ms).await,
             "api_v2_write" => {
@@ -402,6 +420,58 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             self.metrics.request_duration(endpoint, clock().saturating_sub(start));
         }
         response
+    }
+
+    /// Token auth ([`crate::auth`], config `auth`; nothing to do without
+    /// it): a path in `auth.open` passes; any other needs a configured
+    /// token (401) whose scope covers the request (403): a write's
+    /// database, every statement of a query (all checked before any is
+    /// sent), and admin on `*` for the proxy's own endpoints other than
+    /// `/ping`, `/health`, `/metrics` and `/replica`. Refusals are counted
+    /// in `influx_proxy_auth_failures_total`. An authorized request loses
+    /// the client's credentials (`Authorization`, `u`, `p`): backends get
+    /// none of them, and neither do queued records.
+    fn authorize(&self, topo: &Topology, request: &mut Request, endpoint: &str) -> Result<(), ProxyError> {
+        let Some(auth) = &topo.config.auth else { return Ok(()) };
+        if crate::auth::is_open(auth, &request.path) {
+            return Ok(());
+        }
+        let params = if endpoint == "query" { query::query_params(request) } else { request.query.clone() };
+        let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        // `p` on the v1 routes only, as InfluxDB 3 (influxdb3_server http.rs
+        // `extract_v1_auth_token`: `/query`, `/write`).
+        let password = if matches!(endpoint, "query" | "write") { param("p") } else { None };
+        let result = crate::auth::authenticate(auth, request.header("authorization"), password)
+            .map_err(|e| ("unauthorized", e))
+            .and_then(|grant| {
+                let nonempty = |name: &str| param(name).filter(|v| !v.is_empty());
+                let scoped = match endpoint {
+                    // Without a database the write handler answers 400.
+                    "write" => nonempty("db").map_or(Ok(()), |db| grant.authorize_write(db)),
+                    "api_v2_write" => nonempty("bucket")
+                        .map(|b| b.split_once('/').map_or(b, |(db, _)| db))
+                        .filter(|db| !db.is_empty())
+                        .map_or(Ok(()), |db| grant.authorize_write(db)),
+                    // A query that does not parse is answered 400 by the
+                    // query path, before anything is sent.
+                    "query" => match nonempty("q").map(crate::statement::parse_statements) {
+                        Some(Ok(statements)) => statements
+                            .iter()
+                            .try_for_each(|statement| grant.authorize_statement(statement, nonempty("db"))),
+                        _ => Ok(()),
+                    },
+                    "ping" | "health" | "metrics" | "replica" | "other" => Ok(()),
+                    _ => grant.authorize_proxy_admin(&request.path),
+                };
+                scoped.map_err(|e| ("forbidden", e))
+            });
+        if let Err((reason, e)) = result {
+            self.metrics.auth_failure(reason);
+            return Err(e);
+        }
+        request.headers.retain(|(name, _)| !name.eq_ignore_ascii_case("authorization"));
+        request.query.retain(|(name, _)| name != "u" && name != "p");
+        Ok(())
     }
 
     /// One health check of backend `backend` (index): `GET /ping`, expecting

@@ -172,6 +172,37 @@ impl<'q> Statement<'q> {
         show_for_backends(self.text, &self.tokens)
     }
 
+    /// The database a statement names for itself, for token scopes
+    /// ([`crate::auth`]): `name` of `CREATE DATABASE name` / `DROP DATABASE
+    /// name`, else the database of its top-level `ON db` clause (retention
+    /// policy statements, `SHOW ... ON db`, `GRANT ... ON db`), else `None`
+    /// (the `db` parameter applies).
+    pub fn database(&self) -> Option<String> {
+        let t = &self.tokens;
+        if t.len() >= 3
+            && (t[0].is_keyword("CREATE") || t[0].is_keyword("DROP"))
+            && t[1].is_keyword("DATABASE")
+        {
+            return t[2].name().map(str::to_string);
+        }
+        on_clause_database(t)
+    }
+
+    /// The first two words, upper-cased (`"DROP MEASUREMENT"`), for
+    /// telling statements of one [`StatementKind`] apart.
+    pub fn leading_keywords(&self) -> String {
+        let words: Vec<String> = self
+            .tokens
+            .iter()
+            .take(2)
+            .filter_map(|t| match &t.kind {
+                TokenKind::Ident(w) => Some(w.to_ascii_uppercase()),
+                _ => None,
+            })
+            .collect();
+        words.join(" ")
+    }
+
     /// True when the first word is `SHOW`.
     pub fn is_show(&self) -> bool {
         self.tokens.first().is_some_and(|t| t.is_keyword("SHOW"))
@@ -318,6 +349,11 @@ fn show_on_database_tokens(tokens: &[Token]) -> Option<String> {
     if !tokens.first()?.is_keyword("SHOW") {
         return None;
     }
+    on_clause_database(tokens)
+}
+
+/// The database of the first top-level (outside parentheses) `ON db`.
+fn on_clause_database(tokens: &[Token]) -> Option<String> {
     let mut depth = 0usize;
     for (i, token) in tokens.iter().enumerate() {
         if token.is_punct("(") {

@@ -24,6 +24,10 @@ pub struct BackendAddr {
     pub base_path: String,
     /// The URL as configured, for messages.
     pub url: String,
+    /// Credentials put on every request to this backend (config
+    /// `backends.<name>.username` / `token_*`, with `auth` on), replacing
+    /// any the request had. Debug-printed redacted.
+    pub credentials: Option<crate::auth::BackendCredentials>,
 }
 
 impl BackendAddr {
@@ -74,6 +78,7 @@ impl BackendAddr {
             port,
             base_path: path.to_string(),
             url: url.to_string(),
+            credentials: None,
         })
     }
 

@@ -113,3 +113,33 @@ fn usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert_eq!(stderr(&out).trim_end().lines().count(), 1);
 }
+
+/// `influx-proxy create token`: `token: apiv3_<86 characters of URL-safe
+/// base64 of 64 bytes>` and `sha512: <its SHA-512, 128 hex digits>`; a new
+/// token each run.
+#[test]
+fn create_token_prints_an_influxdb3_token_and_its_sha512() {
+    use base64::Engine as _;
+    let run = || {
+        let out = proxy(&["create", "token"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let token = lines[0].strip_prefix("token: ").unwrap_or_else(|| panic!("{text}")).to_string();
+        let hash = lines[1].strip_prefix("sha512: ").unwrap_or_else(|| panic!("{text}")).to_string();
+        (token, hash)
+    };
+    let (token, hash) = run();
+    let random = token.strip_prefix("apiv3_").unwrap_or_else(|| panic!("{token}"));
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(random).expect("URL-safe base64");
+    assert_eq!(bytes.len(), 64);
+    assert_eq!(hash.len(), 128);
+    assert!(hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{hash}");
+    assert_eq!(hash, influx_proxy::auth::token_hash_hex(&token));
+    let (other, _) = run();
+    assert_ne!(token, other);
+    let out = proxy(&["create"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("influx-proxy create token"), "{}", stderr(&out));
+}

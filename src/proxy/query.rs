@@ -272,10 +272,16 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             db: get("db").filter(|d| !d.is_empty()),
             pretty: get("pretty").is_some_and(|p| p == "true"),
             forwarded,
-            credentials: Credentials {
-                username: get("u").filter(|u| !u.is_empty()),
-                password: get("p"),
-                authorization: request.header("authorization").map(str::to_string),
+            // With token auth at the proxy the client's credentials are
+            // the proxy's, not the backends' (`u`/`p` of a form body too).
+            credentials: if topo.config.auth.is_some() {
+                Credentials::default()
+            } else {
+                Credentials {
+                    username: get("u").filter(|u| !u.is_empty()),
+                    password: get("p"),
+                    authorization: request.header("authorization").map(str::to_string),
+                }
             },
             accept: request.header("accept").map(str::to_string),
             answered: Default::default(),
@@ -1431,7 +1437,7 @@ fn no_route(measurement: &str) -> ProxyError {
 /// The request's parameters: for `POST` with a form body, the body's first
 /// (they take precedence, as in InfluxDB's use of Go's `FormValue`), then the
 /// URL's.
-fn query_params(request: &Request) -> Vec<(String, String)> {
+pub(super) fn query_params(request: &Request) -> Vec<(String, String)> {
     let mut params = Vec::new();
     let is_form = request
         .header("content-type")

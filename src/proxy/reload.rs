@@ -419,7 +419,13 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         // The file is read under the lock too, so that of two reloads the
         // one applied last is the one that read the file last.
         let _one_at_a_time = self.reloads.lock().await;
-        let parsed = read(path).and_then(|text| Config::parse(path, &text).map_err(|e| e.to_string()));
+        let parsed = read(path).and_then(|text| {
+            let mut config = Config::parse(path, &text).map_err(|e| e.to_string())?;
+            if let Some(secrets) = &self.secret_reader {
+                config.resolve_credentials(path, &**secrets).map_err(|e| e.to_string())?;
+            }
+            Ok(config)
+        });
         match parsed {
             Ok(config) => {
                 let result = self.apply(config).await;
@@ -667,6 +673,14 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         self.config_file = Some((path, read));
     }
 
+    /// Gives the proxy the host's reader of backends' secrets (environment
+    /// variables, files), so that a reload reads them again
+    /// ([`Config::resolve_credentials`]). Without it a reloaded
+    /// configuration with backend credentials is refused.
+    pub fn set_secret_reader(&mut self, read: SecretReader) {
+        self.secret_reader = Some(read);
+    }
+
     /// Gives the proxy a sink for its log lines (one line each, no newline):
     /// one per reload attempt, per backend that has left, per record moved to
     /// a dead-letter file, per backend marked down or up (with its last
@@ -686,6 +700,10 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
 
 /// Reads the configuration file at the path given ([`Proxy::set_config_file`]).
 pub type ConfigReader = Rc<dyn Fn(&str) -> Result<String, String>>;
+
+/// Reads one secret of a backend's credentials ([`Proxy::set_secret_reader`],
+/// [`Config::resolve_credentials`]).
+pub type SecretReader = Rc<dyn Fn(&crate::config::SecretSource) -> Result<String, String>>;
 
 /// Takes one log line ([`Proxy::set_log`]).
 pub type LogSink = Rc<dyn Fn(&str)>;

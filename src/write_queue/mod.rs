@@ -159,7 +159,10 @@
 //! A payload must be consumed exactly; trailing bytes, bad UTF-8 or an unknown
 //! kind make the record corrupt. Credentials are stored as the client sent
 //! them (they are replayed unchanged), so the data directory must be private to
-//! the proxy.
+//! the proxy. With token auth at the proxy (config `auth`, [`crate::auth`])
+//! records hold none: the client's credentials are dropped before routing,
+//! and each request to a backend, replay included, carries that backend's
+//! configured credentials instead.
 //!
 //! ## The `ack` file
 //!

@@ -588,6 +588,20 @@ bind-address = "127.0.0.1:{rpc_port}"
         self.spawn();
     }
 
+    /// Restarts the server with `[http] auth-enabled = true` (same ports and
+    /// data): create its admin user first (influxd lets the first `CREATE
+    /// USER ... WITH ALL PRIVILEGES` through without credentials). After
+    /// this the helpers that query it without credentials fail.
+    pub fn enable_auth(&mut self) {
+        self.stop();
+        let path = self.dir.path().join("influxd.conf");
+        let text = fs::read_to_string(&path).expect("read influxd.conf");
+        assert!(text.contains("  log-enabled = false\n"), "influxd.conf changed shape");
+        let text = text.replace("  log-enabled = false\n", "  log-enabled = false\n  auth-enabled = true\n");
+        fs::write(&path, text).expect("write influxd.conf");
+        self.spawn();
+    }
+
     /// A server that lost its disk: stops it, deletes its meta, data and WAL
     /// directories, and starts it again empty on the same ports.
     pub fn wipe(&mut self) {
