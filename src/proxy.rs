@@ -22,6 +22,8 @@ mod replica;
 mod send;
 mod write;
 
+pub(crate) use write::WriteApi;
+
 pub use reload::{
     is_loopback, moves_data, ConfigReader, LogSink, ReloadReport, Topology, LEAVING_FILE, RESTART_ONLY,
 };
@@ -363,12 +365,14 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             "/replica" => "replica",
             "/cleanup" => "cleanup",
             "/resync" => "resync",
-            _ => "other",
+            path => crate::api_v3::endpoint(path).unwrap_or("other"),
         };
         // Writes and queries: wait while a reload lists the keys of a move it
         // starts, then in flight until answered (a move waits for requests
         // routed before its routing changed; `proxy/moves.rs`).
-        let _in_flight = if matches!(endpoint, "write" | "api_v2_write" | "query") {
+        let _in_flight = if matches!(endpoint, "write" | "api_v2_write" | "query")
+            || crate::api_v3::is_write_or_query(endpoint)
+        {
             self.inflight.unfrozen().await;
             Some(self.inflight.start())
         } else {
@@ -390,6 +394,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             "replica" => self.replica(&request),
             "cleanup" => self.cleanup_endpoint(&request).await,
             "resync" => self.resync_endpoint(&request).await,
+            v3 if v3.starts_with("api_v3_") => self.api_v3(&topology, v3, &mut request, now_ms).await,
             _ => Err(ProxyError::NotFound(format!("404 page not found: {}", request.path))),
         };
         let mut response = result.unwrap_or_else(|e| e.to_response());
@@ -991,7 +996,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let topo = self.topology();
         let state = &topo.states[backend];
         let addr = &topo.backends[backend];
-        if !state.queue.is_empty() || !state.health.borrow().is_healthy() {
+        let no_sync = matches!(outgoing, Outgoing::Write(body) if body.no_sync);
+        if no_sync || !state.queue.is_empty() || !state.health.borrow().is_healthy() {
             return match outgoing {
                 Outgoing::Write(body) => self.enqueue(backend, &body.record(0), now_ms).await,
                 Outgoing::Statement(record) => self.enqueue(backend, record, now_ms).await,
