@@ -409,6 +409,9 @@ impl Table {
     /// aligned, the header between two rules, a closing rule, no final line
     /// ending; `++\n++` for no columns.
     fn pretty(&self) -> String {
+        if self.columns.is_empty() {
+            return "++\n++".into();
+        }
         let cells: Vec<Vec<String>> = self.rows.iter().map(|r| r.iter().map(cell_text).collect()).collect();
         let widths: Vec<usize> = (0..self.columns.len())
             .map(|i| {
