@@ -270,6 +270,21 @@ print("ok")
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // Each write went where the client says it sends it.
+    let metrics = c.proxy.get("/metrics").body;
+    let answered = |endpoint: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("influx_proxy_requests_total{")
+                    && l.contains(&format!("endpoint=\"{endpoint}\""))
+                    && l.contains("status=\"204\"")
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_string)
+    };
+    assert_eq!(answered("api_v2_write").as_deref(), Some("1"), "{metrics}");
+    assert_eq!(answered("api_v3_write_lp").as_deref(), Some("2"), "{metrics}");
     for server in c.backends() {
         wait_until(CATCH_UP, "the client's three points", || match server.count(DB, "py") {
             3 => Ok(()),
