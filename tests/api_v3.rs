@@ -8,7 +8,7 @@
 #[macro_use]
 mod support;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use std::process::Command;
 use std::time::Duration;
 use support::*;
