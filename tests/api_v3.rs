@@ -140,8 +140,9 @@ fn write_lp_no_sync_answers_once_queued_and_is_delivered(mode: Mode) {
 fn query_influxql_formats(mode: Mode) {
     let c = Cluster::start(mode);
     create_db(&c);
-    let body = "cpu,host=a usage=1.5 1708976567\ncpu,host=b usage=3 1708976567\n";
-    let r = c.proxy.request("POST", &format!("/api/v3/write_lp?db={DB}&precision=s"), &[], Some(body.into()));
+    // The README's example: seconds and milliseconds in one body (auto).
+    let body = "cpu,host=a usage=1.5 1708976567\ncpu,host=b usage=3 1708976567000";
+    let r = c.proxy.request("POST", &format!("/api/v3/write_lp?db={DB}"), &[], Some(body.into()));
     assert_eq!(r.status, 204, "{r:?}");
     let q = "SELECT%20usage%20FROM%20cpu%20GROUP%20BY%20host";
     let r = c.proxy.get(&format!("/api/v3/query_influxql?db={DB}&q={q}"));
