@@ -18,6 +18,9 @@
 //!   answers 400 `{"error":"partial write of line protocol occurred","data":[..]}`;
 //!   `accept_partial=false` writes nothing and answers 400
 //!   `{"error":"line protocol parsing error","data":{..}}` (the first bad line).
+//!   Points no keymap routes follow `accept_partial` too, answered as the 1.x
+//!   path answers them (400 `{"error":"partial write: no route ..."}`, or
+//!   the whole body refused).
 //!   `no_sync=true`: every backend's points go to its write queue on disk
 //!   (appended and fsynced) and the client hears 204 then, without waiting for
 //!   the backends; the replay loops deliver them (so still durable on the
@@ -604,10 +607,11 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             v1.headers.push(("authorization".into(), auth.to_string()));
         }
         v1.peer = request.peer;
-        let api = WriteApi::V3 { no_sync };
-        let mut first = v1.clone();
-        first.body = lines.body.clone();
-        let mut response = self.write(topo, &mut first, None, api, now_ms).await;
+        let api = WriteApi::V3 { no_sync, accept_partial };
+        v1.body = lines.body;
+        // Shares the body's bytes: a second attempt copies none of them.
+        let job = WriteBodyJob::take(&mut v1, topo.config().max_body_bytes);
+        let mut response = self.write(topo, &mut v1, Some(job.clone().run()), api, now_ms).await;
         // InfluxDB 3 creates a database on its first write: so does this
         // API, on the backends that lack it, then writes again.
         let missing = |r: &Result<Response, ProxyError>| match r {
@@ -620,8 +624,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             if created.status != 200 {
                 return Ok(created);
             }
-            v1.body = lines.body;
-            response = self.write(topo, &mut v1, None, api, now_ms).await;
+            response = self.write(topo, &mut v1, Some(job.run()), api, now_ms).await;
         }
         match response? {
             r if r.status == 204 && !lines.rejected.is_empty() => {

@@ -70,8 +70,10 @@ pub(crate) enum WriteApi {
     V2,
     /// `/api/v3/write_lp` ([`crate::api_v3`]), already turned into a 1.x
     /// write (`db`, `precision`); `no_sync`: every backend's points go to its
-    /// write queue (fsynced) instead of being sent directly.
-    V3 { no_sync: bool },
+    /// write queue (fsynced) instead of being sent directly;
+    /// `accept_partial` instead of `partial_writes` for points no keymap
+    /// routes (the body's malformed lines are already left out).
+    V3 { no_sync: bool, accept_partial: bool },
 }
 
 /// Where a write goes on each backend.
@@ -114,7 +116,10 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         // Malformed lines and points with no route: with `partial_writes`
         // they are left out and the others written ([`Dropped`]); without,
         // the first of them fails the whole write and nothing is written.
-        let partial = topo.config.partial_writes;
+        let partial = match api {
+            WriteApi::V3 { accept_partial, .. } => accept_partial,
+            WriteApi::V1 | WriteApi::V2 => topo.config.partial_writes,
+        };
         let malformed = body.malformed();
         let first_malformed = malformed.first().map(|e| e.line_number);
         let mut dropped = Dropped::default();
@@ -777,7 +782,7 @@ impl WriteTarget {
             password: request.param("p").map(str::to_string),
             authorization: request.header("authorization").map(str::to_string),
         };
-        let no_sync = matches!(api, WriteApi::V3 { no_sync: true });
+        let no_sync = matches!(api, WriteApi::V3 { no_sync: true, .. });
         Ok(WriteTarget { db, rp, precision, credentials, no_sync })
     }
 }
