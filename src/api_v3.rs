@@ -335,15 +335,10 @@ impl Table {
         let names: Vec<&str> =
             series["columns"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
         let time = names.contains(&"time").then(|| self.column("time"));
-        let tags: Vec<(usize, Value)> = series["tags"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|(k, v)| (self.column(&k), v))
-            .collect();
+        let mut tags: Vec<(usize, Value)> = Vec::new();
+        for (key, value) in series["tags"].as_object().into_iter().flatten() {
+            tags.push((self.column(key), value.clone()));
+        }
         let index: Vec<usize> = names.iter().map(|n| self.column(n)).collect();
         for values in series["values"].as_array().into_iter().flatten() {
             let mut row = vec![None; self.columns.len()];

@@ -294,7 +294,7 @@ print("ok")
     }
 }
 
-scenarios!(native: Mode::Native; [
+scenarios!(native: Mode::Native, wasm: Mode::Wasm; [
     write_lp_auto_precision_mixes_units_in_one_body,
     write_lp_partial_writes_and_all_or_nothing,
     write_lp_creates_a_missing_database,
