@@ -44,7 +44,7 @@ use crate::line_protocol::LineProtocolError;
 use crate::proxy::{Proxy, Topology, WriteApi};
 use crate::storage::Storage;
 use crate::transport::Transport;
-use crate::validated_body::WriteBodyJob;
+use crate::validated_body::{PreparedBody, WriteBodyJob};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -167,6 +167,9 @@ pub struct LineProtocolV1 {
     pub body: Vec<u8>,
     pub points: usize,
     pub rejected: Vec<WriteLineError>,
+    /// Whether a timestamp was rewritten (else `body` holds the valid
+    /// points as they came).
+    pub rewritten: bool,
 }
 
 /// Splits `text` (a decoded body) into valid points and rejected lines
@@ -188,9 +191,11 @@ pub fn to_v1_lines<'a>(
             (Precision::Auto, true, Some((head, ts))) => {
                 match ts.parse::<i64>().ok().and_then(|t| precision.to_nanos(t)) {
                     Some(ns) => {
+                        let ns = ns.to_string();
+                        out.rewritten |= ns != ts;
                         out.body.extend_from_slice(head.as_bytes());
                         out.body.push(b' ');
-                        out.body.extend_from_slice(ns.to_string().as_bytes());
+                        out.body.extend_from_slice(ns.as_bytes());
                     }
                     None => {
                         out.rejected.push(WriteLineError {
@@ -543,16 +548,19 @@ struct QueryRequest {
 }
 
 impl<T: Transport, S: Storage> Proxy<T, S> {
-    /// Answers an InfluxDB 3 request; `endpoint` is its [`endpoint`] label.
+    /// Answers an InfluxDB 3 request; `endpoint` is its [`endpoint`] label;
+    /// `prepared`: a `write_lp` body the host validated
+    /// ([`Proxy::write_body_job`]).
     pub(crate) async fn api_v3(
         &self,
         topo: &Topology,
         endpoint: &str,
         request: &mut Request,
+        prepared: Option<PreparedBody>,
         now_ms: u64,
     ) -> Result<Response, ProxyError> {
         match endpoint {
-            "api_v3_write_lp" => self.write_lp(topo, request, now_ms).await,
+            "api_v3_write_lp" => self.write_lp(topo, request, prepared, now_ms).await,
             "api_v3_query_influxql" => self.query_influxql(topo, request, now_ms).await,
             "api_v3_configure_database" => self.configure_database(topo, request, now_ms).await,
             _ => Ok(not_implemented(
@@ -566,6 +574,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         &self,
         topo: &Topology,
         request: &mut Request,
+        prepared: Option<PreparedBody>,
         now_ms: u64,
     ) -> Result<Response, ProxyError> {
         if request.method != Method::Post {
@@ -582,9 +591,12 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         };
         let accept_partial = bool_param(request, "accept_partial", true)?;
         let no_sync = bool_param(request, "no_sync", false)?;
-        let body = WriteBodyJob::take(request, topo.config().max_body_bytes)
-            .run()
-            .for_request(request.header("content-encoding"), topo.config().max_body_bytes)?;
+        let max = topo.config().max_body_bytes;
+        let content_encoding = request.header("content-encoding").map(str::to_string);
+        let prepared = prepared
+            .unwrap_or_else(|| WriteBodyJob::take(request, max).run())
+            .checked(content_encoding.as_deref(), max);
+        let body = prepared.validated().map_err(Clone::clone)?;
         let text = body.text();
         let lines = to_v1_lines(body.points(text), body.malformed(), precision);
         if !lines.rejected.is_empty() && (!accept_partial || lines.points == 0) {
@@ -603,10 +615,20 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         }
         v1.peer = request.peer;
         let api = WriteApi::V3 { no_sync, accept_partial };
-        v1.body = lines.body;
-        // Shares the body's bytes: a second attempt copies none of them.
-        let job = WriteBodyJob::take(&mut v1, topo.config().max_body_bytes);
-        let mut response = self.write(topo, &mut v1, Some(job.clone().run()), api, now_ms).await;
+        // The client's body itself (validated once, a gzip body forwarded
+        // as it came) when nothing in it changes; else the rebuilt lines.
+        let (job, first) = if lines.rejected.is_empty() && !lines.rewritten {
+            if let Some(encoding) = content_encoding {
+                v1.headers.push(("content-encoding".into(), encoding));
+            }
+            (prepared.job(), prepared)
+        } else {
+            v1.body = lines.body;
+            // Shares the body's bytes: a second attempt copies none of them.
+            let job = WriteBodyJob::take(&mut v1, max);
+            (job.clone(), job.run())
+        };
+        let mut response = self.write(topo, &mut v1, Some(first), api, now_ms).await;
         // InfluxDB 3 creates a database on its first write: so does this
         // API, on the backends that lack it, then writes again.
         let missing = |r: &Result<Response, ProxyError>| match r {

@@ -329,14 +329,17 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         self.handle_prepared(request, None, now_ms).await
     }
 
-    /// The body job of a write request (`/write`, `/api/v2/write`), taking
+    /// The body job of a write request (`/write`, `/api/v2/write`,
+    /// `/api/v3/write_lp`), taking
     /// its body (no copy), for the host to run where it likes (e.g. on
     /// another core) and hand back to [`Proxy::handle_prepared`]: the CPU
     /// of a write (gzip decoding, validation) off the proxy's thread. `None`
     /// (body left in place) for any other request. Validated with the
     /// current `max_body_bytes`.
     pub fn write_body_job(&self, request: &mut Request) -> Option<WriteBodyJob> {
-        if !matches!(request.path.as_str(), "/write" | "/api/v2/write") || request.method != Method::Post {
+        if !matches!(request.path.as_str(), "/write" | "/api/v2/write" | "/api/v3/write_lp")
+            || request.method != Method::Post
+        {
             return None;
         }
         Some(WriteBodyJob::take(request, self.topology().config.max_body_bytes))
@@ -394,7 +397,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             "replica" => self.replica(&request),
             "cleanup" => self.cleanup_endpoint(&request).await,
             "resync" => self.resync_endpoint(&request).await,
-            v3 if v3.starts_with("api_v3_") => self.api_v3(&topology, v3, &mut request, now_ms).await,
+            v3 if v3.starts_with("api_v3_") => {
+                self.api_v3(&topology, v3, &mut request, prepared, now_ms).await
+            }
             _ => Err(ProxyError::NotFound(format!("404 page not found: {}", request.path))),
         };
         let mut response = result.unwrap_or_else(|e| e.to_response());

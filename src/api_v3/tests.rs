@@ -179,3 +179,11 @@ fn formats_and_accept_headers() {
     assert_eq!(QueryFormat::JsonLines.content_type(), "application/jsonl");
     assert_eq!(QueryFormat::Pretty.content_type(), "text/plain; charset=utf-8");
 }
+
+#[test]
+fn a_body_already_in_ns_is_not_rewritten() {
+    let lines = v1_lines("m v=1 1708976567000000000\nm v=2\n", Precision::Auto);
+    assert!(!lines.rewritten);
+    assert!(v1_lines("m v=1 1708976567\n", Precision::Auto).rewritten);
+    assert!(!v1_lines("m v=1 1708976567\n", Precision::Second).rewritten);
+}

@@ -153,3 +153,29 @@ fn configure_database_fans_out_create_and_drop_and_queues_for_a_down_backend() {
     let r = v3(&p, Method::Head, "/api/v3/configure/database", "");
     assert_eq!(r.status, 405);
 }
+
+#[test]
+fn write_lp_forwards_a_body_that_needs_no_change_as_it_came() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), "");
+    // ns timestamps (auto reads them as ns): the client's gzip bytes go on.
+    let lines = "cpu v=1 1708976567000000000\ncpu v=2 1708976568000000000\n";
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, lines.as_bytes()).unwrap();
+    let gz = gz.finish().unwrap();
+    let mut request = Request::new(Method::Post, "/api/v3/write_lp");
+    request.query = crate::http::decode_params("db=x");
+    request.headers.push(("content-encoding".into(), "gzip".into()));
+    request.body = gz.clone();
+    // Validated ahead by the host, as the native host does on its workers.
+    let job = p.write_body_job(&mut request).expect("a write_lp body job");
+    let r = run(p.handle_prepared(request, Some(job.run()), 1_700_000_000_000));
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    for backend in ["a", "b"] {
+        let sent = writes_of(&t, backend);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].header("content-encoding"), Some("gzip"), "{backend}");
+        assert_eq!(sent[0].body, gz, "the client's bytes on {backend}");
+    }
+    assert_eq!(t.writes("a"), [lines]);
+}
