@@ -75,9 +75,13 @@ pub enum Precision {
     /// Inferred per timestamp from its magnitude ([`Precision::to_nanos`]).
     #[default]
     Auto,
+    /// `s`, `second`.
     Second,
+    /// `ms`, `millisecond`.
     Millisecond,
+    /// `us`, `u`, `microsecond`.
     Microsecond,
+    /// `ns`, `n`, `nanosecond`.
     Nanosecond,
 }
 
@@ -136,8 +140,11 @@ impl Precision {
 /// `original_line` cut to its first 20 bytes (at a character boundary).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WriteLineError {
+    /// Why the line was rejected (the proxy's line protocol reason).
     pub error_message: String,
+    /// 1-based line number in the client's body.
     pub line_number: usize,
+    /// The line as sent (whole here; cut to 20 bytes when serialized).
     #[serde(serialize_with = "first_20_bytes")]
     pub original_line: String,
 }
@@ -164,8 +171,11 @@ impl From<&LineProtocolError> for WriteLineError {
 /// (timestamps in ns for `auto`), one a line, and its rejected lines.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct LineProtocolV1 {
+    /// The valid points, each its line and `\n`.
     pub body: Vec<u8>,
+    /// Points in `body`.
     pub points: usize,
+    /// The rejected lines, in body order.
     pub rejected: Vec<WriteLineError>,
     /// Whether a timestamp was rewritten (else `body` holds the valid
     /// points as they came).
@@ -295,7 +305,9 @@ impl QueryFormat {
 /// other columns, the columns of all series united in order of appearance.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Table {
+    /// Column names, in answer order.
     pub columns: Vec<String>,
+    /// One value (or null) per column, each row as long as `columns`.
     pub rows: Vec<Vec<Option<Value>>>,
 }
 
