@@ -11,6 +11,8 @@ pub enum Method {
     Get,
     Head,
     Post,
+    /// `DELETE` (InfluxDB 3's `/api/v3/configure/database`).
+    Delete,
     /// Any other method (answered 405 by the proxy).
     Other,
 }
@@ -22,6 +24,7 @@ impl Method {
             "GET" => Method::Get,
             "HEAD" => Method::Head,
             "POST" => Method::Post,
+            "DELETE" => Method::Delete,
             _ => Method::Other,
         }
     }
@@ -32,6 +35,7 @@ impl Method {
             Method::Get => "GET",
             Method::Head => "HEAD",
             Method::Post => "POST",
+            Method::Delete => "DELETE",
             Method::Other => "OTHER",
         }
     }

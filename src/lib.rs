@@ -40,10 +40,13 @@
 //! - [`metrics`]: Prometheus counters, gauges and histograms of the proxy.
 //! - [`host`]: what every host runs: the supervised health-check and replay
 //!   loops, over a small [`host::Host`] trait of primitives (sleep, clocks, stop).
+//! - [`api_v3`]: the InfluxDB 3 HTTP API (`/api/v3/write_lp`,
+//!   `/api/v3/query_influxql`, `/api/v3/configure/database`) over the 1.x paths.
 //! - [`proxy`]: the request life cycle: write fan-out, query routing and
 //!   failover, schema fan-out, replay.
 #![forbid(unsafe_code)]
 
+pub mod api_v3;
 pub mod auth;
 pub mod config;
 pub mod error;

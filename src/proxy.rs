@@ -22,6 +22,8 @@ mod replica;
 mod send;
 mod write;
 
+pub(crate) use write::WriteApi;
+
 pub use reload::{
     is_loopback, moves_data, ConfigReader, LogSink, ReloadReport, SecretReader, Topology, LEAVING_FILE,
     RESTART_ONLY,
@@ -331,7 +333,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         self.handle_prepared(request, None, now_ms).await
     }
 
-    /// The body job of a write request (`/write`, `/api/v2/write`), taking
+    /// The body job of a write request (`/write`, `/api/v2/write`,
+    /// `/api/v3/write_lp`), taking
     /// its body (no copy), for the host to run where it likes (e.g. on
     /// another core) and hand back to [`Proxy::handle_prepared`]: the CPU
     /// of a write (gzip decoding, validation) off the proxy's thread. `None`
@@ -339,7 +342,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// write without a valid token (refused 401 with its body never
     /// decoded). Validated with the current `max_body_bytes`.
     pub fn write_body_job(&self, request: &mut Request) -> Option<WriteBodyJob> {
-        if !matches!(request.path.as_str(), "/write" | "/api/v2/write") || request.method != Method::Post {
+        if !matches!(request.path.as_str(), "/write" | "/api/v2/write" | "/api/v3/write_lp")
+            || request.method != Method::Post
+        {
             return None;
         }
         let topology = self.topology();
@@ -379,12 +384,14 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             "/replica" => "replica",
             "/cleanup" => "cleanup",
             "/resync" => "resync",
-            _ => "other",
+            path => crate::api_v3::endpoint(path).unwrap_or("other"),
         };
         // Writes and queries: wait while a reload lists the keys of a move it
         // starts, then in flight until answered (a move waits for requests
         // routed before its routing changed; `proxy/moves.rs`).
-        let _in_flight = if matches!(endpoint, "write" | "api_v2_write" | "query") {
+        let _in_flight = if matches!(endpoint, "write" | "api_v2_write" | "query")
+            || crate::api_v3::is_write_or_query(endpoint)
+        {
             self.inflight.unfrozen().await;
             Some(self.inflight.start())
         } else {
@@ -408,6 +415,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             "replica" => self.replica(&request),
             "cleanup" => self.cleanup_endpoint(&request).await,
             "resync" => self.resync_endpoint(&request).await,
+            v3 if v3.starts_with("api_v3_") => {
+                self.api_v3(&topology, v3, &mut request, prepared, now_ms).await
+            }
             _ => Err(ProxyError::NotFound(format!("404 page not found: {}", request.path))),
         };
         let mut response = result.unwrap_or_else(|e| e.to_response());
@@ -460,7 +470,24 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                             .try_for_each(|statement| grant.authorize_statement(statement, nonempty("db"))),
                         _ => Ok(()),
                     },
-                    "ping" | "health" | "metrics" | "replica" | "other" => Ok(()),
+                    // InfluxDB 3's routes: `write_lp` as a write to `db`; a
+                    // query or `configure/database` as the InfluxQL it runs.
+                    "api_v3_write_lp" => nonempty("db").map_or(Ok(()), |db| grant.authorize_write(db)),
+                    "api_v3_query_influxql" | "api_v3_configure_database" => {
+                        match crate::api_v3::influxql_of(endpoint, request) {
+                            Some((q, db)) => match crate::statement::parse_statements(&q) {
+                                Ok(statements) => statements.iter().try_for_each(|statement| {
+                                    grant.authorize_statement(
+                                        statement,
+                                        db.as_deref().filter(|d| !d.is_empty()),
+                                    )
+                                }),
+                                Err(_) => Ok(()),
+                            },
+                            None => Ok(()),
+                        }
+                    }
+                    "ping" | "health" | "metrics" | "replica" | "other" | "api_v3_query_sql" => Ok(()),
                     _ => grant.authorize_proxy_admin(&request.path),
                 };
                 scoped.map_err(|e| ("forbidden", e))
@@ -1061,7 +1088,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let topo = self.topology();
         let state = &topo.states[backend];
         let addr = &topo.backends[backend];
-        if !state.queue.is_empty() || !state.health.borrow().is_healthy() {
+        let no_sync = matches!(outgoing, Outgoing::Write(body) if body.no_sync);
+        if no_sync || !state.queue.is_empty() || !state.health.borrow().is_healthy() {
             return match outgoing {
                 Outgoing::Write(body) => self.enqueue(backend, &body.record(0), now_ms).await,
                 Outgoing::Statement(record) => self.enqueue(backend, record, now_ms).await,

@@ -114,6 +114,34 @@ impl PreparedBody {
     }
 }
 
+impl PreparedBody {
+    /// This result when it was computed for `content_encoding` and
+    /// `max_body_bytes`, else the body validated again with those (as
+    /// [`PreparedBody::for_request`] does), kept as a `PreparedBody` for a
+    /// caller that reads it ([`PreparedBody::validated`]) before handing it
+    /// to the write path ([`crate::api_v3`]).
+    pub(crate) fn checked(self, content_encoding: Option<&str>, max_body_bytes: u64) -> PreparedBody {
+        if self.job.content_encoding.as_deref() == content_encoding
+            && self.job.max_body_bytes == max_body_bytes
+        {
+            return self;
+        }
+        WriteBodyJob { content_encoding: content_encoding.map(str::to_string), max_body_bytes, ..self.job }
+            .run()
+    }
+
+    /// The validated body, or the error the write path answers for it.
+    pub(crate) fn validated(&self) -> Result<&ValidatedBody, &ProxyError> {
+        self.validated.as_ref()
+    }
+
+    /// The job this came from (its bytes shared, not copied), to validate
+    /// the same body again.
+    pub(crate) fn job(&self) -> WriteBodyJob {
+        self.job.clone()
+    }
+}
+
 /// A decoded write body: its line protocol, the spans of its valid points
 /// and the errors of its malformed lines.
 #[derive(Debug)]

@@ -350,7 +350,9 @@ fn backend_request(
         Method::Get => http_types::Method::Get,
         Method::Head => http_types::Method::Head,
         Method::Post => http_types::Method::Post,
-        Method::Other => return Err(TransportError::Io("the proxy only sends GET, HEAD and POST".into())),
+        Method::Delete | Method::Other => {
+            return Err(TransportError::Io("the proxy only sends GET, HEAD and POST".into()))
+        }
     };
     let mut url = format!("http://{}{}{}", backend.authority(), backend.base_path, request.path);
     if !request.query.is_empty() {

@@ -250,7 +250,7 @@ fn failed(outcome: &Outcome) -> bool {
 }
 
 impl<T: Transport, S: Storage> Proxy<T, S> {
-    pub(super) async fn query(
+    pub(crate) async fn query(
         &self,
         topo: &Topology,
         request: &Request,

@@ -1652,6 +1652,7 @@ fn a_crash_between_sending_a_replay_batch_and_its_ack_delivers_it_again_whole() 
     assert_eq!(p2.queue_depth(1).records, 0);
 }
 
+mod api_v3;
 mod auth;
 mod batches;
 mod forward;

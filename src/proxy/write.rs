@@ -68,6 +68,12 @@ pub(crate) enum WriteApi {
     V1,
     /// `/api/v2/write?bucket=db[/rp]&org=&precision=`
     V2,
+    /// `/api/v3/write_lp` ([`crate::api_v3`]), already turned into a 1.x
+    /// write (`db`, `precision`); `no_sync`: every backend's points go to its
+    /// write queue (fsynced) instead of being sent directly;
+    /// `accept_partial` instead of `partial_writes` for points no keymap
+    /// routes (the body's malformed lines are already left out).
+    V3 { no_sync: bool, accept_partial: bool },
 }
 
 /// Where a write goes on each backend.
@@ -77,10 +83,12 @@ struct WriteTarget {
     /// Normalised to InfluxDB 1.x's `n`, `u`, `ms`, `s`, `m`, `h`; `None` = ns.
     precision: Option<String>,
     credentials: Credentials,
+    /// Queue for every backend, answer once queued (`/api/v3/write_lp?no_sync=true`).
+    no_sync: bool,
 }
 
 impl<T: Transport, S: Storage> Proxy<T, S> {
-    pub(super) async fn write(
+    pub(crate) async fn write(
         &self,
         topo: &Topology,
         request: &mut Request,
@@ -108,7 +116,10 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         // Malformed lines and points with no route: with `partial_writes`
         // they are left out and the others written ([`Dropped`]); without,
         // the first of them fails the whole write and nothing is written.
-        let partial = topo.config.partial_writes;
+        let partial = match api {
+            WriteApi::V3 { accept_partial, .. } => accept_partial,
+            WriteApi::V1 | WriteApi::V2 => topo.config.partial_writes,
+        };
         let malformed = body.malformed();
         let first_malformed = malformed.first().map(|e| e.line_number);
         let mut dropped = Dropped::default();
@@ -182,6 +193,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 gzip,
                 points,
                 compressed: Default::default(),
+                no_sync: target.no_sync,
             };
             let bodies: Vec<WriteBody> = match gzip {
                 Some(gzip) if lines.len() <= limit => {
@@ -436,6 +448,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                     gzip: None,
                     points: std::mem::take(&mut g.points),
                     compressed: Default::default(),
+                    no_sync: target.no_sync,
                 };
                 (&g.backends[..], body)
             })
@@ -487,6 +500,9 @@ pub(super) struct WriteBody {
     /// compressed once, by the first such backend that sends it, and shared
     /// by the others (the replicas of one set are sent the same pieces).
     pub(super) compressed: RefCell<Vec<(Range<usize>, SharedBytes)>>,
+    /// Queued for every backend rather than sent directly
+    /// (`/api/v3/write_lp?no_sync=true`, [`WriteApi::V3`]).
+    pub(super) no_sync: bool,
 }
 
 impl WriteBody {
@@ -503,6 +519,7 @@ impl WriteBody {
                 gzip: None,
                 points: super::count_lines(body),
                 compressed: Default::default(),
+                no_sync: false,
             }),
             Record::Statement { .. } => None,
         }
@@ -725,7 +742,7 @@ impl WriteTarget {
     fn from_request(request: &Request, api: WriteApi) -> Result<WriteTarget, ProxyError> {
         let non_empty = |name: &str| request.param(name).filter(|v| !v.is_empty()).map(str::to_string);
         let (db, rp) = match api {
-            WriteApi::V1 => {
+            WriteApi::V1 | WriteApi::V3 { .. } => {
                 let db =
                     non_empty("db").ok_or_else(|| ProxyError::BadRequest("database is required".into()))?;
                 (db, non_empty("rp"))
@@ -765,7 +782,8 @@ impl WriteTarget {
             password: request.param("p").map(str::to_string),
             authorization: request.header("authorization").map(str::to_string),
         };
-        Ok(WriteTarget { db, rp, precision, credentials })
+        let no_sync = matches!(api, WriteApi::V3 { no_sync: true, .. });
+        Ok(WriteTarget { db, rp, precision, credentials, no_sync })
     }
 }
 

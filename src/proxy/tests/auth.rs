@@ -266,3 +266,64 @@ fn a_reload_reads_the_backends_secrets_again() {
     assert_eq!(writes.len(), 1);
     assert_eq!(writes[0].header("authorization"), Some(basic.as_str()));
 }
+
+/// A v3 request (path with its query string, body) with `token`, if any.
+fn v3_request(method: Method, target: &str, body: &str, token: Option<&str>) -> Request {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut request = Request::new(method, path);
+    request.query = crate::http::decode_params(query);
+    request.body = body.as_bytes().to_vec();
+    match token {
+        Some(token) => with_token(request, token),
+        None => request,
+    }
+}
+
+#[test]
+fn influxdb3_routes_are_scoped_like_the_writes_and_statements_they_run() {
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), &auth_extra(""));
+    let answer = |method, target: &str, body: &str, token| {
+        let r = run(p.handle(v3_request(method, target, body, token), 0));
+        (r.status, error_of(&r))
+    };
+    // Without a token: 401, whatever the route.
+    for (method, target, body) in [
+        (Method::Post, "/api/v3/write_lp?db=telegraf", "cpu v=1 1\n"),
+        (Method::Get, "/api/v3/query_influxql?db=telegraf&q=SELECT+*+FROM+cpu", ""),
+        (Method::Get, "/api/v3/configure/database?format=json", ""),
+    ] {
+        assert_eq!(answer(method, target, body, None).0, 401, "{target}");
+    }
+    // Out of scope: 403, and nothing reaches a backend.
+    let (status, error) = answer(Method::Post, "/api/v3/write_lp?db=other", "cpu v=1 1\n", Some(TELEGRAF));
+    assert_eq!(status, 403, "{error}");
+    assert_eq!(error, "\"telegraf\" user is not authorized to write to database \"other\"");
+    let (status, error) = answer(
+        Method::Post,
+        "/api/v3/query_influxql",
+        r#"{"db":"other","q":"SELECT * FROM cpu"}"#,
+        Some(TELEGRAF),
+    );
+    assert_eq!(status, 403, "{error}");
+    assert!(error.starts_with("error authorizing query: telegraf not authorized"), "{error}");
+    for (method, target, body) in [
+        (Method::Get, "/api/v3/configure/database?format=json", ""),
+        (Method::Post, "/api/v3/configure/database", r#"{"db":"telegraf"}"#),
+        (Method::Delete, "/api/v3/configure/database?db=telegraf", ""),
+    ] {
+        assert_eq!(answer(method, target, body, Some(TELEGRAF)).0, 403, "{method:?} {target}");
+    }
+    assert_eq!(t.attempts("a") + t.attempts("b"), 0, "a refused request reaches no backend");
+    // In scope: written and answered.
+    let (status, error) = answer(Method::Post, "/api/v3/write_lp?db=telegraf", "cpu v=1 1\n", Some(TELEGRAF));
+    assert_eq!(status, 204, "{error}");
+    let (status, error) =
+        answer(Method::Get, "/api/v3/query_influxql?db=telegraf&q=SELECT+*+FROM+cpu", "", Some(TELEGRAF));
+    assert_eq!(status, 200, "{error}");
+    let (status, error) = answer(Method::Post, "/api/v3/configure/database", r#"{"db":"new"}"#, Some(OPS));
+    assert_eq!(status, 200, "{error}");
+    for backend in ["a", "b"] {
+        assert!(t.received(backend).iter().all(|r| r.header("authorization").is_none()), "{backend}");
+    }
+}
