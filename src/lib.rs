@@ -38,6 +38,8 @@
 //! - [`metrics`]: Prometheus counters, gauges and histograms of the proxy.
 //! - [`host`]: what every host runs: the supervised health-check and replay
 //!   loops, over a small [`host::Host`] trait of primitives (sleep, clocks, stop).
+//! - [`tls`]: TLS settings of `https://` backends and of the listener (file
+//!   names; the native host reads them and speaks TLS).
 //! - [`proxy`]: the request life cycle: write fan-out, query routing and
 //!   failover, schema fan-out, replay.
 #![forbid(unsafe_code)]
@@ -58,6 +60,7 @@ pub mod shard_group;
 pub mod shard_query;
 pub mod sort;
 pub mod statement;
+pub mod tls;
 pub mod storage;
 pub mod transport;
 pub mod validated_body;

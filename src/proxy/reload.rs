@@ -204,8 +204,10 @@ pub(super) async fn open_leaving<S: Storage>(
         if config.backends.contains_key(&name) {
             continue;
         }
-        let addr =
-            BackendAddr::parse(&name, &url).map_err(|e| format!("{LEAVING_FILE}: backend {name}: {e}"))?;
+        // Its own `tls` left with it: an https one uses `backend_tls`.
+        let addr = BackendAddr::parse(&name, &url)
+            .map_err(|e| format!("{LEAVING_FILE}: backend {name}: {e}"))?
+            .with_tls(config.backend_tls.as_ref());
         let queue = WriteQueue::open(storage, &format!("queue/{name}"), config.queue_max_bytes)
             .await
             .map_err(|e| format!("write queue of leaving backend {name}: {e}"))?;
