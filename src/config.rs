@@ -749,7 +749,9 @@ mod tests {
         assert_eq!(config.listen_tls.as_ref().unwrap().cert_file, "proxy.pem");
 
         assert_eq!(
-            error(r#"{"backends": {"a": {"url": "http://x:1", "tls": {}}}, "keymaps": {"_default_": ["a"]}}"#),
+            error(
+                r#"{"backends": {"a": {"url": "http://x:1", "tls": {}}}, "keymaps": {"_default_": ["a"]}}"#
+            ),
             "proxy.json: $.backends.a.tls: is set but the url \"http://x:1\" is http:// (use https://)"
         );
         assert_eq!(

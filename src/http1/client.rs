@@ -150,6 +150,12 @@ impl<H: BackendHost> BackendClient<H> {
         self
     }
 
+    /// This client with its host replaced by `f(host)` (e.g. given its TLS
+    /// settings). Call before the first request: pooled connections are kept.
+    pub fn map_host(self, f: impl FnOnce(H) -> H) -> BackendClient<H> {
+        BackendClient { host: f(self.host), ..self }
+    }
+
     /// Idle pooled connections to `backend` right now.
     pub fn idle_connections(&self, backend: &BackendAddr) -> usize {
         self.pools.borrow().get(&backend.pool_key()).map_or(0, Vec::len)

@@ -247,6 +247,7 @@ pub(super) struct LastReload {
 /// write queues (`queue_max_bytes`) were built with.
 pub const RESTART_ONLY: &[&str] = &[
     "listen",
+    "listen_tls",
     "data_dir",
     "max_body_bytes",
     "header_read_timeout_ms",
@@ -272,6 +273,7 @@ fn restart_only(old: &Config, new: &Config) -> Option<String> {
     }
     let all = check!(
         listen,
+        listen_tls,
         data_dir,
         max_body_bytes,
         header_read_timeout_ms,
@@ -460,6 +462,10 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                     } else if backends[i].url != addr.url {
                         changes
                             .push(format!("backend {} url: {} -> {}", addr.name, backends[i].url, addr.url));
+                    } else if backends[i].tls != addr.tls {
+                        // Applied to new connections (the pooled ones were
+                        // verified under the old settings and stay).
+                        changes.push(format!("backend {} tls settings changed", addr.name));
                     }
                     backends[i] = addr;
                 }
