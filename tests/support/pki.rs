@@ -79,7 +79,13 @@ pub fn make(dir: &Path) -> Pki {
         server: leaf(dir, "server", &trusted, &names, ExtendedKeyUsagePurpose::ServerAuth),
         untrusted_server: leaf(dir, "untrusted-server", &other, &names, ExtendedKeyUsagePurpose::ServerAuth),
         client: leaf(dir, "client", &trusted, &["influx-proxy"], ExtendedKeyUsagePurpose::ClientAuth),
-        other_name: leaf(dir, "other-name", &trusted, &["influx.example"], ExtendedKeyUsagePurpose::ServerAuth),
+        other_name: leaf(
+            dir,
+            "other-name",
+            &trusted,
+            &["influx.example"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ),
         ca: ca_path,
         other_ca: other_path,
     }
