@@ -157,3 +157,40 @@ fn unusable_tls_files_stop_the_start_with_a_line_naming_the_key() {
         assert!(stderr.trim_end().ends_with(&format!("{}: {expected}", s(&file))), "{stderr}");
     }
 }
+
+/// The wasm component has no TLS: an `https://` backend or `listen_tls`
+/// stops its start with one line naming the key and why (README, "TLS"),
+/// instead of talking plain HTTP to a backend configured as `https://`.
+#[test]
+fn the_wasm_component_refuses_tls_settings_at_start() {
+    let pki = test_pki();
+    for (edit, expected) in [
+        (
+            json!({"backends": {"a": {"url": "https://127.0.0.1:1"}}}),
+            "/config/proxy.json: $.backends.a.url: https:// backends: TLS is not available in the wasm build",
+        ),
+        (
+            json!({"listen_tls": {"cert_file": s(&pki.server.cert), "key_file": s(&pki.server.key)}}),
+            "/config/proxy.json: $.listen_tls: TLS is not available in the wasm build",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (config_dir, data_dir) = (dir.path().join("config"), dir.path().join("data"));
+        std::fs::create_dir_all(&config_dir).unwrap();
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let mut config = json!({
+            "listen": format!("127.0.0.1:{}", free_port()),
+            "backends": {"a": {"url": "http://127.0.0.1:1"}},
+            "keymaps": {"_default_": ["a"]},
+        });
+        for (k, v) in edit.as_object().unwrap() {
+            config[k] = v.clone();
+        }
+        std::fs::write(config_dir.join("proxy.json"), config.to_string()).unwrap();
+        let out = wasm_command(&config_dir, &data_dir).output().expect("run wasmtime");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.starts_with(&format!("influx-proxy: {expected}")), "{stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    }
+}

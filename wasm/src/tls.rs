@@ -50,10 +50,14 @@ mod tests {
 
     #[test]
     fn https_backends_and_the_tls_listener_are_refused_naming_the_key() {
-        let plain = parse(r#"{"backends": {"a": {"url": "http://127.0.0.1:8086"}}, "keymaps": {"_default_": ["a"]},
-                              "backend_tls": {"ca_file": "ca.pem"}}"#);
+        let plain = parse(
+            r#"{"backends": {"a": {"url": "http://127.0.0.1:8086"}}, "keymaps": {"_default_": ["a"]},
+                              "backend_tls": {"ca_file": "ca.pem"}}"#,
+        );
         assert_eq!(refuse("proxy.json", &plain), Ok(()));
-        let https = parse(r#"{"backends": {"a": {"url": "https://127.0.0.1:8086"}}, "keymaps": {"_default_": ["a"]}}"#);
+        let https = parse(
+            r#"{"backends": {"a": {"url": "https://127.0.0.1:8086"}}, "keymaps": {"_default_": ["a"]}}"#,
+        );
         assert_eq!(
             refuse("proxy.json", &https).unwrap_err(),
             format!("proxy.json: $.backends.a.url: https:// backends: {WHY}")
@@ -64,7 +68,10 @@ mod tests {
         );
         assert_eq!(refuse("proxy.json", &listener).unwrap_err(), format!("proxy.json: $.listen_tls: {WHY}"));
         let addr = https.backend_addrs().unwrap().remove(0);
-        assert_eq!(refuse_backend(&addr).unwrap(), format!("https://127.0.0.1:8086: https:// backends: {WHY}"));
+        assert_eq!(
+            refuse_backend(&addr).unwrap(),
+            format!("https://127.0.0.1:8086: https:// backends: {WHY}")
+        );
         assert_eq!(refuse_backend(&plain.backend_addrs().unwrap()[0]), None);
     }
 }
