@@ -951,7 +951,12 @@ mod tests {
         assert!(e.starts_with("proxy.json: $.bakends: unknown field `bakends`, expected one of"), "{e}");
         let e =
             error(r#"{"backends": {"a": {"url": "http://x", "uri": "y"}}, "keymaps": {"_default_": ["a"]}}"#);
-        assert!(e.starts_with("proxy.json: $.backends.a.uri: unknown field `uri`, expected `url`"), "{e}");
+        assert!(
+            e.starts_with(
+                "proxy.json: $.backends.a.uri: unknown field `uri`, expected one of `url`, `tls`, `gzip`"
+            ),
+            "{e}"
+        );
     }
 
     #[test]
@@ -987,8 +992,8 @@ mod tests {
         let e = error(r#"{"backends": {"": {"url": "http://x"}}, "keymaps": {"_default_": [""]}}"#);
         assert_eq!(e, r#"proxy.json: $.backends[""]: a backend name must not be empty"#);
         assert_eq!(
-            error(r#"{"backends": {"a-1.x": {"url": "https://x"}}, "keymaps": {"_default_": ["a-1.x"]}}"#),
-            r#"proxy.json: $.backends["a-1.x"].url: "https://x": https backends are not supported yet (use http://)"#
+            error(r#"{"backends": {"a-1.x": {"url": "ftp://x"}}, "keymaps": {"_default_": ["a-1.x"]}}"#),
+            r#"proxy.json: $.backends["a-1.x"].url: "ftp://x" is not an http:// or https:// URL"#
         );
     }
 

@@ -82,7 +82,7 @@ pub fn client_config(tls: &BackendTls) -> Result<Arc<ClientConfig>, TlsFileError
                 let why = found.errors.first().map_or_else(String::new, |e| format!(" ({e})"));
                 return Err(fail(
                     "ca_file",
-                    format!("not set, and the system trust store has no usable certificate{why}"),
+                    format!("no ca_file is set and the system trust store has no usable certificate{why}"),
                 ));
             }
         }
