@@ -11,6 +11,7 @@
 
 use crate::route::{Keymap, Router};
 use crate::shard_group::ShardGroup;
+use crate::tls::{BackendTls, ListenTls};
 use crate::transport::BackendAddr;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -24,6 +25,16 @@ pub struct Config {
     /// Address the proxy listens on, `host:port`. Default `127.0.0.1:7076`.
     #[serde(default = "defaults::listen")]
     pub listen: String,
+    /// Serve HTTPS on `listen` with this certificate and key
+    /// ([`crate::tls::ListenTls`]; native host only). Default: none, plain
+    /// HTTP.
+    #[serde(default)]
+    pub listen_tls: Option<ListenTls>,
+    /// TLS settings of every `https://` backend that has no `tls` of its own
+    /// ([`crate::tls::BackendTls`]). Default: none, i.e. the system trust
+    /// store and no client certificate.
+    #[serde(default)]
+    pub backend_tls: Option<BackendTls>,
     /// Directory of the write queues and dead-letter files (relative to the
     /// working directory). Default `data`.
     #[serde(default = "defaults::data_dir")]
@@ -246,8 +257,14 @@ impl<'de> Deserialize<'de> for TokenHash {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
-    /// `http://host:port[/base]`.
+    /// `http://host:port[/base]` or `https://host:port[/base]` (TLS with a
+    /// verified certificate: see `tls`).
     pub url: String,
+    /// TLS settings of this `https://` backend ([`crate::tls::BackendTls`]),
+    /// instead of the global `backend_tls`. Not allowed on an `http://`
+    /// backend. Default: none.
+    #[serde(default)]
+    pub tls: Option<BackendTls>,
     /// Send write bodies to this backend gzip-compressed
     /// (`Content-Encoding: gzip`, flate2's fastest level), direct writes and
     /// replayed batches alike: for a backend across a slow or metered link
@@ -555,11 +572,13 @@ impl Config {
         self.backends
             .iter()
             .map(|(name, backend)| {
-                let mut addr = BackendAddr::parse(name, &backend.url).map_err(|problem| ConfigError {
-                    file: String::new(),
-                    path: format!("$.backends{}", key_segment(name)) + ".url",
-                    problem,
-                })?;
+                let mut addr = BackendAddr::parse(name, &backend.url)
+                    .map(|addr| addr.with_tls(backend.tls.as_ref().or(self.backend_tls.as_ref())))
+                    .map_err(|problem| ConfigError {
+                        file: String::new(),
+                        path: format!("$.backends{}.url", key_segment(name)),
+                        problem,
+                    })?;
                 if backend.has_credentials() && backend.credentials.is_none() {
                     return Err(ConfigError {
                         file: String::new(),
@@ -642,6 +661,12 @@ impl Config {
         if self.data_dir.is_empty() {
             return fail("$.data_dir", "must not be empty".to_string());
         }
+        if let Some(Err((field, problem))) = self.listen_tls.as_ref().map(ListenTls::validate) {
+            return fail(&format!("$.listen_tls.{field}"), problem);
+        }
+        if let Some(Err((field, problem))) = self.backend_tls.as_ref().map(BackendTls::validate) {
+            return fail(&format!("$.backend_tls.{field}"), problem);
+        }
 
         if self.backends.is_empty() {
             return fail("$.backends", "at least one backend is required".to_string());
@@ -651,8 +676,20 @@ impl Config {
             if let Some(problem) = bad_backend_name(name) {
                 return fail(&path, problem);
             }
-            if let Err(problem) = BackendAddr::parse(name, &backend.url) {
-                return fail(&format!("{path}.url"), problem);
+            let addr = match BackendAddr::parse(name, &backend.url) {
+                Ok(addr) => addr,
+                Err(problem) => return fail(&format!("{path}.url"), problem),
+            };
+            if let Some(tls) = &backend.tls {
+                if addr.tls.is_none() {
+                    return fail(
+                        &format!("{path}.tls"),
+                        format!("is set but the url {:?} is http:// (use https://)", backend.url),
+                    );
+                }
+                if let Err((field, problem)) = tls.validate() {
+                    return fail(&format!("{path}.tls.{field}"), problem);
+                }
             }
             for (key, value) in [
                 ("username", &backend.username),
@@ -1093,6 +1130,54 @@ mod tests {
         );
     }
 
+    /// TLS: a backend's own `tls` wins over `backend_tls`; `tls` on an
+    /// `http://` backend, half a client certificate and empty file names are
+    /// errors naming the key.
+    #[test]
+    fn tls_settings_per_backend_and_global() {
+        let text = r#"{"backend_tls": {"ca_file": "ca.pem"},
+            "listen_tls": {"cert_file": "proxy.pem", "key_file": "proxy.key"},
+            "backends": {"a": {"url": "https://a.example:8086"},
+                         "b": {"url": "https://b.example", "tls": {"ca_file": "b-ca.pem",
+                               "client_cert_file": "me.pem", "client_key_file": "me.key"}},
+                         "c": {"url": "http://c.example"}},
+            "keymaps": {"_default_": ["a", "b", "c"]}}"#;
+        let config = Config::parse("proxy.json", text).unwrap();
+        let addrs = config.backend_addrs().unwrap();
+        assert_eq!(addrs[0].tls.as_ref().unwrap().ca_file.as_deref(), Some("ca.pem"));
+        let b = addrs[1].tls.as_ref().unwrap();
+        assert_eq!(
+            (b.ca_file.as_deref(), b.client_cert_file.as_deref(), b.client_key_file.as_deref()),
+            (Some("b-ca.pem"), Some("me.pem"), Some("me.key"))
+        );
+        assert_eq!(addrs[2].tls, None);
+        assert_eq!(config.listen_tls.as_ref().unwrap().cert_file, "proxy.pem");
+
+        assert_eq!(
+            error(
+                r#"{"backends": {"a": {"url": "http://x:1", "tls": {}}}, "keymaps": {"_default_": ["a"]}}"#
+            ),
+            "proxy.json: $.backends.a.tls: is set but the url \"http://x:1\" is http:// (use https://)"
+        );
+        assert_eq!(
+            error(
+                r#"{"backends": {"a": {"url": "https://x:1", "tls": {"client_cert_file": "c.pem"}}},
+                    "keymaps": {"_default_": ["a"]}}"#
+            ),
+            "proxy.json: $.backends.a.tls.client_key_file: is required with client_cert_file (mutual TLS needs both)"
+        );
+        assert_eq!(
+            error(&with("backend_tls", r#"{"ca_file": ""}"#)),
+            "proxy.json: $.backend_tls.ca_file: must not be empty"
+        );
+        assert_eq!(
+            error(&with("listen_tls", r#"{"cert_file": "a.pem", "key_file": ""}"#)),
+            "proxy.json: $.listen_tls.key_file: must not be empty"
+        );
+        assert!(error(&with("listen_tls", r#"{"cert_file": "a.pem"}"#)).contains("missing field `key_file`"));
+        assert!(error(&with("backend_tls", r#"{"verify": false}"#)).contains("unknown field `verify`"));
+    }
+
     #[test]
     fn the_example_config_parses() {
         let text = include_str!("../config/proxy.json");
@@ -1310,8 +1395,8 @@ mod tests {
         let e = error(r#"{"backends": {"": {"url": "http://x"}}, "keymaps": {"_default_": [""]}}"#);
         assert_eq!(e, r#"proxy.json: $.backends[""]: a backend name must not be empty"#);
         assert_eq!(
-            error(r#"{"backends": {"a-1.x": {"url": "https://x"}}, "keymaps": {"_default_": ["a-1.x"]}}"#),
-            r#"proxy.json: $.backends["a-1.x"].url: "https://x": https backends are not supported yet (use http://)"#
+            error(r#"{"backends": {"a-1.x": {"url": "ftp://x"}}, "keymaps": {"_default_": ["a-1.x"]}}"#),
+            r#"proxy.json: $.backends["a-1.x"].url: "ftp://x" is not an http:// or https:// URL"#
         );
     }
 

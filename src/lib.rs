@@ -42,6 +42,8 @@
 //!   loops, over a small [`host::Host`] trait of primitives (sleep, clocks, stop).
 //! - [`api_v3`]: the InfluxDB 3 HTTP API (`/api/v3/write_lp`,
 //!   `/api/v3/query_influxql`, `/api/v3/configure/database`) over the 1.x paths.
+//! - [`tls`]: TLS settings of `https://` backends and of the listener (file
+//!   names; the native host reads them and speaks TLS).
 //! - [`proxy`]: the request life cycle: write fan-out, query routing and
 //!   failover, schema fan-out, replay.
 #![forbid(unsafe_code)]
@@ -65,6 +67,7 @@ pub mod shard_query;
 pub mod sort;
 pub mod statement;
 pub mod storage;
+pub mod tls;
 pub mod transport;
 pub mod validated_body;
 pub mod write_queue;

@@ -33,7 +33,8 @@ pub(crate) fn start() -> Influxd {
     start_with("")
 }
 
-/// Like [`start`], with `http` added to its `[http]` section.
+/// Like [`start`], with `http` added to its `[http]` section (with
+/// `https-enabled = true`, started once its port listens).
 pub(crate) fn start_with(http: &str) -> Influxd {
     let mut last_log = String::new();
     for _ in 0..3 {
@@ -72,8 +73,15 @@ fn try_start(http: &str) -> Result<Influxd, String> {
     };
     let mut server = Influxd { child, port, _dir: dir };
     let deadline = Instant::now() + Duration::from_secs(30);
+    // Behind TLS a plain /ping cannot be asked: listening is enough (influxd
+    // opens its HTTP port last, once it serves).
+    let tls = http.contains("https-enabled = true");
     loop {
-        if let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) {
+        if tls {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(server);
+            }
+        } else if let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) {
             // Our influxd answers /ping; anything else holds the port.
             c.set_read_timeout(Some(Duration::from_secs(5))).ok();
             c.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n").ok();

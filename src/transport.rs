@@ -11,7 +11,8 @@ use crate::http::{Request, Response, SharedBytes};
 use std::fmt;
 
 /// Where a backend lives, parsed from its configured URL
-/// (`http://host:port[/base]`, InfluxDB 1.x default port 8086).
+/// (`http://host:port[/base]` or `https://...`, InfluxDB 1.x default port
+/// 8086 for both, as influxd serves HTTPS on its HTTP port).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendAddr {
     /// The backend's name in the configuration (`"a"`, `"b"`, ...).
@@ -28,19 +29,22 @@ pub struct BackendAddr {
     /// `backends.<name>.username` / `token_*`, with `auth` on), replacing
     /// any the request had. Debug-printed redacted.
     pub credentials: Option<crate::auth::BackendCredentials>,
+    /// `Some` for an `https://` backend: how to verify it and which client
+    /// certificate to show (file names; the host reads them). `None` for
+    /// `http://`.
+    pub tls: Option<crate::tls::BackendTls>,
 }
 
 impl BackendAddr {
-    /// Parses `http://host[:port][/base]`. Errors name the problem; `https` is
-    /// refused (TLS to backends is not supported yet, and silently not verifying
-    /// certificates is what users complain about in other proxies).
+    /// Parses `http://host[:port][/base]` or `https://host[:port][/base]`
+    /// (then with [`BackendTls::default`](crate::tls::BackendTls): the
+    /// system trust store, no client certificate; see
+    /// [`BackendAddr::with_tls`]). Errors name the problem.
     pub fn parse(name: &str, url: &str) -> Result<BackendAddr, String> {
-        let rest = match url.strip_prefix("http://") {
-            Some(r) => r,
-            None if url.starts_with("https://") => {
-                return Err(format!("{url:?}: https backends are not supported yet (use http://)"))
-            }
-            None => return Err(format!("{url:?} is not an http:// URL")),
+        let (rest, tls) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(r), _) => (r, None),
+            (None, Some(r)) => (r, Some(crate::tls::BackendTls::default())),
+            (None, None) => return Err(format!("{url:?} is not an http:// or https:// URL")),
         };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
@@ -79,7 +83,27 @@ impl BackendAddr {
             base_path: path.to_string(),
             url: url.to_string(),
             credentials: None,
+            tls,
         })
+    }
+
+    /// This address with `settings` as its TLS settings if it is an
+    /// `https://` backend (an `http://` one is returned as it is).
+    pub fn with_tls(mut self, settings: Option<&crate::tls::BackendTls>) -> BackendAddr {
+        if let (Some(tls), Some(settings)) = (self.tls.as_mut(), settings) {
+            *tls = settings.clone();
+        }
+        self
+    }
+
+    /// The key of this backend's connection pool and connection limit:
+    /// `host:port` for `http://`, `https://host:port` for `https://` (a
+    /// plain and a TLS connection to one port are never mixed up).
+    pub fn pool_key(&self) -> String {
+        match self.tls {
+            None => self.authority(),
+            Some(_) => format!("https://{}", self.authority()),
+        }
     }
 
     /// `host:port` as used to connect (IPv6 literals bracketed).
@@ -163,7 +187,16 @@ mod tests {
         assert_eq!((b.host.as_str(), b.port, b.base_path.as_str()), ("influx.local", 8086, "/prefix"));
         let c = BackendAddr::parse("c", "http://[::1]:9000").unwrap();
         assert_eq!((c.host.as_str(), c.port, c.authority()), ("::1", 9000, "[::1]:9000".to_string()));
-        assert!(BackendAddr::parse("d", "https://x").unwrap_err().contains("https"));
+        let e = BackendAddr::parse("e", "https://influx.example:8443/base").unwrap();
+        assert_eq!((e.host.as_str(), e.port, e.base_path.as_str()), ("influx.example", 8443, "/base"));
+        assert_eq!(e.tls, Some(crate::tls::BackendTls::default()));
+        assert_eq!(e.pool_key(), "https://influx.example:8443");
+        assert_eq!(a.tls, None);
+        assert_eq!(a.pool_key(), "127.0.0.1:8087");
+        let ca = crate::tls::BackendTls { ca_file: Some("ca.pem".into()), ..Default::default() };
+        assert_eq!(e.with_tls(Some(&ca)).tls, Some(ca.clone()));
+        assert_eq!(a.clone().with_tls(Some(&ca)).tls, None, "http stays http");
+        assert!(BackendAddr::parse("d", "ftp://x").unwrap_err().contains("https://"));
         assert!(BackendAddr::parse("d", "127.0.0.1:8086").is_err());
         assert!(BackendAddr::parse("d", "http://x:99999").unwrap_err().contains("port"));
         assert!(BackendAddr::parse("d", "http://:80").is_err());

@@ -150,9 +150,15 @@ impl<H: BackendHost> BackendClient<H> {
         self
     }
 
+    /// This client with its host replaced by `f(host)` (e.g. given its TLS
+    /// settings). Call before the first request: pooled connections are kept.
+    pub fn map_host(self, f: impl FnOnce(H) -> H) -> BackendClient<H> {
+        BackendClient { host: f(self.host), ..self }
+    }
+
     /// Idle pooled connections to `backend` right now.
     pub fn idle_connections(&self, backend: &BackendAddr) -> usize {
-        self.pools.borrow().get(&backend.authority()).map_or(0, Vec::len)
+        self.pools.borrow().get(&backend.pool_key()).map_or(0, Vec::len)
     }
 
     /// Connections opened so far (to every backend), for tests and metrics.
@@ -160,19 +166,19 @@ impl<H: BackendHost> BackendClient<H> {
         self.connects.get()
     }
 
-    /// An idle connection to `authority` that still looks usable.
-    async fn take_pooled(&self, authority: &str) -> Option<H::Stream> {
+    /// An idle connection of pool `key` ([`BackendAddr::pool_key`]) that still looks usable.
+    async fn take_pooled(&self, key: &str) -> Option<H::Stream> {
         loop {
-            let mut stream = self.pools.borrow_mut().get_mut(authority)?.pop()?;
+            let mut stream = self.pools.borrow_mut().get_mut(key)?.pop()?;
             if self.host.alive(&mut stream).await {
                 return Some(stream);
             }
         }
     }
 
-    fn give_back(&self, authority: &str, stream: H::Stream) {
+    fn give_back(&self, key: &str, stream: H::Stream) {
         let mut pools = self.pools.borrow_mut();
-        let pool = pools.entry(authority.to_string()).or_default();
+        let pool = pools.entry(key.to_string()).or_default();
         if pool.len() < self.max_idle {
             pool.push(stream);
         }
@@ -200,7 +206,7 @@ impl<H: BackendHost> BackendClient<H> {
         match (sent, decoded) {
             (Ok(()), Ok(decoded)) => {
                 if decoded.reusable {
-                    self.give_back(&backend.authority(), stream);
+                    self.give_back(&backend.pool_key(), stream);
                 }
                 Ok(decoded.response)
             }
@@ -225,9 +231,9 @@ impl<H: BackendHost> BackendClient<H> {
         request: Request,
         body: SharedBytes,
     ) -> Result<Response, TransportError> {
-        let authority = backend.authority();
-        let _permit = self.limits.acquire(&authority).await;
-        if let Some(stream) = self.take_pooled(&authority).await {
+        let pool_key = backend.pool_key();
+        let _permit = self.limits.acquire(&pool_key).await;
+        if let Some(stream) = self.take_pooled(&pool_key).await {
             match self.send_once(backend, &request, &body, stream).await {
                 Ok(response) => return Ok(response),
                 Err(Failure { retryable: true, .. }) => {}

@@ -4,6 +4,7 @@
 //! - [`transport`]: [`NativeTransport`], the HTTP/1.1 client of the backends.
 //! - [`storage`]: [`FsStorage`], the write queue's files.
 //! - [`server`]: [`serve`], the HTTP/1.1 server the clients talk to.
+//! - [`tls`]: TLS (rustls): `https://` backends and the TLS listener.
 //! - [`run`]: the whole proxy: configuration, listener, [`Proxy`], background
 //!   health checks and replay, signals.
 //! - [`NativeHost`]: the primitives the shared background loops need
@@ -20,6 +21,7 @@
 
 pub mod server;
 pub mod storage;
+pub mod tls;
 pub mod transport;
 pub mod worker_pool;
 
@@ -143,15 +145,17 @@ pub fn bind(config_file: &str, listen: &str) -> Result<std::net::TcpListener, St
 /// at most 10 s, let each replay step in progress end). A second signal during
 /// the shutdown stops at once.
 ///
-/// Prints `influx-proxy <version> listening on <addr>` to stderr once serving.
+/// Prints `influx-proxy <version> listening on <addr>` to stderr once serving
+/// (`listening on https://<addr>` with `listen_tls`).
 /// Errors (one line, for stderr, exit status 1): the configuration file
-/// unreadable or invalid, the address unavailable, the write queues unable to
+/// unreadable or invalid, a TLS file unreadable or unusable ([`tls::check`]), the address unavailable, the write queues unable to
 /// open, the signal handlers unable to install.
 pub fn run(config_path: &str) -> Result<(), String> {
     let config = load_config(config_path)?;
+    let tls = tls::check(config_path, &config)?;
     let listener = bind(config_path, &config.listen)?;
     let ex = LocalExecutor::new();
-    smol::block_on(ex.run(serve_proxy(&ex, config_path, config, listener)))
+    smol::block_on(ex.run(serve_proxy(&ex, config_path, config, listener, tls)))
 }
 
 async fn serve_proxy(
@@ -159,6 +163,10 @@ async fn serve_proxy(
     config_path: &str,
     config: Config,
     listener: std::net::TcpListener,
+    (backend_tls, listen_tls): (
+        tls::ClientConfigs,
+        Option<std::sync::Arc<futures_rustls::rustls::ServerConfig>>,
+    ),
 ) -> Result<(), String> {
     let listener = smol::net::TcpListener::try_from(listener)
         .map_err(|e| one_line(&format!("{config_path}: $.listen: {e}")))?;
@@ -173,9 +181,10 @@ async fn serve_proxy(
 
     let transport = NativeTransport::new(config.request_timeout_ms, config.pool_max_idle)
         .with_max_open(config.pool_max_open)
-        .with_max_response_bytes(config.backend_max_response_bytes);
+        .with_max_response_bytes(config.backend_max_response_bytes)
+        .with_tls(backend_tls);
     let storage = FsStorage::new(&config.data_dir);
-    let options = ServerOptions::from_config(&config);
+    let options = ServerOptions { tls: listen_tls, ..ServerOptions::from_config(&config) };
     let data_dir = config.data_dir.clone();
     let mut proxy = Proxy::open(config, transport, storage)
         .await
@@ -232,7 +241,8 @@ async fn serve_proxy(
     let workers = Rc::new(
         WorkerPool::per_core().map_err(|e| one_line(&format!("cannot start the worker threads: {e}")))?,
     );
-    eprintln!("influx-proxy {} listening on {local_addr}", crate::VERSION);
+    let scheme = if options.tls.is_some() { "https://" } else { "" };
+    eprintln!("influx-proxy {} listening on {scheme}{local_addr}", crate::VERSION);
     let handler = {
         let proxy = proxy.clone();
         move |request| {

@@ -4,6 +4,10 @@
 //! the body limit and the conversion to the core's [`Request`] and from its
 //! [`Response`]; see that module for what is answered to bad requests).
 //!
+//! With [`ServerOptions::tls`] (`listen_tls`) every connection is TLS: its
+//! handshake ([`crate::native::tls::accept`]) runs in the connection's task
+//! and must end within `header_read_timeout`, or the connection is closed.
+//!
 //! Shutdown (the `shutdown` future of [`serve`] completing): stop accepting,
 //! close idle kept-alive connections, let requests in flight finish (their
 //! responses say `Connection: close`), wait at most `shutdown_grace`.
@@ -34,6 +38,9 @@ pub struct ServerOptions {
     pub body_read_timeout: Duration,
     /// At shutdown, how long requests in flight may take to finish.
     pub shutdown_grace: Duration,
+    /// Serve HTTPS with this rustls configuration (`listen_tls`, made by
+    /// [`crate::native::tls::check`]). `None`: plain HTTP.
+    pub tls: Option<std::sync::Arc<futures_rustls::rustls::ServerConfig>>,
 }
 
 impl ServerOptions {
@@ -47,6 +54,7 @@ impl ServerOptions {
             header_read_timeout: Duration::from_secs(60),
             body_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            tls: None,
         }
     }
 
@@ -105,6 +113,7 @@ where
                 stream.set_nodelay(true).ok();
                 let host = NativeConnection { shared: shared.clone(), stop: stop_rx.clone() };
                 let (handler, connection) = (handler.clone(), connection.clone());
+                let tls = options.tls.clone();
                 shared.active.set(shared.active.get() + 1);
                 ex.spawn(async move {
                     // The peer address as the socket gives it (for `/reload`'s loopback check).
@@ -112,7 +121,20 @@ where
                         request.peer = Some(peer.ip());
                         (*handler)(request)
                     };
-                    serve_connection(stream, &connection, &host, with_peer).await;
+                    match tls {
+                        None => serve_connection(stream, &connection, &host, with_peer).await,
+                        Some(config) => {
+                            let handshake = async { crate::native::tls::accept(stream, config).await.ok() }
+                                .or(async {
+                                    host.sleep(connection.header_read_timeout_ms).await;
+                                    None
+                                });
+                            // A failed or stalled handshake: nothing to answer, closed.
+                            if let Some(stream) = handshake.await {
+                                serve_connection(stream, &connection, &host, with_peer).await;
+                            }
+                        }
+                    }
                     host.shared.active.set(host.shared.active.get() - 1);
                 })
                 .detach();

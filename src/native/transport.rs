@@ -3,32 +3,51 @@
 //! fresh connection, `pool_max_open`, the request timeout, reading responses
 //! safely and within `backend_max_response_bytes`) is
 //! [`crate::http1::client::BackendClient`], shared with the WASI host; this
-//! module provides connect (with `TCP_NODELAY`), sleep (smol timers) and the
-//! idle probe (a non-blocking `peek`).
+//! module provides connect (with `TCP_NODELAY`, then TLS for an `https://`
+//! backend: [`crate::native::tls`]), sleep (smol timers) and the idle probe
+//! (a non-blocking `peek`, or a read polled once through TLS).
 
 use crate::http::{Request, Response};
 use crate::http1::client::{BackendClient, BackendHost};
+use crate::native::tls::{self, BackendStream, ClientConfigs};
 use crate::transport::{BackendAddr, Transport, TransportError};
 use futures_lite::future;
+use futures_lite::io::AsyncReadExt;
 use smol::net::TcpStream;
 use smol::Timer;
 use std::time::Duration;
 
-/// The primitives of the native host.
+/// The primitives of the native host, and the TLS client configurations of
+/// its `https://` backends.
 #[derive(Debug, Default)]
-pub struct NativeHost;
+pub struct NativeHost {
+    tls: ClientConfigs,
+}
 
 impl BackendHost for NativeHost {
-    type Stream = TcpStream;
+    type Stream = BackendStream;
 
-    async fn connect(&self, backend: &BackendAddr) -> Result<TcpStream, TransportError> {
+    async fn connect(&self, backend: &BackendAddr) -> Result<BackendStream, TransportError> {
         let authority = backend.authority();
+        // An https backend's files first: no connection for nothing.
+        let tls_config = match &backend.tls {
+            Some(settings) => Some(
+                self.tls
+                    .get(settings)
+                    .await
+                    .map_err(|e| TransportError::Connect(format!("{authority}: TLS settings: {e}")))?,
+            ),
+            None => None,
+        };
         let stream = TcpStream::connect(authority.as_str())
             .await
             .map_err(|e| TransportError::Connect(format!("{authority}: {e}")))?;
         // Requests are written whole; Nagle would only delay small ones.
         stream.set_nodelay(true).ok();
-        Ok(stream)
+        match tls_config {
+            Some(config) => tls::connect(stream, backend, config).await,
+            None => Ok(BackendStream::Plain(stream)),
+        }
     }
 
     async fn sleep(&self, ms: u64) {
@@ -36,10 +55,14 @@ impl BackendHost for NativeHost {
     }
 
     /// Alive when a non-blocking `peek` finds nothing: no EOF, no error, no
-    /// stray bytes.
-    async fn alive(&self, stream: &mut TcpStream) -> bool {
+    /// stray bytes. Through TLS, a read polled once (TLS records such as
+    /// session tickets are taken by rustls and are not application bytes).
+    async fn alive(&self, stream: &mut BackendStream) -> bool {
         let mut probe = [0u8; 1];
-        future::poll_once(stream.peek(&mut probe)).await.is_none()
+        match stream {
+            BackendStream::Plain(tcp) => future::poll_once(tcp.peek(&mut probe)).await.is_none(),
+            BackendStream::Tls(tls) => future::poll_once(tls.read(&mut probe)).await.is_none(),
+        }
     }
 }
 
@@ -56,7 +79,14 @@ impl NativeTransport {
     /// whole request, in ms) and that keeps at most `pool_max_idle` idle
     /// connections per backend (0 = no keep-alive reuse).
     pub fn new(request_timeout_ms: u64, pool_max_idle: usize) -> NativeTransport {
-        NativeTransport(BackendClient::new(NativeHost, request_timeout_ms, pool_max_idle))
+        NativeTransport(BackendClient::new(NativeHost::default(), request_timeout_ms, pool_max_idle))
+    }
+
+    /// This transport with `configs` as the TLS client configurations of its
+    /// `https://` backends (made by [`tls::check`] at start; settings not in
+    /// it are made at first use).
+    pub fn with_tls(self, configs: ClientConfigs) -> NativeTransport {
+        NativeTransport(self.0.map_host(|_| NativeHost { tls: configs }))
     }
 
     /// At most `max_open` (at least 1) requests hold a connection to one

@@ -204,8 +204,10 @@ pub(super) async fn open_leaving<S: Storage>(
         if config.backends.contains_key(&name) {
             continue;
         }
-        let addr =
-            BackendAddr::parse(&name, &url).map_err(|e| format!("{LEAVING_FILE}: backend {name}: {e}"))?;
+        // Its own `tls` left with it: an https one uses `backend_tls`.
+        let addr = BackendAddr::parse(&name, &url)
+            .map_err(|e| format!("{LEAVING_FILE}: backend {name}: {e}"))?
+            .with_tls(config.backend_tls.as_ref());
         let queue = WriteQueue::open(storage, &format!("queue/{name}"), config.queue_max_bytes)
             .await
             .map_err(|e| format!("write queue of leaving backend {name}: {e}"))?;
@@ -245,6 +247,7 @@ pub(super) struct LastReload {
 /// write queues (`queue_max_bytes`) were built with.
 pub const RESTART_ONLY: &[&str] = &[
     "listen",
+    "listen_tls",
     "data_dir",
     "max_body_bytes",
     "header_read_timeout_ms",
@@ -270,6 +273,7 @@ fn restart_only(old: &Config, new: &Config) -> Option<String> {
     }
     let all = check!(
         listen,
+        listen_tls,
         data_dir,
         max_body_bytes,
         header_read_timeout_ms,
@@ -464,6 +468,10 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                     } else if backends[i].url != addr.url {
                         changes
                             .push(format!("backend {} url: {} -> {}", addr.name, backends[i].url, addr.url));
+                    } else if backends[i].tls != addr.tls {
+                        // Applied to new connections (the pooled ones were
+                        // verified under the old settings and stay).
+                        changes.push(format!("backend {} tls settings changed", addr.name));
                     }
                     backends[i] = addr;
                 }

@@ -42,6 +42,7 @@ macro_rules! scenarios {
     };
 }
 
+pub mod pki;
 pub mod relay;
 
 use serde_json::{json, Value};
@@ -190,10 +191,36 @@ impl Resp {
     }
 }
 
+/// The test PKI of this test process ([`pki::make`]), made once in cargo's
+/// temporary directory for integration tests.
+pub fn test_pki() -> &'static pki::Pki {
+    static PKI: OnceLock<pki::Pki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("pki-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("create the test PKI directory");
+        pki::make(&dir)
+    })
+}
+
 fn agent() -> &'static ureq::Agent {
     static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
     AGENT.get_or_init(|| {
+        // The tests' client trusts both test CAs (and nothing else), so it
+        // reaches every https server of the tests; what the proxy trusts is
+        // its own configuration.
+        let pki = test_pki();
+        let roots = [&pki.ca, &pki.other_ca]
+            .iter()
+            .map(|path| {
+                let pem = fs::read(path).expect("read a test CA");
+                ureq::tls::Certificate::from_pem(&pem).expect("a test CA")
+            })
+            .collect::<Vec<_>>();
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)))
+            .build();
         ureq::Agent::config_builder()
+            .tls_config(tls)
             .http_status_as_error(false)
             .timeout_global(Some(HTTP_TIMEOUT))
             // No pooled connections: servers are killed and restarted on the
@@ -435,6 +462,8 @@ pub struct Influxd {
     dir: TempDir,
     http_port: u16,
     child: Option<Child>,
+    /// Serving HTTPS with this certificate ([`Influxd::start_tls`]).
+    tls: Option<pki::CertFiles>,
 }
 
 impl Influxd {
@@ -445,13 +474,24 @@ impl Influxd {
     /// answers 204. `name` is used in messages. Panics, saying how to install
     /// it, when `influxd` is not installed.
     pub fn start(name: &str) -> Influxd {
+        Influxd::start_with(name, None)
+    }
+
+    /// [`Influxd::start`] serving HTTPS with `cert` (influxd's own `[http]`
+    /// `https-enabled`, `https-certificate`, `https-private-key`); its
+    /// [`Influxd::url`] is then `https://`.
+    pub fn start_tls(name: &str, cert: &pki::CertFiles) -> Influxd {
+        Influxd::start_with(name, Some(cert.clone()))
+    }
+
+    fn start_with(name: &str, tls: Option<pki::CertFiles>) -> Influxd {
         // Fails, saying how to install it, when influxd is missing.
         influxd_binary();
         let dir = tempfile::Builder::new()
             .prefix(&format!("itest-influxd-{name}-"))
             .tempdir()
             .expect("create a temporary directory");
-        let mut server = Influxd { name: name.to_string(), dir, http_port: 0, child: None };
+        let mut server = Influxd { name: name.to_string(), dir, http_port: 0, child: None, tls };
         // A port taken between free_port and influxd's bind (by another
         // test's server or a connection's source port): start again on others.
         let mut attempts = 0;
@@ -471,6 +511,14 @@ impl Influxd {
     fn write_config(&self, rpc_port: u16) {
         let http_port = self.http_port;
         let root = self.dir.path();
+        let https = match &self.tls {
+            Some(files) => format!(
+                "  https-enabled = true\n  https-certificate = \"{}\"\n  https-private-key = \"{}\"\n",
+                files.cert.display(),
+                files.key.display()
+            ),
+            None => String::new(),
+        };
         let config = format!(
             r#"reporting-disabled = true
 bind-address = "127.0.0.1:{rpc_port}"
@@ -487,7 +535,7 @@ bind-address = "127.0.0.1:{rpc_port}"
   enabled = true
   bind-address = "127.0.0.1:{http_port}"
   log-enabled = false
-
+{https}
 [logging]
   level = "warn"
 
@@ -544,9 +592,10 @@ bind-address = "127.0.0.1:{rpc_port}"
         Ok(())
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` when started with TLS).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.http_port)
     }
 
     /// The backend's name in the proxy config.
@@ -765,6 +814,8 @@ pub struct Proxy {
     dir: TempDir,
     port: u16,
     child: Option<Child>,
+    /// The config has `listen_tls`: clients use `https://`.
+    tls: bool,
 }
 
 impl Proxy {
@@ -814,7 +865,8 @@ impl Proxy {
         });
         let text = serde_json::to_string_pretty(&config).expect("serialize the proxy config");
         fs::write(dir.path().join("config").join("proxy.json"), text).expect("write proxy.json");
-        let mut proxy = Proxy { mode, dir, port, child: None };
+        let tls = config.get("listen_tls").is_some();
+        let mut proxy = Proxy { mode, dir, port, child: None, tls };
         proxy.spawn();
         proxy
     }
@@ -855,9 +907,10 @@ impl Proxy {
         self.child = Some(child);
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` with `listen_tls`).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// `127.0.0.1:<port>`, for [`raw_http`].

@@ -33,6 +33,9 @@ mod server;
 mod storage;
 #[cfg(target_os = "wasi")]
 mod stream;
+// Natively only its tests use it.
+#[cfg_attr(not(target_os = "wasi"), allow(dead_code))]
+mod tls;
 #[cfg(target_os = "wasi")]
 mod transport;
 
@@ -129,8 +132,9 @@ fn main() {
 }
 
 /// Opens the proxy, starts the health-check and replay tasks, then serves
-/// until the component is stopped. Errors: config, data directory, listen
-/// address, opening a write queue.
+/// until the component is stopped. Errors: config, TLS settings (not
+/// available here: [`tls`]), data directory, listen address, opening a
+/// write queue.
 #[cfg(target_os = "wasi")]
 async fn run(args: Args) -> Result<(), String> {
     use influx_proxy::config::Config;
@@ -140,6 +144,7 @@ async fn run(args: Args) -> Result<(), String> {
         format!("{}: {e} (is its directory preopened with wasmtime --dir HOST::GUEST?)", args.config)
     })?;
     let config = Config::parse(&args.config, &text).map_err(|e| e.to_string())?;
+    tls::refuse(&args.config, &config)?;
     let storage = storage::DirStorage::open(&args.data_dir).map_err(|e| {
         format!(
             "data directory {}: {e} (is it preopened with wasmtime --dir HOST::{}?)",

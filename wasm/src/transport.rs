@@ -26,6 +26,10 @@ impl BackendHost for WasiHost {
 
     /// A TCP connection to the backend's first IPv4 address.
     async fn connect(&self, backend: &BackendAddr) -> Result<Stream, TransportError> {
+        // An https backend a reload added: never in the clear.
+        if let Some(refusal) = crate::tls::refuse_backend(backend) {
+            return Err(TransportError::Connect(refusal));
+        }
         let addrs = resolve(&backend.host).await.map_err(|e| {
             TransportError::Connect(format!("{}: cannot resolve {}: {e}", backend.url, backend.host))
         })?;

@@ -200,6 +200,17 @@ fn keys_the_host_cannot_change_live_are_refused_naming_the_key() {
             )
         );
     }
+    // The TLS listener's certificate is loaded by the host at start too.
+    *file.borrow_mut() = text(
+        AB,
+        r#"{ "_default_": ["a"] }"#,
+        r#", "listen_tls": {"cert_file": "c.pem", "key_file": "k.pem"}"#,
+    );
+    let e = run(p.reload_file(NOW)).unwrap_err();
+    assert!(
+        e.starts_with("test.json: $.listen_tls: cannot change while the proxy runs (None -> Some("),
+        "{e}"
+    );
     // Nothing of the refused files applied (their keymaps sent cpu to a only).
     assert_eq!(p.topology().generation(), 1);
     assert_eq!(write(&p, "db=x", "cpu v=1 1\n").status, 204);
