@@ -80,6 +80,8 @@ mod test_influxd;
 /// `wasm/` crate enables it).
 #[cfg(feature = "host-fs")]
 pub mod host_fs;
+#[cfg(feature = "host-fs")]
+pub mod host_secrets;
 /// One HTTP/1.1 client connection served by async-h1, with the request-head
 /// guard and the conversion to and from the core's messages; shared by the
 /// native and the WASI host (feature `http1`, part of `native`).

@@ -2,8 +2,8 @@
 //! token made by `influx-proxy create token`, its hash in the config; a
 //! scoped token writes and reads; a wrong token gets influxd's 401; an
 //! out-of-scope write gets influxd's 403 and leaves no data on either
-//! backend; failed attempts are counted in `/metrics`. Native build only
-//! (the wasm host runs the same core; its start-up is not exercised here).
+//! backend; failed attempts are counted in `/metrics`. Backends' own
+//! credentials (password file, environment variable) on both hosts.
 
 #[macro_use]
 mod support;
@@ -167,6 +167,18 @@ fn count_as_admin(backend: &Influxd, db: &str, measurement: &str) -> u64 {
 /// credentials once it is back.
 #[test]
 fn backends_with_auth_get_the_proxy_s_credentials_direct_and_replayed() {
+    backend_credentials(Mode::Native);
+}
+
+/// The WASI host reads the same secrets: the variable passed by wasmtime
+/// (`--env`, see `support::wasm_command`), the file from the preopened
+/// config directory.
+#[test]
+fn the_wasm_component_gives_backends_their_credentials_too() {
+    backend_credentials(Mode::Wasm);
+}
+
+fn backend_credentials(mode: Mode) {
     let mut servers = Influxd::start_many(&["a", "b"]);
     for server in &mut servers {
         server.query_ok("", "CREATE USER admin WITH PASSWORD 'admin-pw' WITH ALL PRIVILEGES");
@@ -181,20 +193,29 @@ fn backends_with_auth_get_the_proxy_s_credentials_direct_and_replayed() {
         assert_eq!(r.status, 401, "{r:?}");
     }
     let (token, hash) = create_token();
-    let secrets = tempfile::tempdir().expect("temp dir");
-    let password_file = secrets.path().join("a-password");
-    std::fs::write(&password_file, "admin-pw\n").expect("write the password file");
-    // Only this test reads this variable; the proxy inherits it.
+    // Only these tests read this variable; the proxy inherits it.
     std::env::set_var("INFLUX_PROXY_TEST_B_PASSWORD", "admin-pw");
     let mut config = Proxy::config(&[&servers[0], &servers[1]]);
     config["auth"] = json!({
         "tokens": [{ "name": "ops", "sha512": hash, "databases": ["*"], "permissions": ["admin"] }]
     });
+    // The password file: natively anywhere; for the component in the
+    // proxy's config directory (preopened as /config), written before it
+    // starts.
+    let secrets = tempfile::tempdir().expect("temp dir");
+    let host_file = secrets.path().join("a-password");
+    std::fs::write(&host_file, "admin-pw\n").expect("write the password file");
     config["backends"]["a"]["username"] = json!("admin");
-    config["backends"]["a"]["password_file"] = json!(password_file.to_string_lossy());
+    config["backends"]["a"]["password_file"] = json!(match mode {
+        Mode::Native => host_file.display().to_string(),
+        Mode::Wasm => "/config/a-password".to_string(),
+    });
     config["backends"]["b"]["username"] = json!("admin");
     config["backends"]["b"]["password_env"] = json!("INFLUX_PROXY_TEST_B_PASSWORD");
-    let proxy = Proxy::start(Mode::Native, config);
+    let proxy = Proxy::start_prepared(mode, config, |data| {
+        let file = data.parent().expect("the proxy's directory").join("config").join("a-password");
+        std::fs::copy(&host_file, file).expect("copy the password file");
+    });
     let auth = bearer(&token);
     let r = proxy.request(
         "POST",
@@ -214,8 +235,15 @@ fn backends_with_auth_get_the_proxy_s_credentials_direct_and_replayed() {
     };
     let r = write("cpu,host=a v=1 1700000000\n");
     assert_eq!(r.status, 204, "{r:?}");
+    // On both (at once, or replayed soon if a slow answer on a busy machine
+    // had the write queued: either way with the backend's credentials).
     for server in &servers {
-        assert_eq!(count_as_admin(server, DB, "cpu"), 1, "influxd {}", server.name());
+        wait_until(std::time::Duration::from_secs(30), "the point on each backend", || match count_as_admin(
+            server, DB, "cpu",
+        ) {
+            1 => Ok(()),
+            n => Err(format!("{n} points on {}", server.name())),
+        });
     }
     let r = proxy.request(
         "GET",

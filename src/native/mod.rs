@@ -102,21 +102,10 @@ pub fn load_config(path: &str) -> Result<Config, String> {
     let text =
         std::fs::read_to_string(path).map_err(|e| one_line(&format!("{path}: cannot read the file: {e}")))?;
     let mut config = Config::parse(path, &text).map_err(|e| one_line(&e.to_string()))?;
-    config.resolve_credentials(path, &read_secret).map_err(|e| one_line(&e.to_string()))?;
+    config
+        .resolve_credentials(path, &crate::host_secrets::read_secret)
+        .map_err(|e| one_line(&e.to_string()))?;
     Ok(config)
-}
-
-/// Reads a backend's secret: an environment variable or a whole file.
-fn read_secret(source: &crate::config::SecretSource) -> Result<String, String> {
-    match source {
-        crate::config::SecretSource::Env(name) => std::env::var(name).map_err(|e| match e {
-            std::env::VarError::NotPresent => "not set".to_string(),
-            std::env::VarError::NotUnicode(_) => "not UTF-8".to_string(),
-        }),
-        crate::config::SecretSource::File(path) => {
-            std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))
-        }
-    }
 }
 
 /// Reads the configuration file whole for a reload. Error: one line,
@@ -191,7 +180,7 @@ async fn serve_proxy(
         .map_err(|e| one_line(&format!("cannot open the write queues in {data_dir}: {e}")))?;
     proxy.set_clock(Rc::new(monotonic_us));
     proxy.set_config_file(config_path.to_string(), Rc::new(read_config_file));
-    proxy.set_secret_reader(Rc::new(read_secret));
+    proxy.set_secret_reader(Rc::new(crate::host_secrets::read_secret));
     proxy.set_log(Rc::new(|line: &str| eprintln!("influx-proxy: {line}")));
     let proxy: Rc<NativeProxy> = Rc::new(proxy);
 

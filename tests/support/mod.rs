@@ -1139,12 +1139,15 @@ pub fn wasm_command(config_dir: &Path, data_dir: &Path) -> Command {
         .arg("--dir")
         .arg(format!("{}::/data", data_dir.display()))
         .arg("--dir")
-        .arg(format!("{}::/config", config_dir.display()))
-        .arg(wasm)
-        .arg("--config")
-        .arg("/config/proxy.json")
-        .arg("--data-dir")
-        .arg("/data");
+        .arg(format!("{}::/config", config_dir.display()));
+    // The tests' own variables (backend secrets), passed on as `--env NAME`
+    // passes a host variable to the component.
+    for (name, _) in std::env::vars_os() {
+        if let Some(name) = name.to_str().filter(|n| n.starts_with("INFLUX_PROXY_TEST_")) {
+            cmd.arg("--env").arg(name);
+        }
+    }
+    cmd.arg(wasm).arg("--config").arg("/config/proxy.json").arg("--data-dir").arg("/data");
     cmd
 }
 

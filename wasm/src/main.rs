@@ -143,7 +143,11 @@ async fn run(args: Args) -> Result<(), String> {
     let text = std::fs::read_to_string(&args.config).map_err(|e| {
         format!("{}: {e} (is its directory preopened with wasmtime --dir HOST::GUEST?)", args.config)
     })?;
-    let config = Config::parse(&args.config, &text).map_err(|e| e.to_string())?;
+    let mut config = Config::parse(&args.config, &text).map_err(|e| e.to_string())?;
+    // Backend secrets (with token auth): from `--env NAME` and preopened files.
+    config
+        .resolve_credentials(&args.config, &influx_proxy::host_secrets::read_secret)
+        .map_err(|e| e.to_string())?;
     tls::refuse(&args.config, &config)?;
     let storage = storage::DirStorage::open(&args.data_dir).map_err(|e| {
         format!(
@@ -164,6 +168,7 @@ async fn run(args: Args) -> Result<(), String> {
             std::fs::read_to_string(path).map_err(|e| format!("{path}: cannot read the file: {e}"))
         }),
     );
+    proxy.set_secret_reader(Rc::new(influx_proxy::host_secrets::read_secret));
     proxy.set_log(Rc::new(|line: &str| eprintln!("influx-proxy: {line}")));
     let proxy = Rc::new(proxy);
     let listener = wstd::net::TcpListener::bind(&listen).await.map_err(|e| {
