@@ -31,7 +31,10 @@
 //! `DELETE` and `DROP SERIES` (InfluxDB 1.x's WRITE privilege); `admin` for
 //! what InfluxDB 1.x gives admins or ALL: `CREATE`/`DROP DATABASE`,
 //! retention policies, `DROP MEASUREMENT`, `SELECT INTO`, and on `*` only,
-//! statements about no database (users, grants, continuous queries). Admin
+//! statements about no database (users, grants, continuous queries) and
+//! the server's own `SHOW`s (`USERS`, `GRANTS`, `STATS`, `DIAGNOSTICS`,
+//! `SHARDS`, `SHARD GROUPS`, `SUBSCRIPTIONS`, admin in 1.x whatever `db`
+//! is). A database named by a bound parameter (`ON $d`) is unknown: `*`. Admin
 //! includes read and write. A statement about no database (no `db`
 //! parameter, no `db.` in FROM, no `ON db`), e.g. `SHOW DATABASES`, needs a
 //! token on `*`.
@@ -226,7 +229,10 @@ impl<'a> Grant<'a> {
 /// parameter.
 fn required(statement: &Statement<'_>, db: Option<&str>) -> Vec<Required> {
     let own = statement.database();
-    let default = own.clone().or_else(|| db.map(str::to_string));
+    // `ON $d` names a database from `params` (influxd 1.6 fills identifiers
+    // from bound parameters): unknown here, so it takes a token on `*`.
+    let unnamed = statement.has_unnamed_on_clause();
+    let default = if unnamed { None } else { own.clone().or_else(|| db.map(str::to_string)) };
     let of_sources = |sources: &[Source]| -> Vec<Option<String>> {
         let mut dbs: Vec<Option<String>> = sources
             .iter()
@@ -244,6 +250,22 @@ fn required(statement: &Statement<'_>, db: Option<&str>) -> Vec<Required> {
     match kind {
         StatementKind::ReadFrom(sources) | StatementKind::Explain(sources) => {
             of_sources(&sources).into_iter().map(Required::Read).collect()
+        }
+        // Server administration: admin in InfluxDB 1.x (influxql ast.go
+        // `RequiredPrivileges`), whatever `db` is.
+        StatementKind::ShowAll
+            if matches!(
+                statement.leading_keywords().as_str(),
+                "SHOW USERS"
+                    | "SHOW GRANTS"
+                    | "SHOW STATS"
+                    | "SHOW DIAGNOSTICS"
+                    | "SHOW SHARDS"
+                    | "SHOW SHARD"
+                    | "SHOW SUBSCRIPTIONS"
+            ) =>
+        {
+            vec![Required::Admin(None)]
         }
         StatementKind::ShowAll => vec![Required::Read(default)],
         StatementKind::SelectInto(_) => vec![Required::Admin(None)],

@@ -188,6 +188,27 @@ impl<'q> Statement<'q> {
         on_clause_database(t)
     }
 
+    /// True when the statement's top-level `ON` is followed by something
+    /// other than a name, e.g. a bound parameter (`ON $d`, which influxd
+    /// fills from `params`): its database is not known before it runs.
+    pub fn has_unnamed_on_clause(&self) -> bool {
+        let t = &self.tokens;
+        let mut depth = 0usize;
+        for (i, token) in t.iter().enumerate() {
+            if token.is_punct("(") {
+                depth += 1;
+            } else if token.is_punct(")") {
+                depth = depth.saturating_sub(1);
+            } else if depth == 0 && token.is_keyword("ON") {
+                return !matches!(
+                    t.get(i + 1).map(|t| &t.kind),
+                    Some(TokenKind::Ident(_) | TokenKind::QuotedIdent(_))
+                );
+            }
+        }
+        false
+    }
+
     /// The first two words, upper-cased (`"DROP MEASUREMENT"`), for
     /// telling statements of one [`StatementKind`] apart.
     pub fn leading_keywords(&self) -> String {

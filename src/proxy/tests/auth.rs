@@ -327,3 +327,67 @@ fn influxdb3_routes_are_scoped_like_the_writes_and_statements_they_run() {
         assert!(t.received(backend).iter().all(|r| r.header("authorization").is_none()), "{backend}");
     }
 }
+
+#[test]
+fn server_administration_shows_need_admin_on_every_database() {
+    // InfluxDB 1.x requires admin for these (influxql ast.go
+    // `RequiredPrivileges`): a read token on one database is refused, even
+    // with that database as `db`.
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), &auth_extra(""));
+    for q in [
+        "SHOW USERS",
+        "SHOW GRANTS FOR proxy",
+        "SHOW STATS",
+        "SHOW DIAGNOSTICS",
+        "SHOW SHARDS",
+        "SHOW SHARD GROUPS",
+        "SHOW SUBSCRIPTIONS",
+    ] {
+        let r = run(p.handle(with_token(query_request("telegraf", q), TELEGRAF), 0));
+        assert_eq!(r.status, 403, "{q}: {}", error_of(&r));
+        assert_eq!(
+            error_of(&r),
+            format!(
+                "error authorizing query: telegraf not authorized to execute statement '{q}', \
+                 requires admin privilege"
+            )
+        );
+    }
+    assert_eq!(t.attempts("a") + t.attempts("b"), 0);
+    let r = run(p.handle(with_token(query_request("", "SHOW USERS"), OPS), 0));
+    assert_eq!(r.status, 200, "{}", error_of(&r));
+}
+
+#[test]
+fn a_database_named_by_a_bound_parameter_needs_every_database() {
+    // influxd 1.6.7 takes an identifier from `params`:
+    // `SHOW MEASUREMENTS ON $d` with params={"d":{"identifier":"other"}}
+    // lists other's measurements, whatever `db` says.
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), &auth_extra(""));
+    let params = r#"{"d":{"identifier":"other"}}"#;
+    for q in ["SHOW MEASUREMENTS ON $d", "SHOW TAG KEYS ON $d FROM cpu", "SHOW RETENTION POLICIES ON $d"] {
+        let mut request = query_request("telegraf", q);
+        request.query.push(("params".into(), params.into()));
+        let r = run(p.handle(with_token(request, TELEGRAF), 0));
+        assert_eq!(r.status, 403, "{q}: {}", error_of(&r));
+        let r = run(p.handle(
+            v3_request(
+                Method::Post,
+                "/api/v3/query_influxql",
+                &serde_json::json!({"db": "telegraf", "q": q, "params": {"d": {"identifier": "other"}}})
+                    .to_string(),
+                Some(TELEGRAF),
+            ),
+            0,
+        ));
+        assert_eq!(r.status, 403, "v3 {q}: {}", error_of(&r));
+    }
+    assert_eq!(t.attempts("a") + t.attempts("b"), 0);
+    // A bound parameter as a value is no database: still in scope.
+    let r = run(
+        p.handle(with_token(query_request("telegraf", "SELECT * FROM cpu WHERE host = $h"), TELEGRAF), 0)
+    );
+    assert_eq!(r.status, 200, "{}", error_of(&r));
+}
