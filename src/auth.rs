@@ -31,7 +31,8 @@
 //! `DELETE` and `DROP SERIES` (InfluxDB 1.x's WRITE privilege); `admin` for
 //! what InfluxDB 1.x gives admins or ALL: `CREATE`/`DROP DATABASE`,
 //! retention policies, `DROP MEASUREMENT`, `SELECT INTO`, and on `*` only,
-//! statements about no database (users, grants, continuous queries) and
+//! statements about no database (users, grants), continuous queries and
+//! subscriptions (whatever their `ON db`), and
 //! the server's own `SHOW`s (`USERS`, `GRANTS`, `STATS`, `DIAGNOSTICS`,
 //! `SHARDS`, `SHARD GROUPS`, `SUBSCRIPTIONS`, admin in 1.x whatever `db`
 //! is). A database named by a bound parameter (`ON $d`) is unknown: `*`. Admin
@@ -269,6 +270,17 @@ fn required(statement: &Statement<'_>, db: Option<&str>) -> Vec<Required> {
         }
         StatementKind::ShowAll => vec![Required::Read(default)],
         StatementKind::SelectInto(_) => vec![Required::Admin(None)],
+        // A continuous query runs with the proxy's credentials on its
+        // own sources and INTO target, not only its `ON db`; a subscription
+        // ships a database's writes away (InfluxDB 1.x: admin).
+        StatementKind::SchemaAll
+            if matches!(
+                statement.leading_keywords().as_str(),
+                "CREATE CONTINUOUS" | "DROP CONTINUOUS" | "CREATE SUBSCRIPTION" | "DROP SUBSCRIPTION"
+            ) =>
+        {
+            vec![Required::Admin(None)]
+        }
         StatementKind::SchemaAll => vec![Required::Admin(own)],
         StatementKind::SchemaMeasurement(m) => {
             let db = m.database.or(default);

@@ -391,3 +391,37 @@ fn a_database_named_by_a_bound_parameter_needs_every_database() {
     );
     assert_eq!(r.status, 200, "{}", error_of(&r));
 }
+
+#[test]
+fn continuous_queries_and_subscriptions_need_admin_on_every_database() {
+    // A continuous query runs on the backends with the proxy's
+    // credentials: one `ON telegraf` may read and write any database, and
+    // a subscription ships a database's writes to any URL (InfluxDB 1.x:
+    // admin). Allowed by config here, an admin token on one database is
+    // still refused.
+    let t = MockTransport::default();
+    let extra = format!(
+        r#", "allowed_statements": ["continuous query", "subscription"], "auth": {{ "tokens": [
+            {{ "name": "tadmin", "sha512": "{}", "databases": ["telegraf"], "permissions": ["admin"] }},
+            {{ "name": "ops", "sha512": "{}", "databases": ["*"], "permissions": ["admin"] }}
+        ] }}"#,
+        crate::auth::token_hash_hex(TELEGRAF),
+        crate::auth::token_hash_hex(OPS)
+    );
+    let p = open(&t, MemStorage::new(), &extra);
+    let cq = "CREATE CONTINUOUS QUERY cq ON telegraf BEGIN SELECT mean(v) INTO telegraf.autogen.copy \
+              FROM other.autogen.cpu GROUP BY time(1m) END";
+    for q in [
+        cq,
+        "DROP CONTINUOUS QUERY cq ON telegraf",
+        "CREATE SUBSCRIPTION s ON telegraf.autogen DESTINATIONS ALL 'http://example.com:9090'",
+        "DROP SUBSCRIPTION s ON telegraf.autogen",
+    ] {
+        let r = run(p.handle(with_token(query_request("telegraf", q), TELEGRAF), 0));
+        assert_eq!(r.status, 403, "{q}: {}", error_of(&r));
+        assert!(error_of(&r).ends_with("requires admin privilege"), "{}", error_of(&r));
+    }
+    assert_eq!(t.attempts("a") + t.attempts("b"), 0);
+    let r = run(p.handle(with_token(query_request("telegraf", cq), OPS), 0));
+    assert_eq!(r.status, 200, "{}", error_of(&r));
+}
