@@ -268,6 +268,11 @@ fn required(statement: &Statement<'_>, db: Option<&str>) -> Vec<Required> {
         {
             vec![Required::Admin(None)]
         }
+        // Every backend's databases, unfiltered (influxd 1.x lists only a
+        // user's own): a token on `*`, whatever `db` is.
+        StatementKind::ShowAll if statement.leading_keywords() == "SHOW DATABASES" => {
+            vec![Required::Read(None)]
+        }
         StatementKind::ShowAll => vec![Required::Read(default)],
         StatementKind::SelectInto(_) => vec![Required::Admin(None)],
         // A continuous query runs with the proxy's credentials on its

@@ -425,3 +425,34 @@ fn continuous_queries_and_subscriptions_need_admin_on_every_database() {
     let r = run(p.handle(with_token(query_request("telegraf", cq), OPS), 0));
     assert_eq!(r.status, 200, "{}", error_of(&r));
 }
+
+#[test]
+fn show_databases_needs_every_database_whatever_db_says() {
+    // The proxy answers SHOW DATABASES with every backend's databases
+    // (influxd 1.x would list only those the user may read): a token on
+    // one database cannot list them by passing its own as `db`.
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), &auth_extra(""));
+    let r = run(p.handle(with_token(query_request("telegraf", "SHOW DATABASES"), TELEGRAF), 0));
+    assert_eq!(r.status, 403, "{}", error_of(&r));
+    assert_eq!(
+        error_of(&r),
+        "error authorizing query: telegraf not authorized to execute statement 'SHOW DATABASES', requires READ on "
+    );
+    let r = run(p.handle(
+        v3_request(
+            Method::Post,
+            "/api/v3/query_influxql",
+            r#"{"db":"telegraf","q":"show databases"}"#,
+            Some(TELEGRAF),
+        ),
+        0,
+    ));
+    assert_eq!(r.status, 403, "{}", error_of(&r));
+    assert_eq!(t.attempts("a") + t.attempts("b"), 0);
+    // What is about its database stays in scope.
+    let r = run(p.handle(with_token(query_request("telegraf", "SHOW MEASUREMENTS"), TELEGRAF), 0));
+    assert_eq!(r.status, 200, "{}", error_of(&r));
+    let r = run(p.handle(with_token(query_request("", "SHOW DATABASES"), OPS), 0));
+    assert_eq!(r.status, 200, "{}", error_of(&r));
+}
