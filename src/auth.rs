@@ -239,7 +239,7 @@ fn required(statement: &Statement<'_>, db: Option<&str>) -> Vec<Required> {
             .iter()
             .map(|s| match s {
                 Source::Measurement(m) => m.database.clone().or_else(|| default.clone()),
-                Source::Regex(_) => default.clone(),
+                Source::Regex { database, .. } => database.clone().or_else(|| default.clone()),
             })
             .collect();
         if dbs.is_empty() {

@@ -456,3 +456,29 @@ fn show_databases_needs_every_database_whatever_db_says() {
     let r = run(p.handle(with_token(query_request("", "SHOW DATABASES"), OPS), 0));
     assert_eq!(r.status, 200, "{}", error_of(&r));
 }
+
+#[test]
+fn a_regex_source_in_another_database_is_out_of_scope() {
+    // influxd 1.6.7 reads `other` for `SELECT * FROM other.././` whatever
+    // `db` says (checked), as for `other..cpu`.
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), &auth_extra(""));
+    for q in [
+        "SELECT * FROM other.././",
+        "SELECT * FROM other.autogen./c/",
+        "SELECT * FROM cpu, other.././",
+        "SHOW TAG KEYS FROM other.././",
+        "EXPLAIN SELECT * FROM (SELECT * FROM \"other\"..//)",
+        "DELETE FROM other.././",
+    ] {
+        let r = run(p.handle(with_token(query_request("telegraf", q), TELEGRAF), 0));
+        assert_eq!(r.status, 403, "{q}: {}", error_of(&r));
+        assert!(error_of(&r).ends_with(" on other"), "{q}: {}", error_of(&r));
+    }
+    assert_eq!(t.attempts("a") + t.attempts("b"), 0);
+    // Its own database, or none named (`rp./re/`): the db parameter's.
+    for q in ["SELECT * FROM telegraf.././", "SELECT * FROM autogen./c/", "SELECT * FROM /c/"] {
+        let r = run(p.handle(with_token(query_request("telegraf", q), TELEGRAF), 0));
+        assert_eq!(r.status, 200, "{q}: {}", error_of(&r));
+    }
+}
