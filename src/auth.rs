@@ -249,6 +249,13 @@ fn required(statement: &Statement<'_>, db: Option<&str>) -> Vec<Required> {
     };
     let Ok(kind) = statement.classify() else { return Vec::new() };
     match kind {
+        // influxd answers SHOW TAG KEYS / TAG VALUES from the ON database
+        // (else `db`), whatever FROM names: both are read.
+        StatementKind::ReadFrom(sources) if statement.leading_keywords() == "SHOW TAG" => {
+            let mut required: Vec<Required> = of_sources(&sources).into_iter().map(Required::Read).collect();
+            required.push(Required::Read(default.clone()));
+            required
+        }
         StatementKind::ReadFrom(sources) | StatementKind::Explain(sources) => {
             of_sources(&sources).into_iter().map(Required::Read).collect()
         }

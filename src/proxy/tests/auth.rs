@@ -482,3 +482,28 @@ fn a_regex_source_in_another_database_is_out_of_scope() {
         assert_eq!(r.status, 200, "{q}: {}", error_of(&r));
     }
 }
+
+#[test]
+fn show_tag_keys_and_values_are_scoped_by_their_on_database_too() {
+    // influxd 1.6.7 answers SHOW TAG KEYS / TAG VALUES from the ON
+    // database (else `db`), whatever database FROM names (checked:
+    // `SHOW TAG KEYS ON secret FROM app..cpu` lists secret's tag keys).
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), &auth_extra(""));
+    for (db, q) in [
+        ("telegraf", "SHOW TAG KEYS ON other FROM telegraf..cpu"),
+        ("telegraf", "SHOW TAG VALUES ON other FROM telegraf..cpu WITH KEY = host"),
+        ("other", "SHOW TAG KEYS FROM telegraf..cpu"),
+        ("other", "SHOW TAG VALUES FROM telegraf.autogen.cpu WITH KEY = host"),
+    ] {
+        let r = run(p.handle(with_token(query_request(db, q), TELEGRAF), 0));
+        assert_eq!(r.status, 403, "{q}: {}", error_of(&r));
+        assert!(error_of(&r).ends_with("requires READ on other"), "{q}: {}", error_of(&r));
+    }
+    assert_eq!(t.attempts("a") + t.attempts("b"), 0);
+    let r = run(p.handle(
+        with_token(query_request("telegraf", "SHOW TAG KEYS ON telegraf FROM telegraf..cpu"), TELEGRAF),
+        0,
+    ));
+    assert_eq!(r.status, 200, "{}", error_of(&r));
+}
