@@ -31,7 +31,11 @@
 //! `DELETE` and `DROP SERIES` (InfluxDB 1.x's WRITE privilege); `admin` for
 //! what InfluxDB 1.x gives admins or ALL: `CREATE`/`DROP DATABASE`,
 //! retention policies, `DROP MEASUREMENT`, `SELECT INTO`, and on `*` only,
-//! statements about no database (users, grants, continuous queries). Admin
+//! statements about no database (users, grants), continuous queries and
+//! subscriptions (whatever their `ON db`), and
+//! the server's own `SHOW`s (`USERS`, `GRANTS`, `STATS`, `DIAGNOSTICS`,
+//! `SHARDS`, `SHARD GROUPS`, `SUBSCRIPTIONS`, admin in 1.x whatever `db`
+//! is). A database named by a bound parameter (`ON $d`) is unknown: `*`. Admin
 //! includes read and write. A statement about no database (no `db`
 //! parameter, no `db.` in FROM, no `ON db`), e.g. `SHOW DATABASES`, needs a
 //! token on `*`.
@@ -226,13 +230,16 @@ impl<'a> Grant<'a> {
 /// parameter.
 fn required(statement: &Statement<'_>, db: Option<&str>) -> Vec<Required> {
     let own = statement.database();
-    let default = own.clone().or_else(|| db.map(str::to_string));
+    // `ON $d` names a database from `params` (influxd 1.6 fills identifiers
+    // from bound parameters): unknown here, so it takes a token on `*`.
+    let unnamed = statement.has_unnamed_on_clause();
+    let default = if unnamed { None } else { own.clone().or_else(|| db.map(str::to_string)) };
     let of_sources = |sources: &[Source]| -> Vec<Option<String>> {
         let mut dbs: Vec<Option<String>> = sources
             .iter()
             .map(|s| match s {
                 Source::Measurement(m) => m.database.clone().or_else(|| default.clone()),
-                Source::Regex(_) => default.clone(),
+                Source::Regex { database, .. } => database.clone().or_else(|| default.clone()),
             })
             .collect();
         if dbs.is_empty() {
@@ -242,11 +249,50 @@ fn required(statement: &Statement<'_>, db: Option<&str>) -> Vec<Required> {
     };
     let Ok(kind) = statement.classify() else { return Vec::new() };
     match kind {
+        // influxd answers SHOW TAG KEYS / TAG VALUES from the ON database
+        // (else `db`), whatever FROM names: both are read.
+        StatementKind::ReadFrom(sources) if statement.leading_keywords() == "SHOW TAG" => {
+            let mut required: Vec<Required> = of_sources(&sources).into_iter().map(Required::Read).collect();
+            required.push(Required::Read(default.clone()));
+            required
+        }
         StatementKind::ReadFrom(sources) | StatementKind::Explain(sources) => {
             of_sources(&sources).into_iter().map(Required::Read).collect()
         }
+        // Server administration: admin in InfluxDB 1.x (influxql ast.go
+        // `RequiredPrivileges`), whatever `db` is.
+        StatementKind::ShowAll
+            if matches!(
+                statement.leading_keywords().as_str(),
+                "SHOW USERS"
+                    | "SHOW GRANTS"
+                    | "SHOW STATS"
+                    | "SHOW DIAGNOSTICS"
+                    | "SHOW SHARDS"
+                    | "SHOW SHARD"
+                    | "SHOW SUBSCRIPTIONS"
+            ) =>
+        {
+            vec![Required::Admin(None)]
+        }
+        // Every backend's databases, unfiltered (influxd 1.x lists only a
+        // user's own): a token on `*`, whatever `db` is.
+        StatementKind::ShowAll if statement.leading_keywords() == "SHOW DATABASES" => {
+            vec![Required::Read(None)]
+        }
         StatementKind::ShowAll => vec![Required::Read(default)],
         StatementKind::SelectInto(_) => vec![Required::Admin(None)],
+        // A continuous query runs with the proxy's credentials on its
+        // own sources and INTO target, not only its `ON db`; a subscription
+        // ships a database's writes away (InfluxDB 1.x: admin).
+        StatementKind::SchemaAll
+            if matches!(
+                statement.leading_keywords().as_str(),
+                "CREATE CONTINUOUS" | "DROP CONTINUOUS" | "CREATE SUBSCRIPTION" | "DROP SUBSCRIPTION"
+            ) =>
+        {
+            vec![Required::Admin(None)]
+        }
         StatementKind::SchemaAll => vec![Required::Admin(own)],
         StatementKind::SchemaMeasurement(m) => {
             let db = m.database.or(default);

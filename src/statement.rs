@@ -49,8 +49,12 @@ pub struct MeasurementRef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     Measurement(MeasurementRef),
-    /// `/regex/` (the pattern between the slashes), possibly `db.rp./re/`.
-    Regex(String),
+    /// `/regex/`, possibly `db.rp./re/` or `rp./re/`: the pattern between
+    /// the slashes, and the database named before it (unquoted), if any.
+    Regex {
+        pattern: String,
+        database: Option<String>,
+    },
 }
 
 /// How a statement is routed.
@@ -188,6 +192,27 @@ impl<'q> Statement<'q> {
         on_clause_database(t)
     }
 
+    /// True when the statement's top-level `ON` is followed by something
+    /// other than a name, e.g. a bound parameter (`ON $d`, which influxd
+    /// fills from `params`): its database is not known before it runs.
+    pub fn has_unnamed_on_clause(&self) -> bool {
+        let t = &self.tokens;
+        let mut depth = 0usize;
+        for (i, token) in t.iter().enumerate() {
+            if token.is_punct("(") {
+                depth += 1;
+            } else if token.is_punct(")") {
+                depth = depth.saturating_sub(1);
+            } else if depth == 0 && token.is_keyword("ON") {
+                return !matches!(
+                    t.get(i + 1).map(|t| &t.kind),
+                    Some(TokenKind::Ident(_) | TokenKind::QuotedIdent(_))
+                );
+            }
+        }
+        false
+    }
+
     /// The first two words, upper-cased (`"DROP MEASUREMENT"`), for
     /// telling statements of one [`StatementKind`] apart.
     pub fn leading_keywords(&self) -> String {
@@ -322,7 +347,7 @@ fn classify_tokens(statement: &str, tokens: &[Token]) -> Result<StatementKind, S
             Some("MEASUREMENT") => {
                 let measurement = match parser.measurement_source()? {
                     Source::Measurement(m) => m,
-                    Source::Regex(_) => {
+                    Source::Regex { .. } => {
                         return Err("DROP MEASUREMENT takes a measurement name, not a regex".to_string())
                     }
                 };
@@ -954,10 +979,12 @@ impl Parser<'_> {
                 "malformed measurement reference: {count} dot-separated parts, at most 3 (db.rp.measurement)"
             ));
         }
-        if let Some(pattern) = regex {
-            return Ok(Source::Regex(pattern));
-        }
         let non_empty = |s: String| if s.is_empty() { None } else { Some(s) };
+        if let Some(pattern) = regex {
+            // `db.rp./re/`: the database is the first of two parts.
+            let database = if parts.len() == 2 { non_empty(parts.swap_remove(0)) } else { None };
+            return Ok(Source::Regex { pattern, database });
+        }
         let name = parts.pop().unwrap_or_default();
         if name.is_empty() {
             return Err("malformed measurement reference: empty measurement name".to_string());
@@ -1039,7 +1066,7 @@ mod tests {
     }
 
     fn re(pattern: &str) -> Source {
-        Source::Regex(pattern.into())
+        Source::Regex { pattern: pattern.into(), database: None }
     }
 
     fn read(sources: Vec<Source>) -> StatementKind {
@@ -1177,7 +1204,10 @@ mod tests {
             ("SELECT * FROM cpu, mem, \"disk\"", read(vec![m("cpu"), m("mem"), m("disk")])),
             ("SELECT * FROM /cpu.*/", read(vec![re("cpu.*")])),
             (r"SELECT * FROM /a\/b/", read(vec![re("a/b")])),
-            ("SELECT * FROM db.rp./^c/", read(vec![re("^c")])),
+            (
+                "SELECT * FROM db.rp./^c/",
+                read(vec![Source::Regex { pattern: "^c".into(), database: Some("db".into()) }]),
+            ),
             ("SELECT * FROM cpu, /^mem/", read(vec![m("cpu"), re("^mem")])),
             (
                 "SELECT mean(usage) AS u, max(\"x\") / 2 FROM cpu WHERE host =~ /a;b/ GROUP BY time(1m), host fill(null) LIMIT 10",

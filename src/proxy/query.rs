@@ -512,7 +512,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 // measurement, so every backend.
                 StatementKind::SchemaSources(sources) => {
                     let mut targets = Vec::new();
-                    if sources.is_empty() || sources.iter().any(|s| matches!(s, Source::Regex(_))) {
+                    if sources.is_empty() || sources.iter().any(|s| matches!(s, Source::Regex { .. })) {
                         targets.extend(self.every_measurement_targets(topo)?);
                     }
                     for source in &sources {
@@ -555,7 +555,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                     // live on the sources' replicas, not on its own key's.
                     let grouped = sources.iter().any(|source| match source {
                         Source::Measurement(m) => matches!(topo.router.route(&m.name), Some(Route::Group(_))),
-                        Source::Regex(_) => !topo.router.groups().is_empty(),
+                        Source::Regex { .. } => !topo.router.groups().is_empty(),
                     });
                     if grouped {
                         return Err(ProxyError::BadRequest(
@@ -859,7 +859,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                         },
                     }
                 }
-                Source::Regex(_) => regex = true,
+                Source::Regex { .. } => regex = true,
             }
         }
         if regex {

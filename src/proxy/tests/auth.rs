@@ -327,3 +327,183 @@ fn influxdb3_routes_are_scoped_like_the_writes_and_statements_they_run() {
         assert!(t.received(backend).iter().all(|r| r.header("authorization").is_none()), "{backend}");
     }
 }
+
+#[test]
+fn server_administration_shows_need_admin_on_every_database() {
+    // InfluxDB 1.x requires admin for these (influxql ast.go
+    // `RequiredPrivileges`): a read token on one database is refused, even
+    // with that database as `db`.
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), &auth_extra(""));
+    for q in [
+        "SHOW USERS",
+        "SHOW GRANTS FOR proxy",
+        "SHOW STATS",
+        "SHOW DIAGNOSTICS",
+        "SHOW SHARDS",
+        "SHOW SHARD GROUPS",
+        "SHOW SUBSCRIPTIONS",
+    ] {
+        let r = run(p.handle(with_token(query_request("telegraf", q), TELEGRAF), 0));
+        assert_eq!(r.status, 403, "{q}: {}", error_of(&r));
+        assert_eq!(
+            error_of(&r),
+            format!(
+                "error authorizing query: telegraf not authorized to execute statement '{q}', \
+                 requires admin privilege"
+            )
+        );
+    }
+    assert_eq!(t.attempts("a") + t.attempts("b"), 0);
+    let r = run(p.handle(with_token(query_request("", "SHOW USERS"), OPS), 0));
+    assert_eq!(r.status, 200, "{}", error_of(&r));
+}
+
+#[test]
+fn a_database_named_by_a_bound_parameter_needs_every_database() {
+    // influxd 1.6.7 takes an identifier from `params`:
+    // `SHOW MEASUREMENTS ON $d` with params={"d":{"identifier":"other"}}
+    // lists other's measurements, whatever `db` says.
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), &auth_extra(""));
+    let params = r#"{"d":{"identifier":"other"}}"#;
+    for q in ["SHOW MEASUREMENTS ON $d", "SHOW TAG KEYS ON $d FROM cpu", "SHOW RETENTION POLICIES ON $d"] {
+        let mut request = query_request("telegraf", q);
+        request.query.push(("params".into(), params.into()));
+        let r = run(p.handle(with_token(request, TELEGRAF), 0));
+        assert_eq!(r.status, 403, "{q}: {}", error_of(&r));
+        let r = run(p.handle(
+            v3_request(
+                Method::Post,
+                "/api/v3/query_influxql",
+                &serde_json::json!({"db": "telegraf", "q": q, "params": {"d": {"identifier": "other"}}})
+                    .to_string(),
+                Some(TELEGRAF),
+            ),
+            0,
+        ));
+        assert_eq!(r.status, 403, "v3 {q}: {}", error_of(&r));
+    }
+    assert_eq!(t.attempts("a") + t.attempts("b"), 0);
+    // A bound parameter as a value is no database: still in scope.
+    let r = run(
+        p.handle(with_token(query_request("telegraf", "SELECT * FROM cpu WHERE host = $h"), TELEGRAF), 0)
+    );
+    assert_eq!(r.status, 200, "{}", error_of(&r));
+}
+
+#[test]
+fn continuous_queries_and_subscriptions_need_admin_on_every_database() {
+    // A continuous query runs on the backends with the proxy's
+    // credentials: one `ON telegraf` may read and write any database, and
+    // a subscription ships a database's writes to any URL (InfluxDB 1.x:
+    // admin). Allowed by config here, an admin token on one database is
+    // still refused.
+    let t = MockTransport::default();
+    let extra = format!(
+        r#", "allowed_statements": ["continuous query", "subscription"], "auth": {{ "tokens": [
+            {{ "name": "tadmin", "sha512": "{}", "databases": ["telegraf"], "permissions": ["admin"] }},
+            {{ "name": "ops", "sha512": "{}", "databases": ["*"], "permissions": ["admin"] }}
+        ] }}"#,
+        crate::auth::token_hash_hex(TELEGRAF),
+        crate::auth::token_hash_hex(OPS)
+    );
+    let p = open(&t, MemStorage::new(), &extra);
+    let cq = "CREATE CONTINUOUS QUERY cq ON telegraf BEGIN SELECT mean(v) INTO telegraf.autogen.copy \
+              FROM other.autogen.cpu GROUP BY time(1m) END";
+    for q in [
+        cq,
+        "DROP CONTINUOUS QUERY cq ON telegraf",
+        "CREATE SUBSCRIPTION s ON telegraf.autogen DESTINATIONS ALL 'http://example.com:9090'",
+        "DROP SUBSCRIPTION s ON telegraf.autogen",
+    ] {
+        let r = run(p.handle(with_token(query_request("telegraf", q), TELEGRAF), 0));
+        assert_eq!(r.status, 403, "{q}: {}", error_of(&r));
+        assert!(error_of(&r).ends_with("requires admin privilege"), "{}", error_of(&r));
+    }
+    assert_eq!(t.attempts("a") + t.attempts("b"), 0);
+    let r = run(p.handle(with_token(query_request("telegraf", cq), OPS), 0));
+    assert_eq!(r.status, 200, "{}", error_of(&r));
+}
+
+#[test]
+fn show_databases_needs_every_database_whatever_db_says() {
+    // The proxy answers SHOW DATABASES with every backend's databases
+    // (influxd 1.x would list only those the user may read): a token on
+    // one database cannot list them by passing its own as `db`.
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), &auth_extra(""));
+    let r = run(p.handle(with_token(query_request("telegraf", "SHOW DATABASES"), TELEGRAF), 0));
+    assert_eq!(r.status, 403, "{}", error_of(&r));
+    assert_eq!(
+        error_of(&r),
+        "error authorizing query: telegraf not authorized to execute statement 'SHOW DATABASES', requires READ on "
+    );
+    let r = run(p.handle(
+        v3_request(
+            Method::Post,
+            "/api/v3/query_influxql",
+            r#"{"db":"telegraf","q":"show databases"}"#,
+            Some(TELEGRAF),
+        ),
+        0,
+    ));
+    assert_eq!(r.status, 403, "{}", error_of(&r));
+    assert_eq!(t.attempts("a") + t.attempts("b"), 0);
+    // What is about its database stays in scope.
+    let r = run(p.handle(with_token(query_request("telegraf", "SHOW MEASUREMENTS"), TELEGRAF), 0));
+    assert_eq!(r.status, 200, "{}", error_of(&r));
+    let r = run(p.handle(with_token(query_request("", "SHOW DATABASES"), OPS), 0));
+    assert_eq!(r.status, 200, "{}", error_of(&r));
+}
+
+#[test]
+fn a_regex_source_in_another_database_is_out_of_scope() {
+    // influxd 1.6.7 reads `other` for `SELECT * FROM other.././` whatever
+    // `db` says (checked), as for `other..cpu`.
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), &auth_extra(""));
+    for q in [
+        "SELECT * FROM other.././",
+        "SELECT * FROM other.autogen./c/",
+        "SELECT * FROM cpu, other.././",
+        "SHOW TAG KEYS FROM other.././",
+        "EXPLAIN SELECT * FROM (SELECT * FROM \"other\"..//)",
+        "DELETE FROM other.././",
+    ] {
+        let r = run(p.handle(with_token(query_request("telegraf", q), TELEGRAF), 0));
+        assert_eq!(r.status, 403, "{q}: {}", error_of(&r));
+        assert!(error_of(&r).ends_with(" on other"), "{q}: {}", error_of(&r));
+    }
+    assert_eq!(t.attempts("a") + t.attempts("b"), 0);
+    // Its own database, or none named (`rp./re/`): the db parameter's.
+    for q in ["SELECT * FROM telegraf.././", "SELECT * FROM autogen./c/", "SELECT * FROM /c/"] {
+        let r = run(p.handle(with_token(query_request("telegraf", q), TELEGRAF), 0));
+        assert_eq!(r.status, 200, "{q}: {}", error_of(&r));
+    }
+}
+
+#[test]
+fn show_tag_keys_and_values_are_scoped_by_their_on_database_too() {
+    // influxd 1.6.7 answers SHOW TAG KEYS / TAG VALUES from the ON
+    // database (else `db`), whatever database FROM names (checked:
+    // `SHOW TAG KEYS ON secret FROM app..cpu` lists secret's tag keys).
+    let t = MockTransport::default();
+    let p = open(&t, MemStorage::new(), &auth_extra(""));
+    for (db, q) in [
+        ("telegraf", "SHOW TAG KEYS ON other FROM telegraf..cpu"),
+        ("telegraf", "SHOW TAG VALUES ON other FROM telegraf..cpu WITH KEY = host"),
+        ("other", "SHOW TAG KEYS FROM telegraf..cpu"),
+        ("other", "SHOW TAG VALUES FROM telegraf.autogen.cpu WITH KEY = host"),
+    ] {
+        let r = run(p.handle(with_token(query_request(db, q), TELEGRAF), 0));
+        assert_eq!(r.status, 403, "{q}: {}", error_of(&r));
+        assert!(error_of(&r).ends_with("requires READ on other"), "{q}: {}", error_of(&r));
+    }
+    assert_eq!(t.attempts("a") + t.attempts("b"), 0);
+    let r = run(p.handle(
+        with_token(query_request("telegraf", "SHOW TAG KEYS ON telegraf FROM telegraf..cpu"), TELEGRAF),
+        0,
+    ));
+    assert_eq!(r.status, 200, "{}", error_of(&r));
+}
