@@ -345,7 +345,10 @@ fn read(field: &'static str, path: &str) -> Result<Vec<u8>, TlsFileError> {
 }
 
 /// Every `CERTIFICATE` block of the PEM file `path` (at least one).
-pub(crate) fn certificates(field: &'static str, path: &str) -> Result<Vec<CertificateDer<'static>>, TlsFileError> {
+pub(crate) fn certificates(
+    field: &'static str,
+    path: &str,
+) -> Result<Vec<CertificateDer<'static>>, TlsFileError> {
     let bytes = read(field, path)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, pem::Error>>()

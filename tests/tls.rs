@@ -130,7 +130,10 @@ fn start_error(mode: Mode, mut config: Value) -> (String, String) {
     let (shown, out) = match mode {
         Mode::Native => (
             s(&file),
-            std::process::Command::new(env!("CARGO_BIN_EXE_influx-proxy")).arg("--config").arg(&file).output(),
+            std::process::Command::new(env!("CARGO_BIN_EXE_influx-proxy"))
+                .arg("--config")
+                .arg(&file)
+                .output(),
         ),
         Mode::Wasm => ("/config/proxy.json".to_string(), wasm_command(&config_dir, &data_dir).output()),
     };

@@ -124,8 +124,8 @@ where
                     match tls {
                         None => serve_connection(stream, &connection, &host, with_peer).await,
                         Some(config) => {
-                            let handshake = async { crate::host_tls::accept(stream, config).await.ok() }
-                                .or(async {
+                            let handshake =
+                                async { crate::host_tls::accept(stream, config).await.ok() }.or(async {
                                     host.sleep(connection.header_read_timeout_ms).await;
                                     None
                                 });

@@ -18,7 +18,10 @@ pub type ServerStream = crate::host_tls::ServerStream<TcpStream>;
 
 /// The client configuration of `tls` from `configs`, made on smol's
 /// blocking pool (it reads files) if not made yet.
-pub async fn client_config_of(configs: &ClientConfigs, tls: &BackendTls) -> Result<Arc<ClientConfig>, TlsFileError> {
+pub async fn client_config_of(
+    configs: &ClientConfigs,
+    tls: &BackendTls,
+) -> Result<Arc<ClientConfig>, TlsFileError> {
     configs.get(tls, |owned| smol::unblock(move || client_config(&owned))).await
 }
 
@@ -27,12 +30,12 @@ mod tests {
     use super::*;
     use crate::host_tls::{certificates, private_key, server_config};
     use crate::http::{Method, Request};
-    use crate::tls::ListenTls;
-    use crate::transport::{BackendAddr, TransportError};
-    use futures_rustls::rustls::{self, RootCertStore, ServerConfig};
     use crate::native::transport::NativeTransport;
     use crate::test_influxd::start_with as start_influxd_with;
+    use crate::tls::ListenTls;
     use crate::transport::Transport;
+    use crate::transport::{BackendAddr, TransportError};
+    use futures_rustls::rustls::{self, RootCertStore, ServerConfig};
 
     #[allow(dead_code)]
     mod pki {

@@ -7,9 +7,9 @@
 //! backend: [`crate::host_tls`]), sleep (smol timers) and the idle probe
 //! (a non-blocking `peek`, or a read polled once through TLS).
 
+use crate::host_tls::{self, ClientConfigs};
 use crate::http::{Request, Response};
 use crate::http1::client::{BackendClient, BackendHost};
-use crate::host_tls::{self, ClientConfigs};
 use crate::native::tls::{self, BackendStream};
 use crate::transport::{BackendAddr, Transport, TransportError};
 use futures_lite::future;

@@ -12,8 +12,8 @@
 
 use crate::stream::Stream;
 use crate::{now_ms, Host};
-use influx_proxy::http::{Request, Response};
 use influx_proxy::host_tls::ServerConfig;
+use influx_proxy::http::{Request, Response};
 use influx_proxy::http1::{serve_connection, ConnectionHost, ConnectionOptions};
 use std::future::Future;
 use std::rc::Rc;

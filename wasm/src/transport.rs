@@ -14,8 +14,8 @@
 //! `-S allow-ip-name-lookup`.
 
 use crate::stream::Stream;
-use influx_proxy::http::{Request, Response};
 use influx_proxy::host_tls::{self, BackendStream, ClientConfigs};
+use influx_proxy::http::{Request, Response};
 use influx_proxy::http1::client::{BackendClient, BackendHost};
 use influx_proxy::transport::{BackendAddr, Transport, TransportError};
 use std::net::{IpAddr, SocketAddr};
