@@ -82,6 +82,8 @@ mod test_influxd;
 pub mod host_fs;
 #[cfg(feature = "host-fs")]
 pub mod host_secrets;
+#[cfg(feature = "host-tls")]
+pub mod host_tls;
 /// One HTTP/1.1 client connection served by async-h1, with the request-head
 /// guard and the conversion to and from the core's messages; shared by the
 /// native and the WASI host (feature `http1`, part of `native`).

@@ -1,7 +1,6 @@
 //! TLS settings as the configuration gives them: file names only. The core
-//! does no IO, so it neither reads these files nor speaks TLS; the native
-//! host does both (`crate::native::tls`, rustls). The WASI host refuses them
-//! (see README.md, "TLS").
+//! does no IO, so it neither reads these files nor speaks TLS; both hosts
+//! do, with the same code (`crate::host_tls`, rustls; README.md, "TLS").
 //!
 //! - [`BackendTls`]: how the proxy verifies an `https://` backend and,
 //!   optionally, which client certificate it shows (mutual TLS). Per backend
@@ -23,7 +22,8 @@ use serde::Deserialize;
 pub struct BackendTls {
     /// CA certificates (PEM, one or more `CERTIFICATE` blocks) trusted for
     /// the backend's certificate chain, instead of the operating system's
-    /// trust store. Default: none, the system store (rustls-native-certs).
+    /// trust store. Default: none, the system store (rustls-native-certs);
+    /// required in the wasm build, which has no system store.
     #[serde(default)]
     pub ca_file: Option<String>,
     /// Client certificate chain (PEM, leaf first) shown to the backend, for

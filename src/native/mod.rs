@@ -4,7 +4,7 @@
 //! - [`transport`]: [`NativeTransport`], the HTTP/1.1 client of the backends.
 //! - [`storage`]: [`FsStorage`], the write queue's files.
 //! - [`server`]: [`serve`], the HTTP/1.1 server the clients talk to.
-//! - [`tls`]: TLS (rustls): `https://` backends and the TLS listener.
+//! - [`tls`]: TLS (rustls, the shared [`crate::host_tls`]) over smol's TCP: `https://` backends and the TLS listener.
 //! - [`run`]: the whole proxy: configuration, listener, [`Proxy`], background
 //!   health checks and replay, signals.
 //! - [`NativeHost`]: the primitives the shared background loops need
@@ -137,11 +137,11 @@ pub fn bind(config_file: &str, listen: &str) -> Result<std::net::TcpListener, St
 /// Prints `influx-proxy <version> listening on <addr>` to stderr once serving
 /// (`listening on https://<addr>` with `listen_tls`).
 /// Errors (one line, for stderr, exit status 1): the configuration file
-/// unreadable or invalid, a TLS file unreadable or unusable ([`tls::check`]), the address unavailable, the write queues unable to
+/// unreadable or invalid, a TLS file unreadable or unusable ([`crate::host_tls::check`]), the address unavailable, the write queues unable to
 /// open, the signal handlers unable to install.
 pub fn run(config_path: &str) -> Result<(), String> {
     let config = load_config(config_path)?;
-    let tls = tls::check(config_path, &config)?;
+    let tls = crate::host_tls::check(config_path, &config)?;
     let listener = bind(config_path, &config.listen)?;
     let ex = LocalExecutor::new();
     smol::block_on(ex.run(serve_proxy(&ex, config_path, config, listener, tls)))
@@ -153,7 +153,7 @@ async fn serve_proxy(
     config: Config,
     listener: std::net::TcpListener,
     (backend_tls, listen_tls): (
-        tls::ClientConfigs,
+        crate::host_tls::ClientConfigs,
         Option<std::sync::Arc<futures_rustls::rustls::ServerConfig>>,
     ),
 ) -> Result<(), String> {

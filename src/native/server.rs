@@ -5,7 +5,7 @@
 //! [`Response`]; see that module for what is answered to bad requests).
 //!
 //! With [`ServerOptions::tls`] (`listen_tls`) every connection is TLS: its
-//! handshake ([`crate::native::tls::accept`]) runs in the connection's task
+//! handshake ([`crate::host_tls::accept`]) runs in the connection's task
 //! and must end within `header_read_timeout`, or the connection is closed.
 //!
 //! Shutdown (the `shutdown` future of [`serve`] completing): stop accepting,
@@ -39,7 +39,7 @@ pub struct ServerOptions {
     /// At shutdown, how long requests in flight may take to finish.
     pub shutdown_grace: Duration,
     /// Serve HTTPS with this rustls configuration (`listen_tls`, made by
-    /// [`crate::native::tls::check`]). `None`: plain HTTP.
+    /// [`crate::host_tls::check`]). `None`: plain HTTP.
     pub tls: Option<std::sync::Arc<futures_rustls::rustls::ServerConfig>>,
 }
 
@@ -124,8 +124,8 @@ where
                     match tls {
                         None => serve_connection(stream, &connection, &host, with_peer).await,
                         Some(config) => {
-                            let handshake = async { crate::native::tls::accept(stream, config).await.ok() }
-                                .or(async {
+                            let handshake =
+                                async { crate::host_tls::accept(stream, config).await.ok() }.or(async {
                                     host.sleep(connection.header_read_timeout_ms).await;
                                     None
                                 });

@@ -4,12 +4,13 @@
 //! safely and within `backend_max_response_bytes`) is
 //! [`crate::http1::client::BackendClient`], shared with the WASI host; this
 //! module provides connect (with `TCP_NODELAY`, then TLS for an `https://`
-//! backend: [`crate::native::tls`]), sleep (smol timers) and the idle probe
+//! backend: [`crate::host_tls`]), sleep (smol timers) and the idle probe
 //! (a non-blocking `peek`, or a read polled once through TLS).
 
+use crate::host_tls::{self, ClientConfigs};
 use crate::http::{Request, Response};
 use crate::http1::client::{BackendClient, BackendHost};
-use crate::native::tls::{self, BackendStream, ClientConfigs};
+use crate::native::tls::{self, BackendStream};
 use crate::transport::{BackendAddr, Transport, TransportError};
 use futures_lite::future;
 use futures_lite::io::AsyncReadExt;
@@ -32,8 +33,7 @@ impl BackendHost for NativeHost {
         // An https backend's files first: no connection for nothing.
         let tls_config = match &backend.tls {
             Some(settings) => Some(
-                self.tls
-                    .get(settings)
+                tls::client_config_of(&self.tls, settings)
                     .await
                     .map_err(|e| TransportError::Connect(format!("{authority}: TLS settings: {e}")))?,
             ),
@@ -45,7 +45,7 @@ impl BackendHost for NativeHost {
         // Requests are written whole; Nagle would only delay small ones.
         stream.set_nodelay(true).ok();
         match tls_config {
-            Some(config) => tls::connect(stream, backend, config).await,
+            Some(config) => host_tls::connect(stream, backend, config).await,
             None => Ok(BackendStream::Plain(stream)),
         }
     }
@@ -83,7 +83,7 @@ impl NativeTransport {
     }
 
     /// This transport with `configs` as the TLS client configurations of its
-    /// `https://` backends (made by [`tls::check`] at start; settings not in
+    /// `https://` backends (made by [`host_tls::check`] at start; settings not in
     /// it are made at first use).
     pub fn with_tls(self, configs: ClientConfigs) -> NativeTransport {
         NativeTransport(self.0.map_host(|_| NativeHost { tls: configs }))

@@ -193,13 +193,21 @@ impl Resp {
 
 /// The test PKI of this test process ([`pki::make`]), made once in cargo's
 /// temporary directory for integration tests.
+/// The wasm component sees its directory at the same path
+/// ([`wasm_command`] preopens it), so a config names its files the same way
+/// in both modes.
 pub fn test_pki() -> &'static pki::Pki {
-    static PKI: OnceLock<pki::Pki> = OnceLock::new();
-    PKI.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("pki-{}", std::process::id()));
+    TEST_PKI.get_or_init(|| {
+        let dir = test_pki_dir();
         fs::create_dir_all(&dir).expect("create the test PKI directory");
         pki::make(&dir)
     })
+}
+
+static TEST_PKI: OnceLock<pki::Pki> = OnceLock::new();
+
+fn test_pki_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("pki-{}", std::process::id()))
 }
 
 fn agent() -> &'static ureq::Agent {
@@ -1124,7 +1132,8 @@ pub fn wasm_component() -> PathBuf {
 
 /// THE place where the wasm build is run: `wasmtime run -S inherit-network
 /// --dir <data>::/data --dir <config dir>::/config <wasm> --config
-/// /config/proxy.json --data-dir /data` (README, "Running in wasmtime"). If
+/// /config/proxy.json --data-dir /data` (README, "Running in wasmtime"), and
+/// the test PKI's directory if the test made one. If
 /// `wasmtime` is missing the spawn fails, saying how to install it.
 pub fn wasm_command(config_dir: &Path, data_dir: &Path) -> Command {
     let wasm = wasm_component();
@@ -1140,6 +1149,11 @@ pub fn wasm_command(config_dir: &Path, data_dir: &Path) -> Command {
         .arg(format!("{}::/data", data_dir.display()))
         .arg("--dir")
         .arg(format!("{}::/config", config_dir.display()));
+    // The test PKI, if this test made it, at its own path (TLS tests).
+    if TEST_PKI.get().is_some() {
+        let pki = test_pki_dir();
+        cmd.arg("--dir").arg(format!("{}::{}", pki.display(), pki.display()));
+    }
     // The tests' own variables (backend secrets), passed on as `--env NAME`
     // passes a host variable to the component.
     for (name, _) in std::env::vars_os() {

@@ -33,9 +33,6 @@ mod server;
 mod storage;
 #[cfg(target_os = "wasi")]
 mod stream;
-// Natively only its tests use it.
-#[cfg_attr(not(target_os = "wasi"), allow(dead_code))]
-mod tls;
 #[cfg(target_os = "wasi")]
 mod transport;
 
@@ -132,8 +129,9 @@ fn main() {
 }
 
 /// Opens the proxy, starts the health-check and replay tasks, then serves
-/// until the component is stopped. Errors: config, TLS settings (not
-/// available here: [`tls`]), data directory, listen address, opening a
+/// until the component is stopped. Errors: config, TLS files (read through
+/// the preopened directories; an `https://` backend needs a `ca_file`: no
+/// system trust store here), data directory, listen address, opening a
 /// write queue.
 #[cfg(target_os = "wasi")]
 async fn run(args: Args) -> Result<(), String> {
@@ -148,7 +146,7 @@ async fn run(args: Args) -> Result<(), String> {
     config
         .resolve_credentials(&args.config, &influx_proxy::host_secrets::read_secret)
         .map_err(|e| e.to_string())?;
-    tls::refuse(&args.config, &config)?;
+    let (backend_tls, listen_tls) = influx_proxy::host_tls::check(&args.config, &config)?;
     let storage = storage::DirStorage::open(&args.data_dir).map_err(|e| {
         format!(
             "data directory {}: {e} (is it preopened with wasmtime --dir HOST::{}?)",
@@ -157,7 +155,8 @@ async fn run(args: Args) -> Result<(), String> {
     })?;
     let transport = transport::WasiTransport::new(config.request_timeout_ms, config.pool_max_idle)
         .with_max_open(config.pool_max_open)
-        .with_max_response_bytes(config.backend_max_response_bytes);
+        .with_max_response_bytes(config.backend_max_response_bytes)
+        .with_tls(backend_tls);
     let listen = config.listen.clone();
     let mut proxy = Host::open(config, transport, storage).await?;
     proxy.set_clock(Rc::new(monotonic_us));
@@ -174,7 +173,8 @@ async fn run(args: Args) -> Result<(), String> {
     let listener = wstd::net::TcpListener::bind(&listen).await.map_err(|e| {
         format!("cannot listen on {listen}: {e} (run wasmtime with -S inherit-network; the address must be ip:port)")
     })?;
-    eprintln!("influx-proxy {} (wasm32-wasip2) listening on {listen}", influx_proxy::VERSION);
+    let scheme = if listen_tls.is_some() { "https://" } else { "" };
+    eprintln!("influx-proxy {} (wasm32-wasip2) listening on {scheme}{listen}", influx_proxy::VERSION);
     // The shared, supervised loops (influx_proxy::host). Panics abort a
     // wasm32 component (panic=abort), so the supervisor restarts only loops
     // that return; the defence against panics is that nothing panics.
@@ -193,7 +193,7 @@ async fn run(args: Args) -> Result<(), String> {
         influx_proxy::host::run_backend_loops(&WasiHost, &*starter, spawn).await
     })
     .detach();
-    server::serve(proxy, listener).await;
+    server::serve(proxy, listener, listen_tls).await;
     Ok(())
 }
 

@@ -3,15 +3,21 @@
 //! [`influx_proxy::http1::serve_connection`] (async-h1 with the request-head
 //! guard, the body limit and the conversion to and from the core's messages,
 //! the same code as the native host) and answered by [`Proxy::handle`].
+//! With `listen_tls` every connection is TLS (the shared
+//! [`influx_proxy::host_tls::accept`]): its handshake runs in the
+//! connection's task within `header_read_timeout_ms`; a failed or stalled
+//! one closes the connection with nothing answered.
 //!
 //! [`Proxy::handle`]: influx_proxy::proxy::Proxy::handle
 
 use crate::stream::Stream;
 use crate::{now_ms, Host};
+use influx_proxy::host_tls::ServerConfig;
 use influx_proxy::http::{Request, Response};
 use influx_proxy::http1::{serve_connection, ConnectionHost, ConnectionOptions};
 use std::future::Future;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 use wstd::iter::AsyncIterator;
 use wstd::net::TcpListener;
@@ -21,14 +27,16 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// Accepts connections on `listener` forever, one task per connection, each
 /// request answered by [`Proxy::handle`] (options from the config:
-/// `max_body_bytes`, `header_read_timeout_ms`, `body_read_timeout_ms`).
-/// Errors accepting a connection (e.g. too many open files) do not stop the
-/// server: it waits 100 ms and accepts again.
+/// `max_body_bytes`, `header_read_timeout_ms`, `body_read_timeout_ms`),
+/// over TLS with `tls` (`listen_tls`, made by
+/// [`influx_proxy::host_tls::check`]). Errors accepting a connection (e.g.
+/// too many open files) do not stop the server: it waits 100 ms and
+/// accepts again.
 ///
 /// [`Proxy::handle`]: influx_proxy::proxy::Proxy::handle
-pub async fn serve(proxy: Rc<Host>, listener: TcpListener) {
+pub async fn serve(proxy: Rc<Host>, listener: TcpListener, tls: Option<Arc<ServerConfig>>) {
     let options = ConnectionOptions::from_config(proxy.topology().config());
-    accept_loop(listener, options, move |request| {
+    accept_loop(listener, options, tls, move |request| {
         let proxy = proxy.clone();
         async move { proxy.handle(request, now_ms()).await }
     })
@@ -36,8 +44,12 @@ pub async fn serve(proxy: Rc<Host>, listener: TcpListener) {
 }
 
 /// The accept loop of [`serve`], with any handler (the tests' too).
-async fn accept_loop<H, Fut>(listener: TcpListener, options: ConnectionOptions, handler: H)
-where
+async fn accept_loop<H, Fut>(
+    listener: TcpListener,
+    options: ConnectionOptions,
+    tls: Option<Arc<ServerConfig>>,
+    handler: H,
+) where
     H: Fn(Request) -> Fut + 'static,
     Fut: Future<Output = Response> + 'static,
 {
@@ -55,7 +67,7 @@ where
                 continue;
             }
         };
-        let (handler, options) = (handler.clone(), options.clone());
+        let (handler, options, tls) = (handler.clone(), options.clone(), tls.clone());
         // The peer address as the socket gives it (for `/reload`'s loopback check).
         let peer = conn.peer_addr().ok().and_then(|a| crate::peer_ip(&a));
         wstd::runtime::spawn(async move {
@@ -63,7 +75,21 @@ where
                 request.peer = peer;
                 (*handler)(request)
             };
-            serve_connection(Stream::new(conn), &options, &WasiTimers, with_peer).await;
+            let stream = Stream::new(conn);
+            match tls {
+                None => serve_connection(stream, &options, &WasiTimers, with_peer).await,
+                Some(config) => {
+                    let handshake = async { influx_proxy::host_tls::accept(stream, config).await.ok() };
+                    let stalled = async {
+                        WasiTimers.sleep(options.header_read_timeout_ms).await;
+                        None
+                    };
+                    // A failed or stalled handshake: nothing to answer, closed.
+                    if let Some(stream) = futures_lite::future::or(handshake, stalled).await {
+                        serve_connection(stream, &options, &WasiTimers, with_peer).await;
+                    }
+                }
+            }
         })
         .detach();
     }
@@ -104,7 +130,7 @@ mod tests {
             header_read_timeout_ms: 300,
             body_read_timeout_ms: 300,
         };
-        (addr, wstd::runtime::spawn(accept_loop(listener, options, no_content)))
+        (addr, wstd::runtime::spawn(accept_loop(listener, options, None, no_content)))
     }
 
     /// Sends `request` and reads until the server closes the connection, for

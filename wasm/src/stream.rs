@@ -312,8 +312,7 @@ mod tests {
                 }
             };
             // The first GATHER_BYTES arrive before any flush.
-            let (first, ()) =
-                futures_lite::future::zip(read_within(&mut server, GATHER_BYTES), writer).await;
+            let (first, ()) = futures_lite::future::zip(read_within(&mut server, GATHER_BYTES), writer).await;
             assert_eq!(first.as_deref(), Some(&message[..GATHER_BYTES]));
             assert!(client.writes >= 2, "{} writes", client.writes);
             client.flush().await.unwrap();

@@ -2,8 +2,11 @@
 //! backends ([`influx_proxy::http1::client::BackendClient`]: keep-alive pool,
 //! retry on a fresh connection, `pool_max_open`, the request timeout, bounded
 //! and guarded response reading) over primitives of this host only: wstd TCP
-//! (`wasi:sockets`) to connect and wstd timers (`wasi:clocks`) to sleep. The
-//! idle probe is the shared default (a read polled once).
+//! (`wasi:sockets`) to connect, then TLS for an `https://` backend (the
+//! shared [`influx_proxy::host_tls`], the native host's code), and wstd
+//! timers (`wasi:clocks`) to sleep. The idle probe is the shared default (a
+//! read polled once; through TLS, records such as session tickets are taken
+//! by rustls and are not application bytes).
 //!
 //! Limits of the WASI build, each answered as a [`TransportError::Connect`]
 //! rather than a panic: backends must resolve to IPv4 addresses (wstd 0.6
@@ -11,25 +14,38 @@
 //! `-S allow-ip-name-lookup`.
 
 use crate::stream::Stream;
+use influx_proxy::host_tls::{self, BackendStream, ClientConfigs};
 use influx_proxy::http::{Request, Response};
 use influx_proxy::http1::client::{BackendClient, BackendHost};
 use influx_proxy::transport::{BackendAddr, Transport, TransportError};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-/// The primitives of the WASI host.
+/// The primitives of the WASI host, and the TLS client configurations of
+/// its `https://` backends.
 #[derive(Debug, Default)]
-pub struct WasiHost;
+pub struct WasiHost {
+    tls: ClientConfigs,
+}
 
 impl BackendHost for WasiHost {
-    type Stream = Stream;
+    type Stream = BackendStream<Stream>;
 
-    /// A TCP connection to the backend's first IPv4 address.
-    async fn connect(&self, backend: &BackendAddr) -> Result<Stream, TransportError> {
-        // An https backend a reload added: never in the clear.
-        if let Some(refusal) = crate::tls::refuse_backend(backend) {
-            return Err(TransportError::Connect(refusal));
-        }
+    /// A TCP connection to the backend's first IPv4 address; for an
+    /// `https://` backend, TLS over it (its files read first, in place: WASI
+    /// has no threads to read them on).
+    async fn connect(&self, backend: &BackendAddr) -> Result<Self::Stream, TransportError> {
+        let tls_config = match &backend.tls {
+            Some(settings) => Some(
+                self.tls
+                    .get(settings, |owned| std::future::ready(host_tls::client_config(&owned)))
+                    .await
+                    .map_err(|e| {
+                        TransportError::Connect(format!("{}: TLS settings: {e}", backend.authority()))
+                    })?,
+            ),
+            None => None,
+        };
         let addrs = resolve(&backend.host).await.map_err(|e| {
             TransportError::Connect(format!("{}: cannot resolve {}: {e}", backend.url, backend.host))
         })?;
@@ -39,9 +55,13 @@ impl BackendHost for WasiHost {
                 backend.url
             ))
         })?;
-        Stream::connect(SocketAddr::new(ip, backend.port))
+        let tcp = Stream::connect(SocketAddr::new(ip, backend.port))
             .await
-            .map_err(|e| TransportError::Connect(format!("{}: {e}", backend.url)))
+            .map_err(|e| TransportError::Connect(format!("{}: {e}", backend.url)))?;
+        match tls_config {
+            Some(config) => host_tls::connect(tcp, backend, config).await,
+            None => Ok(BackendStream::Plain(tcp)),
+        }
     }
 
     async fn sleep(&self, ms: u64) {
@@ -56,7 +76,14 @@ impl WasiTransport {
     /// `timeout_ms`: the config's `request_timeout_ms` (the whole request);
     /// `max_idle`: its `pool_max_idle`.
     pub fn new(timeout_ms: u64, max_idle: usize) -> WasiTransport {
-        WasiTransport(BackendClient::new(WasiHost, timeout_ms, max_idle))
+        WasiTransport(BackendClient::new(WasiHost::default(), timeout_ms, max_idle))
+    }
+
+    /// This transport with `configs` as the TLS client configurations of its
+    /// `https://` backends (made by [`host_tls::check`] at start; settings
+    /// not in it are made at first use).
+    pub fn with_tls(self, configs: ClientConfigs) -> WasiTransport {
+        WasiTransport(self.0.map_host(|_| WasiHost { tls: configs }))
     }
 
     /// At most `max_open` (at least 1) requests hold a connection to one
