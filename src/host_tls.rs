@@ -378,28 +378,39 @@ fn fail(field: &'static str, problem: String) -> TlsFileError {
     TlsFileError { field, problem: problem.split_whitespace().collect::<Vec<_>>().join(" ") }
 }
 
+/// The unit tests' certificates (this module's and the native host's): a
+/// test CA made at test time (tests/support/pki.rs) and helpers over it.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_pki {
+    use crate::tls::BackendTls;
 
     #[allow(dead_code)]
-    mod pki {
+    pub(crate) mod pki {
         include!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/pki.rs"));
     }
 
-    fn pki() -> (tempfile::TempDir, pki::Pki) {
+    /// A new test PKI in a temporary directory (kept while the first is).
+    pub(crate) fn pki() -> (tempfile::TempDir, pki::Pki) {
         let dir = tempfile::tempdir().unwrap();
         let made = pki::make(dir.path());
         (dir, made)
     }
 
-    fn s(path: &std::path::Path) -> String {
+    /// `path` as the config's text.
+    pub(crate) fn s(path: &std::path::Path) -> String {
         path.display().to_string()
     }
 
-    fn trusting(ca: &std::path::Path) -> BackendTls {
+    /// Backend TLS settings trusting only `ca`.
+    pub(crate) fn trusting(ca: &std::path::Path) -> BackendTls {
         BackendTls { ca_file: Some(s(ca)), ..Default::default() }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_pki::{pki, s, trusting};
+    use super::*;
 
     #[test]
     fn unusable_files_are_errors_naming_the_key_and_the_file() {

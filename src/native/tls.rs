@@ -37,24 +37,7 @@ mod tests {
     use crate::transport::{BackendAddr, TransportError};
     use futures_rustls::rustls::{self, RootCertStore, ServerConfig};
 
-    #[allow(dead_code)]
-    mod pki {
-        include!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/pki.rs"));
-    }
-
-    fn pki() -> (tempfile::TempDir, pki::Pki) {
-        let dir = tempfile::tempdir().unwrap();
-        let made = pki::make(dir.path());
-        (dir, made)
-    }
-
-    fn s(path: &std::path::Path) -> String {
-        path.display().to_string()
-    }
-
-    fn trusting(ca: &std::path::Path) -> BackendTls {
-        BackendTls { ca_file: Some(s(ca)), ..Default::default() }
-    }
+    use crate::host_tls::test_pki::{pki, s, trusting};
 
     /// influxd serving HTTPS with `cert` (its own `[http]` TLS settings).
     fn https_influxd(cert: &pki::CertFiles) -> crate::test_influxd::Influxd {
