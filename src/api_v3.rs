@@ -201,11 +201,13 @@ pub fn to_v1_lines<'a>(
             (Precision::Auto, true, Some((head, ts))) => {
                 match ts.parse::<i64>().ok().and_then(|t| precision.to_nanos(t)) {
                     Some(ns) => {
-                        let ns = ns.to_string();
-                        out.rewritten |= ns != ts;
                         out.body.extend_from_slice(head.as_bytes());
                         out.body.push(b' ');
-                        out.body.extend_from_slice(ns.as_bytes());
+                        // Written in place (no string per line), then
+                        // compared with the timestamp as it came.
+                        let start = out.body.len();
+                        let _ = std::io::Write::write_fmt(&mut out.body, format_args!("{ns}"));
+                        out.rewritten |= &out.body[start..] != ts.as_bytes();
                     }
                     None => {
                         out.rejected.push(WriteLineError {
