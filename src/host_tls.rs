@@ -300,15 +300,24 @@ impl<S> Clone for ServerStream<S> {
     }
 }
 
-/// Completes the server side of the TLS handshake on `tcp`. Error: the
-/// handshake failed (the client's reason or rustls's); the caller closes the
-/// connection.
+/// Completes the server side of the TLS handshake on `tcp` before
+/// `deadline` ends (the host's timer for `header_read_timeout_ms`). `None`:
+/// the handshake failed (the client's reason or rustls's) or stalled; the
+/// caller closes the connection with nothing answered.
 pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     tcp: S,
     config: Arc<ServerConfig>,
-) -> io::Result<ServerStream<S>> {
-    let stream = futures_rustls::TlsAcceptor::from(config).accept(tcp).await?;
-    Ok(ServerStream(Arc::new(Mutex::new(stream))))
+    deadline: impl std::future::Future<Output = ()>,
+) -> Option<ServerStream<S>> {
+    let handshake = async {
+        let stream = futures_rustls::TlsAcceptor::from(config).accept(tcp).await.ok()?;
+        Some(ServerStream(Arc::new(Mutex::new(stream))))
+    };
+    futures_lite::future::or(handshake, async {
+        deadline.await;
+        None
+    })
+    .await
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> ServerStream<S> {

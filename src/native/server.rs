@@ -124,13 +124,9 @@ where
                     match tls {
                         None => serve_connection(stream, &connection, &host, with_peer).await,
                         Some(config) => {
-                            let handshake =
-                                async { crate::host_tls::accept(stream, config).await.ok() }.or(async {
-                                    host.sleep(connection.header_read_timeout_ms).await;
-                                    None
-                                });
+                            let deadline = host.sleep(connection.header_read_timeout_ms);
                             // A failed or stalled handshake: nothing to answer, closed.
-                            if let Some(stream) = handshake.await {
+                            if let Some(stream) = crate::host_tls::accept(stream, config, deadline).await {
                                 serve_connection(stream, &connection, &host, with_peer).await;
                             }
                         }

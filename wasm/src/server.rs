@@ -79,13 +79,9 @@ async fn accept_loop<H, Fut>(
             match tls {
                 None => serve_connection(stream, &options, &WasiTimers, with_peer).await,
                 Some(config) => {
-                    let handshake = async { influx_proxy::host_tls::accept(stream, config).await.ok() };
-                    let stalled = async {
-                        WasiTimers.sleep(options.header_read_timeout_ms).await;
-                        None
-                    };
+                    let deadline = WasiTimers.sleep(options.header_read_timeout_ms);
                     // A failed or stalled handshake: nothing to answer, closed.
-                    if let Some(stream) = futures_lite::future::or(handshake, stalled).await {
+                    if let Some(stream) = influx_proxy::host_tls::accept(stream, config, deadline).await {
                         serve_connection(stream, &options, &WasiTimers, with_peer).await;
                     }
                 }
