@@ -20,7 +20,7 @@
 //! line, where the next line starts, measurement, whether it has a
 //! timestamp), kept as byte offsets (24 bytes a point) so that the write
 //! path's two passes iterate them instead of parsing twice (unless they
-//! would take more memory than the body itself: a body of tiny lines is
+//! would take more than half the body's own size: a body of short lines is
 //! parsed again instead, see [`MAX_SPAN_BYTES`]), and every
 //! malformed line's error, read past as InfluxDB 1.x reads past it (its
 //! partial writes); or the InfluxDB-style error the write path answers for
@@ -179,11 +179,14 @@ struct PointSpan {
 }
 
 /// The spans of a body are kept while they take at most this many bytes, or
-/// the body's own size if that is more: 24 bytes a point is less than its
-/// line in bodies of real points (telegraf's are about 100 bytes a line),
-/// but a body of tiny lines (`m v=1`, 6 bytes) would need four times its own
-/// size, and the write path's memory bound (`max_body_bytes` three times
-/// over, plus 20 MB) would not hold; such a body is parsed again instead.
+/// half the body's own size if that is more: 24 bytes a point is a quarter
+/// of a line in bodies of real points (telegraf's are about 100 bytes a
+/// line), but a body of short lines (`m v=1 1700000000`, 17 bytes; `m v=1`,
+/// 6) would need about its own size again or four times it, and the write
+/// path's memory bound (`max_body_bytes` three times over, plus 20 MB, for
+/// the whole process: under wasmtime that includes the runtime's own 28 MiB)
+/// would not hold; such a body is parsed again instead. The vector never
+/// grows past this cap (no doubling beyond it).
 const MAX_SPAN_BYTES: usize = 1 << 20;
 
 const HAS_TIMESTAMP: u8 = 1;
@@ -276,8 +279,8 @@ fn validate(raw: &SharedBytes, encoding: Option<&str>, max_bytes: u64) -> Result
     offset(text.len())?;
     // A guess (about 100 bytes a line in telegraf-like bodies), not a count:
     // counting the lines first would read the body once more.
-    let mut spans = Some(Vec::with_capacity(text.len() / 96 + 1));
-    let max_spans = MAX_SPAN_BYTES.max(text.len()) / std::mem::size_of::<PointSpan>();
+    let max_spans = MAX_SPAN_BYTES.max(text.len() / 2) / std::mem::size_of::<PointSpan>();
+    let mut spans = Some(Vec::with_capacity((text.len() / 96 + 1).min(max_spans)));
     let mut names = Vec::new();
     let mut malformed = Vec::new();
     for point in points_past_errors(text) {
@@ -292,6 +295,11 @@ fn validate(raw: &SharedBytes, encoding: Option<&str>, max_bytes: u64) -> Result
         if kept.len() == max_spans {
             (spans, names) = (None, Vec::new());
             continue;
+        }
+        if kept.len() == kept.capacity() {
+            // Doubling, but not past the cap: a vector twice the cap would
+            // be the memory the cap is there to save.
+            kept.reserve_exact(kept.len().max(16).min(max_spans - kept.len()));
         }
         let mut flags = if point.has_timestamp { HAS_TIMESTAMP } else { 0 };
         let measurement = match &point.measurement {
@@ -384,10 +392,12 @@ mod tests {
     }
 
     /// A body of tiny lines, whose spans would take four times its size,
-    /// keeps none, and yields the same points (parsed again) and errors; a
-    /// body of ordinary lines keeps its spans.
+    /// keeps none, and yields the same points (parsed again) and errors; so
+    /// does a body of short timestamped lines (the spans about its size); a
+    /// body of ordinary lines keeps its spans, in a vector no larger than
+    /// half the body.
     #[test]
-    fn a_body_whose_spans_would_outweigh_it_keeps_none_and_yields_the_same_points() {
+    fn a_body_whose_spans_would_outweigh_half_of_it_keeps_none_and_yields_the_same_points() {
         let mut body: String = (0..60_000).map(|i| format!("m v={}\n", i % 10)).collect();
         body.push_str("m v=\nm v=1\n");
         let validated = job(body.as_bytes(), None).run().validated.unwrap();
@@ -397,10 +407,30 @@ mod tests {
         assert_eq!(validated.points(validated.text()).collect::<Vec<_>>(), expected);
         let errors: Vec<_> = validated.malformed().iter().map(|e| e.line_number).collect();
         assert_eq!(errors, [60_001]);
-        let ordinary: String =
-            (0..60_000).map(|i| format!("cpu,host=server{i:05},region=eu value={i} {i}\n")).collect();
+
+        let short: String =
+            (0..60_000).map(|i| format!("p10 f=1 {}\n", 1_700_000_000_000_000_000u64 + i)).collect();
+        let validated = job(short.as_bytes(), None).run().validated.unwrap();
+        assert!(validated.spans.is_none(), "1.44 MB of spans outweigh half of a 1.7 MB body");
+        let expected: Vec<Point<'_>> = points_past_errors(&short).filter_map(Result::ok).collect();
+        assert_eq!(validated.points(validated.text()).collect::<Vec<_>>(), expected);
+
+        let ordinary: String = (0..60_000)
+            .map(|i| {
+                format!(
+                    "cpu,host=server{i:05},region=eu-west,dc=fra1 usage_user={i}.5,usage_system=0.25 {i}\n"
+                )
+            })
+            .collect();
         let validated = job(ordinary.as_bytes(), None).run().validated.unwrap();
-        assert_eq!(validated.spans.as_ref().map(Vec::len), Some(60_000));
+        let spans = validated.spans.as_ref().expect("ordinary lines keep their spans");
+        assert_eq!(spans.len(), 60_000);
+        assert!(
+            spans.capacity() * std::mem::size_of::<PointSpan>() <= ordinary.len() / 2,
+            "the vector ({} spans) stays within half the body ({} bytes)",
+            spans.capacity(),
+            ordinary.len()
+        );
     }
 
     #[test]
