@@ -1062,8 +1062,17 @@ fn check_boolean(t: &[u8]) -> Result<(), Reason> {
 fn has_duplicate_keys(b: &[u8], keys: &mut [(usize, usize)]) -> bool {
     let key = |&(s, e): &(usize, usize)| &b[s..e];
     // A point has a few tags: comparing each pair is cheaper than sorting.
+    // Lengths first, from the offsets: tag keys rarely have equal lengths
+    // (`host`, `region`, `cpu`), and only those are sliced and compared.
     if keys.len() <= 8 {
-        return keys.iter().enumerate().any(|(i, k)| keys[i + 1..].iter().any(|other| key(k) == key(other)));
+        for (i, &(s, e)) in keys.iter().enumerate() {
+            for &(s2, e2) in &keys[i + 1..] {
+                if e2 - s2 == e - s && b[s..e] == b[s2..e2] {
+                    return true;
+                }
+            }
+        }
+        return false;
     }
     if keys.windows(2).all(|w| key(&w[0]) < key(&w[1])) {
         return false;
@@ -1706,6 +1715,29 @@ mod tests {
             accepted += usize::from(parse_points(&body).is_ok());
         }
         assert!(accepted > 10_000, "too few mutated lines were well-formed ({accepted}) to test acceptance");
+    }
+
+    /// Duplicate tag keys are found whatever their length, and keys alike
+    /// in length, first and last byte but not equal are not taken for
+    /// duplicates (both readers; up to 8 keys and past 8).
+    #[test]
+    fn duplicate_tag_keys_are_told_from_keys_that_only_look_alike() {
+        for body in [
+            "m,host=a,hast=b v=1",
+            "m,ab=1,ab=2 v=1",
+            "m,a=1,b=2,c=3,d=4,e=5,f=6,g=7,hxst=8,host=9 v=1",
+            "m,host=1,b=2,c=3,d=4,e=5,f=6,g=7,h=8,host=9 v=1",
+            "m,k1=a,k2=b,k3=c,k4=d,k5=e,k6=f,k7=g,k1=h v=1",
+            "m,x=1,y=2,x=3 v=1",
+        ] {
+            assert_same_as_reference(body);
+        }
+        let dup = |body: &str| parse_points(body).err().map(|e| e.reason);
+        assert_eq!(dup("m,host=a,hast=b v=1"), None);
+        assert_eq!(dup("m,a=1,b=2,c=3,d=4,e=5,f=6,g=7,hxst=8,host=9 v=1"), None);
+        assert_eq!(dup("m,ab=1,ab=2 v=1").as_deref(), Some("duplicate tags"));
+        assert_eq!(dup("m,k1=a,k2=b,k3=c,k4=d,k5=e,k6=f,k7=g,k1=h v=1").as_deref(), Some("duplicate tags"));
+        assert_eq!(dup("m,host=1,b=2,c=3,d=4,e=5,f=6,g=7,h=8,host=9 v=1").as_deref(), Some("duplicate tags"));
     }
 
     #[test]
