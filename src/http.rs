@@ -114,11 +114,38 @@ impl Response {
 /// `SharedBytes` ([`crate::transport::Transport::send_shared`]). An `Arc`
 /// (not an `Rc`) so that a host may hand the bytes to a writer task or
 /// another thread (http-types bodies must be `Send + Sync`).
+///
+/// Bytes known to be UTF-8 (made [`From<String>`], or checked once by
+/// [`SharedBytes::into_text`]) keep that knowledge: [`SharedBytes::as_str`]
+/// gives them as text without reading them again (a write body's text is
+/// checked once, on the worker that validates it, not again on the proxy's
+/// thread).
 #[derive(Clone, Default)]
 pub struct SharedBytes {
-    buf: std::sync::Arc<Vec<u8>>,
+    buf: std::sync::Arc<Held>,
     start: usize,
     end: usize,
+}
+
+/// What a [`SharedBytes`] holds: bytes, or bytes known to be UTF-8.
+enum Held {
+    Bytes(Vec<u8>),
+    Text(String),
+}
+
+impl Default for Held {
+    fn default() -> Held {
+        Held::Bytes(Vec::new())
+    }
+}
+
+impl Held {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Held::Bytes(bytes) => bytes,
+            Held::Text(text) => text.as_bytes(),
+        }
+    }
 }
 
 impl SharedBytes {
@@ -129,20 +156,73 @@ impl SharedBytes {
         let start = (self.start + range.start).min(end);
         SharedBytes { buf: self.buf.clone(), start, end }
     }
+
+    /// These bytes as text, when they are known to be UTF-8 (see the type's
+    /// doc); `None` says nothing about them (they may still be UTF-8). No
+    /// byte is read: O(1).
+    pub fn as_str(&self) -> Option<&str> {
+        match &*self.buf {
+            Held::Text(text) => text.get(self.start..self.end),
+            Held::Bytes(_) => None,
+        }
+    }
+
+    /// These bytes, checked once to be UTF-8 and from then on known to be
+    /// ([`SharedBytes::as_str`]). Without a copy when they are the whole of
+    /// a buffer no other `SharedBytes` shares; otherwise checked in place,
+    /// and then known only if they were already. Error: the bytes are not
+    /// UTF-8 (the returned value holds them as before).
+    pub fn into_text(self) -> Result<SharedBytes, (SharedBytes, std::str::Utf8Error)> {
+        if self.as_str().is_some() {
+            return Ok(self);
+        }
+        let whole = self.start == 0 && self.end == self.buf.bytes().len();
+        match std::sync::Arc::try_unwrap(self.buf) {
+            Ok(Held::Bytes(bytes)) if whole => match String::from_utf8(bytes) {
+                Ok(text) => Ok(SharedBytes::from(text)),
+                Err(e) => {
+                    let error = e.utf8_error();
+                    Err((SharedBytes::from(e.into_bytes()), error))
+                }
+            },
+            Ok(held) => {
+                let kept = SharedBytes { buf: std::sync::Arc::new(held), start: self.start, end: self.end };
+                kept.checked()
+            }
+            Err(buf) => SharedBytes { buf, start: self.start, end: self.end }.checked(),
+        }
+    }
+
+    /// `self` when it is UTF-8 (as it is held), else the error.
+    fn checked(self) -> Result<SharedBytes, (SharedBytes, std::str::Utf8Error)> {
+        match std::str::from_utf8(&self) {
+            Ok(_) => Ok(self),
+            Err(e) => Err((self, e)),
+        }
+    }
 }
 
 impl From<Vec<u8>> for SharedBytes {
     /// Takes the vector without copying its bytes.
     fn from(bytes: Vec<u8>) -> SharedBytes {
         let end = bytes.len();
-        SharedBytes { buf: std::sync::Arc::new(bytes), start: 0, end }
+        SharedBytes { buf: std::sync::Arc::new(Held::Bytes(bytes)), start: 0, end }
+    }
+}
+
+impl From<String> for SharedBytes {
+    /// Takes the string without copying its bytes; known to be UTF-8
+    /// ([`SharedBytes::as_str`]).
+    fn from(text: String) -> SharedBytes {
+        let end = text.len();
+        SharedBytes { buf: std::sync::Arc::new(Held::Text(text)), start: 0, end }
     }
 }
 
 impl std::ops::Deref for SharedBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
+        &self.buf.bytes()[self.start..self.end]
     }
 }
 
@@ -261,6 +341,34 @@ fn hex(b: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A whole, unshared buffer becomes text without a copy (the same
+    /// bytes in memory), and so do its slices; a shared one is checked but
+    /// not known afterwards; bytes that are not UTF-8 come back unchanged
+    /// with the position of the first bad byte.
+    #[test]
+    fn bytes_checked_once_are_known_as_text_without_a_copy() {
+        let bytes = SharedBytes::from(b"cpu v=1\nmem v=2\n".to_vec());
+        let at = bytes.as_ptr();
+        assert_eq!(bytes.as_str(), None);
+        let text = bytes.into_text().expect("UTF-8");
+        assert_eq!(text.as_str(), Some("cpu v=1\nmem v=2\n"));
+        assert_eq!(text.as_ptr(), at, "the buffer is the same, not a copy");
+        assert_eq!(text.slice(8..15).as_str(), Some("mem v=2"));
+
+        let shared = SharedBytes::from(b"abc".to_vec());
+        let other = shared.clone();
+        let checked = shared.into_text().expect("UTF-8");
+        assert_eq!((checked.as_str(), &checked[..]), (None, &b"abc"[..]));
+        drop(other);
+
+        let bad = SharedBytes::from(b"ok \xff".to_vec());
+        let (back, e) = bad.into_text().expect_err("not UTF-8");
+        assert_eq!((&back[..], e.valid_up_to()), (&b"ok \xff"[..], 3));
+        let (sliced, e) =
+            SharedBytes::from(b"x\xfe".to_vec()).slice(0..2).into_text().expect_err("not UTF-8");
+        assert_eq!((&sliced[..], e.valid_up_to()), (&b"x\xfe"[..], 1));
+    }
 
     #[test]
     fn params_round_trip() {

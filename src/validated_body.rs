@@ -77,8 +77,8 @@ impl WriteBodyJob {
     /// they are kept apart from the valid points around them
     /// (`ValidatedBody::malformed`), for the write path to answer as
     /// InfluxDB does (a partial write) or to refuse the whole body.
-    pub fn run(self) -> PreparedBody {
-        let validated = validate(&self.raw, self.content_encoding.as_deref(), self.max_body_bytes);
+    pub fn run(mut self) -> PreparedBody {
+        let validated = validate(&mut self.raw, self.content_encoding.as_deref(), self.max_body_bytes);
         PreparedBody { job: self, validated }
     }
 }
@@ -211,8 +211,13 @@ impl ValidatedBody {
 
     /// The decoded body as text (checked to be UTF-8 when validated).
     pub(crate) fn text(&self) -> &str {
-        // Checked by `validate`; never fails (an empty text if it did).
-        std::str::from_utf8(&self.lines).unwrap_or_default()
+        // Checked by `validate`, which keeps the lines as text (no second
+        // pass over them) unless their buffer was shared; never fails (an
+        // empty text if it did).
+        match self.lines.as_str() {
+            Some(text) => text,
+            None => std::str::from_utf8(&self.lines).unwrap_or_default(),
+        }
     }
 
     /// The valid points, in body order, exactly as
@@ -263,15 +268,43 @@ impl<'t> Iterator for BodyPoints<'t> {
     }
 }
 
-/// The validation of [`WriteBodyJob::run`].
-fn validate(raw: &SharedBytes, encoding: Option<&str>, max_bytes: u64) -> Result<ValidatedBody, ProxyError> {
-    let (lines, gzip) = match decode(raw, encoding, max_bytes)? {
-        Cow::Borrowed(_) => (raw.clone(), None),
-        Cow::Owned(decoded) => (SharedBytes::from(decoded), Some(raw.clone())),
-    };
-    let text = std::str::from_utf8(&lines).map_err(|e| {
+/// The validation of [`WriteBodyJob::run`]. An uncompressed `raw` is
+/// replaced by the same bytes known to be text ([`SharedBytes::into_text`]:
+/// checked once, no copy), which the lines then share.
+fn validate(
+    raw: &mut SharedBytes,
+    encoding: Option<&str>,
+    max_bytes: u64,
+) -> Result<ValidatedBody, ProxyError> {
+    let not_utf8 = |e: std::str::Utf8Error| {
         ProxyError::BadRequest(format!("unable to parse body: not valid UTF-8 at byte {}", e.valid_up_to()))
-    })?;
+    };
+    let decoded = match decode(raw, encoding, max_bytes)? {
+        Cow::Borrowed(_) => None,
+        Cow::Owned(decoded) => Some(decoded),
+    };
+    let (lines, gzip) = match decoded {
+        None => {
+            let (checked, error) = match std::mem::take(raw).into_text() {
+                Ok(text) => (text, None),
+                Err((bytes, e)) => (bytes, Some(e)),
+            };
+            *raw = checked;
+            if let Some(e) = error {
+                return Err(not_utf8(e));
+            }
+            (raw.clone(), None)
+        }
+        Some(decoded) => match String::from_utf8(decoded) {
+            Ok(text) => (SharedBytes::from(text), Some(raw.clone())),
+            Err(e) => return Err(not_utf8(e.utf8_error())),
+        },
+    };
+    // Known to be text unless `raw` was shared (then checked, not kept).
+    let text = match lines.as_str() {
+        Some(text) => text,
+        None => std::str::from_utf8(&lines).map_err(not_utf8)?,
+    };
     let offset = |n: usize| {
         u32::try_from(n)
             .map_err(|_| ProxyError::TooLarge(format!("request body too large: over {} bytes", u32::MAX)))
@@ -357,6 +390,7 @@ fn decode<'b>(body: &'b [u8], encoding: Option<&str>, max_bytes: u64) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::Method;
     use std::io::Write;
 
     fn job(body: &[u8], encoding: Option<&str>) -> WriteBodyJob {
@@ -431,6 +465,31 @@ mod tests {
             spans.capacity(),
             ordinary.len()
         );
+    }
+
+    /// A plain body is checked for UTF-8 once, by the validation: its lines
+    /// are the client's buffer itself, known to be text afterwards (the
+    /// write path's `text()` reads no byte again); so are decoded gzip
+    /// lines. Invalid UTF-8 is still the same 400.
+    #[test]
+    fn the_body_is_checked_for_utf8_once_and_stays_the_clients_buffer() {
+        let body = b"cpu v=1 1\nmem v=2 2\n".to_vec();
+        let mut request = Request::new(Method::Post, "/write?db=d");
+        request.body = body;
+        let at = request.body.as_ptr();
+        let validated = WriteBodyJob::take(&mut request, 1 << 20).run().validated.unwrap();
+        assert_eq!(validated.lines().as_ptr(), at, "no copy");
+        assert_eq!(validated.lines().as_str(), Some("cpu v=1 1\nmem v=2 2\n"));
+        assert_eq!(validated.text().as_ptr(), at);
+        let gz = gzip(b"cpu v=1 1\n");
+        let validated = job(&gz, Some("gzip")).run().validated.unwrap();
+        assert_eq!(validated.lines().as_str(), Some("cpu v=1 1\n"));
+        match job(b"cpu v=\xff 1\n", None).run().validated {
+            Err(ProxyError::BadRequest(e)) => {
+                assert_eq!(e, "unable to parse body: not valid UTF-8 at byte 6")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
