@@ -287,8 +287,10 @@ pub const OFFLOAD_MIN_BYTES: usize = 8 * 1024;
 /// Answers `request` as [`Proxy::handle`] does, the body of a write of at
 /// least [`OFFLOAD_MIN_BYTES`] decoded and validated on `workers` first
 /// ([`Proxy::write_body_job`], [`Proxy::handle_prepared`]): the proxy's thread
-/// serves other connections meanwhile. A job that panicked (a bug) is run
-/// again here, as without the pool.
+/// serves other connections meanwhile. A job that panicked (a bug) is
+/// answered 500 with nothing written: it is not kept to be run again, so
+/// that the worker holds the only handle on the body's buffer and can keep
+/// it as text, checked once ([`crate::http::SharedBytes::into_text`]).
 pub async fn handle_offloaded<T, S>(
     proxy: &Proxy<T, S>,
     workers: &WorkerPool,
@@ -299,13 +301,14 @@ where
     S: crate::storage::Storage,
 {
     let prepared = match proxy.write_body_job(&mut request) {
-        Some(job) if job.len() >= OFFLOAD_MIN_BYTES => {
-            let again = job.clone();
-            Some(match workers.run(move || job.run()).await {
-                Some(prepared) => prepared,
-                None => again.run(),
-            })
-        }
+        Some(job) if job.len() >= OFFLOAD_MIN_BYTES => match workers.run(move || job.run()).await {
+            Some(prepared) => Some(prepared),
+            None => {
+                let message = "validating the write body failed (a bug in the proxy); nothing was written";
+                eprintln!("influx-proxy: {message}");
+                return crate::error::ProxyError::Internal(message.into()).to_response();
+            }
+        },
         Some(job) => Some(job.run()),
         None => None,
     };
