@@ -54,7 +54,12 @@
 //! **Fairness** (plain bodies, each proxy build): the same load at 4 and at
 //! 32 connections (no idle wait); reported: lines/s at 32 over lines/s at 4
 //! (target: at least 1, throughput does not fall) and p99 at 32 over p99 at 4
-//! (target: at most 4).
+//! (target: at most 4). With the mirror mode on, the mirror's own figures
+//! at 4 and 32 connections are printed as the reference: a closed loop of
+//! N clients that saturates the machine at 4 has a mean latency N / rate
+//! (Little's law), so once 4 connections use the machine whole, p99 at 32
+//! is about 8x the mean at 4 for any server, and the ratio the mirror shows
+//! is the floor this machine gives.
 //!
 //! **Targets**: at the end, each figure of issue 8 is printed next to its
 //! target and its reference from the same run (mirror, direct), with `met`
@@ -256,6 +261,14 @@ fn run(options: &Options) -> Result<bool, String> {
         }
     }
     let mut fairness = Vec::new();
+    if options.fairness && options.modes.mirror {
+        let at = |connections: usize| {
+            let o = Options { connections, idle: Duration::ZERO, ..options.clone() };
+            println!("fairness reference: {connections} connections:");
+            run_mirror(&o, &bodies, Encoding::Plain, &sinks)
+        };
+        fairness.push(("mirror", at(4), at(32)));
+    }
     if options.fairness {
         /// A proxy build's name and how to make its command.
         type Build<'o> = (&'static str, Box<dyn Fn() -> ProxyCommand + 'o>);
@@ -305,6 +318,14 @@ fn run(options: &Options) -> Result<bool, String> {
             Some((m.lines_per_s()?, m.load.percentile_ms(99.0)?))
         };
         match (figures(four), figures(many)) {
+            (Some((rate4, p99_4)), Some((rate32, p99_32))) if *mode == "mirror" => {
+                let (r, p) = (rate32 / rate4, p99_32 / p99_4);
+                println!(
+                    "  mirror fairness (reference, the bench to both sinks): lines/s at 32 connections {} = \
+                     {r:.2}x at 4; p99 {p99_32:.1} ms = {p:.2}x at 4 ({p99_4:.1} ms)",
+                    thousands(rate32)
+                );
+            }
             (Some((rate4, p99_4)), Some((rate32, p99_32))) => {
                 let (r, p) = (rate32 / rate4, p99_32 / p99_4);
                 println!(
