@@ -1102,7 +1102,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let error = match sent.outcome {
             Ok(r) if (200..300).contains(&r.status) => {
                 if let Outgoing::Write(body) = outgoing {
-                    self.metrics.written(&addr.name, body.points, body.lines.len() as u64);
+                    let points = body.points.unwrap_or_else(|| count_lines(&body.lines));
+                    self.metrics.written(&addr.name, points, body.lines.len() as u64);
                     state.health.borrow_mut().record_write(now_ms);
                 }
                 self.record_write_ok(backend);
@@ -1119,7 +1120,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                     if !acked.is_empty() {
                         self.metrics.written(&addr.name, acked_points, acked.len() as u64);
                     }
-                    let unacked = body.points.saturating_sub(acked_points);
+                    let points = body.points.unwrap_or_else(|| count_lines(&body.lines));
+                    let unacked = points.saturating_sub(acked_points);
                     let refused = match partial_write_dropped(r.status, &message) {
                         // The rest of a partial write's piece was stored.
                         Some(dropped) => dropped.min(unacked),

@@ -191,7 +191,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 credentials: target.credentials.clone(),
                 lines,
                 gzip,
-                points,
+                points: Some(points),
                 compressed: Default::default(),
                 no_sync: target.no_sync,
             };
@@ -446,7 +446,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                     credentials: target.credentials.clone(),
                     lines: SharedBytes::from(std::mem::take(&mut g.body)),
                     gzip: None,
-                    points: std::mem::take(&mut g.points),
+                    points: Some(std::mem::take(&mut g.points)),
                     compressed: Default::default(),
                     no_sync: target.no_sync,
                 };
@@ -493,8 +493,12 @@ pub(super) struct WriteBody {
     /// The client's gzip body when it is forwarded compressed as it came
     /// (it decodes to `lines`); sent with `Content-Encoding: gzip`.
     pub(super) gzip: Option<SharedBytes>,
-    /// Points in `lines` (for the `written` metrics).
-    pub(super) points: u64,
+    /// Points in `lines` (for the `written` metrics), when counted: the write
+    /// path counts them as it routes; `None` for a queued record's body
+    /// ([`WriteBody::of_record`]), whose lines are counted only if needed
+    /// (`count_lines` reads the whole body: on replay it was 6% of the
+    /// proxy thread's samples, spent twice per batch, perf).
+    pub(super) points: Option<u64>,
     /// Pieces of `lines` compressed for the backends configured with
     /// `gzip` ([`WriteBody::gzipped`]): byte range, gzip bytes. Each piece is
     /// compressed once, by the first such backend that sends it, and shared
@@ -507,7 +511,9 @@ pub(super) struct WriteBody {
 
 impl WriteBody {
     /// The body of a write record (its bytes shared, not copied, however many
-    /// pieces it is sent in); `None` for a statement. Points counted by line.
+    /// pieces it is sent in); `None` for a statement. Its points are not
+    /// counted ([`WriteBody::points`] is `None`): the replay, which sends
+    /// queued records, counts the lines of what it acknowledges.
     pub(super) fn of_record(record: &Record) -> Option<WriteBody> {
         match record {
             Record::Write { db, rp, precision, credentials, body } => Some(WriteBody {
@@ -517,7 +523,7 @@ impl WriteBody {
                 credentials: credentials.clone(),
                 lines: body.clone(),
                 gzip: None,
-                points: super::count_lines(body),
+                points: None,
                 compressed: Default::default(),
                 no_sync: false,
             }),
