@@ -176,20 +176,17 @@ impl SharedBytes {
         if self.as_str().is_some() {
             return Ok(self);
         }
-        let whole = self.start == 0 && self.end == self.buf.bytes().len();
+        let (start, end) = (self.start, self.end);
+        if start != 0 || end != self.buf.bytes().len() {
+            return self.checked();
+        }
         match std::sync::Arc::try_unwrap(self.buf) {
-            Ok(Held::Bytes(bytes)) if whole => match String::from_utf8(bytes) {
-                Ok(text) => Ok(SharedBytes::from(text)),
-                Err(e) => {
-                    let error = e.utf8_error();
-                    Err((SharedBytes::from(e.into_bytes()), error))
-                }
-            },
-            Ok(held) => {
-                let kept = SharedBytes { buf: std::sync::Arc::new(held), start: self.start, end: self.end };
-                kept.checked()
-            }
-            Err(buf) => SharedBytes { buf, start: self.start, end: self.end }.checked(),
+            Ok(Held::Bytes(bytes)) => String::from_utf8(bytes).map(SharedBytes::from).map_err(|e| {
+                let error = e.utf8_error();
+                (SharedBytes::from(e.into_bytes()), error)
+            }),
+            Ok(Held::Text(text)) => Ok(SharedBytes::from(text)),
+            Err(buf) => SharedBytes { buf, start, end }.checked(),
         }
     }
 
