@@ -114,6 +114,25 @@ fn write_lp_creates_a_missing_database(mode: Mode) {
     }
 }
 
+/// The database is on a only: the first write lands on a, b answers
+/// "database not found", the proxy creates it and writes again. Points
+/// without a timestamp must not be stored twice on a (a second stamp would
+/// make a second point), and both replicas must hold the same points.
+fn write_lp_creating_the_database_on_one_backend_stores_each_point_once(mode: Mode) {
+    let c = Cluster::start(mode);
+    c.a.query_ok("", "CREATE DATABASE half");
+    let r = c.proxy.request(
+        "POST",
+        "/api/v3/write_lp?db=half",
+        &[],
+        Some("cpu,host=x v=1\ncpu,host=y v=2\n".into()),
+    );
+    assert_eq!(r.status, 204, "{r:?}");
+    let (columns, a) = c.a.rows("half", "cpu");
+    assert_eq!(a.len(), 2, "two points on a, once each: {columns} {a:?}");
+    assert_eq!(c.b.rows("half", "cpu").1, a, "b holds what a holds");
+}
+
 fn write_lp_no_sync_answers_once_queued_and_is_delivered(mode: Mode) {
     let mut c = Cluster::start(mode);
     create_db(&c);
@@ -298,6 +317,7 @@ scenarios!(native: Mode::Native, wasm: Mode::Wasm; [
     write_lp_auto_precision_mixes_units_in_one_body,
     write_lp_partial_writes_and_all_or_nothing,
     write_lp_creates_a_missing_database,
+    write_lp_creating_the_database_on_one_backend_stores_each_point_once,
     write_lp_no_sync_answers_once_queued_and_is_delivered,
     query_influxql_formats,
     configure_database_lists_creates_and_drops_on_every_backend,

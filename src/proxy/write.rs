@@ -72,8 +72,13 @@ pub(crate) enum WriteApi {
     /// write (`db`, `precision`); `no_sync`: every backend's points go to its
     /// write queue (fsynced) instead of being sent directly;
     /// `accept_partial` instead of `partial_writes` for points no keymap
-    /// routes (the body's malformed lines are already left out).
-    V3 { no_sync: bool, accept_partial: bool },
+    /// routes (the body's malformed lines are already left out);
+    /// `default_timestamp`: the timestamp (at the write's precision) for the
+    /// points that have none, fixed by the caller so that writing the body
+    /// again (after creating a missing database) stores the same points
+    /// rather than a second copy of each ([`Proxy::default_timestamp`]);
+    /// `None` takes a new one.
+    V3 { no_sync: bool, accept_partial: bool, default_timestamp: Option<u128> },
 }
 
 /// Where a write goes on each backend.
@@ -216,8 +221,13 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         }
 
         // Given only when some point lacks a timestamp.
-        let default_timestamp =
-            (without_timestamp > 0).then(|| self.default_timestamp(target.precision.as_deref(), now_ms));
+        let default_timestamp = (without_timestamp > 0).then(|| {
+            match api {
+                WriteApi::V3 { default_timestamp: Some(t), .. } => t,
+                _ => self.default_timestamp(target.precision.as_deref(), now_ms),
+            }
+            .to_string()
+        });
         let stamp_bytes = default_timestamp.as_ref().map_or(0, |t| t.len() + 1);
         let total = line_bytes + without_timestamp * stamp_bytes;
 
@@ -795,11 +805,11 @@ impl WriteTarget {
 
 impl<T: Transport, S: Storage> Proxy<T, S> {
     /// The timestamp given to the points of one request that have none:
-    /// `now_ms` at `precision` (`None` = ns). At ns and µs precision it is also
+    /// `now_ms` in units of `precision` (`None` = ns). At ns and µs precision it is also
     /// strictly greater than the one given to the previous request, so two
     /// requests within the same millisecond stay two points, as they would on
     /// one InfluxDB (which stamps them with its ns clock).
-    fn default_timestamp(&self, precision: Option<&str>, now_ms: u64) -> String {
+    pub(crate) fn default_timestamp(&self, precision: Option<&str>, now_ms: u64) -> u128 {
         let now = now_ms as u128;
         let (value, last) = match precision {
             None | Some("n") => (now * 1_000_000, Some(&self.last_default_ns)),
@@ -810,14 +820,13 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             Some("h") => (now / 3_600_000, None),
             Some(_) => (now * 1_000_000, Some(&self.last_default_ns)),
         };
-        let value = match last {
+        match last {
             Some(cell) => {
                 let v = value.max(cell.get() + 1);
                 cell.set(v);
                 v
             }
             None => value,
-        };
-        value.to_string()
+        }
     }
 }
