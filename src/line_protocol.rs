@@ -85,6 +85,20 @@ pub struct Point<'a> {
     pub has_timestamp: bool,
 }
 
+impl Point<'_> {
+    /// Whether the point is exactly the bytes of `body` (its whole body)
+    /// from `at` on: its line, then `\n` or the end of the body (no blanks
+    /// around it, no `\r\n`). A body all of whose points are so, one after
+    /// the other from 0 to its end, is nothing but its points: the write
+    /// path may forward it as it came.
+    pub fn is_exact_at(&self, body: &[u8], at: usize) -> bool {
+        let end = self.start + self.line.len();
+        self.start == at
+            && ((self.next == end + 1 && body.get(end) == Some(&b'\n'))
+                || (self.next == end && end == body.len()))
+    }
+}
+
 /// A malformed line. Displays as InfluxDB does:
 /// `unable to parse '<line>': <reason>` (and the line number).
 #[derive(Debug, Clone, PartialEq, Eq)]

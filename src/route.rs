@@ -124,6 +124,16 @@ impl Router {
         self.target(measurement).map(|t| self.resolve(t))
     }
 
+    /// The replica set every measurement goes to, when there is one: the
+    /// keymap is `_default_` alone and names an explicit replica set (no
+    /// shard group). A write then routes no point one by one.
+    pub fn only_set(&self) -> Option<&ReplicaSet> {
+        match (&self.default, self.keys.is_empty()) {
+            (Some(Target::Set(set)), true) => Some(set),
+            _ => None,
+        }
+    }
+
     /// The replica set of the shard key `(db, measurement[, tag_value])`:
     /// the explicit set, or the group's placement of the key. `None`: no
     /// route.

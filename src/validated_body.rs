@@ -161,6 +161,26 @@ pub struct ValidatedBody {
     /// Every malformed line's error, in body order (`spans` holds the
     /// valid points before, between and after them).
     malformed: Vec<LineProtocolError>,
+    /// Counts of the valid points, taken as they were validated.
+    summary: PointsSummary,
+}
+
+/// What the write path would otherwise count by walking the valid points
+/// once more ([`ValidatedBody::summary`]): with a route that is the same
+/// for every measurement, these are all it needs of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PointsSummary {
+    /// Valid points.
+    pub points: u64,
+    /// Valid points without a timestamp.
+    pub without_timestamp: u64,
+    /// Bytes of the valid points' lines, each counted with one `\n`.
+    pub line_bytes: u64,
+    /// Whether the body is nothing but its points, each its line and `\n`
+    /// (the last one's `\n` may be missing), and holds at least one: no
+    /// comments, blank lines, `\r\n`, blanks around a line or malformed
+    /// lines (the write path's test for forwarding a body as it came).
+    pub only_points: bool,
 }
 
 /// One point of a body, as byte offsets into [`ValidatedBody::lines`]
@@ -218,6 +238,11 @@ impl ValidatedBody {
             Some(text) => text,
             None => std::str::from_utf8(&self.lines).unwrap_or_default(),
         }
+    }
+
+    /// Counts of the valid points (see [`PointsSummary`]).
+    pub(crate) fn summary(&self) -> PointsSummary {
+        self.summary
     }
 
     /// The valid points, in body order, exactly as
@@ -316,14 +341,23 @@ fn validate(
     let mut spans = Some(Vec::with_capacity((text.len() / 96 + 1).min(max_spans)));
     let mut names = Vec::new();
     let mut malformed = Vec::new();
+    let mut summary = PointsSummary { only_points: true, ..Default::default() };
+    // Where the next point must start for the body to be only points.
+    let mut next = 0;
     for point in points_past_errors(text) {
         let point = match point {
             Ok(point) => point,
             Err(e) => {
                 malformed.push(e);
+                summary.only_points = false;
                 continue;
             }
         };
+        summary.points += 1;
+        summary.without_timestamp += u64::from(!point.has_timestamp);
+        summary.line_bytes += point.line.len() as u64 + 1;
+        summary.only_points &= point.is_exact_at(text.as_bytes(), next);
+        next = point.next;
         let Some(kept) = spans.as_mut() else { continue };
         if kept.len() == max_spans {
             (spans, names) = (None, Vec::new());
@@ -354,7 +388,8 @@ fn validate(
             flags,
         });
     }
-    Ok(ValidatedBody { lines, gzip, spans, names, malformed })
+    summary.only_points &= next == text.len() && summary.points > 0;
+    Ok(ValidatedBody { lines, gzip, spans, names, malformed, summary })
 }
 
 /// `body` sent with `Content-Encoding: encoding`, gunzipped when that is

@@ -35,6 +35,15 @@
 //! from the decoded buffer (the backend's limit applies to what it decodes),
 //! and one refused with 413 is sent decoded, halved ([`super::send`]).
 //!
+//! With a keymap of `_default_` alone naming an explicit replica set, every
+//! measurement has that route: no point is routed one by one, and the
+//! counts the validation took ([`crate::validated_body::PointsSummary`];
+//! natively on a worker thread) stand for the routing pass, so a body
+//! forwarded as it came is not read again on the proxy's thread. Measured
+//! with `just bench` (8 connections, 5,000-line bodies into two sinks):
+//! 9.08 -> 10.32 M lines/s plain, 0.143 -> 0.123 CPU-s per million lines,
+//! p99 9.4 -> 7.5 ms (means of 2 interleaved runs).
+//!
 //! Otherwise (points to stamp, several replica sets, a move under way, or a
 //! body the backends must not see as sent) the body is read twice
 //! (validate, then batch) instead of keeping a vector of points; the open
@@ -133,26 +142,42 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let (mut line_bytes, mut without_timestamp, mut routed) = (0usize, 0usize, 0usize);
         let mut as_sent = AsSent::default();
         let mut moving = false;
-        for point in body.points(text) {
-            // Whole-body refusal: what was answered when the first
-            // malformed line ended the parse (a point with no route before
-            // it is the error; none after it is read).
-            if !partial && first_malformed.is_some_and(|n| point.line_number > n) {
-                break;
+        // Every measurement has the same route (a keymap of `_default_`
+        // alone, an explicit set): no point is routed, none is read here;
+        // the counts taken as the body was validated stand for this pass.
+        // Not for a body of nothing but points over `limit`, whose cuts
+        // into batches the walk finds.
+        let summary = body.summary();
+        let one_set = topo.router.only_set().filter(|_| !summary.only_points || text.len() <= limit);
+        if let Some(set) = one_set {
+            if summary.points > 0 {
+                sets.push(set.clone());
             }
-            match self.route_point(topo, &target.db, &point, &mut last, &mut sets) {
-                Ok(_) => {}
-                Err(e) if partial => {
-                    dropped.no_route(e, point.line_number);
-                    continue;
+            routed = usize::try_from(summary.points).unwrap_or(usize::MAX);
+            line_bytes = usize::try_from(summary.line_bytes).unwrap_or(usize::MAX);
+            without_timestamp = usize::try_from(summary.without_timestamp).unwrap_or(usize::MAX);
+        } else {
+            for point in body.points(text) {
+                // Whole-body refusal: what was answered when the first
+                // malformed line ended the parse (a point with no route before
+                // it is the error; none after it is read).
+                if !partial && first_malformed.is_some_and(|n| point.line_number > n) {
+                    break;
                 }
-                Err(e) => return Err(e),
+                match self.route_point(topo, &target.db, &point, &mut last, &mut sets) {
+                    Ok(_) => {}
+                    Err(e) if partial => {
+                        dropped.no_route(e, point.line_number);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+                routed += 1;
+                moving |= last.moving.is_some();
+                line_bytes += point.line.len() + 1;
+                without_timestamp += usize::from(!point.has_timestamp);
+                as_sent.point(text.as_bytes(), &point, limit);
             }
-            routed += 1;
-            moving |= last.moving.is_some();
-            line_bytes += point.line.len() + 1;
-            without_timestamp += usize::from(!point.has_timestamp);
-            as_sent.point(text.as_bytes(), &point, limit);
         }
         if let (false, Some(e)) = (partial, malformed.first()) {
             return Err(ProxyError::BadRequest(e.to_string()));
@@ -171,8 +196,11 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             }
         }
         // Left-out lines: never forwarded as the client sent them.
-        let batches =
-            if malformed.is_empty() && dropped.points == 0 { as_sent.finish(text.len()) } else { None };
+        let batches = match (malformed.is_empty() && dropped.points == 0, one_set) {
+            (false, _) => None,
+            (true, Some(_)) => summary.only_points.then(|| vec![(0..text.len(), summary.points)]),
+            (true, None) => as_sent.finish(text.len()),
+        };
         // What is answered once the points are written (a backend's refusal
         // wins, as the points writer's error wins in InfluxDB's handler).
         let answer = move |rejected: Option<Refused>| match rejected {
@@ -263,7 +291,11 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             if !partial && first_malformed.is_some_and(|n| point.line_number > n) {
                 break;
             }
-            let k = match self.route_point(topo, &target.db, &point, &mut last, &mut sets) {
+            let routed = match one_set {
+                Some(_) => Ok(0),
+                None => self.route_point(topo, &target.db, &point, &mut last, &mut sets),
+            };
+            let k = match routed {
                 Ok(k) => k,
                 // Left out (counted in pass 1).
                 Err(_) if partial => continue,
@@ -621,11 +653,7 @@ impl AsSent {
         if self.broken {
             return;
         }
-        let end = point.start + point.line.len();
-        let exact = point.start == self.next
-            && ((point.next == end + 1 && b.get(end) == Some(&b'\n'))
-                || (point.next == end && end == b.len()));
-        if !exact {
+        if !point.is_exact_at(b, self.next) {
             self.broken = true;
             return;
         }

@@ -239,3 +239,59 @@ fn content_encoding_is_gzip_exactly_as_influxdb_compares_it() {
     assert!(write_requests(&t, "a").is_empty() && write_requests(&t, "b").is_empty());
     assert_eq!(write_gzip(&p, "db=x", gzip(b"cpu v=1 1\n")).status, 204);
 }
+
+/// With a keymap of `_default_` alone no point is routed one by one (the
+/// counts taken during validation stand for that pass): every body gets
+/// exactly the answer and the backend requests it gets when each point is
+/// routed (a keymap with one more key, which none of these measurements
+/// match), whatever its shape: as sent or rebuilt, stamped, with comments,
+/// `\r\n`, malformed lines (partial writes on and off), empty, gzip, or
+/// cut into batches.
+#[test]
+fn a_default_only_keymap_answers_and_sends_as_routing_each_point_does() {
+    let bodies: &[&str] = &[
+        "cpu,host=a v=1 1\ncpu,host=b v=2 2\n",
+        "cpu,host=a v=1 1\nmem v=2 2",
+        "cpu v=1\nmem v=2 5\n",
+        "# comment\ncpu v=1 1\n\ncpu v=2 2\r\n  mem v=3 3  \n",
+        "cpu v=1 1\nbad line\nmem v=2 2\n",
+        "bad line\nworse\n",
+        "",
+        "\n\n",
+        "m\\,x\\ y,t=1 v=1 1\nm\\,x\\ y,t=2 v=2\n",
+    ];
+    let long: String = (0..40).map(|i| format!("cpu,host=h{i} v={i} {i}\n")).collect();
+    let long_unstamped: String = (0..40).map(|i| format!("cpu,host=h{i} v={i}\n")).collect();
+    let shapes = bodies.iter().map(|b| b.to_string()).chain([long, long_unstamped]);
+    for body in shapes {
+        for extra in ["", r#", "partial_writes": false"#, r#", "backend_max_body_bytes": 200"#] {
+            for gzipped in [false, true] {
+                let outcome = |keymaps: &str| {
+                    let t = MockTransport::default();
+                    let p = match run(Proxy::open(config_with(keymaps, extra), t.clone(), MemStorage::new()))
+                    {
+                        Ok(p) => p,
+                        Err(e) => panic!("{e}"),
+                    };
+                    let answer = match gzipped {
+                        true => write_gzip(&p, "db=x", gzip(body.as_bytes())),
+                        false => write(&p, "db=x", &body),
+                    };
+                    let sent = |backend: &str| -> Vec<(String, Vec<u8>, Option<String>)> {
+                        write_requests(&t, backend)
+                            .into_iter()
+                            .map(|r| {
+                                let encoding = r.header("content-encoding").map(str::to_string);
+                                (crate::http::encode_params(&r.query), r.body, encoding)
+                            })
+                            .collect()
+                    };
+                    (answer.status, answer.body.clone(), sent("a"), sent("b"))
+                };
+                let fast = outcome(r#"{ "_default_": ["a", "b"] }"#);
+                let routed = outcome(r#"{ "unused": ["a"], "_default_": ["a", "b"] }"#);
+                assert_eq!(fast, routed, "body {body:?}, config {extra:?}, gzip {gzipped}");
+            }
+        }
+    }
+}
