@@ -190,6 +190,16 @@ impl SharedBytes {
         }
     }
 
+    /// The whole buffer these bytes are a part of, when no other
+    /// `SharedBytes` shares it (for its room to be used again, e.g. by
+    /// [`crate::write_queue::WriteQueue::recycle`]); `None` otherwise.
+    pub fn try_into_vec(self) -> Option<Vec<u8>> {
+        match std::sync::Arc::try_unwrap(self.buf).ok()? {
+            Held::Bytes(bytes) => Some(bytes),
+            Held::Text(text) => Some(text.into_bytes()),
+        }
+    }
+
     /// `self` when it is UTF-8 (as it is held), else the error.
     fn checked(self) -> Result<SharedBytes, (SharedBytes, std::str::Utf8Error)> {
         match std::str::from_utf8(&self) {

@@ -640,7 +640,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 return ReplayStep::RetryAfter(topo.config.replay_backoff_max_ms);
             }
             self.replay_delivered(backend, &batch, now_ms);
-            (batch, sent) = (next, next_sent);
+            // Its buffer holds the next batch but one.
+            state.queue.recycle(std::mem::replace(&mut batch, next));
+            sent = next_sent;
         }
         if !delivered_whole(&batch, &sent) {
             return self.replay_judge(backend, &batch, sent, now_ms).await;
@@ -652,6 +654,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             return ReplayStep::RetryAfter(topo.config.replay_backoff_max_ms);
         }
         self.replay_delivered(backend, &batch, now_ms);
+        state.queue.recycle(batch);
         state.replay.set(HeadReplay::default());
         ReplayStep::Progress
     }

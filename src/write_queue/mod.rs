@@ -42,6 +42,9 @@
 //!    record only the ids of the last two batches peeked (at most
 //!    `max_records` each, of [`WriteQueue::peek_batch`] and
 //!    [`WriteQueue::peek_batch_after`]). A push does not read any file.
+//!    While replaying, it may also keep up to two empty buffers of batches
+//!    already delivered ([`WriteQueue::recycle`]: room, no record data), of
+//!    at most a batch's size each, let go when the queue is found empty.
 //! 6. **A bad record never blocks the queue.** A record the backend rejects
 //!    with 4xx, or keeps failing while otherwise healthy (see "Replay
 //!    policy"), goes to the dead-letter file; a record whose bytes are damaged
@@ -601,7 +604,16 @@ pub struct WriteQueue {
     dropped_bytes: AtomicU64,
     /// The head record's push time; `u64::MAX` when unknown or empty.
     head_pushed_ms: AtomicU64,
+    /// Empty buffers of batches already delivered
+    /// ([`WriteQueue::recycle`]), at most [`SPARE_BUFFERS`], for the next
+    /// batches' bodies: their pages are not given back to the system and
+    /// faulted in again for every batch. Let go once the queue is empty.
+    spare_buffers: std::sync::Mutex<Vec<Vec<u8>>>,
 }
+
+/// Batch buffers kept for reuse ([`WriteQueue::recycle`]): pipelined replay
+/// holds two batches at once (the one being acknowledged, the next).
+const SPARE_BUFFERS: usize = 2;
 
 /// Pushes waiting for [`WriteQueue::push`]'s append lock: their frames, in
 /// arrival order, and the answers of those already appended by another.
@@ -979,7 +991,11 @@ impl WriteQueue {
         max_body_bytes: u64,
         max_records: usize,
     ) -> Result<Option<Batch>, QueueError> {
-        let Some((head, record)) = self.peek_locked(storage, state).await? else { return Ok(None) };
+        let Some((head, record)) = self.peek_locked(storage, state).await? else {
+            // Drained: the buffers kept for replay are given back.
+            self.spare_buffers.lock().map(|mut spares| spares.clear()).ok();
+            return Ok(None);
+        };
         let seg_len = state.segments.front().map_or(head.end, |s| s.len);
         let batch = self.extend_batch(storage, head, record, seg_len, max_body_bytes, max_records).await;
         state.peeked = batch.ids.clone();
@@ -1114,7 +1130,10 @@ impl WriteQueue {
                 break;
             }
             let buf = joined.get_or_insert_with(|| {
-                let mut buf = Vec::with_capacity(head_body.len() + usize::try_from(room).unwrap_or(0));
+                let mut buf =
+                    self.spare_buffers.lock().ok().and_then(|mut spares| spares.pop()).unwrap_or_default();
+                buf.clear();
+                buf.reserve(head_body.len() + usize::try_from(room).unwrap_or(0));
                 buf.extend_from_slice(&head_body);
                 buf
             });
@@ -1129,6 +1148,24 @@ impl WriteQueue {
             None => head_body,
         };
         Batch { ids, record: with_body(record, body), ends }
+    }
+
+    /// Keeps the buffer of batch `batch`, delivered and no longer needed,
+    /// for a later batch's body (at most [`SPARE_BUFFERS`] are kept, until
+    /// the queue is next found empty): only a batch of several records,
+    /// whose body was assembled in a buffer of its own, and only when
+    /// nothing else still shares that buffer. Changes nothing in the queue.
+    pub fn recycle(&self, batch: Batch) {
+        let Record::Write { body, .. } = batch.record else { return };
+        if batch.ids.len() < 2 {
+            return;
+        }
+        let Some(buffer) = body.try_into_vec() else { return };
+        if let Ok(mut spares) = self.spare_buffers.lock() {
+            if spares.len() < SPARE_BUFFERS {
+                spares.push(buffer);
+            }
+        }
     }
 
     /// Bytes `at..at + len` of segment `path` (good bytes up to `seg_len`),

@@ -149,6 +149,7 @@ impl WriteQueue {
             dropped_records: AtomicU64::new(0),
             dropped_bytes: AtomicU64::new(0),
             head_pushed_ms: AtomicU64::new(u64::MAX),
+            spare_buffers: Default::default(),
         };
         queue.publish(&state);
         Ok(queue)

@@ -1455,3 +1455,66 @@ fn the_batch_after_one_in_flight_is_read_across_a_segment_end_and_acknowledged_i
     ack(&q, &last);
     assert_eq!(q.depth().records, 0);
 }
+
+/// A delivered batch's buffer, kept by `recycle`, holds a later batch's
+/// body: exactly that body (nothing left of the earlier, longer one), in
+/// queue order; a buffer still shared is not kept; at most two are kept,
+/// and none once the queue is found empty.
+#[test]
+fn a_recycled_batch_buffer_holds_the_next_batch_exactly_and_is_let_go_when_the_queue_drains() {
+    let s = MemStorage::new();
+    let q = open(&s, options(1 << 20, DEFAULT_SEGMENT_BYTES));
+    let body = |i: usize, len: usize| -> Record {
+        let line = format!("m,i={i} v={} 1\n", "x".repeat(len));
+        Record::Write {
+            db: "telegraf".into(),
+            rp: None,
+            precision: None,
+            credentials: Credentials::default(),
+            body: line.into_bytes().into(),
+        }
+    };
+    // Long records first, then shorter ones: a reused buffer that kept its
+    // old bytes would show them.
+    let records: Vec<Record> = (0..9).map(|i| body(i, 400 - 40 * i)).collect();
+    for r in &records {
+        push(&q, &s, r);
+    }
+    let spares = || q.spare_buffers.lock().unwrap().len();
+    let expected = |range: std::ops::Range<usize>| -> Vec<u8> {
+        records[range]
+            .iter()
+            .flat_map(|r| match r {
+                Record::Write { body, .. } => body.to_vec(),
+                _ => Vec::new(),
+            })
+            .collect()
+    };
+    let first = peek_batch(&q, &s, 1 << 20, 3);
+    block_on(q.ack_batch(&s, &first.ids)).unwrap();
+    let Record::Write { body: shared, .. } = &first.record else { panic!("a write") };
+    let shared = shared.clone();
+    q.recycle(first);
+    assert_eq!(spares(), 0, "a buffer still shared is not kept");
+    drop(shared);
+    for (n, range) in [3..6, 6..9].into_iter().enumerate() {
+        let batch = peek_batch(&q, &s, 1 << 20, 3);
+        let Record::Write { body, .. } = &batch.record else { panic!("a write") };
+        assert_eq!(body[..], expected(range.clone())[..], "batch {n}: exactly its records, in order");
+        block_on(q.ack_batch(&s, &batch.ids)).unwrap();
+        q.recycle(batch);
+        assert_eq!(spares(), 1, "batch {n}'s buffer is kept, and taken again by the next batch");
+    }
+    // A third buffer is not kept.
+    let extra = |i: usize| Batch { ids: vec![first_id(); 2], record: body(i, 10), ends: vec![0, 0] };
+    q.recycle(extra(1));
+    q.recycle(extra(2));
+    assert_eq!(spares(), 2, "at most two are kept");
+    assert!(block_on(q.peek_batch(&s, 1 << 20, 3)).unwrap().is_none(), "drained");
+    assert_eq!(spares(), 0, "let go once the queue is found empty");
+}
+
+/// Any id (only the count of a batch's ids matters to `recycle`).
+fn first_id() -> RecordId {
+    RecordId { segment: 0, offset: 0, end: 0, pushed_ms: None }
+}
