@@ -556,6 +556,20 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     /// dead-letters only its own record and a failing record is counted
     /// alone, never its neighbours.
     pub async fn replay_step(&self, backend: usize, now_ms: u64) -> ReplayStep {
+        let step = self.replay_attempt(backend, now_ms).await;
+        if step != ReplayStep::Progress {
+            // Replay does not go on at once (queue empty, a backoff, the
+            // backend down): the batch buffers kept for reuse are let go
+            // (write queue guarantee 5).
+            if let Some(state) = self.topology().states.get(backend) {
+                state.queue.release_spare_buffers();
+            }
+        }
+        step
+    }
+
+    /// One step of [`Proxy::replay_step`], before its buffers are let go.
+    async fn replay_attempt(&self, backend: usize, now_ms: u64) -> ReplayStep {
         let topo = self.topology();
         let (Some(_), Some(state)) = (topo.backends.get(backend), topo.states.get(backend)) else {
             return ReplayStep::Idle;

@@ -85,6 +85,10 @@ impl MockTransport {
     fn received(&self, backend: &str) -> Vec<Request> {
         self.0.borrow().received.get(backend).cloned().unwrap_or_default()
     }
+    /// Every request sent to `backend`, answered or not, in order.
+    fn attempted(&self, backend: &str) -> Vec<Request> {
+        self.0.borrow().attempts.get(backend).cloned().unwrap_or_default()
+    }
     /// How many requests were sent to `backend`, answered or not.
     fn attempts(&self, backend: &str) -> usize {
         self.0.borrow().attempts.get(backend).map_or(0, Vec::len)
@@ -426,6 +430,32 @@ fn down_backend_gets_the_write_through_its_queue_in_order() {
     assert_eq!(write(&p, "db=x", "cpu v=3 1\n").status, 204);
     assert_eq!(t.writes("b").len(), 2);
     assert_eq!(p.queue_depth(1).records, 0);
+}
+
+/// Replay keeps its delivered batches' buffers for the next ones while it
+/// goes on, and lets them go as soon as it pauses (here: the backend went
+/// down again with records still queued), not only once the queue drains.
+#[test]
+fn replay_lets_its_batch_buffers_go_when_it_pauses() {
+    let t = MockTransport::default();
+    // Two 10-byte records per batch: 16 batches (32 records) per step.
+    let p = open(&t, MemStorage::new(), r#", "backend_max_body_bytes": 20"#);
+    t.set("b", Behaviour::Down);
+    for i in 0..40 {
+        assert_eq!(write(&p, "db=x", &format!("cpu v={} 1\n", i % 10)).status, 204);
+    }
+    t.set("b", Behaviour::Up);
+    let held = || p.topology().states[1].queue.spare_buffers_held();
+    assert_eq!(run(p.replay_step(1, 1_700_000_000_000)), ReplayStep::Progress);
+    assert_eq!(p.queue_depth(1).records, 8, "32 records replayed in one step");
+    assert!(held() > 0, "buffers kept for the next batches");
+    t.set("b", Behaviour::Down);
+    assert!(matches!(run(p.replay_step(1, 1_700_000_000_000)), ReplayStep::RetryAfter(_)));
+    assert_eq!(p.queue_depth(1).records, 8);
+    assert_eq!(held(), 0, "let go while the backend is down");
+    t.set("b", Behaviour::Up);
+    assert_eq!(drain(&p, 1).last(), Some(&ReplayStep::Idle));
+    assert_eq!(t.writes("b").concat().lines().count(), 40, "every record delivered once");
 }
 
 #[test]

@@ -44,7 +44,9 @@
 //!    [`WriteQueue::peek_batch_after`]). A push does not read any file.
 //!    While replaying, it may also keep up to two empty buffers of batches
 //!    already delivered ([`WriteQueue::recycle`]: room, no record data), of
-//!    at most a batch's size each, let go when the queue is found empty.
+//!    at most a batch's size each, let go when the queue is found empty or
+//!    replay pauses ([`WriteQueue::release_spare_buffers`]: a backoff, the
+//!    backend down).
 //! 6. **A bad record never blocks the queue.** A record the backend rejects
 //!    with 4xx, or keeps failing while otherwise healthy (see "Replay
 //!    policy"), goes to the dead-letter file; a record whose bytes are damaged
@@ -607,7 +609,8 @@ pub struct WriteQueue {
     /// Empty buffers of batches already delivered
     /// ([`WriteQueue::recycle`]), at most [`SPARE_BUFFERS`], for the next
     /// batches' bodies: their pages are not given back to the system and
-    /// faulted in again for every batch. Let go once the queue is empty.
+    /// faulted in again for every batch. Let go once the queue is empty or
+    /// replay pauses ([`WriteQueue::release_spare_buffers`]).
     spare_buffers: std::sync::Mutex<Vec<Vec<u8>>>,
 }
 
@@ -993,7 +996,7 @@ impl WriteQueue {
     ) -> Result<Option<Batch>, QueueError> {
         let Some((head, record)) = self.peek_locked(storage, state).await? else {
             // Drained: the buffers kept for replay are given back.
-            self.spare_buffers.lock().map(|mut spares| spares.clear()).ok();
+            self.release_spare_buffers();
             return Ok(None);
         };
         let seg_len = state.segments.front().map_or(head.end, |s| s.len);
@@ -1152,7 +1155,7 @@ impl WriteQueue {
 
     /// Keeps the buffer of batch `batch`, delivered and no longer needed,
     /// for a later batch's body (at most [`SPARE_BUFFERS`] are kept, until
-    /// the queue is next found empty): only a batch of several records,
+    /// the queue is next found empty or replay pauses): only a batch of several records,
     /// whose body was assembled in a buffer of its own, and only when
     /// nothing else still shares that buffer. Changes nothing in the queue.
     pub fn recycle(&self, batch: Batch) {
@@ -1165,6 +1168,21 @@ impl WriteQueue {
             if spares.len() < SPARE_BUFFERS {
                 spares.push(buffer);
             }
+        }
+    }
+
+    /// How many buffers [`WriteQueue::recycle`] keeps now (tests).
+    #[cfg(test)]
+    pub(crate) fn spare_buffers_held(&self) -> usize {
+        self.spare_buffers.lock().map_or(0, |spares| spares.len())
+    }
+
+    /// Lets go of the buffers [`WriteQueue::recycle`] kept: replay pauses
+    /// (`Proxy::replay_step` calls this whenever a step does not go on at
+    /// once), so they would only hold memory.
+    pub fn release_spare_buffers(&self) {
+        if let Ok(mut spares) = self.spare_buffers.lock() {
+            *spares = Vec::new();
         }
     }
 

@@ -241,56 +241,116 @@ fn content_encoding_is_gzip_exactly_as_influxdb_compares_it() {
 }
 
 /// With a keymap of `_default_` alone no point is routed one by one (the
-/// counts taken during validation stand for that pass): every body gets
-/// exactly the answer and the backend requests it gets when each point is
-/// routed (a keymap with one more key, which none of these measurements
-/// match), whatever its shape: as sent or rebuilt, stamped, with comments,
-/// `\r\n`, malformed lines (partial writes on and off), empty, gzip, or
-/// cut into batches.
+/// counts taken during validation stand for that pass): every request gets
+/// exactly the answer, the backend requests (answered or not) and the
+/// metrics it gets when each point is routed (a keymap with one more key,
+/// which none of these measurements match), whatever its body: as sent or
+/// rebuilt, stamped or not, with comments, `\r\n`, blanks around lines,
+/// malformed lines (partial writes on and off), empty, gzip; of the size of
+/// `backend_max_body_bytes`, one byte over it, or cut into many batches;
+/// through `/write` and `/api/v2/write`, at another precision; with b up,
+/// down, refusing large bodies (413) or refusing a point (400).
 #[test]
 fn a_default_only_keymap_answers_and_sends_as_routing_each_point_does() {
-    let bodies: &[&str] = &[
-        "cpu,host=a v=1 1\ncpu,host=b v=2 2\n",
-        "cpu,host=a v=1 1\nmem v=2 2",
-        "cpu v=1\nmem v=2 5\n",
-        "# comment\ncpu v=1 1\n\ncpu v=2 2\r\n  mem v=3 3  \n",
-        "cpu v=1 1\nbad line\nmem v=2 2\n",
-        "bad line\nworse\n",
-        "",
-        "\n\n",
-        "m\\,x\\ y,t=1 v=1 1\nm\\,x\\ y,t=2 v=2\n",
+    let long = |line: &dyn Fn(usize) -> String| -> String { (0..40).map(line).collect() };
+    let stamped = |i: usize| format!("cpu,host=h{i} v={i} {i}\n");
+    let unstamped = |i: usize| format!("cpu,host=h{i} v={i}\n");
+    // 20 bytes: the size of the smallest limit below, and one byte over the other.
+    let exact = "cpu v=1 1\nmem v=2 2\n".to_string();
+    let bodies: Vec<String> = vec![
+        "cpu,host=a v=1 1\ncpu,host=b v=2 2\n".into(),
+        "cpu,host=a v=1 1\nmem v=2 2".into(),
+        "cpu v=1\nmem v=2 5\n".into(),
+        "# comment\ncpu v=1 1\n\ncpu v=2 2\r\n  mem v=3 3  \n".into(),
+        "cpu v=1 1\nbad line\nmem v=2 2\n".into(),
+        "bad line\nworse\n".into(),
+        String::new(),
+        "\n\n".into(),
+        "m\\,x\\ y,t=1 v=1 1\nm\\,x\\ y,t=2 v=2\n".into(),
+        long(&stamped),
+        long(&unstamped),
+        long(&|i| if i == 7 { "# c\n".into() } else { stamped(i) }),
+        long(&|i| format!("cpu,host=h{i} v={i} {i}\r\n")),
+        long(&|i| if i == 7 { "bad\n".into() } else { stamped(i) }),
+        long(&|i| if i == 7 { "bad\n".into() } else { unstamped(i) }),
+        long(&|i| if i % 2 == 0 { unstamped(i) } else { format!("  {}", stamped(i)) }),
+        long(&stamped) + "\n",
+        long(&|i| format!("m{} v={i} {i}\n", "x".repeat(i * 3))),
+        exact.clone(),
+        exact.trim_end().to_string(),
     ];
-    let long: String = (0..40).map(|i| format!("cpu,host=h{i} v={i} {i}\n")).collect();
-    let long_unstamped: String = (0..40).map(|i| format!("cpu,host=h{i} v={i}\n")).collect();
-    let shapes = bodies.iter().map(|b| b.to_string()).chain([long, long_unstamped]);
-    for body in shapes {
-        for extra in ["", r#", "partial_writes": false"#, r#", "backend_max_body_bytes": 200"#] {
-            for gzipped in [false, true] {
-                let outcome = |keymaps: &str| {
-                    let t = MockTransport::default();
-                    let p = match run(Proxy::open(config_with(keymaps, extra), t.clone(), MemStorage::new()))
-                    {
-                        Ok(p) => p,
-                        Err(e) => panic!("{e}"),
-                    };
-                    let answer = match gzipped {
-                        true => write_gzip(&p, "db=x", gzip(body.as_bytes())),
-                        false => write(&p, "db=x", &body),
-                    };
-                    let sent = |backend: &str| -> Vec<(String, Vec<u8>, Option<String>)> {
-                        write_requests(&t, backend)
-                            .into_iter()
-                            .map(|r| {
-                                let encoding = r.header("content-encoding").map(str::to_string);
-                                (crate::http::encode_params(&r.query), r.body, encoding)
-                            })
-                            .collect()
-                    };
-                    (answer.status, answer.body.clone(), sent("a"), sent("b"))
-                };
-                let fast = outcome(r#"{ "_default_": ["a", "b"] }"#);
-                let routed = outcome(r#"{ "unused": ["a"], "_default_": ["a", "b"] }"#);
-                assert_eq!(fast, routed, "body {body:?}, config {extra:?}, gzip {gzipped}");
+    let configs = [
+        "",
+        r#", "partial_writes": false"#,
+        r#", "backend_max_body_bytes": 200"#,
+        r#", "backend_max_body_bytes": 200, "partial_writes": false"#,
+        r#", "backend_max_body_bytes": 20"#,
+        r#", "backend_max_body_bytes": 19"#,
+    ];
+    let behaviours = [
+        None,
+        Some(Behaviour::Down),
+        Some(Behaviour::MaxBody(100)),
+        Some(Behaviour::RefuseContaining("h9 ")),
+    ];
+    let writes =
+        [("/write", "db=x"), ("/write", "db=x&precision=s"), ("/api/v2/write", "bucket=x/rp&precision=ms")];
+    for body in &bodies {
+        for extra in configs {
+            for b in &behaviours {
+                for (path, query) in writes {
+                    for gzipped in [false, true] {
+                        let outcome = |keymaps: &str| {
+                            let t = MockTransport::default();
+                            if let Some(b) = b {
+                                t.set("b", b.clone());
+                            }
+                            let p = match run(Proxy::open(
+                                config_with(keymaps, extra),
+                                t.clone(),
+                                MemStorage::new(),
+                            )) {
+                                Ok(p) => p,
+                                Err(e) => panic!("{e}"),
+                            };
+                            let mut request = Request::new(Method::Post, path);
+                            request.query = crate::http::decode_params(query);
+                            request.body = match gzipped {
+                                true => {
+                                    request.headers.push(("content-encoding".into(), "gzip".into()));
+                                    gzip(body.as_bytes())
+                                }
+                                false => body.as_bytes().to_vec(),
+                            };
+                            let answer = run(p.handle(request, 1_700_000_000_000));
+                            let sent = |backend: &str| -> Vec<(String, Vec<u8>, Option<String>)> {
+                                t.attempted(backend)
+                                    .into_iter()
+                                    .filter(|r| r.path == "/write")
+                                    .map(|r| {
+                                        let encoding = r.header("content-encoding").map(str::to_string);
+                                        (crate::http::encode_params(&r.query), r.body, encoding)
+                                    })
+                                    .collect()
+                            };
+                            let metrics =
+                                run(p.handle(Request::new(Method::Get, "/metrics"), 1_700_000_000_000));
+                            let mut metrics: Vec<String> = String::from_utf8_lossy(&metrics.body)
+                                .lines()
+                                .filter(|l| !l.starts_with('#') && !l.contains("seconds"))
+                                .map(str::to_string)
+                                .collect();
+                            metrics.sort();
+                            (answer.status, answer.body.clone(), sent("a"), sent("b"), metrics)
+                        };
+                        let fast = outcome(r#"{ "_default_": ["a", "b"] }"#);
+                        let routed = outcome(r#"{ "unused": ["a"], "_default_": ["a", "b"] }"#);
+                        assert!(
+                            fast == routed,
+                            "body {body:?}, config {extra:?}, b {b:?}, {path}?{query}, gzip {gzipped}"
+                        );
+                    }
+                }
             }
         }
     }
