@@ -240,8 +240,12 @@ fn run(options: &Options) -> Result<bool, String> {
             rows.push(run_proxy(options, &bodies, encoding, &sinks, "native", command));
         }
         if options.modes.native_1core {
-            let command = one_core(native_command(&options.proxy_bin));
-            rows.push(run_proxy(options, &bodies, encoding, &sinks, "native-1core", command));
+            match one_core(native_command(&options.proxy_bin)) {
+                Ok(command) => {
+                    rows.push(run_proxy(options, &bodies, encoding, &sinks, "native-1core", command))
+                }
+                Err(why) => println!("native-1core: skipped ({why})"),
+            }
         }
         if let Some(wasm) = &wasm {
             let command = wasm_command(&options.wasmtime, wasm);
@@ -1483,19 +1487,34 @@ fn native_command(program: &Path) -> ProxyCommand {
     }
 }
 
-/// `how` pinned to the machine's first core with `taskset -c 0` (util-linux):
-/// every thread of the process (workers, jemalloc's) shares one core.
-fn one_core(how: ProxyCommand) -> ProxyCommand {
+/// `how` pinned to one core with `taskset -c CPU` (util-linux), CPU being
+/// the first this process may run on (`Cpus_allowed_list` of
+/// /proc/self/status): every thread of the proxy (workers, jemalloc's)
+/// shares it. Only the program and its arguments are carried over (the
+/// native command sets no environment or directory). Error: `taskset` is
+/// not installed.
+fn one_core(how: ProxyCommand) -> Result<ProxyCommand, String> {
+    let found = Command::new("taskset").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    if !found.is_ok_and(|s| s.success()) {
+        return Err("taskset not found; Debian's util-linux has it".into());
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let cpu = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .and_then(|list| list.trim().split([',', '-']).next().map(str::to_string))
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| "0".into());
     let ProxyCommand { build, data_dir_in_config } = how;
-    ProxyCommand {
+    Ok(ProxyCommand {
         build: Box::new(move |config, data_dir| {
             let inner = build(config, data_dir);
             let mut command = Command::new("taskset");
-            command.args(["-c", "0"]).arg(inner.get_program()).args(inner.get_args());
+            command.args(["-c", &cpu]).arg(inner.get_program()).args(inner.get_args());
             command
         }),
         data_dir_in_config,
-    }
+    })
 }
 
 /// The component under wasmtime:
