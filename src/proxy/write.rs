@@ -840,7 +840,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
     pub(crate) fn default_timestamp(&self, precision: Option<&str>, now_ms: u64) -> u128 {
         let now = now_ms as u128;
         let (value, last) = match precision {
-            None | Some("n") => (now * 1_000_000, Some(&self.last_default_ns)),
+            None | Some("n" | "ns") => (now * 1_000_000, Some(&self.last_default_ns)),
             Some("u") => (now * 1_000, Some(&self.last_default_us)),
             Some("ms") => (now, None),
             Some("s") => (now / 1_000, None),
