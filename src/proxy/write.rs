@@ -291,11 +291,11 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             if !partial && first_malformed.is_some_and(|n| point.line_number > n) {
                 break;
             }
-            let routed = match one_set {
+            let set_index = match one_set {
                 Some(_) => Ok(0),
                 None => self.route_point(topo, &target.db, &point, &mut last, &mut sets),
             };
-            let k = match routed {
+            let k = match set_index {
                 Ok(k) => k,
                 // Left out (counted in pass 1).
                 Err(_) if partial => continue,
