@@ -180,8 +180,6 @@ pub struct LineProtocolV1 {
     /// Whether a timestamp was rewritten (else `body` holds the valid
     /// points as they came).
     pub rewritten: bool,
-    /// Points in `body` without a timestamp (the write path stamps them).
-    pub without_timestamp: usize,
 }
 
 /// Splits `text` (a decoded body) into valid points and rejected lines
@@ -225,7 +223,6 @@ pub fn to_v1_lines<'a>(
         }
         out.body.push(b'\n');
         out.points += 1;
-        out.without_timestamp += usize::from(!point.has_timestamp);
     }
     out.rejected.sort_by_key(|e| e.line_number);
     out
@@ -637,7 +634,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         // with the same series and timestamp replaces itself), not a second
         // copy of each stamped one.
         let default_timestamp =
-            (lines.without_timestamp > 0).then(|| self.default_timestamp(precision.v1(), now_ms));
+            (body.summary().without_timestamp > 0).then(|| self.default_timestamp(precision.v1(), now_ms));
         let api = WriteApi::V3 { no_sync, accept_partial, default_timestamp };
         // The client's body itself (validated once, a gzip body forwarded
         // as it came) when nothing in it changes; else the rebuilt lines.

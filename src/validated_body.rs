@@ -171,11 +171,11 @@ pub struct ValidatedBody {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct PointsSummary {
     /// Valid points.
-    pub points: u64,
+    pub points: usize,
     /// Valid points without a timestamp.
-    pub without_timestamp: u64,
+    pub without_timestamp: usize,
     /// Bytes of the valid points' lines, each counted with one `\n`.
-    pub line_bytes: u64,
+    pub line_bytes: usize,
     /// Whether the body is nothing but its points, each its line and `\n`
     /// (the last one's `\n` may be missing), and holds at least one: no
     /// comments, blank lines, `\r\n`, blanks around a line or malformed
@@ -354,8 +354,8 @@ fn validate(
             }
         };
         summary.points += 1;
-        summary.without_timestamp += u64::from(!point.has_timestamp);
-        summary.line_bytes += point.line.len() as u64 + 1;
+        summary.without_timestamp += usize::from(!point.has_timestamp);
+        summary.line_bytes += point.line.len() + 1;
         summary.only_points &= point.is_exact_at(text.as_bytes(), next);
         next = point.next;
         let Some(kept) = spans.as_mut() else { continue };

@@ -140,7 +140,7 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
         let mut last = LastRoute::default();
         let mut sets: Vec<ReplicaSet> = Vec::new();
         let (mut line_bytes, mut without_timestamp, mut routed) = (0usize, 0usize, 0usize);
-        let mut as_sent = AsSent::default();
+        let mut cuts = Cuts::default();
         let mut moving = false;
         // Every measurement has the same route (a keymap of `_default_`
         // alone, an explicit set): no point is routed, none is read here;
@@ -153,9 +153,8 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             if summary.points > 0 {
                 sets.push(set.clone());
             }
-            routed = usize::try_from(summary.points).unwrap_or(usize::MAX);
-            line_bytes = usize::try_from(summary.line_bytes).unwrap_or(usize::MAX);
-            without_timestamp = usize::try_from(summary.without_timestamp).unwrap_or(usize::MAX);
+            (routed, line_bytes, without_timestamp) =
+                (summary.points, summary.line_bytes, summary.without_timestamp);
         } else {
             for point in body.points(text) {
                 // Whole-body refusal: what was answered when the first
@@ -176,7 +175,9 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 moving |= last.moving.is_some();
                 line_bytes += point.line.len() + 1;
                 without_timestamp += usize::from(!point.has_timestamp);
-                as_sent.point(text.as_bytes(), &point, limit);
+                if summary.only_points {
+                    cuts.point(&point, limit);
+                }
             }
         }
         if let (false, Some(e)) = (partial, malformed.first()) {
@@ -195,12 +196,11 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
                 return Err(ProxyError::BadRequest(texts.join("\n")));
             }
         }
-        // Left-out lines: never forwarded as the client sent them.
-        let batches = match (malformed.is_empty() && dropped.points == 0, one_set) {
-            (false, _) => None,
-            (true, Some(_)) => summary.only_points.then(|| vec![(0..text.len(), summary.points)]),
-            (true, None) => as_sent.finish(text.len()),
-        };
+        // Left-out lines: never forwarded as the client sent them. (With
+        // one route for all, a body of only points is within `limit`: one
+        // batch, no cut.)
+        let batches =
+            (summary.only_points && dropped.points == 0).then(|| cuts.finish(text.len(), summary.points));
         // What is answered once the points are written (a backend's refusal
         // wins, as the points writer's error wins in InfluxDB's handler).
         let answer = move |rejected: Option<Refused>| match rejected {
@@ -630,50 +630,37 @@ fn push_point(body: &mut Vec<u8>, line: &str, stamp: Option<&str>) {
     body.push(b'\n');
 }
 
-/// Kept while pass 1 reads a body's points: whether the body is nothing but
-/// its points, each its [`Point::line`] and `\n` (the last one's `\n` may be
-/// missing), and where it would be cut into batches of at most
-/// `backend_max_body_bytes` (at point boundaries, as [`super::send`] cuts
-/// a record, so a forwarded body goes in the same batches).
+/// Where a body that is nothing but its points
+/// ([`crate::validated_body::PointsSummary::only_points`]) would be cut into
+/// batches of at most `backend_max_body_bytes`, kept while pass 1 reads its
+/// points (at point boundaries, as [`super::send`] cuts a record, so a
+/// forwarded body goes in the same batches).
 #[derive(Default)]
-struct AsSent {
-    /// Start of the byte after the last point read.
-    next: usize,
-    /// Something other than a point's exact line was seen.
-    broken: bool,
+struct Cuts {
     batch_start: usize,
     batch_points: u64,
     /// Full batches: byte ranges and point counts.
     batches: Vec<(std::ops::Range<usize>, u64)>,
 }
 
-impl AsSent {
-    /// Point `point` of body `b` was read.
-    fn point(&mut self, b: &[u8], point: &Point<'_>, limit: usize) {
-        if self.broken {
-            return;
-        }
-        if !point.is_exact_at(b, self.next) {
-            self.broken = true;
-            return;
-        }
+impl Cuts {
+    /// Point `point` was read (the next one of the body).
+    fn point(&mut self, point: &Point<'_>, limit: usize) {
         if point.next - self.batch_start > limit && point.start > self.batch_start {
             self.batches.push((self.batch_start..point.start, self.batch_points));
             self.batch_start = point.start;
             self.batch_points = 0;
         }
         self.batch_points += 1;
-        self.next = point.next;
     }
 
-    /// The batches covering the whole body of `len` bytes, if it is nothing
-    /// but points (and holds one).
-    fn finish(mut self, len: usize) -> Option<Vec<(std::ops::Range<usize>, u64)>> {
-        if self.broken || self.next != len || self.batch_points == 0 {
-            return None;
-        }
-        self.batches.push((self.batch_start..len, self.batch_points));
-        Some(self.batches)
+    /// The batches covering the whole body of `len` bytes and `points`
+    /// points (those after the last cut in the last batch; all of them
+    /// when no point was read).
+    fn finish(mut self, len: usize, points: usize) -> Vec<(std::ops::Range<usize>, u64)> {
+        let before: u64 = self.batches.iter().map(|(_, n)| n).sum();
+        self.batches.push((self.batch_start..len, (points as u64).saturating_sub(before)));
+        self.batches
     }
 }
 

@@ -1480,7 +1480,7 @@ fn a_recycled_batch_buffer_holds_the_next_batch_exactly_and_is_let_go_when_the_q
     for r in &records {
         push(&q, &s, r);
     }
-    let spares = || q.spare_buffers.lock().unwrap().len();
+    let spares = || q.spare_buffers_held();
     let expected = |range: std::ops::Range<usize>| -> Vec<u8> {
         records[range]
             .iter()

@@ -7,8 +7,8 @@
 //!   nothing would at best do (the reference for "proxy vs mirror");
 //! - **native**: the load sent to the real `influx-proxy` binary, whose backends
 //!   `a` and `b` are two sinks (keymap `_default_` -> `[a, b]`);
-//! - **native-1core**: the same binary pinned to one core (`taskset -c 0`,
-//!   all its threads): the reference for the wasm build, whose guest is
+//! - **native-1core**: the same binary pinned to one core (`taskset -c`,
+//!   the first CPU the bench may use; all its threads): the reference for the wasm build, whose guest is
 //!   single-threaded (issue 8's target: wasm at least 0.8x "the native
 //!   build's single-core lines/s");
 //! - **wasm**: the same through `influx-proxy.wasm` under `wasmtime`, only when a
@@ -400,7 +400,7 @@ struct Modes {
     direct: bool,
     mirror: bool,
     native: bool,
-    /// The native build pinned to one core (`taskset -c 0`): the reference
+    /// The native build pinned to one core ([`one_core`]): the reference
     /// for the wasm build, whose guest is single-threaded (issue 8: "at
     /// least 0.8x the native build's single-core lines/s").
     native_1core: bool,
@@ -2527,10 +2527,10 @@ fn targets(rows: &[Row], options: &Options, wasm_size: Option<u64>) -> Vec<Strin
                 let native = |mode: &'static str| {
                     find(mode, encoding).and_then(Measured::lines_per_s).map(|r| (mode, r))
                 };
-                let all_cores = find("native", encoding).and_then(Measured::lines_per_s);
-                if let Some((reference, native)) = native("native-1core").or(native("native")) {
-                    let also = match (reference, all_cores) {
-                        ("native-1core", Some(all)) => format!(", {:.2}x native on every core", rate / all),
+                let (one, all) = (native("native-1core"), native("native"));
+                if let Some((reference, native)) = one.or(all) {
+                    let also = match (one, all) {
+                        (Some(_), Some((_, all))) => format!(", {:.2}x native on every core", rate / all),
                         _ => String::new(),
                     };
                     out.push(format!(
