@@ -99,7 +99,10 @@ impl DirFiles {
         let path = self.resolve(path)?;
         let mut file = File::open(&path).map_err(named(&path))?;
         file.seek(SeekFrom::Start(offset)).map_err(named(&path))?;
-        let mut data = Vec::with_capacity(len.min(1 << 20));
+        // Room for what the file holds there, so that a large read (a
+        // replay batch, 8 MiB) is not copied as the buffer grows.
+        let held = file.metadata().map_or(0, |m| m.len().saturating_sub(offset));
+        let mut data = Vec::with_capacity(usize::try_from(held).unwrap_or(usize::MAX).min(len));
         file.take(len as u64).read_to_end(&mut data).map_err(named(&path))?;
         Ok(data)
     }

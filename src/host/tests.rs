@@ -622,6 +622,45 @@ fn the_later_value_of_a_point_wins_after_a_crash_at_every_step_of_pipelined_repl
     assert!(older_value_resent, "no crash fell between a later batch's delivery and an earlier batch's ack");
 }
 
+#[test]
+fn pipelined_replay_leaves_no_segment_file_once_the_queue_is_drained() {
+    // Segments of two records, one batch each: pipelined replay leaves each
+    // consumed segment's file to be removed while the next batch is sent;
+    // none may be left behind.
+    let files = MemStorage::default();
+    let frame = WriteQueue::record_bytes(&Record::Write {
+        db: "telegraf".into(),
+        rp: None,
+        precision: None,
+        credentials: Credentials::default(),
+        body: b"cpu v=0 1000\n".to_vec().into(),
+    });
+    let options = crate::write_queue::QueueOptions {
+        segment_bytes: 2 * frame,
+        ..crate::write_queue::QueueOptions::new(1 << 20)
+    };
+    let queue = block_on(WriteQueue::open_with(&files, "queue/b", options)).unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..9 {
+        let record = Record::Write {
+            db: "telegraf".into(),
+            rp: None,
+            precision: None,
+            credentials: Credentials::default(),
+            body: format!("cpu v={i} 1000\n").into_bytes().into(),
+        };
+        block_on(queue.push(&files, &record, 1_700_000_000_000)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let segments = |files: &MemStorage| files.snapshot().into_keys().filter(|k| k.ends_with(".seg")).count();
+    assert_eq!(segments(&files), 5);
+    let backend = PointBackend::default();
+    let files = Rc::new(MemStorage::from_snapshot(files.snapshot()));
+    let proxy = pipelined_proxy(&backend, files.clone());
+    replay_until_idle_or_crash(&proxy, &backend.budget);
+    assert_eq!(*backend.values.borrow(), (0..9).collect::<Vec<u64>>(), "each value once, in order");
+    assert_eq!(proxy.queue_depth(0).records, 0);
+    assert_eq!(segments(&files), 0, "{:?}", files.snapshot().into_keys().collect::<Vec<_>>());
+}
+
 /// A storage that yields before each write of the `ack` file, so that a
 /// batch's acknowledgement is still being written when the next batch is
 /// sent.

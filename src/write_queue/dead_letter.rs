@@ -29,6 +29,7 @@ impl WriteQueue {
             Err(e) => Err(e),
         };
         self.publish(&state);
+        self.remove_garbage(storage, state).await;
         result
     }
 

@@ -34,14 +34,18 @@
 //!    drains completely all its segments are deleted, so disk use shrinks with
 //!    the queue. On disk there are at most `max_bytes` + one segment (the
 //!    already-acknowledged front of the oldest segment) + the 64-byte `ack`
-//!    file + the dead-letter file, itself bounded by `dead_letter_max_bytes`.
+//!    file + the dead-letter file, itself bounded by `dead_letter_max_bytes`;
+//!    and, for a while, the files of the segments one acknowledgement
+//!    consumed: removed right after it, or by pipelined replay while it
+//!    sends the next batch ([`WriteQueue::ack_batch_leaving_files`]), and at
+//!    the latest by the next acknowledgement, when replay pauses, or on open.
 //!    A push refused by the storage (disk full) leaves nothing behind: no
 //!    partial record, no new empty segment file.
 //! 5. **Bounded memory.** In memory the queue keeps, per segment, its sequence
 //!    number, its length and how many unacknowledged records it holds; per
-//!    record only the ids of the last two batches peeked (at most
-//!    `max_records` each, of [`WriteQueue::peek_batch`] and
-//!    [`WriteQueue::peek_batch_after`]). A push does not read any file.
+//!    record only the ids of the batches peeked and not yet acknowledged (of
+//!    [`WriteQueue::peek_batch`] and [`WriteQueue::peek_batch_after`]), at
+//!    most `2 x max_records` of them. A push does not read any file.
 //!    While replaying, it may also keep up to two empty buffers of batches
 //!    already delivered ([`WriteQueue::recycle`]: room, no record data), of
 //!    at most a batch's size each, let go when the queue is found empty or
@@ -77,7 +81,8 @@
 //!
 //!     **Pipelined replay keeps them too.** [`WriteQueue::peek_batch_after`]
 //!     reads the batch after one not yet acknowledged, so replay may send
-//!     batch N+1 while batch N's ack is being written. This is safe because
+//!     batch N+1 while batch N's ack is being written (and read batch N+2
+//!     meanwhile: a read changes nothing). This is safe because
 //!     acknowledgements are prefix-ordered: the position only moves forward,
 //!     batch N+1 is acknowledged only after batch N's ack succeeded, and a
 //!     failed ack stops the pipeline. So whatever a crash interrupts, the
@@ -274,7 +279,9 @@
 //! Pushes, peeks and acks of one queue may interleave at await points (the
 //! core is async; hosts may run requests on several threads). The state sits
 //! behind an `async_lock::Mutex`, held for the whole of a peek, an ack or a
-//! dead letter, storage calls included. A push holds it only to choose where
+//! dead letter, storage calls included, with two exceptions: the reads of
+//! [`WriteQueue::peek_batch_after`] and the removal of consumed segment files
+//! after an acknowledgement happen with it let go (below). A push holds it only to choose where
 //! its record goes and to count it once written: the append and its sync run
 //! under a second lock that orders pushes among themselves, so replay reads
 //! and acknowledges while a record is being written (a queue that drains
@@ -291,6 +298,21 @@
 //! - only the push that owns the second lock appends, so the segment chosen
 //!   and the room checked against `max_bytes` cannot change under it (acks
 //!   only free room).
+//!
+//! [`WriteQueue::peek_batch_after`] decides under the lock where its batch
+//! starts (segment, offset, the segment's good length), reads and checks the
+//! frames without it, and takes it again to note the ids, giving nothing if
+//! the queue was peeked again meanwhile. The bytes it reads cannot change
+//! under it: a segment's bytes below its good length are never rewritten
+//! (appends only add past it, and cutting back a failed append stops at it),
+//! and the file is removed only once every record in it is acknowledged,
+//! which the records after the last one peeked are not. So replay reads the
+//! batch after next while the previous one's ack is written and pushes go on.
+//! The files of segments an acknowledgement consumed are removed after the
+//! lock is let go (an unlink and a directory sync take milliseconds); they
+//! are no longer the queue's (the `ack` file already places the head past
+//! them, and the next open removes such files), and their sequence numbers
+//! are never used again.
 //!
 //! Group commit: a push first leaves its encoded record in a list of
 //! records waiting (in arrival order), then takes the append lock. The push
@@ -359,7 +381,7 @@
 
 use crate::http::SharedBytes;
 use crate::storage::Storage;
-use async_lock::Mutex;
+use async_lock::{Mutex, MutexGuard};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::fmt;
@@ -964,6 +986,7 @@ impl WriteQueue {
             Err(e) => Err(e),
         };
         self.publish(&state);
+        self.remove_garbage(storage, state).await;
         result
     }
 
@@ -1026,19 +1049,22 @@ impl WriteQueue {
         max_body_bytes: u64,
         max_records: usize,
     ) -> Option<Batch> {
-        let mut state = self.state.lock().await;
-        state.normalize();
-        if state.peeked.last() != Some(&after) {
-            return None;
-        }
-        let index = state.segments.iter().position(|s| s.seq == after.segment)?;
-        let segment = state.segments[index];
-        let (seq, offset, seg_len) = if after.end < segment.len {
-            (segment.seq, after.end, segment.len)
-        } else {
-            match state.segments.get(index + 1) {
-                Some(next) => (next.seq, 0, next.len),
-                None => return None,
+        // Where the batch starts is decided under the lock; its frames are
+        // read with the lock let go, so that an ack (or a push) goes on
+        // meanwhile ("Concurrency": these bytes cannot change).
+        let (seq, offset, seg_len) = {
+            let mut state = self.state.lock().await;
+            state.normalize();
+            if state.peeked.last() != Some(&after) {
+                return None;
+            }
+            let index = state.segments.iter().position(|s| s.seq == after.segment)?;
+            let segment = state.segments[index];
+            if after.end < segment.len {
+                (segment.seq, after.end, segment.len)
+            } else {
+                let next = state.segments.get(index + 1)?;
+                (next.seq, 0, next.len)
             }
         };
         if offset >= seg_len {
@@ -1051,6 +1077,13 @@ impl WriteQueue {
         };
         let head = RecordId { segment: seq, offset, end, pushed_ms };
         let batch = self.extend_batch(storage, head, record, seg_len, max_body_bytes, max_records).await;
+        let mut state = self.state.lock().await;
+        state.normalize();
+        if state.peeked.last() != Some(&after) {
+            // Peeked again meanwhile: this read is not the one after it.
+            self.recycle(batch);
+            return None;
+        }
         // Ids of the batch ending at `after` (not yet acknowledged) stay,
         // then this batch's: at most two batches of ids.
         let keep_from = state.peeked.len().saturating_sub(max_records);
@@ -1136,7 +1169,12 @@ impl WriteQueue {
                 let mut buf =
                     self.spare_buffers.lock().ok().and_then(|mut spares| spares.pop()).unwrap_or_default();
                 buf.clear();
-                buf.reserve(head_body.len() + usize::try_from(room).unwrap_or(0));
+                // A kept buffer is not reallocated (and its pages faulted
+                // in again) for a batch only slightly longer than its last:
+                // room for the longest batch (the limit, or a segment; pages
+                // never written cost nothing).
+                let whole = usize::try_from(max_body_bytes.min(self.options.segment_bytes)).unwrap_or(0);
+                buf.reserve((head_body.len() + usize::try_from(room).unwrap_or(0)).max(whole));
                 buf.extend_from_slice(&head_body);
                 buf
             });
@@ -1175,6 +1213,13 @@ impl WriteQueue {
     #[cfg(test)]
     pub(crate) fn spare_buffers_held(&self) -> usize {
         self.spare_buffers.lock().map_or(0, |spares| spares.len())
+    }
+
+    /// The capacity in bytes of each buffer [`WriteQueue::recycle`] keeps
+    /// now (tests).
+    #[cfg(test)]
+    pub(crate) fn spare_buffer_capacities(&self) -> Vec<usize> {
+        self.spare_buffers.lock().map_or(Vec::new(), |spares| spares.iter().map(Vec::capacity).collect())
     }
 
     /// Lets go of the buffers [`WriteQueue::recycle`] kept: replay pauses
@@ -1227,7 +1272,34 @@ impl WriteQueue {
         let mut state = self.state.lock().await;
         let result = self.ack_batch_locked(storage, &mut state, ids).await;
         self.publish(&state);
+        self.remove_garbage(storage, state).await;
         result
+    }
+
+    /// [`WriteQueue::ack_batch`], but the files of the segments it consumed
+    /// are left for a later call to remove (this one, [`WriteQueue::ack`],
+    /// [`WriteQueue::ack_batch`], [`WriteQueue::dead_letter`] or
+    /// [`WriteQueue::remove_consumed_segments`]): pipelined replay removes
+    /// them while it sends the next batch, so an unlink (milliseconds) is
+    /// not one more wait between batches. The records are removed all the
+    /// same (the `ack` file is written): only the files wait.
+    pub async fn ack_batch_leaving_files<S: Storage>(
+        &self,
+        storage: &S,
+        ids: &[RecordId],
+    ) -> Result<(), QueueError> {
+        let mut state = self.state.lock().await;
+        let result = self.ack_batch_locked(storage, &mut state, ids).await;
+        self.publish(&state);
+        result
+    }
+
+    /// Removes the files of segments already acknowledged
+    /// ([`WriteQueue::ack_batch_leaving_files`]); the lock is held only to
+    /// take their list. A file that cannot be removed is tried again later.
+    pub async fn remove_consumed_segments<S: Storage>(&self, storage: &S) {
+        let state = self.state.lock().await;
+        self.remove_garbage(storage, state).await;
     }
 
     async fn ack_batch_locked<S: Storage>(
@@ -1349,14 +1421,27 @@ impl WriteQueue {
             _ => None,
         };
         *state = next;
+        Ok(())
+    }
+
+    /// Removes the files of the segments an acknowledgement consumed
+    /// (`garbage`), with the lock (`state`) let go first: an unlink and the
+    /// sync of the directory take milliseconds, which pushes and the read of
+    /// the next batch need not wait for ("Concurrency"). A file that cannot
+    /// be removed stays listed and is tried again at the next
+    /// acknowledgement (and the next open removes it as acknowledged).
+    async fn remove_garbage<S: Storage>(&self, storage: &S, mut state: MutexGuard<'_, State>) {
+        let garbage = std::mem::take(&mut state.garbage);
+        drop(state);
         let mut kept = Vec::new();
-        for seq in std::mem::take(&mut state.garbage) {
+        for seq in garbage {
             if storage.remove(&segment_path(&self.dir, seq)).await.is_err() {
                 kept.push(seq);
             }
         }
-        state.garbage = kept;
-        Ok(())
+        if !kept.is_empty() {
+            self.state.lock().await.garbage.extend(kept);
+        }
     }
 
     /// Undoes an append that failed or was cancelled: truncates the segment
@@ -1393,16 +1478,24 @@ impl WriteQueue {
 /// Bytes worth reading at once for the rest of a batch: the body room left
 /// (`max_body_bytes` less `body_len` bytes taken) plus, for each of at most
 /// `records` more records (up to 1,024), its frame header and `meta` bytes
-/// of metadata; but no more than the `spanned` bytes of frames the batch
-/// already holds (at least [`READ_AHEAD_MIN_BYTES`]), so that a batch that
-/// ends early (the next record cannot share the request or is too long) is
-/// not read up to `max_body_bytes` ahead, while one that fills its limits
-/// is still read in few reads (each at most doubling what was read).
+/// of metadata; but no more than [`READ_AHEAD_GROWTH`] times the `spanned`
+/// bytes of frames the batch already holds (at least
+/// [`READ_AHEAD_MIN_BYTES`]), so that a batch that ends early (the next
+/// record cannot share the request or is too long) is not read up to
+/// `max_body_bytes` ahead, while one that fills its limits is still read in
+/// few reads (an 8 MiB batch of 555 KB records: the head, then two).
 fn read_ahead(max_body_bytes: u64, body_len: usize, meta: u64, records: usize, spanned: u64) -> u64 {
     let per_record = RECORD_HEADER_BYTES + meta;
     let rest = max_body_bytes.saturating_sub(body_len as u64) + per_record * records.min(1024) as u64;
-    rest.min(spanned.max(READ_AHEAD_MIN_BYTES))
+    rest.min(spanned.saturating_mul(READ_AHEAD_GROWTH).max(READ_AHEAD_MIN_BYTES))
 }
+
+/// How many times the bytes a batch already holds [`read_ahead`] reads at
+/// most for its rest: a read is a round trip to the host's storage (a
+/// blocking thread natively), so few of them; what a batch that ends early
+/// read past its end is at most this many times what it holds, and is read
+/// again, from the page cache, for the next batch.
+const READ_AHEAD_GROWTH: u64 = 3;
 
 /// Fewest bytes [`read_ahead`] reads at once (unless the limits need fewer).
 const READ_AHEAD_MIN_BYTES: u64 = 64 * 1024;

@@ -24,8 +24,10 @@ pub(super) struct State {
     pub(super) next_seq: u64,
     pub(super) depth: QueueDepth,
     /// The records last returned by peek, peek_batch or peek_batch_after
-    /// that are not yet acknowledged, oldest (the head) first; at most two
-    /// batches of ids (the one in flight and the one read ahead).
+    /// that are not yet acknowledged, oldest (the head) first; at most
+    /// `2 x max_records` ids (the batches being acknowledged, sent and read
+    /// ahead; `WriteQueue::peek_batch_after` keeps the newest `max_records`
+    /// before adding its own).
     pub(super) peeked: Vec<RecordId>,
     /// (segment, length before) of an append that did not finish (cancelled);
     /// length 0 means the append created the segment file.
