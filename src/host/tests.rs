@@ -528,6 +528,18 @@ impl Transport for PointBackend {
     }
 }
 
+/// Queued write `i` of the pipelined replay tests: the point `cpu v=<i>
+/// 1000` for database `telegraf`.
+fn point_write(i: u64) -> Record {
+    Record::Write {
+        db: "telegraf".into(),
+        rp: None,
+        precision: None,
+        credentials: Credentials::default(),
+        body: format!("cpu v={i} 1000\n").into_bytes().into(),
+    }
+}
+
 /// Backend `b` only, batches of two of the records of
 /// [`the_later_value_of_a_point_wins_after_a_crash_at_every_step_of_pipelined_replay`]
 /// (`backend_max_body_bytes` 32).
@@ -571,14 +583,8 @@ fn the_later_value_of_a_point_wins_after_a_crash_at_every_step_of_pipelined_repl
         let files = MemStorage::default();
         let queue = block_on(WriteQueue::open(&files, "queue/b", 1 << 20)).unwrap_or_else(|e| panic!("{e}"));
         for i in 0..records {
-            let record = Record::Write {
-                db: "telegraf".into(),
-                rp: None,
-                precision: None,
-                credentials: Credentials::default(),
-                body: format!("cpu v={i} 1000\n").into_bytes().into(),
-            };
-            block_on(queue.push(&files, &record, 1_700_000_000_000)).unwrap_or_else(|e| panic!("{e}"));
+            block_on(queue.push(&files, &point_write(i), 1_700_000_000_000))
+                .unwrap_or_else(|e| panic!("{e}"));
         }
         files.snapshot()
     };
@@ -628,27 +634,14 @@ fn pipelined_replay_leaves_no_segment_file_once_the_queue_is_drained() {
     // consumed segment's file to be removed while the next batch is sent;
     // none may be left behind.
     let files = MemStorage::default();
-    let frame = WriteQueue::record_bytes(&Record::Write {
-        db: "telegraf".into(),
-        rp: None,
-        precision: None,
-        credentials: Credentials::default(),
-        body: b"cpu v=0 1000\n".to_vec().into(),
-    });
+    let frame = WriteQueue::record_bytes(&point_write(0));
     let options = crate::write_queue::QueueOptions {
         segment_bytes: 2 * frame,
         ..crate::write_queue::QueueOptions::new(1 << 20)
     };
     let queue = block_on(WriteQueue::open_with(&files, "queue/b", options)).unwrap_or_else(|e| panic!("{e}"));
     for i in 0..9 {
-        let record = Record::Write {
-            db: "telegraf".into(),
-            rp: None,
-            precision: None,
-            credentials: Credentials::default(),
-            body: format!("cpu v={i} 1000\n").into_bytes().into(),
-        };
-        block_on(queue.push(&files, &record, 1_700_000_000_000)).unwrap_or_else(|e| panic!("{e}"));
+        block_on(queue.push(&files, &point_write(i), 1_700_000_000_000)).unwrap_or_else(|e| panic!("{e}"));
     }
     let segments = |files: &MemStorage| files.snapshot().into_keys().filter(|k| k.ends_with(".seg")).count();
     assert_eq!(segments(&files), 5);
