@@ -641,9 +641,12 @@ impl<T: Transport, S: Storage> Proxy<T, S> {
             }
         };
         let mut batch = batch;
+        // Not while backing off: a backend still down would have a batch read
+        // for nothing at every retry.
+        let read_ahead = REPLAY_PIPELINE_MAX_BATCHES > 1 && state.backoff_ms.get() == 0;
         let (mut sent, mut next) = futures_lite::future::zip(
             self.replay_send(state, backend, &batch),
-            read_after(&batch, REPLAY_PIPELINE_MAX_BATCHES > 1),
+            read_after(&batch, read_ahead),
         )
         .await;
         for delivered in 1..REPLAY_PIPELINE_MAX_BATCHES {

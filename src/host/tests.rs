@@ -14,6 +14,8 @@ use std::rc::Rc;
 /// What the mock backend does with the next request.
 #[derive(Debug, Clone, Copy)]
 enum Next {
+    /// 204, as when nothing is planned.
+    Answer,
     Refuse,
     Panic,
 }
@@ -52,7 +54,7 @@ impl Transport for Mock {
         match state.plan.pop_front() {
             Some(Next::Refuse) => Err(TransportError::Connect("connection refused".into())),
             Some(Next::Panic) => panic!("mock transport panics on send"),
-            None => {
+            Some(Next::Answer) | None => {
                 state.answered.push((request.path.clone(), body));
                 Ok(Response::empty(204))
             }
@@ -652,6 +654,114 @@ fn pipelined_replay_leaves_no_segment_file_once_the_queue_is_drained() {
     assert_eq!(*backend.values.borrow(), (0..9).collect::<Vec<u64>>(), "each value once, in order");
     assert_eq!(proxy.queue_depth(0).records, 0);
     assert_eq!(segments(&files), 0, "{:?}", files.snapshot().into_keys().collect::<Vec<_>>());
+}
+
+/// A storage that counts the segment files on disk each time the `ack`
+/// file is written (an acknowledgement).
+#[derive(Clone, Default)]
+struct CountingAcks {
+    files: Rc<MemStorage>,
+    segments_at_acks: Rc<RefCell<Vec<usize>>>,
+}
+
+impl CountingAcks {
+    fn segments(&self) -> usize {
+        self.files.snapshot().into_keys().filter(|k| k.ends_with(".seg")).count()
+    }
+}
+
+impl Storage for CountingAcks {
+    async fn list(&self, dir: &str) -> io::Result<Vec<String>> {
+        self.files.list(dir).await
+    }
+    async fn read(&self, path: &str) -> io::Result<Vec<u8>> {
+        self.files.read(path).await
+    }
+    async fn read_at(&self, path: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        self.files.read_at(path, offset, len).await
+    }
+    async fn append(&self, path: &str, data: Vec<u8>) -> io::Result<()> {
+        self.files.append(path, data).await
+    }
+    async fn write_atomic(&self, path: &str, data: &[u8]) -> io::Result<()> {
+        self.files.write_atomic(path, data).await
+    }
+    async fn write_at(&self, path: &str, offset: u64, data: &[u8]) -> io::Result<()> {
+        if path.ends_with("/ack") {
+            self.segments_at_acks.borrow_mut().push(self.segments());
+        }
+        self.files.write_at(path, offset, data).await
+    }
+    async fn truncate(&self, path: &str, len: u64) -> io::Result<()> {
+        self.files.truncate(path, len).await
+    }
+    async fn remove(&self, path: &str) -> io::Result<()> {
+        self.files.remove(path).await
+    }
+    async fn len(&self, path: &str) -> io::Result<Option<u64>> {
+        self.files.len(path).await
+    }
+}
+
+/// A proxy whose backend `b` (mock `mock`) has `segments` segments of two
+/// queued writes ([`point_write`]) each, replayed two per request
+/// (`backend_max_body_bytes` 32); and its storage.
+fn proxy_with_queued_segments(mock: &Mock, segments: u64) -> (Proxy<Mock, CountingAcks>, CountingAcks) {
+    let files = MemStorage::default();
+    let options = crate::write_queue::QueueOptions {
+        segment_bytes: 2 * WriteQueue::record_bytes(&point_write(10)),
+        ..crate::write_queue::QueueOptions::new(1 << 20)
+    };
+    let queue = block_on(WriteQueue::open_with(&files, "queue/b", options)).unwrap_or_else(|e| panic!("{e}"));
+    for i in 10..10 + 2 * segments {
+        block_on(queue.push(&files, &point_write(i), 1_700_000_000_000)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let text = r#"{ "backends": { "b": { "url": "http://127.0.0.1:8087" } },
+                    "keymaps": { "_default_": ["b"] }, "backend_max_body_bytes": 32 }"#;
+    let config = Config::parse("test.json", text).unwrap_or_else(|e| panic!("{e}"));
+    let storage = CountingAcks {
+        files: Rc::new(MemStorage::from_snapshot(files.snapshot())),
+        ..CountingAcks::default()
+    };
+    let proxy =
+        block_on(Proxy::open(config, mock.clone(), storage.clone())).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(storage.segments(), segments as usize);
+    (proxy, storage)
+}
+
+#[test]
+fn pipelined_replay_removes_consumed_segment_files_as_it_goes() {
+    // One step delivers REPLAY_PIPELINE_MAX_BATCHES batches, one segment
+    // each: each consumed segment's file is gone within two acks, not only
+    // at the end of the step, and the step's last ack removes its own.
+    let mock = Mock::default();
+    let (proxy, storage) = proxy_with_queued_segments(&mock, 40);
+    assert_eq!(block_on(proxy.replay_step(0, 2_000_000)), ReplayStep::Progress);
+    let batches = crate::proxy::REPLAY_PIPELINE_MAX_BATCHES;
+    assert_eq!(mock.answered("/write").len(), batches);
+    let at_acks = storage.segments_at_acks.borrow().clone();
+    assert_eq!(at_acks.len(), batches);
+    for (k, &on_disk) in at_acks.iter().enumerate() {
+        // Before ack k, k segments are consumed: all but the last two gone.
+        assert!(on_disk <= 40 - k.saturating_sub(2), "ack {k}: {on_disk} segment files ({at_acks:?})");
+    }
+    assert_eq!(storage.segments(), 40 - batches, "after the step");
+}
+
+#[test]
+fn a_replay_step_that_stops_removes_the_files_its_acks_left() {
+    // Five batches delivered, the sixth refused and /ping refused too (b
+    // down): the step ends with the fifth ack's files left by the pipeline;
+    // they go before the step returns.
+    let mock = Mock::default();
+    let (proxy, storage) = proxy_with_queued_segments(&mock, 10);
+    mock.plan(&[Next::Answer; 5]);
+    mock.plan(&[Next::Refuse, Next::Refuse]);
+    let step = block_on(proxy.replay_step(0, 2_000_000));
+    assert!(matches!(step, ReplayStep::RetryAfter(_)), "{step:?}");
+    assert_eq!(mock.answered("/write").len(), 5);
+    assert_eq!(proxy.queue_depth(0).records, 10);
+    assert_eq!(storage.segments(), 5, "only the segments still holding records");
 }
 
 /// A storage that yields before each write of the `ack` file, so that a

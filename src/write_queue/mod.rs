@@ -35,10 +35,12 @@
 //!    the queue. On disk there are at most `max_bytes` + one segment (the
 //!    already-acknowledged front of the oldest segment) + the 64-byte `ack`
 //!    file + the dead-letter file, itself bounded by `dead_letter_max_bytes`;
-//!    and, for a while, the files of the segments one acknowledgement
-//!    consumed: removed right after it, or by pipelined replay while it
-//!    sends the next batch ([`WriteQueue::ack_batch_leaving_files`]), and at
-//!    the latest by the next acknowledgement, when replay pauses, or on open.
+//!    and, for a while, the files of segments acknowledgements consumed:
+//!    removed right after the acknowledgement, or by pipelined replay while
+//!    it sends the next batch ([`WriteQueue::ack_batch_leaving_files`]; the
+//!    segments of two acknowledgements at most then), and at the latest by
+//!    the last acknowledgement of a replay step, when replay pauses, or on
+//!    open.
 //!    A push refused by the storage (disk full) leaves nothing behind: no
 //!    partial record, no new empty segment file.
 //! 5. **Bounded memory.** In memory the queue keeps, per segment, its sequence
@@ -308,11 +310,11 @@
 //! and the file is removed only once every record in it is acknowledged,
 //! which the records after the last one peeked are not. So replay reads the
 //! batch after next while the previous one's ack is written and pushes go on.
-//! The files of segments an acknowledgement consumed are removed after the
-//! lock is let go (an unlink and a directory sync take milliseconds); they
-//! are no longer the queue's (the `ack` file already places the head past
-//! them, and the next open removes such files), and their sequence numbers
-//! are never used again.
+//! The files of segments an acknowledgement consumed (or that held only
+//! damaged records, skipped) are removed after the lock is let go (an
+//! unlink and a directory sync take milliseconds): no record of the queue
+//! is in them any more (the next open removes such files too), and their
+//! sequence numbers are never used again.
 //!
 //! Group commit: a push first leaves its encoded record in a list of
 //! records waiting (in arrival order), then takes the append lock. The push
@@ -1277,7 +1279,7 @@ impl WriteQueue {
     }
 
     /// [`WriteQueue::ack_batch`], but the files of the segments it consumed
-    /// are left for a later call to remove (this one, [`WriteQueue::ack`],
+    /// are left for a later call to remove ([`WriteQueue::ack`],
     /// [`WriteQueue::ack_batch`], [`WriteQueue::dead_letter`] or
     /// [`WriteQueue::remove_consumed_segments`]): pipelined replay removes
     /// them while it sends the next batch, so an unlink (milliseconds) is
@@ -1296,7 +1298,8 @@ impl WriteQueue {
 
     /// Removes the files of segments already acknowledged
     /// ([`WriteQueue::ack_batch_leaving_files`]); the lock is held only to
-    /// take their list. A file that cannot be removed is tried again later.
+    /// read their list and then to strike those removed. A file that cannot
+    /// be removed is tried again later.
     pub async fn remove_consumed_segments<S: Storage>(&self, storage: &S) {
         let state = self.state.lock().await;
         self.remove_garbage(storage, state).await;
@@ -1427,21 +1430,24 @@ impl WriteQueue {
     /// Removes the files of the segments an acknowledgement consumed
     /// (`garbage`), with the lock (`state`) let go first: an unlink and the
     /// sync of the directory take milliseconds, which pushes and the read of
-    /// the next batch need not wait for ("Concurrency"). A file that cannot
-    /// be removed stays listed and is tried again at the next
-    /// acknowledgement (and the next open removes it as acknowledged).
-    async fn remove_garbage<S: Storage>(&self, storage: &S, mut state: MutexGuard<'_, State>) {
-        let garbage = std::mem::take(&mut state.garbage);
+    /// the next batch need not wait for ("Concurrency"). A segment leaves
+    /// the list only once its file is gone, so one that cannot be removed,
+    /// or whose removal is cut short (the caller's future dropped: a replay
+    /// loop restarting), is tried again by the next removal (and the next
+    /// open removes it as acknowledged); removing a file twice is harmless.
+    async fn remove_garbage<S: Storage>(&self, storage: &S, state: MutexGuard<'_, State>) {
+        let garbage = state.garbage.clone();
         drop(state);
-        let mut kept = Vec::new();
+        if garbage.is_empty() {
+            return;
+        }
+        let mut removed = Vec::with_capacity(garbage.len());
         for seq in garbage {
-            if storage.remove(&segment_path(&self.dir, seq)).await.is_err() {
-                kept.push(seq);
+            if storage.remove(&segment_path(&self.dir, seq)).await.is_ok() {
+                removed.push(seq);
             }
         }
-        if !kept.is_empty() {
-            self.state.lock().await.garbage.extend(kept);
-        }
+        self.state.lock().await.garbage.retain(|seq| !removed.contains(seq));
     }
 
     /// Undoes an append that failed or was cancelled: truncates the segment
